@@ -1,0 +1,45 @@
+# The two user-facing commands are `make run` and `make test` (see README).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := emulators/commercetools/node_modules/.installed
+
+.PHONY: run test lint typecheck unit integration bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(NODE_STAMP): emulators/commercetools/package.json emulators/commercetools/package-lock.json
+	cd emulators/commercetools && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
+
+run: install
+	$(BIN)/ct-insider dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+test: lint typecheck
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+bench: install
+	$(BIN)/python -m bench.backfill
+
+clean:
+	rm -rf $(VENV) .dev emulators/commercetools/node_modules .mypy_cache .ruff_cache .pytest_cache

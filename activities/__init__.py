@@ -1,0 +1,1 @@
+"""Temporal activities: all I/O (read commercetools, write Insider) happens here."""

@@ -1,0 +1,1 @@
+"""Pure domain code of the commercetools -> Insider connector: config, clients, models, mapping."""

@@ -1,0 +1,1 @@
+"""commercetools HTTP API: OAuth2, cursor paging, typed models. Knows HTTP, not Temporal."""

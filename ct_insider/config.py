@@ -1,0 +1,122 @@
+"""Settings from the environment (and an optional .env), one class per outside system.
+
+Each command loads only the groups it needs, so `ct-insider emulate insider` runs with no
+credentials at all while the worker refuses to start without them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+
+class CommercetoolsSettings(BaseSettings):
+    """The variable names commercetools' own tools (CLI, Connect, SDK examples) use."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CTP_")
+
+    project_key: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    auth_url: str = Field(
+        min_length=1, description="e.g. https://auth.europe-west1.gcp.commercetools.com"
+    )
+    api_url: str = Field(
+        min_length=1, description="e.g. https://api.europe-west1.gcp.commercetools.com"
+    )
+    scopes: str = Field(
+        default="",
+        description="Space-separated OAuth scopes; empty means read-only scopes for the project.",
+    )
+    max_concurrency: int = Field(default=8, ge=1, le=64)
+
+    @property
+    def effective_scopes(self) -> str:
+        if self.scopes.strip():
+            return self.scopes.strip()
+        names = (
+            "view_customers",
+            "view_orders",
+            "view_published_products",
+            "view_products",
+            "view_categories",
+            "view_payments",
+            "view_stores",
+            "view_types",
+        )
+        return " ".join(f"{name}:{self.project_key}" for name in names)
+
+
+class InsiderSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="INSIDER_")
+
+    partner_name: str = Field(min_length=1)
+    api_key: SecretStr
+    catalog_api_key: SecretStr
+    unification_url: str = "https://unification.useinsider.com"
+    catalog_url: str = "https://catalog.api.useinsider.com"
+    catalog_requests_per_minute: int = Field(default=60, ge=1)
+
+    @model_validator(mode="after")
+    def _partner_name_is_lowercase(self) -> InsiderSettings:
+        # Insider rejects a partner name header that is not lowercase.
+        self.partner_name = self.partner_name.strip().lower()
+        return self
+
+
+class TemporalSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="TEMPORAL_")
+
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = "ct-insider"
+    api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key")
+    tls: bool = Field(default=False, description="Use TLS (implied by an API key or client cert)")
+    tls_client_cert_path: Path | None = None
+    tls_client_key_path: Path | None = None
+    tls_server_root_ca_path: Path | None = None
+    metrics_bind_address: str | None = Field(
+        default=None, description="host:port for a Prometheus scrape endpoint of SDK metrics"
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TemporalSettings:
+        if (self.tls_client_cert_path is None) != (self.tls_client_key_path is None):
+            raise ValueError(
+                "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH must be set together"
+            )
+        return self
+
+
+class ConfigurationError(SystemExit):
+    """Raised (and exits with code 2) when a setting is missing or invalid."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(settings_class: type[S]) -> S:
+    """Load one settings group or stop the command with one message naming the variables."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = f"{prefix}{field}".upper() if field else prefix.rstrip("_")
+            reason = "is required but not set" if error["type"] == "missing" else error["msg"]
+            problems.append(f"{variable} {reason}")
+        message = "configuration error: " + "; ".join(problems)
+        print(message, file=sys.stderr)
+        raise ConfigurationError(message) from None

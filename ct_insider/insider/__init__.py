@@ -1,0 +1,1 @@
+"""Insider UCD and Catalog HTTP APIs. Knows HTTP, not Temporal."""

@@ -1,0 +1,85 @@
+"""Insider request and response models (the UCD upsert and Catalog API shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class InsiderModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Identifiers(InsiderModel):
+    uuid: str | None = None
+    email: str | None = None
+    phone_number: str | None = None
+    custom: dict[str, str] | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.uuid or self.email or self.phone_number or self.custom)
+
+
+class Attributes(InsiderModel):
+    name: str | None = None
+    surname: str | None = None
+    email: str | None = None
+    phone_number: str | None = None
+    gender: str | None = None
+    birthday: str | None = None
+    language: str | None = None
+    country: str | None = None
+    city: str | None = None
+    email_optin: bool | None = None
+    sms_optin: bool | None = None
+    whatsapp_optin: bool | None = None
+    gdpr_optin: bool | None = None
+    custom: dict[str, Any] | None = None
+
+
+class Event(InsiderModel):
+    event_name: str
+    timestamp: str
+    event_params: dict[str, Any] = Field(default_factory=dict)
+
+
+class User(InsiderModel):
+    identifiers: Identifiers
+    attributes: Attributes | None = None
+    events: list[Event] | None = None
+    not_append: bool | None = None
+
+
+class RecordFailure(BaseModel):
+    """One record Insider (or our own mapping) refused, with the reasons an operator reads."""
+
+    index: int
+    reasons: list[str]
+
+
+class UpsertResult(BaseModel):
+    successful: int = 0
+    failures: list[RecordFailure] = Field(default_factory=list)
+    requests: int = 0
+
+
+class CatalogLocale(InsiderModel):
+    language_and_country_code: str
+    store_id: str | None = None
+
+
+class CatalogInvalidDetail(BaseModel):
+    field: str
+    message: str
+    document_ids: list[str] = Field(default_factory=list)
+
+
+class CatalogResult(BaseModel):
+    valid: int = 0
+    invalid: int = 0
+    details: list[CatalogInvalidDetail] = Field(default_factory=list)
+    requests: int = 0

@@ -1,0 +1,71 @@
+"""Normalizers for values Insider validates: each returns None for a value it must not send."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+
+import phonenumbers
+
+# Insider's own validation patterns (from its error messages).
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOCALE = re.compile(r"^([a-zA-Z]{2,3})(?:[-_]([a-zA-Z]{2}))?$")
+
+
+def email(value: str | None) -> str | None:
+    if value is None:
+        return None
+    cleaned = value.strip().lower()
+    return cleaned if _EMAIL.match(cleaned) else None
+
+
+def phone_e164(value: str | None, region: str | None) -> str | None:
+    """E.164 or None; a national number needs the address country as its region."""
+    if not value or not value.strip():
+        return None
+    try:
+        parsed = phonenumbers.parse(value, region.upper() if region else None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def birthday(value: str | None) -> str | None:
+    """commercetools' YYYY-MM-DD to RFC 3339 ending in Z, as Insider requires."""
+    if not value:
+        return None
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.year < 1900:
+        return None
+    return f"{parsed.isoformat()}T00:00:00Z"
+
+
+def timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z and whole seconds (fractional seconds are not confirmed)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def insider_language(locale: str | None, country: str | None = None) -> str | None:
+    """commercetools `en-US` / `de` to Insider's `en_US`; a bare language borrows the country."""
+    if not locale:
+        return None
+    match = _LOCALE.match(locale.strip())
+    if match is None:
+        return None
+    language, region = match.group(1).lower(), match.group(2) or country
+    if not region or len(region) != 2:
+        return None
+    return f"{language}_{region.upper()}"
+
+
+def country_code(value: str | None) -> str | None:
+    if value and len(value) == 2 and value.isalpha():
+        return value.upper()
+    return None

@@ -1,0 +1,1 @@
+"""Sync pipelines: page commercetools, map, send to Insider. No Temporal in here."""

@@ -1,0 +1,46 @@
+"""Run statistics and rejected-record reports, shared by activities, workflows and the CLI."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+# A run keeps this many rejected records in its report (all are counted and logged).
+MAX_REPORTED_REJECTIONS = 1_000
+
+
+class Rejection(BaseModel):
+    record_id: str
+    stage: Literal["mapping", "insider"]
+    reasons: list[str]
+
+
+class SyncStats(BaseModel):
+    processed: int = 0
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0
+    warnings: int = 0
+    busy_seconds: float = 0.0
+    rejections: list[Rejection] = Field(default_factory=list)
+
+    def add(self, other: SyncStats) -> None:
+        self.processed += other.processed
+        self.sent += other.sent
+        self.rejected += other.rejected
+        self.failed += other.failed
+        self.warnings += other.warnings
+        self.busy_seconds += other.busy_seconds
+        room = MAX_REPORTED_REJECTIONS - len(self.rejections)
+        if room > 0:
+            self.rejections.extend(other.rejections[:room])
+
+    def reject(self, rejection: Rejection) -> None:
+        self.rejected += 1
+        if len(self.rejections) < MAX_REPORTED_REJECTIONS:
+            self.rejections.append(rejection)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.processed / self.busy_seconds if self.busy_seconds > 0 else 0.0

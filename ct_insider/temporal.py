@@ -1,0 +1,45 @@
+"""Connecting to Temporal (local dev server or Temporal Cloud) with the pydantic converter."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, TLSConfig
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from ct_insider.config import TemporalSettings
+
+
+def _tls(settings: TemporalSettings) -> TLSConfig | bool:
+    if settings.tls_client_cert_path is None and settings.tls_server_root_ca_path is None:
+        return settings.tls or settings.api_key is not None
+    return TLSConfig(
+        client_cert=settings.tls_client_cert_path.read_bytes()
+        if settings.tls_client_cert_path
+        else None,
+        client_private_key=settings.tls_client_key_path.read_bytes()
+        if settings.tls_client_key_path
+        else None,
+        server_root_ca_cert=settings.tls_server_root_ca_path.read_bytes()
+        if settings.tls_server_root_ca_path
+        else None,
+    )
+
+
+async def connect(settings: TemporalSettings, *, with_metrics: bool = False) -> Client:
+    runtime = None
+    if with_metrics and settings.metrics_bind_address:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=settings.metrics_bind_address)
+            )
+        )
+    return await Client.connect(
+        settings.address,
+        namespace=settings.namespace,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        tls=_tls(settings),
+        data_converter=pydantic_data_converter,
+        interceptors=[TracingInterceptor()],
+        runtime=runtime,
+    )

@@ -1,0 +1,27 @@
+"""The commercetools emulator: our Node launcher around @labdigital/commercetools-mock."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SERVER = HERE / "server.mjs"
+
+
+def ensure_installed() -> None:
+    """Install the pinned npm package (package-lock.json) the first time it is needed."""
+    if (HERE / "node_modules" / "@labdigital" / "commercetools-mock").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is required for the commercetools emulator (Node 20+)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True)
+
+
+def command(port: int, project_key: str) -> list[str]:
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is required for the commercetools emulator (Node 20+)")
+    return [node, str(SERVER), "--port", str(port), "--project", project_key]

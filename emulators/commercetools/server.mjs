@@ -1,0 +1,96 @@
+// Launcher for the commercetools emulator: @labdigital/commercetools-mock served over
+// real HTTP on 127.0.0.1.
+//
+// Why a launcher and not the package's own runServer():
+//  * runServer() binds 0.0.0.0; an emulator holding test data must stay on loopback.
+//  * Version 4.4.0's services drop the `sort` query parameter before they query
+//    storage, so `sort=id asc` + `where=id > "<last id>"` cursor paging returns pages
+//    in insertion order and skips records. We carry each request's `sort` through an
+//    AsyncLocalStorage into a storage subclass that puts it back.
+//  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
+//    route creates many drafts through the same repositories the API uses.
+//
+// Usage: node server.mjs --port 8989 [--project demo] [--client-id x --client-secret y]
+
+import { AsyncLocalStorage } from "node:async_hooks";
+import { parseArgs } from "node:util";
+import { CommercetoolsMock, InMemoryStorage } from "@labdigital/commercetools-mock";
+
+const { values: args } = parseArgs({
+	options: {
+		port: { type: "string", default: "8989" },
+		host: { type: "string", default: "127.0.0.1" },
+		project: { type: "string", default: "demo" },
+		"no-auth": { type: "boolean", default: false },
+	},
+});
+
+const requestSort = new AsyncLocalStorage();
+
+class SortRestoringStorage extends InMemoryStorage {
+	async query(projectKey, typeId, params) {
+		const sort = requestSort.getStore();
+		if (sort !== undefined && params.sort === undefined) {
+			return super.query(projectKey, typeId, { ...params, sort });
+		}
+		return super.query(projectKey, typeId, params);
+	}
+}
+
+const mock = new CommercetoolsMock({
+	enableAuthentication: !args["no-auth"],
+	validateCredentials: false,
+	defaultProjectKey: args.project,
+	silent: true,
+	storage: new SortRestoringStorage(),
+});
+
+const app = mock.app;
+
+app.addHook("onRequest", (request, _reply, done) => {
+	const sort = request.query?.sort;
+	requestSort.run(sort, done);
+});
+
+// The commercetools API reports `sequenceNumber`s per resource only through
+// subscriptions, which the package cannot deliver; tests post those payloads
+// themselves. What they do need is a fast way to create many resources.
+const importers = {
+	"order-import": (repos, ctx, draft) => repos.order.import(ctx, draft),
+};
+
+app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {
+	const { projectKey, typeId } = request.params;
+	const drafts = request.body;
+	if (!Array.isArray(drafts)) {
+		return reply.status(400).send({ message: "body must be a JSON array of drafts" });
+	}
+	const repos = mock._repositories;
+	const create = importers[typeId] ?? ((r, ctx, draft) => r[typeId]?.create(ctx, draft));
+	if (!importers[typeId] && !repos[typeId]) {
+		return reply.status(404).send({ message: `unknown resource type ${typeId}` });
+	}
+	const ctx = { projectKey };
+	const ids = [];
+	for (const draft of drafts) {
+		const created = await create(repos, ctx, draft);
+		ids.push(created.id);
+	}
+	return reply.status(201).send({ count: ids.length, ids });
+});
+
+app.post("/_emulator/reset", async (_request, reply) => {
+	await mock.clear();
+	return reply.status(204).send();
+});
+
+app.get("/_emulator/health", async () => ({ status: "ok", project: args.project }));
+
+await app.listen({ port: Number(args.port), host: args.host });
+process.stdout.write(`commercetools emulator listening on http://${args.host}:${args.port}\n`);
+
+for (const signal of ["SIGINT", "SIGTERM"]) {
+	process.on(signal, () => {
+		app.close().finally(() => process.exit(0));
+	});
+}

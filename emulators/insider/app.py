@@ -1,0 +1,448 @@
+"""The Insider emulator's HTTP surface: Insider's own routes plus an inspection/fault API.
+
+UCD routes are served under /api/user/v1/..., Catalog routes under /v2/...; point both
+INSIDER_UNIFICATION_URL and INSIDER_CATALOG_URL at this server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulators.insider.store import InsiderState, identifier_pairs
+from emulators.insider.validation import validate_catalog_item, validate_user
+
+MAX_BODY_BYTES = 5_000_000
+MAX_USERS = 1_000
+MAX_CATALOG_RECORDS = 10_000
+MAX_CATALOG_RECORD_BYTES = 512 * 1024
+
+# Documented per-minute limits, per bucket.
+DEFAULT_LIMITS = {
+    "upsert": 25_000,
+    "profile": 1_000,
+    "identity": 2_000,
+    "delete": 10_000,
+    "catalog": 60,
+}
+
+
+@dataclass
+class Faults:
+    error_rate: float = 0.0
+    rate_limited_rate: float = 0.0
+    retry_after_seconds: float = 1.0
+    latency_ms: float = 0.0
+    send_retry_after: bool = True
+
+
+@dataclass
+class EmulatorConfig:
+    partner_name: str = "demo"
+    api_key: str = "ucd-token"
+    catalog_api_key: str = "catalog-token"
+    limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    seed: int = 7
+
+
+class SlidingWindow:
+    """Requests per bucket in the last 60 seconds."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+
+    def admit(self, bucket: str, per_minute: int) -> float | None:
+        """None when admitted, else seconds until a slot frees."""
+        now = time.monotonic()
+        hits = self._hits.setdefault(bucket, deque())
+        while hits and hits[0] <= now - 60.0:
+            hits.popleft()
+        if len(hits) >= per_minute:
+            return max(0.0, hits[0] + 60.0 - now)
+        hits.append(now)
+        return None
+
+
+def _error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class InsiderEmulator:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.state = InsiderState()
+        self.faults = Faults()
+        self.window = SlidingWindow()
+        self.requests: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.random = random.Random(self.config.seed)
+
+    # -- cross-cutting: auth, limits, faults --------------------------------------------
+
+    async def _guard(self, request: Request, bucket: str, catalog: bool) -> Response | None:
+        self.requests[bucket] += 1
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
+        partner = request.headers.get("x-partner-name", "")
+        token = request.headers.get("x-request-token", "")
+        expected = self.config.catalog_api_key if catalog else self.config.api_key
+        partner_ok = partner == partner.lower() and hmac.compare_digest(
+            partner, self.config.partner_name
+        )
+        if not (partner_ok and hmac.compare_digest(token.encode(), expected.encode())):
+            if catalog:
+                return _error(
+                    401,
+                    {"success": False, "message": "Partner token authentication is unsuccessful."},
+                )
+            return _error(
+                403,
+                {
+                    "success": False,
+                    "message": "Access Denied. You do not have sufficient access to perform this action.",
+                },
+            )
+        wait = self.window.admit(bucket, self.config.limits.get(bucket, 10**9))
+        if (
+            wait is None
+            and self.faults.rate_limited_rate
+            and self.random.random() < self.faults.rate_limited_rate
+        ):
+            wait = self.faults.retry_after_seconds
+        if wait is not None:
+            headers = (
+                {"Retry-After": str(max(1, round(wait)))} if self.faults.send_retry_after else None
+            )
+            return _error(429, {"error": "rejected: too many requests"}, headers)
+        if self.faults.error_rate and self.random.random() < self.faults.error_rate:
+            return _error(
+                500,
+                {
+                    "success": False,
+                    "message": "The request processing has failed because of an unknown error.",
+                },
+            )
+        return None
+
+    async def _json_body(self, request: Request) -> tuple[Any, Response | None]:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return None, _error(
+                400, {"error": "request body is bigger than maximum allowed size 5,000,000 bytes"}
+            )
+        try:
+            return json.loads(raw), None
+        except ValueError:
+            return None, _error(400, {"error": "invalid json body: bad request"})
+
+    def _route(
+        self,
+        bucket: str,
+        handler: Callable[[Any], Awaitable[Response] | Response],
+        catalog: bool = False,
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            refused = await self._guard(request, bucket, catalog)
+            if refused is not None:
+                self.statuses[f"{bucket}:{refused.status_code}"] += 1
+                return refused
+            body, bad = await self._json_body(request)
+            response = bad if bad is not None else handler(body)
+            if not isinstance(response, Response):
+                response = await response
+            self.statuses[f"{bucket}:{response.status_code}"] += 1
+            return response
+
+        return endpoint
+
+    # -- UCD ---------------------------------------------------------------------------
+
+    def upsert(self, body: Any) -> Response:
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("users"), list)
+            or not body["users"]
+        ):
+            return _error(400, {"error": "users must be defined: bad request"})
+        users = body["users"]
+        if len(users) > MAX_USERS:
+            return _error(
+                400, {"error": f"users must contain at most {MAX_USERS} items: bad request"}
+            )
+        skip_hook = body.get("skip_hook") is True
+        all_errors: dict[str, list[str]] = {}
+        failed = 0
+        for index, user in enumerate(users):
+            errors = validate_user(index, user)
+            if errors:
+                failed += 1
+                all_errors.update(errors)
+                continue
+            self.state.apply_upsert(user, skip_hook=skip_hook)
+        succeeded = len(users) - failed
+        return JSONResponse(
+            {
+                "data": {
+                    "successful": {"count": succeeded} if succeeded else {},
+                    "fail": {"count": failed, "errors": all_errors} if failed else {},
+                }
+            }
+        )
+
+    def profile(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return _error(400, {"error": "body must be an object: bad request"})
+        if body.get("insider_id"):
+            found = self.state.profiles.get(str(body["insider_id"]))
+        elif isinstance(body.get("identifiers"), dict):
+            found = self.state.find(body["identifiers"])
+        else:
+            return _error(
+                400, {"error": "identifiers or insider_id must be specified: bad request"}
+            )
+        if found is None:
+            return _error(404, {"error": "no such user for these identifiers: no data"})
+        wanted = body.get("attributes") or ["*"]
+        attributes = {**found.attributes, **found.identifiers, "iid": found.insider_id}
+        if "*" not in wanted:
+            attributes = {k: v for k, v in attributes.items() if k in wanted or k == "iid"}
+        answer: dict[str, Any] = {"attributes": attributes}
+        events_query = body.get("events")
+        if isinstance(events_query, dict):
+            answer["events"] = self._profile_events(found.events, events_query)
+        return JSONResponse(answer)
+
+    @staticmethod
+    def _profile_events(
+        events: list[dict[str, Any]], query: dict[str, Any]
+    ) -> dict[str, list[dict[str, Any]]]:
+        wanted = {w.get("event_name"): w.get("params") or [] for w in query.get("wanted") or []}
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            name = event.get("event_name")
+            if name not in wanted:
+                continue
+            params = event.get("event_params") or {}
+            selected = {p: params.get(p) for p in wanted[name]} if wanted[name] else dict(params)
+            grouped.setdefault(str(name), []).append(
+                {**selected, "created_date": event.get("timestamp")}
+            )
+        return grouped
+
+    def delete(self, body: Any) -> Response:
+        if not isinstance(body, dict) or not isinstance(body.get("identifiers"), dict):
+            return _error(400, {"error": "identifiers must be specified: bad request"})
+        self.state.delete(body["identifiers"])
+        return JSONResponse({})
+
+    def identity(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return _error(400, {"error": "body must be an object: bad request"})
+        old = identifier_pairs(body.get("old_identifier") or {})
+        new = identifier_pairs(body.get("new_identifier") or {})
+        if len(old) != 1 or len(new) != 1 or old[0][0] != new[0][0]:
+            return _error(
+                400,
+                {"error": "exactly one old and one new identifier of the same type: bad request"},
+            )
+        if old[0] == new[0]:
+            return _error(400, {"error": "identifier values are the same: bad request"})
+        if new[0] in self.state.index:
+            return _error(400, {"error": "new identifier already belongs to a user: bad request"})
+        if self.state.change_identifier(old[0], new[0]) is None:
+            return _error(404, {"error": "no such user for these identifiers: no data"})
+        return JSONResponse({})
+
+    # -- Catalog -----------------------------------------------------------------------
+
+    def locales(self, body: Any) -> Response:
+        if not isinstance(body, list) or not body:
+            return _error(400, {"success": False, "message": "body must be a non-empty array"})
+        created = 0
+        for entry in body:
+            code = entry.get("language_and_country_code") if isinstance(entry, dict) else None
+            if not isinstance(code, str) or not code:
+                return _error(
+                    400, {"success": False, "message": "language_and_country_code is required"}
+                )
+            key = f"{code}:{entry['store_id']}" if entry.get("store_id") else code
+            if key not in self.state.locales:
+                self.state.locales.add(key)
+                created += 1
+        return JSONResponse({"success": True, "created_locale_count": created})
+
+    def catalog_write(self, body: Any, *, partial: bool) -> Response:
+        if not isinstance(body, list):
+            return _error(400, {"success": False, "message": "body must be an array of records"})
+        if len(body) > MAX_CATALOG_RECORDS:
+            return _error(
+                400, {"success": False, "message": "Maximum allowed record count is exceeded."}
+            )
+        invalid: dict[tuple[str, str], list[str]] = {}
+        valid = 0
+        for item in body:
+            problems = validate_catalog_item(item, self.state.locales, partial=partial)
+            if not problems and len(json.dumps(item)) > MAX_CATALOG_RECORD_BYTES:
+                problems = [("record", "Field is invalidated: record is larger than 512 KB")]
+            if not problems and not self.state.catalog_put(item, partial=partial):
+                problems = [("item_id", "Field is invalidated: item does not exist")]
+            if problems:
+                document_id = str(item.get("item_id")) if isinstance(item, dict) else "?"
+                for problem in problems:
+                    invalid.setdefault(problem, []).append(document_id)
+            else:
+                valid += 1
+        details = [
+            {"field": f, "message": m, "count": len(ids), "document_ids": ids}
+            for (f, m), ids in invalid.items()
+        ]
+        invalid_count = len(body) - valid
+        return JSONResponse(
+            {
+                "success": True,
+                "message": {
+                    "valid": {"count": valid},
+                    "invalid": {"count": invalid_count, "details": details},
+                    "warnings": {"count": 0, "details": []},
+                    "invalidRatio": round(invalid_count / len(body), 4) if body else 0,
+                },
+            }
+        )
+
+    # -- inspection and fault injection (not part of Insider's API) ---------------------
+
+    async def inspect_users(self, request: Request) -> Response:
+        include_events = request.query_params.get("include_events", "1") != "0"
+        profiles = list(self.state.profiles.values())
+        identifier = request.query_params.get("identifier")
+        if identifier and "=" in identifier:
+            kind, value = identifier.split("=", 1)
+            found = self.state.find({kind: value})
+            profiles = [found] if found else []
+        return JSONResponse(
+            {"count": len(profiles), "users": [p.to_json(include_events) for p in profiles]}
+        )
+
+    async def inspect_events(self, request: Request) -> Response:
+        name = request.query_params.get("event_name")
+        events = [
+            {**event, "insider_id": profile.insider_id}
+            for profile in self.state.profiles.values()
+            for event in profile.events
+            if name is None or event.get("event_name") == name
+        ]
+        return JSONResponse({"count": len(events), "events": events})
+
+    async def inspect_catalog(self, request: Request) -> Response:
+        locale = request.query_params.get("locale")
+        items = [
+            item for (_, loc), item in self.state.catalog.items() if locale is None or loc == locale
+        ]
+        return JSONResponse(
+            {"count": len(items), "items": items, "locales": sorted(self.state.locales)}
+        )
+
+    async def inspect_stats(self, _request: Request) -> Response:
+        return JSONResponse(
+            {
+                "requests": dict(self.requests),
+                "statuses": dict(self.statuses),
+                "users": len(self.state.profiles),
+                "events": sum(len(p.events) for p in self.state.profiles.values()),
+                "catalog_items": len(self.state.catalog),
+            }
+        )
+
+    async def reset(self, _request: Request) -> Response:
+        self.state.reset()
+        self.faults = Faults()
+        self.window = SlidingWindow()
+        self.requests.clear()
+        self.statuses.clear()
+        self.config.limits = dict(DEFAULT_LIMITS)
+        return Response(status_code=204)
+
+    async def set_faults(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+            self.faults = Faults(**body)
+        except (ValueError, TypeError) as exc:
+            return _error(400, {"error": f"invalid faults: {exc}"})
+        return JSONResponse(self.faults.__dict__)
+
+    async def set_limits(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not all(
+                k in DEFAULT_LIMITS and isinstance(v, int) and v > 0 for k, v in body.items()
+            ):
+                raise ValueError(
+                    f"expected per-minute integers for buckets {sorted(DEFAULT_LIMITS)}"
+                )
+        except ValueError as exc:
+            return _error(400, {"error": f"invalid limits: {exc}"})
+        self.config.limits.update(body)
+        return JSONResponse(self.config.limits)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/api/user/v1/upsert", self._route("upsert", self.upsert), methods=["POST"]),
+                Route(
+                    "/api/user/v1/profile", self._route("profile", self.profile), methods=["POST"]
+                ),
+                Route("/api/user/v1/delete", self._route("delete", self.delete), methods=["POST"]),
+                Route(
+                    "/api/user/v1/identity",
+                    self._route("identity", self.identity),
+                    methods=["PATCH"],
+                ),
+                Route(
+                    "/v2/locales/batch",
+                    self._route("catalog", self.locales, catalog=True),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/v2/ingest",
+                    self._route(
+                        "catalog", lambda b: self.catalog_write(b, partial=False), catalog=True
+                    ),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/v2/update",
+                    self._route(
+                        "catalog", lambda b: self.catalog_write(b, partial=True), catalog=True
+                    ),
+                    methods=["POST"],
+                ),
+                Route("/_emulator/users", self.inspect_users, methods=["GET"]),
+                Route("/_emulator/events", self.inspect_events, methods=["GET"]),
+                Route("/_emulator/catalog", self.inspect_catalog, methods=["GET"]),
+                Route("/_emulator/stats", self.inspect_stats, methods=["GET"]),
+                Route("/_emulator/reset", self.reset, methods=["POST"]),
+                Route("/_emulator/faults", self.set_faults, methods=["POST"]),
+                Route("/_emulator/limits", self.set_limits, methods=["POST"]),
+                Route(
+                    "/_emulator/health", lambda _r: JSONResponse({"status": "ok"}), methods=["GET"]
+                ),
+            ]
+        )
+
+
+def create_app(config: EmulatorConfig | None = None) -> Starlette:
+    return InsiderEmulator(config).app()

@@ -1,0 +1,137 @@
+"""`ct-insider`: the single entry point for operators and developers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ct_insider.config import CommercetoolsSettings, InsiderSettings, TemporalSettings, load
+from ct_insider.logging import configure_logging
+
+
+def _timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"timestamp needs a timezone (e.g. Z): {value!r}")
+    return parsed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ct-insider", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run the Temporal worker")
+    worker.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
+    worker.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+
+    backfill = commands.add_parser("backfill", help="start (or attach to) a historical backfill")
+    backfill.add_argument("entity", choices=["customers"])
+    backfill.add_argument("--since", type=_timestamp, help="lastModifiedAt lower bound (inclusive)")
+    backfill.add_argument("--until", type=_timestamp, help="lastModifiedAt upper bound (exclusive)")
+    backfill.add_argument("--batch-size", type=int, default=1_000)
+    backfill.add_argument("--wait", action="store_true", help="follow progress until it finishes")
+
+    emulate = commands.add_parser("emulate", help="serve an emulator on 127.0.0.1")
+    emulate.add_argument("system", choices=["commercetools", "insider"])
+    emulate.add_argument("--port", type=int, required=True)
+    emulate.add_argument("--project", default="demo", help="commercetools project key")
+    emulate.add_argument("--partner-name", default="demo", help="Insider partner name")
+    emulate.add_argument("--api-key", default="ucd-token", help="Insider UCD token")
+    emulate.add_argument("--catalog-api-key", default="catalog-token", help="Insider catalog token")
+
+    dev = commands.add_parser("dev", help="run the whole local stack with demo data (make run)")
+    dev.add_argument("--state-dir", type=Path, default=Path(".dev"))
+    dev.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level, json=args.command != "dev")
+    if args.command == "worker":
+        return asyncio.run(_worker(args))
+    if args.command == "backfill":
+        return asyncio.run(_backfill(args))
+    if args.command == "emulate":
+        return _emulate(args)
+    if args.command == "dev":
+        from starters.dev import run_dev_stack
+
+        return run_dev_stack(args.state_dir, wait=not args.no_wait)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from ct_insider.mapping.config import MappingConfigError, load_mapping_config
+    from ct_insider.temporal import connect
+    from workers.main import run_worker
+
+    temporal = load(TemporalSettings)
+    ct = load(CommercetoolsSettings)
+    insider = load(InsiderSettings)
+    try:
+        mapping = load_mapping_config(args.mapping)
+    except MappingConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    client = await connect(temporal, with_metrics=True)
+    await run_worker(client, temporal.task_queue, ct, insider, mapping, args.ready_file)
+    return 0
+
+
+async def _backfill(args: argparse.Namespace) -> int:
+    from ct_insider.sync.window import Window
+    from ct_insider.temporal import connect
+    from starters.backfill import follow, print_report, start_backfill
+    from workflows.backfill import BackfillInput
+
+    temporal = load(TemporalSettings)
+    try:
+        window = Window(since=args.since, until=args.until)
+        params = BackfillInput(entity=args.entity, window=window, batch_size=args.batch_size)
+    except ValueError as exc:
+        print(f"invalid backfill: {exc}", file=sys.stderr)
+        return 2
+    client = await connect(temporal)
+    handle = await start_backfill(client, temporal.task_queue, params)
+    print(f"backfill workflow {handle.id} (run {handle.result_run_id})")
+    if not args.wait:
+        return 0
+    final = await follow(handle)
+    print_report(final)
+    return 0
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    if args.system == "commercetools":
+        import os
+
+        from emulators import commercetools
+
+        commercetools.ensure_installed()
+        command = commercetools.command(args.port, args.project)
+        os.execv(command[0], command)  # noqa: S606 - replace this process with node, no shell
+    import uvicorn
+
+    from emulators.insider.app import EmulatorConfig, create_app
+
+    config = EmulatorConfig(
+        partner_name=args.partner_name.lower(),
+        api_key=args.api_key,
+        catalog_api_key=args.catalog_api_key,
+    )
+    uvicorn.run(
+        create_app(config), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

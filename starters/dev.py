@@ -1,0 +1,157 @@
+"""`ct-insider dev` (make run): the whole local stack with a seeded demo, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ct_insider.config import TemporalSettings
+from ct_insider.temporal import connect
+from emulators import commercetools
+from emulators.process import ManagedProcess, ct_insider_command, temporal_binary
+from emulators.seed import seed_demo
+from starters.backfill import follow, print_report, start_backfill
+from workflows.backfill import BackfillInput, BackfillProgress
+
+TEMPORAL_PORT, TEMPORAL_UI_PORT = 7233, 8233
+CT_PORT, INSIDER_PORT = 8989, 8990
+PROJECT_KEY = "demo"
+
+DEV_ENV = {
+    "CTP_PROJECT_KEY": PROJECT_KEY,
+    "CTP_CLIENT_ID": "demo-client",
+    "CTP_CLIENT_SECRET": "demo-secret",
+    "CTP_AUTH_URL": f"http://127.0.0.1:{CT_PORT}",
+    "CTP_API_URL": f"http://127.0.0.1:{CT_PORT}",
+    "CTP_SCOPES": f"manage_project:{PROJECT_KEY}",
+    "INSIDER_PARTNER_NAME": "demo",
+    "INSIDER_API_KEY": "ucd-token",
+    "INSIDER_CATALOG_API_KEY": "catalog-token",
+    "INSIDER_UNIFICATION_URL": f"http://127.0.0.1:{INSIDER_PORT}",
+    "INSIDER_CATALOG_URL": f"http://127.0.0.1:{INSIDER_PORT}",
+    "TEMPORAL_ADDRESS": f"127.0.0.1:{TEMPORAL_PORT}",
+    "TEMPORAL_NAMESPACE": "default",
+    "TEMPORAL_TASK_QUEUE": "ct-insider",
+}
+
+
+def _say(message: str) -> None:
+    print(f"[ct-insider dev] {message}", flush=True)
+
+
+def run_dev_stack(state_dir: Path, *, wait: bool = True) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    logs = state_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    os.environ.update(DEV_ENV)
+    commercetools.ensure_installed()
+    ready = state_dir / "worker.ready"
+    ready.unlink(missing_ok=True)
+    processes = [
+        ManagedProcess(
+            "temporal",
+            [
+                temporal_binary(),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(TEMPORAL_PORT),
+                "--ui-port",
+                str(TEMPORAL_UI_PORT),
+                "--db-filename",
+                str(state_dir / "temporal.db"),
+                "--log-level",
+                "warn",
+            ],
+            health_url=f"http://127.0.0.1:{TEMPORAL_UI_PORT}/",
+            log_path=logs / "temporal.log",
+        ),
+        ManagedProcess(
+            "commercetools emulator",
+            commercetools.command(CT_PORT, PROJECT_KEY),
+            health_url=f"http://127.0.0.1:{CT_PORT}/_emulator/health",
+            log_path=logs / "commercetools.log",
+        ),
+        ManagedProcess(
+            "insider emulator",
+            ct_insider_command("emulate", "insider", "--port", str(INSIDER_PORT)),
+            health_url=f"http://127.0.0.1:{INSIDER_PORT}/_emulator/health",
+            log_path=logs / "insider.log",
+        ),
+    ]
+    worker = ManagedProcess(
+        "worker",
+        ct_insider_command("worker", "--ready-file", str(ready)),
+        log_path=logs / "worker.log",
+    )
+    started: list[ManagedProcess] = []
+    stop_requested = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        for process in processes:
+            _say(f"starting {process.name} (log: {process.log_path})")
+            started.append(process.start())
+        counts = seed_demo(f"http://127.0.0.1:{CT_PORT}", PROJECT_KEY)
+        _say(f"seeded commercetools emulator: {counts}")
+        _say(f"starting worker (log: {worker.log_path})")
+        started.append(worker.start())
+        _wait_for(ready, worker)
+        final = asyncio.run(_initial_backfill())
+        print_report(final)
+        _say("the stack is up:")
+        _say(
+            f"  Temporal UI          http://localhost:{TEMPORAL_UI_PORT}/namespaces/default/workflows"
+        )
+        _say(
+            f"  Insider emulator     http://127.0.0.1:{INSIDER_PORT}/_emulator/users?include_events=0"
+        )
+        _say(f"                       http://127.0.0.1:{INSIDER_PORT}/_emulator/stats")
+        _say(
+            f"  commercetools emu    http://127.0.0.1:{CT_PORT}/{PROJECT_KEY}/customers (OAuth at /oauth/token)"
+        )
+        _say(f"  logs                 {logs}/")
+        if not wait:
+            return 0
+        _say("press Ctrl-C to stop everything")
+        while not stop_requested:
+            for process in started:
+                if process.process is not None and process.process.poll() is not None:
+                    _say(f"{process.name} exited unexpectedly; see {process.log_path}")
+                    return 1
+            time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _say("stopping")
+        for process in reversed(started):
+            process.stop()
+
+
+def _wait_for(ready: Path, worker: ManagedProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if worker.process is not None and worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited; see {worker.log_path}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not ready after {timeout}s; see {worker.log_path}")
+        time.sleep(0.2)
+
+
+async def _initial_backfill() -> BackfillProgress:
+    settings = TemporalSettings()
+    client = await connect(settings)
+    handle = await start_backfill(client, settings.task_queue, BackfillInput(entity="customers"))
+    _say(f"initial backfill: workflow {handle.id}")
+    return await follow(handle, out=sys.stdout)
