@@ -65,7 +65,10 @@ async def with_backoff(call: Callable[[], Awaitable[T]], backoff: Backoff) -> T:
         try:
             return await call()
         except RetryableStatus as exc:
-            if attempt == backoff.attempts - 1:
+            # A server asking for a longer pause than we wait in-process gets it durably:
+            # the caller (an activity) fails and Temporal schedules the retry after it.
+            too_long = exc.retry_after is not None and exc.retry_after > backoff.max_seconds
+            if attempt == backoff.attempts - 1 or too_long:
                 raise
             await asyncio.sleep(backoff.delay(attempt, exc.retry_after))
         except TRANSIENT_EXCEPTIONS:

@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="run the whole local stack with demo data (make run)")
     dev.add_argument("--state-dir", type=Path, default=Path(".dev"))
-    dev.add_argument("--no-wait", action="store_true", help=argparse.SUPPRESS)
+    dev.add_argument("--port-offset", type=int, default=0, help="shift every port by N")
+    dev.add_argument("--no-wait", action="store_true", help="exit once the demo backfill is done")
     return parser
 
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         from starters.dev import run_dev_stack
 
-        return run_dev_stack(args.state_dir, wait=not args.no_wait)
+        return run_dev_stack(args.state_dir, wait=not args.no_wait, port_offset=args.port_offset)
     raise AssertionError(f"unhandled command {args.command}")
 
 

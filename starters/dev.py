@@ -7,7 +7,10 @@ import os
 import signal
 import sys
 import time
+from dataclasses import astuple, dataclass
 from pathlib import Path
+
+import httpx
 
 from ct_insider.config import TemporalSettings
 from ct_insider.temporal import connect
@@ -17,37 +20,50 @@ from emulators.seed import seed_demo
 from starters.backfill import follow, print_report, start_backfill
 from workflows.backfill import BackfillInput, BackfillProgress
 
-TEMPORAL_PORT, TEMPORAL_UI_PORT = 7233, 8233
-CT_PORT, INSIDER_PORT = 8989, 8990
 PROJECT_KEY = "demo"
 
-DEV_ENV = {
-    "CTP_PROJECT_KEY": PROJECT_KEY,
-    "CTP_CLIENT_ID": "demo-client",
-    "CTP_CLIENT_SECRET": "demo-secret",
-    "CTP_AUTH_URL": f"http://127.0.0.1:{CT_PORT}",
-    "CTP_API_URL": f"http://127.0.0.1:{CT_PORT}",
-    "CTP_SCOPES": f"manage_project:{PROJECT_KEY}",
-    "INSIDER_PARTNER_NAME": "demo",
-    "INSIDER_API_KEY": "ucd-token",
-    "INSIDER_CATALOG_API_KEY": "catalog-token",
-    "INSIDER_UNIFICATION_URL": f"http://127.0.0.1:{INSIDER_PORT}",
-    "INSIDER_CATALOG_URL": f"http://127.0.0.1:{INSIDER_PORT}",
-    "TEMPORAL_ADDRESS": f"127.0.0.1:{TEMPORAL_PORT}",
-    "TEMPORAL_NAMESPACE": "default",
-    "TEMPORAL_TASK_QUEUE": "ct-insider",
-}
+
+@dataclass(frozen=True)
+class Ports:
+    temporal: int = 7233
+    temporal_ui: int = 8233
+    commercetools: int = 8989
+    insider: int = 8990
+
+    def shifted(self, offset: int) -> Ports:
+        return Ports(*(port + offset for port in astuple(self)))
+
+
+def dev_environment(ports: Ports) -> dict[str, str]:
+    """Settings that point the worker at the local emulators (the demo credentials)."""
+    return {
+        "CTP_PROJECT_KEY": PROJECT_KEY,
+        "CTP_CLIENT_ID": "demo-client",
+        "CTP_CLIENT_SECRET": "demo-secret",
+        "CTP_AUTH_URL": f"http://127.0.0.1:{ports.commercetools}",
+        "CTP_API_URL": f"http://127.0.0.1:{ports.commercetools}",
+        "CTP_SCOPES": f"manage_project:{PROJECT_KEY}",
+        "INSIDER_PARTNER_NAME": "demo",
+        "INSIDER_API_KEY": "ucd-token",
+        "INSIDER_CATALOG_API_KEY": "catalog-token",
+        "INSIDER_UNIFICATION_URL": f"http://127.0.0.1:{ports.insider}",
+        "INSIDER_CATALOG_URL": f"http://127.0.0.1:{ports.insider}",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
+        "TEMPORAL_NAMESPACE": "default",
+        "TEMPORAL_TASK_QUEUE": "ct-insider",
+    }
 
 
 def _say(message: str) -> None:
     print(f"[ct-insider dev] {message}", flush=True)
 
 
-def run_dev_stack(state_dir: Path, *, wait: bool = True) -> int:
+def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -> int:
+    ports = Ports().shifted(port_offset)
     state_dir.mkdir(parents=True, exist_ok=True)
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
-    os.environ.update(DEV_ENV)
+    os.environ.update(dev_environment(ports))
     commercetools.ensure_installed()
     ready = state_dir / "worker.ready"
     ready.unlink(missing_ok=True)
@@ -61,27 +77,27 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True) -> int:
                 "--ip",
                 "127.0.0.1",
                 "--port",
-                str(TEMPORAL_PORT),
+                str(ports.temporal),
                 "--ui-port",
-                str(TEMPORAL_UI_PORT),
+                str(ports.temporal_ui),
                 "--db-filename",
                 str(state_dir / "temporal.db"),
                 "--log-level",
                 "warn",
             ],
-            health_url=f"http://127.0.0.1:{TEMPORAL_UI_PORT}/",
+            health_url=f"http://127.0.0.1:{ports.temporal_ui}/",
             log_path=logs / "temporal.log",
         ),
         ManagedProcess(
             "commercetools emulator",
-            commercetools.command(CT_PORT, PROJECT_KEY),
-            health_url=f"http://127.0.0.1:{CT_PORT}/_emulator/health",
+            commercetools.command(ports.commercetools, PROJECT_KEY),
+            health_url=f"http://127.0.0.1:{ports.commercetools}/_emulator/health",
             log_path=logs / "commercetools.log",
         ),
         ManagedProcess(
             "insider emulator",
-            ct_insider_command("emulate", "insider", "--port", str(INSIDER_PORT)),
-            health_url=f"http://127.0.0.1:{INSIDER_PORT}/_emulator/health",
+            ct_insider_command("emulate", "insider", "--port", str(ports.insider)),
+            health_url=f"http://127.0.0.1:{ports.insider}/_emulator/health",
             log_path=logs / "insider.log",
         ),
     ]
@@ -102,23 +118,25 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True) -> int:
         for process in processes:
             _say(f"starting {process.name} (log: {process.log_path})")
             started.append(process.start())
-        counts = seed_demo(f"http://127.0.0.1:{CT_PORT}", PROJECT_KEY)
+        counts = seed_demo(f"http://127.0.0.1:{ports.commercetools}", PROJECT_KEY)
         _say(f"seeded commercetools emulator: {counts}")
         _say(f"starting worker (log: {worker.log_path})")
         started.append(worker.start())
         _wait_for(ready, worker)
         final = asyncio.run(_initial_backfill())
         print_report(final)
+        held = httpx.get(f"http://127.0.0.1:{ports.insider}/_emulator/stats", timeout=10).json()
+        _say(f"Insider emulator now holds {held['users']} users and {held['events']} events")
         _say("the stack is up:")
         _say(
-            f"  Temporal UI          http://localhost:{TEMPORAL_UI_PORT}/namespaces/default/workflows"
+            f"  Temporal UI          http://localhost:{ports.temporal_ui}/namespaces/default/workflows"
         )
         _say(
-            f"  Insider emulator     http://127.0.0.1:{INSIDER_PORT}/_emulator/users?include_events=0"
+            f"  Insider emulator     http://127.0.0.1:{ports.insider}/_emulator/users?include_events=0"
         )
-        _say(f"                       http://127.0.0.1:{INSIDER_PORT}/_emulator/stats")
+        _say(f"                       http://127.0.0.1:{ports.insider}/_emulator/stats")
         _say(
-            f"  commercetools emu    http://127.0.0.1:{CT_PORT}/{PROJECT_KEY}/customers (OAuth at /oauth/token)"
+            f"  commercetools emu    http://127.0.0.1:{ports.commercetools}/{PROJECT_KEY}/customers (OAuth at /oauth/token)"
         )
         _say(f"  logs                 {logs}/")
         if not wait:

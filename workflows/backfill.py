@@ -24,6 +24,8 @@ class BackfillInput(BaseModel):
     batch_size: int = Field(default=1_000, ge=1, le=1_000)
     skip_hook: bool = True
     chunk_seconds: float = Field(default=10.0, gt=0)
+    # Continue-as-new well before Temporal's history limits (tests lower it).
+    max_chunks_per_run: int = Field(default=500, ge=1)
     # Carried across continue-as-new:
     cursor: str | None = None
     stats: SyncStats = Field(default_factory=SyncStats)
@@ -50,9 +52,6 @@ def backfill_workflow_id(entity: str, window: Window) -> str:
 
 @workflow.defn
 class BackfillWorkflow:
-    # Continue-as-new well before Temporal's history limits; tests lower it.
-    MAX_CHUNKS_PER_RUN = 500
-
     def __init__(self) -> None:
         self._progress: BackfillProgress | None = None
 
@@ -101,7 +100,7 @@ class BackfillWorkflow:
                 )
                 return progress
             if (
-                chunks_this_run >= self.MAX_CHUNKS_PER_RUN
+                chunks_this_run >= params.max_chunks_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ):
                 workflow.continue_as_new(

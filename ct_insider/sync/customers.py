@@ -56,22 +56,23 @@ async def raw_batches(
 
 async def prefetched(source: AsyncIterator[T], depth: int = 1) -> AsyncIterator[T]:
     """Read ahead of the consumer, so commercetools reads overlap Insider writes."""
-    queue: asyncio.Queue[tuple[bool, T | BaseException | None]] = asyncio.Queue(maxsize=depth)
+    queue: asyncio.Queue[tuple[bool, T | Exception | None]] = asyncio.Queue(maxsize=depth)
 
     async def produce() -> None:
         try:
             async for item in source:
                 await queue.put((True, item))
             await queue.put((False, None))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except Exception as exc:  # handed to the consumer, which re-raises it
             await queue.put((False, exc))
+        # CancelledError is not caught: the consumer cancels us when it stops early.
 
     task = asyncio.create_task(produce())
     try:
         while True:
             has_item, item = await queue.get()
             if not has_item:
-                if isinstance(item, BaseException):
+                if isinstance(item, Exception):
                     raise item
                 return
             yield item  # type: ignore[misc]

@@ -39,7 +39,8 @@ class SortRestoringStorage extends InMemoryStorage {
 
 const mock = new CommercetoolsMock({
 	enableAuthentication: !args["no-auth"],
-	validateCredentials: false,
+	// Tokens must be ones this server issued (any client id/secret may obtain one).
+	validateCredentials: true,
 	defaultProjectKey: args.project,
 	silent: true,
 	storage: new SortRestoringStorage(),

