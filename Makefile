@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := emulators/commercetools/node_modules/.installed
 
-.PHONY: run test lint typecheck unit integration bench install clean
+.PHONY: run test lint typecheck unit integration install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,6 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration
-
-bench: install
-	$(BIN)/python -m bench.backfill
 
 clean:
 	rm -rf $(VENV) .dev emulators/commercetools/node_modules .mypy_cache .ruff_cache .pytest_cache

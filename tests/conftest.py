@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,7 +63,7 @@ class Emulators:
     def seeder(self) -> CommercetoolsSeeder:
         return CommercetoolsSeeder(self.ct_url, PROJECT_KEY)
 
-    def insider_users(self) -> list[dict[str, object]]:
+    def insider_users(self) -> list[dict[str, Any]]:
         body = httpx.get(f"{self.insider_url}/_emulator/users", timeout=60).json()
         return list(body["users"])
 

@@ -35,13 +35,13 @@ async def test_backfill_sends_all_1200_customers_each_once(
     assert result.status == "completed"
     assert (result.stats.processed, result.stats.sent, result.stats.rejected) == (1_200, 1_200, 0)
     users = clean_emulators.insider_users()
-    uuids = [u["identifiers"]["uuid"] for u in users]  # type: ignore[index]
+    uuids = [u["identifiers"]["uuid"] for u in users]
     assert len(uuids) == 1_200
     assert sorted(uuids) == sorted(customer_id for customer_id, _ in seeded)
-    by_uuid = {u["identifiers"]["uuid"]: u for u in users}  # type: ignore[index]
+    by_uuid = {u["identifiers"]["uuid"]: u for u in users}
     first_id, first_email = seeded[0]
-    assert by_uuid[first_id]["identifiers"]["email"] == first_email  # type: ignore[index]
-    assert by_uuid[first_id]["attributes"]["gdpr_optin"] is True  # type: ignore[index]
+    assert by_uuid[first_id]["identifiers"]["email"] == first_email
+    assert by_uuid[first_id]["attributes"]["gdpr_optin"] is True
 
 
 async def test_progress_is_queryable_and_a_second_start_attaches(

@@ -1,0 +1,19 @@
+# One image for the worker (and, later, the bridge): `ct-insider <command>`.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY ct_insider ct_insider
+COPY activities activities
+COPY workflows workflows
+COPY workers workers
+COPY starters starters
+COPY emulators emulators
+RUN pip wheel --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 app
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER app
+ENTRYPOINT ["ct-insider"]
+CMD ["worker"]
