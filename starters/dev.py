@@ -107,12 +107,12 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         log_path=logs / "worker.log",
     )
     started: list[ManagedProcess] = []
-    stop_requested = False
 
     def request_stop(_signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+        raise KeyboardInterrupt
 
+    # Explicit handlers: a parent (make, a CI job, `&` in a script) may have left SIGINT ignored.
+    signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
         for process in processes:
@@ -142,13 +142,12 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         if not wait:
             return 0
         _say("press Ctrl-C to stop everything")
-        while not stop_requested:
+        while True:
             for process in started:
                 if process.process is not None and process.process.poll() is not None:
                     _say(f"{process.name} exited unexpectedly; see {process.log_path}")
                     return 1
             time.sleep(1)
-        return 0
     except KeyboardInterrupt:
         return 0
     finally:

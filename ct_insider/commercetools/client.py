@@ -10,7 +10,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ import httpx
 from ct_insider.commercetools.auth import TokenProvider
 from ct_insider.commercetools.errors import CommercetoolsError, CommercetoolsNotFound
 from ct_insider.config import CommercetoolsSettings
+from ct_insider.http import HttpApiClient
 from ct_insider.retry import Backoff, RetryableStatus, parse_retry_after, with_backoff
 
 MAX_PAGE_SIZE = 500
@@ -46,7 +46,7 @@ def cursor_predicate(where: str | None, after_id: str | None) -> str | None:
     return " and ".join(clauses) or None
 
 
-class CommercetoolsClient:
+class CommercetoolsClient(HttpApiClient):
     def __init__(
         self,
         settings: CommercetoolsSettings,
@@ -54,10 +54,13 @@ class CommercetoolsClient:
         http: httpx.AsyncClient | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
+        super().__init__(
+            http
+            or httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                limits=httpx.Limits(max_connections=settings.max_concurrency * 2),
+            ),
+            owns_http=http is None,
         )
         self._api = settings.api_url.rstrip("/") + "/" + settings.project_key
         self._tokens = TokenProvider(
@@ -69,21 +72,6 @@ class CommercetoolsClient:
         )
         self._backoff = backoff or Backoff()
         self._in_flight = asyncio.Semaphore(settings.max_concurrency)
-
-    async def __aenter__(self) -> CommercetoolsClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     async def get_json(self, path: str, params: httpx.QueryParams | None = None) -> Any:
         """GET {api}/{project}/{path}; retries transient failures, raises CommercetoolsError."""

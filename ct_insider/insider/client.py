@@ -11,12 +11,12 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from ct_insider.config import InsiderSettings
+from ct_insider.http import HttpApiClient
 from ct_insider.insider.batching import Chunk, chunk_serialized
 from ct_insider.insider.errors import (
     InsiderBadRequest,
@@ -71,7 +71,7 @@ class MinimumInterval:
             self._next = now + self._interval
 
 
-class InsiderClient:
+class InsiderClient(HttpApiClient):
     def __init__(
         self,
         settings: InsiderSettings,
@@ -79,8 +79,10 @@ class InsiderClient:
         http: httpx.AsyncClient | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+        super().__init__(
+            http or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0)),
+            owns_http=http is None,
+        )
         self._ucd = settings.unification_url.rstrip("/")
         self._catalog = settings.catalog_url.rstrip("/")
         self._ucd_headers = {
@@ -94,21 +96,6 @@ class InsiderClient:
         }
         self._backoff = backoff or Backoff(attempts=5, base_seconds=0.5, max_seconds=30.0)
         self._catalog_pacing = MinimumInterval(settings.catalog_requests_per_minute)
-
-    async def __aenter__(self) -> InsiderClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     # -- transport ---------------------------------------------------------------------
 
