@@ -84,12 +84,6 @@ class ManagedProcess:
         except ProcessLookupError:
             pass
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would: no graceful shutdown."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
-
     def __enter__(self) -> ManagedProcess:
         return self.start()
 

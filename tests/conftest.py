@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -135,6 +134,3 @@ async def worker(
         built,
     ):
         yield built
-
-
-FIXTURES = Path(__file__).parent / "fixtures"

@@ -238,3 +238,24 @@ async def test_catalog_ingest_reports_invalid_records_per_field(clean_emulators:
     assert (update.valid, update.invalid) == (1, 1)
     catalog = httpx.get(f"{clean_emulators.insider_url}/_emulator/catalog").json()
     assert [(i["item_id"], i["price"]) for i in catalog["items"]] == [("SKU-1", {"USD": 8.0})]
+
+
+async def test_identifier_update_and_user_deletion(clean_emulators: Emulators) -> None:
+    async with InsiderClient(clean_emulators.insider_settings()) as insider:
+        await insider.upsert_users(
+            [
+                User(
+                    identifiers=Identifiers(uuid="c-1", email="old@example.com"),
+                    events=[purchase()],
+                )
+            ]
+        )
+        await insider.update_identifier({"email": "old@example.com"}, {"email": "new@example.com"})
+        assert await insider.read_profile({"email": "old@example.com"}) is None
+        moved = await insider.read_profile({"email": "new@example.com"}, attributes=["uuid"])
+        assert moved is not None
+        assert moved["attributes"]["uuid"] == "c-1"
+
+        await insider.delete_user({"uuid": "c-1"})
+        assert await insider.read_profile({"uuid": "c-1"}) is None
+    assert clean_emulators.insider_users() == []
