@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,18 +120,27 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4()}"
 
 
-@pytest_asyncio.fixture
-async def worker(
-    client: Client, task_queue: str, clean_emulators: Emulators
+@asynccontextmanager
+async def running_worker(
+    client: Client, task_queue: str, emulators: Emulators, mapping: MappingConfig | None = None
 ) -> AsyncIterator[Worker]:
+    """A real worker on its own task queue, wired to the emulators."""
     async with (
         build_worker(
             client,
             task_queue,
-            clean_emulators.ct_settings(),
-            clean_emulators.insider_settings(),
-            MappingConfig(),
+            emulators.ct_settings(),
+            emulators.insider_settings(),
+            mapping or MappingConfig(),
         ) as built,
         built,
     ):
+        yield built
+
+
+@pytest_asyncio.fixture
+async def worker(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> AsyncIterator[Worker]:
+    async with running_worker(client, task_queue, clean_emulators) as built:
         yield built

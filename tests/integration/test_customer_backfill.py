@@ -12,8 +12,7 @@ from temporalio.worker import Worker
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.window import Window
 from starters.backfill import start_backfill
-from tests.conftest import Emulators
-from workers.main import build_worker
+from tests.conftest import Emulators, running_worker
 from workflows.backfill import BackfillInput, BackfillWorkflow
 
 pytestmark = pytest.mark.integration
@@ -112,16 +111,7 @@ async def test_records_without_a_usable_identifier_are_reported_not_sent(
         ],
     )
     mapping = MappingConfig(uuid_source="key")
-    async with (
-        build_worker(
-            client,
-            task_queue,
-            clean_emulators.ct_settings(),
-            clean_emulators.insider_settings(),
-            mapping,
-        ) as worker,
-        worker,
-    ):
+    async with running_worker(client, task_queue, clean_emulators, mapping):
         handle = await start_backfill(
             client,
             task_queue,
