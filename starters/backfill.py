@@ -40,7 +40,7 @@ def render(progress: BackfillProgress, width: int = 30) -> str:
     return (
         f"[{bar}] {progress.entity} {progress.status}: processed={stats.processed} "
         f"sent={stats.sent} rejected={stats.rejected} failed={stats.failed} "
-        f"{progress.records_per_second:,.0f} rec/s cursor={progress.cursor or '-'}"
+        f"{stats.records_per_second:,.0f} rec/s cursor={progress.cursor or '-'}"
     )
 
 

@@ -40,10 +40,6 @@ class BackfillProgress(BaseModel):
     chunks: int
     stats: SyncStats
 
-    @property
-    def records_per_second(self) -> float:
-        return self.stats.records_per_second
-
 
 def backfill_workflow_id(entity: str, window: Window) -> str:
     """One ID per entity and window: a second start of the same run attaches to it."""

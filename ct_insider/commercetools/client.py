@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +125,6 @@ class CommercetoolsClient(HttpApiClient):
         after_id: str | None = None,
         expand: Sequence[str] = (),
         page_size: int = MAX_PAGE_SIZE,
-        extra_params: Mapping[str, str] | None = None,
     ) -> Page:
         """Read one page after `after_id` in id order."""
         limit = max(1, min(page_size, MAX_PAGE_SIZE))
@@ -138,7 +137,6 @@ class CommercetoolsClient(HttpApiClient):
         if predicate:
             params.append(("where", predicate))
         params.extend(("expand", e) for e in expand)
-        params.extend((extra_params or {}).items())
         body = await self.get_json(resource, httpx.QueryParams(params))
         results: list[dict[str, Any]] = body.get("results", [])
         last_id = str(results[-1]["id"]) if len(results) == limit else None
@@ -152,7 +150,6 @@ class CommercetoolsClient(HttpApiClient):
         after_id: str | None = None,
         expand: Sequence[str] = (),
         page_size: int = MAX_PAGE_SIZE,
-        extra_params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Page]:
         """Stream every matching resource page by page, in id order, each exactly once."""
         cursor = after_id
@@ -163,7 +160,6 @@ class CommercetoolsClient(HttpApiClient):
                 after_id=cursor,
                 expand=expand,
                 page_size=page_size,
-                extra_params=extra_params,
             )
             if page.results:
                 yield page

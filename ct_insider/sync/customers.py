@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -141,7 +141,7 @@ async def sync_customers(
     batch_size: int,
     skip_hook: bool,
     budget_seconds: float | None = None,
-    on_batch: Callable[[SyncStats, str | None], Awaitable[None] | None] | None = None,
+    on_batch: Callable[[SyncStats, str | None], None] | None = None,
 ) -> SyncOutcome:
     """Sync customers after `after_id` until done or the time budget is spent.
 
@@ -162,9 +162,7 @@ async def sync_customers(
             cursor = batch.cursor
             stats.busy_seconds = time.monotonic() - started
             if on_batch is not None:
-                maybe = on_batch(stats, cursor)
-                if maybe is not None:
-                    await maybe
+                on_batch(stats, cursor)
             if cursor is None:
                 return SyncOutcome(stats, None, done=True)
             if budget_seconds is not None and stats.busy_seconds >= budget_seconds:
