@@ -21,6 +21,13 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     httpx.ConnectTimeout,
     httpx.ReadTimeout,
 )
+# Failures where the request certainly never reached the server: safe to repeat even
+# when repeating a delivered request would duplicate its effect.
+UNSENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,11 @@ def parse_retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-async def with_backoff(call: Callable[[], Awaitable[T]], backoff: Backoff) -> T:
+async def with_backoff(
+    call: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    transient: tuple[type[BaseException], ...] = TRANSIENT_EXCEPTIONS,
+) -> T:
     """Run `call`, retrying transient transport errors and RetryableStatus with backoff.
 
     After the last attempt the final exception propagates, so the caller (usually a
@@ -71,7 +82,7 @@ async def with_backoff(call: Callable[[], Awaitable[T]], backoff: Backoff) -> T:
             if attempt == backoff.attempts - 1 or too_long:
                 raise
             await asyncio.sleep(backoff.delay(attempt, exc.retry_after))
-        except TRANSIENT_EXCEPTIONS:
+        except transient:
             if attempt == backoff.attempts - 1:
                 raise
             await asyncio.sleep(backoff.delay(attempt))

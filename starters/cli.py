@@ -32,11 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
 
     backfill = commands.add_parser("backfill", help="start (or attach to) a historical backfill")
-    backfill.add_argument("entity", choices=["customers"])
+    backfill.add_argument("target", choices=["customers", "orders", "all"])
     backfill.add_argument("--since", type=_timestamp, help="lastModifiedAt lower bound (inclusive)")
     backfill.add_argument("--until", type=_timestamp, help="lastModifiedAt upper bound (exclusive)")
     backfill.add_argument("--batch-size", type=int, default=1_000)
     backfill.add_argument("--wait", action="store_true", help="follow progress until it finishes")
+
+    sync = commands.add_parser("sync", help="start the long-running delta sync (or attach)")
+    sync.add_argument("mode", choices=["delta"])
+    sync.add_argument("target", choices=["customers", "orders", "all"])
+    sync.add_argument("--since", type=_timestamp, help="first window start (default: now)")
+    sync.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
+    sync.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
+    sync.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
+
+    commands.add_parser("status", help="show the delta sync watermarks and last windows")
 
     emulate = commands.add_parser("emulate", help="serve an emulator on 127.0.0.1")
     emulate.add_argument("system", choices=["commercetools", "insider"])
@@ -60,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_worker(args))
     if args.command == "backfill":
         return asyncio.run(_backfill(args))
+    if args.command == "sync":
+        return asyncio.run(_sync(args))
+    if args.command == "status":
+        return asyncio.run(_status())
     if args.command == "emulate":
         return _emulate(args)
     if args.command == "dev":
@@ -96,7 +110,7 @@ async def _backfill(args: argparse.Namespace) -> int:
     temporal = load(TemporalSettings)
     try:
         window = Window(since=args.since, until=args.until)
-        params = BackfillInput(entity=args.entity, window=window, batch_size=args.batch_size)
+        params = BackfillInput(target=args.target, window=window, batch_size=args.batch_size)
     except ValueError as exc:
         print(f"invalid backfill: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +121,44 @@ async def _backfill(args: argparse.Namespace) -> int:
         return 0
     final = await follow(handle)
     print_report(final)
+    return 0
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    from ct_insider.temporal import connect
+    from starters.delta import DELTA_ENTITIES, start_delta
+    from workflows.delta import DeltaSyncInput
+
+    temporal = load(TemporalSettings)
+    entities = DELTA_ENTITIES if args.target == "all" else (args.target,)
+    try:
+        inputs = [
+            DeltaSyncInput(
+                entity=entity,
+                watermark=args.since,
+                interval_seconds=args.interval,
+                safety_margin_seconds=args.margin,
+                overlap_seconds=args.overlap,
+            )
+            for entity in entities
+        ]
+    except ValueError as exc:
+        print(f"invalid delta sync: {exc}", file=sys.stderr)
+        return 2
+    client = await connect(temporal)
+    for params in inputs:
+        handle = await start_delta(client, temporal.task_queue, params)
+        print(f"{params.entity} delta sync: workflow {handle.id} (run {handle.result_run_id})")
+    return 0
+
+
+async def _status() -> int:
+    from ct_insider.temporal import connect
+    from starters.delta import DELTA_ENTITIES, delta_status, print_status
+
+    client = await connect(load(TemporalSettings))
+    for entity in DELTA_ENTITIES:
+        print_status(entity, await delta_status(client, entity))
     return 0
 
 

@@ -18,7 +18,9 @@ from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, temporal_binary
 from emulators.seed import seed_demo
 from starters.backfill import follow, print_report, start_backfill
+from starters.delta import DELTA_ENTITIES, start_delta
 from workflows.backfill import BackfillInput, BackfillProgress
+from workflows.delta import DeltaSyncInput
 
 PROJECT_KEY = "demo"
 
@@ -123,7 +125,7 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         _say(f"starting worker (log: {worker.log_path})")
         started.append(worker.start())
         _wait_for(ready, worker)
-        final = asyncio.run(_initial_backfill())
+        final = asyncio.run(_initial_sync())
         print_report(final)
         held = httpx.get(f"http://127.0.0.1:{ports.insider}/_emulator/stats", timeout=10).json()
         _say(f"Insider emulator now holds {held['users']} users and {held['events']} events")
@@ -166,9 +168,16 @@ def _wait_for(ready: Path, worker: ManagedProcess, timeout: float = 60.0) -> Non
         time.sleep(0.2)
 
 
-async def _initial_backfill() -> BackfillProgress:
+async def _initial_sync() -> BackfillProgress:
+    """Backfill customers and orders, then keep them current with the delta workflows."""
     settings = TemporalSettings()
     client = await connect(settings)
-    handle = await start_backfill(client, settings.task_queue, BackfillInput(entity="customers"))
+    handle = await start_backfill(client, settings.task_queue, BackfillInput(target="all"))
     _say(f"initial backfill: workflow {handle.id}")
-    return await follow(handle, out=sys.stdout)
+    final = await follow(handle, out=sys.stdout)
+    for entity in DELTA_ENTITIES:
+        delta = await start_delta(
+            client, settings.task_queue, DeltaSyncInput(entity=entity, interval_seconds=10.0)
+        )
+        _say(f"{entity} delta sync every 10 s: workflow {delta.id}")
+    return final

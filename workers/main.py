@@ -12,17 +12,21 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.backfill import BackfillActivities
+from activities.sync import SyncActivities
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import CommercetoolsSettings, InsiderSettings
 from ct_insider.insider.client import InsiderClient
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.sync.ledger import DeliveryLedger
+from ct_insider.sync.orders import OrderEventSender
+from ct_insider.sync.taxonomy import TaxonomyResolver
 from workflows.backfill import BackfillWorkflow
+from workflows.delta import DeltaSyncWorkflow
 
 log = get_logger(__name__)
 
-WORKFLOWS = [BackfillWorkflow]
+WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow]
 
 
 @asynccontextmanager
@@ -35,12 +39,13 @@ async def build_worker(
     max_concurrent_activities: int = 20,
 ) -> AsyncIterator[Worker]:
     async with CommercetoolsClient(ct_settings) as ct, InsiderClient(insider_settings) as insider:
-        backfill = BackfillActivities(ct, insider, mapping)
+        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), TaxonomyResolver(ct), mapping)
+        sync = SyncActivities(ct, insider, mapping, orders)
         yield Worker(
             client,
             task_queue=task_queue,
             workflows=WORKFLOWS,
-            activities=[backfill.sync_customer_chunk],
+            activities=[sync.count_records, sync.sync_chunk],
             max_concurrent_activities=max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=20),
         )

@@ -1,49 +1,69 @@
-"""BackfillWorkflow: a resumable, observable historical sync of one entity over a window."""
+"""BackfillWorkflow: a resumable, observable historical sync of customers, orders or both."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.backfill import BackfillActivities, SyncChunkInput
-    from activities.errors import NON_RETRYABLE_TYPES
+    from activities.sync import Entity
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
+    from workflows.chunks import count_window, sync_chunk
 
-Entity = Literal["customers"]
+BackfillTarget = Literal["customers", "orders", "all"]
+# Customers first: their profiles carry the attributes the orders' events then join.
+PHASES: dict[BackfillTarget, list[Entity]] = {
+    "customers": ["customers"],
+    "orders": ["orders"],
+    "all": ["customers", "orders"],
+}
+
+
+class EntityProgress(BaseModel):
+    entity: Entity
+    status: Literal["pending", "running", "completed"] = "pending"
+    cursor: str | None = None
+    chunks: int = 0
+    # Records in the window when the phase started (for the progress bar).
+    total: int | None = None
+    stats: SyncStats = Field(default_factory=SyncStats)
 
 
 class BackfillInput(BaseModel):
-    entity: Entity
+    target: BackfillTarget
     window: Window = Field(default_factory=Window)
     batch_size: int = Field(default=1_000, ge=1, le=1_000)
+    # Historical data must not fire live journeys.
     skip_hook: bool = True
     chunk_seconds: float = Field(default=10.0, gt=0)
+    # How long a silent worker is trusted before its chunk moves to another one.
+    heartbeat_seconds: float = Field(default=60.0, gt=0)
     # Continue-as-new well before Temporal's history limits (tests lower it).
     max_chunks_per_run: int = Field(default=500, ge=1)
     # Carried across continue-as-new:
-    cursor: str | None = None
-    stats: SyncStats = Field(default_factory=SyncStats)
-    chunks: int = 0
+    phases: list[EntityProgress] | None = None
 
 
 class BackfillProgress(BaseModel):
-    entity: Entity
+    target: BackfillTarget
     window: Window
     status: Literal["running", "completed"]
-    cursor: str | None
-    chunks: int
-    stats: SyncStats
+    phases: list[EntityProgress]
+
+    @property
+    def stats(self) -> SyncStats:
+        total = SyncStats()
+        for phase in self.phases:
+            total.add(phase.stats)
+        return total
 
 
-def backfill_workflow_id(entity: str, window: Window) -> str:
-    """One ID per entity and window: a second start of the same run attaches to it."""
-    return f"backfill-{entity}-{window.slug()}"
+def backfill_workflow_id(target: str, window: Window) -> str:
+    """One ID per target and window: a second start of the same run attaches to it."""
+    return f"backfill-{target}-{window.slug()}"
 
 
 @workflow.defn
@@ -53,61 +73,48 @@ class BackfillWorkflow:
 
     @workflow.run
     async def run(self, params: BackfillInput) -> BackfillProgress:
+        phases = params.phases or [EntityProgress(entity=e) for e in PHASES[params.target]]
         progress = BackfillProgress(
-            entity=params.entity,
-            window=params.window,
-            status="running",
-            cursor=params.cursor,
-            chunks=params.chunks,
-            stats=params.stats,
+            target=params.target, window=params.window, status="running", phases=phases
         )
         self._progress = progress
         chunks_this_run = 0
-        while True:
-            result = await workflow.execute_activity_method(
-                BackfillActivities.sync_customer_chunk,
-                SyncChunkInput(
-                    run_id=workflow.info().workflow_id,
+        for phase in progress.phases:
+            if phase.status == "completed":
+                continue
+            if phase.total is None:
+                phase.total = await count_window(phase.entity, params.window)
+            phase.status = "running"
+            while phase.status != "completed":
+                if (
+                    chunks_this_run >= params.max_chunks_per_run
+                    or workflow.info().is_continue_as_new_suggested()
+                ):
+                    workflow.continue_as_new(params.model_copy(update={"phases": progress.phases}))
+                result = await sync_chunk(
+                    entity=phase.entity,
                     window=params.window,
-                    after_id=progress.cursor,
+                    cursor=phase.cursor,
                     batch_size=params.batch_size,
                     skip_hook=params.skip_hook,
-                    budget_seconds=params.chunk_seconds,
-                ),
-                start_to_close_timeout=timedelta(seconds=params.chunk_seconds * 6 + 300),
-                heartbeat_timeout=timedelta(seconds=120),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1),
-                    maximum_interval=timedelta(minutes=2),
-                    non_retryable_error_types=NON_RETRYABLE_TYPES,
-                ),
+                    chunk_seconds=params.chunk_seconds,
+                    heartbeat_seconds=params.heartbeat_seconds,
+                )
+                phase.stats.add(result.stats)
+                phase.cursor = result.cursor
+                phase.chunks += 1
+                chunks_this_run += 1
+                if result.done:
+                    phase.status = "completed"
+            workflow.logger.info(
+                "%s backfill completed: processed=%d sent=%d rejected=%d",
+                phase.entity,
+                phase.stats.processed,
+                phase.stats.sent,
+                phase.stats.rejected,
             )
-            progress.stats.add(result.stats)
-            progress.cursor = result.cursor
-            progress.chunks += 1
-            chunks_this_run += 1
-            if result.done:
-                progress.status = "completed"
-                workflow.logger.info(
-                    "backfill completed: processed=%d sent=%d rejected=%d",
-                    progress.stats.processed,
-                    progress.stats.sent,
-                    progress.stats.rejected,
-                )
-                return progress
-            if (
-                chunks_this_run >= params.max_chunks_per_run
-                or workflow.info().is_continue_as_new_suggested()
-            ):
-                workflow.continue_as_new(
-                    params.model_copy(
-                        update={
-                            "cursor": progress.cursor,
-                            "stats": progress.stats,
-                            "chunks": progress.chunks,
-                        }
-                    )
-                )
+        progress.status = "completed"
+        return progress
 
     @workflow.query
     def progress(self) -> BackfillProgress | None:

@@ -75,35 +75,56 @@ class CommercetoolsClient(HttpApiClient):
 
     async def get_json(self, path: str, params: httpx.QueryParams | None = None) -> Any:
         """GET {api}/{project}/{path}; retries transient failures, raises CommercetoolsError."""
+        return await self._request("GET", path, params=params)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        """POST a JSON body (create, update actions, custom objects)."""
+        return await self._request("POST", path, body=body)
+
+    async def delete(self, path: str, params: httpx.QueryParams | None = None) -> None:
+        """DELETE; a resource that is already gone counts as deleted."""
+        try:
+            await self._request("DELETE", path, params=params)
+        except CommercetoolsNotFound:
+            return
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: httpx.QueryParams | None = None,
+        body: Any = None,
+    ) -> Any:
         url = f"{self._api}/{path.lstrip('/')}"
 
         async def attempt() -> Any:
             async with self._in_flight:
-                response = await self._authorized_get(url, params)
+                response = await self._authorized(method, url, params, body)
             if response.status_code in _RETRYABLE_STATUS:
                 raise RetryableStatus(response, parse_retry_after(response))
             if response.status_code >= 400:
                 raise CommercetoolsError.from_response(response)
-            return response.json()
+            return response.json() if response.content else None
 
         try:
             return await with_backoff(attempt, self._backoff)
         except RetryableStatus as exc:
             raise CommercetoolsError.from_response(exc.response) from None
 
-    async def _authorized_get(self, url: str, params: httpx.QueryParams | None) -> httpx.Response:
-        token = await self._tokens.token()
-        response = await self._http.get(
-            url, params=params, headers={"Authorization": f"Bearer {token}"}
-        )
-        if response.status_code == 401:
+    async def _authorized(
+        self, method: str, url: str, params: httpx.QueryParams | None, body: Any
+    ) -> httpx.Response:
+        for renewed in (False, True):
+            token = await self._tokens.token()
+            response = await self._http.request(
+                method, url, params=params, json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            if response.status_code != 401 or renewed:
+                return response
             # Renew once: the token may have been revoked or expired early.
             await self._tokens.invalidate(token)
-            token = await self._tokens.token()
-            response = await self._http.get(
-                url, params=params, headers={"Authorization": f"Bearer {token}"}
-            )
-        return response
+        raise AssertionError("unreachable: the second pass returns")
 
     async def get_by_id(
         self, resource: str, resource_id: str, expand: Sequence[str] = ()

@@ -41,6 +41,8 @@ class CommercetoolsError(Exception):
             error_class = CommercetoolsAuthError
         elif status == 404:
             error_class = CommercetoolsNotFound
+        elif status == 409:
+            error_class = CommercetoolsConflict
         elif status >= 500:
             error_class = CommercetoolsUnavailable
         else:
@@ -54,6 +56,12 @@ class CommercetoolsAuthError(CommercetoolsError):
 
 class CommercetoolsNotFound(CommercetoolsError):
     pass
+
+
+class CommercetoolsConflict(CommercetoolsError):
+    """409 ConcurrentModification: someone wrote first; re-read and try again."""
+
+    retryable = True
 
 
 class CommercetoolsRequestError(CommercetoolsError):

@@ -35,6 +35,7 @@ from ct_insider.insider.models import (
 )
 from ct_insider.retry import (
     TRANSIENT_EXCEPTIONS,
+    UNSENT_EXCEPTIONS,
     Backoff,
     RetryableStatus,
     parse_retry_after,
@@ -106,17 +107,24 @@ class InsiderClient(HttpApiClient):
         headers: dict[str, str],
         body: bytes,
         pacing: MinimumInterval | None = None,
+        *,
+        repeatable: bool = True,
     ) -> httpx.Response:
+        """Send with retries. A non-`repeatable` request (one whose repetition would duplicate
+        events) is retried only where it surely did not arrive: 429 and connection failures.
+        A 5xx or a lost answer is raised, for the caller to verify before sending again."""
+
         async def attempt() -> httpx.Response:
             if pacing is not None:
                 await pacing.wait()
             response = await self._http.request(method, url, content=body, headers=headers)
-            if response.status_code == 429 or response.status_code >= 500:
+            if response.status_code == 429 or (repeatable and response.status_code >= 500):
                 raise RetryableStatus(response, parse_retry_after(response))
             return response
 
+        transient = TRANSIENT_EXCEPTIONS if repeatable else UNSENT_EXCEPTIONS
         try:
-            response = await with_backoff(attempt, self._backoff)
+            response = await with_backoff(attempt, self._backoff, transient)
         except RetryableStatus as exc:
             raise _error_for(exc.response) from None
         except TRANSIENT_EXCEPTIONS as exc:
@@ -127,10 +135,14 @@ class InsiderClient(HttpApiClient):
 
     # -- UCD ---------------------------------------------------------------------------
 
-    async def upsert_users(self, users: Sequence[User], *, skip_hook: bool = False) -> UpsertResult:
+    async def upsert_users(
+        self, users: Sequence[User], *, skip_hook: bool = False, repeatable: bool = True
+    ) -> UpsertResult:
         """Upsert users in requests of at most 1,000 users and 5 MB.
 
-        Failure indices refer to positions in `users`.
+        Failure indices refer to positions in `users`. Pass `repeatable=False` when the
+        users carry events: Insider stores every event it receives, so an ambiguous
+        failure must be verified, not blindly retried.
         """
         head = b'{"skip_hook":' + (b"true" if skip_hook else b"false") + b',"users":['
         tail = b"]}"
@@ -152,7 +164,11 @@ class InsiderClient(HttpApiClient):
                 continue
             body = head + b",".join(chunk.parts) + tail
             response = await self._send(
-                "POST", f"{self._ucd}/api/user/v1/upsert", self._ucd_headers, body
+                "POST",
+                f"{self._ucd}/api/user/v1/upsert",
+                self._ucd_headers,
+                body,
+                repeatable=repeatable,
             )
             result.requests += 1
             _merge_upsert_response(result, chunk, response.json())

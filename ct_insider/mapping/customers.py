@@ -30,7 +30,7 @@ def preferred_address(customer: Customer) -> Address | None:
     return customer.addresses[0] if customer.addresses else None
 
 
-def _uuid(customer: Customer, config: MappingConfig) -> str | None:
+def customer_uuid(customer: Customer, config: MappingConfig) -> str | None:
     value = {
         "id": customer.id,
         "key": customer.key,
@@ -51,6 +51,17 @@ def _consent(fields: dict[str, Any], name: str | None) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+def _language(customer: Customer, country: str | None, config: MappingConfig) -> str:
+    """The customer's locale, else their store's language, else the project default."""
+    from_locale = normalize.insider_language(customer.locale, country)
+    if from_locale:
+        return from_locale
+    for store in customer.stores:
+        if store.key in config.store_languages:
+            return config.store_languages[store.key]
+    return config.default_language
+
+
 def map_customer(customer: Customer, config: MappingConfig) -> MappedUser:
     warnings: list[str] = []
     address = preferred_address(customer)
@@ -64,7 +75,7 @@ def map_customer(customer: Customer, config: MappingConfig) -> MappedUser:
     if raw_phone and phone is None:
         warnings.append("phone dropped: not a valid number for the address country")
 
-    identifiers = Identifiers(uuid=_uuid(customer, config), email=email, phone_number=phone)
+    identifiers = Identifiers(uuid=customer_uuid(customer, config), email=email, phone_number=phone)
     if identifiers.is_empty():
         return MappedUser(
             customer.id, None, warnings, rejection="no usable identifier (uuid, email or phone)"
@@ -96,7 +107,7 @@ def map_customer(customer: Customer, config: MappingConfig) -> MappedUser:
         phone_number=phone,
         gender=str(gender) if isinstance(gender, str) and gender else None,
         birthday=birthday,
-        language=normalize.insider_language(customer.locale, country) or config.default_language,
+        language=_language(customer, country, config),
         country=country,
         city=address.city if address and address.city else None,
         email_optin=_consent(fields, consent.email_optin),

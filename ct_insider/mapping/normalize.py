@@ -69,3 +69,29 @@ def country_code(value: str | None) -> str | None:
     if value and len(value) == 2 and value.isalpha():
         return value.upper()
     return None
+
+
+def language_preference(locale: str | None, fallback_language: str) -> list[str]:
+    """commercetools locale keys to try, most specific first: `de-DE`, `de`, then the fallback."""
+    preference: list[str] = []
+    if locale:
+        cleaned = locale.strip().replace("_", "-")
+        preference.append(cleaned)
+        preference.append(cleaned.split("-")[0])
+    fallback = fallback_language.replace("_", "-")
+    preference.extend([fallback, fallback.split("-")[0]])
+    return list(dict.fromkeys(preference))
+
+
+def localized(value: dict[str, str] | None, preference: list[str]) -> str | None:
+    """Pick a LocalizedString entry by preference, matching case-insensitively and by language."""
+    if not value:
+        return None
+    lowered = {key.lower(): text for key, text in value.items()}
+    for wanted in preference:
+        if wanted.lower() in lowered:
+            return lowered[wanted.lower()]
+        for key, text in lowered.items():
+            if key.split("-")[0] == wanted.lower():
+                return text
+    return value[min(value)]  # some name beats none; the smallest key keeps it deterministic

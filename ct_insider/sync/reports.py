@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 # A run keeps this many rejected records in its report (all are counted and logged).
 MAX_REPORTED_REJECTIONS = 1_000
@@ -19,6 +19,9 @@ class Rejection(BaseModel):
 class SyncStats(BaseModel):
     processed: int = 0
     sent: int = 0
+    # read but with nothing new to send (same version as last sent; events all delivered)
+    skipped: int = 0
+    events: int = 0  # Insider events delivered (orders: purchases, refunds, cancellations)
     rejected: int = 0
     failed: int = 0
     warnings: int = 0
@@ -28,6 +31,8 @@ class SyncStats(BaseModel):
     def add(self, other: SyncStats) -> None:
         self.processed += other.processed
         self.sent += other.sent
+        self.skipped += other.skipped
+        self.events += other.events
         self.rejected += other.rejected
         self.failed += other.failed
         self.warnings += other.warnings
@@ -44,3 +49,8 @@ class SyncStats(BaseModel):
     @property
     def records_per_second(self) -> float:
         return self.processed / self.busy_seconds if self.busy_seconds > 0 else 0.0
+
+
+def validation_reasons(exc: ValidationError) -> list[str]:
+    """A record that does not parse, as reasons an operator can act on."""
+    return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]

@@ -7,6 +7,11 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, model_validator
 
 
+def parse_timestamp(value: str) -> datetime:
+    """commercetools' `2024-05-01T10:00:00.000Z` as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def _iso(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)

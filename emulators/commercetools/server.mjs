@@ -7,6 +7,10 @@
 //    storage, so `sort=id asc` + `where=id > "<last id>"` cursor paging returns pages
 //    in insertion order and skips records. We carry each request's `sort` through an
 //    AsyncLocalStorage into a storage subclass that puts it back.
+//  * A custom object draft with `version: 0` must only create (commercetools answers 409
+//    ConcurrentModification when the object exists); 4.4.0 treats 0 as "no version" and
+//    overwrites, which would let two writers of our delivery ledger lose each other's
+//    entries. A preHandler restores the API's answer.
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
 //    route creates many drafts through the same repositories the API uses.
 //
@@ -51,6 +55,28 @@ const app = mock.app;
 app.addHook("onRequest", (request, _reply, done) => {
 	const sort = request.query?.sort;
 	requestSort.run(sort, done);
+});
+
+const customObjectPath = /^\/([^/]+)\/custom-objects\/?(?:\?.*)?$/;
+
+app.addHook("preHandler", async (request, reply) => {
+	if (request.method !== "POST") return;
+	const match = customObjectPath.exec(request.url);
+	const draft = request.body;
+	if (!match || !draft || draft.version !== 0) return;
+	const repository = mock._repositories["key-value-document"];
+	const current = await repository.getWithContainerAndKey(
+		{ projectKey: match[1] },
+		draft.container,
+		draft.key,
+	);
+	if (!current) return;
+	const message = `Object ${current.id} has a different version than expected. Expected: 0 - Actual: ${current.version}.`;
+	return reply.status(409).send({
+		statusCode: 409,
+		message,
+		errors: [{ code: "ConcurrentModification", message, currentVersion: current.version }],
+	});
 });
 
 // The commercetools API reports `sequenceNumber`s per resource only through

@@ -33,8 +33,11 @@ def test_dev_stack_completes_the_demo_backfill_within_90_seconds(tmp_path: Path)
     elapsed = time.monotonic() - started
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
-    assert "customers backfill completed: processed 200, sent 200, rejected 0, failed 0" in output
-    assert "Insider emulator now holds 200 users" in output
+    assert "customers backfill completed: processed 200, sent 200, skipped 0" in output
+    assert "orders backfill completed: processed 300, sent 300, skipped 0" in output
+    # 200 customers plus the 60 guest shoppers (every fifth seeded order is a guest's)
+    assert "Insider emulator now holds 260 users" in output
+    assert "delta sync every 10 s: workflow delta-orders" in output
     assert elapsed < 90, f"took {elapsed:.0f}s"
     # Temporal's state lives in a file under the state folder, so it survives restarts.
     assert (tmp_path / "temporal.db").stat().st_size > 0

@@ -1,4 +1,4 @@
-"""The first vertical slice: BackfillWorkflow on a real worker, dev server and both emulators."""
+"""BackfillWorkflow on a real worker, the dev server and both emulators."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def test_backfill_sends_all_1200_customers_each_once(
 
     # When a customer backfill runs to completion
     handle = await start_backfill(
-        client, worker.task_queue, BackfillInput(entity="customers", chunk_seconds=0.5)
+        client, worker.task_queue, BackfillInput(target="customers", chunk_seconds=0.5)
     )
     result = await handle.result()
 
@@ -51,7 +51,7 @@ async def test_progress_is_queryable_and_a_second_start_attaches(
     httpx.post(
         f"{clean_emulators.insider_url}/_emulator/faults", json={"latency_ms": 400}
     ).raise_for_status()
-    params = BackfillInput(entity="customers", batch_size=100, chunk_seconds=0.2)
+    params = BackfillInput(target="customers", batch_size=100, chunk_seconds=0.2)
 
     first = await start_backfill(client, worker.task_queue, params)
     second = await start_backfill(client, worker.task_queue, params)
@@ -66,7 +66,8 @@ async def test_progress_is_queryable_and_a_second_start_attaches(
     assert progress is not None
     assert progress.status == "running"
     assert 0 < progress.stats.processed < 600
-    assert progress.cursor is not None
+    assert progress.phases[0].cursor is not None
+    assert progress.phases[0].total == 600
 
     final = await first.result()
     assert final.stats.sent == 600
@@ -81,14 +82,14 @@ async def test_continue_as_new_carries_cursor_and_counts(
         client,
         worker.task_queue,
         BackfillInput(
-            entity="customers",
+            target="customers",
             batch_size=100,
             chunk_seconds=0.001,
             max_chunks_per_run=1,
         ),
     )
     result = await handle.result()
-    assert (result.stats.processed, result.stats.sent, result.chunks) == (450, 450, 5)
+    assert (result.stats.processed, result.stats.sent, result.phases[0].chunks) == (450, 450, 5)
     assert len(clean_emulators.insider_users()) == 450
     # The run we started handed over to successors.
     description = await client.get_workflow_handle(
@@ -115,7 +116,7 @@ async def test_records_without_a_usable_identifier_are_reported_not_sent(
         handle = await start_backfill(
             client,
             task_queue,
-            BackfillInput(entity="customers", window=Window(since=None, until=None)),
+            BackfillInput(target="customers", window=Window(since=None, until=None)),
         )
         result = await handle.result()
 

@@ -1,0 +1,150 @@
+"""Sync activities: count a window, and sync a time-boxed chunk of it while heartbeating."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Literal
+
+import httpx
+from pydantic import BaseModel, Field
+from temporalio import activity
+
+from activities.errors import as_application_error
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.errors import InsiderError
+from ct_insider.logging import get_logger
+from ct_insider.mapping.config import MappingConfig
+from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
+from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender
+from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
+from ct_insider.sync.reports import SyncStats
+from ct_insider.sync.window import Window
+
+log = get_logger(__name__)
+
+Entity = Literal["customers", "orders"]
+EXPAND: dict[Entity, tuple[str, ...]] = {"customers": CUSTOMER_EXPAND, "orders": ORDER_EXPAND}
+
+
+class SyncChunkInput(BaseModel):
+    # The workflow id: names the run in logs and keys its in-flight marker.
+    lane: str
+    entity: Entity
+    window: Window
+    after_id: str | None = None
+    batch_size: int = 1_000
+    skip_hook: bool = True
+    budget_seconds: float = 10.0
+    # Delta sync: versions already sent near the previous window's end, and from when on
+    # to remember the versions sent in this one.
+    known_versions: dict[str, int] = Field(default_factory=dict)
+    remember_since: datetime | None = None
+
+
+class SyncChunkResult(BaseModel):
+    stats: SyncStats
+    cursor: str | None
+    done: bool
+    remembered: dict[str, int] = Field(default_factory=dict)
+
+
+class ChunkHeartbeat(BaseModel):
+    """What a retried attempt needs to resume where the crashed one stopped."""
+
+    cursor: str | None
+    stats: SyncStats
+    remembered: dict[str, int] = Field(default_factory=dict)
+
+
+class CountInput(BaseModel):
+    entity: Entity
+    window: Window
+
+
+class SyncActivities:
+    """Holds the long-lived clients; the worker creates one instance."""
+
+    def __init__(
+        self,
+        ct: CommercetoolsClient,
+        insider: InsiderClient,
+        mapping: MappingConfig,
+        orders: OrderEventSender,
+    ) -> None:
+        self._ct = ct
+        self._insider = insider
+        self._mapping = mapping
+        self._orders = orders
+
+    @activity.defn
+    async def count_records(self, params: CountInput) -> int:
+        """How many records the window holds now (for the progress bar; may grow later)."""
+        query = {"limit": "1", "withTotal": "true"}
+        predicate = params.window.predicate()
+        if predicate:
+            query["where"] = predicate
+        try:
+            body = await self._ct.get_json(params.entity, httpx.QueryParams(query))
+        except CommercetoolsError as exc:
+            raise as_application_error(exc) from exc
+        return int(body.get("total") or 0)
+
+    def _sender(self, params: SyncChunkInput) -> BatchSender:
+        if params.entity == "orders":
+            return partial(self._orders.send_batch, lane=params.lane, skip_hook=params.skip_hook)
+        return partial(
+            send_customer_batch, self._insider, config=self._mapping, skip_hook=params.skip_hook
+        )
+
+    @activity.defn
+    async def sync_chunk(self, params: SyncChunkInput) -> SyncChunkResult:
+        info = activity.info()
+        resumed = SyncStats()
+        after_id = params.after_id
+        memory = VersionMemory(params.known_versions, params.remember_since)
+        if info.heartbeat_details:
+            beat = ChunkHeartbeat.model_validate(info.heartbeat_details[0])
+            after_id, resumed = beat.cursor, beat.stats
+            memory.remembered.update(beat.remembered)
+            log.info(
+                "resuming chunk from heartbeat",
+                lane=params.lane,
+                attempt=info.attempt,
+                cursor=after_id,
+                processed=resumed.processed,
+            )
+
+        def heartbeat(stats: SyncStats, cursor: str | None) -> None:
+            total = resumed.model_copy(deep=True)
+            total.add(stats)
+            beat = ChunkHeartbeat(cursor=cursor, stats=total, remembered=memory.remembered)
+            activity.heartbeat(beat.model_dump(mode="json"))
+
+        try:
+            if params.entity == "orders":
+                # A batch may have been in flight when a previous attempt died.
+                await self._orders.recover(params.lane)
+            outcome = await sync_window(
+                self._ct,
+                params.entity,
+                self._sender(params),
+                window=params.window,
+                after_id=after_id,
+                batch_size=params.batch_size,
+                expand=EXPAND[params.entity],
+                memory=memory if params.remember_since or params.known_versions else None,
+                budget_seconds=params.budget_seconds,
+                on_batch=heartbeat,
+            )
+            if outcome.done and params.entity == "orders":
+                await self._orders.finish(params.lane)
+        except (CommercetoolsError, InsiderError) as exc:
+            log.error("chunk failed", lane=params.lane, error=str(exc))
+            raise as_application_error(exc) from exc
+        resumed.add(outcome.stats)
+        return SyncChunkResult(
+            stats=resumed, cursor=outcome.cursor, done=outcome.done, remembered=memory.remembered
+        )

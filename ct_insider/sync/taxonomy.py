@@ -1,0 +1,82 @@
+"""Category paths of products, for events' `taxonomy` (and the catalog's `category`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import httpx
+
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.models import Category, LocalizedString
+
+LOOKUP_CHUNK = 100
+
+
+def category_path(category: Category, categories: dict[str, Category]) -> list[LocalizedString]:
+    """Names from the root down to `category`; an ancestor that no longer exists is skipped."""
+    chain = [categories[ref.id] for ref in category.ancestors if ref.id in categories]
+    return [c.name for c in [*chain, category]]
+
+
+class TaxonomyResolver:
+    """Caches the category tree (refreshed after `ttl_seconds`) and product -> category links.
+
+    Orders repeat the same products, and categories change rarely; a stale path for a few
+    minutes is acceptable for analytics events.
+    """
+
+    def __init__(
+        self, ct: CommercetoolsClient, *, ttl_seconds: float = 300.0, max_products: int = 50_000
+    ) -> None:
+        self._ct = ct
+        self._ttl = ttl_seconds
+        self._max_products = max_products
+        self._categories: dict[str, Category] = {}
+        self._loaded_at: float | None = None
+        self._product_categories: OrderedDict[str, list[str]] = OrderedDict()
+
+    async def _category_tree(self) -> dict[str, Category]:
+        now = time.monotonic()
+        if self._loaded_at is None or now - self._loaded_at > self._ttl:
+            categories: dict[str, Category] = {}
+            async for page in self._ct.pages("categories"):
+                for raw in page.results:
+                    category = Category.model_validate(raw)
+                    categories[category.id] = category
+            self._categories, self._loaded_at = categories, now
+            self._product_categories.clear()
+        return self._categories
+
+    async def _load_products(self, product_ids: Sequence[str]) -> None:
+        missing = [pid for pid in dict.fromkeys(product_ids) if pid not in self._product_categories]
+        for start in range(0, len(missing), LOOKUP_CHUNK):
+            chunk = missing[start : start + LOOKUP_CHUNK]
+            ids = ",".join(json.dumps(pid) for pid in chunk)
+            body = await self._ct.get_json(
+                "product-projections",
+                httpx.QueryParams(
+                    {"where": f"id in ({ids})", "limit": str(LOOKUP_CHUNK), "withTotal": "false"}
+                ),
+            )
+            found = {
+                str(p["id"]): [str(ref["id"]) for ref in p.get("categories", [])]
+                for p in body.get("results", [])
+            }
+            for pid in chunk:  # unpublished or deleted products have no path
+                self._product_categories[pid] = found.get(pid, [])
+        while len(self._product_categories) > self._max_products:
+            self._product_categories.popitem(last=False)
+
+    async def taxonomies(self, product_ids: Sequence[str]) -> dict[str, list[LocalizedString]]:
+        """product id -> names of its first category's path, ancestors first."""
+        categories = await self._category_tree()
+        await self._load_products(product_ids)
+        result: dict[str, list[LocalizedString]] = {}
+        for pid in product_ids:
+            linked = [cid for cid in self._product_categories.get(pid, []) if cid in categories]
+            if linked:
+                result[pid] = category_path(categories[linked[0]], categories)
+        return result
