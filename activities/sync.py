@@ -26,13 +26,19 @@ from ct_insider.sync.window import Window
 log = get_logger(__name__)
 
 Entity = Literal["customers", "orders"]
-EXPAND: dict[Entity, tuple[str, ...]] = {"customers": CUSTOMER_EXPAND, "orders": ORDER_EXPAND}
+# What a chunk pages through: an entity, or payments (whose refunds belong to orders).
+Resource = Literal["customers", "orders", "payments"]
+EXPAND: dict[Resource, tuple[str, ...]] = {
+    "customers": CUSTOMER_EXPAND,
+    "orders": ORDER_EXPAND,
+    "payments": (),
+}
 
 
 class SyncChunkInput(BaseModel):
     # The workflow id: names the run in logs and keys its in-flight marker.
     lane: str
-    entity: Entity
+    entity: Resource
     window: Window
     after_id: str | None = None
     batch_size: int = 1_000
@@ -95,6 +101,10 @@ class SyncActivities:
     def _sender(self, params: SyncChunkInput) -> BatchSender:
         if params.entity == "orders":
             return partial(self._orders.send_batch, lane=params.lane, skip_hook=params.skip_hook)
+        if params.entity == "payments":
+            return partial(
+                self._orders.send_for_payments, lane=params.lane, skip_hook=params.skip_hook
+            )
         return partial(
             send_customer_batch, self._insider, config=self._mapping, skip_hook=params.skip_hook
         )
@@ -124,7 +134,8 @@ class SyncActivities:
             activity.heartbeat(beat.model_dump(mode="json"))
 
         try:
-            if params.entity == "orders":
+            sends_events = params.entity != "customers"
+            if sends_events:
                 # A batch may have been in flight when a previous attempt died.
                 await self._orders.recover(params.lane)
             outcome = await sync_window(
@@ -139,7 +150,7 @@ class SyncActivities:
                 budget_seconds=params.budget_seconds,
                 on_batch=heartbeat,
             )
-            if outcome.done and params.entity == "orders":
+            if outcome.done and sends_events:
                 await self._orders.finish(params.lane)
         except (CommercetoolsError, InsiderError) as exc:
             log.error("chunk failed", lane=params.lane, error=str(exc))

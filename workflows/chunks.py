@@ -13,7 +13,14 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
-    from activities.sync import CountInput, Entity, SyncActivities, SyncChunkInput, SyncChunkResult
+    from activities.sync import (
+        CountInput,
+        Entity,
+        Resource,
+        SyncActivities,
+        SyncChunkInput,
+        SyncChunkResult,
+    )
     from ct_insider.sync.window import Window
 
 RETRY = RetryPolicy(
@@ -34,7 +41,7 @@ async def count_window(entity: Entity, window: Window) -> int:
 
 async def sync_chunk(
     *,
-    entity: Entity,
+    entity: Resource,
     window: Window,
     cursor: str | None,
     batch_size: int,

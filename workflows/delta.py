@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sync import Entity
+    from activities.sync import Entity, Resource
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import sync_chunk
@@ -55,6 +55,13 @@ class DeltaStatus(BaseModel):
     totals: SyncStats
     last_run: DeltaRun | None
     next_run_at: datetime | None
+
+
+# Refunds are payment transactions: adding one changes the payment, not its order.
+PASSES: dict[Entity, tuple[Resource, ...]] = {
+    "customers": ("customers",),
+    "orders": ("orders", "payments"),
+}
 
 
 def delta_workflow_id(entity: str) -> str:
@@ -109,24 +116,25 @@ class DeltaSyncWorkflow:
     ) -> tuple[SyncStats, dict[str, int]]:
         stats = SyncStats()
         remembered: dict[str, int] = {}
-        cursor: str | None = None
-        while True:
-            result = await sync_chunk(
-                entity=state.entity,
-                window=window,
-                cursor=cursor,
-                batch_size=state.batch_size,
-                skip_hook=state.skip_hook,
-                chunk_seconds=state.chunk_seconds,
-                heartbeat_seconds=state.heartbeat_seconds,
-                known_versions=state.known_versions,
-                remember_since=remember_since,
-            )
-            stats.add(result.stats)
-            remembered.update(result.remembered)
-            cursor = result.cursor
-            if result.done:
-                return stats, remembered
+        for resource in PASSES[state.entity]:
+            cursor: str | None = None
+            done = False
+            while not done:
+                result = await sync_chunk(
+                    entity=resource,
+                    window=window,
+                    cursor=cursor,
+                    batch_size=state.batch_size,
+                    skip_hook=state.skip_hook,
+                    chunk_seconds=state.chunk_seconds,
+                    heartbeat_seconds=state.heartbeat_seconds,
+                    known_versions=state.known_versions,
+                    remember_since=remember_since,
+                )
+                stats.add(result.stats)
+                remembered.update(result.remembered)
+                cursor, done = result.cursor, result.done
+        return stats, remembered
 
     @staticmethod
     def _details(status: DeltaStatus) -> str:

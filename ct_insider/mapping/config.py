@@ -27,6 +27,10 @@ class ConsentFields(BaseModel):
     gdpr_optin: str | None = "gdprOptIn"
 
 
+RefundSource = Literal["payments", "returns"]
+REFUND_SOURCES: tuple[RefundSource, ...] = ("payments", "returns")
+
+
 class OrderEventRules(BaseModel):
     """How orders, refunds and cancellations become Insider events."""
 
@@ -37,6 +41,9 @@ class OrderEventRules(BaseModel):
     # Purchase") for cancellations: both are configurable custom events.
     refund_event: str = Field(default="purchase_refund", pattern=_EVENT_NAME)
     cancellation_event: str = Field(default="cancelled_purchase", pattern=_EVENT_NAME)
+    # Where refunds are read from. A retailer who records one refund both as a payment
+    # transaction and on the return item keeps one source, or it is counted twice.
+    refund_sources: list[RefundSource] = Field(default_factory=lambda: list(REFUND_SOURCES))
     include_custom_line_items: bool = True
     # Imported historical orders carry their real date in completedAt.
     purchase_time: Literal["createdAt", "completedAt"] = "createdAt"

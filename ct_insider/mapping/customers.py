@@ -44,11 +44,14 @@ def _custom_fields(customer: Customer) -> dict[str, Any]:
     return customer.custom.fields if customer.custom else {}
 
 
-def _consent(fields: dict[str, Any], name: str | None) -> bool | None:
+def _consent(fields: dict[str, Any], name: str | None, warnings: list[str]) -> bool | None:
     if name is None or name not in fields:
         return None
     value = fields[name]
-    return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return value
+    warnings.append(f"consent field {name} dropped: not a boolean")
+    return None
 
 
 def _language(customer: Customer, country: str | None, config: MappingConfig) -> str:
@@ -110,10 +113,10 @@ def map_customer(customer: Customer, config: MappingConfig) -> MappedUser:
         language=_language(customer, country, config),
         country=country,
         city=address.city if address and address.city else None,
-        email_optin=_consent(fields, consent.email_optin),
-        sms_optin=_consent(fields, consent.sms_optin),
-        whatsapp_optin=_consent(fields, consent.whatsapp_optin),
-        gdpr_optin=_consent(fields, consent.gdpr_optin),
+        email_optin=_consent(fields, consent.email_optin, warnings),
+        sms_optin=_consent(fields, consent.sms_optin, warnings),
+        whatsapp_optin=_consent(fields, consent.whatsapp_optin, warnings),
+        gdpr_optin=_consent(fields, consent.gdpr_optin, warnings),
         custom={key: value for key, value in custom.items() if value is not None} or None,
     )
     return MappedUser(customer.id, User(identifiers=identifiers, attributes=attributes), warnings)

@@ -344,10 +344,11 @@ def map_order(order: Order, config: MappingConfig, context: OrderContext) -> Map
             rejection="no usable identifier (customer, valid email or anonymous id)",
         )
     lines = mapper.lines()
+    sources = config.orders.refund_sources
     events = [
         *mapper.purchases(lines),
-        *mapper.payment_refunds(),
-        *mapper.return_refunds(lines),
+        *(mapper.payment_refunds() if "payments" in sources else []),
+        *(mapper.return_refunds(lines) if "returns" in sources else []),
         *mapper.cancellations(lines),
     ]
     if not events:

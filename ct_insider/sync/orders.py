@@ -168,6 +168,21 @@ class OrderEventSender:
         stats.events += sum(len(keys) for keys in delivered_now.values())
         return stats
 
+    async def send_for_payments(
+        self, payments: list[dict[str, Any]], *, lane: str, skip_hook: bool
+    ) -> SyncStats:
+        """Payments changed (e.g. a refund transaction) without touching their orders' lastModifiedAt:
+        send the events of the orders that hold them."""
+        ids = ",".join(json.dumps(str(p["id"])) for p in payments)
+        records: list[dict[str, Any]] = []
+        async for page in self._ct.pages(
+            "orders", where=f"paymentInfo(payments(id in ({ids})))", expand=ORDER_EXPAND
+        ):
+            records.extend(page.results)
+        if not records:
+            return SyncStats()
+        return await self.send_batch(records, lane=lane, skip_hook=skip_hook)
+
     async def recover(self, lane: str) -> int:
         """After a crash or an ambiguous failure: settle the batch that was in flight.
 

@@ -11,8 +11,12 @@
 //    ConcurrentModification when the object exists); 4.4.0 treats 0 as "no version" and
 //    overwrites, which would let two writers of our delivery ledger lose each other's
 //    entries. A preHandler restores the API's answer.
+//  * Every query deep-copies the whole collection before filtering it (O(N) copies per
+//    page), which makes paging 50,000 customers take minutes; our storage filters the
+//    stored objects and copies only the page it returns.
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
-//    route creates many drafts through the same repositories the API uses.
+//    route creates many drafts through the same repositories the API uses (checking
+//    customer email uniqueness once per batch instead of one scan per customer).
 //
 // Usage: node server.mjs --port 8989 [--project demo] [--client-id x --client-secret y]
 
@@ -30,14 +34,39 @@ const { values: args } = parseArgs({
 });
 
 const requestSort = new AsyncLocalStorage();
+const uncopiedScan = new AsyncLocalStorage();
+const bulkCustomerCreate = new AsyncLocalStorage();
+const copy = (value) => JSON.parse(JSON.stringify(value)); // the package's own cloneObject
 
-class SortRestoringStorage extends InMemoryStorage {
+class EmulatorStorage extends InMemoryStorage {
+	// Inside our query only: the stored objects themselves, not deep copies.
+	async all(projectKey, typeId) {
+		if (!uncopiedScan.getStore()) return super.all(projectKey, typeId);
+		const store = (await this.forProjectKey(projectKey))[typeId];
+		return store ? Array.from(store._map.values()) : [];
+	}
+
 	async query(projectKey, typeId, params) {
-		const sort = requestSort.getStore();
-		if (sort !== undefined && params.sort === undefined) {
-			return super.query(projectKey, typeId, { ...params, sort });
+		// The bulk route has already checked the batch's emails; the per-draft uniqueness
+		// query would make seeding N customers cost N full scans.
+		if (bulkCustomerCreate.getStore() && typeId === "customer") {
+			return { count: 0, total: 0, offset: 0, limit: 20, results: [] };
 		}
-		return super.query(projectKey, typeId, params);
+		const sort = requestSort.getStore();
+		const effective =
+			sort !== undefined && params.sort === undefined ? { ...params, sort } : params;
+		// 4.4.0 deep-copies the whole collection on every query; filter and page the stored
+		// objects instead and copy only the page that leaves (query does not mutate them).
+		const page = await uncopiedScan.run(true, () =>
+			super.query(projectKey, typeId, { ...effective, expand: undefined }),
+		);
+		let results = page.results.map(copy);
+		if (effective.expand !== undefined) {
+			results = await Promise.all(
+				results.map((resource) => this.expand(projectKey, resource, effective.expand)),
+			);
+		}
+		return { ...page, results };
 	}
 }
 
@@ -47,7 +76,7 @@ const mock = new CommercetoolsMock({
 	validateCredentials: true,
 	defaultProjectKey: args.project,
 	silent: true,
-	storage: new SortRestoringStorage(),
+	storage: new EmulatorStorage(),
 });
 
 const app = mock.app;
@@ -98,11 +127,25 @@ app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {
 		return reply.status(404).send({ message: `unknown resource type ${typeId}` });
 	}
 	const ctx = { projectKey };
-	const ids = [];
-	for (const draft of drafts) {
-		const created = await create(repos, ctx, draft);
-		ids.push(created.id);
+	if (typeId === "customer") {
+		const taken = new Set(
+			(await mock._storage.all(projectKey, "customer")).map((c) => c.lowercaseEmail),
+		);
+		for (const draft of drafts) {
+			const email = String(draft.email ?? "").toLowerCase();
+			if (taken.has(email)) {
+				return reply.status(400).send({ message: `duplicate customer email ${email}` });
+			}
+			taken.add(email);
+		}
 	}
+	const ids = [];
+	await bulkCustomerCreate.run(typeId === "customer", async () => {
+		for (const draft of drafts) {
+			const created = await create(repos, ctx, draft);
+			ids.push(created.id);
+		}
+	});
 	return reply.status(201).send({ count: ids.length, ids });
 });
 

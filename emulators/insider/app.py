@@ -14,6 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,9 +40,15 @@ DEFAULT_LIMITS = {
 }
 
 
+UNKNOWN_ERROR = "The request processing has failed because of an unknown error."
+
+
 @dataclass
 class Faults:
     error_rate: float = 0.0
+    # The request is processed, then answered 500: a commit whose answer got lost, the case
+    # that makes blind retries of event upserts store events twice.
+    lost_answer_rate: float = 0.0
     rate_limited_rate: float = 0.0
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
@@ -72,6 +79,15 @@ class SlidingWindow:
         if len(hits) >= per_minute:
             return max(0.0, hits[0] + 60.0 - now)
         hits.append(now)
+        return None
+
+
+def _unix_seconds(timestamp: Any) -> float | None:
+    if not isinstance(timestamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
         return None
 
 
@@ -129,13 +145,7 @@ class InsiderEmulator:
             )
             return _error(429, {"error": "rejected: too many requests"}, headers)
         if self.faults.error_rate and self.random.random() < self.faults.error_rate:
-            return _error(
-                500,
-                {
-                    "success": False,
-                    "message": "The request processing has failed because of an unknown error.",
-                },
-            )
+            return _error(500, {"success": False, "message": UNKNOWN_ERROR})
         return None
 
     async def _json_body(self, request: Request) -> tuple[Any, Response | None]:
@@ -164,6 +174,12 @@ class InsiderEmulator:
             response = bad if bad is not None else handler(body)
             if not isinstance(response, Response):
                 response = await response
+            if (
+                response.status_code == 200
+                and self.faults.lost_answer_rate
+                and self.random.random() < self.faults.lost_answer_rate
+            ):
+                response = _error(500, {"success": False, "message": UNKNOWN_ERROR})
             self.statuses[f"{bucket}:{response.status_code}"] += 1
             return response
 
@@ -231,10 +247,18 @@ class InsiderEmulator:
         events: list[dict[str, Any]], query: dict[str, Any]
     ) -> dict[str, list[dict[str, Any]]]:
         wanted = {w.get("event_name"): w.get("params") or [] for w in query.get("wanted") or []}
+        start, end = query.get("start_date"), query.get("end_date")
         grouped: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             name = event.get("event_name")
             if name not in wanted:
+                continue
+            # start_date / end_date are unix seconds bounding the event time.
+            at = _unix_seconds(event.get("timestamp"))
+            if at is not None and (
+                (isinstance(start, int | float) and at < start)
+                or (isinstance(end, int | float) and at > end)
+            ):
                 continue
             params = event.get("event_params") or {}
             selected = {p: params.get(p) for p in wanted[name]} if wanted[name] else dict(params)

@@ -1,0 +1,186 @@
+"""Order backfill: purchase history on unified profiles, each event exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from starters.backfill import start_backfill
+from tests.conftest import Emulators
+from workflows.backfill import BackfillInput
+
+pytestmark = pytest.mark.integration
+
+
+def expected_purchases(orders: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    return Counter(
+        (str(order["orderNumber"]), str(line["variant"]["sku"]))
+        for order in orders
+        for line in order["lineItems"]
+    )
+
+
+def all_orders(emulators: Emulators) -> list[dict[str, Any]]:
+    orders: list[dict[str, Any]] = []
+    last = ""
+    while True:
+        where = f'id > "{last}"' if last else None
+        query = "orders?sort=id+asc&limit=500" + (f"&where={where}" if where else "")
+        page = emulators.ct("GET", query)["results"]
+        orders.extend(page)
+        if len(page) < 500:
+            return orders
+        last = page[-1]["id"]
+
+
+def stored_purchases(emulators: Emulators) -> Counter[tuple[str, str]]:
+    return Counter(
+        (e["event_params"]["event_group_id"], e["event_params"]["product_id"])
+        for e in emulators.insider_events("purchase")
+    )
+
+
+async def test_backfill_all_sends_5000_customers_and_5000_orders_exactly_once(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    # Given 5,000 customers and 5,000 orders (every fifth a guest order with its own email)
+    seeder = clean_emulators.seeder()
+    customers = seeder.customers(5_000)
+    skus = seeder.catalog(20)
+    seeder.orders(5_000, customers, skus)
+    orders = all_orders(clean_emulators)
+    assert len(orders) == 5_000
+
+    # When `backfill all` runs
+    handle = await start_backfill(client, worker.task_queue, BackfillInput(target="all"))
+    result = await handle.result()
+
+    # Then every customer is a profile and every order line a purchase event, each once
+    customer_phase, order_phase = result.phases
+    assert (customer_phase.stats.processed, customer_phase.stats.sent) == (5_000, 5_000)
+    assert (order_phase.stats.processed, order_phase.stats.sent) == (5_000, 5_000)
+    assert order_phase.stats.rejected == 0
+    expected = expected_purchases(orders)
+    assert stored_purchases(clean_emulators) == expected
+    assert order_phase.stats.events == sum(expected.values())
+    users = clean_emulators.insider_users()
+    guests = [u for u in users if "uuid" not in u["identifiers"]]
+    assert len(users) - len(guests) == 5_000
+    assert len(guests) == 1_000  # guest orders attach to a profile by email
+    # Registered customers' purchases joined their profiles (no profile per order).
+    events = clean_emulators.insider_events("purchase")
+    assert all(e["_skip_hook"] is True for e in events)
+
+    # When the same window is backfilled again
+    again = await (
+        await start_backfill(client, worker.task_queue, BackfillInput(target="orders"))
+    ).result()
+
+    # Then the delivery ledger lets no event out twice
+    assert again.phases[0].stats.skipped == 5_000
+    assert again.phases[0].stats.events == 0
+    assert stored_purchases(clean_emulators) == expected
+
+
+async def test_lost_insider_answers_are_verified_not_resent(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    # Given orders, and an Insider that stores a third of the upserts but loses the answer
+    seeder = clean_emulators.seeder()
+    customers = seeder.customers(50)
+    seeder.orders(200, customers, seeder.catalog(10))
+    orders = all_orders(clean_emulators)
+    clean_emulators.insider_faults(lost_answer_rate=0.3)
+
+    # When the orders are backfilled in batches of 40
+    handle = await start_backfill(
+        client,
+        worker.task_queue,
+        BackfillInput(target="orders", batch_size=40, chunk_seconds=0.001),
+    )
+    result = await handle.result()
+
+    # Then each purchase is stored once: retries asked Insider what it already had
+    assert result.phases[0].stats.rejected == 0
+    assert stored_purchases(clean_emulators) == expected_purchases(orders)
+    history = [event async for event in handle.fetch_history_events()]
+    retried = [
+        e
+        for e in history
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert retried, "the fault never hit: the test did not exercise verification"
+
+
+async def test_refunds_and_cancellations_follow_the_purchase_once(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    # Given a customer's order placed from a cart
+    emu = clean_emulators
+    seeder = emu.seeder()
+    [(customer_id, email)] = seeder.customers(1)
+    [sku, *_] = seeder.catalog(1)
+    cart = emu.ct(
+        "POST",
+        "carts",
+        {
+            "currency": "USD",
+            "country": "US",
+            "customerId": customer_id,
+            "customerEmail": email,
+            "locale": "en-US",
+            "lineItems": [{"sku": sku, "quantity": 2}],
+        },
+    )
+    order = emu.ct(
+        "POST",
+        "orders",
+        {
+            "cart": {"typeId": "cart", "id": cart["id"]},
+            "version": cart["version"],
+            "orderNumber": "WEB-1",
+        },
+    )
+    await (await start_backfill(client, worker.task_queue, BackfillInput(target="orders"))).result()
+    assert [e["event_params"]["quantity"] for e in emu.insider_events("purchase")] == [2]
+
+    # When the order is refunded through its payment and then cancelled
+    payment = emu.ct(
+        "POST",
+        "payments",
+        {
+            "amountPlanned": order["totalPrice"],
+            "transactions": [
+                {"type": "Charge", "amount": order["totalPrice"], "state": "Success"},
+                {"type": "Refund", "amount": order["totalPrice"], "state": "Success"},
+            ],
+        },
+    )
+    emu.ct(
+        "POST",
+        f"orders/{order['id']}",
+        {
+            "version": order["version"],
+            "actions": [
+                {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}},
+                {"action": "changeOrderState", "orderState": "Cancelled"},
+            ],
+        },
+    )
+    for _ in range(2):  # and the orders are backfilled twice more
+        await (
+            await start_backfill(client, worker.task_queue, BackfillInput(target="orders"))
+        ).result()
+
+    # Then the profile has the purchase, one refund and one cancellation, each once
+    [profile] = [u for u in emu.insider_users() if u["identifiers"].get("uuid") == customer_id]
+    names = Counter(e["event_name"] for e in profile["events"])
+    assert names == {"purchase": 1, "purchase_refund": 1, "cancelled_purchase": 1}
+    [refund] = [e for e in profile["events"] if e["event_name"] == "purchase_refund"]
+    assert refund["event_params"]["event_group_id"] == "WEB-1"
+    assert refund["event_params"]["unit_sale_price"] == order["totalPrice"]["centAmount"] / 100
