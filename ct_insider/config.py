@@ -32,7 +32,8 @@ class CommercetoolsSettings(BaseSettings):
     )
     scopes: str = Field(
         default="",
-        description="Space-separated OAuth scopes; empty means read-only scopes for the project.",
+        description="Space-separated OAuth scopes; empty means read scopes for the project "
+        "plus manage_key_value_documents (the delivery ledger's custom objects).",
     )
     max_concurrency: int = Field(default=8, ge=1, le=64)
 
@@ -49,6 +50,8 @@ class CommercetoolsSettings(BaseSettings):
             "view_payments",
             "view_stores",
             "view_types",
+            # The only write: the delivery ledger of sent order events (custom objects).
+            "manage_key_value_documents",
         )
         return " ".join(f"{name}:{self.project_key}" for name in names)
 

@@ -67,6 +67,25 @@ class Emulators:
         body = httpx.get(f"{self.insider_url}/_emulator/users", timeout=60).json()
         return list(body["users"])
 
+    def worker_env(self, temporal_address: str, task_queue: str) -> dict[str, str]:
+        """Settings for a `ct-insider worker` process wired to these emulators."""
+        ct, insider = self.ct_settings(), self.insider_settings()
+        return {
+            "CTP_PROJECT_KEY": ct.project_key,
+            "CTP_CLIENT_ID": ct.client_id,
+            "CTP_CLIENT_SECRET": ct.client_secret.get_secret_value(),
+            "CTP_AUTH_URL": ct.auth_url,
+            "CTP_API_URL": ct.api_url,
+            "CTP_SCOPES": ct.scopes or "",
+            "INSIDER_PARTNER_NAME": insider.partner_name,
+            "INSIDER_API_KEY": insider.api_key.get_secret_value(),
+            "INSIDER_CATALOG_API_KEY": insider.catalog_api_key.get_secret_value(),
+            "INSIDER_UNIFICATION_URL": insider.unification_url,
+            "INSIDER_CATALOG_URL": insider.catalog_url,
+            "TEMPORAL_ADDRESS": temporal_address,
+            "TEMPORAL_TASK_QUEUE": task_queue,
+        }
+
     def insider_events(self, event_name: str | None = None) -> list[dict[str, Any]]:
         params = {"event_name": event_name} if event_name else {}
         body = httpx.get(f"{self.insider_url}/_emulator/events", params=params, timeout=60).json()

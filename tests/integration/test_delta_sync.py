@@ -1,0 +1,166 @@
+"""DeltaSyncWorkflow: changes reach Insider window by window; nothing unchanged is re-sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from starters.delta import start_delta
+from tests.conftest import Emulators
+from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow
+
+pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def running_delta(
+    client: Client, task_queue: str, entity: str
+) -> AsyncIterator[WorkflowHandle[DeltaSyncWorkflow, None]]:
+    params = DeltaSyncInput.model_validate(
+        {
+            "entity": entity,
+            "watermark": datetime.now(UTC) - timedelta(minutes=1),
+            "interval_seconds": 0.5,
+            "safety_margin_seconds": 0.3,
+            "overlap_seconds": 3.0,
+        }
+    )
+    handle = await start_delta(client, task_queue, params)
+    try:
+        yield handle
+    finally:
+        await handle.terminate("test over")
+
+
+async def status_when(
+    handle: WorkflowHandle[DeltaSyncWorkflow, None],
+    condition: Callable[[DeltaStatus], bool],
+    timeout: float = 30.0,
+) -> DeltaStatus:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await handle.query(DeltaSyncWorkflow.status)
+        if status is not None and condition(status):
+            return status
+        assert asyncio.get_running_loop().time() < deadline, f"condition not met: {status}"
+        await asyncio.sleep(0.2)
+
+
+async def test_an_edited_customer_reaches_insider_and_unchanged_ones_are_not_resent(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    # Given 30 customers and a running customer delta sync that has sent them
+    customers = emu.seeder().customers(30)
+    async with running_delta(client, worker.task_queue, "customers") as handle:
+        synced = await status_when(handle, lambda s: s.totals.sent == 30)
+        # ... and has since run windows that overlap the ones that sent them
+        await status_when(handle, lambda s: s.windows >= synced.windows + 8)
+
+        # When one customer is edited in commercetools
+        customer_id, _ = customers[7]
+        current = emu.ct("GET", f"customers/{customer_id}")
+        emu.ct(
+            "POST",
+            f"customers/{customer_id}",
+            {
+                "version": current["version"],
+                "actions": [{"action": "setFirstName", "firstName": "Renamed"}],
+            },
+        )
+
+        # Then it reaches Insider, and it is the only customer sent again
+        status = await status_when(handle, lambda s: s.totals.sent == 31)
+        [profile] = [u for u in emu.insider_users() if u["identifiers"]["uuid"] == customer_id]
+        assert profile["attributes"]["name"] == "Renamed"
+        assert status.totals.skipped > 0  # the overlap re-read records and skipped them
+        await status_when(handle, lambda s: s.windows >= status.windows + 8)
+        final = await handle.query(DeltaSyncWorkflow.status)
+        assert final is not None
+        assert final.totals.sent == 31
+        assert final.watermark is not None
+        assert final.watermark > datetime.now(UTC) - timedelta(seconds=5)
+
+
+async def test_orders_delta_sends_purchases_and_later_refunds_once_despite_overlap(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    seeder = emu.seeder()
+    [(customer_id, email)] = seeder.customers(1)
+    [sku, *_] = seeder.catalog(1)
+    async with running_delta(client, worker.task_queue, "orders") as handle:
+        # Given an order placed while the delta sync runs
+        cart = emu.ct(
+            "POST",
+            "carts",
+            {
+                "currency": "EUR",
+                "country": "DE",
+                "customerId": customer_id,
+                "customerEmail": email,
+                "lineItems": [{"sku": sku, "quantity": 1}],
+            },
+        )
+        order = emu.ct(
+            "POST",
+            "orders",
+            {"cart": {"typeId": "cart", "id": cart["id"]}, "version": cart["version"]},
+        )
+        payment = emu.ct(
+            "POST",
+            "payments",
+            {
+                "amountPlanned": order["totalPrice"],
+                "transactions": [
+                    {"type": "Charge", "amount": order["totalPrice"], "state": "Success"}
+                ],
+            },
+        )
+        emu.ct(
+            "POST",
+            f"orders/{order['id']}",
+            {
+                "version": order["version"],
+                "actions": [
+                    {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}
+                ],
+            },
+        )
+        await status_when(handle, lambda s: s.totals.events == 1)
+
+        # When a refund is added to the payment (the order itself does not change)
+        emu.ct(
+            "POST",
+            f"payments/{payment['id']}",
+            {
+                "version": payment["version"],
+                "actions": [
+                    {
+                        "action": "addTransaction",
+                        "transaction": {
+                            "type": "Refund",
+                            "amount": order["totalPrice"],
+                            "state": "Success",
+                        },
+                    }
+                ],
+            },
+        )
+        refunded = await status_when(handle, lambda s: s.totals.events == 2)
+        await status_when(handle, lambda s: s.windows >= refunded.windows + 8)
+
+    # Then Insider holds one purchase and one refund, live (journeys may fire)
+    events = emu.insider_events()
+    assert Counter(e["event_name"] for e in events) == {"purchase": 1, "purchase_refund": 1}
+    assert all(e["_skip_hook"] is False for e in events)
+    assert {e["event_params"]["event_group_id"] for e in events} == {
+        order.get("orderNumber") or order["id"]
+    }

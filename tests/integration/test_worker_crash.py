@@ -1,0 +1,90 @@
+"""A worker process killed mid-backfill: another one finishes the run, no event twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from emulators.process import ManagedProcess, ct_insider_command
+from starters.backfill import start_backfill
+from tests.conftest import Emulators
+from tests.integration.test_order_backfill import (
+    all_orders,
+    expected_purchases,
+    stored_purchases,
+)
+from workflows.backfill import BackfillInput
+
+pytestmark = pytest.mark.integration
+
+
+def worker_process(
+    emulators: Emulators, client: Client, task_queue: str, folder: Path, name: str
+) -> ManagedProcess:
+    ready = folder / f"{name}.ready"
+    worker = ManagedProcess(
+        name,
+        ct_insider_command("worker", "--ready-file", str(ready)),
+        env=emulators.worker_env(client.service_client.config.target_host, task_queue),
+        log_path=folder / f"{name}.log",
+    ).start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert worker.process is not None and worker.process.poll() is None, "worker exited"
+        assert time.monotonic() < deadline, "worker not ready in 60 s"
+        time.sleep(0.1)
+    return worker
+
+
+async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
+    client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
+) -> None:
+    # Given 1,500 orders and a slowish Insider, so the backfill takes a few seconds
+    seeder = clean_emulators.seeder()
+    customers = seeder.customers(300)
+    seeder.orders(1_500, customers, seeder.catalog(10))
+    orders = all_orders(clean_emulators)
+    expected = expected_purchases(orders)
+    clean_emulators.insider_faults(latency_ms=40)
+    first = worker_process(clean_emulators, client, task_queue, tmp_path, "worker-1")
+
+    # When the worker process is killed (SIGKILL) while the order backfill runs
+    handle = await start_backfill(
+        client,
+        task_queue,
+        BackfillInput(target="orders", batch_size=50, heartbeat_seconds=3),
+    )
+    try:
+        while len(stored_purchases(clean_emulators)) < 600:
+            await asyncio.sleep(0.05)
+        assert first.process is not None
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        at_kill = sum(stored_purchases(clean_emulators).values())
+        # ... and a new worker starts
+        with worker_process(clean_emulators, client, task_queue, tmp_path, "worker-2"):
+            result = await asyncio.wait_for(handle.result(), timeout=180)
+    finally:
+        first.stop()
+
+    # Then the run completed on the new worker, and every purchase is in Insider once
+    assert at_kill < sum(expected.values()), "killed too late: the run was already done"
+    assert result.status == "completed"
+    assert result.phases[0].stats.rejected == 0
+    assert stored_purchases(clean_emulators) == expected
+    history = [event async for event in handle.fetch_history_events()]
+    retried = [
+        e
+        for e in history
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert retried, "the killed worker's chunk was never retried: nothing was resumed"
+    resumed = (tmp_path / "worker-2.log").read_text()
+    assert "resuming chunk from heartbeat" in resumed
