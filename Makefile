@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := emulators/commercetools/node_modules/.installed
 
-.PHONY: run test lint typecheck unit integration install clean
+.PHONY: run test lint typecheck unit integration install clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,7 @@ integration: install
 
 clean:
 	rm -rf $(VENV) .dev emulators/commercetools/node_modules .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (never part of `make test`); results land in bench/results/.
+bench: install
+	$(BIN)/python -m bench.backfill

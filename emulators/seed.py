@@ -34,9 +34,9 @@ LAST_NAMES = [
     "Tanaka",
     "Ueda",
 ]
-MARKETS = [  # country, city, mobile prefix, locale
-    ("US", "Portland", "+1503555", "en-US"),
-    ("DE", "Berlin", "+491511230", "de-DE"),
+MARKETS = [  # country, city, mobile number of the n-th customer, locale
+    ("US", "Portland", lambda n: f"+1503{2_000_000 + n % 8_000_000:07d}", "en-US"),
+    ("DE", "Berlin", lambda n: f"+49151{n % 100_000_000:08d}", "de-DE"),
 ]
 CONSENT_TYPE_KEY = "customer-consent"
 
@@ -88,7 +88,8 @@ def customer_drafts(count: int, *, seed: int = 1, prefix: str = "customer") -> l
                         "country": country,
                         "city": city,
                         "streetName": "Main St",
-                        "mobile": f"{mobile}{n % 10000:04d}",
+                        # unique per customer: a shared number would merge profiles
+                        "mobile": mobile(n),
                     }
                 ],
                 "defaultShippingAddress": 0,

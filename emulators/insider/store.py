@@ -2,8 +2,11 @@
 
 Identity resolution follows Insider's documented behaviour: no match creates a profile,
 one match adds to it, several matches merge them by identifier priority. Each identifier
-type holds one value per profile (Insider's configurable "value limit", here 1), an
-upsert never changes an existing identifier, and blocked placeholder values are ignored.
+type holds one value per profile (Insider's configurable "value limit", here 1), so two
+profiles with different values of one type (e.g. two uuids sharing a phone number) are
+not merged - Insider's exact conflict rule is undocumented; keeping both is the reading
+that loses nothing. An upsert never changes an existing identifier, and blocked
+placeholder values are ignored.
 """
 
 from __future__ import annotations
@@ -80,22 +83,40 @@ class InsiderState:
 
     def resolve(self, identifiers: dict[str, Any]) -> Profile:
         """Find, create or merge the profile these identifiers point at."""
-        pairs = identifier_pairs(identifiers)
+        pairs = identifier_pairs(identifiers)  # in priority order
+        incoming = dict(pairs)
         matched: list[Profile] = []
-        for pair in pairs:
-            insider_id = self.index.get(pair)
-            if insider_id is not None and self.profiles[insider_id] not in matched:
-                matched.append(self.profiles[insider_id])
+        for identifier_type, value in pairs:
+            insider_id = self.index.get((identifier_type, value))
+            if insider_id is None or self.profiles[insider_id] in matched:
+                continue
+            candidate = self.profiles[insider_id]
+            # A profile found through a weaker identifier (a shared phone) that holds
+            # another value of a stronger one (a different uuid) is someone else.
+            stronger = IDENTIFIER_PRIORITY[: _priority(identifier_type)]
+            if any(
+                kind in incoming
+                and candidate.identifiers.get(kind, incoming[kind]) != incoming[kind]
+                for kind in stronger
+            ):
+                continue
+            matched.append(candidate)
         if not matched:
             profile = Profile(insider_id=f"iid-{next(self._ids):08d}")
             self.profiles[profile.insider_id] = profile
         else:
-            # `pairs` is in priority order, so the first match is the survivor.
+            # The first match is the survivor. A profile holding another value of an
+            # identifier type the survivor has cannot join it (one value per type): it
+            # stays apart rather than losing an identity.
             profile = matched[0]
             for other in matched[1:]:
-                self._merge(profile, other)
+                if not _conflicting(profile, other):
+                    self._merge(profile, other)
         for identifier_type, value in pairs:
-            if identifier_type not in profile.identifiers:
+            if (
+                identifier_type not in profile.identifiers
+                and (identifier_type, value) not in self.index
+            ):
                 profile.identifiers[identifier_type] = value
                 self.index[(identifier_type, value)] = profile.insider_id
         return profile
@@ -174,6 +195,13 @@ class InsiderState:
         else:
             self.catalog[key] = {**item, "_updated_at": time.time()}
         return True
+
+
+def _conflicting(first: Profile, second: Profile) -> bool:
+    return any(
+        first.identifiers.get(identifier_type, value) != value
+        for identifier_type, value in second.identifiers.items()
+    )
 
 
 def _merge_attributes(

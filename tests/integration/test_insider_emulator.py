@@ -9,7 +9,7 @@ import pytest
 
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderConfigurationError, InsiderRateLimited
-from ct_insider.insider.models import CatalogLocale, Event, Identifiers, User
+from ct_insider.insider.models import Attributes, CatalogLocale, Event, Identifiers, User
 from ct_insider.retry import Backoff
 from tests.conftest import Emulators
 
@@ -149,6 +149,28 @@ async def test_identifiers_of_two_profiles_in_one_upsert_merge_them(
     ]
     assert profile is not None
     assert profile["attributes"]["iid"] == users[0]["insider_id"]
+
+
+async def test_profiles_with_different_uuids_sharing_a_phone_stay_apart(
+    clean_emulators: Emulators,
+) -> None:
+    # Given two customers with their own uuids and one phone number between them
+    async with InsiderClient(clean_emulators.insider_settings()) as insider:
+        for uuid in ("cust-a", "cust-b"):
+            await insider.upsert_users(
+                [
+                    User(
+                        identifiers=Identifiers(uuid=uuid, phone_number="+15032000001"),
+                        attributes=Attributes(name=uuid),
+                    )
+                ]
+            )
+    # Then each keeps its own profile (one value per identifier type: no merge)
+    users = {u["identifiers"]["uuid"]: u for u in clean_emulators.insider_users()}
+    assert set(users) == {"cust-a", "cust-b"}
+    assert users["cust-a"]["identifiers"]["phone_number"] == "+15032000001"
+    assert "phone_number" not in users["cust-b"]["identifiers"]
+    assert users["cust-b"]["attributes"]["name"] == "cust-b"
 
 
 async def test_rate_limit_answers_429_with_retry_after_and_client_backs_off(

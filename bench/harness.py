@@ -1,0 +1,219 @@
+"""What every benchmark needs: its own servers on 127.0.0.1, a worker process, RSS sampling,
+the machine's description and a results file. Benchmarks run with `make bench`, never in
+the test suite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from pydantic import SecretStr
+
+from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from emulators import commercetools
+from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
+from emulators.seed import CommercetoolsSeeder
+
+RESULTS = Path(__file__).parent / "results"
+PROJECT_KEY = "bench"
+
+
+@dataclass(frozen=True)
+class Stack:
+    temporal_address: str
+    ct_url: str
+    insider_url: str
+    logs: Path
+
+    def ct_settings(self) -> CommercetoolsSettings:
+        return CommercetoolsSettings(
+            project_key=PROJECT_KEY,
+            client_id="bench",
+            client_secret=SecretStr("bench"),
+            auth_url=self.ct_url,
+            api_url=self.ct_url,
+            scopes=f"manage_project:{PROJECT_KEY}",
+        )
+
+    def insider_settings(self) -> InsiderSettings:
+        return InsiderSettings(
+            partner_name="bench",
+            api_key=SecretStr("ucd-token"),
+            catalog_api_key=SecretStr("catalog-token"),
+            unification_url=self.insider_url,
+            catalog_url=self.insider_url,
+        )
+
+    def seeder(self) -> CommercetoolsSeeder:
+        return CommercetoolsSeeder(self.ct_url, PROJECT_KEY)
+
+    def reset_insider(self) -> None:
+        httpx.post(f"{self.insider_url}/_emulator/reset", timeout=60).raise_for_status()
+
+    def insider_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.insider_url}/_emulator/stats", timeout=60).json()
+        return stats
+
+    def worker_env(self, task_queue: str) -> dict[str, str]:
+        ct, insider = self.ct_settings(), self.insider_settings()
+        return {
+            "CTP_PROJECT_KEY": ct.project_key,
+            "CTP_CLIENT_ID": ct.client_id,
+            "CTP_CLIENT_SECRET": ct.client_secret.get_secret_value(),
+            "CTP_AUTH_URL": ct.auth_url,
+            "CTP_API_URL": ct.api_url,
+            "CTP_SCOPES": ct.scopes,
+            "INSIDER_PARTNER_NAME": insider.partner_name,
+            "INSIDER_API_KEY": insider.api_key.get_secret_value(),
+            "INSIDER_CATALOG_API_KEY": insider.catalog_api_key.get_secret_value(),
+            "INSIDER_UNIFICATION_URL": insider.unification_url,
+            "INSIDER_CATALOG_URL": insider.catalog_url,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_TASK_QUEUE": task_queue,
+        }
+
+
+@contextmanager
+def local_stack(logs: Path) -> Iterator[Stack]:
+    """A Temporal dev server (in memory) and both emulators, on free loopback ports."""
+    logs.mkdir(parents=True, exist_ok=True)
+    commercetools.ensure_installed()
+    temporal_port, ui_port, ct_port, insider_port = (free_port() for _ in range(4))
+    with ExitStack() as stack:
+        stack.enter_context(
+            ManagedProcess(
+                "temporal",
+                [
+                    temporal_binary(),
+                    "server",
+                    "start-dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(temporal_port),
+                    "--ui-port",
+                    str(ui_port),
+                    "--headless",
+                    "--log-level",
+                    "warn",
+                ],
+                log_path=logs / "temporal.log",
+            )
+        )
+        stack.enter_context(
+            ManagedProcess(
+                "commercetools emulator",
+                commercetools.command(ct_port, PROJECT_KEY),
+                health_url=f"http://127.0.0.1:{ct_port}/_emulator/health",
+                log_path=logs / "commercetools.log",
+            )
+        )
+        stack.enter_context(
+            ManagedProcess(
+                "insider emulator",
+                ct_insider_command(
+                    "emulate", "insider", "--port", str(insider_port), "--partner-name", "bench"
+                ),
+                health_url=f"http://127.0.0.1:{insider_port}/_emulator/health",
+                log_path=logs / "insider.log",
+            )
+        )
+        yield Stack(
+            f"127.0.0.1:{temporal_port}",
+            f"http://127.0.0.1:{ct_port}",
+            f"http://127.0.0.1:{insider_port}",
+            logs,
+        )
+
+
+class PeakRss:
+    """Samples a process tree's resident memory in the background; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self._process = psutil.Process(pid)
+        self._interval = interval
+        self.peak_bytes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def _sample(self) -> None:
+        try:
+            tree = [self._process, *self._process.children(recursive=True)]
+            self.peak_bytes = max(self.peak_bytes, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+
+    async def _run(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(self._interval)
+
+    def __enter__(self) -> PeakRss:
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._sample()
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+@contextmanager
+def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> Iterator[ManagedProcess]:
+    ready = stack.logs / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    worker = ManagedProcess(
+        name,
+        ct_insider_command("--log-level", "WARNING", "worker", "--ready-file", str(ready)),
+        env=stack.worker_env(task_queue),
+        log_path=stack.logs / f"{name}.log",
+    )
+    with worker:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if worker.process is None or worker.process.poll() is not None:
+                raise RuntimeError(f"worker exited; see {worker.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker not ready in 60 s")
+            time.sleep(0.1)
+        yield worker
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
+
+
+def save(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{name}-{stamp}.json"
+    path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
+    return path
