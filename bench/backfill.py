@@ -74,8 +74,8 @@ async def through_temporal(stack: Stack, client: Client, expected: int) -> tuple
     return elapsed, rss.peak_mb
 
 
-async def connect_when_up(address: str, timeout: float = 60.0) -> Client:
-    deadline = time.monotonic() + timeout
+async def connect_when_up(address: str, wait_seconds: float = 60.0) -> Client:
+    deadline = time.monotonic() + wait_seconds
     while True:
         try:
             return await connect(TemporalSettings(address=address))

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import platform
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -172,25 +171,16 @@ class PeakRss:
         return self.peak_bytes / 2**20
 
 
-@contextmanager
-def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> Iterator[ManagedProcess]:
+def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> ManagedProcess:
+    """A `ct-insider worker` process wired to the stack (ready once it polls its queue)."""
     ready = stack.logs / f"{name}.ready"
-    ready.unlink(missing_ok=True)
-    worker = ManagedProcess(
+    return ManagedProcess(
         name,
         ct_insider_command("--log-level", "WARNING", "worker", "--ready-file", str(ready)),
+        ready_file=ready,
         env=stack.worker_env(task_queue),
         log_path=stack.logs / f"{name}.log",
     )
-    with worker:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if worker.process is None or worker.process.poll() is not None:
-                raise RuntimeError(f"worker exited; see {worker.log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker not ready in 60 s")
-            time.sleep(0.1)
-        yield worker
 
 
 def machine() -> dict[str, Any]:

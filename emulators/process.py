@@ -28,6 +28,7 @@ class ManagedProcess:
         command: Sequence[str],
         *,
         health_url: str | None = None,
+        ready_file: Path | None = None,
         log_path: Path | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
@@ -35,12 +36,16 @@ class ManagedProcess:
         self.name = name
         self.command = list(command)
         self.health_url = health_url
+        # A file the process writes once it is ready (the worker's --ready-file).
+        self.ready_file = ready_file
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ManagedProcess:
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command,
@@ -50,13 +55,21 @@ class ManagedProcess:
             cwd=self.cwd,
             start_new_session=True,
         )
-        if self.health_url:
-            self.wait_healthy(timeout)
+        if self.health_url or self.ready_file:
+            self.wait_ready(timeout)
         return self
 
-    def wait_healthy(self, timeout: float) -> None:
-        assert self.process is not None
+    def _is_ready(self) -> bool:
+        if self.ready_file is not None:
+            return self.ready_file.exists()
         assert self.health_url is not None
+        try:
+            return httpx.get(self.health_url, timeout=1.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -64,13 +77,10 @@ class ManagedProcess:
                     f"{self.name} exited with code {self.process.returncode}; "
                     f"see {self.log_path or 'its output'}"
                 )
-            try:
-                if httpx.get(self.health_url, timeout=1.0).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not become healthy at {self.health_url} in {timeout}s")
+            if self._is_ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready in {timeout}s; see {self.log_path}")
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -34,7 +34,8 @@ LAST_NAMES = [
     "Tanaka",
     "Ueda",
 ]
-MARKETS = [  # country, city, mobile number of the n-th customer, locale
+MARKETS: list[tuple[str, str, Callable[[int], str], str]] = [
+    # country, city, mobile number of the n-th customer, locale
     ("US", "Portland", lambda n: f"+1503{2_000_000 + n % 8_000_000:07d}", "en-US"),
     ("DE", "Berlin", lambda n: f"+49151{n % 100_000_000:08d}", "de-DE"),
 ]

@@ -68,7 +68,6 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
     os.environ.update(dev_environment(ports))
     commercetools.ensure_installed()
     ready = state_dir / "worker.ready"
-    ready.unlink(missing_ok=True)
     processes = [
         ManagedProcess(
             "temporal",
@@ -106,6 +105,7 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
     worker = ManagedProcess(
         "worker",
         ct_insider_command("worker", "--ready-file", str(ready)),
+        ready_file=ready,
         log_path=logs / "worker.log",
     )
     started: list[ManagedProcess] = []
@@ -124,7 +124,6 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         _say(f"seeded commercetools emulator: {counts}")
         _say(f"starting worker (log: {worker.log_path})")
         started.append(worker.start())
-        _wait_for(ready, worker)
         final = asyncio.run(_initial_sync())
         print_report(final)
         held = httpx.get(f"http://127.0.0.1:{ports.insider}/_emulator/stats", timeout=10).json()
@@ -156,16 +155,6 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         _say("stopping")
         for process in reversed(started):
             process.stop()
-
-
-def _wait_for(ready: Path, worker: ManagedProcess, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if worker.process is not None and worker.process.poll() is not None:
-            raise RuntimeError(f"worker exited; see {worker.log_path}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker not ready after {timeout}s; see {worker.log_path}")
-        time.sleep(0.2)
 
 
 async def _initial_sync() -> BackfillProgress:

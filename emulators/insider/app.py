@@ -49,6 +49,7 @@ class Faults:
     # The request is processed, then answered 500: a commit whose answer got lost, the case
     # that makes blind retries of event upserts store events twice.
     lost_answer_rate: float = 0.0
+    lost_answer_buckets: list[str] = field(default_factory=lambda: ["upsert"])
     rate_limited_rate: float = 0.0
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
@@ -176,6 +177,7 @@ class InsiderEmulator:
                 response = await response
             if (
                 response.status_code == 200
+                and bucket in self.faults.lost_answer_buckets
                 and self.faults.lost_answer_rate
                 and self.random.random() < self.faults.lost_answer_rate
             ):

@@ -129,3 +129,36 @@ async def test_records_without_a_usable_identifier_are_reported_not_sent(
     identifiers = [u["identifiers"] for u in clean_emulators.insider_users()]
     assert {"uuid": "cust-key-1", "email": "keyed@example.com"} in identifiers
     assert len(identifiers) == 4
+
+
+async def test_invalid_phone_and_birthday_are_dropped_while_the_rest_syncs(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    # Given a customer whose phone and birthday Insider would refuse
+    clean_emulators.seeder().bulk(
+        "customer",
+        [
+            {
+                "email": "Odd.Values@Example.com",
+                "password": "x",
+                "firstName": "Odd",
+                "dateOfBirth": "1850-01-01",
+                "addresses": [{"country": "US", "city": "Portland", "mobile": "12345"}],
+                "defaultShippingAddress": 0,
+            }
+        ],
+    )
+
+    # When customers are backfilled
+    result = await (
+        await start_backfill(client, worker.task_queue, BackfillInput(target="customers"))
+    ).result()
+
+    # Then the customer is sent without those two values, and the warnings are counted
+    assert (result.stats.sent, result.stats.rejected, result.stats.warnings) == (1, 0, 2)
+    [user] = clean_emulators.insider_users()
+    assert user["identifiers"]["email"] == "odd.values@example.com"
+    assert user["attributes"]["name"] == "Odd"
+    assert user["attributes"]["city"] == "Portland"
+    assert "phone_number" not in user["attributes"]
+    assert "birthday" not in user["attributes"]

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
@@ -42,9 +43,9 @@ async def running_delta(
 async def status_when(
     handle: WorkflowHandle[DeltaSyncWorkflow, None],
     condition: Callable[[DeltaStatus], bool],
-    timeout: float = 30.0,
+    within_seconds: float = 30.0,
 ) -> DeltaStatus:
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within_seconds
     while True:
         status = await handle.query(DeltaSyncWorkflow.status)
         if status is not None and condition(status):
@@ -87,6 +88,10 @@ async def test_an_edited_customer_reaches_insider_and_unchanged_ones_are_not_res
         assert final.totals.sent == 31
         assert final.watermark is not None
         assert final.watermark > datetime.now(UTC) - timedelta(seconds=5)
+        # The Temporal UI shows the same as "Current details".
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert "watermark: " in metadata.current_details
+        assert "windows synced: " in metadata.current_details
 
 
 async def test_orders_delta_sends_purchases_and_later_refunds_once_despite_overlap(

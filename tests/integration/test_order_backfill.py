@@ -9,6 +9,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.models import Event, Identifiers, User
 from starters.backfill import start_backfill
 from tests.conftest import Emulators
 from workflows.backfill import BackfillInput
@@ -184,3 +186,57 @@ async def test_refunds_and_cancellations_follow_the_purchase_once(
     [refund] = [e for e in profile["events"] if e["event_name"] == "purchase_refund"]
     assert refund["event_params"]["event_group_id"] == "WEB-1"
     assert refund["event_params"]["unit_sale_price"] == order["totalPrice"]["centAmount"] / 100
+
+
+async def test_an_anonymous_checkout_merges_the_visitor_into_the_known_profile(
+    client: Client, worker: Worker, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    seeder = emu.seeder()
+    [(customer_id, email)] = seeder.customers(1)
+    [sku, *_] = seeder.catalog(1)
+    # Given a known customer in Insider, and an anonymous visitor's profile with a cart event
+    await (
+        await start_backfill(client, worker.task_queue, BackfillInput(target="customers"))
+    ).result()
+    async with InsiderClient(emu.insider_settings()) as insider:
+        await insider.upsert_users(
+            [
+                User(
+                    identifiers=Identifiers(custom={"ct_anonymous_id": "anon-42"}),
+                    events=[
+                        Event(
+                            event_name="item_added_to_cart",
+                            timestamp="2026-01-01T00:00:00Z",
+                            event_params={"product_id": sku},
+                        )
+                    ],
+                )
+            ]
+        )
+    assert len(emu.insider_users()) == 2
+
+    # When that visitor checks out anonymously with the customer's email
+    cart = emu.ct(
+        "POST",
+        "carts",
+        {
+            "currency": "USD",
+            "country": "US",
+            "anonymousId": "anon-42",
+            "customerEmail": email,
+            "lineItems": [{"sku": sku, "quantity": 1}],
+        },
+    )
+    emu.ct(
+        "POST",
+        "orders",
+        {"cart": {"typeId": "cart", "id": cart["id"]}, "version": cart["version"]},
+    )
+    await (await start_backfill(client, worker.task_queue, BackfillInput(target="orders"))).result()
+
+    # Then one upsert carried both identifiers and Insider merged the two profiles
+    [profile] = emu.insider_users()
+    assert profile["identifiers"]["uuid"] == customer_id
+    assert profile["identifiers"]["custom.ct_anonymous_id"] == "anon-42"
+    assert sorted(e["event_name"] for e in profile["events"]) == ["item_added_to_cart", "purchase"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -28,18 +27,13 @@ def worker_process(
     emulators: Emulators, client: Client, task_queue: str, folder: Path, name: str
 ) -> ManagedProcess:
     ready = folder / f"{name}.ready"
-    worker = ManagedProcess(
+    return ManagedProcess(
         name,
         ct_insider_command("worker", "--ready-file", str(ready)),
+        ready_file=ready,
         env=emulators.worker_env(client.service_client.config.target_host, task_queue),
         log_path=folder / f"{name}.log",
-    ).start()
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert worker.process is not None and worker.process.poll() is None, "worker exited"
-        assert time.monotonic() < deadline, "worker not ready in 60 s"
-        time.sleep(0.1)
-    return worker
+    )
 
 
 async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
@@ -52,7 +46,7 @@ async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
     orders = all_orders(clean_emulators)
     expected = expected_purchases(orders)
     clean_emulators.insider_faults(latency_ms=40)
-    first = worker_process(clean_emulators, client, task_queue, tmp_path, "worker-1")
+    first = worker_process(clean_emulators, client, task_queue, tmp_path, "worker-1").start()
 
     # When the worker process is killed (SIGKILL) while the order backfill runs
     handle = await start_backfill(
@@ -61,7 +55,9 @@ async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
         BackfillInput(target="orders", batch_size=50, heartbeat_seconds=3),
     )
     try:
-        while len(stored_purchases(clean_emulators)) < 600:
+        for _ in range(2_000):  # wait (at most ~100 s) until the run is well under way
+            if sum(stored_purchases(clean_emulators).values()) >= 600:
+                break
             await asyncio.sleep(0.05)
         assert first.process is not None
         os.killpg(first.process.pid, signal.SIGKILL)
