@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,8 @@ from ct_insider.http import HttpApiClient
 from ct_insider.retry import Backoff, RetryableStatus, parse_retry_after, with_backoff
 
 MAX_PAGE_SIZE = 500
+# Values per `in (...)` predicate: keeps query strings well below commercetools' URL limit.
+MAX_IN_VALUES = 100
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
 
 
@@ -187,3 +189,22 @@ class CommercetoolsClient(HttpApiClient):
             if page.is_last:
                 return
             cursor = page.last_id
+
+    async def find_in(
+        self,
+        resource: str,
+        values: Sequence[str],
+        predicate: Callable[[str], str],
+        expand: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Every resource matching `predicate(<quoted values>)`, asked for in small groups.
+
+        e.g. `find_in("customers", ids, lambda quoted: f"id in ({quoted})")`.
+        """
+        unique = list(dict.fromkeys(values))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(unique), MAX_IN_VALUES):
+            quoted = ",".join(json.dumps(v) for v in unique[start : start + MAX_IN_VALUES])
+            async for page in self.pages(resource, where=predicate(quoted), expand=expand):
+                found.extend(page.results)
+        return found

@@ -23,19 +23,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, Field
 
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.commercetools.errors import CommercetoolsConflict
+from ct_insider.commercetools.errors import CommercetoolsConflict, CommercetoolsNotFound
 from ct_insider.logging import get_logger
 
 log = get_logger(__name__)
 
 LEDGER_CONTAINER = "ct-insider-delivered-events"
 IN_FLIGHT_CONTAINER = "ct-insider-in-flight"
-# Keys per lookup: keeps the query string well below commercetools' URL limit.
-LOOKUP_CHUNK = 100
 MAX_CONFLICT_RETRIES = 8
 
 
@@ -90,22 +87,11 @@ class DeliveryLedger:
     async def entries(self, order_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         """The ledger entry of every order id (an empty one for orders never sent)."""
         found: dict[str, LedgerEntry] = {order_id: LedgerEntry() for order_id in order_ids}
-        unique = list(dict.fromkeys(order_ids))
-        for start in range(0, len(unique), LOOKUP_CHUNK):
-            chunk = unique[start : start + LOOKUP_CHUNK]
-            keys = ",".join(json.dumps(order_id) for order_id in chunk)
-            body = await self._ct.get_json(
-                "custom-objects",
-                httpx.QueryParams(
-                    {
-                        "where": f"container={json.dumps(self._container)} and key in ({keys})",
-                        "limit": str(LOOKUP_CHUNK),
-                        "withTotal": "false",
-                    }
-                ),
-            )
-            for obj in body.get("results", []):
-                found[str(obj["key"])] = _entry(obj)
+        container = json.dumps(self._container)
+        for obj in await self._ct.find_in(
+            "custom-objects", order_ids, lambda q: f"container={container} and key in ({q})"
+        ):
+            found[str(obj["key"])] = _entry(obj)
         return found
 
     async def record(
@@ -149,23 +135,17 @@ class DeliveryLedger:
         )
 
     async def in_flight(self, lane: str) -> InFlight | None:
-        body = await self._ct.get_json(
-            "custom-objects",
-            httpx.QueryParams(
-                {
-                    "where": f"container={json.dumps(self._in_flight_container)} "
-                    f"and key={json.dumps(_lane_key(lane))}",
-                    "limit": "1",
-                }
-            ),
-        )
-        results = body.get("results", [])
-        if not results:
+        try:
+            obj = await self._ct.get_json(f"{self._in_flight_path(lane)}")
+        except CommercetoolsNotFound:
             return None
-        return InFlight.model_validate(results[0]["value"])
+        return InFlight.model_validate(obj["value"])
 
     async def clear_in_flight(self, lane: str) -> None:
-        await self._ct.delete(f"custom-objects/{self._in_flight_container}/{_lane_key(lane)}")
+        await self._ct.delete(self._in_flight_path(lane))
+
+    def _in_flight_path(self, lane: str) -> str:
+        return f"custom-objects/{self._in_flight_container}/{_lane_key(lane)}"
 
 
 def _entry(obj: dict[str, Any]) -> LedgerEntry:

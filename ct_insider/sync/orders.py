@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
@@ -27,7 +25,6 @@ from ct_insider.sync.window import parse_timestamp
 log = get_logger(__name__)
 
 ORDER_EXPAND = ("paymentInfo.payments[*]", "discountCodes[*].discountCode")
-LOOKUP_CHUNK = 100
 # Verification reads events this far around the expected timestamps.
 VERIFY_SLACK = timedelta(days=1)
 
@@ -81,19 +78,10 @@ class OrderEventSender:
         if self._config.uuid_source == "id" or not customer_ids:
             return {}
         uuids: dict[str, str] = {}
-        unique = list(dict.fromkeys(customer_ids))
-        for start in range(0, len(unique), LOOKUP_CHUNK):
-            ids = ",".join(json.dumps(cid) for cid in unique[start : start + LOOKUP_CHUNK])
-            body = await self._ct.get_json(
-                "customers",
-                httpx.QueryParams(
-                    {"where": f"id in ({ids})", "limit": str(LOOKUP_CHUNK), "withTotal": "false"}
-                ),
-            )
-            for raw in body.get("results", []):
-                uuid = customer_uuid(Customer.model_validate(raw), self._config)
-                if uuid:
-                    uuids[str(raw["id"])] = uuid
+        for raw in await self._ct.find_in("customers", customer_ids, lambda q: f"id in ({q})"):
+            uuid = customer_uuid(Customer.model_validate(raw), self._config)
+            if uuid:
+                uuids[str(raw["id"])] = uuid
         return uuids
 
     async def _context(self, orders: list[Order]) -> OrderContext:
@@ -171,14 +159,14 @@ class OrderEventSender:
     async def send_for_payments(
         self, payments: list[dict[str, Any]], *, lane: str, skip_hook: bool
     ) -> SyncStats:
-        """Payments changed (e.g. a refund transaction) without touching their orders' lastModifiedAt:
-        send the events of the orders that hold them."""
-        ids = ",".join(json.dumps(str(p["id"])) for p in payments)
-        records: list[dict[str, Any]] = []
-        async for page in self._ct.pages(
-            "orders", where=f"paymentInfo(payments(id in ({ids})))", expand=ORDER_EXPAND
-        ):
-            records.extend(page.results)
+        """Payments changed (e.g. a refund added) without touching their orders'
+        lastModifiedAt: send the new events of the orders that hold them."""
+        records = await self._ct.find_in(
+            "orders",
+            [str(p["id"]) for p in payments],
+            lambda quoted: f"paymentInfo(payments(id in ({quoted})))",
+            expand=ORDER_EXPAND,
+        )
         if not records:
             return SyncStats()
         return await self.send_batch(records, lane=lane, skip_hook=skip_hook)

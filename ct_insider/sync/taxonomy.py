@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-import httpx
-
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.models import Category, LocalizedString
-
-LOOKUP_CHUNK = 100
 
 
 def category_path(category: Category, categories: dict[str, Category]) -> list[LocalizedString]:
@@ -52,21 +47,14 @@ class TaxonomyResolver:
 
     async def _load_products(self, product_ids: Sequence[str]) -> None:
         missing = [pid for pid in dict.fromkeys(product_ids) if pid not in self._product_categories]
-        for start in range(0, len(missing), LOOKUP_CHUNK):
-            chunk = missing[start : start + LOOKUP_CHUNK]
-            ids = ",".join(json.dumps(pid) for pid in chunk)
-            body = await self._ct.get_json(
-                "product-projections",
-                httpx.QueryParams(
-                    {"where": f"id in ({ids})", "limit": str(LOOKUP_CHUNK), "withTotal": "false"}
-                ),
+        found = {
+            str(p["id"]): [str(ref["id"]) for ref in p.get("categories", [])]
+            for p in await self._ct.find_in(
+                "product-projections", missing, lambda q: f"id in ({q})"
             )
-            found = {
-                str(p["id"]): [str(ref["id"]) for ref in p.get("categories", [])]
-                for p in body.get("results", [])
-            }
-            for pid in chunk:  # unpublished or deleted products have no path
-                self._product_categories[pid] = found.get(pid, [])
+        }
+        for pid in missing:  # unpublished or deleted products have no path
+            self._product_categories[pid] = found.get(pid, [])
         while len(self._product_categories) > self._max_products:
             self._product_categories.popitem(last=False)
 
