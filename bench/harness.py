@@ -17,45 +17,28 @@ from typing import Any
 
 import httpx
 import psutil
-from pydantic import SecretStr
 
-from ct_insider.config import CommercetoolsSettings, InsiderSettings
 from emulators import commercetools
-from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
+from emulators.process import (
+    ManagedProcess,
+    ct_insider_command,
+    free_port,
+    temporal_dev_server_command,
+)
 from emulators.seed import CommercetoolsSeeder
+from emulators.wiring import EmulatorWiring
 
 RESULTS = Path(__file__).parent / "results"
 PROJECT_KEY = "bench"
 
 
 @dataclass(frozen=True)
-class Stack:
-    temporal_address: str
-    ct_url: str
-    insider_url: str
-    logs: Path
-
-    def ct_settings(self) -> CommercetoolsSettings:
-        return CommercetoolsSettings(
-            project_key=PROJECT_KEY,
-            client_id="bench",
-            client_secret=SecretStr("bench"),
-            auth_url=self.ct_url,
-            api_url=self.ct_url,
-            scopes=f"manage_project:{PROJECT_KEY}",
-        )
-
-    def insider_settings(self) -> InsiderSettings:
-        return InsiderSettings(
-            partner_name="bench",
-            api_key=SecretStr("ucd-token"),
-            catalog_api_key=SecretStr("catalog-token"),
-            unification_url=self.insider_url,
-            catalog_url=self.insider_url,
-        )
+class Stack(EmulatorWiring):
+    temporal_address: str = ""
+    logs: Path = Path(".dev/bench-logs")
 
     def seeder(self) -> CommercetoolsSeeder:
-        return CommercetoolsSeeder(self.ct_url, PROJECT_KEY)
+        return CommercetoolsSeeder(self.ct_url, self.project_key)
 
     def reset_insider(self) -> None:
         httpx.post(f"{self.insider_url}/_emulator/reset", timeout=60).raise_for_status()
@@ -65,22 +48,7 @@ class Stack:
         return stats
 
     def worker_env(self, task_queue: str) -> dict[str, str]:
-        ct, insider = self.ct_settings(), self.insider_settings()
-        return {
-            "CTP_PROJECT_KEY": ct.project_key,
-            "CTP_CLIENT_ID": ct.client_id,
-            "CTP_CLIENT_SECRET": ct.client_secret.get_secret_value(),
-            "CTP_AUTH_URL": ct.auth_url,
-            "CTP_API_URL": ct.api_url,
-            "CTP_SCOPES": ct.scopes,
-            "INSIDER_PARTNER_NAME": insider.partner_name,
-            "INSIDER_API_KEY": insider.api_key.get_secret_value(),
-            "INSIDER_CATALOG_API_KEY": insider.catalog_api_key.get_secret_value(),
-            "INSIDER_UNIFICATION_URL": insider.unification_url,
-            "INSIDER_CATALOG_URL": insider.catalog_url,
-            "TEMPORAL_ADDRESS": self.temporal_address,
-            "TEMPORAL_TASK_QUEUE": task_queue,
-        }
+        return self.environment(self.temporal_address, task_queue)
 
 
 @contextmanager
@@ -93,20 +61,7 @@ def local_stack(logs: Path) -> Iterator[Stack]:
         stack.enter_context(
             ManagedProcess(
                 "temporal",
-                [
-                    temporal_binary(),
-                    "server",
-                    "start-dev",
-                    "--ip",
-                    "127.0.0.1",
-                    "--port",
-                    str(temporal_port),
-                    "--ui-port",
-                    str(ui_port),
-                    "--headless",
-                    "--log-level",
-                    "warn",
-                ],
+                temporal_dev_server_command(temporal_port, ui_port, headless=True),
                 log_path=logs / "temporal.log",
             )
         )
@@ -129,10 +84,12 @@ def local_stack(logs: Path) -> Iterator[Stack]:
             )
         )
         yield Stack(
-            f"127.0.0.1:{temporal_port}",
             f"http://127.0.0.1:{ct_port}",
             f"http://127.0.0.1:{insider_port}",
-            logs,
+            project_key=PROJECT_KEY,
+            partner_name="bench",
+            temporal_address=f"127.0.0.1:{temporal_port}",
+            logs=logs,
         )
 
 

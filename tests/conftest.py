@@ -17,48 +17,29 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.config import InsiderSettings
 from ct_insider.mapping.config import MappingConfig
 from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
 from emulators.seed import CommercetoolsSeeder
+from emulators.wiring import EmulatorWiring
 from workers.main import build_worker
 
 PROJECT_KEY = "test-project"
 
 
 @dataclass(frozen=True)
-class Emulators:
-    ct_url: str
-    insider_url: str
-
-    def ct_settings(self) -> CommercetoolsSettings:
-        return CommercetoolsSettings(
-            project_key=PROJECT_KEY,
-            client_id="test-client",
-            client_secret=SecretStr("test-secret"),
-            auth_url=self.ct_url,
-            api_url=self.ct_url,
-            scopes=f"manage_project:{PROJECT_KEY}",
-        )
+class Emulators(EmulatorWiring):
+    """The session's emulators, plus what tests need to arrange and inspect them."""
 
     def insider_settings(self, **overrides: object) -> InsiderSettings:
-        values: dict[str, object] = {
-            "partner_name": "testpartner",
-            "api_key": SecretStr("ucd-token"),
-            "catalog_api_key": SecretStr("catalog-token"),
-            "unification_url": self.insider_url,
-            "catalog_url": self.insider_url,
-            "catalog_requests_per_minute": 6000,
-        }
-        values.update(overrides)
-        return InsiderSettings.model_validate(values)
+        # Tests should not wait on the production catalog pacing of 60 requests a minute.
+        return super().insider_settings(**{"catalog_requests_per_minute": 6000, **overrides})
 
     def seeder(self) -> CommercetoolsSeeder:
         return CommercetoolsSeeder(self.ct_url, PROJECT_KEY)
@@ -67,29 +48,24 @@ class Emulators:
         body = httpx.get(f"{self.insider_url}/_emulator/users", timeout=60).json()
         return list(body["users"])
 
-    def worker_env(self, temporal_address: str, task_queue: str) -> dict[str, str]:
-        """Settings for a `ct-insider worker` process wired to these emulators."""
-        ct, insider = self.ct_settings(), self.insider_settings()
-        return {
-            "CTP_PROJECT_KEY": ct.project_key,
-            "CTP_CLIENT_ID": ct.client_id,
-            "CTP_CLIENT_SECRET": ct.client_secret.get_secret_value(),
-            "CTP_AUTH_URL": ct.auth_url,
-            "CTP_API_URL": ct.api_url,
-            "CTP_SCOPES": ct.scopes or "",
-            "INSIDER_PARTNER_NAME": insider.partner_name,
-            "INSIDER_API_KEY": insider.api_key.get_secret_value(),
-            "INSIDER_CATALOG_API_KEY": insider.catalog_api_key.get_secret_value(),
-            "INSIDER_UNIFICATION_URL": insider.unification_url,
-            "INSIDER_CATALOG_URL": insider.catalog_url,
-            "TEMPORAL_ADDRESS": temporal_address,
-            "TEMPORAL_TASK_QUEUE": task_queue,
-        }
-
     def insider_events(self, event_name: str | None = None) -> list[dict[str, Any]]:
         params = {"event_name": event_name} if event_name else {}
         body = httpx.get(f"{self.insider_url}/_emulator/events", params=params, timeout=60).json()
         return list(body["events"])
+
+    def place_order(self, sku: str, *, quantity: int = 1, **cart: Any) -> dict[str, Any]:
+        """Check out a cart as a storefront would (`cart` adds fields: customerId, anonymousId,
+        customerEmail, currency, country, locale; the order's number goes in `orderNumber`)."""
+        order_number = cart.pop("orderNumber", None)
+        draft = {"currency": "USD", "country": "US", **cart}
+        made = self.ct(
+            "POST", "carts", {**draft, "lineItems": [{"sku": sku, "quantity": quantity}]}
+        )
+        order = {"cart": {"typeId": "cart", "id": made["id"]}, "version": made["version"]}
+        if order_number:
+            order["orderNumber"] = order_number
+        placed: dict[str, Any] = self.ct("POST", "orders", order)
+        return placed
 
     def insider_faults(self, **faults: float) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
@@ -132,7 +108,12 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
         log_path=logs / "insider.log",
     )
     with ct, insider:
-        yield Emulators(f"http://127.0.0.1:{ct_port}", f"http://127.0.0.1:{insider_port}")
+        yield Emulators(
+            f"http://127.0.0.1:{ct_port}",
+            f"http://127.0.0.1:{insider_port}",
+            project_key=PROJECT_KEY,
+            partner_name="testpartner",
+        )
 
 
 @pytest.fixture
@@ -188,3 +169,14 @@ async def worker(
 ) -> AsyncIterator[Worker]:
     async with running_worker(client, task_queue, clean_emulators) as built:
         yield built
+
+
+async def retried_activity_attempts(handle: WorkflowHandle[Any, Any]) -> int:
+    """How many activity attempts after a first one the workflow's history shows."""
+    retried = [
+        event
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_started_event_attributes")
+        and event.activity_task_started_event_attributes.attempt > 1
+    ]
+    return len(retried)

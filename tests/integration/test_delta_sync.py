@@ -103,21 +103,8 @@ async def test_orders_delta_sends_purchases_and_later_refunds_once_despite_overl
     [sku, *_] = seeder.catalog(1)
     async with running_delta(client, worker.task_queue, "orders") as handle:
         # Given an order placed while the delta sync runs
-        cart = emu.ct(
-            "POST",
-            "carts",
-            {
-                "currency": "EUR",
-                "country": "DE",
-                "customerId": customer_id,
-                "customerEmail": email,
-                "lineItems": [{"sku": sku, "quantity": 1}],
-            },
-        )
-        order = emu.ct(
-            "POST",
-            "orders",
-            {"cart": {"typeId": "cart", "id": cart["id"]}, "version": cart["version"]},
+        order = emu.place_order(
+            sku, currency="EUR", country="DE", customerId=customer_id, customerEmail=email
         )
         payment = emu.ct(
             "POST",

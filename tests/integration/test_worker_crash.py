@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from emulators.process import ManagedProcess, ct_insider_command
 from starters.backfill import start_backfill
-from tests.conftest import Emulators
+from tests.conftest import Emulators, retried_activity_attempts
 from tests.integration.test_order_backfill import (
     all_orders,
     expected_purchases,
@@ -31,7 +31,7 @@ def worker_process(
         name,
         ct_insider_command("worker", "--ready-file", str(ready)),
         ready_file=ready,
-        env=emulators.worker_env(client.service_client.config.target_host, task_queue),
+        env=emulators.environment(client.service_client.config.target_host, task_queue),
         log_path=folder / f"{name}.log",
     )
 
@@ -74,13 +74,6 @@ async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
     assert result.status == "completed"
     assert result.phases[0].stats.rejected == 0
     assert stored_purchases(clean_emulators) == expected
-    history = [event async for event in handle.fetch_history_events()]
-    retried = [
-        e
-        for e in history
-        if e.HasField("activity_task_started_event_attributes")
-        and e.activity_task_started_event_attributes.attempt > 1
-    ]
-    assert retried, "the killed worker's chunk was never retried: nothing was resumed"
+    assert await retried_activity_attempts(handle), "the killed worker's chunk was never retried"
     resumed = (tmp_path / "worker-2.log").read_text()
     assert "resuming chunk from heartbeat" in resumed

@@ -1,13 +1,7 @@
-"""Customer mapping against golden fixtures (tests/fixtures/customer_mapping/*.input.json).
-
-Regenerate an expected file only after reviewing the change:
-    UPDATE_GOLDEN=1 pytest tests/unit/test_customer_mapping.py
-"""
+"""Customer mapping against golden fixtures (tests/fixtures/customer_mapping/*.input.json)."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +10,15 @@ import pytest
 from ct_insider.commercetools.models import Customer
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import map_customer
+from tests.golden import assert_matches_golden, cases, given
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "customer_mapping"
-CASES = sorted(p.name.removesuffix(".input.json") for p in FIXTURES.glob("*.input.json"))
 
 
 def mapped(case: str) -> dict[str, Any]:
-    given = json.loads((FIXTURES / f"{case}.input.json").read_text())
+    inputs = given(FIXTURES, case)
     result = map_customer(
-        Customer.model_validate(given["customer"]), MappingConfig.model_validate(given["config"])
+        Customer.model_validate(inputs["customer"]), MappingConfig.model_validate(inputs["config"])
     )
     return {
         "user": result.user.to_json_dict() if result.user else None,
@@ -33,14 +27,16 @@ def mapped(case: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", cases(FIXTURES))
 def test_customer_mapping_matches_golden(case: str) -> None:
-    expected_path = FIXTURES / f"{case}.expected.json"
-    actual = mapped(case)
-    if os.environ.get("UPDATE_GOLDEN"):
-        expected_path.write_text(json.dumps(actual, indent=2, sort_keys=True) + "\n")
-    assert actual == json.loads(expected_path.read_text())
+    assert_matches_golden(FIXTURES, case, mapped(case))
 
 
 def test_there_are_golden_cases() -> None:
-    assert {"full", "invalid_values", "no_identifier"} <= set(CASES)
+    assert {
+        "full",
+        "invalid_values",
+        "no_identifier",
+        "store_language_and_renamed_fields",
+        "first_address_fallback",
+    } <= set(cases(FIXTURES))

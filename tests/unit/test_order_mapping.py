@@ -1,13 +1,7 @@
-"""Order mapping against golden fixtures (tests/fixtures/order_mapping/*.input.json).
-
-Regenerate an expected file only after reviewing the change:
-    UPDATE_GOLDEN=1 pytest tests/unit/test_order_mapping.py
-"""
+"""Order mapping against golden fixtures (tests/fixtures/order_mapping/*.input.json)."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +10,17 @@ import pytest
 from ct_insider.commercetools.models import Order
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.orders import OrderContext, map_order
+from tests.golden import assert_matches_golden, cases, given
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "order_mapping"
-CASES = sorted(p.name.removesuffix(".input.json") for p in FIXTURES.glob("*.input.json"))
 
 
 def mapped(case: str) -> dict[str, Any]:
-    given = json.loads((FIXTURES / f"{case}.input.json").read_text())
+    inputs = given(FIXTURES, case)
     result = map_order(
-        Order.model_validate(given["order"]),
-        MappingConfig.model_validate(given["config"]),
-        OrderContext(**given["context"]),
+        Order.model_validate(inputs["order"]),
+        MappingConfig.model_validate(inputs["config"]),
+        OrderContext(**inputs["context"]),
     )
     return {
         "identifiers": result.identifiers.to_json_dict() if result.identifiers else None,
@@ -37,12 +31,18 @@ def mapped(case: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", cases(FIXTURES))
 def test_order_mapping_matches_golden(case: str) -> None:
-    expected_path = FIXTURES / f"{case}.expected.json"
-    actual = mapped(case)
-    if os.environ.get("UPDATE_GOLDEN"):
-        expected_path.write_text(
-            json.dumps(actual, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        )
-    assert actual == json.loads(expected_path.read_text())
+    assert_matches_golden(FIXTURES, case, mapped(case))
+
+
+def test_golden_cases_cover_money_discounts_and_refunds() -> None:
+    assert {
+        "discounts",
+        "currency_zero_digits",
+        "currency_three_digits",
+        "custom_line_items",
+        "refunds_and_cancellation",
+        "guest_with_anonymous_id",
+        "customer_with_anonymous_id",
+    } <= set(cases(FIXTURES))
