@@ -53,6 +53,12 @@ class Emulators(EmulatorWiring):
         body = httpx.get(f"{self.insider_url}/_emulator/events", params=params, timeout=60).json()
         return list(body["events"])
 
+    def shopper(self) -> tuple[str, str, str]:
+        """One customer and one product to buy: (customer id, email, sku)."""
+        [(customer_id, email)] = self.seeder().customers(1)
+        [sku, *_] = self.seeder().catalog(1)
+        return customer_id, email, sku
+
     def place_order(self, sku: str, *, quantity: int = 1, **cart: Any) -> dict[str, Any]:
         """Check out a cart as a storefront would (`cart` adds fields: customerId, anonymousId,
         customerEmail, currency, country, locale; the order's number goes in `orderNumber`)."""

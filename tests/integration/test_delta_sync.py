@@ -98,9 +98,7 @@ async def test_orders_delta_sends_purchases_and_later_refunds_once_despite_overl
     client: Client, worker: Worker, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    seeder = emu.seeder()
-    [(customer_id, email)] = seeder.customers(1)
-    [sku, *_] = seeder.catalog(1)
+    customer_id, email, sku = emu.shopper()
     async with running_delta(client, worker.task_queue, "orders") as handle:
         # Given an order placed while the delta sync runs
         order = emu.place_order(

@@ -117,9 +117,7 @@ async def test_refunds_and_cancellations_follow_the_purchase_once(
 ) -> None:
     # Given a customer's order placed from a cart
     emu = clean_emulators
-    seeder = emu.seeder()
-    [(customer_id, email)] = seeder.customers(1)
-    [sku, *_] = seeder.catalog(1)
+    customer_id, email, sku = emu.shopper()
     order = emu.place_order(
         sku,
         quantity=2,
@@ -172,9 +170,7 @@ async def test_an_anonymous_checkout_merges_the_visitor_into_the_known_profile(
     client: Client, worker: Worker, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    seeder = emu.seeder()
-    [(customer_id, email)] = seeder.customers(1)
-    [sku, *_] = seeder.catalog(1)
+    customer_id, email, sku = emu.shopper()
     # Given a known customer in Insider, and an anonymous visitor's profile with a cart event
     await (
         await start_backfill(client, worker.task_queue, BackfillInput(target="customers"))
