@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -79,6 +79,8 @@ class TemporalSettings(BaseSettings):
     address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "ct-insider"
+    # Journeys get their own queue so a large backfill never delays realtime delivery.
+    journey_task_queue: str = "ct-insider-journeys"
     api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key")
     tls: bool = Field(default=False, description="Use TLS (implied by an API key or client cert)")
     tls_client_cert_path: Path | None = None
@@ -95,6 +97,21 @@ class TemporalSettings(BaseSettings):
                 "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH must be set together"
             )
         return self
+
+
+class BridgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="BRIDGE_")
+
+    token: SecretStr = Field(description="Bearer token senders must present (or ?token=)")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
 
 class ConfigurationError(SystemExit):

@@ -26,7 +26,9 @@ def _tls(settings: TemporalSettings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: TemporalSettings, *, with_metrics: bool = False) -> Client:
+async def connect(
+    settings: TemporalSettings, *, with_metrics: bool = False, lazy: bool = False
+) -> Client:
     runtime = None
     if with_metrics and settings.metrics_bind_address:
         runtime = Runtime(
@@ -42,4 +44,5 @@ async def connect(settings: TemporalSettings, *, with_metrics: bool = False) -> 
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor()],
         runtime=runtime,
+        lazy=lazy,
     )

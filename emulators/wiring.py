@@ -59,4 +59,5 @@ class EmulatorWiring:
             "TEMPORAL_ADDRESS": temporal_address,
             "TEMPORAL_NAMESPACE": "default",
             "TEMPORAL_TASK_QUEUE": task_queue,
+            "TEMPORAL_JOURNEY_TASK_QUEUE": f"{task_queue}-journeys",
         }

@@ -8,7 +8,13 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from ct_insider.config import CommercetoolsSettings, InsiderSettings, TemporalSettings, load
+from ct_insider.config import (
+    BridgeSettings,
+    CommercetoolsSettings,
+    InsiderSettings,
+    TemporalSettings,
+    load,
+)
 from ct_insider.logging import configure_logging
 
 
@@ -48,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("status", help="show the delta sync watermarks and last windows")
 
+    commands.add_parser(
+        "bridge", help="serve the webhook bridge (BRIDGE_TOKEN, BRIDGE_HOST, BRIDGE_PORT)"
+    )
+
     emulate = commands.add_parser("emulate", help="serve an emulator on 127.0.0.1")
     emulate.add_argument("system", choices=["commercetools", "insider"])
     emulate.add_argument("--port", type=int, required=True)
@@ -74,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_sync(args))
     if args.command == "status":
         return asyncio.run(_status())
+    if args.command == "bridge":
+        from bridge.server import serve
+
+        asyncio.run(
+            serve(load(BridgeSettings), load(TemporalSettings), load(CommercetoolsSettings))
+        )
+        return 0
     if args.command == "emulate":
         return _emulate(args)
     if args.command == "dev":
@@ -97,7 +114,15 @@ async def _worker(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     client = await connect(temporal, with_metrics=True)
-    await run_worker(client, temporal.task_queue, ct, insider, mapping, args.ready_file)
+    await run_worker(
+        client,
+        temporal.task_queue,
+        temporal.journey_task_queue,
+        ct,
+        insider,
+        mapping,
+        args.ready_file,
+    )
     return 0
 
 

@@ -20,7 +20,6 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from ct_insider.config import InsiderSettings
 from ct_insider.mapping.config import MappingConfig
@@ -28,7 +27,7 @@ from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
 from emulators.seed import CommercetoolsSeeder
 from emulators.wiring import EmulatorWiring
-from workers.main import build_worker
+from workers.main import Workers, build_workers
 
 PROJECT_KEY = "test-project"
 
@@ -154,17 +153,18 @@ def task_queue() -> str:
 @asynccontextmanager
 async def running_worker(
     client: Client, task_queue: str, emulators: Emulators, mapping: MappingConfig | None = None
-) -> AsyncIterator[Worker]:
-    """A real worker on its own task queue, wired to the emulators."""
+) -> AsyncIterator[Workers]:
+    """The real workers (sync and journey queues of their own), wired to the emulators."""
     async with (
-        build_worker(
+        build_workers(
             client,
             task_queue,
+            f"{task_queue}-journeys",
             emulators.ct_settings(),
             emulators.insider_settings(),
             mapping or MappingConfig(),
         ) as built,
-        built,
+        built.running(),
     ):
         yield built
 
@@ -172,7 +172,7 @@ async def running_worker(
 @pytest_asyncio.fixture
 async def worker(
     client: Client, task_queue: str, clean_emulators: Emulators
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[Workers]:
     async with running_worker(client, task_queue, clean_emulators) as built:
         yield built
 

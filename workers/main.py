@@ -1,17 +1,24 @@
-"""Build and run the worker: one process holding the clients, all workflows and activities."""
+"""Build and run the worker process: the clients, and two Temporal workers sharing them.
+
+- the sync queue (`TEMPORAL_TASK_QUEUE`): backfills and delta syncs
+- the journey queue (`TEMPORAL_JOURNEY_TASK_QUEUE`): per-customer journeys fed by the bridge,
+  kept apart so a large backfill never delays realtime delivery
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.journey import JourneyActivities
 from activities.sync import SyncActivities
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import CommercetoolsSettings, InsiderSettings
@@ -23,49 +30,93 @@ from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
 from workflows.backfill import BackfillWorkflow
 from workflows.delta import DeltaSyncWorkflow
+from workflows.journey import CustomerJourneyWorkflow
 
 log = get_logger(__name__)
 
-WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow]
+SYNC_WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow]
+JOURNEY_WORKFLOWS = [CustomerJourneyWorkflow]
+
+
+@dataclass(frozen=True)
+class Workers:
+    sync: Worker
+    journeys: Worker
+
+    @property
+    def task_queue(self) -> str:
+        return self.sync.task_queue
+
+    @property
+    def journey_task_queue(self) -> str:
+        return self.journeys.task_queue
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Workers]:
+        async with self.sync, self.journeys:
+            yield self
 
 
 @asynccontextmanager
-async def build_worker(
+async def build_workers(
     client: Client,
     task_queue: str,
+    journey_task_queue: str,
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
-    max_concurrent_activities: int = 20,
-) -> AsyncIterator[Worker]:
-    async with CommercetoolsClient(ct_settings) as ct, InsiderClient(insider_settings) as insider:
+) -> AsyncIterator[Workers]:
+    async with AsyncExitStack() as stack:
+        ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
+        insider = await stack.enter_async_context(InsiderClient(insider_settings))
         orders = OrderEventSender(ct, insider, DeliveryLedger(ct), TaxonomyResolver(ct), mapping)
         sync = SyncActivities(ct, insider, mapping, orders)
-        yield Worker(
-            client,
-            task_queue=task_queue,
-            workflows=WORKFLOWS,
-            activities=[sync.count_records, sync.sync_chunk],
-            max_concurrent_activities=max_concurrent_activities,
-            graceful_shutdown_timeout=timedelta(seconds=20),
+        journeys = JourneyActivities(ct, insider, mapping, orders)
+        yield Workers(
+            sync=Worker(
+                client,
+                task_queue=task_queue,
+                workflows=SYNC_WORKFLOWS,
+                activities=[sync.count_records, sync.sync_chunk],
+                max_concurrent_activities=20,
+                graceful_shutdown_timeout=timedelta(seconds=20),
+            ),
+            journeys=Worker(
+                client,
+                task_queue=journey_task_queue,
+                workflows=JOURNEY_WORKFLOWS,
+                activities=[journeys.deliver],
+                max_concurrent_activities=100,
+                # Thousands of journeys stay in memory instead of replaying on each signal.
+                max_cached_workflows=10_000,
+                graceful_shutdown_timeout=timedelta(seconds=20),
+            ),
         )
 
 
 async def run_worker(
     client: Client,
     task_queue: str,
+    journey_task_queue: str,
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
     ready_file: Path | None = None,
 ) -> None:
-    async with build_worker(client, task_queue, ct_settings, insider_settings, mapping) as worker:
+    async with build_workers(
+        client, task_queue, journey_task_queue, ct_settings, insider_settings, mapping
+    ) as workers:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", task_queue=task_queue, namespace=client.namespace)
-        async with worker:
+        log.info(
+            "worker started",
+            task_queue=task_queue,
+            journey_task_queue=journey_task_queue,
+            namespace=client.namespace,
+        )
+        async with workers.running():
             if ready_file is not None:
                 await asyncio.to_thread(ready_file.write_text, "ready")
             await stop.wait()

@@ -202,6 +202,15 @@ class InsiderClient(HttpApiClient):
             _dumps({"identifiers": identifiers}),
         )
 
+    async def anonymize_user(self, identifiers: dict[str, Any]) -> None:
+        """Erase a user's personal data but keep the anonymous behaviour (GDPR anonymization)."""
+        await self._send(
+            "POST",
+            f"{self._ucd}/api/user/v1/anonymize",
+            self._ucd_headers,
+            _dumps({"identifiers": identifiers}),
+        )
+
     async def update_identifier(self, old: dict[str, str], new: dict[str, str]) -> None:
         await self._send(
             "PATCH",

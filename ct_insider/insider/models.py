@@ -23,6 +23,14 @@ class Identifiers(InsiderModel):
     def is_empty(self) -> bool:
         return not (self.uuid or self.email or self.phone_number or self.custom)
 
+    def strongest(self) -> dict[str, Any]:
+        """The one identifier a profile read takes: the highest-priority one present."""
+        for name in ("uuid", "email", "phone_number"):
+            value = getattr(self, name)
+            if value:
+                return {name: value}
+        return {"custom": dict(self.custom or {})}
+
 
 class Attributes(InsiderModel):
     name: str | None = None

@@ -68,6 +68,9 @@ class MappingConfig(BaseModel):
     # Language of a customer without a locale, by the key of their first store.
     store_languages: dict[str, str] = Field(default_factory=dict)
     orders: OrderEventRules = Field(default_factory=OrderEventRules)
+    # What a CustomerDeleted message does to the Insider user.
+    customer_deletion: Literal["delete", "anonymize", "keep"] = "delete"
+    sign_up_event: str = Field(default="sign_up_confirmation", pattern=_EVENT_NAME)
     # commercetools custom fields copied to Insider custom attributes: {ct field: insider name}.
     custom_field_attributes: dict[str, str] = Field(default_factory=dict)
 

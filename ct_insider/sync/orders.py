@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.models import Customer, Order
 from ct_insider.insider.client import InsiderClient
-from ct_insider.insider.models import User
+from ct_insider.insider.models import Identifiers, User
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import customer_uuid
@@ -47,14 +47,6 @@ def _pending(mapped: MappedOrder, delivered: frozenset[str]) -> PendingOrder:
         ],
         sending=[keyed.key for keyed in mapped.events if keyed.key not in delivered],
     )
-
-
-def _lookup_identifiers(identifiers: dict[str, Any]) -> dict[str, Any]:
-    """Profile reads take one identifier: the strongest one the order has."""
-    for name in ("uuid", "email", "phone_number"):
-        if identifiers.get(name):
-            return {name: identifiers[name]}
-    return {"custom": identifiers.get("custom") or {}}
 
 
 class OrderEventSender:
@@ -207,7 +199,7 @@ class OrderEventSender:
         open_events = pending.open_events(delivered)
         times = [parse_timestamp(e.timestamp) for e in pending.events]
         profile = await self._insider.read_profile(
-            _lookup_identifiers(pending.identifiers),
+            Identifiers.model_validate(pending.identifiers).strongest(),
             attributes=["uuid"],
             events={
                 "start_date": int((min(times) - VERIFY_SLACK).timestamp()),

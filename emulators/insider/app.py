@@ -36,6 +36,7 @@ DEFAULT_LIMITS = {
     "profile": 1_000,
     "identity": 2_000,
     "delete": 10_000,
+    "anonymize": 500,
     "catalog": 60,
 }
 
@@ -275,6 +276,13 @@ class InsiderEmulator:
         self.state.delete(body["identifiers"])
         return JSONResponse({})
 
+    def anonymize(self, body: Any) -> Response:
+        if not isinstance(body, dict) or not isinstance(body.get("identifiers"), dict):
+            return _error(400, {"error": "identifiers must be specified: bad request"})
+        if not self.state.anonymize(body["identifiers"]):
+            return _error(404, {"error": "no such user for these identifiers: no data"})
+        return JSONResponse({})
+
     def identity(self, body: Any) -> Response:
         if not isinstance(body, dict):
             return _error(400, {"error": "body must be an object: bad request"})
@@ -432,6 +440,11 @@ class InsiderEmulator:
                     "/api/user/v1/profile", self._route("profile", self.profile), methods=["POST"]
                 ),
                 Route("/api/user/v1/delete", self._route("delete", self.delete), methods=["POST"]),
+                Route(
+                    "/api/user/v1/anonymize",
+                    self._route("anonymize", self.anonymize),
+                    methods=["POST"],
+                ),
                 Route(
                     "/api/user/v1/identity",
                     self._route("identity", self.identity),

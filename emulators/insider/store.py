@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 IDENTIFIER_PRIORITY = ("uuid", "email", "phone_number")
+PERSONAL_ATTRIBUTES = ("email", "phone_number", "name", "surname", "birthday", "gender", "city")
 BLOCKED_VALUES = frozenset({"undefined", "anonymous", "0", "1", "null", ""})
 
 
@@ -168,6 +169,19 @@ class InsiderState:
         for identifier_type, value in profile.identifiers.items():
             self.index.pop((identifier_type, value), None)
         del self.profiles[profile.insider_id]
+        return True
+
+    def anonymize(self, identifiers: dict[str, Any]) -> bool:
+        """Strip personal data: identifiers and personal attributes go, events stay."""
+        profile = self.find(identifiers)
+        if profile is None:
+            return False
+        for identifier_type, value in profile.identifiers.items():
+            self.index.pop((identifier_type, value), None)
+        profile.identifiers = {}
+        for key in PERSONAL_ATTRIBUTES:
+            profile.attributes.pop(key, None)
+        profile.attributes["anonymized"] = True
         return True
 
     def change_identifier(self, old: tuple[str, str], new: tuple[str, str]) -> Profile | None:

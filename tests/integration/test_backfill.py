@@ -7,19 +7,19 @@ import asyncio
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.window import Window
 from starters.backfill import start_backfill
 from tests.conftest import Emulators, running_worker
+from workers.main import Workers
 from workflows.backfill import BackfillInput, BackfillWorkflow
 
 pytestmark = pytest.mark.integration
 
 
 async def test_backfill_sends_all_1200_customers_each_once(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     # Given 1,200 customers in commercetools
     seeded = clean_emulators.seeder().customers(1_200)
@@ -44,7 +44,7 @@ async def test_backfill_sends_all_1200_customers_each_once(
 
 
 async def test_progress_is_queryable_and_a_second_start_attaches(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     clean_emulators.seeder().customers(600)
     # Slow Insider down so the run is still going when we look at it.
@@ -74,7 +74,7 @@ async def test_progress_is_queryable_and_a_second_start_attaches(
 
 
 async def test_continue_as_new_carries_cursor_and_counts(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     clean_emulators.seeder().customers(450)
     # One batch per chunk and one chunk per run: 100 records per workflow run.
@@ -132,7 +132,7 @@ async def test_records_without_a_usable_identifier_are_reported_not_sent(
 
 
 async def test_invalid_phone_and_birthday_are_dropped_while_the_rest_syncs(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     # Given a customer whose phone and birthday Insider would refuse
     clean_emulators.seeder().bulk(

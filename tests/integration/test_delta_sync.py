@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
 
 from starters.delta import start_delta
 from tests.conftest import Emulators
+from workers.main import Workers
 from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ async def status_when(
 
 
 async def test_an_edited_customer_reaches_insider_and_unchanged_ones_are_not_resent(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
     # Given 30 customers and a running customer delta sync that has sent them
@@ -95,7 +95,7 @@ async def test_an_edited_customer_reaches_insider_and_unchanged_ones_are_not_res
 
 
 async def test_orders_delta_sends_purchases_and_later_refunds_once_despite_overlap(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
     customer_id, email, sku = emu.shopper()

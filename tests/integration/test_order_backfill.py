@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.models import Event, Identifiers, User
 from starters.backfill import start_backfill
 from tests.conftest import Emulators, retried_activity_attempts
+from workers.main import Workers
 from workflows.backfill import BackfillInput
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,7 @@ def stored_purchases(emulators: Emulators) -> Counter[tuple[str, str]]:
 
 
 async def test_backfill_all_sends_5000_customers_and_5000_orders_exactly_once(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     # Given 5,000 customers and 5,000 orders (every fifth a guest order with its own email)
     seeder = clean_emulators.seeder()
@@ -89,7 +89,7 @@ async def test_backfill_all_sends_5000_customers_and_5000_orders_exactly_once(
 
 
 async def test_lost_insider_answers_are_verified_not_resent(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     # Given orders, and an Insider that stores a third of the upserts but loses the answer
     seeder = clean_emulators.seeder()
@@ -113,7 +113,7 @@ async def test_lost_insider_answers_are_verified_not_resent(
 
 
 async def test_refunds_and_cancellations_follow_the_purchase_once(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     # Given a customer's order placed from a cart
     emu = clean_emulators
@@ -167,7 +167,7 @@ async def test_refunds_and_cancellations_follow_the_purchase_once(
 
 
 async def test_an_anonymous_checkout_merges_the_visitor_into_the_known_profile(
-    client: Client, worker: Worker, clean_emulators: Emulators
+    client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
     customer_id, email, sku = emu.shopper()

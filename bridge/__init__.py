@@ -1,0 +1,1 @@
+"""The webhook bridge: commercetools deliveries and storefront events in, journey signals out."""

@@ -1,0 +1,163 @@
+"""The bridge's HTTP API (FastAPI; the OpenAPI document is served at /openapi.json).
+
+- POST /webhooks/commercetools: subscription deliveries (Platform, CloudEvents, Pub/Sub
+  push, EventBridge)
+- POST /events: storefront events, one or a batch
+- GET /healthz, /readyz; GET /stats (counters)
+
+Both POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_TOKEN>`. A
+2xx answer means Temporal has durably stored the signal; 503 means it has not (redeliver).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import SecretStr
+
+from bridge.dispatch import JourneyDispatcher, TemporalUnavailable
+from bridge.routing import Ignored, NotificationRouter, storefront_signal
+from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
+from ct_insider.journeys.storefront import StorefrontBatch, StorefrontEvent
+from ct_insider.logging import get_logger
+
+log = get_logger(__name__)
+
+PROTECTED_PREFIXES = ("/webhooks/", "/events")
+RETRY_AFTER_SECONDS = "5"
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": "temporarily unavailable, deliver again", "reason": reason},
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def create_app(
+    token: SecretStr, router: NotificationRouter, dispatcher: JourneyDispatcher
+) -> FastAPI:
+    app = FastAPI(
+        title="ct-insider bridge",
+        summary="commercetools subscription deliveries and storefront events to Insider journeys",
+        version="1",
+    )
+    counters: Counter[str] = Counter()
+    expected = token.get_secret_value().encode()
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Before anything reads the body: an unauthenticated sender learns nothing else.
+        if request.url.path.startswith(PROTECTED_PREFIXES):
+            header = request.headers.get("authorization", "")
+            presented = header[7:] if header.lower().startswith("bearer ") else ""
+            presented = presented or request.query_params.get("token", "")
+            if not hmac.compare_digest(presented.encode(), expected):
+                counters["unauthorized"] += 1
+                return JSONResponse(
+                    {"error": "missing or wrong bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never the input itself (it may hold personal data).
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": str(e.get("type"))}
+            for e in exc.errors()
+        ]
+        if any(error["type"] == "json_invalid" for error in errors):
+            counters["malformed"] += 1
+            return JSONResponse({"error": "malformed JSON", "detail": errors}, status_code=400)
+        counters["invalid"] += 1
+        return JSONResponse(
+            {"error": "request does not match the schema", "detail": errors}, status_code=422
+        )
+
+    @app.post(
+        "/webhooks/commercetools",
+        status_code=202,
+        responses={400: {}, 401: {}, 422: {}, 503: {}},
+        summary="A commercetools subscription delivery, in any supported envelope",
+    )
+    async def commercetools_delivery(request: Request) -> Any:
+        try:
+            body = json.loads(await request.body())
+        except ValueError as exc:
+            counters["malformed"] += 1
+            return JSONResponse({"error": f"malformed JSON: {exc}"}, status_code=400)
+        try:
+            notification = parse_delivery(body)
+        except EnvelopeError as exc:
+            counters["invalid"] += 1
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        if notification is None:
+            counters["test_notification"] += 1
+            return {"status": "acknowledged", "reason": "subscription test notification"}
+        try:
+            signals = await router.signals(notification)
+            await dispatcher.dispatch(signals)
+        except Ignored as ignored:
+            counters[f"ignored:{notification.type}"] += 1
+            return {"status": "ignored", "reason": ignored.reason}
+        except (TemporalUnavailable, CommercetoolsError) as exc:
+            counters["unavailable"] += 1
+            log.warning("delivery not accepted", error=str(exc), type=notification.type)
+            return _unavailable(type(exc).__name__)
+        counters[f"accepted:{notification.type}"] += 1
+        return {"status": "accepted", "signals": len(signals)}
+
+    @app.post(
+        "/events",
+        status_code=202,
+        responses={400: {}, 401: {}, 422: {}, 503: {}},
+        summary="Storefront events: one event, {'events': [...]}, or a JSON array",
+    )
+    async def storefront_events(
+        body: StorefrontEvent | StorefrontBatch | list[StorefrontEvent],
+    ) -> Any:
+        if isinstance(body, StorefrontEvent):
+            events = [body]
+        elif isinstance(body, StorefrontBatch):
+            events = body.events
+        else:
+            events = body
+        if not events:
+            return JSONResponse({"error": "no events"}, status_code=422)
+        try:
+            journeys = await dispatcher.dispatch([storefront_signal(e) for e in events])
+        except TemporalUnavailable as exc:
+            counters["unavailable"] += 1
+            log.warning("events not accepted", error=str(exc), events=len(events))
+            return _unavailable("Temporal unreachable")
+        counters["events"] += len(events)
+        return {"status": "accepted", "events": len(events), "journeys": journeys}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        if await dispatcher.ready():
+            return {"status": "ready"}
+        return JSONResponse({"status": "Temporal unreachable"}, status_code=503)
+
+    @app.get("/stats")
+    async def stats() -> dict[str, int]:
+        return dict(counters)
+
+    return app

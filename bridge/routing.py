@@ -1,0 +1,149 @@
+"""Which journey a notification or storefront event belongs to, and what it says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.journeys.envelopes import Notification
+from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
+from ct_insider.journeys.storefront import StorefrontEvent
+from ct_insider.mapping import normalize
+
+# Payment changes that can create a refund event.
+PAYMENT_TYPES = frozenset(
+    {
+        "PaymentTransactionAdded",
+        "PaymentTransactionStateChanged",
+        "ResourceCreated",
+        "ResourceUpdated",
+    }
+)
+IGNORED_ORDER_TYPES = frozenset({"OrderDeleted", "ResourceDeleted"})
+
+
+class Ignored(Exception):
+    """Acknowledged, counted, and not passed on (e.g. a message type we do not use)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def storefront_signal(event: StorefrontEvent) -> JourneySignal:
+    language = normalize.insider_language(event.locale, event.country)
+    return JourneySignal(
+        dedupe_key=f"event:{event.event_id}",
+        kind="storefront",
+        type=event.type,
+        occurred_at=event.occurred_at,
+        identity=JourneyIdentity(
+            customer_id=event.identity.customer_id,
+            anonymous_id=event.identity.anonymous_id,
+            email=event.identity.email,
+        ),
+        market=Market(
+            channel=event.channel,
+            currency=event.currency,
+            language=language,
+            country=event.country,
+            store=event.store,
+        ),
+        storefront=event,
+    )
+
+
+def _order_identity(order: dict[str, Any]) -> tuple[JourneyIdentity, Market]:
+    shipping = order.get("shippingAddress") or {}
+    country = normalize.country_code(order.get("country") or shipping.get("country"))
+    store = order.get("store") or {}
+    identity = JourneyIdentity(
+        customer_id=order.get("customerId"),
+        anonymous_id=order.get("anonymousId"),
+        email=order.get("customerEmail"),
+    )
+    market = Market(
+        currency=(order.get("totalPrice") or {}).get("currencyCode"),
+        language=normalize.insider_language(order.get("locale"), country),
+        country=country,
+        store=store.get("key"),
+    )
+    return identity, market
+
+
+class NotificationRouter:
+    """Turns a commercetools notification into journey signals, reading commercetools only
+    when the notification does not say whose it is (e.g. a payment, or no payload)."""
+
+    def __init__(self, ct: CommercetoolsClient) -> None:
+        self._ct = ct
+
+    async def signals(self, notification: Notification) -> list[JourneySignal]:
+        kind = notification.resource_type
+        if kind == "customer":
+            return [self._customer(notification)]
+        if kind == "order":
+            return await self._order(notification)
+        if kind == "payment":
+            return await self._payment(notification)
+        raise Ignored(f"{notification.type} on {kind or 'unknown'} resources is not used")
+
+    def _customer(self, notification: Notification) -> JourneySignal:
+        payload = notification.payload
+        found = payload.get("customer")
+        customer: dict[str, Any] = found if isinstance(found, dict) else {}
+        email = payload.get("email") or customer.get("email")
+        locale = customer.get("locale")
+        return JourneySignal(
+            dedupe_key=notification.id,
+            kind="customer",
+            type=notification.type,
+            occurred_at=notification.occurred_at,
+            identity=JourneyIdentity(customer_id=notification.resource_id, email=email),
+            resource_id=notification.resource_id,
+            resource_version=notification.resource_version,
+            sequence_number=notification.sequence_number,
+            market=Market(language=normalize.insider_language(locale)),
+        )
+
+    async def _order(self, notification: Notification) -> list[JourneySignal]:
+        if notification.type in IGNORED_ORDER_TYPES:
+            raise Ignored(f"{notification.type}: Insider keeps the purchase history")
+        order = notification.payload.get("order")
+        if not isinstance(order, dict):
+            order = await self._ct.get_by_id("orders", notification.resource_id)
+            if order is None:
+                raise Ignored(f"order {notification.resource_id} no longer exists")
+        return [self._order_signal(notification, order, notification.id)]
+
+    async def _payment(self, notification: Notification) -> list[JourneySignal]:
+        if notification.type not in PAYMENT_TYPES:
+            raise Ignored(f"{notification.type} cannot change refunds")
+        orders = await self._ct.find_in(
+            "orders",
+            [notification.resource_id],
+            lambda quoted: f"paymentInfo(payments(id in ({quoted})))",
+        )
+        if not orders:
+            raise Ignored(f"payment {notification.resource_id} belongs to no order yet")
+        return [
+            self._order_signal(notification, order, f"{notification.id}:{order['id']}")
+            for order in orders
+        ]
+
+    @staticmethod
+    def _order_signal(
+        notification: Notification, order: dict[str, Any], dedupe_key: str
+    ) -> JourneySignal:
+        identity, market = _order_identity(order)
+        return JourneySignal(
+            dedupe_key=dedupe_key,
+            kind="order",
+            type=notification.type,
+            occurred_at=notification.occurred_at,
+            identity=identity,
+            resource_id=str(order["id"]),
+            resource_version=notification.resource_version,
+            sequence_number=notification.sequence_number,
+            market=market,
+        )

@@ -1,0 +1,30 @@
+"""`ct-insider bridge`: serve the bridge with uvicorn until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import uvicorn
+from temporalio.client import Client
+
+from bridge.app import create_app
+from bridge.dispatch import JourneyDispatcher
+from bridge.routing import NotificationRouter
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.config import BridgeSettings, CommercetoolsSettings, TemporalSettings
+from ct_insider.temporal import connect
+
+
+async def serve(
+    bridge: BridgeSettings, temporal: TemporalSettings, ct: CommercetoolsSettings
+) -> None:
+    # Lazy: the bridge starts (and answers 503) even while Temporal is still down.
+    client: Client = await connect(temporal, lazy=True)
+    async with CommercetoolsClient(ct) as commercetools:
+        app = create_app(
+            bridge.token,
+            NotificationRouter(commercetools),
+            JourneyDispatcher(client, temporal.journey_task_queue),
+        )
+        config = uvicorn.Config(
+            app, host=bridge.host, port=bridge.port, log_level="warning", access_log=False
+        )
+        await uvicorn.Server(config).serve()

@@ -1,0 +1,212 @@
+"""Storefront behavioral events: the `/events` schema and its mapping to Insider events."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from ct_insider.insider.models import Event
+from ct_insider.mapping import money, normalize
+
+StorefrontEventType = Literal[
+    "product_view",
+    "listing_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "cart_view",
+    "checkout_started",
+    "wishlist_add",
+    "wishlist_remove",
+    "sign_in",
+]
+
+# Insider's default e-commerce event names. Wishlist and sign-in have no documented system
+# name; these are custom events (define them in InOne).
+INSIDER_EVENT_NAMES: dict[str, str] = {
+    "product_view": "product_detail_page_view",
+    "listing_view": "listing_page_view",
+    "add_to_cart": "item_added_to_cart",
+    "remove_from_cart": "item_removed_from_cart",
+    "cart_view": "cart_page_view",
+    "checkout_started": "checkout_page_view",
+    "wishlist_add": "item_added_to_wishlist",
+    "wishlist_remove": "item_removed_from_wishlist",
+    "sign_in": "login",
+}
+_NEEDS_SKU = {"product_view", "add_to_cart", "remove_from_cart", "wishlist_add", "wishlist_remove"}
+_NEEDS_CART = {"cart_view", "checkout_started"}
+
+
+class EventIdentity(BaseModel):
+    """Who did it: at least one of the three."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str | None = Field(default=None, min_length=1, max_length=256)
+    anonymous_id: str | None = Field(default=None, min_length=1, max_length=256)
+    email: str | None = Field(default=None, min_length=3, max_length=320)
+
+    @model_validator(mode="after")
+    def _someone(self) -> EventIdentity:
+        if not (self.customer_id or self.anonymous_id or self.email):
+            raise ValueError("identity needs customer_id, anonymous_id or email")
+        return self
+
+
+class EventProduct(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=256)
+    quantity: int = Field(default=1, ge=1)
+    price: Decimal | None = Field(default=None, ge=0, description="unit price before discounts")
+    sale_price: Decimal | None = Field(default=None, ge=0, description="unit price paid")
+    name: str | None = None
+    image_url: str | None = None
+    url: str | None = None
+    categories: list[str] = Field(default_factory=list, description="path, root first")
+
+
+class StorefrontEvent(BaseModel):
+    """One shopper action, as the storefront reports it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "0f7c1d2e-5b9a-4b8e-9d1f-3c2b1a0e9f87",
+                    "type": "add_to_cart",
+                    "occurred_at": "2026-11-26T18:30:00Z",
+                    "identity": {"anonymous_id": "a-81f2"},
+                    "sku": "RUN-42-BLK",
+                    "quantity": 1,
+                    "price": "129.99",
+                    "currency": "EUR",
+                    "locale": "de-DE",
+                    "cart_id": "cart-7",
+                    "url": "https://shop.example.com/de/p/run-42",
+                }
+            ]
+        },
+    )
+
+    event_id: str = Field(min_length=1, max_length=128, description="idempotency key")
+    type: StorefrontEventType
+    occurred_at: AwareDatetime
+    identity: EventIdentity
+    sku: str | None = Field(default=None, min_length=1, max_length=256)
+    quantity: int | None = Field(default=None, ge=1)
+    price: Decimal | None = Field(default=None, ge=0)
+    sale_price: Decimal | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    locale: str | None = Field(default=None, max_length=16)
+    url: str | None = None
+    name: str | None = None
+    image_url: str | None = None
+    categories: list[str] = Field(default_factory=list, description="path, root first")
+    cart_id: str | None = None
+    cart_total: Decimal | None = Field(default=None, ge=0)
+    products: list[EventProduct] = Field(
+        default_factory=list, description="lines of a cart or checkout, items of a listing"
+    )
+    channel: str | None = Field(default=None, max_length=64, description="web, app, store, ...")
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    store: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> StorefrontEvent:
+        if self.type in _NEEDS_SKU and not self.sku:
+            raise ValueError(f"{self.type} needs sku")
+        if self.type in _NEEDS_CART and not self.cart_id:
+            raise ValueError(f"{self.type} needs cart_id")
+        if self.type in _NEEDS_CART and not self.currency:
+            raise ValueError(f"{self.type} needs currency")
+        return self
+
+
+class StorefrontBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[StorefrontEvent] = Field(min_length=1, max_length=500)
+
+
+def _amount(value: Decimal | None) -> float | None:
+    return money.json_number(value) if value is not None else None
+
+
+def _product_params(
+    sku: str | None,
+    quantity: int | None,
+    price: Decimal | None,
+    sale_price: Decimal | None,
+    name: str | None,
+    image_url: str | None,
+    url: str | None,
+    categories: list[str],
+) -> dict[str, Any]:
+    unit_price = _amount(price)
+    return {
+        "product_id": sku,
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "unit_sale_price": _amount(sale_price) if sale_price is not None else unit_price,
+        "name": name,
+        "product_image_url": image_url,
+        "url": url,
+        "taxonomy": categories or None,
+    }
+
+
+def map_storefront_event(
+    event: StorefrontEvent,
+    *,
+    currency: str | None,
+    language: str | None,
+    custom: dict[str, Any],
+) -> list[Event]:
+    """Insider events for one storefront event: one per product line for cart and checkout
+    views (lines share the cart as event_group_id), else one."""
+    name = INSIDER_EVENT_NAMES[event.type]
+    timestamp = normalize.timestamp(event.occurred_at)
+    common: dict[str, Any] = {
+        "currency": event.currency or currency,
+        "locale": language,
+        "event_group_id": event.cart_id,
+        "custom": {"event_id": event.event_id, **custom},
+    }
+    lines: list[dict[str, Any]]
+    if event.type in _NEEDS_CART and event.products:
+        lines = [
+            _product_params(
+                p.sku, p.quantity, p.price, p.sale_price, p.name, p.image_url, p.url, p.categories
+            )
+            for p in event.products
+        ]
+    elif event.type in _NEEDS_CART:
+        total = _amount(event.cart_total) if event.cart_total is not None else 0.0
+        lines = [{"unit_sale_price": total, "unit_price": total, "quantity": 1, "url": event.url}]
+    else:
+        lines = [
+            _product_params(
+                event.sku,
+                event.quantity or (1 if event.sku else None),
+                event.price,
+                event.sale_price,
+                event.name,
+                event.image_url,
+                event.url,
+                event.categories,
+            )
+        ]
+    return [
+        Event(
+            event_name=name,
+            timestamp=timestamp,
+            event_params={
+                key: value for key, value in {**common, **line}.items() if value is not None
+            },
+        )
+        for line in lines
+    ]

@@ -1,0 +1,163 @@
+"""CustomerJourneyWorkflow: one entity workflow per customer identity, fed by signal-with-start.
+
+It accepts that customer's signals (storefront events, commercetools messages), drops
+duplicates and stale state changes, keeps them in order, and flushes them to Insider in
+small batches: the first signal of a batch waits at most `flush_seconds`.
+
+Dedupe rules (documented in the README):
+- a signal whose key (event id, message id, resource@version) was seen is a duplicate;
+  the last `seen_capacity` keys survive continue-as-new;
+- a customer state change (any Customer* message but CustomerCreated, EmailChanged and
+  Deleted) older than or as old as one already queued or applied is stale: the delivery
+  reads the customer's current state anyway;
+- order events are checked against the delivery ledger, shared with delta sync and
+  backfill, so an order seen by the bridge and by a sync makes one event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.errors import NON_RETRYABLE_TYPES
+    from activities.journey import JourneyActivities, JourneyDelivery, JourneyOutcome
+    from ct_insider.journeys.signals import JourneySignal, Market
+
+# Messages that only say "the customer changed": the delivery re-reads the customer.
+EVENTFUL_CUSTOMER_TYPES = frozenset({"CustomerCreated", "CustomerEmailChanged", "CustomerDeleted"})
+
+
+class JourneyStats(BaseModel):
+    received: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    delivered: int = 0
+    events: int = 0
+    flushes: int = 0
+
+    def add(self, outcome: JourneyOutcome, signals: int) -> None:
+        self.delivered += signals
+        self.events += outcome.events
+        self.flushes += 1
+
+
+class JourneyState(BaseModel):
+    seen: list[str] = Field(default_factory=list)  # oldest first
+    versions: dict[str, int] = Field(default_factory=dict)
+    market: Market = Field(default_factory=Market)
+    pending: list[JourneySignal] = Field(default_factory=list)
+    stats: JourneyStats = Field(default_factory=JourneyStats)
+
+
+class JourneyInput(BaseModel):
+    key: str
+    flush_seconds: float = Field(default=0.5, gt=0)
+    max_batch: int = Field(default=100, ge=1)
+    # An idle journey completes; a later signal starts a new run (dedupe keys start over).
+    idle_seconds: float = Field(default=24 * 3600, gt=0)
+    seen_capacity: int = Field(default=5_000, ge=10)
+    max_signals_per_run: int = Field(default=2_000, ge=1)
+    state: JourneyState = Field(default_factory=JourneyState)
+
+
+def journey_workflow_id(key: str) -> str:
+    return f"journey-{key}"
+
+
+@workflow.defn
+class CustomerJourneyWorkflow:
+    @workflow.init
+    def __init__(self, params: JourneyInput) -> None:
+        self._params = params
+        self._state = params.state.model_copy(deep=True)
+        self._seen = set(self._state.seen)
+        self._order: deque[str] = deque(self._state.seen)
+        self._signals_this_run = 0
+
+    @workflow.signal
+    def deliver(self, signals: list[JourneySignal]) -> None:
+        for signal in signals:
+            self._accept(signal)
+
+    def _accept(self, signal: JourneySignal) -> None:
+        state = self._state
+        state.stats.received += 1
+        self._signals_this_run += 1
+        if signal.dedupe_key in self._seen:
+            state.stats.duplicates += 1
+            return
+        self._remember(signal.dedupe_key)
+        if (
+            signal.kind == "customer"
+            and signal.type not in EVENTFUL_CUSTOMER_TYPES
+            and signal.resource_id
+            and signal.resource_version is not None
+        ):
+            if signal.resource_version <= state.versions.get(signal.resource_id, -1):
+                state.stats.stale += 1
+                return
+            state.versions[signal.resource_id] = signal.resource_version
+        state.pending.append(signal)
+
+    def _remember(self, key: str) -> None:
+        self._seen.add(key)
+        self._order.append(key)
+        while len(self._order) > self._params.seen_capacity:
+            self._seen.discard(self._order.popleft())
+
+    @workflow.run
+    async def run(self, params: JourneyInput) -> JourneyStats:
+        state = self._state
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(state.pending), timeout=timedelta(seconds=params.idle_seconds)
+                )
+            except TimeoutError:
+                if not state.pending:
+                    return state.stats  # quiet for long enough: the journey rests
+            # Let a burst gather, but never hold the first signal longer than flush_seconds.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: len(state.pending) >= params.max_batch,
+                    timeout=timedelta(seconds=params.flush_seconds),
+                )
+            await self._flush()
+            if (
+                self._signals_this_run >= params.max_signals_per_run
+                or workflow.info().is_continue_as_new_suggested()
+            ):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                state.seen = list(self._order)
+                workflow.continue_as_new(params.model_copy(update={"state": state}))
+
+    async def _flush(self) -> None:
+        state = self._state
+        ordered = sorted(state.pending, key=JourneySignal.order_key)
+        batch, state.pending = ordered[: self._params.max_batch], ordered[self._params.max_batch :]
+        for signal in batch:
+            # Each signal carries the market it happened in; gaps come from what this
+            # customer's earlier signals told us (e.g. an order's currency and country).
+            state.market = signal.market.filled_from(state.market)
+            signal.market = state.market
+        outcome = await workflow.execute_activity_method(
+            JourneyActivities.deliver,
+            JourneyDelivery(lane=workflow.info().workflow_id, signals=batch),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(milliseconds=500),
+                maximum_interval=timedelta(seconds=30),
+                non_retryable_error_types=NON_RETRYABLE_TYPES,
+            ),
+        )
+        state.stats.add(outcome, len(batch))
+
+    @workflow.query
+    def stats(self) -> JourneyStats:
+        return self._state.stats
