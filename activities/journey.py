@@ -1,8 +1,9 @@
-"""Deliver a journey's batch of signals to Insider.
+"""Deliver a journey's batch of signals to Insider (a local activity of the journey).
 
-A first attempt sends. A later attempt (after a crash, a timeout or an ambiguous Insider
-failure) first asks Insider which of the batch's events it already holds and sends only
-the rest; order events go through the delivery ledger like every other order path.
+A first attempt sends. A repeat - a retry after an ambiguous Insider failure, or the first
+delivery of a journey rebuilt on another worker after a crash - first asks Insider which of
+the batch's events it already holds and sends only the rest; order events go through the
+delivery ledger like every other order path.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ DELETION_TYPES = frozenset({"CustomerDeleted", "ResourceDeleted"})
 class JourneyDelivery(BaseModel):
     lane: str  # the journey workflow id
     signals: list[JourneySignal]
+    # The workflow was rebuilt from history (new worker, crash, eviction) and this is its
+    # first delivery since: an earlier execution of it may have reached Insider.
+    may_repeat: bool = False
 
 
 class JourneyOutcome(BaseModel):
@@ -69,7 +73,7 @@ class JourneyActivities:
 
     @activity.defn
     async def deliver(self, params: JourneyDelivery) -> JourneyOutcome:
-        retry = activity.info().attempt > 1
+        retry = params.may_repeat or activity.info().attempt > 1
         try:
             return await self._deliver(params, retry)
         except (CommercetoolsError, InsiderError) as exc:
@@ -79,9 +83,15 @@ class JourneyActivities:
     async def _deliver(self, params: JourneyDelivery, retry: bool) -> JourneyOutcome:
         outcome = JourneyOutcome()
         signals = params.signals
-        customers = await self._customers(
-            [s.identity.customer_id for s in signals if s.identity.customer_id]
-        )
+        # The current customer is read for profile changes, and for events only when the
+        # uuid is not the customer id itself.
+        needs_customer = [
+            s.identity.customer_id
+            for s in signals
+            if s.identity.customer_id
+            and (s.kind == "customer" or self._mapping.uuid_source != "id")
+        ]
+        customers = await self._customers(needs_customer)
         users: list[User] = []
         for signal in signals:
             if signal.kind == "customer":

@@ -24,6 +24,7 @@ from workflows.backfill import BackfillInput, BackfillProgress
 from workflows.delta import DeltaSyncInput
 
 PROJECT_KEY = "demo"
+DEMO_BRIDGE_TOKEN = "demo-bridge-token"  # noqa: S105 - the local demo's, printed for curl
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Ports:
     temporal_ui: int = 8233
     commercetools: int = 8989
     insider: int = 8990
+    bridge: int = 8991
 
     def shifted(self, offset: int) -> Ports:
         return Ports(*(port + offset for port in astuple(self)))
@@ -45,7 +47,11 @@ def dev_environment(ports: Ports) -> dict[str, str]:
         project_key=PROJECT_KEY,
         partner_name="demo",
     )
-    return wiring.environment(f"127.0.0.1:{ports.temporal}", "ct-insider")
+    return {
+        **wiring.environment(f"127.0.0.1:{ports.temporal}", "ct-insider"),
+        "BRIDGE_TOKEN": DEMO_BRIDGE_TOKEN,
+        "BRIDGE_PORT": str(ports.bridge),
+    }
 
 
 def _say(message: str) -> None:
@@ -88,6 +94,12 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         ready_file=ready,
         log_path=logs / "worker.log",
     )
+    bridge = ManagedProcess(
+        "bridge",
+        ct_insider_command("bridge"),
+        health_url=f"http://127.0.0.1:{ports.bridge}/healthz",
+        log_path=logs / "bridge.log",
+    )
     started: list[ManagedProcess] = []
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -104,6 +116,8 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         _say(f"seeded commercetools emulator: {counts}")
         _say(f"starting worker (log: {worker.log_path})")
         started.append(worker.start())
+        _say(f"starting bridge (log: {bridge.log_path})")
+        started.append(bridge.start())
         final = asyncio.run(_initial_sync())
         print_report(final)
         held = httpx.get(f"http://127.0.0.1:{ports.insider}/_emulator/stats", timeout=10).json()
@@ -119,7 +133,17 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         _say(
             f"  commercetools emu    http://127.0.0.1:{ports.commercetools}/{PROJECT_KEY}/customers (OAuth at /oauth/token)"
         )
+        _say(
+            f"  webhook bridge       http://127.0.0.1:{ports.bridge}/docs (token {DEMO_BRIDGE_TOKEN})"
+        )
         _say(f"  logs                 {logs}/")
+        _say("try a storefront event (it reaches the Insider emulator within a second):")
+        _say(
+            f"  curl -s -X POST http://127.0.0.1:{ports.bridge}/events "
+            f"-H 'Authorization: Bearer {DEMO_BRIDGE_TOKEN}' -H 'Content-Type: application/json' "
+            """-d '{"event_id":"demo-1","type":"product_view","occurred_at":"2026-01-01T00:00:00Z","""
+            """"identity":{"anonymous_id":"visitor-1"},"sku":"SKU-00000-S"}'"""
+        )
         if not wait:
             return 0
         _say("press Ctrl-C to stop everything")

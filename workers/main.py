@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.journey import JourneyActivities
 from activities.sync import SyncActivities
@@ -89,6 +89,9 @@ async def build_workers(
                 max_concurrent_activities=100,
                 # Thousands of journeys stay in memory instead of replaying on each signal.
                 max_cached_workflows=10_000,
+                # Journeys are small, reviewed-deterministic and numerous: creating a sandbox
+                # per journey cost more CPU than the journey itself (see bench/realtime.py).
+                workflow_runner=UnsandboxedWorkflowRunner(),
                 graceful_shutdown_timeout=timedelta(seconds=20),
             ),
         )

@@ -16,6 +16,7 @@ Dedupe rules (documented in the README):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import deque
 from datetime import timedelta
@@ -57,7 +58,10 @@ class JourneyState(BaseModel):
 
 class JourneyInput(BaseModel):
     key: str
-    flush_seconds: float = Field(default=0.5, gt=0)
+    # 0: flush as soon as the previous flush is done (signals that arrive meanwhile form the
+    # next batch, so no signal waits longer than one delivery). >0: also gather for that
+    # long, which lets shuffled deliveries be put back in order within the window.
+    flush_seconds: float = Field(default=0.0, ge=0)
     max_batch: int = Field(default=100, ge=1)
     # An idle journey completes; a later signal starts a new run (dedupe keys start over).
     idle_seconds: float = Field(default=24 * 3600, gt=0)
@@ -79,6 +83,12 @@ class CustomerJourneyWorkflow:
         self._seen = set(self._state.seen)
         self._order: deque[str] = deque(self._state.seen)
         self._signals_this_run = 0
+        self._last_signal = workflow.now()
+        self._resting = False
+        # Built while replaying history = rebuilt after a crash, restart or cache eviction.
+        # The delivery a crashed worker was running left no trace in history and will run
+        # again: the first one after a rebuild checks Insider before sending.
+        self._may_repeat = workflow.unsafe.is_replaying()
 
     @workflow.signal
     def deliver(self, signals: list[JourneySignal]) -> None:
@@ -87,6 +97,7 @@ class CustomerJourneyWorkflow:
 
     def _accept(self, signal: JourneySignal) -> None:
         state = self._state
+        self._last_signal = workflow.now()
         state.stats.received += 1
         self._signals_this_run += 1
         if signal.dedupe_key in self._seen:
@@ -114,28 +125,37 @@ class CustomerJourneyWorkflow:
     @workflow.run
     async def run(self, params: JourneyInput) -> JourneyStats:
         state = self._state
+        watch = asyncio.ensure_future(self._watch_idle(params.idle_seconds))
         while True:
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(state.pending), timeout=timedelta(seconds=params.idle_seconds)
-                )
-            except TimeoutError:
-                if not state.pending:
-                    return state.stats  # quiet for long enough: the journey rests
-            # Let a burst gather, but never hold the first signal longer than flush_seconds.
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: len(state.pending) >= params.max_batch,
-                    timeout=timedelta(seconds=params.flush_seconds),
-                )
+            await workflow.wait_condition(lambda: bool(state.pending) or self._resting)
+            if not state.pending:
+                return state.stats  # quiet for long enough: the journey rests
+            if params.flush_seconds:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: len(state.pending) >= params.max_batch,
+                        timeout=timedelta(seconds=params.flush_seconds),
+                    )
             await self._flush()
             if (
                 self._signals_this_run >= params.max_signals_per_run
                 or workflow.info().is_continue_as_new_suggested()
             ):
+                watch.cancel()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 state.seen = list(self._order)
                 workflow.continue_as_new(params.model_copy(update={"state": state}))
+
+    async def _watch_idle(self, idle_seconds: float) -> None:
+        """One timer per quiet period (not one per signal): it wakes at the earliest moment
+        the journey could have been quiet long enough, and sleeps again if it was not."""
+        idle = timedelta(seconds=idle_seconds)
+        while True:
+            remaining = self._last_signal + idle - workflow.now()
+            if remaining <= timedelta(0) and not self._state.pending:
+                self._resting = True
+                return
+            await workflow.sleep(max(remaining, timedelta(seconds=1)))
 
     async def _flush(self) -> None:
         state = self._state
@@ -146,9 +166,13 @@ class CustomerJourneyWorkflow:
             # customer's earlier signals told us (e.g. an order's currency and country).
             state.market = signal.market.filled_from(state.market)
             signal.market = state.market
-        outcome = await workflow.execute_activity_method(
+        # A local activity: delivery runs inside the workflow task, which halves what Temporal
+        # stores and dispatches per signal (bench/realtime.py).
+        outcome = await workflow.execute_local_activity_method(
             JourneyActivities.deliver,
-            JourneyDelivery(lane=workflow.info().workflow_id, signals=batch),
+            JourneyDelivery(
+                lane=workflow.info().workflow_id, signals=batch, may_repeat=self._may_repeat
+            ),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(milliseconds=500),
@@ -156,6 +180,7 @@ class CustomerJourneyWorkflow:
                 non_retryable_error_types=NON_RETRYABLE_TYPES,
             ),
         )
+        self._may_repeat = False
         state.stats.add(outcome, len(batch))
 
     @workflow.query

@@ -1,0 +1,56 @@
+"""A lean HTTP/1.1 load generator: pre-serialized requests over kept-alive sockets.
+
+httpx costs milliseconds of CPU per request; on a 2-core machine shared with the system
+under test that would be measured as the system's own slowness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+
+class LeanClient:
+    def __init__(self, host: str, port: int, token: str, connections: int = 64) -> None:
+        self._host, self._port, self._token = host, port, token
+        self._size = connections
+        self._pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self._opened = 0
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._pool.empty() and self._opened < self._size:
+            self._opened += 1
+            return await asyncio.open_connection(self._host, self._port)
+        return await self._pool.get()
+
+    async def post(self, path: str, body: Any) -> int:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"Authorization: Bearer {self._token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        reader, writer = await self._connection()
+        writer.write(head + payload)
+        await writer.drain()
+        status_line = await reader.readline()
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        if length:
+            await reader.readexactly(length)
+        self._pool.put_nowait((reader, writer))
+        return int(status_line.split()[1])
+
+    async def close(self) -> None:
+        while not self._pool.empty():
+            _, writer = self._pool.get_nowait()
+            writer.close()

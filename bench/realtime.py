@@ -1,0 +1,260 @@
+"""Realtime path: storefront and order events through the bridge into Insider.
+
+    make bench            (or: .venv/bin/python -m bench.realtime [--events N] [--rate R])
+
+Posts N events (default 10,000: storefront events plus OrderCreated messages) for 1,000
+customers at a fixed rate (default 350/s) to a `ct-insider bridge` process, with a
+`ct-insider worker` process delivering the journeys. Prints the sustained rate, the
+end-to-end latency (bridge accepted -> Insider emulator stored) p50/p95/p99, and the events
+lost and duplicated. Targets (issue 4): >= 300 events/s, p99 < 2 s, 0 lost, 0 duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.harness import PeakRss, Stack, local_stack, machine, save, worker_process
+from bench.loadgen import LeanClient
+from emulators.process import ManagedProcess, ct_insider_command, free_port
+
+TOKEN = "bench-bridge-token-0123456789"
+TARGET_RATE = 300
+TARGET_P99 = 2.0
+STOREFRONT_TYPES = [
+    "product_view",
+    "listing_view",
+    "add_to_cart",
+    "wishlist_add",
+    "remove_from_cart",
+]
+
+
+@dataclass
+class Sent:
+    key: str  # the storefront event id, or the order's event_group_id
+    path: str
+    body: dict[str, Any]
+    expected_events: int
+    accepted_at: float | None = None
+
+
+def workload(
+    count: int, customers: list[tuple[str, str]], skus: list[str], orders: list[dict[str, Any]]
+) -> list[Sent]:
+    """~95% storefront events, ~5% OrderCreated messages, spread over the customers."""
+    rng = random.Random(11)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    order_messages = [
+        Sent(
+            key=str(order.get("orderNumber") or order["id"]),
+            path="/webhooks/commercetools",
+            body={
+                "notificationType": "Message",
+                "projectKey": "bench",
+                "id": str(uuid.uuid4()),
+                "version": 1,
+                "sequenceNumber": 1,
+                "resource": {"typeId": "order", "id": order["id"]},
+                "resourceVersion": order["version"],
+                "type": "OrderCreated",
+                "order": order,
+                "createdAt": order["createdAt"],
+                "lastModifiedAt": order["createdAt"],
+            },
+            expected_events=len(order["lineItems"]),
+        )
+        for order in orders[: count // 20]
+    ]
+    storefront: list[Sent] = []
+    for n in range(count - len(order_messages)):
+        customer_id, _ = customers[n % len(customers)]
+        kind = rng.choice(STOREFRONT_TYPES)
+        event_id = str(uuid.uuid4())
+        at = start + timedelta(seconds=n)  # distinct seconds keep each journey's order exact
+        body = {
+            "event_id": event_id,
+            "type": kind,
+            "occurred_at": at.isoformat(),
+            "identity": {"customer_id": customer_id},
+            "sku": rng.choice(skus),
+            "price": "19.99",
+            "currency": "USD",
+            "locale": "en-US",
+            "country": "US",
+            "channel": "web",
+            "cart_id": f"cart-{customer_id}",
+        }
+        storefront.append(Sent(event_id, "/events", body, expected_events=1))
+    mixed = storefront + order_messages
+    rng.shuffle(mixed)
+    return mixed
+
+
+async def post_at_rate(port: int, items: list[Sent], rate: float) -> tuple[float, int]:
+    """Send each item at its slot; returns (seconds taken, non-2xx answers)."""
+    failures = 0
+    http = LeanClient("127.0.0.1", port, TOKEN)
+    started = time.monotonic()
+
+    async def send(index: int, item: Sent) -> None:
+        nonlocal failures
+        await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
+        status = await http.post(item.path, item.body)
+        if status // 100 == 2:
+            item.accepted_at = time.time()
+        else:
+            failures += 1
+
+    await asyncio.gather(*(send(i, item) for i, item in enumerate(items)))
+    await http.close()
+    return time.monotonic() - started, failures
+
+
+def stored_keys(stack: Stack) -> list[tuple[str, float]]:
+    """(key, stored at) for every event the Insider emulator holds."""
+    events = httpx.get(f"{stack.insider_url}/_emulator/events", timeout=120).json()["events"]
+    found = []
+    for event in events:
+        params = event.get("event_params") or {}
+        if event["event_name"] == "purchase":
+            key = str(params.get("event_group_id"))
+        else:
+            key = str((params.get("custom") or {}).get("event_id"))
+        found.append((key, float(event["_stored_at"])))
+    return found
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
+    with local_stack(Path(".dev/bench-logs/realtime")) as stack:
+        seeder = stack.seeder()
+        customers = seeder.customers(customers_count)
+        skus = seeder.catalog(50)
+        seeder.orders(count // 20, customers, skus)
+        orders = _all_orders(stack)
+        items = workload(count, customers, skus, orders)
+        task_queue = f"bench-{uuid.uuid4()}"
+        bridge_port = free_port()
+        bridge = ManagedProcess(
+            "bridge",
+            ct_insider_command("--log-level", "WARNING", "bridge"),
+            health_url=f"http://127.0.0.1:{bridge_port}/healthz",
+            env={
+                **stack.worker_env(task_queue),
+                "BRIDGE_TOKEN": TOKEN,
+                "BRIDGE_PORT": str(bridge_port),
+            },
+            log_path=stack.logs / "bridge.log",
+        )
+        with worker_process(stack, task_queue) as worker, bridge:
+            assert worker.process is not None
+            with PeakRss(worker.process.pid) as rss:
+                seconds, refused = await post_at_rate(bridge_port, items, rate)
+                expected = sum(item.expected_events for item in items)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if stack.insider_stats()["events"] >= expected:
+                        break
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(2)  # late duplicates would show up now
+                stored = stored_keys(stack)
+    accepted = {item.key: item for item in items if item.accepted_at is not None}
+    counts = Counter(key for key, _ in stored)
+    first_store: dict[str, float] = {}
+    for key, at in stored:
+        first_store[key] = min(at, first_store.get(key, at))
+    lost = sum(max(0, item.expected_events - counts[item.key]) for item in items)
+    duplicated = sum(max(0, counts[item.key] - item.expected_events) for item in items)
+    latencies = [
+        first_store[key] - item.accepted_at
+        for key, item in accepted.items()
+        if key in first_store and item.accepted_at is not None
+    ]
+    last_store = max(at for _, at in stored) if stored else 0.0
+    first_accept = (
+        min(i.accepted_at for i in accepted.values() if i.accepted_at) if accepted else 0.0
+    )
+    return {
+        "events_posted": len(items),
+        "insider_events_expected": sum(item.expected_events for item in items),
+        "rate_offered": rate,
+        "refused": refused,
+        "posting_seconds": round(seconds, 2),
+        "accepted_per_second": round(len(accepted) / seconds, 1),
+        "delivered_per_second": round(len(accepted) / max(1e-9, last_store - first_accept), 1),
+        "latency_p50": round(percentile(latencies, 0.50), 3) if latencies else None,
+        "latency_p95": round(percentile(latencies, 0.95), 3) if latencies else None,
+        "latency_p99": round(percentile(latencies, 0.99), 3) if latencies else None,
+        "latency_mean": round(statistics.mean(latencies), 3) if latencies else None,
+        "lost": lost,
+        "duplicated": duplicated,
+        "worker_peak_rss_mb": round(rss.peak_mb, 1),
+    }
+
+
+def _all_orders(stack: Stack) -> list[dict[str, Any]]:
+    token = httpx.post(
+        f"{stack.ct_url}/oauth/token",
+        auth=("bench", "bench"),
+        data={"grant_type": "client_credentials", "scope": f"manage_project:{stack.project_key}"},
+    ).json()["access_token"]
+    body = httpx.get(
+        f"{stack.ct_url}/{stack.project_key}/orders",
+        params={"limit": "500"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    ).json()
+    return list(body["results"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=350.0)
+    parser.add_argument("--customers", type=int, default=1_000)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.events, args.rate, args.customers))
+    info = machine()
+    print(
+        f"\nrealtime: {result['events_posted']:,} events for {args.customers:,} customers at "
+        f"{args.rate:.0f}/s offered, on {info['cpu']} ({info['cores']} cores, "
+        f"{info['memory_gib']} GiB):\n"
+        f"  accepted by the bridge  {result['accepted_per_second']:>8} events/s "
+        f"(refused {result['refused']})\n"
+        f"  delivered to Insider    {result['delivered_per_second']:>8} events/s "
+        f"(target >= {TARGET_RATE})\n"
+        f"  latency p50/p95/p99     {result['latency_p50']} / {result['latency_p95']} / "
+        f"{result['latency_p99']} s (target p99 < {TARGET_P99})\n"
+        f"  lost / duplicated       {result['lost']} / {result['duplicated']} (target 0 / 0)\n"
+        f"  worker peak RSS         {result['worker_peak_rss_mb']} MB"
+    )
+    print(f"  saved to {save('realtime', result)}")
+    ok = (
+        result["delivered_per_second"] >= TARGET_RATE
+        and result["latency_p99"] is not None
+        and result["latency_p99"] < TARGET_P99
+        and result["lost"] == 0
+        and result["duplicated"] == 0
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
