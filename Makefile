@@ -44,3 +44,4 @@ clean:
 # Benchmarks (never part of `make test`); results land in bench/results/.
 bench: install
 	$(BIN)/python -m bench.backfill
+	$(BIN)/python -m bench.realtime

@@ -87,6 +87,10 @@ async def build_workers(
                 workflows=JOURNEY_WORKFLOWS,
                 activities=[journeys.deliver],
                 max_concurrent_activities=100,
+                # New journeys arrive on the normal queue, later signals on the sticky one;
+                # a burst of new customers must not wait behind one normal-queue poller.
+                max_concurrent_workflow_task_polls=16,
+                nonsticky_to_sticky_poll_ratio=1.0,
                 # Thousands of journeys stay in memory instead of replaying on each signal.
                 max_cached_workflows=10_000,
                 # Journeys are small, reviewed-deterministic and numerous: creating a sandbox

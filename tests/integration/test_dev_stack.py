@@ -38,6 +38,7 @@ def test_dev_stack_completes_the_demo_backfill_within_90_seconds(tmp_path: Path)
     # 200 customers plus the 60 guest shoppers (every fifth seeded order is a guest's)
     assert "Insider emulator now holds 260 users" in output
     assert "delta sync every 10 s: workflow delta-orders" in output
+    assert "webhook bridge       http://127.0.0.1:28991/docs" in output
     assert elapsed < 90, f"took {elapsed:.0f}s"
     # Temporal's state lives in a file under the state folder, so it survives restarts.
     assert (tmp_path / "temporal.db").stat().st_size > 0

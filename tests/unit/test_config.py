@@ -82,3 +82,21 @@ def test_bad_temporal_tls_pair_is_explained(
     with pytest.raises(ConfigurationError):
         load(TemporalSettings)
     assert "must be set together" in capsys.readouterr().err
+
+
+def test_bridge_token_must_be_set_and_long_enough(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ct_insider.config import BridgeSettings
+
+    monkeypatch.delenv("BRIDGE_TOKEN", raising=False)
+    with pytest.raises(ConfigurationError):
+        load(BridgeSettings)
+    assert "BRIDGE_TOKEN is required but not set" in capsys.readouterr().err
+    monkeypatch.setenv("BRIDGE_TOKEN", "short")
+    with pytest.raises(ConfigurationError):
+        load(BridgeSettings)
+    error = capsys.readouterr().err
+    assert "BRIDGE_TOKEN" in error
+    assert "at least 16 characters" in error
+    assert "short" not in error  # the rejected secret itself is never printed
