@@ -14,21 +14,19 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 from temporalio import activity
 
+from activities.base import ConnectorActivities
 from activities.errors import as_application_error
-from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.commercetools.models import Customer
-from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderError
 from ct_insider.insider.models import Event, Identifiers, User
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
 from ct_insider.journeys.storefront import map_storefront_event
 from ct_insider.logging import get_logger
 from ct_insider.mapping import normalize
-from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import customer_uuid, map_customer
 from ct_insider.sync.customers import CUSTOMER_EXPAND
-from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender
+from ct_insider.sync.orders import ORDER_EXPAND
 from ct_insider.sync.window import parse_timestamp
 
 log = get_logger(__name__)
@@ -58,19 +56,7 @@ def _identity(event: Event) -> EventIdentity:
     return (event.event_name, event.event_params.get("product_id"), event.timestamp)
 
 
-class JourneyActivities:
-    def __init__(
-        self,
-        ct: CommercetoolsClient,
-        insider: InsiderClient,
-        mapping: MappingConfig,
-        orders: OrderEventSender,
-    ) -> None:
-        self._ct = ct
-        self._insider = insider
-        self._mapping = mapping
-        self._orders = orders
-
+class JourneyActivities(ConnectorActivities):
     @activity.defn
     async def deliver(self, params: JourneyDelivery) -> JourneyOutcome:
         retry = params.may_repeat or activity.info().attempt > 1

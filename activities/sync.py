@@ -10,15 +10,13 @@ import httpx
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from activities.base import ConnectorActivities
 from activities.errors import as_application_error
-from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsError
-from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderError
 from ct_insider.logging import get_logger
-from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
-from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender
+from ct_insider.sync.orders import ORDER_EXPAND
 from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
 from ct_insider.sync.reports import SyncStats
 from ct_insider.sync.window import Window
@@ -70,20 +68,8 @@ class CountInput(BaseModel):
     window: Window
 
 
-class SyncActivities:
+class SyncActivities(ConnectorActivities):
     """Holds the long-lived clients; the worker creates one instance."""
-
-    def __init__(
-        self,
-        ct: CommercetoolsClient,
-        insider: InsiderClient,
-        mapping: MappingConfig,
-        orders: OrderEventSender,
-    ) -> None:
-        self._ct = ct
-        self._insider = insider
-        self._mapping = mapping
-        self._orders = orders
 
     @activity.defn
     async def count_records(self, params: CountInput) -> int:

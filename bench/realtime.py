@@ -148,7 +148,7 @@ async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
         customers = seeder.customers(customers_count)
         skus = seeder.catalog(50)
         seeder.orders(count // 20, customers, skus)
-        orders = _all_orders(stack)
+        orders = list(stack.ct("GET", "orders?limit=500")["results"])
         items = workload(count, customers, skus, orders)
         task_queue = f"bench-{uuid.uuid4()}"
         bridge_port = free_port()
@@ -218,21 +218,6 @@ async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
         "duplicated": duplicated,
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
     }
-
-
-def _all_orders(stack: Stack) -> list[dict[str, Any]]:
-    token = httpx.post(
-        f"{stack.ct_url}/oauth/token",
-        auth=("bench", "bench"),
-        data={"grant_type": "client_credentials", "scope": f"manage_project:{stack.project_key}"},
-    ).json()["access_token"]
-    body = httpx.get(
-        f"{stack.ct_url}/{stack.project_key}/orders",
-        params={"limit": "500"},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    ).json()
-    return list(body["results"])
 
 
 def main() -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 from pydantic import SecretStr
 
 from ct_insider.config import CommercetoolsSettings, InsiderSettings
@@ -41,6 +43,26 @@ class EmulatorWiring:
         }
         values.update(overrides)
         return InsiderSettings.model_validate(values)
+
+    def ct(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the commercetools emulator's API as a retailer's app would (tests, bench)."""
+        token = httpx.post(
+            f"{self.ct_url}/oauth/token",
+            auth=(self.client_id, self.client_secret),
+            data={
+                "grant_type": "client_credentials",
+                "scope": f"manage_project:{self.project_key}",
+            },
+        ).json()["access_token"]
+        response = httpx.request(
+            method,
+            f"{self.ct_url}/{self.project_key}/{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        response.raise_for_status()
+        return response.json()
 
     def environment(self, temporal_address: str, task_queue: str) -> dict[str, str]:
         """The variables a `ct-insider worker` process reads (see README, Configuration)."""

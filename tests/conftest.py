@@ -75,23 +75,6 @@ class Emulators(EmulatorWiring):
     def insider_faults(self, **faults: float) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
 
-    def ct(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the commercetools emulator's API as a retailer's app would."""
-        token = httpx.post(
-            f"{self.ct_url}/oauth/token",
-            auth=("test-app", "test-app"),
-            data={"grant_type": "client_credentials", "scope": f"manage_project:{PROJECT_KEY}"},
-        ).json()["access_token"]
-        response = httpx.request(
-            method,
-            f"{self.ct_url}/{PROJECT_KEY}/{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60,
-        )
-        response.raise_for_status()
-        return response.json()
-
 
 @pytest.fixture(scope="session")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
