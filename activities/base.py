@@ -5,6 +5,7 @@ from __future__ import annotations
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.insider.client import InsiderClient
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.sync.catalog import CatalogSender
 from ct_insider.sync.orders import OrderEventSender
 
 
@@ -17,8 +18,10 @@ class ConnectorActivities:
         insider: InsiderClient,
         mapping: MappingConfig,
         orders: OrderEventSender,
+        catalog: CatalogSender,
     ) -> None:
         self._ct = ct
         self._insider = insider
         self._mapping = mapping
         self._orders = orders
+        self._catalog = catalog

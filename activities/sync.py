@@ -15,6 +15,7 @@ from activities.errors import as_application_error
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.insider.errors import InsiderError
 from ct_insider.logging import get_logger
+from ct_insider.sync.catalog import CatalogMode
 from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
 from ct_insider.sync.orders import ORDER_EXPAND
 from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
@@ -24,12 +25,16 @@ from ct_insider.sync.window import Window
 log = get_logger(__name__)
 
 Entity = Literal["customers", "orders"]
-# What a chunk pages through: an entity, or payments (whose refunds belong to orders).
-Resource = Literal["customers", "orders", "payments"]
+# What a chunk pages through: an entity; payments (whose refunds belong to orders);
+# products, inventory and categories (the catalog).
+Resource = Literal["customers", "orders", "payments", "products", "inventory", "categories"]
 EXPAND: dict[Resource, tuple[str, ...]] = {
     "customers": CUSTOMER_EXPAND,
     "orders": ORDER_EXPAND,
     "payments": (),
+    "products": (),
+    "inventory": (),
+    "categories": (),
 }
 
 
@@ -41,6 +46,8 @@ class SyncChunkInput(BaseModel):
     after_id: str | None = None
     batch_size: int = 1_000
     skip_hook: bool = True
+    # Catalog: "full" sends every item again; "changes" only what differs from Insider.
+    catalog_mode: CatalogMode = "changes"
     budget_seconds: float = 10.0
     # Delta sync: versions already sent near the previous window's end, and from when on
     # to remember the versions sent in this one.
@@ -64,7 +71,7 @@ class ChunkHeartbeat(BaseModel):
 
 
 class CountInput(BaseModel):
-    entity: Entity
+    entity: Resource
     window: Window
 
 
@@ -91,6 +98,12 @@ class SyncActivities(ConnectorActivities):
             return partial(
                 self._orders.send_for_payments, lane=params.lane, skip_hook=params.skip_hook
             )
+        if params.entity == "products":
+            return partial(self._catalog.send_products, mode=params.catalog_mode)
+        if params.entity == "inventory":
+            return self._catalog.send_for_inventory
+        if params.entity == "categories":
+            return self._catalog.send_for_categories
         return partial(
             send_customer_batch, self._insider, config=self._mapping, skip_hook=params.skip_hook
         )
@@ -120,7 +133,7 @@ class SyncActivities(ConnectorActivities):
             activity.heartbeat(beat.model_dump(mode="json"))
 
         try:
-            sends_events = params.entity != "customers"
+            sends_events = params.entity in ("orders", "payments")
             if sends_events:
                 # A batch may have been in flight when a previous attempt died.
                 await self._orders.recover(params.lane)

@@ -166,6 +166,10 @@ def product_drafts(count: int, *, seed: int = 2) -> list[dict[str, Any]]:
                             "value": {"currencyCode": "EUR", "centAmount": base - 100},
                             "country": "DE",
                         },
+                        {
+                            "value": {"currencyCode": "GBP", "centAmount": base - 300},
+                            "country": "GB",
+                        },
                     ],
                     "images": [
                         {

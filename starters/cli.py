@@ -44,13 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--batch-size", type=int, default=1_000)
     backfill.add_argument("--wait", action="store_true", help="follow progress until it finishes")
 
-    sync = commands.add_parser("sync", help="start the long-running delta sync (or attach)")
-    sync.add_argument("mode", choices=["delta"])
-    sync.add_argument("target", choices=["customers", "orders", "all"])
-    sync.add_argument("--since", type=_timestamp, help="first window start (default: now)")
-    sync.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
-    sync.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
-    sync.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
+    sync = commands.add_parser("sync", help="delta syncs and the full catalog sync")
+    modes = sync.add_subparsers(dest="mode", required=True)
+    delta = modes.add_parser("delta", help="start the long-running delta sync (or attach)")
+    delta.add_argument("target", choices=["customers", "orders", "catalog", "all"])
+    delta.add_argument("--since", type=_timestamp, help="first window start (default: now)")
+    delta.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
+    delta.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
+    delta.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
+    catalog = modes.add_parser("catalog", help="sync the whole catalog, every market")
+    catalog.add_argument("--full", action="store_true", required=True, help="every product again")
+    catalog.add_argument("--wait", action="store_true", help="follow progress until it finishes")
 
     commands.add_parser("status", help="show the delta sync watermarks and last windows")
 
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_worker(args))
     if args.command == "backfill":
         return asyncio.run(_backfill(args))
+    if args.command == "sync" and args.mode == "catalog":
+        return asyncio.run(_backfill(argparse.Namespace(**vars(args), target="catalog")))
     if args.command == "sync":
         return asyncio.run(_sync(args))
     if args.command == "status":
@@ -134,8 +140,10 @@ async def _backfill(args: argparse.Namespace) -> int:
 
     temporal = load(TemporalSettings)
     try:
-        window = Window(since=args.since, until=args.until)
-        params = BackfillInput(target=args.target, window=window, batch_size=args.batch_size)
+        window = Window(since=getattr(args, "since", None), until=getattr(args, "until", None))
+        params = BackfillInput(
+            target=args.target, window=window, batch_size=getattr(args, "batch_size", 1_000)
+        )
     except ValueError as exc:
         print(f"invalid backfill: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from temporalio.service import RPCError
 
 from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow, delta_workflow_id
 
-DELTA_ENTITIES = ("customers", "orders")
+DELTA_ENTITIES = ("customers", "orders", "catalog")
 
 
 async def start_delta(

@@ -121,7 +121,10 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         final = asyncio.run(_initial_sync())
         print_report(final)
         held = httpx.get(f"http://127.0.0.1:{ports.insider}/_emulator/stats", timeout=10).json()
-        _say(f"Insider emulator now holds {held['users']} users and {held['events']} events")
+        _say(
+            f"Insider emulator now holds {held['users']} users, {held['events']} events and "
+            f"{held['catalog_items']} catalog items"
+        )
         _say("the stack is up:")
         _say(
             f"  Temporal UI          http://localhost:{ports.temporal_ui}/namespaces/default/workflows"
@@ -168,6 +171,9 @@ async def _initial_sync() -> BackfillProgress:
     handle = await start_backfill(client, settings.task_queue, BackfillInput(target="all"))
     _say(f"initial backfill: workflow {handle.id}")
     final = await follow(handle, out=sys.stdout)
+    catalog = await start_backfill(client, settings.task_queue, BackfillInput(target="catalog"))
+    _say(f"full catalog sync (3 markets): workflow {catalog.id}")
+    print_report(await follow(catalog, out=sys.stdout))
     for entity in DELTA_ENTITIES:
         delta = await start_delta(
             client, settings.task_queue, DeltaSyncInput(entity=entity, interval_seconds=10.0)

@@ -25,6 +25,8 @@ from ct_insider.config import CommercetoolsSettings, InsiderSettings
 from ct_insider.insider.client import InsiderClient
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.sync.catalog import CatalogSender
+from ct_insider.sync.fingerprints import FingerprintStore
 from ct_insider.sync.ledger import DeliveryLedger
 from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
@@ -69,9 +71,11 @@ async def build_workers(
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
         insider = await stack.enter_async_context(InsiderClient(insider_settings))
-        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), TaxonomyResolver(ct), mapping)
-        sync = SyncActivities(ct, insider, mapping, orders)
-        journeys = JourneyActivities(ct, insider, mapping, orders)
+        taxonomy = TaxonomyResolver(ct)
+        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping)
+        catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
+        sync = SyncActivities(ct, insider, mapping, orders, catalog)
+        journeys = JourneyActivities(ct, insider, mapping, orders, catalog)
         yield Workers(
             sync=Worker(
                 client,

@@ -8,22 +8,24 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sync import Entity
+    from activities.sync import Resource
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import count_window, sync_chunk
 
-BackfillTarget = Literal["customers", "orders", "all"]
+BackfillTarget = Literal["customers", "orders", "all", "catalog"]
 # Customers first: their profiles carry the attributes the orders' events then join.
-PHASES: dict[BackfillTarget, list[Entity]] = {
+# The catalog target is the full catalog sync (every published product, every market).
+PHASES: dict[BackfillTarget, list[Resource]] = {
     "customers": ["customers"],
     "orders": ["orders"],
     "all": ["customers", "orders"],
+    "catalog": ["products"],
 }
 
 
 class EntityProgress(BaseModel):
-    entity: Entity
+    entity: Resource
     status: Literal["pending", "running", "completed"] = "pending"
     cursor: str | None = None
     chunks: int = 0
@@ -99,6 +101,7 @@ class BackfillWorkflow:
                     skip_hook=params.skip_hook,
                     chunk_seconds=params.chunk_seconds,
                     heartbeat_seconds=params.heartbeat_seconds,
+                    catalog_mode="full" if params.target == "catalog" else "changes",
                 )
                 phase.stats.add(result.stats)
                 phase.cursor = result.cursor

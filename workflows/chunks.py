@@ -15,12 +15,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
     from activities.sync import (
         CountInput,
-        Entity,
         Resource,
         SyncActivities,
         SyncChunkInput,
         SyncChunkResult,
     )
+    from ct_insider.sync.catalog import CatalogMode
     from ct_insider.sync.window import Window
 
 RETRY = RetryPolicy(
@@ -30,7 +30,7 @@ RETRY = RetryPolicy(
 )
 
 
-async def count_window(entity: Entity, window: Window) -> int:
+async def count_window(entity: Resource, window: Window) -> int:
     return await workflow.execute_activity_method(
         SyncActivities.count_records,
         CountInput(entity=entity, window=window),
@@ -50,6 +50,7 @@ async def sync_chunk(
     heartbeat_seconds: float,
     known_versions: dict[str, int] | None = None,
     remember_since: datetime | None = None,
+    catalog_mode: CatalogMode = "changes",
 ) -> SyncChunkResult:
     """One time-boxed chunk; a crashed worker's chunk resumes on another from its heartbeat."""
     return await workflow.execute_activity_method(
@@ -64,6 +65,7 @@ async def sync_chunk(
             budget_seconds=chunk_seconds,
             known_versions=known_versions or {},
             remember_since=remember_since,
+            catalog_mode=catalog_mode,
         ),
         start_to_close_timeout=timedelta(seconds=chunk_seconds * 6 + 300),
         heartbeat_timeout=timedelta(seconds=heartbeat_seconds),

@@ -11,15 +11,26 @@ events are checked against the delivery ledger, so the overlap never sends an ev
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sync import Entity, Resource
+    from activities.sync import Resource
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import sync_chunk
+
+
+DeltaEntity = Literal["customers", "orders", "catalog"]
+# Refunds are payment transactions: adding one changes the payment, not its order. Stock
+# changes touch inventory entries, not products; a renamed category changes no product.
+PASSES: dict[DeltaEntity, tuple[Resource, ...]] = {
+    "customers": ("customers",),
+    "orders": ("orders", "payments"),
+    "catalog": ("products", "inventory", "categories"),
+}
 
 
 class DeltaRun(BaseModel):
@@ -30,7 +41,7 @@ class DeltaRun(BaseModel):
 
 
 class DeltaSyncInput(BaseModel):
-    entity: Entity
+    entity: DeltaEntity
     interval_seconds: float = Field(default=60.0, gt=0)
     safety_margin_seconds: float = Field(default=15.0, ge=0)
     overlap_seconds: float = Field(default=60.0, ge=0)
@@ -49,19 +60,12 @@ class DeltaSyncInput(BaseModel):
 
 
 class DeltaStatus(BaseModel):
-    entity: Entity
+    entity: DeltaEntity
     watermark: datetime | None
     windows: int
     totals: SyncStats
     last_run: DeltaRun | None
     next_run_at: datetime | None
-
-
-# Refunds are payment transactions: adding one changes the payment, not its order.
-PASSES: dict[Entity, tuple[Resource, ...]] = {
-    "customers": ("customers",),
-    "orders": ("orders", "payments"),
-}
 
 
 def delta_workflow_id(entity: str) -> str:

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ct_insider.mapping.catalog import CatalogRules
+
 _LANGUAGE = r"^[a-z]{2,3}_[A-Z]{2}$"
 # Insider rejects event names outside ^[a-z0-9][a-zA-Z0-9._-]*$ and was seen refusing
 # camelCase (`homepageView`), so we accept lowercase snake_case only: the safer reading.
@@ -68,6 +70,7 @@ class MappingConfig(BaseModel):
     # Language of a customer without a locale, by the key of their first store.
     store_languages: dict[str, str] = Field(default_factory=dict)
     orders: OrderEventRules = Field(default_factory=OrderEventRules)
+    catalog: CatalogRules = Field(default_factory=CatalogRules)
     # What a CustomerDeleted message does to the Insider user.
     customer_deletion: Literal["delete", "anonymize", "keep"] = "delete"
     sign_up_event: str = Field(default="sign_up_confirmation", pattern=_EVENT_NAME)

@@ -11,9 +11,17 @@ from ct_insider.commercetools.models import Category, LocalizedString
 
 
 def category_path(category: Category, categories: dict[str, Category]) -> list[LocalizedString]:
-    """Names from the root down to `category`; an ancestor that no longer exists is skipped."""
-    chain = [categories[ref.id] for ref in category.ancestors if ref.id in categories]
-    return [c.name for c in [*chain, category]]
+    """Names from the root down to `category`, following parent links (commercetools-mock
+    fills `ancestors` with the parent only); a cycle or a missing parent ends the walk."""
+    chain = [category]
+    seen = {category.id}
+    parent = category.parent
+    while parent is not None and parent.id in categories and parent.id not in seen:
+        ancestor = categories[parent.id]
+        chain.append(ancestor)
+        seen.add(ancestor.id)
+        parent = ancestor.parent
+    return [c.name for c in reversed(chain)]
 
 
 class TaxonomyResolver:
@@ -57,6 +65,18 @@ class TaxonomyResolver:
             self._product_categories[pid] = found.get(pid, [])
         while len(self._product_categories) > self._max_products:
             self._product_categories.popitem(last=False)
+
+    def invalidate(self) -> None:
+        """Categories changed: read the tree again on next use."""
+        self._loaded_at = None
+
+    async def path(self, category_ids: Sequence[str]) -> list[LocalizedString]:
+        """Names of the first existing category's path, ancestors first."""
+        categories = await self._category_tree()
+        for cid in category_ids:
+            if cid in categories:
+                return category_path(categories[cid], categories)
+        return []
 
     async def taxonomies(self, product_ids: Sequence[str]) -> dict[str, list[LocalizedString]]:
         """product id -> names of its first category's path, ancestors first."""

@@ -36,7 +36,7 @@ def test_dev_stack_completes_the_demo_backfill_within_90_seconds(tmp_path: Path)
     assert "customers backfill completed: processed 200, sent 200, skipped 0" in output
     assert "orders backfill completed: processed 300, sent 300, skipped 0" in output
     # 200 customers plus the 60 guest shoppers (every fifth seeded order is a guest's)
-    assert "Insider emulator now holds 260 users" in output
+    assert "Insider emulator now holds 260 users, 598 events and 900 catalog items" in output
     assert "delta sync every 10 s: workflow delta-orders" in output
     assert "webhook bridge       http://127.0.0.1:28991/docs" in output
     assert elapsed < 90, f"took {elapsed:.0f}s"

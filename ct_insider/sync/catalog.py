@@ -1,0 +1,237 @@
+"""Catalog batches: products to Insider catalog items per market, sending only what changed.
+
+A full sync ingests every item. Otherwise an item whose price or stock alone changed goes
+out as a partial update, any other change as the whole item, an unchanged one not at all,
+and a variant that disappeared (deleted, unpublished, no longer sellable in a market) is
+hidden, since Insider has no delete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.models import InventoryEntry, ProductProjection
+from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.models import CatalogLocale, CatalogResult
+from ct_insider.logging import get_logger
+from ct_insider.mapping.catalog import CatalogRules, hidden, map_product
+from ct_insider.sync.fingerprints import (
+    HIDDEN,
+    PRICE_AND_STOCK,
+    FingerprintStore,
+    ProductPrints,
+    fingerprint,
+)
+from ct_insider.sync.reports import Rejection, SyncStats, validation_reasons
+from ct_insider.sync.taxonomy import TaxonomyResolver
+
+log = get_logger(__name__)
+
+CatalogMode = Literal["full", "changes"]
+
+
+def projection_of(product: dict[str, Any]) -> dict[str, Any]:
+    """A `products` resource as a projection of its current (published) data."""
+    if "masterData" not in product:
+        return product  # already a projection
+    master = product["masterData"]
+    return {
+        **master.get("current", {}),
+        "id": product["id"],
+        "version": product["version"],
+        "key": product.get("key"),
+        "productType": product.get("productType"),
+        "published": bool(master.get("published")),
+        "createdAt": product.get("createdAt"),
+        "lastModifiedAt": product.get("lastModifiedAt"),
+    }
+
+
+@dataclass
+class _Outgoing:
+    ingest: list[dict[str, Any]] = field(default_factory=list)
+    update: list[dict[str, Any]] = field(default_factory=list)
+    # (product id, item key) -> fingerprint to store once Insider accepted the item
+    prints: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+
+class CatalogSender:
+    def __init__(
+        self,
+        ct: CommercetoolsClient,
+        insider: InsiderClient,
+        taxonomy: TaxonomyResolver,
+        rules: CatalogRules,
+        fingerprints: FingerprintStore,
+    ) -> None:
+        self._ct = ct
+        self._insider = insider
+        self._taxonomy = taxonomy
+        self._rules = rules
+        self._fingerprints = fingerprints
+        self._locales_registered = False
+
+    async def ensure_locales(self) -> None:
+        """Register the markets' locales with Insider (idempotent; once per process)."""
+        if self._locales_registered:
+            return
+        locales = []
+        for market in self._rules.markets:
+            language, _, store = market.locale.partition(":")
+            locales.append(
+                CatalogLocale(language_and_country_code=language, store_id=store or None)
+            )
+        await self._insider.create_locales(locales)
+        self._locales_registered = True
+
+    async def _inventory(self, skus: list[str]) -> dict[tuple[str, str | None], InventoryEntry]:
+        entries = await self._ct.find_in("inventory", skus, lambda q: f"sku in ({q})")
+        found: dict[tuple[str, str | None], InventoryEntry] = {}
+        for raw in entries:
+            entry = InventoryEntry.model_validate(raw)
+            found[(entry.sku, entry.supply_channel.id if entry.supply_channel else None)] = entry
+        return found
+
+    def _parse(self, records: list[dict[str, Any]], stats: SyncStats) -> list[ProductProjection]:
+        products = []
+        for raw in records:
+            try:
+                products.append(ProductProjection.model_validate(projection_of(raw)))
+            except ValidationError as exc:
+                reasons = validation_reasons(exc)
+                stats.reject(
+                    Rejection(record_id=str(raw.get("id")), stage="mapping", reasons=reasons)
+                )
+                log.warning("product rejected", product_id=raw.get("id"), reasons=reasons)
+        return products
+
+    async def send_products(self, records: list[dict[str, Any]], *, mode: CatalogMode) -> SyncStats:
+        stats = SyncStats(processed=len(records))
+        await self.ensure_locales()
+        products = self._parse(records, stats)
+        skus = [v.sku for p in products for v in p.all_variants if v.sku]
+        inventory = await self._inventory(skus)
+        stored = await self._fingerprints.load([p.id for p in products])
+        outgoing = _Outgoing()
+        now = datetime.now(UTC)
+        for product in products:
+            before = stored[product.id].prints
+            seen: set[str] = set()
+            if product.published:
+                items = map_product(
+                    product,
+                    self._rules,
+                    taxonomy=await self._taxonomy.path([c.id for c in product.categories]),
+                    inventory=inventory,
+                    at=now,
+                )
+            else:
+                items = []
+            for mapped in items:
+                key = f"{mapped.item_id}@{mapped.locale}"
+                if mapped.item is None:
+                    stats.reject(
+                        Rejection(record_id=key, stage="mapping", reasons=[mapped.rejection or "?"])
+                    )
+                    continue
+                seen.add(key)
+                self._plan(product.id, key, mapped.item, before.get(key), mode, outgoing, stats)
+            for key, previous in before.items():  # gone from commercetools or unsellable now
+                if key not in seen and previous[0] != HIDDEN:
+                    item_id, _, locale = key.rpartition("@")
+                    outgoing.update.append(hidden(item_id, locale))
+                    outgoing.prints[(product.id, key)] = (HIDDEN, HIDDEN)
+        accepted = await self._send(outgoing, stats)
+        await self._remember(stored, outgoing, accepted)
+        return stats
+
+    def _plan(
+        self,
+        product_id: str,
+        key: str,
+        item: dict[str, Any],
+        previous: tuple[str, str] | None,
+        mode: CatalogMode,
+        outgoing: _Outgoing,
+        stats: SyncStats,
+    ) -> None:
+        content, price_and_stock = fingerprint(item)
+        if mode == "full" or previous is None or previous[0] != content:
+            outgoing.ingest.append(item)
+        elif previous[1] != price_and_stock:
+            partial = {"item_id": item["item_id"], "locale": item["locale"]}
+            partial.update({k: item[k] for k in PRICE_AND_STOCK if k in item})
+            outgoing.update.append(partial)
+        else:
+            stats.skipped += 1
+            return
+        outgoing.prints[(product_id, key)] = (content, price_and_stock)
+
+    async def _send(self, outgoing: _Outgoing, stats: SyncStats) -> set[str]:
+        """Send; returns the keys Insider refused (they keep their old fingerprint).
+
+        Insider names refused records by item_id only: every locale of it sent in that
+        request counts as refused and is tried again next time (harmless)."""
+        refused: set[str] = set()
+        for items, write in (
+            (outgoing.ingest, self._insider.catalog_ingest),
+            (outgoing.update, self._insider.catalog_update),
+        ):
+            if not items:
+                continue
+            result: CatalogResult = await write(items)
+            keys_by_id: dict[str, list[str]] = {}
+            for item in items:
+                keys_by_id.setdefault(str(item["item_id"]), []).append(
+                    f"{item['item_id']}@{item['locale']}"
+                )
+            refused_here: set[str] = set()
+            for detail in result.details:
+                for item_id in detail.document_ids:
+                    for key in keys_by_id.get(item_id, []):
+                        refused_here.add(key)
+                        reason = f"{detail.field}: {detail.message}"
+                        stats.reject(Rejection(record_id=key, stage="insider", reasons=[reason]))
+            refused |= refused_here
+            stats.sent += len(items) - len(refused_here)
+        return refused
+
+    async def send_for_inventory(self, entries: list[dict[str, Any]]) -> SyncStats:
+        """Stock changed: re-check the products holding those SKUs."""
+        skus = [str(e["sku"]) for e in entries if e.get("sku")]
+        products = await self._ct.find_in(
+            "products",
+            skus,
+            lambda q: f"masterData(current(masterVariant(sku in ({q})) or variants(sku in ({q}))))",
+        )
+        return await self.send_products(products, mode="changes") if products else SyncStats()
+
+    async def send_for_categories(self, categories: list[dict[str, Any]]) -> SyncStats:
+        """A category changed (e.g. renamed): its products' taxonomy may have changed."""
+        self._taxonomy.invalidate()
+        products = await self._ct.find_in(
+            "products",
+            [str(c["id"]) for c in categories],
+            lambda q: f"masterData(current(categories(id in ({q}))))",
+        )
+        return await self.send_products(products, mode="changes") if products else SyncStats()
+
+    async def _remember(
+        self, stored: dict[str, ProductPrints], outgoing: _Outgoing, refused: set[str]
+    ) -> None:
+        changed: dict[str, ProductPrints] = {}
+        for (product_id, key), pair in outgoing.prints.items():
+            if key in refused:
+                continue
+            record = changed.setdefault(
+                product_id,
+                ProductPrints(dict(stored[product_id].prints), stored[product_id].version),
+            )
+            record.prints[key] = pair
+        for product_id, record in changed.items():
+            await self._fingerprints.save(product_id, record)

@@ -1,0 +1,185 @@
+"""Catalog sync on the real worker: full sync per market, changes only, hiding, faults."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from starters.backfill import start_backfill
+from tests.conftest import Emulators
+from tests.integration.test_delta_sync import running_delta, status_when
+from workers.main import Workers
+from workflows.backfill import BackfillInput, BackfillProgress
+
+pytestmark = pytest.mark.integration
+
+
+def catalog(emu: Emulators) -> dict[tuple[str, str], dict[str, Any]]:
+    body = httpx.get(f"{emu.insider_url}/_emulator/catalog", timeout=60).json()
+    return {(item["item_id"], item["locale"]): item for item in body["items"]}
+
+
+def catalog_requests(emu: Emulators) -> int:
+    stats = httpx.get(f"{emu.insider_url}/_emulator/stats", timeout=60).json()
+    return int(stats["requests"].get("catalog", 0))
+
+
+async def full_sync(client: Client, workers: Workers) -> BackfillProgress:
+    handle = await start_backfill(client, workers.task_queue, BackfillInput(target="catalog"))
+    return await handle.result()
+
+
+async def test_full_sync_mirrors_commercetools_in_three_markets(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    skus = emu.seeder().catalog(20)
+    emu.ct("POST", "inventory", {"sku": skus[0], "quantityOnStock": 7})
+    emu.ct("POST", "inventory", {"sku": skus[1], "quantityOnStock": 0})
+
+    result = await full_sync(client, worker)
+
+    [phase] = result.phases
+    assert (phase.stats.processed, phase.stats.sent, phase.stats.rejected) == (20, 180, 0)
+    items = catalog(emu)
+    assert len(items) == 60 * 3
+    locales = httpx.get(f"{emu.insider_url}/_emulator/catalog", timeout=60).json()["locales"]
+    assert {"en_US", "de_DE", "en_GB"} <= set(locales)
+    # field by field against commercetools
+    product = emu.ct("GET", "products?limit=1&sort=id+asc")["results"][0]["masterData"]["current"]
+    variant = product["masterVariant"]
+    prices = {p["value"]["currencyCode"]: p["value"]["centAmount"] / 100 for p in variant["prices"]}
+    for locale, currency, language, name_lang in (
+        ("en_US", "USD", "en", "en"),
+        ("de_DE", "EUR", "de", "de"),
+        ("en_GB", "GBP", "en", "en"),
+    ):
+        item = items[(variant["sku"], locale)]
+        assert item["name"] == product["name"][name_lang]
+        assert item["url"] == f"https://shop.example.com/{language}/p/{product['slug'][name_lang]}"
+        assert item["image_url"] == variant["images"][0]["url"]
+        assert item["price"] == {currency: prices[currency]}
+        assert item["original_price"] == {currency: prices[currency]}
+        assert (
+            item["groupcode"] == emu.ct("GET", "products?limit=1&sort=id+asc")["results"][0]["key"]
+        )
+        assert item["category"][0] in ("Apparel", "Bekleidung", "Accessories", "Accessoires")
+    assert items[(skus[0], "en_US")]["stock_count"] == 7
+    assert items[(skus[0], "en_US")]["in_stock"] == 1
+    assert items[(skus[1], "de_DE")]["in_stock"] == 0
+
+
+async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    skus = emu.seeder().catalog(5)
+    await full_sync(client, worker)
+    before = catalog_requests(emu)
+    await asyncio.sleep(1)  # past the delta's safety margin: the window holds every product
+
+    async with running_delta(client, worker.task_queue, "catalog") as handle:
+        # Given no change in commercetools, a window over every product sends nothing
+        first = await status_when(handle, lambda s: s.windows >= 1)
+        assert first.last_run is not None
+        assert first.last_run.stats.sent == 0
+        # 45 items through the products pass, and again through the categories pass (the
+        # seeded categories are new too); none differs from what Insider holds.
+        assert first.last_run.stats.skipped == 90
+        assert catalog_requests(emu) == before
+
+        # When a price changes, stock is set and a product is unpublished
+        products = emu.ct("GET", "products?sort=id+asc")["results"]
+        priced, unpublished = products[0], products[1]
+        sku = priced["masterData"]["current"]["masterVariant"]["sku"]
+        price_id = priced["masterData"]["current"]["masterVariant"]["prices"][0]["id"]
+        emu.ct(
+            "POST",
+            f"products/{priced['id']}",
+            {
+                "version": priced["version"],
+                "actions": [
+                    {
+                        "action": "changePrice",
+                        "priceId": price_id,
+                        "price": {
+                            "value": {"currencyCode": "USD", "centAmount": 999},
+                            "country": "US",
+                        },
+                        "staged": False,
+                    }
+                ],
+            },
+        )
+        stocked = skus[-1]
+        emu.ct("POST", "inventory", {"sku": stocked, "quantityOnStock": 3})
+        emu.ct(
+            "POST",
+            f"products/{unpublished['id']}",
+            {"version": unpublished["version"], "actions": [{"action": "unpublish"}]},
+        )
+        gone = unpublished["masterData"]["current"]["masterVariant"]["sku"]
+
+        # Then each reaches Insider through the delta: price, stock, and hidden items
+        def arrived() -> bool:
+            items = catalog(emu)
+            return (
+                items[(sku, "en_US")]["price"] == {"USD": 9.99}
+                and items[(stocked, "de_DE")].get("stock_count") == 3
+                and items[(gone, "en_GB")]["is_status_passive"] == 1
+            )
+
+        await status_when(handle, lambda _: arrived())
+    items = catalog(emu)
+    assert items[(sku, "en_US")]["original_price"] == {"USD": 9.99}
+    assert items[(sku, "de_DE")]["price"] != {"USD": 9.99}  # other markets untouched
+    assert items[(gone, "en_GB")]["in_stock"] == 0
+
+
+async def test_rate_limits_and_refused_items_lose_nothing(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    emu.seeder().catalog(10)
+    products = emu.ct("GET", "products?sort=id+asc")["results"]
+    broken = products[0]
+    # An image URL Insider refuses (not http/https): reported per item and market.
+    master = broken["masterData"]["current"]["masterVariant"]
+    emu.ct(
+        "POST",
+        f"products/{broken['id']}",
+        {
+            "version": broken["version"],
+            "actions": [
+                {
+                    "action": "removeImage",
+                    "sku": master["sku"],
+                    "imageUrl": master["images"][0]["url"],
+                    "staged": False,
+                },
+                {
+                    "action": "addExternalImage",
+                    "sku": master["sku"],
+                    "image": {
+                        "url": "ftp://images.example.com/x.jpg",
+                        "dimensions": {"w": 1, "h": 1},
+                    },
+                    "staged": False,
+                },
+            ],
+        },
+    )
+    emu.insider_faults(rate_limited_rate=0.3, retry_after_seconds=1)
+
+    result = await full_sync(client, worker)
+
+    [phase] = result.phases
+    refused = {r.record_id for r in phase.stats.rejections}
+    assert refused == {f"{master['sku']}@{locale}" for locale in ("en_US", "de_DE", "en_GB")}
+    assert all(r.stage == "insider" for r in phase.stats.rejections)
+    assert phase.stats.sent == 90 - 3
+    assert len(catalog(emu)) == 90 - 3
