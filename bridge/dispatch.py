@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from ct_insider.journeys.signals import JourneySignal
+from workflows.catalog_changes import (
+    CatalogChange,
+    CatalogChangeInput,
+    CatalogChangeWorkflow,
+    catalog_change_workflow_id,
+)
 from workflows.journey import CustomerJourneyWorkflow, JourneyInput, journey_workflow_id
 
 RPC_TIMEOUT = timedelta(seconds=5)
@@ -26,19 +33,38 @@ class JourneyDispatcher:
         # Settings for journeys this bridge starts (the key is filled in per journey).
         self._template = template or JourneyInput(key="")
 
-    async def dispatch(self, signals: list[JourneySignal]) -> int:
-        """Signal (starting if needed) each journey; returns once Temporal stored them all."""
+    async def dispatch(self, signals: Sequence[JourneySignal | CatalogChange]) -> int:
+        """Signal (starting if needed) each journey or catalog-change workflow; returns once
+        Temporal stored them all, with how many workflows were signalled."""
         by_journey: dict[str, list[JourneySignal]] = defaultdict(list)
+        by_product: dict[str, list[CatalogChange]] = defaultdict(list)
         for signal in signals:
+            if isinstance(signal, CatalogChange):
+                by_product[signal.workflow_key()].append(signal)
+                continue
             key = signal.identity.routing_key()
             if key is None:
                 raise ValueError(f"signal {signal.dedupe_key} names no customer, visitor or email")
             by_journey[key].append(signal)
         try:
-            await asyncio.gather(*(self._signal(key, batch) for key, batch in by_journey.items()))
+            await asyncio.gather(
+                *(self._signal(key, batch) for key, batch in by_journey.items()),
+                *(self._catalog_change(key, batch) for key, batch in by_product.items()),
+            )
         except (RPCError, RuntimeError) as exc:
             raise TemporalUnavailable(str(exc)) from exc
-        return len(by_journey)
+        return len(by_journey) + len(by_product)
+
+    async def _catalog_change(self, key: str, changes: list[CatalogChange]) -> None:
+        await self._client.start_workflow(
+            CatalogChangeWorkflow.run,
+            CatalogChangeInput(key=key),
+            id=catalog_change_workflow_id(key),
+            task_queue=self._task_queue,
+            start_signal="changed",
+            start_signal_args=[changes],
+            rpc_timeout=RPC_TIMEOUT,
+        )
 
     async def _signal(self, key: str, signals: list[JourneySignal]) -> None:
         await self._client.start_workflow(

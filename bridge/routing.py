@@ -9,6 +9,7 @@ from ct_insider.journeys.envelopes import Notification
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
 from ct_insider.journeys.storefront import StorefrontEvent
 from ct_insider.mapping import normalize
+from workflows.catalog_changes import CatalogChange
 
 # Payment changes that can create a refund event.
 PAYMENT_TYPES = frozenset(
@@ -20,6 +21,7 @@ PAYMENT_TYPES = frozenset(
     }
 )
 IGNORED_ORDER_TYPES = frozenset({"OrderDeleted", "ResourceDeleted"})
+Routed = JourneySignal | CatalogChange
 
 
 class Ignored(Exception):
@@ -78,15 +80,46 @@ class NotificationRouter:
     def __init__(self, ct: CommercetoolsClient) -> None:
         self._ct = ct
 
-    async def signals(self, notification: Notification) -> list[JourneySignal]:
+    async def signals(self, notification: Notification) -> list[Routed]:
         kind = notification.resource_type
         if kind == "customer":
             return [self._customer(notification)]
         if kind == "order":
-            return await self._order(notification)
+            return list(await self._order(notification))
         if kind == "payment":
-            return await self._payment(notification)
+            return list(await self._payment(notification))
+        if kind in ("product", "inventory-entry", "standalone-price", "category"):
+            return list(await self._catalog(notification))
         raise Ignored(f"{notification.type} on {kind or 'unknown'} resources is not used")
+
+    async def _catalog(self, notification: Notification) -> list[CatalogChange]:
+        if notification.payload.get("staged") is True:
+            raise Ignored(f"{notification.type} changed staged data only")
+        key = notification.id
+        if notification.resource_type == "product":
+            return [CatalogChange(dedupe_key=key, product_id=notification.resource_id)]
+        if notification.resource_type == "category":
+            return [CatalogChange(dedupe_key=key, category_id=notification.resource_id)]
+        # Stock and standalone prices name a SKU: refresh the product that has it.
+        sku = notification.payload.get("sku")
+        if not sku:
+            path = (
+                "inventory"
+                if notification.resource_type == "inventory-entry"
+                else "standalone-prices"
+            )
+            resource = await self._ct.get_by_id(path, notification.resource_id)
+            sku = (resource or {}).get("sku")
+        if not sku:
+            raise Ignored(f"{notification.type}: no SKU to find the product by")
+        products = await self._ct.find_in(
+            "products",
+            [str(sku)],
+            lambda q: f"masterData(current(masterVariant(sku in ({q})) or variants(sku in ({q}))))",
+        )
+        if not products:
+            raise Ignored(f"{notification.type}: no product has SKU {sku}")
+        return [CatalogChange(dedupe_key=key, product_id=str(p["id"])) for p in products]
 
     def _customer(self, notification: Notification) -> JourneySignal:
         payload = notification.payload

@@ -8,10 +8,12 @@ Each test gets both emulators reset, and a worker on a task queue of its own.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,7 +29,9 @@ from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
 from emulators.seed import CommercetoolsSeeder
 from emulators.wiring import EmulatorWiring
+from starters.delta import start_delta
 from workers.main import Workers, build_workers
+from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow
 
 PROJECT_KEY = "test-project"
 
@@ -169,3 +173,48 @@ async def retried_activity_attempts(handle: WorkflowHandle[Any, Any]) -> int:
         and event.activity_task_started_event_attributes.attempt > 1
     ]
     return len(retried)
+
+
+async def eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
+    """Poll until `check()` returns something truthy (journeys flush asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def running_delta(
+    client: Client, task_queue: str, entity: str
+) -> AsyncIterator[WorkflowHandle[DeltaSyncWorkflow, None]]:
+    params = DeltaSyncInput.model_validate(
+        {
+            "entity": entity,
+            "watermark": datetime.now(UTC) - timedelta(minutes=1),
+            "interval_seconds": 0.5,
+            "safety_margin_seconds": 0.3,
+            "overlap_seconds": 3.0,
+        }
+    )
+    handle = await start_delta(client, task_queue, params)
+    try:
+        yield handle
+    finally:
+        await handle.terminate("test over")
+
+
+async def status_when(
+    handle: WorkflowHandle[DeltaSyncWorkflow, None],
+    condition: Callable[[DeltaStatus], bool],
+    within_seconds: float = 30.0,
+) -> DeltaStatus:
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while True:
+        status = await handle.query(DeltaSyncWorkflow.status)
+        if status is not None and condition(status):
+            return status
+        assert asyncio.get_running_loop().time() < deadline, f"condition not met: {status}"
+        await asyncio.sleep(0.2)

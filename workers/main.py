@@ -18,6 +18,7 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.catalog import CatalogActivities
 from activities.journey import JourneyActivities
 from activities.sync import SyncActivities
 from ct_insider.commercetools.client import CommercetoolsClient
@@ -31,13 +32,14 @@ from ct_insider.sync.ledger import DeliveryLedger
 from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
 from workflows.backfill import BackfillWorkflow
+from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.delta import DeltaSyncWorkflow
 from workflows.journey import CustomerJourneyWorkflow
 
 log = get_logger(__name__)
 
 SYNC_WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow]
-JOURNEY_WORKFLOWS = [CustomerJourneyWorkflow]
+JOURNEY_WORKFLOWS = [CustomerJourneyWorkflow, CatalogChangeWorkflow]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ async def build_workers(
         catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
         journeys = JourneyActivities(ct, insider, mapping, orders, catalog)
+        catalog_changes = CatalogActivities(ct, insider, mapping, orders, catalog)
         yield Workers(
             sync=Worker(
                 client,
@@ -89,7 +92,7 @@ async def build_workers(
                 client,
                 task_queue=journey_task_queue,
                 workflows=JOURNEY_WORKFLOWS,
-                activities=[journeys.deliver],
+                activities=[journeys.deliver, catalog_changes.refresh_catalog],
                 max_concurrent_activities=100,
                 # New journeys arrive on the normal queue, later signals on the sticky one;
                 # a burst of new customers must not wait behind one normal-queue poller.

@@ -59,6 +59,16 @@ class _Outgoing:
     # (product id, item key) -> fingerprint to store once Insider accepted the item
     prints: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
+    def hide_missing(
+        self, product_id: str, before: dict[str, tuple[str, str]], keep: set[str]
+    ) -> None:
+        """Hide every item Insider holds for the product that is not in `keep`."""
+        for key, previous in before.items():
+            if key not in keep and previous[0] != HIDDEN:
+                item_id, _, locale = key.rpartition("@")
+                self.update.append(hidden(item_id, locale))
+                self.prints[(product_id, key)] = (HIDDEN, HIDDEN)
+
 
 class CatalogSender:
     def __init__(
@@ -141,11 +151,7 @@ class CatalogSender:
                     continue
                 seen.add(key)
                 self._plan(product.id, key, mapped.item, before.get(key), mode, outgoing, stats)
-            for key, previous in before.items():  # gone from commercetools or unsellable now
-                if key not in seen and previous[0] != HIDDEN:
-                    item_id, _, locale = key.rpartition("@")
-                    outgoing.update.append(hidden(item_id, locale))
-                    outgoing.prints[(product.id, key)] = (HIDDEN, HIDDEN)
+            outgoing.hide_missing(product.id, before, seen)  # gone, or unsellable now
         accepted = await self._send(outgoing, stats)
         await self._remember(stored, outgoing, accepted)
         return stats
@@ -200,6 +206,25 @@ class CatalogSender:
             refused |= refused_here
             stats.sent += len(items) - len(refused_here)
         return refused
+
+    async def refresh(self, product_ids: list[str]) -> SyncStats:
+        """Bring these products up to date; a product that no longer exists is hidden."""
+        found = await self._ct.find_in("products", product_ids, lambda q: f"id in ({q})")
+        stats = await self.send_products(found, mode="changes") if found else SyncStats()
+        missing = sorted(set(product_ids) - {str(p["id"]) for p in found})
+        if missing:
+            stats.add(await self._hide_deleted(missing))
+        return stats
+
+    async def _hide_deleted(self, product_ids: list[str]) -> SyncStats:
+        stats = SyncStats(processed=len(product_ids))
+        stored = await self._fingerprints.load(product_ids)
+        outgoing = _Outgoing()
+        for product_id, record in stored.items():
+            outgoing.hide_missing(product_id, record.prints, keep=set())
+        refused = await self._send(outgoing, stats)
+        await self._remember(stored, outgoing, refused)
+        return stats
 
     async def send_for_inventory(self, entries: list[dict[str, Any]]) -> SyncStats:
         """Stock changed: re-check the products holding those SKUs."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,11 @@ from tests.bridge_helpers import (
     serving_bridge,
     storefront_event,
 )
-from tests.conftest import Emulators, running_worker
+from tests.conftest import Emulators, eventually, running_worker
 from workers.main import Workers
 from workflows.journey import CustomerJourneyWorkflow, journey_workflow_id
 
 pytestmark = pytest.mark.integration
-
-
-async def eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
-    """Poll until `check()` returns something truthy (journeys flush asynchronously)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
 
 
 def profile_of(emu: Emulators, **identifier: str) -> dict[str, Any] | None:

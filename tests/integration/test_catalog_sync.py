@@ -10,8 +10,8 @@ import pytest
 from temporalio.client import Client
 
 from starters.backfill import start_backfill
-from tests.conftest import Emulators
-from tests.integration.test_delta_sync import running_delta, status_when
+from tests.bridge_helpers import message, serving_bridge
+from tests.conftest import Emulators, eventually, running_delta, status_when
 from workers.main import Workers
 from workflows.backfill import BackfillInput, BackfillProgress
 
@@ -183,3 +183,83 @@ async def test_rate_limits_and_refused_items_lose_nothing(
     assert all(r.stage == "insider" for r in phase.stats.rejections)
     assert phase.stats.sent == 90 - 3
     assert len(catalog(emu)) == 90 - 3
+
+
+async def test_realtime_messages_update_the_catalog_within_seconds(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    skus = emu.seeder().catalog(4)
+    await full_sync(client, worker)
+    products = emu.ct("GET", "products?sort=id+asc")["results"]
+    priced, unpublished = products[0], products[1]
+    sku = priced["masterData"]["current"]["masterVariant"]["sku"]
+    price_id = priced["masterData"]["current"]["masterVariant"]["prices"][0]["id"]
+    stocked = skus[-1]
+    gone = unpublished["masterData"]["current"]["masterVariant"]["sku"]
+    async with serving_bridge(client, worker.journey_task_queue, emu) as bridge:
+        before = catalog_requests(emu)
+        # When a price changes (announced five times in a burst), stock is set, and a
+        # product is unpublished
+        changed = emu.ct(
+            "POST",
+            f"products/{priced['id']}",
+            {
+                "version": priced["version"],
+                "actions": [
+                    {
+                        "action": "changePrice",
+                        "priceId": price_id,
+                        "price": {
+                            "value": {"currencyCode": "USD", "centAmount": 777},
+                            "country": "US",
+                        },
+                        "staged": False,
+                    }
+                ],
+            },
+        )
+        for n in range(5):
+            await bridge.post(
+                "/webhooks/commercetools",
+                message(
+                    "product",
+                    priced["id"],
+                    "ProductPriceChanged",
+                    sequence=n + 2,
+                    version=changed["version"],
+                    staged=False,
+                ),
+            )
+        entry = emu.ct("POST", "inventory", {"sku": stocked, "quantityOnStock": 4})
+        await bridge.post(
+            "/webhooks/commercetools",
+            message("inventory-entry", entry["id"], "InventoryEntryQuantitySet", sku=stocked),
+        )
+        emu.ct(
+            "POST",
+            f"products/{unpublished['id']}",
+            {"version": unpublished["version"], "actions": [{"action": "unpublish"}]},
+        )
+        await bridge.post(
+            "/webhooks/commercetools",
+            message("product", unpublished["id"], "ProductUnpublished"),
+        )
+        staged_only = await bridge.post(
+            "/webhooks/commercetools",
+            message("product", priced["id"], "ProductPriceChanged", staged=True),
+        )
+        assert staged_only.json()["status"] == "ignored"
+
+        # Then Insider's catalog follows within seconds
+        def arrived() -> bool:
+            items = catalog(emu)
+            return (
+                items[(sku, "en_US")]["price"] == {"USD": 7.77}
+                and items[(stocked, "de_DE")].get("stock_count") == 4
+                and items[(gone, "de_DE")]["is_status_passive"] == 1
+            )
+
+        await eventually(arrived, within=15)
+    # ... with the burst on one product coalesced: three refreshes, three update requests
+    assert catalog_requests(emu) - before <= 3

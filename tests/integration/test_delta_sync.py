@@ -2,56 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
-from starters.delta import start_delta
-from tests.conftest import Emulators
+from tests.conftest import Emulators, running_delta, status_when
 from workers.main import Workers
-from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow
+from workflows.delta import DeltaSyncWorkflow
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def running_delta(
-    client: Client, task_queue: str, entity: str
-) -> AsyncIterator[WorkflowHandle[DeltaSyncWorkflow, None]]:
-    params = DeltaSyncInput.model_validate(
-        {
-            "entity": entity,
-            "watermark": datetime.now(UTC) - timedelta(minutes=1),
-            "interval_seconds": 0.5,
-            "safety_margin_seconds": 0.3,
-            "overlap_seconds": 3.0,
-        }
-    )
-    handle = await start_delta(client, task_queue, params)
-    try:
-        yield handle
-    finally:
-        await handle.terminate("test over")
-
-
-async def status_when(
-    handle: WorkflowHandle[DeltaSyncWorkflow, None],
-    condition: Callable[[DeltaStatus], bool],
-    within_seconds: float = 30.0,
-) -> DeltaStatus:
-    deadline = asyncio.get_running_loop().time() + within_seconds
-    while True:
-        status = await handle.query(DeltaSyncWorkflow.status)
-        if status is not None and condition(status):
-            return status
-        assert asyncio.get_running_loop().time() < deadline, f"condition not met: {status}"
-        await asyncio.sleep(0.2)
 
 
 async def test_an_edited_customer_reaches_insider_and_unchanged_ones_are_not_resent(
