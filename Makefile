@@ -45,3 +45,4 @@ clean:
 bench: install
 	$(BIN)/python -m bench.backfill
 	$(BIN)/python -m bench.realtime
+	$(BIN)/python -m bench.catalog

@@ -25,7 +25,7 @@ async def start_backfill(
     return await client.start_workflow(
         BackfillWorkflow.run,
         params,
-        id=backfill_workflow_id(params.target, params.window),
+        id=backfill_workflow_id(params),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         # A finished run of the same window may be started again (e.g. after fixing data);

@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     delta.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
     delta.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
     catalog = modes.add_parser("catalog", help="sync the whole catalog, every market")
-    catalog.add_argument("--full", action="store_true", required=True, help="every product again")
+    catalog.add_argument(
+        "--full",
+        action="store_true",
+        help="send every item again (default: only what differs from what Insider holds)",
+    )
     catalog.add_argument("--wait", action="store_true", help="follow progress until it finishes")
 
     commands.add_parser("status", help="show the delta sync watermarks and last windows")
@@ -142,7 +146,10 @@ async def _backfill(args: argparse.Namespace) -> int:
     try:
         window = Window(since=getattr(args, "since", None), until=getattr(args, "until", None))
         params = BackfillInput(
-            target=args.target, window=window, batch_size=getattr(args, "batch_size", 1_000)
+            target=args.target,
+            window=window,
+            batch_size=getattr(args, "batch_size", 1_000),
+            catalog_mode="full" if getattr(args, "full", True) else "changes",
         )
     except ValueError as exc:
         print(f"invalid backfill: {exc}", file=sys.stderr)

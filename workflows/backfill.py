@@ -9,6 +9,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.sync import Resource
+    from ct_insider.sync.catalog import CatalogMode
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import count_window, sync_chunk
@@ -40,6 +41,9 @@ class BackfillInput(BaseModel):
     batch_size: int = Field(default=1_000, ge=1, le=1_000)
     # Historical data must not fire live journeys.
     skip_hook: bool = True
+    # Catalog only: "full" sends every item again; "changes" sends what differs from Insider
+    # (a reconciliation: an unchanged catalog sends nothing).
+    catalog_mode: CatalogMode = "full"
     chunk_seconds: float = Field(default=10.0, gt=0)
     # How long a silent worker is trusted before its chunk moves to another one.
     heartbeat_seconds: float = Field(default=60.0, gt=0)
@@ -63,9 +67,12 @@ class BackfillProgress(BaseModel):
         return total
 
 
-def backfill_workflow_id(target: str, window: Window) -> str:
+def backfill_workflow_id(params: BackfillInput) -> str:
     """One ID per target and window: a second start of the same run attaches to it."""
-    return f"backfill-{target}-{window.slug()}"
+    name: str = params.target
+    if params.target == "catalog":
+        name = f"catalog-{params.catalog_mode}"
+    return f"backfill-{name}-{params.window.slug()}"
 
 
 @workflow.defn
@@ -101,7 +108,7 @@ class BackfillWorkflow:
                     skip_hook=params.skip_hook,
                     chunk_seconds=params.chunk_seconds,
                     heartbeat_seconds=params.heartbeat_seconds,
-                    catalog_mode="full" if params.target == "catalog" else "changes",
+                    catalog_mode=params.catalog_mode,
                 )
                 phase.stats.add(result.stats)
                 phase.cursor = result.cursor

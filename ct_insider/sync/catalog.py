@@ -122,7 +122,6 @@ class CatalogSender:
 
     async def send_products(self, records: list[dict[str, Any]], *, mode: CatalogMode) -> SyncStats:
         stats = SyncStats(processed=len(records))
-        await self.ensure_locales()
         products = self._parse(records, stats)
         skus = [v.sku for p in products for v in p.all_variants if v.sku]
         inventory = await self._inventory(skus)
@@ -190,6 +189,7 @@ class CatalogSender:
         ):
             if not items:
                 continue
+            await self.ensure_locales()
             result: CatalogResult = await write(items)
             keys_by_id: dict[str, list[str]] = {}
             for item in items:
