@@ -10,7 +10,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ct_insider.commercetools.models import (
-    Attribute,
     InventoryEntry,
     LocalizedString,
     Price,
@@ -18,6 +17,7 @@ from ct_insider.commercetools.models import (
     ProductVariant,
 )
 from ct_insider.mapping import money, normalize
+from ct_insider.mapping.attributes import attribute_value
 
 _LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}(:[A-Za-z0-9_-]+)?$")
 
@@ -98,21 +98,6 @@ def select_price(prices: list[Price], market: Market, at: datetime) -> Price | N
     return best[1] if best else None
 
 
-def _attribute(attributes: list[Attribute], name: str | None, languages: list[str]) -> Any:
-    if name is None:
-        return None
-    for attribute in attributes:
-        if attribute.name != name:
-            continue
-        value = attribute.value
-        if isinstance(value, dict) and "label" in value:
-            value = value["label"]
-        if isinstance(value, dict):
-            return normalize.localized({str(k): str(v) for k, v in value.items()}, languages)
-        return value if isinstance(value, str | int | float | bool) else None
-    return None
-
-
 def _stock(variant: ProductVariant, inventory: InventoryEntry | None) -> tuple[int, int | None]:
     if inventory is not None:
         available = max(0, inventory.available_quantity)
@@ -170,7 +155,7 @@ def map_variant(
     extra = {
         target: value
         for source, target in rules.product_attributes.items()
-        if (value := _attribute(variant.attributes, source, languages)) is not None
+        if (value := attribute_value(variant.attributes, source, languages)) is not None
     }
     item: dict[str, Any] = {
         "item_id": variant.sku,
@@ -186,9 +171,9 @@ def map_variant(
         "category": categories or None,
         "groupcode": product.key or product.id,
         "sku": variant.sku,
-        "brand": _attribute(variant.attributes, rules.brand_attribute, languages),
-        "color": _attribute(variant.attributes, rules.color_attribute, languages),
-        "size": _attribute(variant.attributes, rules.size_attribute, languages),
+        "brand": attribute_value(variant.attributes, rules.brand_attribute, languages),
+        "color": attribute_value(variant.attributes, rules.color_attribute, languages),
+        "size": attribute_value(variant.attributes, rules.size_attribute, languages),
         "product_attributes": extra or None,
         "is_status_passive": 0,
     }

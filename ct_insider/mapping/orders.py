@@ -21,6 +21,7 @@ from ct_insider.commercetools.models import (
 )
 from ct_insider.insider.models import Attributes, Event, Identifiers, User
 from ct_insider.mapping import money, normalize
+from ct_insider.mapping.attributes import attribute_value
 from ct_insider.mapping.config import MappingConfig
 
 
@@ -112,22 +113,6 @@ def _custom_line_item(line: CustomLineItem) -> _Line:
         product_id_required=False,
         custom_line=True,
     )
-
-
-def _attribute_text(attributes: tuple[Attribute, ...], name: str | None, pref: list[str]) -> Any:
-    """An attribute as text: plain, enum (key/label) or localized values."""
-    if name is None:
-        return None
-    for attribute in attributes:
-        if attribute.name != name:
-            continue
-        value = attribute.value
-        if isinstance(value, dict) and "label" in value:
-            value = value["label"]
-        if isinstance(value, dict):
-            return normalize.localized({str(k): str(v) for k, v in value.items()}, pref)
-        return str(value) if isinstance(value, str | int | float) else None
-    return None
 
 
 class _OrderMapper:
@@ -236,8 +221,8 @@ class _OrderMapper:
             "event_group_id": self.group_id,
             "product_image_url": line.image_url,
             "locale": normalize.insider_language(self.order.locale, self._country()),
-            "color": _attribute_text(line.attributes, self.rules.color_attribute, self.pref),
-            "size": _attribute_text(line.attributes, self.rules.size_attribute, self.pref),
+            "color": attribute_value(list(line.attributes), self.rules.color_attribute, self.pref),
+            "size": attribute_value(list(line.attributes), self.rules.size_attribute, self.pref),
         }
         custom = dict(self.common)
         if line.custom_line:

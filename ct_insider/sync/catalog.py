@@ -239,10 +239,9 @@ class CatalogSender:
     async def send_for_categories(self, categories: list[dict[str, Any]]) -> SyncStats:
         """A category changed (e.g. renamed): its products' taxonomy may have changed."""
         self._taxonomy.invalidate()
+        affected = await self._taxonomy.with_descendants([str(c["id"]) for c in categories])
         products = await self._ct.find_in(
-            "products",
-            [str(c["id"]) for c in categories],
-            lambda q: f"masterData(current(categories(id in ({q}))))",
+            "products", affected, lambda q: f"masterData(current(categories(id in ({q}))))"
         )
         return await self.send_products(products, mode="changes") if products else SyncStats()
 

@@ -70,6 +70,24 @@ class TaxonomyResolver:
         """Categories changed: read the tree again on next use."""
         self._loaded_at = None
 
+    async def with_descendants(self, category_ids: Sequence[str]) -> list[str]:
+        """The categories and every category below them (a renamed parent changes the
+        path of products filed under its children)."""
+        categories = await self._category_tree()
+        children: dict[str, list[str]] = {}
+        for category in categories.values():
+            if category.parent is not None:
+                children.setdefault(category.parent.id, []).append(category.id)
+        found: list[str] = []
+        pending = list(category_ids)
+        while pending:
+            current = pending.pop()
+            if current in found:
+                continue
+            found.append(current)
+            pending.extend(children.get(current, []))
+        return found
+
     async def path(self, category_ids: Sequence[str]) -> list[LocalizedString]:
         """Names of the first existing category's path, ancestors first."""
         categories = await self._category_tree()

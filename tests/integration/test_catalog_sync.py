@@ -28,6 +28,23 @@ def catalog_requests(emu: Emulators) -> int:
     return int(stats["requests"].get("catalog", 0))
 
 
+def set_usd_price(emu: Emulators, product: dict[str, Any], cents: int) -> dict[str, Any]:
+    """Change the master variant's first (USD, US) price, published."""
+    price_id = product["masterData"]["current"]["masterVariant"]["prices"][0]["id"]
+    price = {"value": {"currencyCode": "USD", "centAmount": cents}, "country": "US"}
+    changed: dict[str, Any] = emu.ct(
+        "POST",
+        f"products/{product['id']}",
+        {
+            "version": product["version"],
+            "actions": [
+                {"action": "changePrice", "priceId": price_id, "price": price, "staged": False}
+            ],
+        },
+    )
+    return changed
+
+
 async def full_sync(client: Client, workers: Workers) -> BackfillProgress:
     handle = await start_backfill(client, workers.task_queue, BackfillInput(target="catalog"))
     return await handle.result()
@@ -77,7 +94,7 @@ async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    skus = emu.seeder().catalog(5)
+    emu.seeder().catalog(5)
     await full_sync(client, worker)
     before = catalog_requests(emu)
     await asyncio.sleep(1)  # past the delta's safety margin: the window holds every product
@@ -96,26 +113,8 @@ async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
         products = emu.ct("GET", "products?sort=id+asc")["results"]
         priced, unpublished = products[0], products[1]
         sku = priced["masterData"]["current"]["masterVariant"]["sku"]
-        price_id = priced["masterData"]["current"]["masterVariant"]["prices"][0]["id"]
-        emu.ct(
-            "POST",
-            f"products/{priced['id']}",
-            {
-                "version": priced["version"],
-                "actions": [
-                    {
-                        "action": "changePrice",
-                        "priceId": price_id,
-                        "price": {
-                            "value": {"currencyCode": "USD", "centAmount": 999},
-                            "country": "US",
-                        },
-                        "staged": False,
-                    }
-                ],
-            },
-        )
-        stocked = skus[-1]
+        set_usd_price(emu, priced, 999)
+        stocked = products[2]["masterData"]["current"]["variants"][-1]["sku"]  # a third product
         emu.ct("POST", "inventory", {"sku": stocked, "quantityOnStock": 3})
         emu.ct(
             "POST",
@@ -134,10 +133,42 @@ async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
             )
 
         await status_when(handle, lambda _: arrived())
-    items = catalog(emu)
-    assert items[(sku, "en_US")]["original_price"] == {"USD": 9.99}
-    assert items[(sku, "de_DE")]["price"] != {"USD": 9.99}  # other markets untouched
-    assert items[(gone, "en_GB")]["in_stock"] == 0
+        items = catalog(emu)
+        assert items[(sku, "en_US")]["original_price"] == {"USD": 9.99}
+        assert items[(sku, "de_DE")]["price"] != {"USD": 9.99}  # other markets untouched
+        assert items[(gone, "en_GB")]["in_stock"] == 0
+
+        # When a field the catalog does not map changes, nothing is sent
+        requests = catalog_requests(emu)
+        current = emu.ct("GET", f"products/{products[2]['id']}")
+        emu.ct(
+            "POST",
+            f"products/{current['id']}",
+            {
+                "version": current["version"],
+                "actions": [
+                    {"action": "setMetaTitle", "metaTitle": {"en": "SEO"}, "staged": False}
+                ],
+            },
+        )
+        windows = (await status_when(handle, lambda _: True)).windows
+        await status_when(handle, lambda s: s.windows >= windows + 3)
+        assert catalog_requests(emu) == requests
+
+        # When a category is renamed, its products' taxonomy follows
+        category = emu.ct("GET", "categories?where=key%3D%22apparel%22")["results"][0]
+        emu.ct(
+            "POST",
+            f"categories/{category['id']}",
+            {
+                "version": category["version"],
+                "actions": [{"action": "changeName", "name": {"en": "Clothing", "de": "Kleidung"}}],
+            },
+        )
+        await status_when(
+            handle,
+            lambda _: any(i.get("category", [""])[0] == "Clothing" for i in catalog(emu).values()),
+        )
 
 
 async def test_rate_limits_and_refused_items_lose_nothing(
@@ -189,36 +220,18 @@ async def test_realtime_messages_update_the_catalog_within_seconds(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    skus = emu.seeder().catalog(4)
+    emu.seeder().catalog(4)
     await full_sync(client, worker)
     products = emu.ct("GET", "products?sort=id+asc")["results"]
     priced, unpublished = products[0], products[1]
     sku = priced["masterData"]["current"]["masterVariant"]["sku"]
-    price_id = priced["masterData"]["current"]["masterVariant"]["prices"][0]["id"]
-    stocked = skus[-1]
+    stocked = products[2]["masterData"]["current"]["variants"][-1]["sku"]  # a third product
     gone = unpublished["masterData"]["current"]["masterVariant"]["sku"]
     async with serving_bridge(client, worker.journey_task_queue, emu) as bridge:
         before = catalog_requests(emu)
         # When a price changes (announced five times in a burst), stock is set, and a
         # product is unpublished
-        changed = emu.ct(
-            "POST",
-            f"products/{priced['id']}",
-            {
-                "version": priced["version"],
-                "actions": [
-                    {
-                        "action": "changePrice",
-                        "priceId": price_id,
-                        "price": {
-                            "value": {"currencyCode": "USD", "centAmount": 777},
-                            "country": "US",
-                        },
-                        "staged": False,
-                    }
-                ],
-            },
-        )
+        changed = set_usd_price(emu, priced, 777)
         for n in range(5):
             await bridge.post(
                 "/webhooks/commercetools",
