@@ -27,13 +27,16 @@ log = get_logger(__name__)
 Entity = Literal["customers", "orders"]
 # What a chunk pages through: an entity; payments (whose refunds belong to orders);
 # products, inventory and categories (the catalog).
-Resource = Literal["customers", "orders", "payments", "products", "inventory", "categories"]
+Resource = Literal[
+    "customers", "orders", "payments", "products", "inventory", "standalone-prices", "categories"
+]
 EXPAND: dict[Resource, tuple[str, ...]] = {
     "customers": CUSTOMER_EXPAND,
     "orders": ORDER_EXPAND,
     "payments": (),
     "products": (),
     "inventory": (),
+    "standalone-prices": (),
     "categories": (),
 }
 
@@ -100,8 +103,8 @@ class SyncActivities(ConnectorActivities):
             )
         if params.entity == "products":
             return partial(self._catalog.send_products, mode=params.catalog_mode)
-        if params.entity == "inventory":
-            return self._catalog.send_for_inventory
+        if params.entity in ("inventory", "standalone-prices"):
+            return self._catalog.send_for_skus
         if params.entity == "categories":
             return self._catalog.send_for_categories
         return partial(

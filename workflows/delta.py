@@ -25,11 +25,12 @@ with workflow.unsafe.imports_passed_through():
 
 DeltaEntity = Literal["customers", "orders", "catalog"]
 # Refunds are payment transactions: adding one changes the payment, not its order. Stock
-# changes touch inventory entries, not products; a renamed category changes no product.
+# and standalone price changes touch their own resources, not products; a renamed category
+# changes no product.
 PASSES: dict[DeltaEntity, tuple[Resource, ...]] = {
     "customers": ("customers",),
     "orders": ("orders", "payments"),
-    "catalog": ("products", "inventory", "categories"),
+    "catalog": ("products", "inventory", "standalone-prices", "categories"),
 }
 
 

@@ -146,6 +146,8 @@ class ProductProjection(CtModel):
     master_variant: ProductVariant
     variants: list[ProductVariant] = Field(default_factory=list)
     published: bool = True
+    # "Embedded" (prices on the variants) or "Standalone" (StandalonePrice resources by SKU)
+    price_mode: str | None = None
     created_at: datetime | None = None
     last_modified_at: datetime | None = None
 
@@ -295,6 +297,11 @@ class Payment(CtModel):
     transactions: list[Transaction] = Field(default_factory=list)
     created_at: datetime | None = None
     last_modified_at: datetime | None = None
+
+
+class StandalonePrice(Price):
+    sku: str
+    active: bool = True
 
 
 class InventoryEntry(CtModel):

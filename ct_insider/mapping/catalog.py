@@ -122,6 +122,7 @@ def map_variant(
     taxonomy: list[LocalizedString],
     inventory: InventoryEntry | None,
     at: datetime,
+    standalone_prices: list[Price] | None = None,
 ) -> CatalogItem:
     languages = [*market.languages]
     if not variant.sku:
@@ -134,7 +135,11 @@ def map_variant(
         rules.url_template.format(language=languages[0].split("-")[0], slug=slug) if slug else None
     )
     image = variant.images[0].url if variant.images else None
-    price = select_price(variant.prices, market, at)
+    # Standalone prices when the product says so, or when it has no embedded prices.
+    use_standalone = product.price_mode == "Standalone" or not variant.prices
+    price = select_price(
+        (standalone_prices or []) if use_standalone else variant.prices, market, at
+    )
     missing = [
         label
         for label, value in (("name", name), ("url", url), ("image", image), ("price", price))
@@ -191,8 +196,10 @@ def map_product(
     taxonomy: list[LocalizedString],
     inventory: dict[tuple[str, str | None], InventoryEntry],
     at: datetime,
+    standalone_prices: dict[str, list[Price]] | None = None,
 ) -> list[CatalogItem]:
-    """Every variant in every market. `inventory` is keyed by (sku, supply channel id)."""
+    """Every variant in every market. `inventory` is keyed by (sku, supply channel id),
+    `standalone_prices` by SKU."""
     return [
         map_variant(
             product,
@@ -202,6 +209,7 @@ def map_product(
             taxonomy=taxonomy,
             inventory=inventory.get((variant.sku or "", market.supply_channel)),
             at=at,
+            standalone_prices=(standalone_prices or {}).get(variant.sku or ""),
         )
         for variant in product.all_variants
         for market in rules.markets

@@ -15,7 +15,12 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.commercetools.models import InventoryEntry, ProductProjection
+from ct_insider.commercetools.models import (
+    InventoryEntry,
+    Price,
+    ProductProjection,
+    StandalonePrice,
+)
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.models import CatalogLocale, CatalogResult
 from ct_insider.logging import get_logger
@@ -99,6 +104,14 @@ class CatalogSender:
         await self._insider.create_locales(locales)
         self._locales_registered = True
 
+    async def _standalone_prices(self, skus: list[str]) -> dict[str, list[Price]]:
+        found: dict[str, list[Price]] = {}
+        for raw in await self._ct.find_in("standalone-prices", skus, lambda q: f"sku in ({q})"):
+            price = StandalonePrice.model_validate(raw)
+            if price.active:
+                found.setdefault(price.sku, []).append(price)
+        return found
+
     async def _inventory(self, skus: list[str]) -> dict[tuple[str, str | None], InventoryEntry]:
         entries = await self._ct.find_in("inventory", skus, lambda q: f"sku in ({q})")
         found: dict[tuple[str, str | None], InventoryEntry] = {}
@@ -125,6 +138,14 @@ class CatalogSender:
         products = self._parse(records, stats)
         skus = [v.sku for p in products for v in p.all_variants if v.sku]
         inventory = await self._inventory(skus)
+        standalone = await self._standalone_prices(
+            [
+                v.sku
+                for p in products
+                for v in p.all_variants
+                if v.sku and (p.price_mode == "Standalone" or not v.prices)
+            ]
+        )
         stored = await self._fingerprints.load([p.id for p in products])
         outgoing = _Outgoing()
         now = datetime.now(UTC)
@@ -138,6 +159,7 @@ class CatalogSender:
                     taxonomy=await self._taxonomy.path([c.id for c in product.categories]),
                     inventory=inventory,
                     at=now,
+                    standalone_prices=standalone,
                 )
             else:
                 items = []
@@ -226,9 +248,9 @@ class CatalogSender:
         await self._remember(stored, outgoing, refused)
         return stats
 
-    async def send_for_inventory(self, entries: list[dict[str, Any]]) -> SyncStats:
-        """Stock changed: re-check the products holding those SKUs."""
-        skus = [str(e["sku"]) for e in entries if e.get("sku")]
+    async def send_for_skus(self, records: list[dict[str, Any]]) -> SyncStats:
+        """Stock or a standalone price changed: re-check the products holding those SKUs."""
+        skus = [str(e["sku"]) for e in records if e.get("sku")]
         products = await self._ct.find_in(
             "products",
             skus,
