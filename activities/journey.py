@@ -80,6 +80,13 @@ class JourneyActivities(ConnectorActivities):
         customers = await self._customers(needs_customer)
         users: list[User] = []
         for signal in signals:
+            if signal.kind == "customer" and signal.type in DELETION_TYPES:
+                # What came before the deletion goes first, so the deletion is the last word.
+                if users:
+                    await self._upsert(users, retry, outcome)
+                    users = []
+                await self._forget(signal.identity.customer_id or signal.resource_id, outcome)
+                continue
             if signal.kind == "customer":
                 user = await self._customer_change(signal, customers, outcome)
             elif signal.kind == "storefront":
@@ -143,9 +150,6 @@ class JourneyActivities(ConnectorActivities):
         self, signal: JourneySignal, customers: dict[str, Customer], outcome: JourneyOutcome
     ) -> User | None:
         customer_id = signal.identity.customer_id or signal.resource_id
-        if signal.type in DELETION_TYPES:
-            await self._forget(customer_id, outcome)
-            return None
         customer = customers.get(customer_id or "")
         if customer is None:
             log.info("customer gone before delivery", customer_id=customer_id)

@@ -163,18 +163,21 @@ class CatalogSender:
                 )
             else:
                 items = []
+            unsendable: dict[str, str] = {}
             for mapped in items:
                 key = f"{mapped.item_id}@{mapped.locale}"
                 if mapped.item is None:
-                    stats.reject(
-                        Rejection(record_id=key, stage="mapping", reasons=[mapped.rejection or "?"])
-                    )
+                    reason = mapped.rejection or "not mappable"
+                    unsendable[key] = reason
+                    stats.reject(Rejection(record_id=key, stage="mapping", reasons=[reason]))
                     continue
                 seen.add(key)
                 self._plan(product.id, key, mapped.item, before.get(key), mode, outgoing, stats)
+            if unsendable:
+                log.warning("catalog items rejected", product_id=product.id, items=unsendable)
             outgoing.hide_missing(product.id, before, seen)  # gone, or unsellable now
-        accepted = await self._send(outgoing, stats)
-        await self._remember(stored, outgoing, accepted)
+        refused = await self._send(outgoing, stats)
+        await self._remember(stored, outgoing, refused)
         return stats
 
     def _plan(
@@ -225,6 +228,11 @@ class CatalogSender:
                         refused_here.add(key)
                         reason = f"{detail.field}: {detail.message}"
                         stats.reject(Rejection(record_id=key, stage="insider", reasons=[reason]))
+            if refused_here:
+                log.warning(
+                    "catalog items refused by Insider",
+                    details=[d.model_dump() for d in result.details],
+                )
             refused |= refused_here
             stats.sent += len(items) - len(refused_here)
         return refused
