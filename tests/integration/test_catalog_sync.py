@@ -263,6 +263,14 @@ async def test_realtime_messages_update_the_catalog_within_seconds(
             message("product", priced["id"], "ProductPriceChanged", staged=True),
         )
         assert staged_only.json()["status"] == "ignored"
+        # ... and a fourth product is deleted
+        deleted = products[3]
+        removed_sku = deleted["masterData"]["current"]["masterVariant"]["sku"]
+        current = emu.ct("GET", f"products/{deleted['id']}")
+        emu.ct("DELETE", f"products/{deleted['id']}?version={current['version']}")
+        await bridge.post(
+            "/webhooks/commercetools", message("product", deleted["id"], "ProductDeleted")
+        )
 
         # Then Insider's catalog follows within seconds
         def arrived() -> bool:
@@ -271,8 +279,9 @@ async def test_realtime_messages_update_the_catalog_within_seconds(
                 items[(sku, "en_US")]["price"] == {"USD": 7.77}
                 and items[(stocked, "de_DE")].get("stock_count") == 4
                 and items[(gone, "de_DE")]["is_status_passive"] == 1
+                and items[(removed_sku, "en_GB")]["is_status_passive"] == 1
             )
 
         await eventually(arrived, within=15)
-    # ... with the burst on one product coalesced: three refreshes, three update requests
-    assert catalog_requests(emu) - before <= 3
+    # ... with the burst on one product coalesced: four refreshes, at most four update requests
+    assert catalog_requests(emu) - before <= 4
