@@ -1,8 +1,9 @@
-# One image for the worker (and, later, the bridge): `ct-insider <command>`.
+# One image for the worker and the bridge: `ct-insider worker` / `ct-insider bridge`.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ct_insider ct_insider
+COPY bridge bridge
 COPY activities activities
 COPY workflows workflows
 COPY workers workers
