@@ -75,6 +75,25 @@ def _redact_processor(
     return redact(event_dict)  # type: ignore[no-any-return]
 
 
+class _CurrentStderrLogger:
+    """Writes each line to whatever `sys.stderr` is at that moment.
+
+    structlog's PrintLogger keeps the stream it was created with; when that stream is
+    replaced and closed (test capture, a daemon's redirection), every later log call
+    raises - and a log line in an error path then turns a 503 into a 500.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+def _stderr_logger_factory(*_args: Any) -> _CurrentStderrLogger:
+    return _CurrentStderrLogger()
+
+
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
@@ -87,7 +106,7 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger_factory,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 import structlog
@@ -34,3 +36,18 @@ def test_configured_logger_writes_no_raw_pii(capsys: pytest.CaptureFixture[str])
     assert "jane@example.com" not in line
     assert "s3cr3t" not in line
     assert record["email"] == pii_fingerprint("jane@example.com")
+
+
+def test_log_lines_follow_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a logger first used while stderr was a stream that has since been closed
+    stale = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stale)
+    configure_logging("INFO", json=True)
+    logger = structlog.get_logger("follows-stderr")
+    logger.warning("first")
+    stale.close()
+    # When stderr is another stream now, logging neither fails nor writes to the old one
+    fresh = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", fresh)
+    logger.warning("second")
+    assert json.loads(fresh.getvalue().strip())["event"] == "second"
