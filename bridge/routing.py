@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.queries import orders_holding_payments, products_with_skus
 from ct_insider.journeys.envelopes import Notification
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
 from ct_insider.journeys.storefront import StorefrontEvent
@@ -112,11 +113,7 @@ class NotificationRouter:
             sku = (resource or {}).get("sku")
         if not sku:
             raise Ignored(f"{notification.type}: no SKU to find the product by")
-        products = await self._ct.find_in(
-            "products",
-            [str(sku)],
-            lambda q: f"masterData(current(masterVariant(sku in ({q})) or variants(sku in ({q}))))",
-        )
+        products = await products_with_skus(self._ct, [str(sku)])
         if not products:
             raise Ignored(f"{notification.type}: no product has SKU {sku}")
         return [CatalogChange(dedupe_key=key, product_id=str(p["id"])) for p in products]
@@ -152,11 +149,7 @@ class NotificationRouter:
     async def _payment(self, notification: Notification) -> list[JourneySignal]:
         if notification.type not in PAYMENT_TYPES:
             raise Ignored(f"{notification.type} cannot change refunds")
-        orders = await self._ct.find_in(
-            "orders",
-            [notification.resource_id],
-            lambda quoted: f"paymentInfo(payments(id in ({quoted})))",
-        )
+        orders = await orders_holding_payments(self._ct, [notification.resource_id])
         if not orders:
             raise Ignored(f"payment {notification.resource_id} belongs to no order yet")
         return [

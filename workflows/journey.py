@@ -27,11 +27,17 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
-    from activities.journey import JourneyActivities, JourneyDelivery, JourneyOutcome
+    from activities.journey import (
+        DELETION_TYPES,
+        JourneyActivities,
+        JourneyDelivery,
+        JourneyOutcome,
+    )
     from ct_insider.journeys.signals import JourneySignal, Market
 
-# Messages that only say "the customer changed": the delivery re-reads the customer.
-EVENTFUL_CUSTOMER_TYPES = frozenset({"CustomerCreated", "CustomerEmailChanged", "CustomerDeleted"})
+# Customer messages that do more than say "the customer changed" (which the delivery answers
+# by re-reading the customer): these are never dropped as stale.
+EVENTFUL_CUSTOMER_TYPES = frozenset({"CustomerCreated", "CustomerEmailChanged"}) | DELETION_TYPES
 
 
 class JourneyStats(BaseModel):

@@ -63,8 +63,6 @@ class JourneySignal(BaseModel):
     sequence_number: int | None = None
     market: Market = Field(default_factory=Market)
     storefront: StorefrontEvent | None = None
-    # Message fields the delivery needs (e.g. CustomerEmailChanged's email).
-    details: dict[str, str] = Field(default_factory=dict)
 
     def order_key(self) -> tuple[datetime, int]:
         return (self.occurred_at, self.sequence_number or 0)

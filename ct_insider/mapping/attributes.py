@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ct_insider.commercetools.models import Attribute
 from ct_insider.mapping import normalize
 
 
-def attribute_value(attributes: list[Attribute], name: str | None, languages: list[str]) -> Any:
+def attribute_value(attributes: Sequence[Attribute], name: str | None, languages: list[str]) -> Any:
     """The named attribute's value (an enum's label, a localized value in `languages`), or
     None when absent or not a simple value."""
     if name is None:

@@ -221,8 +221,8 @@ class _OrderMapper:
             "event_group_id": self.group_id,
             "product_image_url": line.image_url,
             "locale": normalize.insider_language(self.order.locale, self._country()),
-            "color": attribute_value(list(line.attributes), self.rules.color_attribute, self.pref),
-            "size": attribute_value(list(line.attributes), self.rules.size_attribute, self.pref),
+            "color": attribute_value(line.attributes, self.rules.color_attribute, self.pref),
+            "size": attribute_value(line.attributes, self.rules.size_attribute, self.pref),
         }
         custom = dict(self.common)
         if line.custom_line:

@@ -21,6 +21,7 @@ from ct_insider.commercetools.models import (
     ProductProjection,
     StandalonePrice,
 )
+from ct_insider.commercetools.queries import products_with_skus
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.models import CatalogLocale, CatalogResult
 from ct_insider.logging import get_logger
@@ -259,11 +260,7 @@ class CatalogSender:
     async def send_for_skus(self, records: list[dict[str, Any]]) -> SyncStats:
         """Stock or a standalone price changed: re-check the products holding those SKUs."""
         skus = [str(e["sku"]) for e in records if e.get("sku")]
-        products = await self._ct.find_in(
-            "products",
-            skus,
-            lambda q: f"masterData(current(masterVariant(sku in ({q})) or variants(sku in ({q}))))",
-        )
+        products = await products_with_skus(self._ct, skus)
         return await self.send_products(products, mode="changes") if products else SyncStats()
 
     async def send_for_categories(self, categories: list[dict[str, Any]]) -> SyncStats:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.models import Customer, Order
+from ct_insider.commercetools.queries import orders_holding_payments
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.models import Identifiers, User
 from ct_insider.logging import get_logger
@@ -153,11 +154,8 @@ class OrderEventSender:
     ) -> SyncStats:
         """Payments changed (e.g. a refund added) without touching their orders'
         lastModifiedAt: send the new events of the orders that hold them."""
-        records = await self._ct.find_in(
-            "orders",
-            [str(p["id"]) for p in payments],
-            lambda quoted: f"paymentInfo(payments(id in ({quoted})))",
-            expand=ORDER_EXPAND,
+        records = await orders_holding_payments(
+            self._ct, [str(p["id"]) for p in payments], expand=ORDER_EXPAND
         )
         if not records:
             return SyncStats()
