@@ -10,7 +10,7 @@ import os
 import platform
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ PROJECT_KEY = "bench"
 class Stack(EmulatorWiring):
     temporal_address: str = ""
     logs: Path = Path(".dev/bench-logs")
+    # Server processes by name, for CPU accounting.
+    servers: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def seeder(self) -> CommercetoolsSeeder:
         return CommercetoolsSeeder(self.ct_url, self.project_key)
@@ -57,32 +59,30 @@ def local_stack(logs: Path) -> Iterator[Stack]:
     logs.mkdir(parents=True, exist_ok=True)
     commercetools.ensure_installed()
     temporal_port, ui_port, ct_port, insider_port = (free_port() for _ in range(4))
+    servers = [
+        ManagedProcess(
+            "temporal",
+            temporal_dev_server_command(temporal_port, ui_port, headless=True),
+            log_path=logs / "temporal.log",
+        ),
+        ManagedProcess(
+            "commercetools emulator",
+            commercetools.command(ct_port, PROJECT_KEY),
+            health_url=f"http://127.0.0.1:{ct_port}/_emulator/health",
+            log_path=logs / "commercetools.log",
+        ),
+        ManagedProcess(
+            "insider emulator",
+            ct_insider_command(
+                "emulate", "insider", "--port", str(insider_port), "--partner-name", "bench"
+            ),
+            health_url=f"http://127.0.0.1:{insider_port}/_emulator/health",
+            log_path=logs / "insider.log",
+        ),
+    ]
     with ExitStack() as stack:
-        stack.enter_context(
-            ManagedProcess(
-                "temporal",
-                temporal_dev_server_command(temporal_port, ui_port, headless=True),
-                log_path=logs / "temporal.log",
-            )
-        )
-        stack.enter_context(
-            ManagedProcess(
-                "commercetools emulator",
-                commercetools.command(ct_port, PROJECT_KEY),
-                health_url=f"http://127.0.0.1:{ct_port}/_emulator/health",
-                log_path=logs / "commercetools.log",
-            )
-        )
-        stack.enter_context(
-            ManagedProcess(
-                "insider emulator",
-                ct_insider_command(
-                    "emulate", "insider", "--port", str(insider_port), "--partner-name", "bench"
-                ),
-                health_url=f"http://127.0.0.1:{insider_port}/_emulator/health",
-                log_path=logs / "insider.log",
-            )
-        )
+        for server in servers:
+            stack.enter_context(server)
         yield Stack(
             f"http://127.0.0.1:{ct_port}",
             f"http://127.0.0.1:{insider_port}",
@@ -90,6 +90,7 @@ def local_stack(logs: Path) -> Iterator[Stack]:
             partner_name="bench",
             temporal_address=f"127.0.0.1:{temporal_port}",
             logs=logs,
+            servers={server.name: server for server in servers},
         )
 
 
@@ -126,6 +127,44 @@ class PeakRss:
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / 2**20
+
+
+class CpuSeconds:
+    """CPU time (user + system) each named process tree spends inside the block: shows
+    where the cores went when everything shares one machine."""
+
+    def __init__(self, processes: dict[str, ManagedProcess]) -> None:
+        self._processes = processes
+        self._before: dict[str, float] = {}
+        self._own = 0.0
+        self.spent: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(process: ManagedProcess) -> float:
+        if process.process is None:
+            return 0.0
+        try:
+            root = psutil.Process(process.process.pid)
+            tree = [root, *root.children(recursive=True)]
+            return sum(p.cpu_times().user + p.cpu_times().system for p in tree)
+        except psutil.Error:
+            return 0.0
+
+    @staticmethod
+    def _own_cpu() -> float:
+        times = psutil.Process().cpu_times()
+        return float(times.user + times.system)
+
+    def __enter__(self) -> CpuSeconds:
+        self._before = {name: self._cpu(p) for name, p in self._processes.items()}
+        self._own = self._own_cpu()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.spent = {
+            name: round(self._cpu(p) - self._before[name], 1) for name, p in self._processes.items()
+        }
+        self.spent["benchmark client"] = round(self._own_cpu() - self._own, 1)
 
 
 def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> ManagedProcess:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import PeakRss, Stack, local_stack, machine, save, worker_process
+from bench.harness import CpuSeconds, PeakRss, Stack, local_stack, machine, save, worker_process
 from bench.loadgen import LeanClient
 from emulators.process import ManagedProcess, ct_insider_command, free_port
 
@@ -165,7 +165,8 @@ async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
         )
         with worker_process(stack, task_queue) as worker, bridge:
             assert worker.process is not None
-            with PeakRss(worker.process.pid) as rss:
+            processes = {**stack.servers, "worker": worker, "bridge": bridge}
+            with PeakRss(worker.process.pid) as rss, CpuSeconds(processes) as cpu:
                 seconds, refused = await post_at_rate(bridge_port, items, rate)
                 expected = sum(item.expected_events for item in items)
                 deadline = time.monotonic() + 60
@@ -173,8 +174,8 @@ async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
                     if stack.insider_stats()["events"] >= expected:
                         break
                     await asyncio.sleep(0.5)
-                await asyncio.sleep(2)  # late duplicates would show up now
-                stored = stored_keys(stack)
+            await asyncio.sleep(2)  # late duplicates would show up now
+            stored = stored_keys(stack)
     accepted = {item.key: item for item in items if item.accepted_at is not None}
     counts = Counter(key for key, _ in stored)
     first_store: dict[str, float] = {}
@@ -217,6 +218,10 @@ async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
         "lost": lost,
         "duplicated": duplicated,
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
+        "cpu_seconds": cpu.spent,
+        "cpu_ms_per_event": {
+            name: round(1000 * spent / len(items), 2) for name, spent in cpu.spent.items()
+        },
     }
 
 
@@ -240,7 +245,8 @@ def main() -> int:
         f"{result['latency_p99']} s (target p99 < {TARGET_P99})\n"
         f"  p99 by tenth of run     {result['latency_p99_by_tenth_of_run']}\n"
         f"  lost / duplicated       {result['lost']} / {result['duplicated']} (target 0 / 0)\n"
-        f"  worker peak RSS         {result['worker_peak_rss_mb']} MB"
+        f"  worker peak RSS         {result['worker_peak_rss_mb']} MB\n"
+        f"  CPU ms per event        {result['cpu_ms_per_event']}"
     )
     print(f"  saved to {save('realtime', result)}")
     ok = (

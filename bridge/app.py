@@ -11,17 +11,16 @@ Both POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
+from bridge.auth import BearerTokenMiddleware
 from bridge.dispatch import JourneyDispatcher, TemporalUnavailable
 from bridge.routing import Ignored, NotificationRouter, storefront_signal
 from ct_insider.commercetools.errors import CommercetoolsError
@@ -31,7 +30,6 @@ from ct_insider.logging import get_logger
 
 log = get_logger(__name__)
 
-PROTECTED_PREFIXES = ("/webhooks/", "/events")
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -52,25 +50,8 @@ def create_app(
         version="1",
     )
     counters: Counter[str] = Counter()
-    expected = token.get_secret_value().encode()
 
-    @app.middleware("http")
-    async def authenticate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Before anything reads the body: an unauthenticated sender learns nothing else.
-        if request.url.path.startswith(PROTECTED_PREFIXES):
-            header = request.headers.get("authorization", "")
-            presented = header[7:] if header.lower().startswith("bearer ") else ""
-            presented = presented or request.query_params.get("token", "")
-            if not hmac.compare_digest(presented.encode(), expected):
-                counters["unauthorized"] += 1
-                return JSONResponse(
-                    {"error": "missing or wrong bearer token"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        return await call_next(request)
+    app.add_middleware(BearerTokenMiddleware, token=token, counters=counters)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -89,6 +89,11 @@ class TemporalSettings(BaseSettings):
     metrics_bind_address: str | None = Field(
         default=None, description="host:port for a Prometheus scrape endpoint of SDK metrics"
     )
+    tracing: bool = Field(
+        default=False,
+        description="OpenTelemetry spans for workflows, activities and signals, exported by the "
+        "process's global tracer provider (e.g. run under opentelemetry-instrument)",
+    )
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> TemporalSettings:

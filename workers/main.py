@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,6 +80,10 @@ async def build_workers(
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
         journeys = JourneyActivities(ct, insider, mapping, orders, catalog)
         catalog_changes = CatalogActivities(ct, insider, mapping, orders, catalog)
+        # Journey activations are short CPU bursts: a few threads run them with less GIL
+        # hand-over than the SDK's default pool of up to 500 (bench/realtime.py).
+        activations = ThreadPoolExecutor(max_workers=4, thread_name_prefix="journey_activation_")
+        stack.callback(activations.shutdown)
         yield Workers(
             sync=Worker(
                 client,
@@ -103,6 +108,7 @@ async def build_workers(
                 # Journeys are small, reviewed-deterministic and numerous: creating a sandbox
                 # per journey cost more CPU than the journey itself (see bench/realtime.py).
                 workflow_runner=UnsandboxedWorkflowRunner(),
+                workflow_task_executor=activations,
                 graceful_shutdown_timeout=timedelta(seconds=20),
             ),
         )
