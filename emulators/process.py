@@ -144,6 +144,13 @@ def temporal_dev_server_command(
         # completed the task (saves a matching round trip per journey delivery).
         "--dynamic-config-value",
         "system.enableActivityEagerExecution=true",
+        # One partition per task queue: on a single-host server with one worker pool, four
+        # partitions only forward tasks and polls between each other (new journeys waited
+        # seconds for their first workflow task in bench/realtime.py).
+        "--dynamic-config-value",
+        "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueWritePartitions=1",
     ]
     if db_file is not None:
         command += ["--db-filename", str(db_file)]
