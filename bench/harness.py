@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import platform
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -179,6 +180,16 @@ def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> Manag
     )
 
 
+def speed_probe() -> float:
+    """Seconds for a fixed pure-Python loop: this shared machine's speed varies by up to 2x
+    from hour to hour, so every result carries it (lower is faster)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return round(time.perf_counter() - started, 3)
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -194,6 +205,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "system": platform.platform(),
+        "speed_probe_seconds": speed_probe(),
     }
 
 

@@ -236,7 +236,7 @@ def main() -> int:
     print(
         f"\nrealtime: {result['events_posted']:,} events for {args.customers:,} customers at "
         f"{args.rate:.0f}/s offered, on {info['cpu']} ({info['cores']} cores, "
-        f"{info['memory_gib']} GiB):\n"
+        f"{info['memory_gib']} GiB; speed probe {info['speed_probe_seconds']} s):\n"
         f"  accepted by the bridge  {result['accepted_per_second']:>8} events/s "
         f"(refused {result['refused']})\n"
         f"  delivered to Insider    {result['delivered_per_second']:>8} events/s "
