@@ -17,6 +17,7 @@ from ct_insider.insider.errors import InsiderError
 from ct_insider.logging import get_logger
 from ct_insider.sync.catalog import CatalogMode
 from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
+from ct_insider.sync.fingerprints import CONTAINER as FINGERPRINTS
 from ct_insider.sync.orders import ORDER_EXPAND
 from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
 from ct_insider.sync.reports import SyncStats
@@ -26,9 +27,17 @@ log = get_logger(__name__)
 
 Entity = Literal["customers", "orders"]
 # What a chunk pages through: an entity; payments (whose refunds belong to orders);
-# products, inventory and categories (the catalog).
+# products, inventory and categories (the catalog); the catalog sweep pages what Insider's
+# catalog holds (the fingerprint store) to hide products deleted while no message arrived.
 Resource = Literal[
-    "customers", "orders", "payments", "products", "inventory", "standalone-prices", "categories"
+    "customers",
+    "orders",
+    "payments",
+    "products",
+    "inventory",
+    "standalone-prices",
+    "categories",
+    "catalog-sweep",
 ]
 EXPAND: dict[Resource, tuple[str, ...]] = {
     "customers": CUSTOMER_EXPAND,
@@ -38,7 +47,14 @@ EXPAND: dict[Resource, tuple[str, ...]] = {
     "inventory": (),
     "standalone-prices": (),
     "categories": (),
+    "catalog-sweep": (),
 }
+PATHS: dict[Resource, str] = {"catalog-sweep": f"custom-objects/{FINGERPRINTS}"}
+
+
+def path_of(resource: Resource) -> str:
+    """The commercetools endpoint a resource is read from."""
+    return PATHS.get(resource, resource)
 
 
 class SyncChunkInput(BaseModel):
@@ -89,7 +105,7 @@ class SyncActivities(ConnectorActivities):
         if predicate:
             query["where"] = predicate
         try:
-            body = await self._ct.get_json(params.entity, httpx.QueryParams(query))
+            body = await self._ct.get_json(path_of(params.entity), httpx.QueryParams(query))
         except CommercetoolsError as exc:
             raise as_application_error(exc) from exc
         return int(body.get("total") or 0)
@@ -107,6 +123,8 @@ class SyncActivities(ConnectorActivities):
             return self._catalog.send_for_skus
         if params.entity == "categories":
             return self._catalog.send_for_categories
+        if params.entity == "catalog-sweep":
+            return self._catalog.hide_vanished
         return partial(
             send_customer_batch, self._insider, config=self._mapping, skip_hook=params.skip_hook
         )
@@ -142,7 +160,7 @@ class SyncActivities(ConnectorActivities):
                 await self._orders.recover(params.lane)
             outcome = await sync_window(
                 self._ct,
-                params.entity,
+                path_of(params.entity),
                 self._sender(params),
                 window=params.window,
                 after_id=after_id,

@@ -45,7 +45,7 @@ def render_phase(phase: EntityProgress, width: int = 30) -> str:
     filled = round(fraction * width)
     total = f"/{phase.total}" if phase.total is not None else ""
     return (
-        f"{phase.entity:<9} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} "
+        f"{phase.entity:<13} [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%} "
         f"{stats.processed}{total} processed, sent={stats.sent} skipped={stats.skipped} "
         f"rejected={stats.rejected} failed={stats.failed} "
         f"{stats.records_per_second:,.0f} rec/s cursor={phase.cursor or '-'}"

@@ -16,12 +16,13 @@ with workflow.unsafe.imports_passed_through():
 
 BackfillTarget = Literal["customers", "orders", "all", "catalog"]
 # Customers first: their profiles carry the attributes the orders' events then join.
-# The catalog target is the full catalog sync (every published product, every market).
+# The catalog target is the full catalog sync (every published product, every market),
+# then a sweep that hides what Insider still shows of products deleted meanwhile.
 PHASES: dict[BackfillTarget, list[Resource]] = {
     "customers": ["customers"],
     "orders": ["orders"],
     "all": ["customers", "orders"],
-    "catalog": ["products"],
+    "catalog": ["products", "catalog-sweep"],
 }
 
 

@@ -238,13 +238,33 @@ class CatalogSender:
             stats.sent += len(items) - len(refused_here)
         return refused
 
+    async def _existing(self, product_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """(the products that exist, the ids of those that no longer do)."""
+        found = await self._ct.find_in("products", product_ids, lambda q: f"id in ({q})")
+        return found, sorted(set(product_ids) - {str(p["id"]) for p in found})
+
     async def refresh(self, product_ids: list[str]) -> SyncStats:
         """Bring these products up to date; a product that no longer exists is hidden."""
-        found = await self._ct.find_in("products", product_ids, lambda q: f"id in ({q})")
+        found, missing = await self._existing(product_ids)
         stats = await self.send_products(found, mode="changes") if found else SyncStats()
-        missing = sorted(set(product_ids) - {str(p["id"]) for p in found})
         if missing:
             stats.add(await self._hide_deleted(missing))
+        return stats
+
+    async def hide_vanished(self, records: list[dict[str, Any]]) -> SyncStats:
+        """Fingerprint records (what Insider holds per product): hide the items of products
+        that no longer exist - deleted while no bridge received the ProductDeleted message."""
+        visible = [
+            str(record["key"])
+            for record in records
+            if any(pair[0] != HIDDEN for pair in (record.get("value") or {}).values())
+        ]
+        _, missing = await self._existing(visible) if visible else ([], [])
+        stats = await self._hide_deleted(missing) if missing else SyncStats()
+        stats.processed = len(records)
+        stats.skipped = len(records) - len(missing)
+        if missing:
+            log.info("deleted products hidden in Insider", products=missing)
         return stats
 
     async def _hide_deleted(self, product_ids: list[str]) -> SyncStats:

@@ -60,8 +60,9 @@ async def test_full_sync_mirrors_commercetools_in_three_markets(
 
     result = await full_sync(client, worker)
 
-    [phase] = result.phases
+    phase, sweep = result.phases
     assert (phase.stats.processed, phase.stats.sent, phase.stats.rejected) == (20, 180, 0)
+    assert (sweep.entity, sweep.stats.processed, sweep.stats.sent) == ("catalog-sweep", 20, 0)
     items = catalog(emu)
     assert len(items) == 60 * 3
     locales = httpx.get(f"{emu.insider_url}/_emulator/catalog", timeout=60).json()["locales"]
@@ -171,6 +172,41 @@ async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
         )
 
 
+async def test_reconciliation_hides_products_deleted_while_no_message_arrived(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    emu.seeder().catalog(4)
+    await full_sync(client, worker)
+    # Given a product deleted in commercetools with no bridge listening
+    doomed = emu.ct("GET", "products?sort=id+asc")["results"][1]
+    emu.ct("DELETE", f"products/{doomed['id']}?version={doomed['version']}")
+    doomed_skus = [doomed["masterData"]["current"]["masterVariant"]["sku"]] + [
+        v["sku"] for v in doomed["masterData"]["current"]["variants"]
+    ]
+
+    # When the reconciliation runs
+    reconcile = BackfillInput(target="catalog", catalog_mode="changes")
+    result = await (await start_backfill(client, worker.task_queue, reconcile)).result()
+
+    # Then every item of that product is hidden in every market, and nothing else changed
+    products, sweep = result.phases
+    assert (products.stats.processed, products.stats.sent) == (3, 0)
+    assert (sweep.stats.processed, sweep.stats.sent) == (4, len(doomed_skus) * 3)
+    items = catalog(emu)
+    for (item_id, _), item in items.items():
+        passive = item_id in doomed_skus
+        assert item["is_status_passive"] == (1 if passive else 0), item_id
+        assert item["in_stock"] == (0 if passive else 1), item_id
+
+    # And a second reconciliation finds nothing to do, without reading hidden products again
+    requests = catalog_requests(emu)
+    again = await (await start_backfill(client, worker.task_queue, reconcile)).result()
+    assert [p.stats.sent for p in again.phases] == [0, 0]
+    assert again.phases[1].stats.skipped == 4
+    assert catalog_requests(emu) == requests
+
+
 async def test_rate_limits_and_refused_items_lose_nothing(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
@@ -208,7 +244,7 @@ async def test_rate_limits_and_refused_items_lose_nothing(
 
     result = await full_sync(client, worker)
 
-    [phase] = result.phases
+    phase, _ = result.phases
     refused = {r.record_id for r in phase.stats.rejections}
     assert refused == {f"{master['sku']}@{locale}" for locale in ("en_US", "de_DE", "en_GB")}
     assert all(r.stage == "insider" for r in phase.stats.rejections)
