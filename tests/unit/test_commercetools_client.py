@@ -23,6 +23,12 @@ SETTINGS = CommercetoolsSettings(
 FAST = Backoff(attempts=3, base_seconds=0.001, max_seconds=0.002)
 
 
+def mockable_http() -> httpx.AsyncClient:
+    """respx intercepts httpx's default transport; the clients' own lean transport is tested
+    against a real server (test_transport.py) and by every integration test."""
+    return httpx.AsyncClient()
+
+
 def token_route(mock: respx.MockRouter, *tokens: str) -> respx.Route:
     return mock.post("https://auth.test/oauth/token").mock(
         side_effect=[
@@ -48,7 +54,7 @@ async def test_token_is_cached_and_renewed_once_on_401() -> None:
         return httpx.Response(200, json={"results": []})
 
     respx.get(f"{API}/shop/customers").mock(side_effect=answer)
-    async with CommercetoolsClient(SETTINGS, backoff=FAST) as ct:
+    async with CommercetoolsClient(SETTINGS, backoff=FAST, http=mockable_http()) as ct:
         for _ in range(3):
             await ct.page("customers")
     assert tokens.call_count == 2
@@ -66,7 +72,7 @@ async def test_503_is_retried_with_backoff_then_succeeds() -> None:
             httpx.Response(200, json={"results": [{"id": "a"}]}),
         ]
     )
-    async with CommercetoolsClient(SETTINGS, backoff=FAST) as ct:
+    async with CommercetoolsClient(SETTINGS, backoff=FAST, http=mockable_http()) as ct:
         page = await ct.page("customers")
     assert route.call_count == 3
     assert page.results == [{"id": "a"}]
@@ -80,7 +86,7 @@ async def test_persistent_503_raises_retryable_typed_error() -> None:
             503, json={"statusCode": 503, "message": "busy", "errors": [{"code": "OverCapacity"}]}
         )
     )
-    async with CommercetoolsClient(SETTINGS, backoff=FAST) as ct:
+    async with CommercetoolsClient(SETTINGS, backoff=FAST, http=mockable_http()) as ct:
         with pytest.raises(CommercetoolsUnavailable) as caught:
             await ct.page("customers")
     assert caught.value.retryable
@@ -100,7 +106,7 @@ async def test_403_is_a_non_retryable_auth_error() -> None:
             },
         )
     )
-    async with CommercetoolsClient(SETTINGS, backoff=FAST) as ct:
+    async with CommercetoolsClient(SETTINGS, backoff=FAST, http=mockable_http()) as ct:
         with pytest.raises(CommercetoolsAuthError) as caught:
             await ct.page("orders")
     assert not caught.value.retryable
@@ -116,7 +122,7 @@ async def test_paging_sends_cursor_sort_limit_and_no_total() -> None:
             httpx.Response(200, json={"results": [{"id": "c"}]}),
         ]
     )
-    async with CommercetoolsClient(SETTINGS, backoff=FAST) as ct:
+    async with CommercetoolsClient(SETTINGS, backoff=FAST, http=mockable_http()) as ct:
         pages = [p async for p in ct.pages("customers", where='lastModifiedAt >= "x"', page_size=2)]
     assert [r["id"] for p in pages for r in p.results] == ["a", "b", "c"]
     first, second = (call.request.url.params for call in route.calls)

@@ -26,6 +26,12 @@ SETTINGS = InsiderSettings(
 FAST = Backoff(attempts=3, base_seconds=0.001, max_seconds=0.5)
 
 
+def mockable_http() -> httpx.AsyncClient:
+    """respx intercepts httpx's default transport; the clients' own lean transport is tested
+    against a real server (test_transport.py) and by every integration test."""
+    return httpx.AsyncClient()
+
+
 def users(n: int) -> list[User]:
     return [
         User(identifiers=Identifiers(uuid=f"u{i}"), attributes=Attributes(name="A"))
@@ -60,7 +66,7 @@ async def test_partial_failure_maps_errors_back_to_caller_indices() -> None:
     route = respx.post(f"{UCD}/api/user/v1/upsert").mock(
         side_effect=[httpx.Response(200, json=b) for b in bodies]
     )
-    async with InsiderClient(SETTINGS, backoff=FAST) as insider:
+    async with InsiderClient(SETTINGS, backoff=FAST, http=mockable_http()) as insider:
         result = await insider.upsert_users(users(1_005), skip_hook=True)
     assert result.successful == 1_003
     assert [(f.index, f.reasons) for f in result.failures] == [
@@ -86,7 +92,7 @@ async def test_429_honours_retry_after_then_succeeds() -> None:
             httpx.Response(200, json={"data": {"successful": {"count": 1}, "fail": {}}}),
         ]
     )
-    async with InsiderClient(SETTINGS, backoff=FAST) as insider:
+    async with InsiderClient(SETTINGS, backoff=FAST, http=mockable_http()) as insider:
         result = await insider.upsert_users(users(1))
     assert (route.call_count, result.successful) == (3, 1)
 
@@ -96,7 +102,7 @@ async def test_403_is_a_configuration_error_and_not_retried() -> None:
     route = respx.post(f"{UCD}/api/user/v1/upsert").mock(
         return_value=httpx.Response(403, json={"message": "no"})
     )
-    async with InsiderClient(SETTINGS, backoff=FAST) as insider:
+    async with InsiderClient(SETTINGS, backoff=FAST, http=mockable_http()) as insider:
         with pytest.raises(InsiderConfigurationError):
             await insider.upsert_users(users(1))
     assert route.call_count == 1
@@ -107,7 +113,7 @@ async def test_persistent_5xx_is_retryable_unavailable() -> None:
     respx.post(f"{UCD}/api/user/v1/upsert").mock(
         return_value=httpx.Response(502, text="bad gateway")
     )
-    async with InsiderClient(SETTINGS, backoff=FAST) as insider:
+    async with InsiderClient(SETTINGS, backoff=FAST, http=mockable_http()) as insider:
         with pytest.raises(InsiderUnavailable) as caught:
             await insider.upsert_users(users(1))
     assert caught.value.retryable
@@ -119,7 +125,7 @@ async def test_oversized_single_user_is_reported_not_sent() -> None:
         return_value=httpx.Response(200, json={"data": {"successful": {"count": 1}, "fail": {}}})
     )
     huge = User(identifiers=Identifiers(uuid="big"), attributes=Attributes(name="x" * 5_000_001))
-    async with InsiderClient(SETTINGS, backoff=FAST) as insider:
+    async with InsiderClient(SETTINGS, backoff=FAST, http=mockable_http()) as insider:
         result = await insider.upsert_users([huge, *users(1)])
     assert [f.index for f in result.failures] == [0]
     assert len(json.loads(route.calls[0].request.content)["users"]) == 1
