@@ -4,10 +4,36 @@ from __future__ import annotations
 
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+)
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from ct_insider.config import TemporalSettings
+
+# One pydantic JSON converter, and so one TypeAdapter cache, for the whole process: the SDK
+# builds a payload converter for every workflow activation, and the stock pydantic one
+# started each with an empty cache, rebuilding the TypeAdapters of every signal and result.
+_PYDANTIC_JSON = PydanticJSONPlainPayloadConverter()
+
+
+class SharedPydanticPayloadConverter(CompositePayloadConverter):
+    """temporalio.contrib.pydantic's converter, sharing its JSON part across instances."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                _PYDANTIC_JSON if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+DATA_CONVERTER = DataConverter(payload_converter_class=SharedPydanticPayloadConverter)
 
 
 def _tls(settings: TemporalSettings) -> TLSConfig | bool:
@@ -41,7 +67,7 @@ async def connect(
         namespace=settings.namespace,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         tls=_tls(settings),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         # Off by default: without a tracer provider the spans go nowhere, yet creating them
         # cost ~10% of the bridge's and worker's CPU per event (bench/realtime.py).
         interceptors=[TracingInterceptor()] if settings.tracing else [],

@@ -20,11 +20,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from ct_insider.config import InsiderSettings
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.temporal import DATA_CONVERTER
 from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
 from emulators.seed import CommercetoolsSeeder
@@ -118,7 +118,7 @@ def clean_emulators(emulators: Emulators) -> Emulators:
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         dev_server_existing_path=temporal_binary(),
     )
     try:
