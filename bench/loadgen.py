@@ -26,15 +26,22 @@ class LeanClient:
             return await asyncio.open_connection(self._host, self._port)
         return await self._pool.get()
 
-    async def post(self, path: str, body: Any) -> int:
+    def request(self, path: str, body: Any) -> bytes:
+        """The whole request, serialized ahead of time (not on the benchmark's clock)."""
         payload = json.dumps(body, separators=(",", ":")).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
             f"Authorization: Bearer {self._token}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
         ).encode()
+        return head + payload
+
+    async def post(self, path: str, body: Any) -> int:
+        return await self.send(self.request(path, body))
+
+    async def send(self, request: bytes) -> int:
         reader, writer = await self._connection()
-        writer.write(head + payload)
+        writer.write(request)
         await writer.drain()
         status_line = await reader.readline()
         length = 0
