@@ -321,3 +321,68 @@ async def test_realtime_messages_update_the_catalog_within_seconds(
         await eventually(arrived, within=15)
     # ... with the burst on one product coalesced: four refreshes, at most four update requests
     assert catalog_requests(emu) - before <= 4
+
+
+async def test_a_standalone_price_change_reaches_the_catalog_through_the_bridge(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    emu.seeder().catalog(2)
+    # Given a variant priced by standalone prices only (its embedded prices removed)
+    product = emu.ct("GET", "products?sort=id+asc")["results"][0]
+    variant = product["masterData"]["current"]["masterVariant"]
+    sku = variant["sku"]
+    emu.ct(
+        "POST",
+        f"products/{product['id']}",
+        {
+            "version": product["version"],
+            "actions": [
+                {"action": "removePrice", "priceId": price["id"], "staged": False}
+                for price in variant["prices"]
+            ],
+        },
+    )
+    prices = {
+        currency: emu.ct(
+            "POST",
+            "standalone-prices",
+            # active given explicitly: commercetools-mock defaults it to false, the API to true
+            {"sku": sku, "value": {"currencyCode": currency, "centAmount": 1234}, "active": True},
+        )
+        for currency in ("USD", "EUR", "GBP")
+    }
+    await full_sync(client, worker)
+    assert catalog(emu)[(sku, "en_US")]["price"] == {"USD": 12.34}
+
+    async with serving_bridge(client, worker.journey_task_queue, emu) as bridge:
+        # When the USD price changes and its message (which names no SKU) arrives
+        usd = prices["USD"]
+        changed = emu.ct(
+            "POST",
+            f"standalone-prices/{usd['id']}",
+            {
+                "version": usd["version"],
+                "actions": [
+                    {"action": "changeValue", "value": {"currencyCode": "USD", "centAmount": 555}}
+                ],
+            },
+        )
+        answer = await bridge.post(
+            "/webhooks/commercetools",
+            message(
+                "standalone-price",
+                usd["id"],
+                "StandalonePriceValueChanged",
+                version=changed["version"],
+                value=changed["value"],
+                staged=False,
+            ),
+        )
+        assert (answer.status_code, answer.json()["status"]) == (202, "accepted"), answer.text
+
+        # Then the product holding the SKU is refreshed: the new price in its market only
+        await eventually(lambda: catalog(emu)[(sku, "en_US")]["price"] == {"USD": 5.55}, within=15)
+        items = catalog(emu)
+        assert items[(sku, "de_DE")]["price"] == {"EUR": 12.34}
+        assert items[(sku, "en_GB")]["price"] == {"GBP": 12.34}
