@@ -55,17 +55,14 @@ class Stack(EmulatorWiring):
 
 
 @contextmanager
-def local_stack(logs: Path) -> Iterator[Stack]:
-    """A Temporal dev server (in memory) and both emulators, on free loopback ports."""
+def local_stack(logs: Path, temporal_address: str | None = None) -> Iterator[Stack]:
+    """Both emulators on free loopback ports, and a Temporal dev server (in memory) unless
+    `temporal_address` names a Temporal server elsewhere (the production shape: the
+    connector's processes then have the machine to themselves)."""
     logs.mkdir(parents=True, exist_ok=True)
     commercetools.ensure_installed()
     temporal_port, ui_port, ct_port, insider_port = (free_port() for _ in range(4))
     servers = [
-        ManagedProcess(
-            "temporal",
-            temporal_dev_server_command(temporal_port, ui_port, headless=True),
-            log_path=logs / "temporal.log",
-        ),
         ManagedProcess(
             "commercetools emulator",
             commercetools.command(ct_port, PROJECT_KEY),
@@ -81,6 +78,10 @@ def local_stack(logs: Path) -> Iterator[Stack]:
             log_path=logs / "insider.log",
         ),
     ]
+    if temporal_address is None:
+        temporal_address = f"127.0.0.1:{temporal_port}"
+        dev_server = temporal_dev_server_command(temporal_port, ui_port, headless=True)
+        servers.insert(0, ManagedProcess("temporal", dev_server, log_path=logs / "temporal.log"))
     with ExitStack() as stack:
         for server in servers:
             stack.enter_context(server)
@@ -89,7 +90,7 @@ def local_stack(logs: Path) -> Iterator[Stack]:
             f"http://127.0.0.1:{insider_port}",
             project_key=PROJECT_KEY,
             partner_name="bench",
-            temporal_address=f"127.0.0.1:{temporal_port}",
+            temporal_address=temporal_address,
             logs=logs,
             servers={server.name: server for server in servers},
         )

@@ -1,6 +1,7 @@
 """Realtime path: storefront and order events through the bridge into Insider.
 
-    make bench            (or: .venv/bin/python -m bench.realtime [--events N] [--rate R])
+    make bench            (or: .venv/bin/python -m bench.realtime [--events N] [--rate R]
+                           [--temporal-address HOST:PORT])
 
 Posts N events (default 10,000: storefront events plus OrderCreated messages) for 1,000
 customers at a fixed rate (default 300/s, the target) to a `ct-insider bridge` process, with a
@@ -153,8 +154,10 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def run(count: int, rate: float, customers_count: int) -> dict[str, Any]:
-    with local_stack(Path(".dev/bench-logs/realtime")) as stack:
+async def run(
+    count: int, rate: float, customers_count: int, temporal_address: str | None
+) -> dict[str, Any]:
+    with local_stack(Path(".dev/bench-logs/realtime"), temporal_address) as stack:
         seeder = stack.seeder()
         customers = seeder.customers(customers_count)
         skus = seeder.catalog(50)
@@ -241,9 +244,14 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=float(TARGET_RATE))
     parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument(
+        "--temporal-address",
+        help="use this Temporal server (namespace default) instead of starting a dev server "
+        "on this machine",
+    )
     args = parser.parse_args()
     # uvloop keeps the load generator's own CPU low (it shares the cores being measured).
-    result = uvloop.run(run(args.events, args.rate, args.customers))
+    result = uvloop.run(run(args.events, args.rate, args.customers, args.temporal_address))
     info = machine()
     print(
         f"\nrealtime: {result['events_posted']:,} events for {args.customers:,} customers at "
