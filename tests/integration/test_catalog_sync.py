@@ -50,6 +50,12 @@ async def full_sync(client: Client, workers: Workers) -> BackfillProgress:
     return await handle.result()
 
 
+async def synced_catalog(emu: Emulators, client: Client, workers: Workers, products: int) -> None:
+    """Given `products` seeded products (3 variants each) that Insider's catalog holds."""
+    emu.seeder().catalog(products)
+    await full_sync(client, workers)
+
+
 async def test_full_sync_mirrors_commercetools_in_three_markets(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
@@ -95,8 +101,7 @@ async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    emu.seeder().catalog(5)
-    await full_sync(client, worker)
+    await synced_catalog(emu, client, worker, products=5)
     before = catalog_requests(emu)
     await asyncio.sleep(1)  # past the delta's safety margin: the window holds every product
 
@@ -176,8 +181,7 @@ async def test_reconciliation_hides_products_deleted_while_no_message_arrived(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    emu.seeder().catalog(4)
-    await full_sync(client, worker)
+    await synced_catalog(emu, client, worker, products=4)
     # Given a product deleted in commercetools with no bridge listening
     doomed = emu.ct("GET", "products?sort=id+asc")["results"][1]
     emu.ct("DELETE", f"products/{doomed['id']}?version={doomed['version']}")
@@ -256,8 +260,7 @@ async def test_realtime_messages_update_the_catalog_within_seconds(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    emu.seeder().catalog(4)
-    await full_sync(client, worker)
+    await synced_catalog(emu, client, worker, products=4)
     products = emu.ct("GET", "products?sort=id+asc")["results"]
     priced, unpublished = products[0], products[1]
     sku = priced["masterData"]["current"]["masterVariant"]["sku"]
