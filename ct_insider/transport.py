@@ -4,8 +4,9 @@ parsed by httptools (C).
 httpx's default transport (httpcore, h11, anyio) costs ~0.7 ms of CPU per request on our
 2-core benchmark machine, this one ~0.15 ms; every journey delivery is one Insider request,
 so on the realtime path the difference is several percent of all CPU per event
-(bench/realtime.py). httpx still does everything above the wire: URLs, headers, auth,
-content decoding, and environment proxies (proxied URLs get httpx's own transports).
+(bench/realtime.py). httpx still does everything above the wire: URLs, headers, auth and
+content decoding. It does not speak to proxies: when the environment names one,
+`api_http_client` returns httpx's own transport, which honours HTTP(S)_PROXY and NO_PROXY.
 
 Failures map to httpx's exceptions with the same meaning, which the retry rules rely on:
 ConnectError/ConnectTimeout/PoolTimeout only when the request was certainly not sent.
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -225,3 +227,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 with contextlib.suppress(OSError):
                     await connection.writer.wait_closed()
         self._idle.clear()
+
+
+def api_http_client(timeout: httpx.Timeout, max_connections: int = 100) -> httpx.AsyncClient:
+    """The httpx client of the commercetools and Insider clients."""
+    if {"http", "https", "all"} & set(urllib.request.getproxies()):
+        # httpx ignores environment proxies once a transport is given: keep its own.
+        return httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_connections=max_connections)
+        )
+    return httpx.AsyncClient(
+        timeout=timeout, transport=LeanTransport(max_connections=max_connections)
+    )

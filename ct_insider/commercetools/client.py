@@ -19,7 +19,7 @@ from ct_insider.commercetools.errors import CommercetoolsError, CommercetoolsNot
 from ct_insider.config import CommercetoolsSettings
 from ct_insider.http import HttpApiClient
 from ct_insider.retry import Backoff, RetryableStatus, parse_retry_after, with_backoff
-from ct_insider.transport import LeanTransport
+from ct_insider.transport import api_http_client
 
 MAX_PAGE_SIZE = 500
 # Values per `in (...)` predicate: keeps query strings well below commercetools' URL limit.
@@ -59,9 +59,8 @@ class CommercetoolsClient(HttpApiClient):
     ) -> None:
         super().__init__(
             http
-            or httpx.AsyncClient(
-                timeout=httpx.Timeout(30.0, connect=10.0),
-                transport=LeanTransport(max_connections=settings.max_concurrency * 2),
+            or api_http_client(
+                httpx.Timeout(30.0, connect=10.0), max_connections=settings.max_concurrency * 2
             ),
             owns_http=http is None,
         )

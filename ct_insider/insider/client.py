@@ -41,7 +41,7 @@ from ct_insider.retry import (
     parse_retry_after,
     with_backoff,
 )
-from ct_insider.transport import LeanTransport
+from ct_insider.transport import api_http_client
 
 MAX_USERS_PER_REQUEST = 1_000
 MAX_CATALOG_RECORDS_PER_REQUEST = 10_000
@@ -82,10 +82,7 @@ class InsiderClient(HttpApiClient):
         backoff: Backoff | None = None,
     ) -> None:
         super().__init__(
-            http
-            or httpx.AsyncClient(
-                timeout=httpx.Timeout(60.0, connect=10.0), transport=LeanTransport()
-            ),
+            http or api_http_client(httpx.Timeout(60.0, connect=10.0)),
             owns_http=http is None,
         )
         self._ucd = settings.unification_url.rstrip("/")

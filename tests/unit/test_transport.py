@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from ct_insider.transport import LeanTransport
+from ct_insider.transport import LeanTransport, api_http_client
 from emulators.process import free_port
 
 
@@ -185,3 +185,18 @@ async def test_max_connections_caps_concurrency() -> None:
         answers = await asyncio.gather(*(client.get(f"{server.url}/echo") for _ in range(10)))
         assert all(a.status_code == 200 for a in answers)
         assert server.connections == 2
+
+
+async def test_a_proxy_in_the_environment_keeps_httpx_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with api_http_client(httpx.Timeout(5.0)) as direct:
+        assert isinstance(direct._transport, LeanTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    async with api_http_client(httpx.Timeout(5.0)) as proxied:
+        assert not isinstance(proxied._transport, LeanTransport)
+        assert proxied._transport_for_url(httpx.URL("https://api.example.com/")) is not (
+            proxied._transport
+        )  # the proxy's own transport
