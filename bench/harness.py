@@ -184,8 +184,8 @@ def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> Manag
 
 
 def speed_probe() -> float:
-    """Seconds for a fixed pure-Python loop: this shared machine's speed varies by up to 2x
-    from hour to hour, so every result carries it (lower is faster)."""
+    """Seconds for a fixed pure-Python loop: this shared machine's speed varies up to 4x
+    within an hour, so every result carries it (lower is faster)."""
     started = time.perf_counter()
     total = 0
     for i in range(5_000_000):

@@ -69,7 +69,7 @@ async def connect(
         tls=_tls(settings),
         data_converter=DATA_CONVERTER,
         # Off by default: without a tracer provider the spans go nowhere, yet creating them
-        # cost ~10% of the bridge's and worker's CPU per event (bench/realtime.py).
+        # showed in the bridge's and worker's CPU profiles per event (bench/realtime.py).
         interceptors=[TracingInterceptor()] if settings.tracing else [],
         runtime=runtime,
         lazy=lazy,
