@@ -89,6 +89,12 @@ class TemporalSettings(BaseSettings):
     metrics_bind_address: str | None = Field(
         default=None, description="host:port for a Prometheus scrape endpoint of SDK metrics"
     )
+    journey_cache_size: int = Field(
+        default=10_000,
+        ge=0,
+        description="journeys a worker keeps in memory (~60 KB each); one not cached is "
+        "rebuilt from its history on its next signal",
+    )
     tracing: bool = Field(
         default=False,
         description="OpenTelemetry spans for workflows, activities and signals, exported by the "

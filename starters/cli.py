@@ -132,6 +132,7 @@ async def _worker(args: argparse.Namespace) -> int:
         insider,
         mapping,
         args.ready_file,
+        journey_cache_size=temporal.journey_cache_size,
     )
     return 0
 

@@ -70,6 +70,8 @@ async def build_workers(
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
+    *,
+    journey_cache_size: int = 10_000,
 ) -> AsyncIterator[Workers]:
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
@@ -108,7 +110,7 @@ async def build_workers(
                 workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
                 nonsticky_to_sticky_poll_ratio=0.5,
                 # Thousands of journeys stay in memory instead of replaying on each signal.
-                max_cached_workflows=10_000,
+                max_cached_workflows=journey_cache_size,
                 # Journeys are small, reviewed-deterministic and numerous: creating a sandbox
                 # per journey cost more CPU than the journey itself (see bench/realtime.py).
                 workflow_runner=UnsandboxedWorkflowRunner(),
@@ -126,9 +128,17 @@ async def run_worker(
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
     ready_file: Path | None = None,
+    *,
+    journey_cache_size: int = 10_000,
 ) -> None:
     async with build_workers(
-        client, task_queue, journey_task_queue, ct_settings, insider_settings, mapping
+        client,
+        task_queue,
+        journey_task_queue,
+        ct_settings,
+        insider_settings,
+        mapping,
+        journey_cache_size=journey_cache_size,
     ) as workers:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -100,3 +100,24 @@ def test_bridge_token_must_be_set_and_long_enough(
     assert "BRIDGE_TOKEN" in error
     assert "at least 16 characters" in error
     assert "short" not in error  # the rejected secret itself is never printed
+
+
+def test_journey_cache_size_and_tracing_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ct_insider.config import TemporalSettings
+
+    assert (load(TemporalSettings).journey_cache_size, load(TemporalSettings).tracing) == (
+        10_000,
+        False,
+    )
+    monkeypatch.setenv("TEMPORAL_JOURNEY_CACHE_SIZE", "500")
+    monkeypatch.setenv("TEMPORAL_TRACING", "true")
+    assert (load(TemporalSettings).journey_cache_size, load(TemporalSettings).tracing) == (
+        500,
+        True,
+    )
+    monkeypatch.setenv("TEMPORAL_JOURNEY_CACHE_SIZE", "-1")
+    with pytest.raises(ConfigurationError):
+        load(TemporalSettings)
+    assert "TEMPORAL_JOURNEY_CACHE_SIZE" in capsys.readouterr().err
