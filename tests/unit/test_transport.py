@@ -4,6 +4,7 @@ request: keep-alive, closed idle connections, chunked and gzip bodies, timeouts,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -57,8 +58,16 @@ def _answer(status: int, body: bytes, *extra: str) -> bytes:
 async def http_server() -> AsyncIterator[Server]:
     server = Server(free_port())
 
+    handlers: set[asyncio.Task[None]] = set()
+    writers: set[asyncio.StreamWriter] = set()
+    closing = asyncio.Event()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        writers.add(writer)
         try:
             while True:
                 try:
@@ -88,7 +97,8 @@ async def http_server() -> AsyncIterator[Server]:
                     await writer.drain()
                     return
                 elif target == "/slow":
-                    await asyncio.sleep(0.6)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(closing.wait(), 0.6)
                     writer.write(_answer(200, b"late"))
                 elif target == "/drop":
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
@@ -109,7 +119,10 @@ async def http_server() -> AsyncIterator[Server]:
         yield server
     finally:
         listener.close()
-        await asyncio.sleep(0.7)  # let a slow handler finish before the loop moves on
+        closing.set()  # a slow answer the client stopped waiting for ends now
+        for writer in writers:
+            writer.close()  # kept-alive connections: their handlers read EOF and return
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 @asynccontextmanager
