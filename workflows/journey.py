@@ -11,7 +11,9 @@ Dedupe rules (documented in the README):
   Deleted) older than or as old as one already queued or applied is stale: the delivery
   reads the customer's current state anyway;
 - order events are checked against the delivery ledger, shared with delta sync and
-  backfill, so an order seen by the bridge and by a sync makes one event.
+  backfill, so an order seen by the bridge and by a sync makes one event;
+- a signal older than the quiet period (a redelivery after the journey rested and lost its
+  keys) is delivered only after checking which of its events Insider already holds.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -74,6 +76,10 @@ class JourneyInput(BaseModel):
     seen_capacity: int = Field(default=5_000, ge=10)
     max_signals_per_run: int = Field(default=2_000, ge=1)
     state: JourneyState = Field(default_factory=JourneyState)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def journey_workflow_id(key: str) -> str:
@@ -177,7 +183,9 @@ class CustomerJourneyWorkflow:
         outcome = await workflow.execute_local_activity_method(
             JourneyActivities.deliver,
             JourneyDelivery(
-                lane=workflow.info().workflow_id, signals=batch, may_repeat=self._may_repeat
+                lane=workflow.info().workflow_id,
+                signals=batch,
+                may_repeat=self._may_repeat or self._may_be_redelivered(batch),
             ),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(
@@ -188,6 +196,14 @@ class CustomerJourneyWorkflow:
         )
         self._may_repeat = False
         state.stats.add(outcome, len(batch))
+
+    def _may_be_redelivered(self, batch: list[JourneySignal]) -> bool:
+        """A signal that happened longer ago than the quiet period may have been delivered by
+        an earlier run of this journey, which has rested since and taken its dedupe keys with
+        it: such a batch checks Insider before sending. (A run rests `idle_seconds` after its
+        last signal, so an earlier run cannot have seen anything younger.)"""
+        oldest_unseen = workflow.now() - timedelta(seconds=self._params.idle_seconds)
+        return any(_as_utc(signal.occurred_at) <= oldest_unseen for signal in batch)
 
     @workflow.query
     def stats(self) -> JourneyStats:

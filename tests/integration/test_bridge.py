@@ -456,3 +456,32 @@ async def test_journey_dedupe_survives_continue_as_new_and_an_idle_journey_compl
     runs = [run async for run in client.list_workflows(f"WorkflowId = '{handle.id}'")]
     assert len(runs) >= 3  # continued as new after every 4+ signals, dedupe state carried
     assert {run.status.name for run in runs if run.status} == {"CONTINUED_AS_NEW", "COMPLETED"}
+
+
+async def test_a_redelivery_after_the_journey_rested_is_recognised(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    visitor = {"anonymous_id": "a-late"}
+    late = storefront_event("product_view", visitor, seconds_ago(60), sku="S-late")
+    handle = client.get_workflow_handle_for(
+        CustomerJourneyWorkflow.run, journey_workflow_id("anonymous-a-late")
+    )
+
+    def stored() -> list[Any]:
+        profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-late"})
+        return list((profile or {}).get("events") or [])
+
+    async with serving_bridge(
+        client, worker.journey_task_queue, clean_emulators, idle_seconds=2
+    ) as bridge:
+        # Given an event delivered by a journey that then rested (and forgot its keys)
+        await bridge.post("/events", late)
+        await eventually(lambda: len(stored()) == 1)
+        first = await asyncio.wait_for(handle.result(), timeout=30)
+        # When the sender delivers it again, to a new run of the journey
+        await bridge.post("/events", late)
+        second = await asyncio.wait_for(handle.result(), timeout=30)
+    # Then the new run checks Insider and sends nothing: the event is stored once
+    assert (first.delivered, first.events) == (1, 1)
+    assert (second.received, second.delivered, second.events) == (1, 1, 0)
+    assert len(stored()) == 1
