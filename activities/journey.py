@@ -1,9 +1,10 @@
 """Deliver a journey's batch of signals to Insider (a local activity of the journey).
 
-A first attempt sends. A repeat - a retry after an ambiguous Insider failure, or the first
-delivery of a journey rebuilt on another worker after a crash - first asks Insider which of
-the batch's events it already holds and sends only the rest; order events go through the
-delivery ledger like every other order path.
+A first attempt sends. A repeat - a retry after an ambiguous Insider failure, the first
+delivery of a journey rebuilt on another worker after a crash, or a batch with a signal
+older than the journey's quiet period - first asks Insider which of the batch's events it
+already holds and sends only the rest; order events go through the delivery ledger like
+every other order path.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ DELETION_TYPES = frozenset({"CustomerDeleted", "ResourceDeleted"})
 class JourneyDelivery(BaseModel):
     lane: str  # the journey workflow id
     signals: list[JourneySignal]
-    # The workflow was rebuilt from history (new worker, crash, eviction) and this is its
-    # first delivery since: an earlier execution of it may have reached Insider.
+    # An earlier execution may have reached Insider: the workflow was rebuilt from history
+    # (new worker, crash, eviction) and this is its first delivery since, or the batch holds
+    # a signal old enough to have been delivered by an earlier run of the journey.
     may_repeat: bool = False
 
 

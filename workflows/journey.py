@@ -202,8 +202,8 @@ class CustomerJourneyWorkflow:
         an earlier run of this journey, which has rested since and taken its dedupe keys with
         it: such a batch checks Insider before sending. (A run rests `idle_seconds` after its
         last signal, so an earlier run cannot have seen anything younger.)"""
-        oldest_unseen = workflow.now() - timedelta(seconds=self._params.idle_seconds)
-        return any(_as_utc(signal.occurred_at) <= oldest_unseen for signal in batch)
+        cutoff = workflow.now() - timedelta(seconds=self._params.idle_seconds)
+        return any(_as_utc(signal.occurred_at) <= cutoff for signal in batch)
 
     @workflow.query
     def stats(self) -> JourneyStats:
