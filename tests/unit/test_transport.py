@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import trustme
 
 from ct_insider.transport import LeanTransport, api_http_client
 from emulators.process import free_port
@@ -21,12 +23,14 @@ from emulators.process import free_port
 @dataclass
 class Server:
     port: int
+    scheme: str = "http"
     connections: int = 0
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"  # the name on the cert
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
@@ -55,8 +59,8 @@ def _answer(status: int, body: bytes, *extra: str) -> bytes:
 
 
 @asynccontextmanager
-async def http_server() -> AsyncIterator[Server]:
-    server = Server(free_port())
+async def http_server(tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    server = Server(free_port(), scheme="https" if tls else "http")
 
     handlers: set[asyncio.Task[None]] = set()
     writers: set[asyncio.StreamWriter] = set()
@@ -114,7 +118,7 @@ async def http_server() -> AsyncIterator[Server]:
         finally:
             writer.close()
 
-    listener = await asyncio.start_server(handle, "127.0.0.1", server.port)
+    listener = await asyncio.start_server(handle, "127.0.0.1", server.port, ssl=tls)
     try:
         yield server
     finally:
@@ -126,9 +130,11 @@ async def http_server() -> AsyncIterator[Server]:
 
 
 @asynccontextmanager
-async def lean_client(**options: float) -> AsyncIterator[httpx.AsyncClient]:
+async def lean_client(
+    ssl_context: ssl.SSLContext | None = None, **options: float
+) -> AsyncIterator[httpx.AsyncClient]:
     timeout = httpx.Timeout(options.pop("timeout", 5.0))
-    transport = LeanTransport(**options)  # type: ignore[arg-type]
+    transport = LeanTransport(ssl_context=ssl_context, **options)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
         yield client
 
@@ -213,3 +219,21 @@ async def test_a_proxy_in_the_environment_keeps_httpx_transport(
         assert proxied._transport_for_url(httpx.URL("https://api.example.com/")) is not (
             proxied._transport
         )  # the proxy's own transport
+
+
+async def test_https_verifies_the_server_certificate() -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with http_server(tls=server_tls) as server:
+        async with lean_client(ssl_context=trusting) as client:
+            first = await client.post(f"{server.url}/echo", json={"over": "tls"})
+            second = await client.get(f"{server.url}/chunked")
+            assert (first.json()["body"], second.text) == ('{"over":"tls"}', "hello world")
+            assert server.connections == 1
+        # A certificate the client does not trust: refused before anything is sent
+        async with lean_client() as client:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(f"{server.url}/echo")
