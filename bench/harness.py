@@ -96,6 +96,12 @@ def local_stack(logs: Path, temporal_address: str | None = None) -> Iterator[Sta
         )
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 class PeakRss:
     """Samples a process tree's resident memory in the background; keeps the peak. Each
     sample walks /proc, so it is taken 4 times a second, not more: the sampler shares the
@@ -109,7 +115,7 @@ class PeakRss:
 
     def _sample(self) -> None:
         try:
-            tree = [self._process, *self._process.children(recursive=True)]
+            tree = process_tree(self._process.pid)
             self.peak_bytes = max(self.peak_bytes, sum(p.memory_info().rss for p in tree))
         except psutil.Error:
             pass
@@ -148,8 +154,7 @@ class CpuSeconds:
         if process.process is None:
             return 0.0
         try:
-            root = psutil.Process(process.process.pid)
-            tree = [root, *root.children(recursive=True)]
+            tree = process_tree(process.process.pid)
             return sum(p.cpu_times().user + p.cpu_times().system for p in tree)
         except psutil.Error:
             return 0.0

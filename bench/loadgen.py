@@ -36,9 +36,6 @@ class LeanClient:
         ).encode()
         return head + payload
 
-    async def post(self, path: str, body: Any) -> int:
-        return await self.send(self.request(path, body))
-
     async def send(self, request: bytes) -> int:
         reader, writer = await self._connection()
         writer.write(request)

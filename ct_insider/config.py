@@ -73,6 +73,10 @@ class InsiderSettings(BaseSettings):
         return self
 
 
+# Journeys a worker keeps in memory unless TEMPORAL_JOURNEY_CACHE_SIZE says otherwise.
+JOURNEY_CACHE_SIZE = 10_000
+
+
 class TemporalSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="TEMPORAL_")
 
@@ -90,7 +94,7 @@ class TemporalSettings(BaseSettings):
         default=None, description="host:port for a Prometheus scrape endpoint of SDK metrics"
     )
     journey_cache_size: int = Field(
-        default=10_000,
+        default=JOURNEY_CACHE_SIZE,
         ge=0,
         description="journeys a worker keeps in memory (~60 KB each); one not cached is "
         "rebuilt from its history on its next signal",

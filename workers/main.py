@@ -23,7 +23,7 @@ from activities.catalog import CatalogActivities
 from activities.journey import JourneyActivities
 from activities.sync import SyncActivities
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.config import JOURNEY_CACHE_SIZE, CommercetoolsSettings, InsiderSettings
 from ct_insider.insider.client import InsiderClient
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
@@ -71,7 +71,7 @@ async def build_workers(
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
     *,
-    journey_cache_size: int = 10_000,
+    journey_cache_size: int = JOURNEY_CACHE_SIZE,
 ) -> AsyncIterator[Workers]:
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
@@ -102,9 +102,9 @@ async def build_workers(
                 activities=[journeys.deliver, catalog_changes.refresh_catalog],
                 max_concurrent_activities=100,
                 # New journeys arrive on the normal queue, every later signal on this worker's
-                # sticky queue. A quarter of the polls for the first: a burst of new customers
-                # is not stuck behind one poller, yet a sticky poll always waits, so a signal's
-                # task is handed over at once instead of being stored and read back
+                # sticky queue. Half the polls for each: a burst of new customers is not stuck
+                # behind one poller, yet a sticky poll always waits, so a signal's task is
+                # handed over at once instead of being stored and read back
                 # (bench/realtime.py: with most polls on the normal queue, sticky tasks
                 # waited 0.8 s each at 100 events/s).
                 workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
@@ -129,7 +129,7 @@ async def run_worker(
     mapping: MappingConfig,
     ready_file: Path | None = None,
     *,
-    journey_cache_size: int = 10_000,
+    journey_cache_size: int = JOURNEY_CACHE_SIZE,
 ) -> None:
     async with build_workers(
         client,
