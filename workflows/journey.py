@@ -47,12 +47,17 @@ class JourneyStats(BaseModel):
     duplicates: int = 0
     stale: int = 0
     delivered: int = 0
-    events: int = 0
+    events: int = 0  # sent by this run's deliveries
+    # Found in Insider before sending: a redelivery, or a delivery repeated because its
+    # first execution's result never reached history (e.g. a workflow task that Temporal
+    # refused because a signal arrived while it was continuing-as-new).
+    already_in_insider: int = 0
     flushes: int = 0
 
     def add(self, outcome: JourneyOutcome, signals: int) -> None:
         self.delivered += signals
         self.events += outcome.events
+        self.already_in_insider += outcome.already_in_insider
         self.flushes += 1
 
 
