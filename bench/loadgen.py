@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -58,3 +60,26 @@ class LeanClient:
         while not self._pool.empty():
             _, writer = self._pool.get_nowait()
             writer.close()
+
+
+async def at_rate(count: int, rate: float, send: Callable[[int], Awaitable[None]]) -> float:
+    """Call `send(index)` for index 0..count-1, each at its slot (`index / rate` seconds after
+    the start) without waiting for earlier calls; returns the seconds until all finished.
+
+    One pacing loop, a task per call only while it is in flight: the load generator shares
+    the cores with the system under test, so it must stay cheap."""
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def call(index: int) -> None:
+        await send(index)
+
+    started = time.monotonic()
+    for index in range(count):
+        delay = started + index / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(call(index))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
+    return time.monotonic() - started

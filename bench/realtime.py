@@ -28,8 +28,18 @@ from typing import Any
 import httpx
 import uvloop
 
-from bench.harness import CpuSeconds, PeakRss, Stack, local_stack, machine, save, worker_process
-from bench.loadgen import LeanClient
+from bench import temporal_floor
+from bench.harness import (
+    CpuSeconds,
+    PeakRss,
+    Stack,
+    local_stack,
+    machine,
+    percentile,
+    save,
+    worker_process,
+)
+from bench.loadgen import LeanClient, at_rate
 from emulators.process import ManagedProcess, ct_insider_command, free_port
 
 TOKEN = "bench-bridge-token-0123456789"
@@ -110,29 +120,18 @@ async def post_at_rate(port: int, items: list[Sent], rate: float) -> tuple[float
     failures = 0
     http = LeanClient("127.0.0.1", port, TOKEN)
     requests = [http.request(item.path, item.body) for item in items]
-    in_flight: set[asyncio.Task[None]] = set()
 
-    async def send(item: Sent, request: bytes) -> None:
+    async def send(index: int) -> None:
         nonlocal failures
-        status = await http.send(request)
+        status = await http.send(requests[index])
         if status // 100 == 2:
-            item.accepted_at = time.time()
+            items[index].accepted_at = time.time()
         else:
             failures += 1
 
-    # One pacing loop, a task per request only while it is in flight: the load generator
-    # shares the 2 cores with the system under test, so it must stay cheap.
-    started = time.monotonic()
-    for index, (item, request) in enumerate(zip(items, requests, strict=True)):
-        delay = started + index / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.ensure_future(send(item, request))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    await asyncio.gather(*in_flight)
+    seconds = await at_rate(len(items), rate, send)
     await http.close()
-    return time.monotonic() - started, failures
+    return seconds, failures
 
 
 def stored_keys(stack: Stack) -> list[tuple[str, float]]:
@@ -147,11 +146,6 @@ def stored_keys(stack: Stack) -> list[tuple[str, float]]:
             key = str((params.get("custom") or {}).get("event_id"))
         found.append((key, float(event["_stored_at"])))
     return found
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 async def run(
@@ -239,6 +233,10 @@ async def run(
     }
 
 
+def cpu_total(result: dict[str, Any]) -> float:
+    return float(sum(result["cpu_ms_per_event"].values()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
@@ -249,7 +247,17 @@ def main() -> int:
         help="use this Temporal server (namespace default) instead of starting a dev server "
         "on this machine",
     )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the Temporal floor run (bench/temporal_floor.py) done side by side",
+    )
     args = parser.parse_args()
+    # The floor needs a dev server of its own on this machine; against a remote Temporal
+    # the comparison would not be like for like.
+    floor = None
+    if not args.no_floor and args.temporal_address is None:
+        floor = uvloop.run(temporal_floor.run(args.events, args.rate, args.customers))
     # uvloop keeps the load generator's own CPU low (it shares the cores being measured).
     result = uvloop.run(run(args.events, args.rate, args.customers, args.temporal_address))
     info = machine()
@@ -268,6 +276,15 @@ def main() -> int:
         f"  worker peak RSS         {result['worker_peak_rss_mb']} MB\n"
         f"  CPU ms per event        {result['cpu_ms_per_event']}"
     )
+    if floor is not None:
+        result["temporal_floor"] = floor
+        print(
+            "  Temporal floor, the same traffic through no-op journeys (bench/temporal_floor.py),\n"
+            f"  run just before: {temporal_floor.summary(floor)}\n"
+            f"  connector / floor: delivered "
+            f"{result['delivered_per_second'] / floor['delivered_per_second']:.2f}, CPU per event "
+            f"{cpu_total(result) / cpu_total(floor):.2f}"
+        )
     print(f"  saved to {save('realtime', result)}")
     ok = (
         result["delivered_per_second"] >= TARGET_RATE

@@ -1,0 +1,247 @@
+"""The floor under bench/realtime.py: what Temporal alone costs for the same traffic.
+
+    .venv/bin/python -m bench.temporal_floor [--events N] [--rate R] [--customers C]
+
+The shape of the connector's journeys - one workflow per customer, each event a
+signal-with-start, the workflow takes the signals waiting and runs one local activity per
+batch, on a worker configured like the journey worker - with a workflow that does nothing
+else and an activity that only notes when it ran: no bridge, no mapping, no commercetools,
+no Insider. Its cost per event on a machine is the least any per-customer workflow design
+pays there; `bench/realtime.py` runs it side by side with the connector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
+
+from bench.harness import CpuSeconds, machine, percentile, save
+from bench.loadgen import at_rate
+from ct_insider.temporal import DATA_CONVERTER
+from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
+
+LOGS = Path(".dev/bench-logs/temporal-floor")
+
+
+class FloorBatch(BaseModel):
+    keys: list[str]
+
+
+class FloorRecorder:
+    """Appends `<key> <unix time>` per delivered key to a file the benchmark reads back."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", buffering=1)
+
+    @activity.defn(name="floor_record")
+    async def record(self, batch: FloorBatch) -> int:
+        now = time.time()
+        self._file.write("".join(f"{key} {now}\n" for key in batch.keys))
+        return len(batch.keys)
+
+
+@workflow.defn
+class FloorJourneyWorkflow:
+    def __init__(self) -> None:
+        self._pending: list[str] = []
+
+    @workflow.signal
+    def deliver(self, batch: FloorBatch) -> None:
+        self._pending.extend(batch.keys)
+
+    @workflow.run
+    async def run(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._pending))
+            batch, self._pending = self._pending, []
+            await workflow.execute_local_activity_method(
+                FloorRecorder.record,
+                FloorBatch(keys=batch),
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+
+
+async def serve_worker(address: str, task_queue: str, out: Path, ready: Path) -> None:
+    """The floor's worker process: the journey worker's settings (workers/main.py)."""
+    client = await Client.connect(address, data_converter=DATA_CONVERTER)
+    recorder = FloorRecorder(out)
+    with ThreadPoolExecutor(max_workers=4) as activations:
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[FloorJourneyWorkflow],
+            activities=[recorder.record],
+            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
+            nonsticky_to_sticky_poll_ratio=0.5,
+            max_cached_workflows=10_000,
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            workflow_task_executor=activations,
+        ):
+            await asyncio.to_thread(ready.write_text, "ready")
+            await asyncio.Event().wait()  # until the benchmark terminates the process
+
+
+def customer_of_each_event(count: int, customers: int) -> list[int]:
+    """As in bench/realtime.py: events spread evenly over the customers, then shuffled."""
+    owners = [n % customers for n in range(count)]
+    random.Random(11).shuffle(owners)
+    return owners
+
+
+async def run(count: int, rate: float, customers: int) -> dict[str, Any]:
+    port = free_port()
+    temporal = ManagedProcess(
+        "temporal",
+        temporal_dev_server_command(port, free_port(), headless=True),
+        log_path=LOGS / "temporal.log",
+    )
+    task_queue = f"floor-{uuid.uuid4()}"
+    delivered_file, ready = LOGS / "delivered.txt", LOGS / "worker.ready"
+    delivered_file.unlink(missing_ok=True)
+    worker = ManagedProcess(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "bench.temporal_floor",
+            "--serve-worker",
+            f"127.0.0.1:{port}",
+            task_queue,
+            str(delivered_file),
+            str(ready),
+        ],
+        ready_file=ready,
+        log_path=LOGS / "worker.log",
+    )
+    owners = customer_of_each_event(count, customers)
+    accepted: dict[str, float] = {}
+    refused = 0
+    with temporal:
+        client = await connect(f"127.0.0.1:{port}")
+        with worker, CpuSeconds({"temporal": temporal, "worker": worker}) as cpu:
+
+            async def send(index: int) -> None:
+                nonlocal refused
+                key = f"e{index}"
+                try:
+                    await client.start_workflow(
+                        FloorJourneyWorkflow.run,
+                        id=f"floor-journey-{owners[index]}",
+                        task_queue=task_queue,
+                        start_signal="deliver",
+                        start_signal_args=[FloorBatch(keys=[key])],
+                    )
+                except (RPCError, RuntimeError):  # counted, as the bridge's 503s are
+                    refused += 1
+                    return
+                accepted[key] = time.time()
+
+            seconds = await at_rate(count, rate, send)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if len(delivered(delivered_file)) >= len(accepted):
+                    break
+                await asyncio.sleep(0.5)
+    stored = delivered(delivered_file)
+    latencies = [stored[key] - at for key, at in accepted.items() if key in stored]
+    order = sorted(accepted, key=accepted.__getitem__)
+    tenth = max(1, len(order) // 10)
+    by_tenth = [
+        round(percentile(part, 0.99), 2)
+        for start in range(0, len(order), tenth)
+        if (part := [stored[k] - accepted[k] for k in order[start : start + tenth] if k in stored])
+    ]
+    last = max(stored.values(), default=0.0)
+    first = min(accepted.values(), default=0.0)
+    return {
+        "events_posted": count,
+        "customers": customers,
+        "rate_offered": rate,
+        "refused": refused,
+        "accepted_per_second": round(len(accepted) / seconds, 1),
+        "delivered_per_second": round(len(accepted) / max(1e-9, last - first), 1),
+        "latency_p50": round(percentile(latencies, 0.50), 3) if latencies else None,
+        "latency_p95": round(percentile(latencies, 0.95), 3) if latencies else None,
+        "latency_p99": round(percentile(latencies, 0.99), 3) if latencies else None,
+        "latency_p99_by_tenth_of_run": by_tenth,
+        "lost": len(accepted) - len(latencies),
+        "cpu_ms_per_event": {
+            # "benchmark client" sends the signals-with-start: the bridge's Temporal share.
+            name: round(1000 * spent / count, 2)
+            for name, spent in cpu.spent.items()
+        },
+    }
+
+
+async def connect(address: str) -> Client:
+    for _ in range(120):
+        try:
+            client = await Client.connect(address, data_converter=DATA_CONVERTER)
+            await client.service_client.check_health()
+            return client
+        except RuntimeError:
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"no Temporal server at {address}")
+
+
+def delivered(path: Path) -> dict[str, float]:
+    """First delivery time of each key (a key noted twice would be a duplicate delivery)."""
+    first: dict[str, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, at = line.partition(" ")
+            first.setdefault(key, float(at))
+    return first
+
+
+def summary(result: dict[str, Any]) -> str:
+    return (
+        f"accepted {result['accepted_per_second']}/s, delivered "
+        f"{result['delivered_per_second']}/s, p50/p95/p99 {result['latency_p50']} / "
+        f"{result['latency_p95']} / {result['latency_p99']} s (p99 by tenth of run "
+        f"{result['latency_p99_by_tenth_of_run']}), lost {result['lost']}, "
+        f"CPU ms per event {result['cpu_ms_per_event']}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--customers", type=int, default=1_000)
+    parser.add_argument("--serve-worker", nargs=4, metavar=("ADDRESS", "QUEUE", "OUT", "READY"))
+    args = parser.parse_args()
+    if args.serve_worker:
+        address, queue, out, ready = args.serve_worker
+        # asyncio's own loop, as `ct-insider worker` runs.
+        asyncio.run(serve_worker(address, queue, Path(out), Path(ready)))
+        return 0
+    LOGS.mkdir(parents=True, exist_ok=True)
+    result = uvloop.run(run(args.events, args.rate, args.customers))
+    info = machine()
+    print(
+        f"\ntemporal floor: {args.events:,} events for {args.customers:,} customers at "
+        f"{args.rate:.0f}/s offered, on {info['cpu']} ({info['cores']} cores; speed probe "
+        f"{info['speed_probe_seconds']} s):\n  {summary(result)}"
+    )
+    print(f"results: {save('temporal-floor', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
