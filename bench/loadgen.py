@@ -68,17 +68,13 @@ async def at_rate(count: int, rate: float, send: Callable[[int], Awaitable[None]
 
     One pacing loop, a task per call only while it is in flight: the load generator shares
     the cores with the system under test, so it must stay cheap."""
-    in_flight: set[asyncio.Task[None]] = set()
-
-    async def call(index: int) -> None:
-        await send(index)
-
+    in_flight: set[asyncio.Future[None]] = set()
     started = time.monotonic()
     for index in range(count):
         delay = started + index / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.ensure_future(call(index))
+        task = asyncio.ensure_future(send(index))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     await asyncio.gather(*in_flight)

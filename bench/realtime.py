@@ -8,6 +8,8 @@ customers at a fixed rate (default 300/s, the target) to a `ct-insider bridge` p
 `ct-insider worker` process delivering the journeys. Prints the sustained rate, the
 end-to-end latency (bridge accepted -> Insider emulator stored) p50/p95/p99, and the events
 lost and duplicated. Targets (issue 4): >= 300 events/s, p99 < 2 s, 0 lost, 0 duplicated.
+Before that it runs bench/temporal_floor.py with the same traffic (unless --no-floor or
+--temporal-address) and prints the connector's figures against that floor.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 
 from bench.harness import CpuSeconds, machine, percentile, save
 from bench.loadgen import at_rate
+from ct_insider.config import JOURNEY_CACHE_SIZE
 from ct_insider.temporal import DATA_CONVERTER
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
 
@@ -88,7 +89,7 @@ async def serve_worker(address: str, task_queue: str, out: Path, ready: Path) ->
             activities=[recorder.record],
             workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
             nonsticky_to_sticky_poll_ratio=0.5,
-            max_cached_workflows=10_000,
+            max_cached_workflows=JOURNEY_CACHE_SIZE,
             workflow_runner=UnsandboxedWorkflowRunner(),
             workflow_task_executor=activations,
         ):
