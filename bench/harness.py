@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -228,3 +229,41 @@ def save(name: str, result: dict[str, Any]) -> Path:
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def delivery_figures(
+    accepted_at: list[float | None],
+    delivered_at: list[float | None],
+    seconds: float,
+    cpu: CpuSeconds,
+) -> dict[str, Any]:
+    """Rates, latencies and CPU per event of a realtime run, from each sent event's accept and
+    first delivery times (unix seconds, None if never), in the order they were sent."""
+    pairs = list(zip(accepted_at, delivered_at, strict=True))
+    latency = [d - a if a is not None and d is not None else None for a, d in pairs]
+    known = [x for x in latency if x is not None]
+    accepted = [a for a in accepted_at if a is not None]
+    last = max((d for d in delivered_at if d is not None), default=0.0)
+    # When in the run slow deliveries happen (creation of the journeys vs steady state).
+    tenth = max(1, len(latency) // 10)
+    by_tenth = []
+    for start in range(0, len(latency), tenth):
+        part = [x for x in latency[start : start + tenth] if x is not None]
+        by_tenth.append(round(percentile(part, 0.99), 2) if part else None)
+    return {
+        "posting_seconds": round(seconds, 2),
+        "accepted_per_second": round(len(accepted) / seconds, 1),
+        "delivered_per_second": round(
+            len(accepted) / max(1e-9, last - min(accepted, default=0)), 1
+        ),
+        **{
+            f"latency_{name}": round(percentile(known, share), 3) if known else None
+            for name, share in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+        },
+        "latency_mean": round(statistics.mean(known), 3) if known else None,
+        "latency_p99_by_tenth_of_run": by_tenth,
+        "cpu_seconds": cpu.spent,
+        "cpu_ms_per_event": {
+            name: round(1000 * spent / len(pairs), 2) for name, spent in cpu.spent.items()
+        },
+    }

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -35,9 +34,9 @@ from bench.harness import (
     CpuSeconds,
     PeakRss,
     Stack,
+    delivery_figures,
     local_stack,
     machine,
-    percentile,
     save,
     worker_process,
 )
@@ -186,52 +185,26 @@ async def run(
                     await asyncio.sleep(0.5)
             await asyncio.sleep(2)  # late duplicates would show up now
             stored = stored_keys(stack)
-    accepted = {item.key: item for item in items if item.accepted_at is not None}
     counts = Counter(key for key, _ in stored)
     first_store: dict[str, float] = {}
     for key, at in stored:
         first_store[key] = min(at, first_store.get(key, at))
     lost = sum(max(0, item.expected_events - counts[item.key]) for item in items)
     duplicated = sum(max(0, counts[item.key] - item.expected_events) for item in items)
-    latencies = [
-        first_store[key] - item.accepted_at
-        for key, item in accepted.items()
-        if key in first_store and item.accepted_at is not None
-    ]
-    # When in the run slow deliveries happen (start-up of 1,000 journeys vs steady state).
-    tenth = max(1, len(items) // 10)
-    by_tenth = []
-    for start in range(0, len(items), tenth):
-        part = [
-            first_store[i.key] - i.accepted_at
-            for i in items[start : start + tenth]
-            if i.accepted_at is not None and i.key in first_store
-        ]
-        by_tenth.append(round(percentile(part, 0.99), 2) if part else None)
-    last_store = max(at for _, at in stored) if stored else 0.0
-    first_accept = (
-        min(i.accepted_at for i in accepted.values() if i.accepted_at) if accepted else 0.0
-    )
     return {
         "events_posted": len(items),
         "insider_events_expected": sum(item.expected_events for item in items),
         "rate_offered": rate,
         "refused": refused,
-        "posting_seconds": round(seconds, 2),
-        "accepted_per_second": round(len(accepted) / seconds, 1),
-        "delivered_per_second": round(len(accepted) / max(1e-9, last_store - first_accept), 1),
-        "latency_p50": round(percentile(latencies, 0.50), 3) if latencies else None,
-        "latency_p95": round(percentile(latencies, 0.95), 3) if latencies else None,
-        "latency_p99": round(percentile(latencies, 0.99), 3) if latencies else None,
-        "latency_mean": round(statistics.mean(latencies), 3) if latencies else None,
-        "latency_p99_by_tenth_of_run": by_tenth,
+        **delivery_figures(
+            [item.accepted_at for item in items],
+            [first_store.get(item.key) for item in items],
+            seconds,
+            cpu,
+        ),
         "lost": lost,
         "duplicated": duplicated,
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
-        "cpu_seconds": cpu.spent,
-        "cpu_ms_per_event": {
-            name: round(1000 * spent / len(items), 2) for name, spent in cpu.spent.items()
-        },
     }
 
 

@@ -30,10 +30,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
-from bench.harness import CpuSeconds, machine, percentile, save
+from bench.harness import CpuSeconds, delivery_figures, machine, save
 from bench.loadgen import at_rate
-from ct_insider.config import JOURNEY_CACHE_SIZE
-from ct_insider.temporal import DATA_CONVERTER
+from ct_insider.config import JOURNEY_CACHE_SIZE, TemporalSettings
+from ct_insider.temporal import connect as connect_temporal
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
 
 LOGS = Path(".dev/bench-logs/temporal-floor")
@@ -79,7 +79,7 @@ class FloorJourneyWorkflow:
 
 async def serve_worker(address: str, task_queue: str, out: Path, ready: Path) -> None:
     """The floor's worker process: the journey worker's settings (workers/main.py)."""
-    client = await Client.connect(address, data_converter=DATA_CONVERTER)
+    client = await connect(address)
     recorder = FloorRecorder(out)
     with ThreadPoolExecutor(max_workers=4) as activations:
         async with Worker(
@@ -106,7 +106,7 @@ def customer_of_each_event(count: int, customers: int) -> list[int]:
 
 async def run(count: int, rate: float, customers: int) -> dict[str, Any]:
     port = free_port()
-    temporal = ManagedProcess(
+    dev_server = ManagedProcess(
         "temporal",
         temporal_dev_server_command(port, free_port(), headless=True),
         log_path=LOGS / "temporal.log",
@@ -132,9 +132,9 @@ async def run(count: int, rate: float, customers: int) -> dict[str, Any]:
     owners = customer_of_each_event(count, customers)
     accepted: dict[str, float] = {}
     refused = 0
-    with temporal:
+    with dev_server:
         client = await connect(f"127.0.0.1:{port}")
-        with worker, CpuSeconds({"temporal": temporal, "worker": worker}) as cpu:
+        with worker, CpuSeconds({"temporal": dev_server, "worker": worker}) as cpu:
 
             async def send(index: int) -> None:
                 nonlocal refused
@@ -159,40 +159,26 @@ async def run(count: int, rate: float, customers: int) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
     stored = delivered(delivered_file)
-    latencies = [stored[key] - at for key, at in accepted.items() if key in stored]
-    order = sorted(accepted, key=accepted.__getitem__)
-    tenth = max(1, len(order) // 10)
-    by_tenth = [
-        round(percentile(part, 0.99), 2)
-        for start in range(0, len(order), tenth)
-        if (part := [stored[k] - accepted[k] for k in order[start : start + tenth] if k in stored])
-    ]
-    last = max(stored.values(), default=0.0)
-    first = min(accepted.values(), default=0.0)
+    keys = [f"e{index}" for index in range(count)]
     return {
         "events_posted": count,
         "customers": customers,
         "rate_offered": rate,
         "refused": refused,
-        "accepted_per_second": round(len(accepted) / seconds, 1),
-        "delivered_per_second": round(len(accepted) / max(1e-9, last - first), 1),
-        "latency_p50": round(percentile(latencies, 0.50), 3) if latencies else None,
-        "latency_p95": round(percentile(latencies, 0.95), 3) if latencies else None,
-        "latency_p99": round(percentile(latencies, 0.99), 3) if latencies else None,
-        "latency_p99_by_tenth_of_run": by_tenth,
-        "lost": len(accepted) - len(latencies),
-        "cpu_ms_per_event": {
-            # "benchmark client" sends the signals-with-start: the bridge's Temporal share.
-            name: round(1000 * spent / count, 2)
-            for name, spent in cpu.spent.items()
-        },
+        # "benchmark client" (CPU) sends the signals-with-start: the bridge's Temporal share.
+        **delivery_figures(
+            [accepted.get(key) for key in keys], [stored.get(key) for key in keys], seconds, cpu
+        ),
+        "lost": sum(1 for key in accepted if key not in stored),
     }
 
 
 async def connect(address: str) -> Client:
+    """As the bridge and the worker connect (same data converter, same interceptors), once
+    the dev server answers."""
     for _ in range(120):
         try:
-            client = await Client.connect(address, data_converter=DATA_CONVERTER)
+            client = await connect_temporal(TemporalSettings(address=address))
             await client.service_client.check_health()
             return client
         except RuntimeError:
