@@ -43,6 +43,10 @@ class FloorBatch(BaseModel):
     keys: list[str]
 
 
+class FloorJourneyInput(BaseModel):
+    customer: int  # what the connector's JourneyInput.key is
+
+
 class FloorRecorder:
     """Appends `<key> <unix time>` per delivered key to a file the benchmark reads back."""
 
@@ -66,7 +70,7 @@ class FloorJourneyWorkflow:
         self._pending.extend(batch.keys)
 
     @workflow.run
-    async def run(self) -> None:
+    async def run(self, params: FloorJourneyInput) -> None:
         while True:
             await workflow.wait_condition(lambda: bool(self._pending))
             batch, self._pending = self._pending, []
@@ -142,6 +146,7 @@ async def run(count: int, rate: float, customers: int) -> dict[str, Any]:
                 try:
                     await client.start_workflow(
                         FloorJourneyWorkflow.run,
+                        FloorJourneyInput(customer=owners[index]),
                         id=f"floor-journey-{owners[index]}",
                         task_queue=task_queue,
                         start_signal="deliver",
