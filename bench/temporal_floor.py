@@ -18,7 +18,6 @@ import random
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,13 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from bench.harness import CpuSeconds, delivery_figures, machine, save
 from bench.loadgen import at_rate
-from ct_insider.config import JOURNEY_CACHE_SIZE, TemporalSettings
+from ct_insider.config import TemporalSettings
 from ct_insider.temporal import connect as connect_temporal
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
+from workers.main import journey_activation_pool, journey_worker
 
 LOGS = Path(".dev/bench-logs/temporal-floor")
 
@@ -82,20 +81,12 @@ class FloorJourneyWorkflow:
 
 
 async def serve_worker(address: str, task_queue: str, out: Path, ready: Path) -> None:
-    """The floor's worker process: the journey worker's settings (workers/main.py)."""
+    """The floor's worker process, built as the journey worker is (workers/main.py)."""
     client = await connect(address)
     recorder = FloorRecorder(out)
-    with ThreadPoolExecutor(max_workers=4) as activations:
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[FloorJourneyWorkflow],
-            activities=[recorder.record],
-            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
-            nonsticky_to_sticky_poll_ratio=0.5,
-            max_cached_workflows=JOURNEY_CACHE_SIZE,
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            workflow_task_executor=activations,
+    with journey_activation_pool() as activations:
+        async with journey_worker(
+            client, task_queue, [FloorJourneyWorkflow], [recorder.record], activations
         ):
             await asyncio.to_thread(ready.write_text, "ready")
             await asyncio.Event().wait()  # until the benchmark terminates the process

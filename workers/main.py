@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
@@ -62,6 +63,46 @@ class Workers:
             yield self
 
 
+def journey_activation_pool() -> ThreadPoolExecutor:
+    """Journey activations are short CPU bursts: a few threads run them with less GIL
+    hand-over than the SDK's default pool of up to 500 (bench/realtime.py)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="journey_activation_")
+
+
+def journey_worker(
+    client: Client,
+    task_queue: str,
+    workflows: Sequence[type],
+    activities: Sequence[Callable[..., Any]],
+    activations: ThreadPoolExecutor,
+    cache_size: int = JOURNEY_CACHE_SIZE,
+) -> Worker:
+    """A worker tuned for journeys: many small, short workflow tasks (also used by
+    bench/temporal_floor.py, so its floor is measured with the same settings)."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=workflows,
+        activities=activities,
+        max_concurrent_activities=100,
+        # New journeys arrive on the normal queue, every later signal on this worker's
+        # sticky queue. Half the polls for each: a burst of new customers is not stuck
+        # behind one poller, yet a sticky poll always waits, so a signal's task is
+        # handed over at once instead of being stored and read back
+        # (bench/realtime.py: with most polls on the normal queue, sticky tasks
+        # waited 0.8 s each at 100 events/s).
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
+        nonsticky_to_sticky_poll_ratio=0.5,
+        # Thousands of journeys stay in memory instead of replaying on each signal.
+        max_cached_workflows=cache_size,
+        # Journeys are small, reviewed-deterministic and numerous: creating a sandbox
+        # per journey cost more CPU than the journey itself (see bench/realtime.py).
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        workflow_task_executor=activations,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
 @asynccontextmanager
 async def build_workers(
     client: Client,
@@ -82,9 +123,7 @@ async def build_workers(
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
         journeys = JourneyActivities(ct, insider, mapping, orders, catalog)
         catalog_changes = CatalogActivities(ct, insider, mapping, orders, catalog)
-        # Journey activations are short CPU bursts: a few threads run them with less GIL
-        # hand-over than the SDK's default pool of up to 500 (bench/realtime.py).
-        activations = ThreadPoolExecutor(max_workers=4, thread_name_prefix="journey_activation_")
+        activations = journey_activation_pool()
         stack.callback(activations.shutdown)
         yield Workers(
             sync=Worker(
@@ -95,27 +134,13 @@ async def build_workers(
                 max_concurrent_activities=20,
                 graceful_shutdown_timeout=timedelta(seconds=20),
             ),
-            journeys=Worker(
+            journeys=journey_worker(
                 client,
-                task_queue=journey_task_queue,
-                workflows=JOURNEY_WORKFLOWS,
-                activities=[journeys.deliver, catalog_changes.refresh_catalog],
-                max_concurrent_activities=100,
-                # New journeys arrive on the normal queue, every later signal on this worker's
-                # sticky queue. Half the polls for each: a burst of new customers is not stuck
-                # behind one poller, yet a sticky poll always waits, so a signal's task is
-                # handed over at once instead of being stored and read back
-                # (bench/realtime.py: with most polls on the normal queue, sticky tasks
-                # waited 0.8 s each at 100 events/s).
-                workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
-                nonsticky_to_sticky_poll_ratio=0.5,
-                # Thousands of journeys stay in memory instead of replaying on each signal.
-                max_cached_workflows=journey_cache_size,
-                # Journeys are small, reviewed-deterministic and numerous: creating a sandbox
-                # per journey cost more CPU than the journey itself (see bench/realtime.py).
-                workflow_runner=UnsandboxedWorkflowRunner(),
-                workflow_task_executor=activations,
-                graceful_shutdown_timeout=timedelta(seconds=20),
+                journey_task_queue,
+                JOURNEY_WORKFLOWS,
+                [journeys.deliver, catalog_changes.refresh_catalog],
+                activations,
+                journey_cache_size,
             ),
         )
 
