@@ -6,7 +6,7 @@
 - GET /healthz, /readyz; GET /stats (counters)
 
 Both POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_TOKEN>`. A
-2xx answer means Temporal has durably stored the signal; 503 means it has not (redeliver).
+2xx answer means Temporal has durably stored the signals; 503 means it has not (redeliver).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from bridge.auth import BearerTokenMiddleware
-from bridge.dispatch import JourneyDispatcher, TemporalUnavailable
+from bridge.dispatch import Dispatcher, TemporalUnavailable
 from bridge.routing import Ignored, NotificationRouter, storefront_signal
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
@@ -41,9 +41,7 @@ def _unavailable(reason: str) -> JSONResponse:
     )
 
 
-def create_app(
-    token: SecretStr, router: NotificationRouter, dispatcher: JourneyDispatcher
-) -> FastAPI:
+def create_app(token: SecretStr, router: NotificationRouter, dispatcher: Dispatcher) -> FastAPI:
     app = FastAPI(
         title="ct-insider bridge",
         summary="commercetools subscription deliveries and storefront events to Insider journeys",
@@ -119,13 +117,13 @@ def create_app(
         if not events:
             return JSONResponse({"error": "no events"}, status_code=422)
         try:
-            journeys = await dispatcher.dispatch([storefront_signal(e) for e in events])
+            shards = await dispatcher.dispatch([storefront_signal(e) for e in events])
         except TemporalUnavailable as exc:
             counters["unavailable"] += 1
             log.warning("events not accepted", error=str(exc), events=len(events))
-            return _unavailable("Temporal unreachable")
+            return _unavailable(type(exc).__name__)
         counters["events"] += len(events)
-        return {"status": "accepted", "events": len(events), "journeys": journeys}
+        return {"status": "accepted", "events": len(events), "shards": shards}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -139,6 +137,6 @@ def create_app(
 
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        return dict(counters)
+        return {**counters, "journey_commits": dispatcher.journeys.commits}
 
     return app

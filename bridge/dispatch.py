@@ -1,4 +1,5 @@
-"""Hand signals to their journey workflows with signal-with-start."""
+"""Hand signals to Temporal: journey signals through the shards' group commit, catalog
+changes to a workflow per product (rare, so one signal-with-start each)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from bridge.commit import ShardCommitter, TemporalUnavailable
 from ct_insider.journeys.signals import JourneySignal
 from workflows.catalog_changes import (
     CatalogChange,
@@ -17,43 +19,36 @@ from workflows.catalog_changes import (
     CatalogChangeWorkflow,
     catalog_change_workflow_id,
 )
-from workflows.journey import CustomerJourneyWorkflow, JourneyInput, journey_workflow_id
 
 RPC_TIMEOUT = timedelta(seconds=5)
 
-
-class TemporalUnavailable(Exception):
-    """Temporal did not take the signal: the sender must deliver again later."""
+__all__ = ["Dispatcher", "TemporalUnavailable"]
 
 
-class JourneyDispatcher:
-    def __init__(self, client: Client, task_queue: str, template: JourneyInput | None = None):
+class Dispatcher:
+    def __init__(self, client: Client, task_queue: str, journeys: ShardCommitter) -> None:
         self._client = client
         self._task_queue = task_queue
-        # Settings for journeys this bridge starts (the key is filled in per journey).
-        self._template = template or JourneyInput(key="")
+        self.journeys = journeys
 
     async def dispatch(self, signals: Sequence[JourneySignal | CatalogChange]) -> int:
-        """Signal (starting if needed) each journey or catalog-change workflow; returns once
-        Temporal stored them all, with how many workflows were signalled."""
-        by_journey: dict[str, list[JourneySignal]] = defaultdict(list)
+        """Return once Temporal stored them all, with how many workflows were signalled."""
+        journey_signals: list[JourneySignal] = []
         by_product: dict[str, list[CatalogChange]] = defaultdict(list)
         for signal in signals:
             if isinstance(signal, CatalogChange):
                 by_product[signal.workflow_key()].append(signal)
-                continue
-            key = signal.identity.routing_key()
-            if key is None:
-                raise ValueError(f"signal {signal.dedupe_key} names no customer, visitor or email")
-            by_journey[key].append(signal)
+            else:
+                signal.routing()  # raises ValueError for a signal that names nobody
+                journey_signals.append(signal)
         try:
-            await asyncio.gather(
-                *(self._signal(key, batch) for key, batch in by_journey.items()),
+            shards, *_ = await asyncio.gather(
+                self.journeys.commit(journey_signals) if journey_signals else _none(),
                 *(self._catalog_change(key, batch) for key, batch in by_product.items()),
             )
         except (RPCError, RuntimeError) as exc:
             raise TemporalUnavailable(str(exc)) from exc
-        return len(by_journey) + len(by_product)
+        return int(shards or 0) + len(by_product)
 
     async def _catalog_change(self, key: str, changes: list[CatalogChange]) -> None:
         await self._client.start_workflow(
@@ -66,20 +61,12 @@ class JourneyDispatcher:
             rpc_timeout=RPC_TIMEOUT,
         )
 
-    async def _signal(self, key: str, signals: list[JourneySignal]) -> None:
-        await self._client.start_workflow(
-            CustomerJourneyWorkflow.run,
-            self._template.model_copy(update={"key": key}),
-            id=journey_workflow_id(key),
-            task_queue=self._task_queue,
-            start_signal="deliver",
-            start_signal_args=[signals],
-            # Answer 503 in seconds rather than hold the sender while Temporal is down.
-            rpc_timeout=RPC_TIMEOUT,
-        )
-
     async def ready(self) -> bool:
         try:
             return await self._client.service_client.check_health(timeout=RPC_TIMEOUT)
         except (RPCError, RuntimeError):
             return False
+
+
+async def _none() -> int:
+    return 0

@@ -134,6 +134,7 @@ class NotificationRouter:
             resource_version=notification.resource_version,
             sequence_number=notification.sequence_number,
             market=Market(language=normalize.insider_language(locale)),
+            previous_email=payload.get("oldEmail"),
         )
 
     async def _order(self, notification: Notification) -> list[JourneySignal]:

@@ -6,7 +6,8 @@ import uvicorn
 from temporalio.client import Client
 
 from bridge.app import create_app
-from bridge.dispatch import JourneyDispatcher
+from bridge.commit import ShardCommitter
+from bridge.dispatch import Dispatcher
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import BridgeSettings, CommercetoolsSettings, TemporalSettings
@@ -22,7 +23,17 @@ async def serve(
         app = create_app(
             bridge.token,
             NotificationRouter(commercetools),
-            JourneyDispatcher(client, temporal.journey_task_queue),
+            Dispatcher(
+                client,
+                temporal.journey_task_queue,
+                ShardCommitter(
+                    client,
+                    temporal.journey_task_queue,
+                    shards=temporal.journey_shards,
+                    window_seconds=bridge.commit_window_ms / 1000,
+                    backlog_bytes=bridge.shard_backlog_bytes,
+                ),
+            ),
         )
         config = uvicorn.Config(
             app, host=bridge.host, port=bridge.port, log_level="warning", access_log=False

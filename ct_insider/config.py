@@ -65,16 +65,26 @@ class InsiderSettings(BaseSettings):
     unification_url: str = "https://unification.useinsider.com"
     catalog_url: str = "https://catalog.api.useinsider.com"
     catalog_requests_per_minute: int = Field(default=60, ge=1)
+    upsert_linger_ms: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="how long a worker holds a journey upsert for other shards' users to "
+        "join it in one request (Insider allows 25,000 upsert requests a minute per account)",
+    )
+    profile_units_per_minute: float = Field(
+        default=900,
+        gt=0,
+        description="profile-read quota units this process may spend per minute (Insider's "
+        "account quota is 1,000; reads happen only to settle a delivery that may have been "
+        "stored; with several worker processes, divide the quota among them)",
+    )
 
     @model_validator(mode="after")
     def _partner_name_is_lowercase(self) -> InsiderSettings:
         # Insider rejects a partner name header that is not lowercase.
         self.partner_name = self.partner_name.strip().lower()
         return self
-
-
-# Journeys a worker keeps in memory unless TEMPORAL_JOURNEY_CACHE_SIZE says otherwise.
-JOURNEY_CACHE_SIZE = 10_000
 
 
 class TemporalSettings(BaseSettings):
@@ -93,11 +103,12 @@ class TemporalSettings(BaseSettings):
     metrics_bind_address: str | None = Field(
         default=None, description="host:port for a Prometheus scrape endpoint of SDK metrics"
     )
-    journey_cache_size: int = Field(
-        default=JOURNEY_CACHE_SIZE,
-        ge=0,
-        description="journeys a worker keeps in memory (~60 KB each); one not cached is "
-        "rebuilt from its history on its next signal",
+    journey_shards: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="journey shards the realtime path spreads identities over (the bridge, "
+        "the worker and `ct-insider dlq` must agree; change it only while no events flow)",
     )
     tracing: bool = Field(
         default=False,
@@ -120,6 +131,20 @@ class BridgeSettings(BaseSettings):
     token: SecretStr = Field(description="Bearer token senders must present (or ?token=)")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    commit_window_ms: int = Field(
+        default=150,
+        ge=0,
+        le=1000,
+        description="how long the bridge gathers events for a journey shard before storing "
+        "them in Temporal as one signal (0: one signal per request)",
+    )
+    shard_backlog_bytes: int = Field(
+        default=8_000_000,
+        ge=1_000_000,
+        le=40_000_000,
+        description="a journey shard with more history than this is behind: its events are "
+        "answered 503 until it catches up",
+    )
 
     @field_validator("token")
     @classmethod

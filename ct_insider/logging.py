@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -50,6 +51,16 @@ _PII_KEYS = frozenset(
 def pii_fingerprint(value: str) -> str:
     """A short, stable, non-reversible tag for a PII value (for log correlation)."""
     return "pii:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+# Values that identify a person inside free text (Insider's refusals repeat what they
+# refuse: "user has an invalid phone number: 12345"): emails and digit runs of 5 or more.
+_PII_IN_TEXT = re.compile(r"[^\s@:,;\"']+@[^\s@:,;\"']+|\+?\d[\d\s().-]{3,}\d")
+
+
+def mask_pii(text: str) -> str:
+    """Free text with each email- or phone-like value replaced by its fingerprint."""
+    return _PII_IN_TEXT.sub(lambda match: pii_fingerprint(match.group(0)), text)
 
 
 def redact(value: Any) -> Any:

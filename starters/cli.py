@@ -132,7 +132,6 @@ async def _worker(args: argparse.Namespace) -> int:
         insider,
         mapping,
         args.ready_file,
-        journey_cache_size=temporal.journey_cache_size,
     )
     return 0
 

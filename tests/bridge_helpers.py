@@ -18,14 +18,16 @@ from pydantic import SecretStr
 from temporalio.client import Client
 
 from bridge.app import create_app
-from bridge.dispatch import JourneyDispatcher
+from bridge.commit import ShardCommitter
+from bridge.dispatch import Dispatcher
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
 from emulators.process import free_port
 from tests.conftest import PROJECT_KEY, Emulators
-from workflows.journey import JourneyInput
+from workflows.journey_shard import ShardSettings
 
 TOKEN = "bridge-test-token-0123456789"
+SHARDS = 4
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,27 @@ class Bridge:
 
 @asynccontextmanager
 async def serving_bridge(
-    client: Client, journey_task_queue: str, emulators: Emulators, **journey: Any
+    client: Client,
+    journey_task_queue: str,
+    emulators: Emulators,
+    *,
+    shards: int = SHARDS,
+    **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
-    """The bridge app served by uvicorn; `journey` overrides JourneyInput settings."""
+    """The bridge app served by uvicorn; `shard_settings` override ShardSettings."""
     port = free_port()
     async with CommercetoolsClient(emulators.ct_settings()) as ct:
+        committer = ShardCommitter(
+            client,
+            journey_task_queue,
+            shards=shards,
+            window_seconds=0.05,
+            settings=ShardSettings.model_validate(shard_settings),
+        )
         app = create_app(
             SecretStr(TOKEN),
             NotificationRouter(ct),
-            JourneyDispatcher(
-                client,
-                journey_task_queue,
-                JourneyInput.model_validate({"key": "", "idle_seconds": 120, **journey}),
-            ),
+            Dispatcher(client, journey_task_queue, committer),
         )
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")

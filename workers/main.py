@@ -1,8 +1,9 @@
 """Build and run the worker process: the clients, and two Temporal workers sharing them.
 
 - the sync queue (`TEMPORAL_TASK_QUEUE`): backfills and delta syncs
-- the journey queue (`TEMPORAL_JOURNEY_TASK_QUEUE`): per-customer journeys fed by the bridge,
-  kept apart so a large backfill never delays realtime delivery
+- the journey queue (`TEMPORAL_JOURNEY_TASK_QUEUE`): the journey shards fed by the bridge
+  (and per-product catalog changes), kept apart so a large backfill never delays realtime
+  delivery
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from activities.catalog import CatalogActivities
 from activities.journey import JourneyActivities
 from activities.sync import SyncActivities
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import JOURNEY_CACHE_SIZE, CommercetoolsSettings, InsiderSettings
+from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.coalescer import UpsertCoalescer
+from ct_insider.journeys.delivery import JourneyDeliverer
+from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.catalog import CatalogSender
@@ -36,12 +41,14 @@ from ct_insider.sync.taxonomy import TaxonomyResolver
 from workflows.backfill import BackfillWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.delta import DeltaSyncWorkflow
-from workflows.journey import CustomerJourneyWorkflow
+from workflows.journey_shard import JourneyShardWorkflow
 
 log = get_logger(__name__)
 
 SYNC_WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow]
-JOURNEY_WORKFLOWS = [CustomerJourneyWorkflow, CatalogChangeWorkflow]
+JOURNEY_WORKFLOWS = [JourneyShardWorkflow, CatalogChangeWorkflow]
+# Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
+JOURNEY_CACHE_SIZE = 1_000
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class Workers:
 
 
 def journey_activation_pool() -> ThreadPoolExecutor:
-    """Journey activations are short CPU bursts: a few threads run them with less GIL
+    """Shard activations are short CPU bursts: a few threads run them with less GIL
     hand-over than the SDK's default pool of up to 500 (bench/realtime.py)."""
     return ThreadPoolExecutor(max_workers=4, thread_name_prefix="journey_activation_")
 
@@ -77,26 +84,25 @@ def journey_worker(
     activations: ThreadPoolExecutor,
     cache_size: int = JOURNEY_CACHE_SIZE,
 ) -> Worker:
-    """A worker tuned for journeys: many small, short workflow tasks (also used by
-    bench/temporal_floor.py, so its floor is measured with the same settings)."""
+    """A worker tuned for the realtime path: short workflow tasks with local activities
+    (also used by bench/temporal_floor.py, so its floor is measured with the same
+    settings)."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=workflows,
         activities=activities,
         max_concurrent_activities=100,
-        # New journeys arrive on the normal queue, every later signal on this worker's
-        # sticky queue. Half the polls for each: a burst of new customers is not stuck
-        # behind one poller, yet a sticky poll always waits, so a signal's task is
-        # handed over at once instead of being stored and read back
-        # (bench/realtime.py: with most polls on the normal queue, sticky tasks
-        # waited 0.8 s each at 100 events/s).
+        # A workflow's first task arrives on the normal queue, every later one on this
+        # worker's sticky queue. Half the polls for each: a sticky poll always waits, so
+        # a signal's task is handed over at once instead of being stored and read back
+        # (bench/realtime.py: with most polls on the normal queue, sticky tasks waited
+        # 0.8 s each at 100 events/s).
         workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(32),
         nonsticky_to_sticky_poll_ratio=0.5,
-        # Thousands of journeys stay in memory instead of replaying on each signal.
         max_cached_workflows=cache_size,
-        # Journeys are small, reviewed-deterministic and numerous: creating a sandbox
-        # per journey cost more CPU than the journey itself (see bench/realtime.py).
+        # Reviewed-deterministic workflows; the sandbox's per-workflow and per-activation
+        # cost showed in the realtime CPU profile (see bench/realtime.py).
         workflow_runner=UnsandboxedWorkflowRunner(),
         workflow_task_executor=activations,
         graceful_shutdown_timeout=timedelta(seconds=20),
@@ -111,8 +117,6 @@ async def build_workers(
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
-    *,
-    journey_cache_size: int = JOURNEY_CACHE_SIZE,
 ) -> AsyncIterator[Workers]:
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
@@ -121,8 +125,14 @@ async def build_workers(
         orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping)
         catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
-        journeys = JourneyActivities(ct, insider, mapping, orders, catalog)
         catalog_changes = CatalogActivities(ct, insider, mapping, orders, catalog)
+        coalescer = UpsertCoalescer(
+            insider, linger_seconds=insider_settings.upsert_linger_ms / 1000
+        )
+        stack.push_async_callback(coalescer.aclose)
+        letters = DeadLetterStore(ct)
+        deliverer = JourneyDeliverer(ct, insider, coalescer, orders, letters, mapping)
+        journeys = JourneyActivities(deliverer, DoubtSettler(insider, deliverer, letters))
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
         yield Workers(
@@ -138,9 +148,13 @@ async def build_workers(
                 client,
                 journey_task_queue,
                 JOURNEY_WORKFLOWS,
-                [journeys.deliver, catalog_changes.refresh_catalog],
+                [
+                    journeys.deliver_journeys,
+                    journeys.settle_journeys,
+                    journeys.finish_journeys,
+                    catalog_changes.refresh_catalog,
+                ],
                 activations,
-                journey_cache_size,
             ),
         )
 
@@ -153,8 +167,6 @@ async def run_worker(
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
     ready_file: Path | None = None,
-    *,
-    journey_cache_size: int = JOURNEY_CACHE_SIZE,
 ) -> None:
     async with build_workers(
         client,
@@ -163,7 +175,6 @@ async def run_worker(
         ct_settings,
         insider_settings,
         mapping,
-        journey_cache_size=journey_cache_size,
     ) as workers:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ from ct_insider.insider.models import (
     UpsertResult,
     User,
 )
+from ct_insider.insider.quota import ProfileQuota
 from ct_insider.retry import (
     TRANSIENT_EXCEPTIONS,
     UNSENT_EXCEPTIONS,
@@ -98,6 +99,8 @@ class InsiderClient(HttpApiClient):
         }
         self._backoff = backoff or Backoff(attempts=5, base_seconds=0.5, max_seconds=30.0)
         self._catalog_pacing = MinimumInterval(settings.catalog_requests_per_minute)
+        self._profile_quota = ProfileQuota(settings.profile_units_per_minute)
+        self.profile_reads = 0  # made by this client: reads are for settling doubts only
 
     # -- transport ---------------------------------------------------------------------
 
@@ -129,7 +132,11 @@ class InsiderClient(HttpApiClient):
         except RetryableStatus as exc:
             raise _error_for(exc.response) from None
         except TRANSIENT_EXCEPTIONS as exc:
-            raise InsiderUnavailable(0, f"transport error: {type(exc).__name__}") from exc
+            raise InsiderUnavailable(
+                0,
+                f"transport error: {type(exc).__name__}",
+                maybe_stored=not isinstance(exc, UNSENT_EXCEPTIONS),
+            ) from exc
         if response.status_code >= 400:
             raise _error_for(response)
         return response
@@ -137,9 +144,14 @@ class InsiderClient(HttpApiClient):
     # -- UCD ---------------------------------------------------------------------------
 
     async def upsert_users(
-        self, users: Sequence[User], *, skip_hook: bool = False, repeatable: bool = True
+        self,
+        users: Sequence[User],
+        *,
+        skip_hook: bool = False,
+        repeatable: bool = True,
+        max_users: int = MAX_USERS_PER_REQUEST,
     ) -> UpsertResult:
-        """Upsert users in requests of at most 1,000 users and 5 MB.
+        """Upsert users in requests of at most `max_users` (≤ 1,000) users and 5 MB.
 
         Failure indices refer to positions in `users`. Pass `repeatable=False` when the
         users carry events: Insider stores every event it receives, so an ambiguous
@@ -149,9 +161,28 @@ class InsiderClient(HttpApiClient):
         tail = b"]}"
         parts = [_dumps(user.to_json_dict()) for user in users]
         result = UpsertResult()
+        try:
+            await self._upsert_chunks(parts, head, tail, result, repeatable, max_users)
+        except InsiderError as exc:
+            if result.requests and not exc.maybe_stored:
+                # Earlier requests of this call were stored: the caller must not take the
+                # whole call for unsent.
+                exc.maybe_stored = True
+            raise
+        return result
+
+    async def _upsert_chunks(
+        self,
+        parts: list[bytes],
+        head: bytes,
+        tail: bytes,
+        result: UpsertResult,
+        repeatable: bool,
+        max_users: int,
+    ) -> None:
         for chunk in chunk_serialized(
             parts,
-            max_records=MAX_USERS_PER_REQUEST,
+            max_records=min(max_users, MAX_USERS_PER_REQUEST),
             max_bytes=MAX_BODY_BYTES,
             envelope_bytes=len(head) + len(tail),
         ):
@@ -173,7 +204,6 @@ class InsiderClient(HttpApiClient):
             )
             result.requests += 1
             _merge_upsert_response(result, chunk, response.json())
-        return result
 
     async def read_profile(
         self,
@@ -181,18 +211,28 @@ class InsiderClient(HttpApiClient):
         attributes: Sequence[str] = ("*",),
         events: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        payload: dict[str, Any] = {"identifiers": identifiers, "attributes": list(attributes)}
+        """One user's profile, or None when Insider knows no such user. Reads share the
+        account's profile quota (units per minute): they are paced by the cost Insider
+        reports for each one."""
+        payload: dict[str, Any] = {
+            "identifiers": identifiers,
+            "attributes": list(attributes),
+            "quota": True,
+        }
         if events is not None:
             payload["events"] = events
-        try:
-            response = await self._send(
-                "POST", f"{self._ucd}/api/user/v1/profile", self._ucd_headers, _dumps(payload)
-            )
-        except InsiderError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-        profile: dict[str, Any] = response.json()
+        async with self._profile_quota.read() as charge:
+            self.profile_reads += 1
+            try:
+                response = await self._send(
+                    "POST", f"{self._ucd}/api/user/v1/profile", self._ucd_headers, _dumps(payload)
+                )
+            except InsiderError as exc:
+                if exc.status_code == 404:
+                    return None
+                raise
+            profile: dict[str, Any] = response.json()
+            charge.cost((profile.get("quota") or {}).get("cost"))
         return profile
 
     async def delete_user(self, identifiers: dict[str, Any]) -> None:
@@ -285,7 +325,7 @@ def _error_for(response: httpx.Response) -> InsiderError:
     if status in (401, 403):
         return InsiderConfigurationError(status, message)
     if status >= 500:
-        return InsiderUnavailable(status, message)
+        return InsiderUnavailable(status, message, maybe_stored=True)
     if status == 400:
         return InsiderBadRequest(status, message)
     return InsiderError(status, message)
@@ -297,15 +337,24 @@ def _merge_upsert_response(result: UpsertResult, chunk: Chunk, body: dict[str, A
     result.successful += int(successful.get("count") or 0)
     errors = (data.get("fail") or {}).get("errors") or {}
     reasons_by_position: dict[int, list[str]] = {}
+    fields_by_position: dict[int, list[str]] = {}
     for key, messages in errors.items():
         match = _USER_ERROR_KEY.match(key)
         if match is None:
             continue
+        position = int(match.group(1))
         texts = messages if isinstance(messages, list) else [messages]
-        reasons_by_position.setdefault(int(match.group(1)), []).extend(str(t) for t in texts)
+        reasons_by_position.setdefault(position, []).extend(str(t) for t in texts)
+        fields_by_position.setdefault(position, []).append(key[match.end() :])
     for position, reasons in sorted(reasons_by_position.items()):
         if position < len(chunk.indices):
-            result.failures.append(RecordFailure(index=chunk.indices[position], reasons=reasons))
+            result.failures.append(
+                RecordFailure(
+                    index=chunk.indices[position],
+                    reasons=reasons,
+                    fields=fields_by_position[position],
+                )
+            )
 
 
 def _merge_catalog_response(result: CatalogResult, body: dict[str, Any]) -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 class InsiderError(Exception):
     retryable = False
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, *, maybe_stored: bool = False) -> None:
         super().__init__(f"Insider {status_code}: {message}")
         self.status_code = status_code
         self.message = message
+        # The request may have been processed: a 5xx answer, or a connection lost after the
+        # request was written. Repeating a request that carries events could store them twice.
+        self.maybe_stored = maybe_stored
 
 
 class InsiderConfigurationError(InsiderError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,11 +63,27 @@ class User(InsiderModel):
     not_append: bool | None = None
 
 
+_EVENT_FIELD = re.compile(r"^events\.(\d+)\.")
+
+
 class RecordFailure(BaseModel):
     """One record Insider (or our own mapping) refused, with the reasons an operator reads."""
 
     index: int
     reasons: list[str]
+    # Insider's error keys below the user, e.g. "events.2.event_params.*.required".
+    fields: list[str] = Field(default_factory=list)
+
+    def event_positions(self) -> set[int] | None:
+        """The user's events Insider named, or None when a reason is about the whole user
+        (its identifiers or attributes): then no event of it can be sent as it is."""
+        positions: set[int] = set()
+        for name in self.fields:
+            match = _EVENT_FIELD.match(name)
+            if match is None:
+                return None
+            positions.add(int(match.group(1)))
+        return positions or None
 
 
 class UpsertResult(BaseModel):

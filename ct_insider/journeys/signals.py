@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ct_insider.journeys.storefront import StorefrontEvent
 
@@ -36,7 +36,9 @@ class JourneyIdentity(BaseModel):
 
 
 class Market(BaseModel):
-    """The segment signals every event carries."""
+    """The segment signals every event carries (immutable: shards share equal markets)."""
+
+    model_config = ConfigDict(frozen=True)
 
     channel: str | None = None
     currency: str | None = None
@@ -63,6 +65,27 @@ class JourneySignal(BaseModel):
     sequence_number: int | None = None
     market: Market = Field(default_factory=Market)
     storefront: StorefrontEvent | None = None
+    # CustomerEmailChanged: the email Insider's profile holds until the change is applied.
+    previous_email: str | None = None
+    # Set when an operator re-drives a dead letter: the key of that letter. A re-driven
+    # signal is delivered even though its dedupe key was seen (that is how it got there).
+    redrive_of: str | None = None
+    # Set by the shard: the signal is older than what the shard's dedupe memory still
+    # reaches, so it may repeat a delivery made long ago; Insider is asked before sending.
+    doubt: bool = False
 
     def order_key(self) -> tuple[datetime, int]:
         return (self.occurred_at, self.sequence_number or 0)
+
+    def routing(self) -> str:
+        key = self.identity.routing_key()
+        if key is None:
+            raise ValueError(f"signal {self.dedupe_key} names no customer, visitor or email")
+        return key
+
+
+def shard_of(routing_key: str, shards: int) -> int:
+    """The shard that owns an identity: stable across processes and restarts (a change of
+    the shard count moves identities, see README: Sizing)."""
+    digest = hashlib.blake2b(routing_key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards

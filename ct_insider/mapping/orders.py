@@ -23,6 +23,7 @@ from ct_insider.insider.models import Attributes, Event, Identifiers, User
 from ct_insider.mapping import money, normalize
 from ct_insider.mapping.attributes import attribute_value
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.mapping.identifiers import resolve_identifiers
 
 
 @dataclass(frozen=True)
@@ -159,24 +160,14 @@ class _OrderMapper:
 
     def identifiers(self) -> Identifiers:
         order = self.order
-        uuid: str | None = None
-        if order.customer_id:
-            if self.config.uuid_source == "id":
-                uuid = order.customer_id
-            else:
-                uuid = self.context.customer_uuids.get(order.customer_id)
-                if uuid is None:
-                    self.warnings.append(
-                        f"customer {order.customer_id} has no {self.config.uuid_source}: "
-                        "order attached by its other identifiers"
-                    )
-        email = normalize.email(order.customer_email)
-        if order.customer_email and email is None:
-            self.warnings.append("email dropped: not a valid address")
-        custom = (
-            {self.rules.anonymous_identifier: order.anonymous_id} if order.anonymous_id else None
+        return resolve_identifiers(
+            self.config,
+            customer_id=order.customer_id,
+            email=order.customer_email,
+            anonymous_id=order.anonymous_id,
+            customer_uuids=self.context.customer_uuids,
+            warnings=self.warnings,
         )
-        return Identifiers(uuid=uuid, email=email, custom=custom)
 
     def guest_attributes(self, identifiers: Identifiers) -> Attributes | None:
         """A guest's order is all we know of them; a registered customer's profile is synced

@@ -1,10 +1,18 @@
-"""Order batches: map orders to events and deliver the ones Insider has not had, once."""
+"""Order batches: map orders to events and deliver the ones Insider has not had, once.
+
+Every path that sends order events (backfill, delta sync, journey shards) prepares them
+here: the orders are mapped, and the delivery ledger says which of their events Insider
+already acknowledged. Backfill and delta then send in requests of at most
+`MAX_USERS_PER_EVENT_REQUEST` users, each announced by an in-flight marker first, so that
+an answer lost on the way costs at most that many profile reads to settle.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from datetime import timedelta
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,45 +21,94 @@ from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.models import Customer, Order
 from ct_insider.commercetools.queries import orders_holding_payments
 from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.errors import InsiderError
+from ct_insider.insider.held import HeldEventCheck, Sought
 from ct_insider.insider.models import Identifiers, User
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import customer_uuid
 from ct_insider.mapping.orders import MappedOrder, OrderContext, map_order
-from ct_insider.sync.ledger import DeliveryLedger, InFlight, PendingEvent, PendingOrder
+from ct_insider.sync.ledger import (
+    DeliveryLedger,
+    InFlight,
+    LedgerEntry,
+    PendingEvent,
+    PendingOrder,
+)
 from ct_insider.sync.reports import Rejection, SyncStats, validation_reasons
 from ct_insider.sync.taxonomy import TaxonomyResolver
-from ct_insider.sync.window import parse_timestamp
 
 log = get_logger(__name__)
 
 ORDER_EXPAND = ("paymentInfo.payments[*]", "discountCodes[*].discountCode")
-# Verification reads events this far around the expected timestamps.
-VERIFY_SLACK = timedelta(days=1)
-
-EventIdentity = tuple[str, str | None, str | None]  # event name, group id, product id
+# Users per upsert that carries order events: the most profile reads a lost answer costs.
+MAX_USERS_PER_EVENT_REQUEST = 100
 
 
-def _pending(mapped: MappedOrder, delivered: frozenset[str]) -> PendingOrder:
-    assert mapped.identifiers is not None
-    return PendingOrder(
-        identifiers=mapped.identifiers.to_json_dict(),
-        events=[
-            PendingEvent(
-                key=keyed.key,
-                event_name=keyed.event.event_name,
-                timestamp=keyed.event.timestamp,
-                event_group_id=keyed.event.event_params.get("event_group_id"),
-                product_id=keyed.event.event_params.get("product_id"),
-            )
-            for keyed in mapped.events
-        ],
-        sending=[keyed.key for keyed in mapped.events if keyed.key not in delivered],
+async def lookup_customer_uuids(
+    ct: CommercetoolsClient, customer_ids: Sequence[str], config: MappingConfig
+) -> dict[str, str]:
+    """customer id -> Insider uuid, for a `uuid_source` other than the id itself."""
+    if config.uuid_source == "id" or not customer_ids:
+        return {}
+    uuids: dict[str, str] = {}
+    for raw in await ct.find_in("customers", customer_ids, lambda q: f"id in ({q})"):
+        uuid = customer_uuid(Customer.model_validate(raw), config)
+        if uuid:
+            uuids[str(raw["id"])] = uuid
+    return uuids
+
+
+@dataclass(frozen=True)
+class PreparedOrder:
+    mapped: MappedOrder
+    entry: LedgerEntry
+
+    @property
+    def order_id(self) -> str:
+        return self.mapped.order_id
+
+    def user(self) -> User | None:
+        """The upsert of the events the ledger does not list; None when all were delivered."""
+        return self.mapped.user(skip=self.entry.delivered)
+
+    def pending(self) -> PendingOrder:
+        """What verification needs to recognise this order's events in a profile."""
+        assert self.mapped.identifiers is not None
+        delivered = self.entry.delivered
+        return PendingOrder(
+            identifiers=self.mapped.identifiers.to_json_dict(),
+            events=[
+                PendingEvent(
+                    key=keyed.key,
+                    event_name=keyed.event.event_name,
+                    timestamp=keyed.event.timestamp,
+                    event_group_id=keyed.event.event_params.get("event_group_id"),
+                    product_id=keyed.event.event_params.get("product_id"),
+                )
+                for keyed in self.mapped.events
+            ],
+            sending=[keyed.key for keyed in self.mapped.events if keyed.key not in delivered],
+        )
+
+
+@dataclass
+class PreparedOrders:
+    orders: dict[str, PreparedOrder] = field(default_factory=dict)  # mappable ones, by id
+    stats: SyncStats = field(default_factory=SyncStats)  # rejections and warnings so far
+
+
+def _sought(event: PendingEvent) -> Sought:
+    return Sought(
+        name=event.event_name,
+        timestamp=event.timestamp,
+        group_id=event.event_group_id,
+        product_id=event.product_id,
     )
 
 
 class OrderEventSender:
-    """One instance per worker; shared by backfill, delta sync and (later) the bridge."""
+    """One instance per worker; shared by backfill, delta sync and the journey shards."""
 
     def __init__(
         self,
@@ -66,22 +123,17 @@ class OrderEventSender:
         self._ledger = ledger
         self._taxonomy = taxonomy
         self._config = config
+        self._held = HeldEventCheck(insider)
 
-    async def _customer_uuids(self, customer_ids: Sequence[str]) -> dict[str, str]:
-        if self._config.uuid_source == "id" or not customer_ids:
-            return {}
-        uuids: dict[str, str] = {}
-        for raw in await self._ct.find_in("customers", customer_ids, lambda q: f"id in ({q})"):
-            uuid = customer_uuid(Customer.model_validate(raw), self._config)
-            if uuid:
-                uuids[str(raw["id"])] = uuid
-        return uuids
+    @property
+    def ledger(self) -> DeliveryLedger:
+        return self._ledger
 
     async def _context(self, orders: list[Order]) -> OrderContext:
         product_ids = [line.product_id for o in orders for line in o.line_items if line.product_id]
         customer_ids = [o.customer_id for o in orders if o.customer_id]
         return OrderContext(
-            customer_uuids=await self._customer_uuids(customer_ids),
+            customer_uuids=await lookup_customer_uuids(self._ct, customer_ids, self._config),
             taxonomies=await self._taxonomy.taxonomies(product_ids),
         )
 
@@ -97,57 +149,84 @@ class OrderEventSender:
                 log.warning("order rejected", order_id=record_id, reasons=reasons)
         return orders
 
-    async def send_batch(
-        self, records: list[dict[str, Any]], *, lane: str, skip_hook: bool
-    ) -> SyncStats:
-        """Map a batch of orders and deliver each event not yet in the ledger."""
-        stats = SyncStats(processed=len(records))
-        orders = self._parse(records, stats)
+    async def prepare(self, records: list[dict[str, Any]]) -> PreparedOrders:
+        """Map orders and look up what the ledger says was delivered; refused orders are in
+        `stats.rejections`."""
+        prepared = PreparedOrders(stats=SyncStats(processed=len(records)))
+        orders = self._parse(records, prepared.stats)
         context = await self._context(orders)
-        sendable: list[MappedOrder] = []
+        mapped_orders: list[MappedOrder] = []
         for order in orders:
             mapped = map_order(order, self._config, context)
             if mapped.warnings:
-                stats.warnings += len(mapped.warnings)
+                prepared.stats.warnings += len(mapped.warnings)
                 log.warning("order values dropped", order_id=order.id, warnings=mapped.warnings)
             if mapped.rejection:
-                stats.reject(
+                prepared.stats.reject(
                     Rejection(record_id=order.id, stage="mapping", reasons=[mapped.rejection])
                 )
                 log.warning("order rejected", order_id=order.id, reasons=[mapped.rejection])
                 continue
-            sendable.append(mapped)
+            mapped_orders.append(mapped)
+        entries = await self._ledger.entries([m.order_id for m in mapped_orders])
+        for mapped in mapped_orders:
+            prepared.orders[mapped.order_id] = PreparedOrder(mapped, entries[mapped.order_id])
+        return prepared
 
-        entries = await self._ledger.entries([m.order_id for m in sendable])
-        users: list[User] = []
-        in_flight = InFlight()
-        for mapped in sendable:
-            delivered = entries[mapped.order_id].delivered
-            user = mapped.user(skip=delivered)
+    async def record(
+        self, orders: dict[str, PreparedOrder], delivered: dict[str, set[str]]
+    ) -> None:
+        """Add what Insider acknowledged to the ledger."""
+        await self._ledger.record({oid: orders[oid].entry for oid in delivered}, delivered)
+
+    async def send_batch(
+        self, records: list[dict[str, Any]], *, lane: str, skip_hook: bool
+    ) -> SyncStats:
+        """Map a batch of orders and deliver each event not yet in the ledger."""
+        prepared = await self.prepare(records)
+        stats = prepared.stats
+        sendable: list[tuple[PreparedOrder, User]] = []
+        for order in prepared.orders.values():
+            user = order.user()
             if user is None:
                 stats.skipped += 1  # every event of this order was delivered before
-                continue
-            users.append(user)
-            in_flight.orders[mapped.order_id] = _pending(mapped, delivered)
-        if not users:
-            return stats
+            else:
+                sendable.append((order, user))
+        for start in range(0, len(sendable), MAX_USERS_PER_EVENT_REQUEST):
+            await self._send_request(
+                sendable[start : start + MAX_USERS_PER_EVENT_REQUEST], lane, skip_hook, stats
+            )
+        return stats
 
+    async def _send_request(
+        self,
+        sendable: list[tuple[PreparedOrder, User]],
+        lane: str,
+        skip_hook: bool,
+        stats: SyncStats,
+    ) -> None:
+        in_flight = InFlight(orders={order.order_id: order.pending() for order, _ in sendable})
         await self._ledger.mark_in_flight(lane, in_flight)
-        result = await self._insider.upsert_users(users, skip_hook=skip_hook, repeatable=False)
+        result = await self._insider.upsert_users(
+            [user for _, user in sendable], skip_hook=skip_hook, repeatable=False
+        )
         refused = {failure.index: failure.reasons for failure in result.failures}
-        delivered_now: dict[str, set[str]] = {}
-        for index, (order_id, pending) in enumerate(in_flight.orders.items()):
+        delivered: dict[str, set[str]] = {}
+        for index, (order, _) in enumerate(sendable):
             if index in refused:
                 # Treated as not stored (Insider validates a user before storing it); the
                 # order stays out of the ledger, so a later run tries it again.
-                stats.reject(Rejection(record_id=order_id, stage="insider", reasons=refused[index]))
-                log.warning("order refused by Insider", order_id=order_id, reasons=refused[index])
+                stats.reject(
+                    Rejection(record_id=order.order_id, stage="insider", reasons=refused[index])
+                )
+                log.warning(
+                    "order refused by Insider", order_id=order.order_id, reasons=refused[index]
+                )
                 continue
-            delivered_now[order_id] = set(pending.sending)
-        await self._ledger.record(entries, delivered_now)
-        stats.sent += len(delivered_now)
-        stats.events += sum(len(keys) for keys in delivered_now.values())
-        return stats
+            delivered[order.order_id] = set(in_flight.orders[order.order_id].sending)
+        await self.record({order.order_id: order for order, _ in sendable}, delivered)
+        stats.sent += len(delivered)
+        stats.events += sum(len(keys) for keys in delivered.values())
 
     async def send_for_payments(
         self, payments: list[dict[str, Any]], *, lane: str, skip_hook: bool
@@ -161,26 +240,51 @@ class OrderEventSender:
             return SyncStats()
         return await self.send_batch(records, lane=lane, skip_hook=skip_hook)
 
-    async def recover(self, lane: str) -> int:
-        """After a crash or an ambiguous failure: settle the batch that was in flight.
+    async def recover(self, lane: str, on_progress: Callable[[], None] | None = None) -> int:
+        """After a crash or an ambiguous failure: settle the request that was in flight.
 
-        Events Insider already holds are written to the ledger (so they are not sent
-        again); the rest stay out of it and go out when the batch is read again.
+        One profile read per person in it (paced to the profile quota). What a read
+        confirms goes to the ledger at once and leaves the marker, so a later attempt never
+        reads it again; a read that fails is tried again by that later attempt, after the
+        others were settled. Events not found stay out of the ledger and go out when the
+        batch is read again. Returns how many events were found in Insider.
         """
         marker = await self._ledger.in_flight(lane)
         if marker is None:
             return 0
         entries = await self._ledger.entries(list(marker.orders))
-        confirmed: dict[str, set[str]] = {}
+        by_person: dict[str, list[str]] = defaultdict(list)
         for order_id, pending in marker.orders.items():
-            delivered = entries[order_id].delivered
-            if pending.open_events(delivered):
-                confirmed[order_id] = await self._found_in_insider(pending, delivered)
-        await self._ledger.record(entries, confirmed)
+            if pending.open_events(entries[order_id].delivered):
+                person = Identifiers.model_validate(pending.identifiers).strongest()
+                by_person[json.dumps(person, sort_keys=True)].append(order_id)
+        remaining = dict(marker.orders)
+        found = 0
+        failure: InsiderError | None = None
+        for order_ids in by_person.values():
+            try:
+                confirmed = await self._confirmed(
+                    [(remaining[oid], entries[oid].delivered) for oid in order_ids]
+                )
+            except InsiderError as exc:
+                failure = exc
+                log.warning("in-flight verification read failed", lane=lane, error=str(exc))
+                continue
+            await self._ledger.record(
+                {oid: entries[oid] for oid in order_ids},
+                dict(zip(order_ids, confirmed, strict=True)),
+            )
+            found += sum(len(keys) for keys in confirmed)
+            for oid in order_ids:
+                del remaining[oid]
+            await self._ledger.mark_in_flight(lane, InFlight(orders=remaining))
+            if on_progress is not None:
+                on_progress()
+        if failure is not None:
+            raise failure  # retryable: the next attempt reads only what is left
         await self._ledger.clear_in_flight(lane)
-        found = sum(len(keys) for keys in confirmed.values())
         log.info(
-            "in-flight batch settled",
+            "in-flight request settled",
             lane=lane,
             orders=len(marker.orders),
             events_found_in_insider=found,
@@ -191,37 +295,20 @@ class OrderEventSender:
         """The lane's last batch is in the ledger: its marker has nothing left to settle."""
         await self._ledger.clear_in_flight(lane)
 
-    async def _found_in_insider(self, pending: PendingOrder, delivered: frozenset[str]) -> set[str]:
-        """Keys of the open events the profile holds. Identical-looking events (same name,
-        order and product) are matched by count, after discounting those delivered before."""
-        open_events = pending.open_events(delivered)
-        times = [parse_timestamp(e.timestamp) for e in pending.events]
-        profile = await self._insider.read_profile(
-            Identifiers.model_validate(pending.identifiers).strongest(),
-            attributes=["uuid"],
-            events={
-                "start_date": int((min(times) - VERIFY_SLACK).timestamp()),
-                "end_date": int((max(times) + VERIFY_SLACK).timestamp()),
-                "wanted": [
-                    {"event_name": name, "params": ["event_group_id", "product_id"]}
-                    for name in sorted({e.event_name for e in pending.events})
-                ],
-            },
-        )
-        if profile is None:
-            return set()
-        stored: Counter[EventIdentity] = Counter()
-        for name, events in (profile.get("events") or {}).items():
-            for event in events:
-                stored[(name, event.get("event_group_id"), event.get("product_id"))] += 1
-        for event in pending.events:
-            if event.key in delivered or event.key not in pending.sending:
-                identity = (event.event_name, event.event_group_id, event.product_id)
-                stored[identity] -= 1
-        found = set()
-        for event in open_events:
-            identity = (event.event_name, event.event_group_id, event.product_id)
-            if stored[identity] > 0:
-                stored[identity] -= 1
-                found.add(event.key)
-        return found
+    async def _confirmed(self, orders: list[tuple[PendingOrder, frozenset[str]]]) -> list[set[str]]:
+        """The open event keys of one person's orders that the profile holds (one read)."""
+        sought: list[tuple[int, PendingEvent]] = []
+        known: list[Sought] = []
+        for position, (pending, delivered) in enumerate(orders):
+            for event in pending.events:
+                if event.key in delivered or event.key not in pending.sending:
+                    known.append(_sought(event))
+                else:
+                    sought.append((position, event))
+        identifiers = Identifiers.model_validate(orders[0][0].identifiers)
+        held = await self._held.held(identifiers, [_sought(e) for _, e in sought], known)
+        confirmed: list[set[str]] = [set() for _ in orders]
+        for (position, event), is_held in zip(sought, held, strict=True):
+            if is_held:
+                confirmed[position].add(event.key)
+        return confirmed

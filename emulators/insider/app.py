@@ -30,7 +30,7 @@ MAX_USERS = 1_000
 MAX_CATALOG_RECORDS = 10_000
 MAX_CATALOG_RECORD_BYTES = 512 * 1024
 
-# Documented per-minute limits, per bucket.
+# Documented per-minute limits, per bucket (profile: quota units, the others: requests).
 DEFAULT_LIMITS = {
     "upsert": 25_000,
     "profile": 1_000,
@@ -42,6 +42,8 @@ DEFAULT_LIMITS = {
 
 
 UNKNOWN_ERROR = "The request processing has failed because of an unknown error."
+# What a profile read costs of the profile quota: the documented example reports 2.5 units.
+PROFILE_READ_COST = 2.5
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Faults:
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
     send_retry_after: bool = True
+    # Custom events not (yet) defined in InOne: users carrying one are refused, as Insider
+    # refuses what its schema does not know.
+    undefined_events: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,21 +72,29 @@ class EmulatorConfig:
 
 
 class SlidingWindow:
-    """Requests per bucket in the last 60 seconds."""
+    """Units spent per bucket in the last 60 seconds (a request is 1 unit, a profile read
+    costs PROFILE_READ_COST)."""
 
     def __init__(self) -> None:
-        self._hits: dict[str, deque[float]] = {}
+        self._hits: dict[str, deque[tuple[float, float]]] = {}
+        self._used: dict[str, float] = {}
 
-    def admit(self, bucket: str, per_minute: int) -> float | None:
-        """None when admitted, else seconds until a slot frees."""
+    def admit(self, bucket: str, per_minute: float, cost: float = 1.0) -> float | None:
+        """None when admitted, else seconds until enough units free up."""
         now = time.monotonic()
         hits = self._hits.setdefault(bucket, deque())
-        while hits and hits[0] <= now - 60.0:
-            hits.popleft()
-        if len(hits) >= per_minute:
-            return max(0.0, hits[0] + 60.0 - now)
-        hits.append(now)
+        used = self._used.get(bucket, 0.0)
+        while hits and hits[0][0] <= now - 60.0:
+            used -= hits.popleft()[1]
+        self._used[bucket] = used
+        if used + cost > per_minute:
+            return max(0.0, hits[0][0] + 60.0 - now) if hits else 60.0
+        hits.append((now, cost))
+        self._used[bucket] = used + cost
         return None
+
+    def used(self, bucket: str) -> float:
+        return round(self._used.get(bucket, 0.0), 2)
 
 
 def _unix_seconds(timestamp: Any) -> float | None:
@@ -134,7 +147,8 @@ class InsiderEmulator:
                     "message": "Access Denied. You do not have sufficient access to perform this action.",
                 },
             )
-        wait = self.window.admit(bucket, self.config.limits.get(bucket, 10**9))
+        cost = PROFILE_READ_COST if bucket == "profile" else 1.0
+        wait = self.window.admit(bucket, self.config.limits.get(bucket, 10**9), cost)
         if (
             wait is None
             and self.faults.rate_limited_rate
@@ -205,8 +219,9 @@ class InsiderEmulator:
         skip_hook = body.get("skip_hook") is True
         all_errors: dict[str, list[str]] = {}
         failed = 0
+        undefined = frozenset(self.faults.undefined_events)
         for index, user in enumerate(users):
-            errors = validate_user(index, user)
+            errors = validate_user(index, user, undefined)
             if errors:
                 failed += 1
                 all_errors.update(errors)
@@ -243,6 +258,12 @@ class InsiderEmulator:
         events_query = body.get("events")
         if isinstance(events_query, dict):
             answer["events"] = self._profile_events(found.events, events_query)
+        if body.get("quota") is True:
+            answer["quota"] = {
+                "cost": PROFILE_READ_COST,
+                "used": self.window.used("profile"),
+                "total": self.config.limits["profile"],
+            }
         return JSONResponse(answer)
 
     @staticmethod
@@ -264,7 +285,14 @@ class InsiderEmulator:
             ):
                 continue
             params = event.get("event_params") or {}
-            selected = {p: params.get(p) for p in wanted[name]} if wanted[name] else dict(params)
+            found_custom = params.get("custom")
+            custom = found_custom if isinstance(found_custom, dict) else {}
+            # A custom param is asked for by its name, like a default one.
+            selected = (
+                {p: params.get(p, custom.get(p)) for p in wanted[name]}
+                if wanted[name]
+                else dict(params)
+            )
             grouped.setdefault(str(name), []).append(
                 {**selected, "created_date": event.get("timestamp")}
             )

@@ -37,7 +37,9 @@ def rfc3339(value: Any, *, require_z: bool = False) -> bool:
     return parsed.tzinfo is not None
 
 
-def validate_user(index: int, user: Any) -> dict[str, list[str]]:
+def validate_user(
+    index: int, user: Any, undefined_events: frozenset[str] = frozenset()
+) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     prefix = f"users.{index}"
 
@@ -77,6 +79,11 @@ def validate_user(index: int, user: Any) -> dict[str, list[str]]:
     if isinstance(events, list):
         for number, event in enumerate(events):
             _validate_event(f"events.{number}", event, add)
+            if isinstance(event, dict) and event.get("event_name") in undefined_events:
+                add(
+                    f"events.{number}.event_name.defined",
+                    f"event {event['event_name']} is not defined in InOne",
+                )
     elif events is not None:
         add("events.type", "events must be an array")
     return errors

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from ct_insider.config import TemporalSettings
+from ct_insider.journeys.signals import shard_of
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
 from tests.bridge_helpers import (
     ENVELOPES,
+    SHARDS,
     TOKEN,
     message,
     seconds_ago,
@@ -25,7 +28,7 @@ from tests.bridge_helpers import (
 )
 from tests.conftest import Emulators, eventually, running_worker
 from workers.main import Workers
-from workflows.journey import CustomerJourneyWorkflow, journey_workflow_id
+from workflows.journey_shard import JourneyShardWorkflow, ShardStats, shard_workflow_id
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +206,7 @@ async def test_deliveries_repeated_three_times_in_shuffled_order_arrive_once_in_
     # When every delivery arrives three times, shuffled
     repeated = deliveries * 3
     random.Random(4).shuffle(repeated)
-    async with serving_bridge(client, worker.journey_task_queue, emu, flush_seconds=1.5) as bridge:
+    async with serving_bridge(client, worker.journey_task_queue, emu, gather_seconds=1.5) as bridge:
         answers = await asyncio.gather(*(bridge.post(path, body) for path, body in repeated))
         assert {a.status_code for a in answers} == {202}
 
@@ -416,7 +419,16 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_not_lost(
         server.stop()
 
 
-async def test_journey_dedupe_survives_continue_as_new_and_an_idle_journey_completes(
+def shard_handle(
+    client: Client, journey_task_queue: str, routing_key: str
+) -> WorkflowHandle[JourneyShardWorkflow, ShardStats]:
+    shard = shard_of(routing_key, SHARDS)
+    return client.get_workflow_handle_for(
+        JourneyShardWorkflow.run, shard_workflow_id(journey_task_queue, shard)
+    )
+
+
+async def test_shard_dedupe_survives_continue_as_new(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     visitor = {"anonymous_id": "a-can"}
@@ -425,18 +437,19 @@ async def test_journey_dedupe_survives_continue_as_new_and_an_idle_journey_compl
         for n in range(12)
     ]
     async with serving_bridge(
-        client,
-        worker.journey_task_queue,
-        clean_emulators,
-        max_signals_per_run=4,
-        idle_seconds=3,
-        flush_seconds=0.2,
+        client, worker.journey_task_queue, clean_emulators, max_history_events=100
     ) as bridge:
-        # Given a journey that continues-as-new every 4 signals
+        # Given a shard that continues-as-new every 100 history events
         for start in range(0, 12, 3):
             await bridge.post("/events", {"events": events[start : start + 3]})
-            await asyncio.sleep(0.5)
-        # When early events are delivered again, after several continue-as-new
+            await asyncio.sleep(0.3)
+        for n in range(80):  # other visitors' traffic on every shard grows the histories
+            await bridge.post(
+                "/events",
+                storefront_event("listing_view", {"anonymous_id": f"o-{n}"}, seconds_ago(50)),
+            )
+        handle = shard_handle(client, worker.journey_task_queue, "anonymous-a-can")
+        # When early events are delivered again, after continue-as-new
         await bridge.post("/events", {"events": events[:6]})
         # Then they are recognised: Insider holds each of the 12 events once
         profile = await eventually(
@@ -446,47 +459,49 @@ async def test_journey_dedupe_survives_continue_as_new_and_an_idle_journey_compl
                 and p
             )
         )
-        handle = client.get_workflow_handle_for(
-            CustomerJourneyWorkflow.run, journey_workflow_id("anonymous-a-can")
-        )
-        # And after 3 quiet seconds the journey completes instead of living forever
-        result = await asyncio.wait_for(handle.result(), timeout=30)
+        await asyncio.sleep(1)  # anything sent late would arrive now
+        stats = await handle.query(JourneyShardWorkflow.stats)
     assert len(profile["events"]) == 12
-    completed = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-can"})
-    assert completed is not None
-    assert len(completed["events"]) == 12  # and nothing was sent late
-    assert (result.received, result.duplicates, result.delivered) == (18, 6, 12)
-    # Each event reached Insider once: sent, or (when a delivery had to run again) found there.
-    assert result.events + result.already_in_insider == 12
-    runs = [run async for run in client.list_workflows(f"WorkflowId = '{handle.id}'")]
-    assert len(runs) >= 3  # continued as new after every 4+ signals, dedupe state carried
-    assert {run.status.name for run in runs if run.status} == {"CONTINUED_AS_NEW", "COMPLETED"}
+    assert stats.duplicates >= 6
+    assert stats.runs >= 2  # continued as new, dedupe memory carried
+    assert stats.profile_reads == 0  # recognised by its memory, not by asking Insider
 
 
-async def test_a_redelivery_after_the_journey_rested_is_recognised(
+async def test_a_redelivery_older_than_the_dedupe_memory_is_settled_by_event_id(
     client: Client, worker: Workers, clean_emulators: Emulators
 ) -> None:
     visitor = {"anonymous_id": "a-late"}
-    late = storefront_event("product_view", visitor, seconds_ago(60), sku="S-late")
-    handle = client.get_workflow_handle_for(
-        CustomerJourneyWorkflow.run, journey_workflow_id("anonymous-a-late")
-    )
+    # Two views of one product in one second: two events, told apart by their ids.
+    at = seconds_ago(3600)
+    late = storefront_event("product_view", visitor, at, sku="S-late")
+    twin = storefront_event("product_view", visitor, at, sku="S-late")
 
     def stored() -> list[Any]:
         profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-late"})
         return list((profile or {}).get("events") or [])
 
     async with serving_bridge(
-        client, worker.journey_task_queue, clean_emulators, idle_seconds=2
+        client, worker.journey_task_queue, clean_emulators, seen_capacity=16
     ) as bridge:
-        # Given an event delivered by a journey that then rested (and forgot its keys)
+        # Given an event delivered, then forgotten by a shard whose memory holds 16 keys
         await bridge.post("/events", late)
         await eventually(lambda: len(stored()) == 1)
-        first = await asyncio.wait_for(handle.result(), timeout=30)
-        # When the sender delivers it again, to a new run of the journey
-        await bridge.post("/events", late)
-        second = await asyncio.wait_for(handle.result(), timeout=30)
-    # Then the new run checks Insider and sends nothing: the event is stored once
-    assert (first.delivered, first.events) == (1, 1)
-    assert (second.received, second.delivered, second.events) == (1, 1, 0)
-    assert len(stored()) == 1
+        for n in range(80):
+            await bridge.post(
+                "/events",
+                storefront_event("listing_view", {"anonymous_id": f"x-{n}"}, datetime.now(UTC)),
+            )
+        # When the sender delivers it again, with its twin that Insider has not seen
+        await bridge.post("/events", {"events": [late, twin]})
+        # Then the shard asks Insider, finds the first by its event id and sends the twin
+        await eventually(lambda: len(stored()) == 2)
+        await asyncio.sleep(1)
+        stats = await shard_handle(client, worker.journey_task_queue, "anonymous-a-late").query(
+            JourneyShardWorkflow.stats
+        )
+    assert sorted(e["event_params"]["custom"]["event_id"] for e in stored()) == sorted(
+        [late["event_id"], twin["event_id"]]
+    )
+    assert stats.found_in_insider == 1
+    assert stats.resent == 1
+    assert stats.profile_reads == 1

@@ -102,22 +102,16 @@ def test_bridge_token_must_be_set_and_long_enough(
     assert "short" not in error  # the rejected secret itself is never printed
 
 
-def test_journey_cache_size_and_tracing_come_from_the_environment(
+def test_journey_shards_and_tracing_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ct_insider.config import TemporalSettings
 
-    assert (load(TemporalSettings).journey_cache_size, load(TemporalSettings).tracing) == (
-        10_000,
-        False,
-    )
-    monkeypatch.setenv("TEMPORAL_JOURNEY_CACHE_SIZE", "500")
+    assert (load(TemporalSettings).journey_shards, load(TemporalSettings).tracing) == (4, False)
+    monkeypatch.setenv("TEMPORAL_JOURNEY_SHARDS", "16")
     monkeypatch.setenv("TEMPORAL_TRACING", "true")
-    assert (load(TemporalSettings).journey_cache_size, load(TemporalSettings).tracing) == (
-        500,
-        True,
-    )
-    monkeypatch.setenv("TEMPORAL_JOURNEY_CACHE_SIZE", "-1")
+    assert (load(TemporalSettings).journey_shards, load(TemporalSettings).tracing) == (16, True)
+    monkeypatch.setenv("TEMPORAL_JOURNEY_SHARDS", "0")
     with pytest.raises(ConfigurationError):
         load(TemporalSettings)
-    assert "TEMPORAL_JOURNEY_CACHE_SIZE" in capsys.readouterr().err
+    assert "TEMPORAL_JOURNEY_SHARDS" in capsys.readouterr().err

@@ -1,0 +1,206 @@
+"""Group commit: the signals of a short window, one signal per journey shard.
+
+Every request the bridge answers 202 has been stored by Temporal. Rather than one
+signal-with-start per event, the committer gathers what arrives for a shard during a
+window (`BRIDGE_COMMIT_WINDOW_MS`, at most 500 signals or ~1 MB) and sends it as one
+signal; each request waits for the commit of the windows holding its signals. One shard's
+windows are committed one after the other, so a person's signals reach the shard in the
+order the bridge received them.
+
+Backpressure: a shard whose history grows beyond `BRIDGE_SHARD_BACKLOG_BYTES` is not
+keeping up (Insider or the workers are down); its events are answered 503 with
+Retry-After until it has caught up, so its history never nears Temporal's limits and
+the senders keep what they could not hand over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.common import RawValue
+from temporalio.service import RPCError, RPCStatusCode
+
+from ct_insider.journeys.signals import JourneySignal, shard_of
+from ct_insider.logging import get_logger
+from workflows.journey_shard import (
+    JourneyShardWorkflow,
+    ShardInput,
+    ShardSettings,
+    shard_workflow_id,
+)
+
+log = get_logger(__name__)
+
+RPC_TIMEOUT = timedelta(seconds=5)
+MAX_SIGNALS_PER_COMMIT = 500
+MAX_BYTES_PER_COMMIT = 1_000_000  # Temporal refuses payloads over 2 MB
+BACKLOG_CHECK_SECONDS = 2.0
+
+
+class TemporalUnavailable(Exception):
+    """Temporal did not take the signal: the sender must deliver again later."""
+
+
+class ShardBacklogged(TemporalUnavailable):
+    """The shard is far behind; the sender must deliver again later."""
+
+
+@dataclass
+class _Window:
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    commits: list[asyncio.Future[None]] = field(default_factory=list)
+    opened: float = 0.0
+
+
+class _Lane:
+    """One shard's windows, committed in order by one task."""
+
+    def __init__(self, committer: ShardCommitter, shard: int) -> None:
+        self._committer = committer
+        self.shard = shard
+        self._window = _Window()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.history_bytes = 0
+        self._checked = 0.0
+
+    async def add(self, parts: list[bytes]) -> None:
+        self._check_backlog()
+        if self.history_bytes > self._committer.backlog_bytes:
+            raise ShardBacklogged(
+                f"journey shard {self.shard} is behind ({self.history_bytes:,} bytes of history)"
+            )
+        window = self._window
+        if not window.parts:
+            window.opened = time.monotonic()
+        commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        window.parts.extend(parts)
+        window.size += sum(len(p) for p in parts)
+        window.commits.append(commit)
+        if len(window.parts) >= MAX_SIGNALS_PER_COMMIT or window.size >= MAX_BYTES_PER_COMMIT:
+            self._ready.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._commit_windows())
+        await commit
+
+    async def _commit_windows(self) -> None:
+        while self._window.parts:
+            remaining = self._window.opened + self._committer.window_seconds - time.monotonic()
+            if remaining > 0 and not self._ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), timeout=remaining)
+            window, self._window = self._window, _Window()
+            self._ready.clear()
+            try:
+                await self._committer.signal(self.shard, window.parts)
+            except Exception as exc:  # each request waiting on this window answers 503
+                failure = (
+                    exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
+                )
+                for commit in window.commits:
+                    if not commit.done():
+                        commit.set_exception(failure)
+                continue
+            for commit in window.commits:
+                if not commit.done():
+                    commit.set_result(None)
+
+    def _check_backlog(self) -> None:
+        now = time.monotonic()
+        if now - self._checked >= BACKLOG_CHECK_SECONDS:
+            self._checked = now
+            self._committer.spawn(self._describe())
+
+    async def _describe(self) -> None:
+        try:
+            described = await self._committer.client.get_workflow_handle(
+                self._committer.workflow_id(self.shard)
+            ).describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                self.history_bytes = 0
+            return
+        except RuntimeError:
+            return
+        self.history_bytes = described.raw_description.workflow_execution_info.history_size_bytes
+
+
+class ShardCommitter:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str,
+        *,
+        shards: int,
+        window_seconds: float = 0.15,
+        backlog_bytes: int = 8_000_000,
+        settings: ShardSettings | None = None,
+    ) -> None:
+        self.client = client
+        self._task_queue = task_queue
+        self.shards = shards
+        self.window_seconds = window_seconds
+        self.backlog_bytes = backlog_bytes
+        self._settings = settings or ShardSettings()
+        self._lanes: dict[int, _Lane] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.commits = 0  # signals sent to Temporal (for /stats)
+
+    async def commit(self, signals: Sequence[JourneySignal]) -> int:
+        """Return once Temporal stored every signal (with the shards' other signals of the
+        window); raises TemporalUnavailable otherwise. Returns how many shards were used."""
+        by_shard: dict[int, list[bytes]] = {}
+        for signal in signals:
+            shard = shard_of(signal.routing(), self.shards)
+            by_shard.setdefault(shard, []).append(
+                signal.model_dump_json(exclude_defaults=True).encode()
+            )
+        results = await asyncio.gather(
+            *(self._lane(shard).add(parts) for shard, parts in by_shard.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(by_shard)
+
+    def workflow_id(self, shard: int) -> str:
+        return shard_workflow_id(self._task_queue, shard)
+
+    def _lane(self, shard: int) -> _Lane:
+        lane = self._lanes.get(shard)
+        if lane is None:
+            lane = self._lanes[shard] = _Lane(self, shard)
+        return lane
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def signal(self, shard: int, parts: list[bytes]) -> None:
+        payload = Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
+        try:
+            await self.client.start_workflow(
+                JourneyShardWorkflow.run,
+                ShardInput(shard=shard, settings=self._settings),
+                id=self.workflow_id(shard),
+                task_queue=self._task_queue,
+                start_signal="deliver",
+                start_signal_args=[RawValue(payload)],
+                # Answer 503 in seconds rather than hold the senders while Temporal is down.
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except (RPCError, RuntimeError) as exc:
+            log.warning("journey signal not stored", shard=shard, error=str(exc))
+            raise TemporalUnavailable(str(exc)) from exc
+        self.commits += 1

@@ -1,0 +1,421 @@
+"""Deliver a journey shard's batch to Insider: read what it needs, plan, send, account.
+
+The contract with the shard (workflows/journey_shard.py), which keeps exactly-once:
+
+1. Before anything is sent, everything that can fail without consequence happens: reading
+   customers and orders, the ledger, the plan, and dead letters for what cannot be mapped.
+   An error here raises, and the delivery is simply run again.
+2. Then the plan is sent: identity moves, upserts (shared with other shards through the
+   coalescer), deletions. From the first byte sent on, nothing raises: every user ends
+   delivered, refused (dead letter), in doubt (the request may have been stored: settled by
+   reading Insider, see settle.py) or unsent (requeued by the shard, which backs off).
+   A person's later signals wait while an earlier one is in doubt or unsent.
+3. Bookkeeping (ledger entries of delivered order events, dead letters of refusals, removal
+   of re-driven letters) is idempotent; when it fails it is handed back to the shard to
+   finish, never a reason to send again.
+
+A batch whose earlier delivery may have been cut short (the shard was rebuilt after a
+worker died mid-delivery) or that holds signals older than the shard's dedupe memory is
+not sent blindly: its users with events go straight to settlement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.models import Customer
+from ct_insider.deadletters import DeadLetterDraft, DeadLetterStore
+from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.coalescer import UpsertCoalescer
+from ct_insider.insider.errors import InsiderError
+from ct_insider.insider.models import UpsertResult
+from ct_insider.journeys.plan import (
+    DeliveryContext,
+    DeliveryPlan,
+    EmailChange,
+    PlannedUser,
+    Refusal,
+    plan_delivery,
+)
+from ct_insider.journeys.signals import JourneySignal
+from ct_insider.logging import get_logger
+from ct_insider.mapping.config import MappingConfig
+from ct_insider.sync.customers import CUSTOMER_EXPAND
+from ct_insider.sync.ledger import LedgerEntry
+from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender, lookup_customer_uuids
+
+log = get_logger(__name__)
+
+# How long a shard waits before sending again after Insider did not take a request
+# (429 beyond the client's own retries, connection refused, 401/403).
+UNSENT_BACKOFF_SECONDS = 5.0
+
+
+class DeliveryStats(BaseModel):
+    events: int = 0  # events Insider acknowledged
+    profiles: int = 0  # users whose attributes were upserted
+    deleted: int = 0  # customers deleted or anonymized in Insider
+    dead_lettered: int = 0
+    nothing_to_send: int = 0
+    in_doubt: int = 0  # users handed to settlement
+
+
+class Bookkeeping(BaseModel):
+    """What is recorded after a send; idempotent, so it can be finished later."""
+
+    ledger: dict[str, list[str]] = Field(default_factory=dict)  # order id -> event keys
+    letters: list[DeadLetterDraft] = Field(default_factory=list)
+    redriven: list[str] = Field(default_factory=list)  # dead letters delivered now
+
+    def empty(self) -> bool:
+        return not (self.ledger or self.letters or self.redriven)
+
+
+class DeliveryOutcome(BaseModel):
+    stats: DeliveryStats = Field(default_factory=DeliveryStats)
+    deleted_identities: list[str] = Field(default_factory=list)
+    in_doubt: list[PlannedUser] = Field(default_factory=list)
+    unsent: list[int] = Field(default_factory=list)  # batch indices for the shard to requeue
+    retry_after: float | None = None
+    unfinished: Bookkeeping | None = None
+
+
+def dead_letter(
+    lane: str, signal: JourneySignal, entity: str, record_id: str, reasons: list[str]
+) -> DeadLetterDraft:
+    market = {k: v for k, v in signal.market.model_dump().items() if v}
+    return DeadLetterDraft(
+        entity=entity,
+        record_id=record_id,
+        reasons=reasons,
+        run=lane,
+        market=market,
+        redrive={"signal": signal.model_dump(mode="json", exclude={"doubt", "redrive_of"})},
+    )
+
+
+def signal_letter(lane: str, signal: JourneySignal, reasons: list[str]) -> DeadLetterDraft:
+    if signal.kind == "storefront" and signal.storefront is not None:
+        return dead_letter(lane, signal, "storefront-event", signal.storefront.event_id, reasons)
+    if signal.kind == "order":
+        return dead_letter(lane, signal, "order", signal.resource_id or signal.dedupe_key, reasons)
+    record = signal.identity.customer_id or signal.resource_id or signal.dedupe_key
+    return dead_letter(lane, signal, "customer", record, reasons)
+
+
+def redriven_letters(signals: Sequence[JourneySignal], indices: Sequence[int]) -> list[str]:
+    return [key for i in indices if (key := signals[i].redrive_of) is not None]
+
+
+class JourneyDeliverer:
+    def __init__(
+        self,
+        ct: CommercetoolsClient,
+        insider: InsiderClient,
+        coalescer: UpsertCoalescer,
+        orders: OrderEventSender,
+        letters: DeadLetterStore,
+        mapping: MappingConfig,
+    ) -> None:
+        self._ct = ct
+        self._insider = insider
+        self._coalescer = coalescer
+        self._orders = orders
+        self._letters = letters
+        self._mapping = mapping
+
+    # -- 1. reading and planning: may raise, nothing sent yet --------------------------
+
+    async def _context(self, signals: Sequence[JourneySignal]) -> DeliveryContext:
+        changed = list(
+            dict.fromkeys(
+                s.identity.customer_id or s.resource_id or ""
+                for s in signals
+                if s.kind == "customer"
+            )
+        )
+        customers: dict[str, Customer] = {}
+        if changed:
+            for raw in await self._ct.find_in(
+                "customers", changed, lambda q: f"id in ({q})", expand=CUSTOMER_EXPAND
+            ):
+                customers[str(raw["id"])] = Customer.model_validate(raw)
+        named = list(
+            dict.fromkeys(
+                s.identity.customer_id
+                for s in signals
+                if s.kind == "storefront" and s.identity.customer_id
+            )
+        )
+        uuids = await lookup_customer_uuids(self._ct, named, self._mapping)
+        order_ids = list(
+            dict.fromkeys(s.resource_id for s in signals if s.kind == "order" and s.resource_id)
+        )
+        prepared_orders = {}
+        order_refusals: dict[str, list[str]] = {}
+        if order_ids:
+            records = await self._ct.find_in(
+                "orders", order_ids, lambda q: f"id in ({q})", expand=ORDER_EXPAND
+            )
+            prepared = await self._orders.prepare(records)
+            prepared_orders = prepared.orders
+            order_refusals = {r.record_id: r.reasons for r in prepared.stats.rejections}
+        return DeliveryContext(
+            config=self._mapping,
+            customers=customers,
+            customer_uuids=uuids,
+            orders=prepared_orders,
+            order_refusals=order_refusals,
+        )
+
+    async def deliver(
+        self, lane: str, signals: list[JourneySignal], *, interrupted: bool = False
+    ) -> DeliveryOutcome:
+        """`interrupted`: an earlier execution of this delivery may have sent part of it."""
+        context = await self._context(signals)
+        plan = plan_delivery(signals, context)
+        outcome = DeliveryOutcome()
+        outcome.stats.nothing_to_send = len(plan.nothing_to_send)
+        if plan.refused:
+            await self._letters.put([self._refusal(lane, signals, r) for r in plan.refused])
+            outcome.stats.dead_lettered += len(plan.refused)
+            for refusal in plan.refused:
+                log.warning(
+                    "journey signal dead-lettered",
+                    lane=lane,
+                    entity=refusal.entity,
+                    record_id=refusal.record_id,
+                    reasons=refusal.reasons,
+                )
+        try:
+            await self._move_emails(plan.email_changes)
+        except InsiderError as exc:
+            log.warning("email identifier move failed", lane=lane, error=str(exc))
+            return self._all_unsent(outcome, plan, exc)
+
+        # -- 2. sending: from here on nothing raises ------------------------------------
+        book = Bookkeeping()
+        entries = {oid: order.entry for oid, order in context.orders.items()}
+        await self._send_waves(lane, signals, plan, interrupted, outcome, book)
+        await self._finish(book, entries, outcome)
+        return outcome
+
+    def _refusal(
+        self, lane: str, signals: list[JourneySignal], refusal: Refusal
+    ) -> DeadLetterDraft:
+        return dead_letter(
+            lane, signals[refusal.signal], refusal.entity, refusal.record_id, refusal.reasons
+        )
+
+    def _all_unsent(
+        self, outcome: DeliveryOutcome, plan: DeliveryPlan, exc: InsiderError
+    ) -> DeliveryOutcome:
+        outcome.unsent = sorted(
+            {s for wave in plan.waves for user in wave for s in user.signals}
+            | {d.signal for d in plan.deletions}
+            | {c.signal for c in plan.email_changes}
+        )
+        outcome.retry_after = _backoff(exc)
+        return outcome
+
+    async def _move_emails(self, changes: list[EmailChange]) -> None:
+        """An upsert never changes an identifier: move the email with the identity endpoint.
+        The message names the old email; only a change notification without it makes us
+        read the profile (CustomerEmailChanged without `oldEmail`)."""
+        for change in changes:
+            old = change.old
+            if old is None:
+                profile = await self._insider.read_profile({"uuid": change.uuid}, ["email"])
+                old = (profile or {}).get("attributes", {}).get("email")
+            if not old or old == change.new:
+                continue
+            try:
+                await self._insider.update_identifier({"email": old}, {"email": change.new})
+            except InsiderError as exc:
+                if exc.retryable or exc.status_code in (401, 403):
+                    raise
+                # 404: Insider never had the old email; 400: the new one is someone's already.
+                log.warning("email identifier not moved", error=str(exc))
+
+    async def _send_waves(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        plan: DeliveryPlan,
+        interrupted: bool,
+        outcome: DeliveryOutcome,
+        book: Bookkeeping,
+    ) -> None:
+        held_back: set[str] = set()  # people with something in doubt or unsent: later waits
+        stopped: InsiderError | None = None
+        for wave in plan.waves:
+            sendable: list[PlannedUser] = []
+            for user in wave:
+                if stopped is not None or user.identity in held_back:
+                    outcome.unsent.extend(user.signals)
+                    held_back.add(user.identity)
+                elif user.events and (interrupted or any(signals[s].doubt for s in user.signals)):
+                    outcome.in_doubt.append(user)
+                    held_back.add(user.identity)
+                else:
+                    sendable.append(user)
+            if not sendable:
+                continue
+            try:
+                result = await self._coalescer.upsert([u.user() for u in sendable])
+            except InsiderError as exc:
+                log.warning("journey upsert failed", lane=lane, error=str(exc))
+                held_back.update(u.identity for u in sendable)
+                if exc.maybe_stored:
+                    outcome.in_doubt.extend(sendable)
+                else:
+                    outcome.unsent.extend(s for u in sendable for s in u.signals)
+                    stopped = exc
+                continue
+            except Exception as exc:  # never raise once something may have been sent
+                log.error("journey upsert failed unexpectedly", lane=lane, error=repr(exc))
+                held_back.update(u.identity for u in sendable)
+                outcome.in_doubt.extend(sendable)
+                continue
+            self._account(lane, signals, sendable, result, outcome, book)
+        if stopped is not None:
+            outcome.retry_after = _backoff(stopped)
+        await self._delete(plan, held_back, outcome, book, signals)
+        outcome.stats.in_doubt = len(outcome.in_doubt)
+        outcome.unsent.sort()
+
+    def _account(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        users: list[PlannedUser],
+        result: UpsertResult,
+        outcome: DeliveryOutcome,
+        book: Bookkeeping,
+    ) -> None:
+        refused = {failure.index: failure for failure in result.failures}
+        for index, user in enumerate(users):
+            failure = refused.get(index)
+            if failure is None:
+                delivered(user, signals, outcome, book)
+                continue
+            positions = failure.event_positions()
+            culprits = (
+                set(user.signals)
+                if positions is None
+                else {user.events[p].signal for p in positions if p < len(user.events)}
+            )
+            for signal in sorted(culprits):
+                book.letters.append(signal_letter(lane, signals[signal], failure.reasons))
+                log.warning(
+                    "journey signal refused by Insider",
+                    lane=lane,
+                    signal=signals[signal].dedupe_key,
+                    reasons=failure.reasons,
+                )
+            outcome.stats.dead_lettered += len(culprits)
+            rest = [e for e in user.events if e.signal not in culprits]
+            if rest:
+                # Refused for one event, the rest may or may not have been stored: settled.
+                outcome.in_doubt.append(
+                    user.model_copy(
+                        update={
+                            "events": rest,
+                            "signals": [s for s in user.signals if s not in culprits],
+                        }
+                    )
+                )
+
+    async def _delete(
+        self,
+        plan: DeliveryPlan,
+        held_back: set[str],
+        outcome: DeliveryOutcome,
+        book: Bookkeeping,
+        signals: list[JourneySignal],
+    ) -> None:
+        """Deletions go last; one whose person still has something unsettled waits (it is
+        requeued and goes after the settlement)."""
+        for deletion in plan.deletions:
+            if deletion.identity in held_back or outcome.retry_after is not None:
+                outcome.unsent.append(deletion.signal)
+                continue
+            try:
+                if await self._forget(deletion.customer_id):
+                    outcome.stats.deleted += 1
+            except InsiderError as exc:
+                log.warning("customer deletion failed", error=str(exc))
+                outcome.unsent.append(deletion.signal)
+                outcome.retry_after = _backoff(exc)
+                continue
+            outcome.deleted_identities.append(deletion.identity)
+            book.redriven.extend(redriven_letters(signals, [deletion.signal]))
+
+    async def _forget(self, customer_id: str) -> bool:
+        policy = self._mapping.customer_deletion
+        if policy == "keep" or self._mapping.uuid_source != "id":
+            # With another uuid source the deleted customer's uuid can no longer be read.
+            log.info("customer deletion kept in Insider", policy=policy)
+            return False
+        if policy == "delete":
+            await self._insider.delete_user({"uuid": customer_id})
+        else:
+            try:
+                await self._insider.anonymize_user({"uuid": customer_id})
+            except InsiderError as exc:
+                if exc.status_code != 404:  # never known to Insider: nothing to anonymize
+                    raise
+        return True
+
+    # -- 3. bookkeeping: idempotent, handed back to the shard when it fails -------------
+
+    async def _finish(
+        self, book: Bookkeeping, entries: dict[str, LedgerEntry], outcome: DeliveryOutcome
+    ) -> None:
+        if book.empty():
+            return
+        try:
+            await self.finish(book, entries)
+        except Exception as exc:  # the shard finishes it later
+            log.warning("delivery bookkeeping postponed", error=repr(exc))
+            outcome.unfinished = book
+
+    async def finish(
+        self, book: Bookkeeping, entries: dict[str, LedgerEntry] | None = None
+    ) -> None:
+        if book.ledger:
+            delivered = {oid: set(keys) for oid, keys in book.ledger.items()}
+            await self._orders.ledger.record(entries or {}, delivered)
+        if book.letters:
+            await self._letters.put(book.letters)
+        if book.redriven:
+            await self._letters.delete(book.redriven)
+
+
+def delivered(
+    user: PlannedUser,
+    signals: Sequence[JourneySignal],
+    outcome: DeliveryOutcome,
+    book: Bookkeeping,
+) -> None:
+    """Account for a user Insider acknowledged."""
+    outcome.stats.events += len(user.events)
+    if user.attributes is not None:
+        outcome.stats.profiles += 1
+    keys: dict[str, list[str]] = defaultdict(list)
+    for planned in user.events:
+        if planned.order_id and planned.ledger_key:
+            keys[planned.order_id].append(planned.ledger_key)
+    for order_id, order_keys in keys.items():
+        book.ledger.setdefault(order_id, []).extend(order_keys)
+    book.redriven.extend(redriven_letters(signals, user.signals))
+
+
+def _backoff(exc: InsiderError) -> float:
+    retry_after: Any = getattr(exc, "retry_after", None)
+    return max(UNSENT_BACKOFF_SECONDS, float(retry_after or 0))

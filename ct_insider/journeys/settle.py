@@ -1,0 +1,140 @@
+"""Settle the users of a journey delivery that may or may not have reached Insider.
+
+A user is in doubt when the request that carried it may have been stored (a 5xx, an answer
+lost), when the shard was rebuilt after a worker died during the delivery, or when one of
+its signals is older than the shard's dedupe memory. For each such user, one profile read
+(paced to the quota) tells which of its events Insider holds; the rest are sent again, and
+their outcome is settled the same way if that request is lost too.
+
+Progress is kept per user (`SettleProgress`, heartbeated by the activity): a retried
+attempt never reads again for a user already settled, and a read that fails for one user
+does not hold up the others - the attempt fails at the end, for Temporal to retry what is
+left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel, Field
+
+from ct_insider.deadletters import DeadLetterStore
+from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.errors import InsiderError, InsiderUnavailable
+from ct_insider.insider.held import HeldEventCheck, Sought
+from ct_insider.journeys.delivery import (
+    Bookkeeping,
+    DeliveryOutcome,
+    JourneyDeliverer,
+    delivered,
+    redriven_letters,
+    signal_letter,
+)
+from ct_insider.journeys.plan import PlannedUser
+from ct_insider.journeys.signals import JourneySignal
+from ct_insider.logging import get_logger
+
+log = get_logger(__name__)
+
+# Reads and re-sends for one user within one attempt before the attempt gives way to a
+# Temporal retry (with its backoff) - only reached while Insider keeps losing answers.
+MAX_ROUNDS_PER_USER = 4
+
+
+class SettleProgress(BaseModel):
+    settled: list[int] = Field(default_factory=list)  # indices of the users settled
+    found: int = 0  # events Insider already held
+    resent: int = 0  # events sent again and acknowledged
+    profile_reads: int = 0
+    dead_lettered: int = 0
+
+
+class DoubtSettler:
+    def __init__(
+        self,
+        insider: InsiderClient,
+        deliverer: JourneyDeliverer,
+        letters: DeadLetterStore,
+    ) -> None:
+        self._insider = insider
+        self._held = HeldEventCheck(insider)
+        self._deliverer = deliverer
+        self._letters = letters
+
+    async def settle(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        users: list[PlannedUser],
+        progress: SettleProgress,
+        on_progress: Callable[[SettleProgress], None],
+    ) -> SettleProgress:
+        failure: InsiderError | None = None
+        for index, user in enumerate(users):
+            if index in progress.settled:
+                continue
+            try:
+                await self._settle_user(lane, signals, user, progress)
+            except InsiderError as exc:
+                failure = exc
+                log.warning("doubt not settled yet", lane=lane, error=str(exc))
+                continue
+            progress.settled.append(index)
+            on_progress(progress)
+        if failure is not None:
+            raise failure
+        return progress
+
+    async def _settle_user(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        user: PlannedUser,
+        progress: SettleProgress,
+    ) -> None:
+        for _ in range(MAX_ROUNDS_PER_USER):
+            book = Bookkeeping()
+            missing = user.events
+            if user.events:
+                held = await self._held.held(
+                    user.identifiers,
+                    [Sought.of(planned.event) for planned in user.events],
+                    [Sought.of(event) for event in user.delivered_before],
+                )
+                progress.profile_reads += 1
+                found = [p for p, is_held in zip(user.events, held, strict=True) if is_held]
+                missing = [p for p, is_held in zip(user.events, held, strict=True) if not is_held]
+                progress.found += len(found)
+                holder = user.model_copy(update={"events": found, "attributes": None})
+                delivered(holder, signals, DeliveryOutcome(), book)
+                # A re-driven signal is done once every one of its events is in Insider.
+                book.redriven = redriven_letters(
+                    signals, [s for s in user.signals if all(m.signal != s for m in missing)]
+                )
+                user.delivered_before.extend(p.event for p in found)
+            if not missing and user.attributes is None:
+                await self._deliverer.finish(book)
+                return
+            rest = user.model_copy(update={"events": missing})
+            try:
+                result = await self._insider.upsert_users(
+                    [rest.user()], skip_hook=False, repeatable=not missing
+                )
+            except InsiderError as exc:
+                await self._deliverer.finish(book)
+                if not exc.maybe_stored:
+                    raise
+                user = rest  # lost again: read again
+                continue
+            if result.failures:
+                reasons = result.failures[0].reasons
+                book.letters.extend(signal_letter(lane, signals[s], reasons) for s in rest.signals)
+                progress.dead_lettered += len(rest.signals)
+            else:
+                delivered(rest, signals, DeliveryOutcome(), book)
+                progress.resent += len(missing)
+            await self._deliverer.finish(book)
+            return
+        raise InsiderUnavailable(
+            0, "answers keep getting lost; settlement continues on retry", maybe_stored=True
+        )

@@ -1,0 +1,300 @@
+"""JourneyShardWorkflow: the realtime path for one shard of all identities.
+
+Identities (customer, else anonymous visitor, else email) are spread over a fixed number
+of shards by a stable hash; the bridge group-commits the signals of a short window into one
+signal per shard. A shard accepts each signal by the rules of ct_insider/journeys/intake.py
+(duplicates, stale state, deleted customers, forgotten keys), and delivers what is pending
+in batches, in order of occurrence, one local activity per batch: the activity sends one
+upsert for many people, shared with the other shards of the worker.
+
+Exactly once, without reading Insider on the steady path:
+- a delivery that may have been stored (ambiguous failure) is settled by a regular
+  activity that reads Insider for those users only, before anything later is sent;
+- a shard rebuilt from history asks Temporal (not Insider) whether the delivery before was
+  cut short by a dying worker; only then does it settle that batch by reading Insider;
+- continue-as-new happens in a workflow task of its own (after a 1 ms timer), so a
+  completion Temporal refuses because a signal arrived never repeats a delivery.
+
+Nothing the bridge acknowledged is dropped: a delivery that fails before sending is retried
+with backoff; what Insider refuses goes to the dead-letter store; the shard never fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.journey import (
+        DeliverInput,
+        FinishInput,
+        JourneyActivities,
+        SettleInput,
+    )
+    from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
+    from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
+    from ct_insider.journeys.memory import MemorySnapshot, ShardMemory
+    from ct_insider.journeys.settle import SettleProgress
+    from ct_insider.journeys.signals import JourneySignal
+
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=3,
+)
+SETTLE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
+)
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+class ShardSettings(BaseModel):
+    max_batch: int = Field(default=500, ge=1)  # signals per delivery
+    # >0: after the first signal, gather this long before delivering, so deliveries that
+    # arrive shuffled within the window are put back in order (costs a timer per batch).
+    gather_seconds: float = Field(default=0.0, ge=0)
+    seen_capacity: int = Field(default=30_000, ge=16)  # dedupe keys remembered
+    identity_capacity: int = Field(default=20_000, ge=1)
+    identity_idle_seconds: float = Field(default=24 * 3600, gt=0)  # then forgotten at CAN
+    max_history_events: int = Field(default=5_000, ge=100)
+    max_history_bytes: int = Field(default=4_000_000, ge=100_000)
+    carry_max_signals: int = Field(default=5_000, ge=1)  # pending carried over CAN
+
+
+class ShardStats(BaseModel):
+    received: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    after_deletion: int = 0
+    delivered: int = 0  # signals through a delivery
+    events: int = 0  # events Insider acknowledged
+    profiles: int = 0
+    deleted: int = 0
+    dead_lettered: int = 0
+    nothing_to_send: int = 0
+    in_doubt: int = 0  # users settled by reading Insider
+    found_in_insider: int = 0
+    resent: int = 0
+    profile_reads: int = 0
+    deliveries: int = 0
+    failed_deliveries: int = 0  # failed before sending; retried
+    cut_short: int = 0  # deliveries found cut short after a rebuild
+    runs: int = 1
+
+    def count(self, verdict: Verdict) -> None:
+        self.received += 1
+        if verdict is Verdict.DUPLICATE:
+            self.duplicates += 1
+        elif verdict is Verdict.STALE:
+            self.stale += 1
+        elif verdict is Verdict.DELETED:
+            self.after_deletion += 1
+
+    def add_delivery(self, stats: DeliveryStats) -> None:
+        self.events += stats.events
+        self.profiles += stats.profiles
+        self.deleted += stats.deleted
+        self.dead_lettered += stats.dead_lettered
+        self.nothing_to_send += stats.nothing_to_send
+        self.in_doubt += stats.in_doubt
+
+    def add_settlement(self, progress: SettleProgress) -> None:
+        self.found_in_insider += progress.found
+        self.resent += progress.resent
+        self.events += progress.resent
+        self.profile_reads += progress.profile_reads
+        self.dead_lettered += progress.dead_lettered
+
+
+class ShardCarry(BaseModel):
+    """What one run hands the next at continue-as-new."""
+
+    memory: MemorySnapshot = Field(default_factory=MemorySnapshot)
+    pending: list[JourneySignal] = Field(default_factory=list)
+    unfinished: list[Bookkeeping] = Field(default_factory=list)
+    stats: ShardStats = Field(default_factory=ShardStats)
+
+
+class ShardInput(BaseModel):
+    shard: int = Field(ge=0)
+    settings: ShardSettings = Field(default_factory=ShardSettings)
+    carried: ShardCarry | None = None
+
+
+def shard_workflow_id(task_queue: str, shard: int) -> str:
+    """Named after the journey task queue, so deployments sharing a namespace (or tests
+    sharing a server) keep their shards apart."""
+    return f"{task_queue}-shard-{shard:03d}"
+
+
+@workflow.defn
+class JourneyShardWorkflow:
+    @workflow.init
+    def __init__(self, params: ShardInput) -> None:
+        carried = params.carried or ShardCarry()
+        self._settings = params.settings
+        self._memory = ShardMemory(
+            seen_capacity=params.settings.seen_capacity,
+            identity_capacity=params.settings.identity_capacity,
+            snapshot=carried.memory,
+        )
+        self._pending: list[JourneySignal] = list(carried.pending)
+        self._unfinished: list[Bookkeeping] = list(carried.unfinished)
+        self._stats = carried.stats
+        self._failures = 0
+        # Built while replaying = rebuilt from history. Until a live delivery has found the
+        # history clean, each live delivery asks whether the one before was cut short: all
+        # deliveries of the task that died run again, not only the first.
+        self._check_interruption = workflow.unsafe.is_replaying()
+
+    @workflow.signal
+    def deliver(self, signals: list[JourneySignal]) -> None:
+        now = workflow.now()
+        for signal in signals:
+            verdict = accept(self._memory, signal, now)
+            self._stats.count(verdict)
+            if verdict is Verdict.ACCEPTED:
+                self._pending.append(signal)
+
+    @workflow.query
+    def stats(self) -> ShardStats:
+        return self._stats
+
+    @workflow.query
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @workflow.run
+    async def run(self, params: ShardInput) -> ShardStats:
+        settings = params.settings
+        while True:
+            await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
+            if self._unfinished:
+                await self._finish_bookkeeping()
+            if self._pending:
+                if settings.gather_seconds:
+                    with contextlib.suppress(TimeoutError):
+                        await workflow.wait_condition(
+                            lambda: len(self._pending) >= settings.max_batch,
+                            timeout=timedelta(seconds=settings.gather_seconds),
+                        )
+                await self._deliver_batch()
+            if self._time_to_continue():
+                # A task of its own: if Temporal refuses this completion because a signal
+                # arrived, no delivery runs twice.
+                await workflow.sleep(timedelta(milliseconds=1))
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    ShardInput(shard=params.shard, settings=settings, carried=self._carry())
+                )
+
+    def _time_to_continue(self) -> bool:
+        info = workflow.info()
+        grown = (
+            info.get_current_history_length() >= self._settings.max_history_events
+            or info.get_current_history_size() >= self._settings.max_history_bytes
+            or info.is_continue_as_new_suggested()
+        )
+        return grown and len(self._pending) <= self._settings.carry_max_signals
+
+    def _carry(self) -> ShardCarry:
+        idle = timedelta(seconds=self._settings.identity_idle_seconds)
+        stats = self._stats.model_copy(update={"runs": self._stats.runs + 1})
+        return ShardCarry(
+            memory=self._memory.snapshot(workflow.now() - idle),
+            pending=self._pending,
+            unfinished=self._unfinished,
+            stats=stats,
+        )
+
+    async def _back_off(self) -> None:
+        self._failures += 1
+        delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(self._failures, 9)))
+        await workflow.sleep(delay)
+
+    async def _deliver_batch(self) -> None:
+        batch = take_batch(self._memory, self._pending, self._settings.max_batch, workflow.now())
+        self._pending = batch.rest
+        self._stats.after_deletion += len(batch.deleted)
+        if not batch.signals:
+            return
+        lane = workflow.info().workflow_id
+        live = not workflow.unsafe.is_replaying()
+        try:
+            result = await workflow.execute_local_activity_method(
+                JourneyActivities.deliver_journeys,
+                DeliverInput(
+                    lane=lane,
+                    signals=batch.signals,
+                    check_interruption=self._check_interruption and live,
+                ),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=DELIVERY_RETRY,
+            )
+        except ActivityError as err:
+            # A delivery raises only before sending anything: the batch waits and goes again.
+            workflow.logger.warning("journey delivery failed, retrying later: %s", err.cause)
+            self._pending = batch.signals + self._pending
+            self._stats.failed_deliveries += 1
+            await self._back_off()
+            return
+        self._failures = 0
+        if result.interruption == "clean":
+            self._check_interruption = False
+        elif result.interruption == "cut-short":
+            self._stats.cut_short += 1
+        outcome = result.outcome
+        self._stats.deliveries += 1
+        self._stats.delivered += len(batch.signals) - len(outcome.unsent)
+        self._stats.add_delivery(outcome.stats)
+        mark_deleted(self._memory, outcome.deleted_identities, workflow.now())
+        if outcome.in_doubt:
+            await self._settle(
+                SettleInput(lane=lane, signals=batch.signals, users=outcome.in_doubt)
+            )
+        if outcome.unfinished is not None:
+            self._unfinished.append(outcome.unfinished)
+        if outcome.unsent:
+            self._pending = [batch.signals[i] for i in outcome.unsent] + self._pending
+        if outcome.retry_after:
+            await workflow.sleep(timedelta(seconds=outcome.retry_after))
+
+    async def _settle(self, params: SettleInput) -> None:
+        """Nothing else is delivered until every doubt is settled: a person's later events
+        must not overtake an earlier one that may still have to be sent."""
+        while True:
+            try:
+                progress = await workflow.execute_activity_method(
+                    JourneyActivities.settle_journeys,
+                    params,
+                    start_to_close_timeout=timedelta(minutes=30),
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=SETTLE_RETRY,
+                )
+            except ActivityError as err:
+                workflow.logger.error("settling a delivery failed, retrying: %s", err.cause)
+                await self._back_off()
+                continue
+            self._failures = 0
+            self._stats.add_settlement(progress)
+            return
+
+    async def _finish_bookkeeping(self) -> None:
+        book = self._unfinished[0]
+        try:
+            await workflow.execute_local_activity_method(
+                JourneyActivities.finish_journeys,
+                FinishInput(book=book),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=DELIVERY_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("delivery bookkeeping failed, retrying later: %s", err.cause)
+            await self._back_off()
+            return
+        self._unfinished.pop(0)
