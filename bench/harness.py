@@ -37,6 +37,8 @@ PROJECT_KEY = "bench"
 @dataclass(frozen=True)
 class Stack(EmulatorWiring):
     temporal_address: str = ""
+    # The dev server's Prometheus endpoint (its `action` counter), when we started it.
+    temporal_metrics_url: str | None = None
     logs: Path = Path(".dev/bench-logs")
     # Server processes by name, for CPU accounting.
     servers: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -79,9 +81,14 @@ def local_stack(logs: Path, temporal_address: str | None = None) -> Iterator[Sta
             log_path=logs / "insider.log",
         ),
     ]
+    metrics_url = None
     if temporal_address is None:
         temporal_address = f"127.0.0.1:{temporal_port}"
-        dev_server = temporal_dev_server_command(temporal_port, ui_port, headless=True)
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        dev_server = temporal_dev_server_command(
+            temporal_port, ui_port, headless=True, metrics_port=metrics_port
+        )
         servers.insert(0, ManagedProcess("temporal", dev_server, log_path=logs / "temporal.log"))
     with ExitStack() as stack:
         for server in servers:
@@ -92,6 +99,7 @@ def local_stack(logs: Path, temporal_address: str | None = None) -> Iterator[Sta
             project_key=PROJECT_KEY,
             partner_name="bench",
             temporal_address=temporal_address,
+            temporal_metrics_url=metrics_url,
             logs=logs,
             servers={server.name: server for server in servers},
         )
@@ -177,14 +185,16 @@ class CpuSeconds:
         self.spent["benchmark client"] = round(self._own_cpu() - self._own, 1)
 
 
-def worker_process(stack: Stack, task_queue: str, name: str = "worker") -> ManagedProcess:
+def worker_process(
+    stack: Stack, task_queue: str, name: str = "worker", env: dict[str, str] | None = None
+) -> ManagedProcess:
     """A `ct-insider worker` process wired to the stack (ready once it polls its queue)."""
     ready = stack.logs / f"{name}.ready"
     return ManagedProcess(
         name,
         ct_insider_command("--log-level", "WARNING", "worker", "--ready-file", str(ready)),
         ready_file=ready,
-        env=stack.worker_env(task_queue),
+        env=env or stack.worker_env(task_queue),
         log_path=stack.logs / f"{name}.log",
     )
 

@@ -146,7 +146,7 @@ class ShardCommitter:
         settings: ShardSettings | None = None,
     ) -> None:
         self.client = client
-        self._task_queue = task_queue
+        self.task_queue = task_queue
         self.shards = shards
         self.window_seconds = window_seconds
         self.backlog_bytes = backlog_bytes
@@ -174,7 +174,7 @@ class ShardCommitter:
         return len(by_shard)
 
     def workflow_id(self, shard: int) -> str:
-        return shard_workflow_id(self._task_queue, shard)
+        return shard_workflow_id(self.task_queue, shard)
 
     def _lane(self, shard: int) -> _Lane:
         lane = self._lanes.get(shard)
@@ -194,7 +194,7 @@ class ShardCommitter:
                 JourneyShardWorkflow.run,
                 ShardInput(shard=shard, settings=self._settings),
                 id=self.workflow_id(shard),
-                task_queue=self._task_queue,
+                task_queue=self.task_queue,
                 start_signal="deliver",
                 start_signal_args=[RawValue(payload)],
                 # Answer 503 in seconds rather than hold the senders while Temporal is down.

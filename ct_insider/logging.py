@@ -54,8 +54,11 @@ def pii_fingerprint(value: str) -> str:
 
 
 # Values that identify a person inside free text (Insider's refusals repeat what they
-# refuse: "user has an invalid phone number: 12345"): emails and digit runs of 5 or more.
-_PII_IN_TEXT = re.compile(r"[^\s@:,;\"']+@[^\s@:,;\"']+|\+?\d[\d\s().-]{3,}\d")
+# refuse: "user has an invalid phone number: 12345"): emails, and digit runs of 5 or more
+# that are not dates (timestamps in a refusal are not personal).
+_PII_IN_TEXT = re.compile(
+    r"[^\s@:,;\"']+@[^\s@:,;\"']+|(?<![\d-])(?!\d{4}-\d{2}-\d{2})\+?\d[\d\s().-]{3,}\d"
+)
 
 
 def mask_pii(text: str) -> str:

@@ -125,7 +125,12 @@ def temporal_binary() -> str:
 
 
 def temporal_dev_server_command(
-    port: int, ui_port: int, *, db_file: Path | None = None, headless: bool = False
+    port: int,
+    ui_port: int,
+    *,
+    db_file: Path | None = None,
+    headless: bool = False,
+    metrics_port: int | None = None,
 ) -> list[str]:
     """`temporal server start-dev` on 127.0.0.1: in memory, or persisted to `db_file`."""
     command = [
@@ -156,4 +161,6 @@ def temporal_dev_server_command(
         command += ["--db-filename", str(db_file)]
     if headless:
         command.append("--headless")
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
     return command

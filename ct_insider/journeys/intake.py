@@ -58,9 +58,7 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
         if signal.resource_version <= identity.version:
             return Verdict.STALE
         identity.version = signal.resource_version
-    signal.doubt = signal.redrive_of is None and memory.seen.may_have_forgotten(
-        signal.occurred_at, now
-    )
+    signal.doubt = signal.redrive_of is None and memory.seen.may_have_forgotten(signal.occurred_at)
     return Verdict.ACCEPTED
 
 

@@ -7,10 +7,10 @@ A shard serves many thousands of identities, most of them visitors seen once. It
   goes, and `forgotten_through` records the latest moment at which a forgotten signal
   happened. A redelivery carries its original's occurrence time, so a signal that happened
   later than that cannot repeat a forgotten one; one that happened at or before it may,
-  and is delivered only after asking Insider. (A signal's time counts as at most its
-  arrival plus a clock-skew allowance, so one sender with a clock far ahead cannot make
-  every later signal doubtful; a signal dated beyond that allowance is itself doubtful
-  once anything was forgotten.)
+  and is delivered only after asking Insider. A signal dated later than its arrival plus
+  a clock-skew allowance (a sender whose clock runs fast) would push that moment into the
+  future and make every later signal doubtful; instead its key outlives its generation
+  (`ahead`) until its stated time has passed, and only then counts as forgotten.
 - per identity, least recently seen first: the market it was last seen in (carried onto
   later signals that lack one), the last customer version applied (older state changes are
   stale), and whether the customer was deleted (nothing is delivered for them afterwards).
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class GenerationSnapshot(BaseModel):
 class MemorySnapshot(BaseModel):
     generations: list[GenerationSnapshot] = Field(default_factory=list)
     forgotten_through: int | None = None  # unix milliseconds
+    ahead: dict[str, int] = Field(default_factory=dict)  # digest (hex) -> stated time (ms)
     markets: list[Market] = Field(default_factory=list)
     identities: str = ""  # base64 of packed identity records, least recently seen first
 
@@ -76,6 +78,7 @@ class _Generation:
     opened_at: int
     latest: int = 0
     keys: set[int] = field(default_factory=set)
+    ahead: dict[int, int] = field(default_factory=dict)  # keys dated beyond the skew
 
 
 class SeenKeys:
@@ -85,8 +88,15 @@ class SeenKeys:
         self._generations: deque[_Generation] = deque()
         self._size = 0
         self.forgotten_through: int | None = None
+        # Keys of dropped generations whose signals are dated in the future: kept until
+        # that time has passed (a redelivery carries the same date).
+        self._ahead: dict[int, int] = {}
+        self._ahead_due: list[tuple[int, int]] = []  # heap of (stated time, key)
+        self._ahead_capacity = max(1, capacity // 4)
         if snapshot is not None:
             self.forgotten_through = snapshot.forgotten_through
+            for key, at in snapshot.ahead.items():
+                self._keep_ahead(int(key, 16), at)
             for saved in snapshot.generations:
                 raw = base64.b64decode(saved.keys)
                 keys = {int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8)}
@@ -94,7 +104,7 @@ class SeenKeys:
                 self._size += len(keys)
 
     def __contains__(self, key: int) -> bool:
-        return any(key in generation.keys for generation in self._generations)
+        return key in self._ahead or any(key in g.keys for g in self._generations)
 
     def __len__(self) -> int:
         return self._size
@@ -112,21 +122,39 @@ class SeenKeys:
         if key not in newest.keys:
             newest.keys.add(key)
             self._size += 1
-        newest.latest = max(newest.latest, _millis(min(occurred_at, now + CLOCK_SKEW)))
+        if occurred_at > now + CLOCK_SKEW:
+            newest.ahead[key] = _millis(occurred_at)
+        else:
+            newest.latest = max(newest.latest, _millis(occurred_at))
         while self._size > self._capacity and len(self._generations) > 1:
             dropped = self._generations.popleft()
             self._size -= len(dropped.keys)
             self.forgotten_through = max(self.forgotten_through or 0, dropped.latest)
+            for ahead_key, at in dropped.ahead.items():
+                self._keep_ahead(ahead_key, at)
+        # A future-dated key whose time has come is forgotten like any other: its time is
+        # in the past now, so `forgotten_through` covers it without making later ones
+        # doubtful. (Beyond the capacity the soonest goes early: conservative.)
+        now_ms = _millis(now)
+        while self._ahead_due and (
+            self._ahead_due[0][0] <= now_ms or len(self._ahead) > self._ahead_capacity
+        ):
+            at, due_key = heapq.heappop(self._ahead_due)
+            if self._ahead.pop(due_key, None) is not None:
+                self.forgotten_through = max(self.forgotten_through or 0, at)
 
-    def may_have_forgotten(self, occurred_at: datetime, now: datetime) -> bool:
+    def _keep_ahead(self, key: int, at: int) -> None:
+        self._ahead[key] = at
+        heapq.heappush(self._ahead_due, (at, key))
+
+    def may_have_forgotten(self, occurred_at: datetime) -> bool:
         """Whether an earlier delivery of a signal that happened then may have been
-        forgotten: it happened no later than the latest forgotten one (or is dated beyond
-        the skew allowance, so its original's time was clamped)."""
+        forgotten: it happened no later than the latest forgotten one."""
         if self.forgotten_through is None:
             return False
-        return _millis(occurred_at) <= self.forgotten_through or occurred_at > now + CLOCK_SKEW
+        return _millis(occurred_at) <= self.forgotten_through
 
-    def snapshot(self) -> tuple[list[GenerationSnapshot], int | None]:
+    def snapshot(self) -> tuple[list[GenerationSnapshot], int | None, dict[str, int]]:
         return (
             [
                 GenerationSnapshot(
@@ -139,6 +167,7 @@ class SeenKeys:
                 for generation in self._generations
             ],
             self.forgotten_through,
+            {f"{key:016x}": at for key, at in self._ahead.items()},
         )
 
 
@@ -222,11 +251,12 @@ class ShardMemory:
         self.identities = Identities(identity_capacity, snapshot)
 
     def snapshot(self, idle_before: datetime) -> MemorySnapshot:
-        generations, forgotten_through = self.seen.snapshot()
+        generations, forgotten_through, ahead = self.seen.snapshot()
         markets, identities = self.identities.snapshot(idle_before)
         return MemorySnapshot(
             generations=generations,
             forgotten_through=forgotten_through,
+            ahead=ahead,
             markets=markets,
             identities=identities,
         )

@@ -1,0 +1,345 @@
+"""The rules a journey shard applies to arriving signals and to the batches it delivers."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
+from ct_insider.journeys.memory import ShardMemory, digest
+from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
+from ct_insider.journeys.storefront import EventIdentity, StorefrontEvent
+
+NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
+
+
+def _memory(seen_capacity: int = 1_000) -> ShardMemory:
+    return ShardMemory(seen_capacity=seen_capacity, identity_capacity=1_000)
+
+
+def _view(
+    event_id: str,
+    *,
+    customer_id: str | None = "c-1",
+    anonymous_id: str | None = None,
+    occurred_at: datetime = NOW,
+    currency: str | None = None,
+    country: str | None = None,
+    sequence_number: int | None = None,
+) -> JourneySignal:
+    """A storefront product view, as the bridge hands it to a shard."""
+    event = StorefrontEvent(
+        event_id=event_id,
+        type="product_view",
+        occurred_at=occurred_at,
+        identity=EventIdentity(customer_id=customer_id, anonymous_id=anonymous_id),
+        sku="SKU-1",
+        currency=currency,
+        country=country,
+    )
+    return JourneySignal(
+        dedupe_key=event_id,
+        kind="storefront",
+        type="product_view",
+        occurred_at=occurred_at,
+        identity=JourneyIdentity(customer_id=customer_id, anonymous_id=anonymous_id),
+        sequence_number=sequence_number,
+        market=Market(currency=currency, country=country),
+        storefront=event,
+    )
+
+
+def _customer(
+    message_type: str,
+    version: int,
+    *,
+    customer_id: str = "c-1",
+    occurred_at: datetime = NOW,
+) -> JourneySignal:
+    return JourneySignal(
+        dedupe_key=f"msg-{message_type}-{version}",
+        kind="customer",
+        type=message_type,
+        occurred_at=occurred_at,
+        identity=JourneyIdentity(customer_id=customer_id),
+        resource_id=customer_id,
+        resource_version=version,
+    )
+
+
+def _order(
+    order_id: str,
+    *,
+    customer_id: str = "c-1",
+    occurred_at: datetime = NOW,
+    market: Market | None = None,
+) -> JourneySignal:
+    return JourneySignal(
+        dedupe_key=f"msg-{order_id}",
+        kind="order",
+        type="OrderCreated",
+        occurred_at=occurred_at,
+        identity=JourneyIdentity(customer_id=customer_id),
+        resource_id=order_id,
+        resource_version=1,
+        market=market or Market(),
+    )
+
+
+def _forgetful_memory(through: datetime) -> ShardMemory:
+    """A small memory that has forgotten signals that happened up to `through`."""
+    memory = _memory(seen_capacity=16)
+    for number in range(20):
+        verdict = accept(memory, _view(f"filler-{number}", occurred_at=through), NOW)
+        assert verdict is Verdict.ACCEPTED
+    assert memory.seen.forgotten_through is not None
+    return memory
+
+
+# --- accept ---------------------------------------------------------------------------------
+
+
+def test_a_signal_with_a_seen_dedupe_key_is_a_duplicate() -> None:
+    # Given a shard that accepted a storefront event
+    memory = _memory()
+    assert accept(memory, _view("e-1"), NOW) is Verdict.ACCEPTED
+    # When the same event arrives again (a retry of the storefront)
+    verdict = accept(memory, _view("e-1"), NOW + timedelta(seconds=5))
+    # Then it is a duplicate, while another event is not
+    assert verdict is Verdict.DUPLICATE
+    assert accept(memory, _view("e-2"), NOW) is Verdict.ACCEPTED
+
+
+def test_a_redriven_signal_is_accepted_although_seen_and_never_doubted() -> None:
+    # Given a shard that forgot old signals and then accepted an old one (thus doubtful)
+    old = NOW - timedelta(hours=2)
+    memory = _forgetful_memory(through=NOW - timedelta(hours=1))
+    original = _view("e-old", occurred_at=old)
+    assert accept(memory, original, NOW) is Verdict.ACCEPTED
+    assert original.doubt
+    assert digest("e-old") in memory.seen
+    # When an operator re-drives it from the dead-letter store
+    redriven = _view("e-old", occurred_at=old)
+    redriven.redrive_of = "dead-letter-1"
+    verdict = accept(memory, redriven, NOW)
+    # Then it is accepted and not doubtful, while a plain repeat is still a duplicate
+    assert verdict is Verdict.ACCEPTED
+    assert not redriven.doubt
+    assert accept(memory, _view("e-old", occurred_at=old), NOW) is Verdict.DUPLICATE
+
+
+def test_a_customer_change_at_or_below_the_known_version_is_stale() -> None:
+    # Given a shard that accepted version 5 of a customer's change
+    memory = _memory()
+    assert accept(memory, _customer("CustomerFirstNameSet", 5), NOW) is Verdict.ACCEPTED
+    # When changes of versions 5, 4 and 6 arrive (different messages)
+    same = accept(memory, _customer("CustomerLastNameSet", 5), NOW)
+    older = accept(memory, _customer("CustomerAddressAdded", 4), NOW)
+    newer = accept(memory, _customer("CustomerAddressAdded", 6), NOW)
+    # Then only the newer one is accepted
+    assert same is Verdict.STALE
+    assert older is Verdict.STALE
+    assert newer is Verdict.ACCEPTED
+    # And the known version moved on
+    state = memory.identities.get("customer-c-1")
+    assert state is not None
+    assert state.version == 6
+
+
+def test_versions_are_tracked_per_customer() -> None:
+    # Given version 9 of one customer
+    memory = _memory()
+    assert accept(memory, _customer("CustomerFirstNameSet", 9, customer_id="c-1"), NOW) is (
+        Verdict.ACCEPTED
+    )
+    # When another customer's version 2 arrives
+    verdict = accept(memory, _customer("CustomerFirstNameSet", 2, customer_id="c-2"), NOW)
+    # Then it is not stale
+    assert verdict is Verdict.ACCEPTED
+
+
+@pytest.mark.parametrize(
+    "message_type", ["CustomerCreated", "CustomerEmailChanged", "CustomerDeleted"]
+)
+def test_eventful_customer_messages_are_never_stale(message_type: str) -> None:
+    # Given a shard that accepted version 5 of a customer's change
+    memory = _memory()
+    assert accept(memory, _customer("CustomerFirstNameSet", 5), NOW) is Verdict.ACCEPTED
+    # When an eventful message of an older version arrives
+    verdict = accept(memory, _customer(message_type, 3), NOW)
+    # Then it is accepted all the same, and the known version does not go back
+    assert verdict is Verdict.ACCEPTED
+    state = memory.identities.get("customer-c-1")
+    assert state is not None
+    assert state.version == 5
+
+
+def test_signals_of_a_deleted_identity_are_deleted() -> None:
+    # Given a customer whose deletion was delivered
+    memory = _memory()
+    mark_deleted(memory, ["customer-c-1"], NOW)
+    # When new signals of them and of someone else arrive
+    theirs = accept(memory, _view("e-1", customer_id="c-1"), NOW)
+    change = accept(memory, _customer("CustomerFirstNameSet", 99, customer_id="c-1"), NOW)
+    others = accept(memory, _view("e-2", customer_id="c-2"), NOW)
+    # Then theirs are dropped as deleted, the other person's are not
+    assert theirs is Verdict.DELETED
+    assert change is Verdict.DELETED
+    assert others is Verdict.ACCEPTED
+
+
+def test_a_signal_older_than_the_memory_reaches_is_doubtful() -> None:
+    # Given a small memory that forgot signals that happened up to an hour ago
+    memory = _forgetful_memory(through=NOW - timedelta(hours=1))
+    # When a signal that happened two hours ago arrives, and one that happened now
+    old = _view("e-old", occurred_at=NOW - timedelta(hours=2))
+    fresh = _view("e-fresh", occurred_at=NOW)
+    old_verdict = accept(memory, old, NOW)
+    fresh_verdict = accept(memory, fresh, NOW)
+    # Then both are accepted, only the old one marked doubtful
+    assert old_verdict is Verdict.ACCEPTED
+    assert fresh_verdict is Verdict.ACCEPTED
+    assert old.doubt
+    assert not fresh.doubt
+
+
+def test_nothing_is_doubtful_while_nothing_was_forgotten() -> None:
+    # Given a memory with room to spare
+    memory = _memory()
+    # When a very old signal arrives
+    old = _view("e-old", occurred_at=NOW - timedelta(days=30))
+    verdict = accept(memory, old, NOW)
+    # Then it is accepted without doubt
+    assert verdict is Verdict.ACCEPTED
+    assert not old.doubt
+
+
+# --- take_batch -----------------------------------------------------------------------------
+
+
+def test_take_batch_drops_pending_signals_of_a_deleted_identity() -> None:
+    # Given pending signals of two customers
+    memory = _memory()
+    pending = [
+        _view("e-1", customer_id="c-1", occurred_at=NOW),
+        _view("e-2", customer_id="c-2", occurred_at=NOW + timedelta(seconds=1)),
+        _view("e-3", customer_id="c-1", occurred_at=NOW + timedelta(seconds=2)),
+    ]
+    for signal in pending:
+        assert accept(memory, signal, NOW) is Verdict.ACCEPTED
+    # When one customer's deletion is delivered before the batch is taken
+    mark_deleted(memory, ["customer-c-1"], NOW)
+    batch = take_batch(memory, pending, max_batch=10, now=NOW)
+    # Then their pending signals are dropped, the other customer's are delivered
+    assert [s.dedupe_key for s in batch.deleted] == ["e-1", "e-3"]
+    assert [s.dedupe_key for s in batch.signals] == ["e-2"]
+    assert batch.rest == []
+
+
+def test_take_batch_orders_by_time_then_sequence_and_caps_the_batch() -> None:
+    # Given pending signals that arrived out of order, some at the same moment
+    memory = _memory()
+    t = NOW
+    expected = [
+        _order("o-0", occurred_at=t - timedelta(seconds=10)),
+        _customer("CustomerFirstNameSet", 1, occurred_at=t),
+        _order("o-1", occurred_at=t),
+        _view("e-a", occurred_at=t, sequence_number=2),
+        _view("e-b", occurred_at=t, sequence_number=7),
+        _view("e-c", occurred_at=t + timedelta(milliseconds=1)),
+        _view("e-d", occurred_at=t + timedelta(minutes=1)),
+    ]
+    expected[1].sequence_number = 0
+    expected[2].sequence_number = 1
+    pending = list(expected)
+    random.Random(4).shuffle(pending)
+    assert [s.dedupe_key for s in pending] != [s.dedupe_key for s in expected]
+    # When a batch of at most four is taken
+    batch = take_batch(memory, pending, max_batch=4, now=NOW)
+    # Then it holds the first four in order of occurrence, the rest waits in order
+    keys = [s.dedupe_key for s in expected]
+    assert [s.dedupe_key for s in batch.signals] == keys[:4]
+    assert [s.dedupe_key for s in batch.rest] == keys[4:]
+    assert batch.deleted == []
+
+
+def test_a_later_signal_gets_the_currency_of_its_identity_earlier_signal() -> None:
+    # Given an order placed in EUR in Germany, then a view that names no market
+    memory = _memory()
+    order = _order("o-1", occurred_at=NOW, market=Market(currency="EUR", country="DE"))
+    view = _view("e-1", occurred_at=NOW + timedelta(minutes=1))
+    # When both are batched
+    batch = take_batch(memory, [view, order], max_batch=10, now=NOW)
+    # Then the view carries the order's market
+    assert batch.signals[1] is view
+    assert view.market.currency == "EUR"
+    assert view.market.country == "DE"
+    # And another person's view is not filled from it
+    stranger = _view("e-2", customer_id="c-2", occurred_at=NOW + timedelta(minutes=2))
+    take_batch(memory, [stranger], max_batch=10, now=NOW)
+    assert stranger.market.currency is None
+
+
+def test_market_is_carried_across_batches_and_a_signal_own_fields_win() -> None:
+    # Given a batch that established the identity's market
+    memory = _memory()
+    take_batch(
+        memory,
+        [_order("o-1", market=Market(currency="EUR", country="DE", channel="web"))],
+        max_batch=10,
+        now=NOW,
+    )
+    # When a later signal says USD (but not the country), and then one says nothing
+    later = NOW + timedelta(minutes=1)
+    in_usd = _view("e-usd", occurred_at=later, currency="USD")
+    silent = _view("e-silent", occurred_at=later + timedelta(seconds=1))
+    take_batch(memory, [in_usd], max_batch=10, now=later)
+    take_batch(memory, [silent], max_batch=10, now=later)
+    # Then its own currency wins, the rest is filled; the next one inherits the new market
+    assert in_usd.market == Market(currency="USD", country="DE", channel="web")
+    assert silent.market == Market(currency="USD", country="DE", channel="web")
+
+
+def test_signals_left_in_rest_do_not_touch_the_identity_market() -> None:
+    # Given a batch cap of one and two signals of one identity, the later one in GBP
+    memory = _memory()
+    first = _view("e-1", occurred_at=NOW)
+    second = _view("e-2", occurred_at=NOW + timedelta(seconds=1), currency="GBP")
+    # When the batch is taken
+    batch = take_batch(memory, [second, first], max_batch=1, now=NOW)
+    # Then only the first was delivered and the market did not learn GBP yet
+    assert batch.signals == [first]
+    assert batch.rest == [second]
+    state = memory.identities.get("customer-c-1")
+    assert state is not None
+    assert state.market.currency is None
+
+
+def test_a_redelivery_of_a_signal_from_a_fast_clock_is_recognised_after_its_generation_went() -> (
+    None
+):
+    # Given a storefront whose clock runs 20 minutes ahead sent an event at NOW
+    memory = _memory(seen_capacity=16)
+    ahead = NOW + timedelta(minutes=20)
+    assert accept(memory, _view("e-ahead", occurred_at=ahead), NOW) is Verdict.ACCEPTED
+    for number in range(15):
+        assert accept(memory, _view(f"e-{number}"), NOW) is Verdict.ACCEPTED
+    # And 12 minutes later the memory overflowed and dropped that event's generation
+    later = NOW + timedelta(minutes=12)
+    assert accept(memory, _view("e-overflow", occurred_at=later), later) is Verdict.ACCEPTED
+    # When the storefront redelivers it (same id, same stated time)
+    redelivery = _view("e-ahead", occurred_at=ahead)
+    # Then it is still known: its key outlives its generation until its stated time
+    assert accept(memory, redelivery, later) is Verdict.DUPLICATE
+    # And once that time has passed, a redelivery is doubtful (Insider is asked), while a
+    # signal that happens later still is not
+    after = ahead + timedelta(seconds=1)
+    accept(memory, _view("e-tick", occurred_at=after), after)
+    again = _view("e-ahead", occurred_at=ahead)
+    assert accept(memory, again, after) is Verdict.ACCEPTED
+    assert again.doubt
+    fresh = _view("e-fresh", occurred_at=after + timedelta(seconds=1))
+    accept(memory, fresh, after)
+    assert not fresh.doubt
