@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from functools import partial
 from typing import Literal
@@ -24,6 +25,10 @@ from ct_insider.sync.reports import SyncStats
 from ct_insider.sync.window import Window
 
 log = get_logger(__name__)
+
+# Ambiguous upsert failures an attempt settles itself before leaving the rest to Temporal's
+# retries (with their backoff).
+MAX_IN_PROCESS_SETTLEMENTS = 20
 
 Entity = Literal["customers", "orders"]
 # What a chunk pages through: an entity; payments (whose refunds belong to orders);
@@ -147,34 +152,59 @@ class SyncActivities(ConnectorActivities):
                 processed=resumed.processed,
             )
 
+        # Batches sent by earlier passes of this attempt (a pass ends when an upsert may
+        # have been stored: that request is settled at once and the window read on from
+        # the last acknowledged batch, without waiting for Temporal's retry backoff).
+        passed = SyncStats()
+        latest = ChunkHeartbeat(cursor=after_id, stats=SyncStats())
+
         def heartbeat(stats: SyncStats, cursor: str | None) -> None:
+            latest.cursor, latest.stats = cursor, stats
             total = resumed.model_copy(deep=True)
+            total.add(passed)
             total.add(stats)
             beat = ChunkHeartbeat(cursor=cursor, stats=total, remembered=memory.remembered)
             activity.heartbeat(beat.model_dump(mode="json"))
 
-        try:
-            sends_events = params.entity in ("orders", "payments")
-            if sends_events:
-                # A batch may have been in flight when a previous attempt died.
-                await self._orders.recover(params.lane)
-            outcome = await sync_window(
-                self._ct,
-                path_of(params.entity),
-                self._sender(params),
-                window=params.window,
-                after_id=after_id,
-                batch_size=params.batch_size,
-                expand=EXPAND[params.entity],
-                memory=memory if params.remember_since or params.known_versions else None,
-                budget_seconds=params.budget_seconds,
-                on_batch=heartbeat,
-            )
-            if outcome.done and sends_events:
-                await self._orders.finish(params.lane)
-        except (CommercetoolsError, InsiderError) as exc:
-            log.error("chunk failed", lane=params.lane, error=str(exc))
-            raise as_application_error(exc) from exc
+        sends_events = params.entity in ("orders", "payments")
+        started = time.monotonic()
+        settled_in_process = 0
+        while True:
+            try:
+                if sends_events:
+                    # A request may have been in flight when this attempt or an earlier one
+                    # failed or died.
+                    passed.found_in_insider += await self._orders.recover(
+                        params.lane, lambda: heartbeat(latest.stats, latest.cursor)
+                    )
+                outcome = await sync_window(
+                    self._ct,
+                    path_of(params.entity),
+                    self._sender(params),
+                    window=params.window,
+                    after_id=latest.cursor,
+                    batch_size=params.batch_size,
+                    expand=EXPAND[params.entity],
+                    memory=memory if params.remember_since or params.known_versions else None,
+                    budget_seconds=max(0.0, params.budget_seconds - (time.monotonic() - started)),
+                    on_batch=heartbeat,
+                )
+                if outcome.done and sends_events:
+                    await self._orders.finish(params.lane)
+                break
+            except InsiderError as exc:
+                doubt = sends_events and exc.maybe_stored
+                if not doubt or settled_in_process >= MAX_IN_PROCESS_SETTLEMENTS:
+                    log.error("chunk failed", lane=params.lane, error=str(exc))
+                    raise as_application_error(exc) from exc
+                settled_in_process += 1
+                log.warning("upsert may have been stored; settling it", lane=params.lane)
+                passed.add(latest.stats)
+                latest.stats = SyncStats()
+            except CommercetoolsError as exc:
+                log.error("chunk failed", lane=params.lane, error=str(exc))
+                raise as_application_error(exc) from exc
+        resumed.add(passed)
         resumed.add(outcome.stats)
         return SyncChunkResult(
             stats=resumed, cursor=outcome.cursor, done=outcome.done, remembered=memory.remembered

@@ -211,8 +211,10 @@ def order_import_drafts(
     skus: Sequence[str],
     *,
     seed: int = 3,
+    first_number: int = 0,
 ) -> list[dict[str, Any]]:
-    """Orders for (customer id, email) pairs; every fifth one is a guest order (email only)."""
+    """Orders for (customer id, email) pairs; every fifth one is a guest order (email only).
+    Order numbers count from `first_number` (they are unique in a commercetools project)."""
     rng = random.Random(seed)
     drafts = []
     for n in range(count):
@@ -237,7 +239,7 @@ def order_import_drafts(
         guest = n % 5 == 4
         drafts.append(
             {
-                "orderNumber": f"ORD-{n:07d}",
+                "orderNumber": f"ORD-{first_number + n:07d}",
                 **({} if guest else {"customerId": customer_id}),
                 "customerEmail": email if not guest else f"guest.{n:06d}@example.com",
                 "totalPrice": {"currencyCode": currency, "centAmount": total},
@@ -310,9 +312,15 @@ class CommercetoolsSeeder:
         return [v["sku"] for d in drafts for v in [d["masterVariant"], *d["variants"]]]
 
     def orders(
-        self, count: int, customers: Sequence[tuple[str, str]], skus: Sequence[str]
+        self,
+        count: int,
+        customers: Sequence[tuple[str, str]],
+        skus: Sequence[str],
+        *,
+        first_number: int = 0,
     ) -> list[str]:
-        return self.bulk("order-import", order_import_drafts(count, customers, skus))
+        drafts = order_import_drafts(count, customers, skus, first_number=first_number)
+        return self.bulk("order-import", drafts)
 
 
 def seed_demo(base_url: str, project_key: str) -> dict[str, int]:

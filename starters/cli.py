@@ -62,6 +62,24 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("status", help="show the delta sync watermarks and last windows")
 
+    dlq = commands.add_parser(
+        "dlq",
+        help="list, inspect, re-drive and purge records that could not be delivered",
+        epilog="example: ct-insider dlq list --json; ct-insider dlq retry --all",
+    )
+    dlq_commands = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="the dead letters, oldest first")
+    dlq_list.add_argument("--entity", help="only this entity (storefront-event, customer, order)")
+    dlq_list.add_argument("--limit", type=int)
+    dlq_show = dlq_commands.add_parser("show", help="one dead letter")
+    dlq_show.add_argument("key")
+    for name, text in (("retry", "deliver again"), ("purge", "delete")):
+        action = dlq_commands.add_parser(name, help=f"{text} the named dead letters")
+        action.add_argument("keys", nargs="*")
+        action.add_argument("--all", action="store_true", help=f"{text} every dead letter")
+    for action in dlq_commands.choices.values():
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+
     commands.add_parser(
         "bridge", help="serve the webhook bridge (BRIDGE_TOKEN, BRIDGE_HOST, BRIDGE_PORT)"
     )
@@ -94,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_sync(args))
     if args.command == "status":
         return asyncio.run(_status())
+    if args.command == "dlq":
+        return asyncio.run(_dlq(args))
     if args.command == "bridge":
         from bridge.server import serve
 
@@ -200,6 +220,55 @@ async def _status() -> int:
     for entity in DELTA_ENTITIES:
         print_status(entity, await delta_status(client, entity))
     return 0
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from ct_insider.commercetools.client import CommercetoolsClient
+    from ct_insider.deadletters import DeadLetterStore
+    from ct_insider.temporal import connect
+    from starters.dlq import chosen, print_letters, redrive, summary
+
+    if args.action in ("retry", "purge") and not (args.keys or args.all):
+        print(f"dlq {args.action}: name the letters' keys, or --all", file=sys.stderr)
+        return 2
+    async with CommercetoolsClient(load(CommercetoolsSettings)) as ct:
+        store = DeadLetterStore(ct)
+        if args.action == "list":
+            print_letters(await store.list(args.entity, args.limit), args.json)
+            return 0
+        if args.action == "show":
+            letter = await store.get(args.key)
+            if letter is None:
+                print(f"no dead letter {args.key}", file=sys.stderr)
+                return 1
+            shown = {**summary(letter), "redrive": letter.redrive}
+            print(json.dumps(shown, indent=2 if args.json else None, default=str))
+            return 0
+        if args.action == "purge":
+            letters = await chosen(store, args.keys, args.all)
+            await store.delete([letter.key for letter in letters])
+            print(json.dumps({"purged": [letter.key for letter in letters]}))
+            return 0
+        temporal = load(TemporalSettings)
+        client = await connect(temporal)
+        report = await redrive(
+            store,
+            client,
+            temporal.journey_task_queue,
+            temporal.journey_shards,
+            args.keys,
+            every=args.all,
+        )
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(
+            f"re-driven {len(report.redriven)} (each leaves the store once delivered), "
+            f"not re-drivable {len(report.not_redrivable)}, not found {len(report.missing)}"
+        )
+    return 1 if report.missing else 0
 
 
 def _emulate(args: argparse.Namespace) -> int:

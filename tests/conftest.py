@@ -76,7 +76,11 @@ class Emulators(EmulatorWiring):
         placed: dict[str, Any] = self.ct("POST", "orders", order)
         return placed
 
-    def insider_faults(self, **faults: float) -> None:
+    def insider_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.insider_url}/_emulator/stats").json()
+        return stats
+
+    def insider_faults(self, **faults: object) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
 
 
@@ -139,16 +143,21 @@ def task_queue() -> str:
 
 @asynccontextmanager
 async def running_worker(
-    client: Client, task_queue: str, emulators: Emulators, mapping: MappingConfig | None = None
+    client: Client,
+    task_queue: str,
+    emulators: Emulators,
+    mapping: MappingConfig | None = None,
+    **insider: object,
 ) -> AsyncIterator[Workers]:
-    """The real workers (sync and journey queues of their own), wired to the emulators."""
+    """The real workers (sync and journey queues of their own), wired to the emulators;
+    `insider` overrides InsiderSettings."""
     async with (
         build_workers(
             client,
             task_queue,
             f"{task_queue}-journeys",
             emulators.ct_settings(),
-            emulators.insider_settings(),
+            emulators.insider_settings(**insider),
             mapping or MappingConfig(),
         ) as built,
         built.running(),

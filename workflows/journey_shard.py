@@ -27,7 +27,7 @@ from datetime import timedelta
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.journey import (
@@ -89,7 +89,8 @@ class ShardStats(BaseModel):
     profile_reads: int = 0
     deliveries: int = 0
     failed_deliveries: int = 0  # failed before sending; retried
-    cut_short: int = 0  # deliveries found cut short after a rebuild
+    rebuild_checks: int = 0  # live deliveries that asked Temporal after a rebuild
+    cut_short: int = 0  # ... and found the delivery before cut short
     runs: int = 1
 
     def count(self, verdict: Verdict) -> None:
@@ -247,17 +248,21 @@ class JourneyShardWorkflow:
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=DELIVERY_RETRY,
             )
-        except ActivityError as err:
+        except FailureError as err:  # local activities raise the failure itself
             # A delivery raises only before sending anything: the batch waits and goes again.
-            workflow.logger.warning("journey delivery failed, retrying later: %s", err.cause)
+            workflow.logger.warning("journey delivery failed, retrying later: %s", err)
             self._pending = batch.signals + self._pending
             self._stats.failed_deliveries += 1
             await self._back_off()
             return
         self._failures = 0
-        if result.interruption == "clean":
+        # Only a delivery that ran now says anything about this rebuild: one replayed from
+        # history found an earlier rebuild clean, not this one.
+        if live and result.interruption == "clean":
             self._check_interruption = False
-        elif result.interruption == "cut-short":
+        if result.interruption != "unchecked":
+            self._stats.rebuild_checks += 1
+        if result.interruption == "cut-short":
             self._stats.cut_short += 1
         outcome = result.outcome
         self._stats.deliveries += 1
@@ -287,8 +292,8 @@ class JourneyShardWorkflow:
                     heartbeat_timeout=timedelta(seconds=60),
                     retry_policy=SETTLE_RETRY,
                 )
-            except ActivityError as err:
-                workflow.logger.error("settling a delivery failed, retrying: %s", err.cause)
+            except FailureError as err:
+                workflow.logger.error("settling a delivery failed, retrying: %s", err)
                 await self._back_off()
                 continue
             self._failures = 0
@@ -304,8 +309,8 @@ class JourneyShardWorkflow:
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=DELIVERY_RETRY,
             )
-        except ActivityError as err:
-            workflow.logger.warning("delivery bookkeeping failed, retrying later: %s", err.cause)
+        except FailureError as err:  # local activities raise the failure itself
+            workflow.logger.warning("delivery bookkeeping failed, retrying later: %s", err)
             await self._back_off()
             return
         self._unfinished.pop(0)

@@ -51,6 +51,9 @@ MAX_BODY_BYTES = 5_000_000
 MAX_CATALOG_RECORD_BYTES = 512 * 1024
 
 _USER_ERROR_KEY = re.compile(r"^users\.(\d+)\.")
+# Profile reads settle doubts while a delivery waits: retried sooner than writes (the
+# quota paces them anyway; a 429's Retry-After still wins).
+READ_BACKOFF = Backoff(attempts=6, base_seconds=0.1, max_seconds=5.0)
 
 
 def _dumps(value: Any) -> bytes:
@@ -110,9 +113,10 @@ class InsiderClient(HttpApiClient):
         url: str,
         headers: dict[str, str],
         body: bytes,
-        pacing: MinimumInterval | None = None,
+        pacing: MinimumInterval | ProfileQuota | None = None,
         *,
         repeatable: bool = True,
+        backoff: Backoff | None = None,
     ) -> httpx.Response:
         """Send with retries. A non-`repeatable` request (one whose repetition would duplicate
         events) is retried only where it surely did not arrive: 429 and connection failures.
@@ -128,7 +132,7 @@ class InsiderClient(HttpApiClient):
 
         transient = TRANSIENT_EXCEPTIONS if repeatable else UNSENT_EXCEPTIONS
         try:
-            response = await with_backoff(attempt, self._backoff, transient)
+            response = await with_backoff(attempt, backoff or self._backoff, transient)
         except RetryableStatus as exc:
             raise _error_for(exc.response) from None
         except TRANSIENT_EXCEPTIONS as exc:
@@ -221,18 +225,22 @@ class InsiderClient(HttpApiClient):
         }
         if events is not None:
             payload["events"] = events
-        async with self._profile_quota.read() as charge:
-            self.profile_reads += 1
-            try:
-                response = await self._send(
-                    "POST", f"{self._ucd}/api/user/v1/profile", self._ucd_headers, _dumps(payload)
-                )
-            except InsiderError as exc:
-                if exc.status_code == 404:
-                    return None
-                raise
-            profile: dict[str, Any] = response.json()
-            charge.cost((profile.get("quota") or {}).get("cost"))
+        self.profile_reads += 1
+        try:
+            response = await self._send(
+                "POST",
+                f"{self._ucd}/api/user/v1/profile",
+                self._ucd_headers,
+                _dumps(payload),
+                self._profile_quota,
+                backoff=READ_BACKOFF,
+            )
+        except InsiderError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        profile: dict[str, Any] = response.json()
+        self._profile_quota.settle((profile.get("quota") or {}).get("cost"))
         return profile
 
     async def delete_user(self, identifiers: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from ct_insider.journeys.delivery import (
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.logging import get_logger
+from ct_insider.sync.orders import SETTLE_CONCURRENCY, bounded
 
 log = get_logger(__name__)
 
@@ -70,16 +71,19 @@ class DoubtSettler:
         on_progress: Callable[[SettleProgress], None],
     ) -> SettleProgress:
         failure: InsiderError | None = None
-        for index, user in enumerate(users):
-            if index in progress.settled:
-                continue
+
+        async def settle(index: int) -> int:
+            await self._settle_user(lane, signals, users[index], progress)
+            return index
+
+        open_users = [i for i in range(len(users)) if i not in progress.settled]
+        for outcome in bounded(SETTLE_CONCURRENCY, [settle(i) for i in open_users]):
             try:
-                await self._settle_user(lane, signals, user, progress)
+                progress.settled.append(await outcome)
             except InsiderError as exc:
                 failure = exc
                 log.warning("doubt not settled yet", lane=lane, error=str(exc))
                 continue
-            progress.settled.append(index)
             on_progress(progress)
         if failure is not None:
             raise failure

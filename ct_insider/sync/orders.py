@@ -9,11 +9,12 @@ an answer lost on the way costs at most that many profile reads to settle.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -39,10 +40,13 @@ from ct_insider.sync.reports import Rejection, SyncStats, validation_reasons
 from ct_insider.sync.taxonomy import TaxonomyResolver
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 ORDER_EXPAND = ("paymentInfo.payments[*]", "discountCodes[*].discountCode")
 # Users per upsert that carries order events: the most profile reads a lost answer costs.
 MAX_USERS_PER_EVENT_REQUEST = 100
+# People whose profiles are read at once when settling a doubt (the quota paces them).
+SETTLE_CONCURRENCY = 16
 
 
 async def lookup_customer_uuids(
@@ -96,6 +100,17 @@ class PreparedOrder:
 class PreparedOrders:
     orders: dict[str, PreparedOrder] = field(default_factory=dict)  # mappable ones, by id
     stats: SyncStats = field(default_factory=SyncStats)  # rejections and warnings so far
+
+
+def bounded(limit: int, work: list[Coroutine[Any, Any, T]]) -> Iterator[Awaitable[T]]:
+    """`work` run at most `limit` at a time, awaited in the order they finish."""
+    gate = asyncio.Semaphore(limit)
+
+    async def gated(coroutine: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await coroutine
+
+    return asyncio.as_completed([gated(c) for c in work])
 
 
 def _sought(event: PendingEvent) -> Sought:
@@ -261,25 +276,35 @@ class OrderEventSender:
         remaining = dict(marker.orders)
         found = 0
         failure: InsiderError | None = None
-        for order_ids in by_person.values():
+        confirmed: dict[str, set[str]] = {}
+
+        async def save_progress() -> None:
+            await self._ledger.record({oid: entries[oid] for oid in confirmed}, confirmed)
+            for oid in confirmed:
+                del remaining[oid]
+            confirmed.clear()
+            await self._ledger.mark_in_flight(lane, InFlight(orders=remaining))
+            if on_progress is not None:
+                on_progress()
+
+        async def settle(order_ids: list[str]) -> tuple[list[str], list[set[str]]]:
+            pending = [(remaining[oid], entries[oid].delivered) for oid in order_ids]
+            return order_ids, await self._confirmed(pending)
+
+        for done, outcome in enumerate(
+            bounded(SETTLE_CONCURRENCY, [settle(ids) for ids in by_person.values()]), 1
+        ):
             try:
-                confirmed = await self._confirmed(
-                    [(remaining[oid], entries[oid].delivered) for oid in order_ids]
-                )
+                order_ids, keys = await outcome
             except InsiderError as exc:
                 failure = exc
                 log.warning("in-flight verification read failed", lane=lane, error=str(exc))
                 continue
-            await self._ledger.record(
-                {oid: entries[oid] for oid in order_ids},
-                dict(zip(order_ids, confirmed, strict=True)),
-            )
-            found += sum(len(keys) for keys in confirmed)
-            for oid in order_ids:
-                del remaining[oid]
-            await self._ledger.mark_in_flight(lane, InFlight(orders=remaining))
-            if on_progress is not None:
-                on_progress()
+            confirmed.update(zip(order_ids, keys, strict=True))
+            found += sum(len(k) for k in keys)
+            if done % SETTLE_CONCURRENCY == 0:
+                await save_progress()
+        await save_progress()
         if failure is not None:
             raise failure  # retryable: the next attempt reads only what is left
         await self._ledger.clear_in_flight(lane)

@@ -22,6 +22,8 @@ class SyncStats(BaseModel):
     # read but with nothing new to send (same version as last sent; events all delivered)
     skipped: int = 0
     events: int = 0  # Insider events delivered (orders: purchases, refunds, cancellations)
+    # Events of a request that may have been stored, found in Insider when it was settled.
+    found_in_insider: int = 0
     rejected: int = 0
     failed: int = 0
     warnings: int = 0
@@ -33,6 +35,7 @@ class SyncStats(BaseModel):
         self.sent += other.sent
         self.skipped += other.skipped
         self.events += other.events
+        self.found_in_insider += other.found_in_insider
         self.rejected += other.rejected
         self.failed += other.failed
         self.warnings += other.warnings

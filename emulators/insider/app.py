@@ -53,6 +53,8 @@ class Faults:
     # that makes blind retries of event upserts store events twice.
     lost_answer_rate: float = 0.0
     lost_answer_buckets: list[str] = field(default_factory=lambda: ["upsert"])
+    # The next N requests to those buckets lose their answer for sure (then the rate applies).
+    lost_answers_next: int = 0
     rate_limited_rate: float = 0.0
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
@@ -120,14 +122,13 @@ class InsiderEmulator:
         self.window = SlidingWindow()
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()  # requests being processed, per bucket
         self.random = random.Random(self.config.seed)
 
     # -- cross-cutting: auth, limits, faults --------------------------------------------
 
     async def _guard(self, request: Request, bucket: str, catalog: bool) -> Response | None:
         self.requests[bucket] += 1
-        if self.faults.latency_ms:
-            await asyncio.sleep(self.faults.latency_ms / 1000)
         partner = request.headers.get("x-partner-name", "")
         token = request.headers.get("x-request-token", "")
         expected = self.config.catalog_api_key if catalog else self.config.api_key
@@ -182,21 +183,34 @@ class InsiderEmulator:
         catalog: bool = False,
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            self.in_flight[bucket] += 1
+            try:
+                return await answer(request)
+            finally:
+                self.in_flight[bucket] -= 1
+
+        async def answer(request: Request) -> Response:
             refused = await self._guard(request, bucket, catalog)
             if refused is not None:
                 self.statuses[f"{bucket}:{refused.status_code}"] += 1
                 return refused
             body, bad = await self._json_body(request)
+            if self.faults.latency_ms:
+                # Processing time: the request was received whole, so a sender that dies
+                # now has still sent it (its users are stored when this ends).
+                await asyncio.sleep(self.faults.latency_ms / 1000)
             response = bad if bad is not None else handler(body)
             if not isinstance(response, Response):
                 response = await response
-            if (
-                response.status_code == 200
-                and bucket in self.faults.lost_answer_buckets
-                and self.faults.lost_answer_rate
-                and self.random.random() < self.faults.lost_answer_rate
-            ):
-                response = _error(500, {"success": False, "message": UNKNOWN_ERROR})
+            if response.status_code == 200 and bucket in self.faults.lost_answer_buckets:
+                if self.faults.lost_answers_next > 0:
+                    self.faults.lost_answers_next -= 1
+                    response = _error(500, {"success": False, "message": UNKNOWN_ERROR})
+                elif (
+                    self.faults.lost_answer_rate
+                    and self.random.random() < self.faults.lost_answer_rate
+                ):
+                    response = _error(500, {"success": False, "message": UNKNOWN_ERROR})
             self.statuses[f"{bucket}:{response.status_code}"] += 1
             return response
 
@@ -423,6 +437,7 @@ class InsiderEmulator:
             {
                 "requests": dict(self.requests),
                 "statuses": dict(self.statuses),
+                "in_flight": {k: v for k, v in self.in_flight.items() if v},
                 "users": len(self.state.profiles),
                 "events": sum(len(p.events) for p in self.state.profiles.values()),
                 "catalog_items": len(self.state.catalog),

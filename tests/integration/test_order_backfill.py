@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client
 
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.models import Event, Identifiers, User
+from ct_insider.sync.orders import MAX_USERS_PER_EVENT_REQUEST
+from ct_insider.sync.window import Window
 from starters.backfill import start_backfill
-from tests.conftest import Emulators, retried_activity_attempts
+from tests.conftest import (
+    Emulators,
+    running_delta,
+    running_worker,
+    status_when,
+)
 from workers.main import Workers
-from workflows.backfill import BackfillInput
+from workflows.backfill import BackfillInput, BackfillProgress
 
 pytestmark = pytest.mark.integration
 
@@ -106,10 +117,13 @@ async def test_lost_insider_answers_are_verified_not_resent(
     )
     result = await handle.result()
 
-    # Then each purchase is stored once: retries asked Insider what it already had
+    # Then each purchase is stored once: the lost requests were settled by asking Insider
+    # what it already had
     assert result.phases[0].stats.rejected == 0
     assert stored_purchases(clean_emulators) == expected_purchases(orders)
-    assert await retried_activity_attempts(handle), "no lost answer: verification not exercised"
+    lost = clean_emulators.insider_stats()["statuses"].get("upsert:500", 0)
+    assert lost > 0, "no lost answer: verification not exercised"
+    assert successful_profile_reads(clean_emulators) > 0
 
 
 async def test_refunds_and_cancellations_follow_the_purchase_once(
@@ -201,3 +215,90 @@ async def test_an_anonymous_checkout_merges_the_visitor_into_the_known_profile(
     assert profile["identifiers"]["uuid"] == customer_id
     assert profile["identifiers"]["custom.ct_anonymous_id"] == "anon-42"
     assert sorted(e["event_name"] for e in profile["events"]) == ["item_added_to_cart", "purchase"]
+
+
+def successful_profile_reads(emulators: Emulators) -> int:
+    statuses = emulators.insider_stats()["statuses"]
+    return int(statuses.get("profile:200", 0)) + int(statuses.get("profile:404", 0))
+
+
+async def test_backfill_under_5xx_and_lost_answers_makes_progress_and_stores_each_event_once(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    # (Insider's profile quota is raised here: this measures how settling makes progress,
+    # not how long 1,000 units a minute take; tests/unit/test_profile_quota.py paces.)
+    httpx.post(f"{emu.insider_url}/_emulator/limits", json={"profile": 60_000}).raise_for_status()
+    seeder = emu.seeder()
+    customers = seeder.customers(300)
+    skus = seeder.catalog(10)
+    # Given two sets of 394 orders, seeded a moment apart (two lastModifiedAt windows)
+    seeder.orders(394, customers, skus)
+    await asyncio.sleep(0.05)
+    split = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    seeder.orders(394, customers, skus, first_number=394)
+    orders = all_orders(emu)
+
+    async def backfill(window: Window) -> tuple[float, BackfillProgress]:
+        started = time.monotonic()
+        handle = await start_backfill(
+            client, task_queue, BackfillInput(target="orders", window=window)
+        )
+        result = await handle.result()
+        return time.monotonic() - started, result
+
+    async with running_worker(client, task_queue, emu, profile_units_per_minute=50_000):
+        # When the first set is backfilled by a healthy Insider
+        healthy, _ = await backfill(Window(until=split))
+        # And the second by one that answers 20% 503, 10% 429 and loses 10% of its answers
+        # (the first answer surely)
+        emu.insider_faults(
+            error_rate=0.2, rate_limited_rate=0.1, lost_answer_rate=0.1, lost_answers_next=1
+        )
+        faulty, result = await backfill(Window(since=split))
+        emu.insider_faults()
+
+    # Then every purchase is stored once
+    assert result.phases[0].stats.rejected == 0
+    assert stored_purchases(emu) == expected_purchases(orders)
+    statuses = emu.insider_stats()["statuses"]
+    doubtful = int(statuses.get("upsert:500", 0))
+    assert doubtful > 0, "no fault was injected"
+    # And settling the doubtful requests read at most one profile per order in them (an
+    # upsert carrying events holds at most MAX_USERS_PER_EVENT_REQUEST orders)
+    assert 0 < successful_profile_reads(emu) <= doubtful * MAX_USERS_PER_EVENT_REQUEST
+    # And it finished within a small multiple of the healthy run
+    print(f"backfill of 394 orders: healthy {healthy:.1f} s, faulty {faulty:.1f} s")
+    assert faulty < 10 * max(healthy, 1.0)
+
+
+async def test_orders_delta_under_5xx_and_lost_answers_stores_each_purchase_once(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    customers = emu.seeder().customers(20)
+    skus = emu.seeder().catalog(3)
+    # Given an Insider that answers 30% 5xx and loses 10% of its answers
+    emu.insider_faults(error_rate=0.3, lost_answer_rate=0.1)
+    async with running_delta(client, worker.task_queue, "orders") as handle:
+        # When orders are placed one by one while the delta sync runs (many windows)
+        orders = []
+        for n, (customer_id, email) in enumerate(customers):
+            orders.append(
+                emu.place_order(
+                    skus[n % 3], customerId=customer_id, customerEmail=email, orderNumber=f"D-{n}"
+                )
+            )
+            await asyncio.sleep(0.3)
+        await status_when(
+            handle,
+            lambda s: s.totals.events + s.totals.found_in_insider >= len(orders),
+            within_seconds=120,
+        )
+        emu.insider_faults()
+        settled = await status_when(handle, lambda s: s.windows >= 1)
+        await status_when(handle, lambda s: s.windows >= settled.windows + 4)
+    # Then each purchase is in Insider once
+    assert stored_purchases(emu) == expected_purchases(orders)
+    assert emu.insider_stats()["statuses"].get("upsert:500", 0) > 0, "no fault was injected"

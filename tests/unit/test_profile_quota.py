@@ -13,8 +13,8 @@ SMALL_COST = 0.2
 
 async def _drain(quota: ProfileQuota, reads: int, cost: float) -> None:
     for _ in range(reads):
-        async with quota.read() as charge:
-            charge.cost(cost)
+        await quota.wait()
+        quota.settle(cost)
 
 
 async def test_reads_within_the_bucket_do_not_wait() -> None:
@@ -22,69 +22,61 @@ async def test_reads_within_the_bucket_do_not_wait() -> None:
     quota = ProfileQuota(UNITS_PER_MINUTE)
     # When reads worth 59.8 units are made (the first at the assumed cost, the rest small)
     started = time.monotonic()
-    async with quota.read() as charge:
-        charge.cost(SMALL_COST)
-    await _drain(quota, 298, SMALL_COST)
-    elapsed = time.monotonic() - started
+    await _drain(quota, 299, SMALL_COST)
     # Then none of them waited (a single wait would be at least ~0.2 s)
-    assert elapsed < 0.1
+    assert time.monotonic() - started < 0.1
 
 
 async def test_a_read_waits_about_its_cost_over_the_rate_once_the_bucket_is_empty() -> None:
     # Given a bucket drained by 300 reads of 0.2 units each (60 units)
     quota = ProfileQuota(UNITS_PER_MINUTE)
     await _drain(quota, 300, SMALL_COST)
-    # When one more read is made
+    # When one more attempt is made
     started = time.monotonic()
-    async with quota.read() as charge:
-        waited = time.monotonic() - started
-        charge.cost(SMALL_COST)
+    await quota.wait()
+    waited = time.monotonic() - started
     # Then it waited about 0.2 units / (1 unit per second) = 0.2 s
     assert 0.12 <= waited <= 0.5
 
 
-async def test_the_reported_cost_replaces_the_estimate_for_the_next_read() -> None:
+async def test_the_reported_cost_replaces_the_estimate_for_the_next_attempt() -> None:
     # Given a quota that has not seen any read yet
     quota = ProfileQuota(UNITS_PER_MINUTE)
+    assert quota.estimate == ASSUMED_COST
     # When a read reports what it cost
-    async with quota.read() as first:
-        first.cost(1.75)
-    async with quota.read() as second:
-        pass
-    # Then the first read reserved the assumed cost, the next one the reported cost
-    assert first.reserved == ASSUMED_COST
-    assert second.reserved == 1.75
+    await quota.wait()
+    quota.settle(1.75)
+    # Then the next attempt reserves that
+    assert quota.estimate == 1.75
 
 
-async def test_a_read_without_a_reported_cost_keeps_the_estimate() -> None:
-    # Given a quota whose last read reported 0.5 units
+async def test_an_answer_without_a_usable_cost_keeps_the_estimate() -> None:
     quota = ProfileQuota(UNITS_PER_MINUTE)
-    async with quota.read() as charge:
-        charge.cost(0.5)
-    # When a read reports nothing usable (no cost, a negative or non-numeric value)
-    async with quota.read() as silent:
-        silent.cost(None)
-        silent.cost(-1)
-        silent.cost("3")
-    async with quota.read() as following:
-        pass
-    # Then the estimate is still the last reported cost
-    assert silent.actual is None
-    assert following.reserved == 0.5
+    quota.settle(0.5)
+    for reported in (None, -1, "3", True):
+        quota.settle(reported)
+    assert quota.estimate == 0.5
 
 
-async def test_a_read_costlier_than_reserved_is_charged_in_full() -> None:
-    # Given a bucket with 0.4 units left, reads estimated at 0.2 units
+async def test_a_read_costlier_than_estimated_is_charged_in_full() -> None:
+    # Given a bucket with 0.4 units left, attempts estimated at 0.2 units
     quota = ProfileQuota(UNITS_PER_MINUTE)
     await _drain(quota, 298, SMALL_COST)
-    # When a read reserves 0.2 units but Insider reports it cost 0.4
-    async with quota.read() as costly:
-        costly.cost(0.4)
+    # When an attempt reserves 0.2 units but Insider reports it cost 0.4
+    await quota.wait()
+    quota.settle(0.4)
+    # Then the next attempt (estimated at 0.4 now) waits for about 0.4 s of refill
     started = time.monotonic()
-    async with quota.read() as following:
-        waited = time.monotonic() - started
-    # Then the bucket was charged the full 0.4 (it is empty), so the next read, estimated
-    # at 0.4, waits about 0.4 s (had only the reservation been charged: about 0.2 s)
-    assert costly.reserved == SMALL_COST
-    assert following.reserved == 0.4
-    assert 0.3 <= waited <= 0.8
+    await quota.wait()
+    assert 0.25 <= time.monotonic() - started <= 0.8
+
+
+async def test_every_attempt_is_charged() -> None:
+    # Given a bucket of 600 units and attempts at 2.5 units (a read retried counts again)
+    quota = ProfileQuota(600)
+    started = time.monotonic()
+    for _ in range(240):  # 600 units
+        await quota.wait()
+    # When a 241st attempt is made, it waits for 2.5 units of refill (10 a second)
+    await quota.wait()
+    assert time.monotonic() - started >= 0.2

@@ -1,0 +1,320 @@
+"""JourneyShardWorkflow's orchestration with mocked activities, on the real dev server.
+
+The delivery, settlement and bookkeeping activities are stand-ins that record what the
+shard asked and answer as scripted, so each rule of the workflow is checked on its own:
+doubts are settled before anything later goes out, a failed delivery is retried with its
+batch, unsent signals are requeued, a rebuilt shard asks about interruption on every
+rebuild, continue-as-new carries the memory.
+
+(The time-skipping test server cannot be downloaded here - no internet - so the timers
+these tests meet are kept short by their settings.)
+
+`UPDATE_HISTORIES=1` writes the histories of these runs to tests/fixtures/histories/, which
+tests/unit/test_replay.py replays to catch a change that breaks determinism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from activities.journey import DeliverInput, DeliverResult, FinishInput, SettleInput
+from ct_insider.insider.models import Identifiers
+from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, DeliveryStats
+from ct_insider.journeys.plan import PlannedUser
+from ct_insider.journeys.settle import SettleProgress
+from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
+from ct_insider.journeys.storefront import StorefrontEvent
+from tests.conftest import eventually
+from workers.main import journey_activation_pool, journey_worker
+from workflows.journey_shard import (
+    JourneyShardWorkflow,
+    ShardInput,
+    ShardSettings,
+    ShardStats,
+    shard_workflow_id,
+)
+
+pytestmark = pytest.mark.integration
+
+HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"
+Behaviour = Callable[[DeliverInput], DeliverResult]
+
+
+def view(number: int, visitor: str = "v-1") -> JourneySignal:
+    event = StorefrontEvent.model_validate(
+        {
+            "event_id": f"e-{number}-{uuid.uuid4()}",
+            "type": "product_view",
+            "occurred_at": datetime(2026, 12, 1, 12, 0, number % 60, tzinfo=UTC),
+            "identity": {"anonymous_id": visitor},
+            "sku": f"SKU-{number}",
+        }
+    )
+    return JourneySignal(
+        dedupe_key=f"event:{event.event_id}",
+        kind="storefront",
+        type=event.type,
+        occurred_at=event.occurred_at,
+        identity=JourneyIdentity(anonymous_id=visitor),
+        storefront=event,
+    )
+
+
+def reaches(count: int, size: Callable[[], int]) -> Callable[[], bool]:
+    return lambda: size() == count
+
+
+def delivered(params: DeliverInput) -> DeliverResult:
+    return DeliverResult(
+        outcome=DeliveryOutcome(stats=DeliveryStats(events=len(params.signals))),
+        interruption="clean" if params.check_interruption else "unchecked",
+    )
+
+
+@dataclass
+class MockActivities:
+    """Records every call; answers deliveries by the scripted behaviours, then normally."""
+
+    script: deque[Behaviour] = field(default_factory=deque)
+    deliveries: list[DeliverInput] = field(default_factory=list)
+    settlements: list[SettleInput] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    finished: list[Bookkeeping] = field(default_factory=list)
+
+    @activity.defn(name="deliver_journeys")
+    async def deliver(self, params: DeliverInput) -> DeliverResult:
+        self.deliveries.append(params)
+        self.calls.append("deliver")
+        behaviour = self.script.popleft() if self.script else delivered
+        return behaviour(params)
+
+    @activity.defn(name="settle_journeys")
+    async def settle(self, params: SettleInput) -> SettleProgress:
+        self.settlements.append(params)
+        self.calls.append("settle")
+        await asyncio.sleep(0.3)  # a settlement takes a while: nothing may overtake it
+        self.calls.append("settled")
+        return SettleProgress(settled=list(range(len(params.users))), found=len(params.users))
+
+    @activity.defn(name="finish_journeys")
+    async def finish(self, params: FinishInput) -> None:
+        self.calls.append("finish")
+        self.finished.append(params.book)
+
+    def delivered_keys(self) -> list[str]:
+        return [s.dedupe_key for d in self.deliveries for s in d.signals]
+
+
+@asynccontextmanager
+async def shard(
+    client: Client, mocks: MockActivities, *, cache_size: int = 100, **settings: Any
+) -> AsyncIterator[tuple[WorkflowHandle[JourneyShardWorkflow, ShardStats], ShardSettings]]:
+    queue = f"shard-test-{uuid.uuid4()}"
+    with journey_activation_pool() as activations:
+        async with journey_worker(
+            client,
+            queue,
+            [JourneyShardWorkflow],
+            [mocks.deliver, mocks.settle, mocks.finish],
+            activations,
+            cache_size,
+        ):
+            shard_settings = ShardSettings.model_validate(settings)
+            handle = await client.start_workflow(
+                JourneyShardWorkflow.run,
+                ShardInput(shard=0, settings=shard_settings),
+                id=shard_workflow_id(queue, 0),
+                task_queue=queue,
+            )
+            try:
+                yield handle, shard_settings
+            finally:
+                await keep_history(client, handle)
+                await handle.terminate("test over")
+
+
+async def keep_history(
+    client: Client, handle: WorkflowHandle[JourneyShardWorkflow, ShardStats]
+) -> None:
+    if not os.environ.get("UPDATE_HISTORIES"):
+        return
+    test = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
+    runs = [run async for run in client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    for number, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        (HISTORIES / f"{test}-run{number}.json").write_text(history.to_json())
+
+
+async def send(
+    handle: WorkflowHandle[JourneyShardWorkflow, ShardStats], *signals: JourneySignal
+) -> None:
+    await handle.signal(JourneyShardWorkflow.deliver, list(signals))
+
+
+async def test_a_doubt_is_settled_before_anything_later_is_delivered(client: Client) -> None:
+    mocks = MockActivities()
+    first = view(1)
+    doubtful = PlannedUser(identity="anonymous-v-1", identifiers=Identifiers(custom={"a": "v-1"}))
+
+    def in_doubt(params: DeliverInput) -> DeliverResult:
+        return DeliverResult(outcome=DeliveryOutcome(in_doubt=[doubtful]))
+
+    mocks.script.append(in_doubt)
+    async with shard(client, mocks) as (handle, _):
+        # Given a delivery whose request may have been stored
+        await send(handle, first)
+        await eventually(lambda: "settle" in mocks.calls)
+        # When more signals arrive while it is being settled
+        await send(handle, view(2))
+        # Then they are delivered only after the settlement finished
+        await eventually(lambda: len(mocks.deliveries) == 2)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    assert mocks.calls[:4] == ["deliver", "settle", "settled", "deliver"]
+    assert mocks.settlements[0].users == [doubtful]
+    assert [s.dedupe_key for s in mocks.settlements[0].signals] == [first.dedupe_key]
+    assert stats.found_in_insider == 1
+
+
+async def test_a_delivery_that_fails_before_sending_is_retried_with_its_batch(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+
+    def fails(_params: DeliverInput) -> DeliverResult:
+        raise ApplicationError("commercetools unreachable", non_retryable=True)
+
+    mocks.script.append(fails)
+    signals = [view(1), view(2)]
+    async with shard(client, mocks) as (handle, _):
+        # Given a delivery that fails before it sends anything
+        await send(handle, *signals)
+        # When the shard backs off and tries again
+        await eventually(lambda: len(mocks.deliveries) == 2, within=20)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then the same batch goes again, nothing lost
+    assert [s.dedupe_key for s in mocks.deliveries[1].signals] == [s.dedupe_key for s in signals]
+    assert stats.failed_deliveries == 1
+    assert stats.delivered == 2
+
+
+async def test_unsent_signals_are_requeued_and_delivered_in_order(client: Client) -> None:
+    mocks = MockActivities()
+    signals = [view(1), view(2, visitor="v-2"), view(3)]
+
+    def second_unsent(params: DeliverInput) -> DeliverResult:
+        return DeliverResult(
+            outcome=DeliveryOutcome(stats=DeliveryStats(events=2), unsent=[1], retry_after=0.2)
+        )
+
+    mocks.script.append(second_unsent)
+    async with shard(client, mocks) as (handle, _):
+        # Given a delivery Insider did not take one signal of (429 beyond retries)
+        await send(handle, *signals)
+        # Then the shard waits and delivers it again, with what arrived meanwhile after it
+        await send(handle, view(4, visitor="v-2"))
+        await eventually(lambda: len(mocks.delivered_keys()) >= 5)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    later = [s.dedupe_key for d in mocks.deliveries[1:] for s in d.signals]
+    assert later[0] == signals[1].dedupe_key
+    assert stats.delivered == 4
+
+
+async def test_a_rebuilt_shard_asks_whether_its_last_delivery_was_cut_short_after_every_rebuild(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    # Given a worker that keeps no workflow in memory: every task rebuilds the shard
+    async with shard(client, mocks, cache_size=0) as (handle, _):
+        # When signals arrive one task after another
+        for number in range(4):
+            await send(handle, view(number))
+            await eventually(reaches(number + 1, lambda: len(mocks.deliveries)))
+    # Then every delivery after a rebuild asked Temporal first (a clean answer found by an
+    # earlier rebuild, replayed from history, says nothing about this one)
+    assert [d.check_interruption for d in mocks.deliveries[1:]] == [True, True, True]
+
+
+async def test_a_shard_that_never_rebuilt_asks_nothing(client: Client) -> None:
+    mocks = MockActivities()
+    async with shard(client, mocks) as (handle, _):
+        for number in range(3):
+            await send(handle, view(number))
+            await eventually(reaches(number + 1, lambda: len(mocks.deliveries)))
+    assert [d.check_interruption for d in mocks.deliveries] == [False, False, False]
+
+
+async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(12)]
+    async with shard(client, mocks, max_run_signals=4) as (handle, _):
+        # Given a shard that continues-as-new every few signals
+        for number in range(0, 12, 2):
+            await send(handle, *signals[number : number + 2])
+            await eventually(reaches(number + 2, lambda: len(mocks.delivered_keys())))
+        # When the first signals are delivered again, runs later
+        await send(handle, *signals[:3])
+        await asyncio.sleep(0.5)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then they are recognised and nothing is delivered twice
+    assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
+    assert (stats.received, stats.duplicates, stats.delivered) == (15, 3, 12)
+    assert stats.runs >= 3
+
+
+async def test_unfinished_bookkeeping_is_finished_by_the_shard(client: Client) -> None:
+    mocks = MockActivities()
+    book = Bookkeeping(ledger={"order-1": ["purchase:line-1"]})
+
+    def bookkeeping_failed(params: DeliverInput) -> DeliverResult:
+        return DeliverResult(outcome=DeliveryOutcome(unfinished=book))
+
+    mocks.script.append(bookkeeping_failed)
+    async with shard(client, mocks) as (handle, _):
+        await send(handle, view(1))
+        await eventually(lambda: mocks.finished == [book])
+    assert mocks.calls == ["deliver", "finish"]
+
+
+async def test_gathering_puts_shuffled_signals_back_in_order(client: Client) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(6)]
+    async with shard(client, mocks, gather_seconds=1.0) as (handle, _):
+        for signal in reversed(signals):
+            await send(handle, signal)
+        await eventually(lambda: len(mocks.delivered_keys()) == 6)
+    assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
+    assert len(mocks.deliveries) == 1
+
+
+async def test_signals_of_a_deleted_customer_are_dropped(client: Client) -> None:
+    mocks = MockActivities()
+
+    def deleted(params: DeliverInput) -> DeliverResult:
+        return DeliverResult(outcome=DeliveryOutcome(deleted_identities=["anonymous-v-1"]))
+
+    mocks.script.append(deleted)
+    async with shard(client, mocks) as (handle, _):
+        await send(handle, view(1))
+        await eventually(lambda: len(mocks.deliveries) == 1)
+        await send(handle, view(2), view(3, visitor="v-2"))
+        await eventually(lambda: len(mocks.deliveries) == 2)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    assert [s.identity.anonymous_id for s in mocks.deliveries[1].signals] == ["v-2"]
+    assert stats.after_deletion == 1
