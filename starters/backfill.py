@@ -93,9 +93,13 @@ def print_report(progress: BackfillProgress, out: TextIO = sys.stdout) -> None:
         stats = phase.stats
         out.write(
             f"{phase.entity} backfill {phase.status}: processed {stats.processed}, "
-            f"sent {stats.sent}, skipped {stats.skipped}, events {stats.events} "
-            f"(+{stats.found_in_insider} found already stored after a lost answer), "
-            f"rejected {stats.rejected}, failed {stats.failed}, warnings {stats.warnings}, "
+            f"sent {stats.sent}, skipped {stats.skipped}, events {stats.events}"
+            + (
+                f" (+{stats.found_in_insider} found stored after lost answers)"
+                if stats.found_in_insider
+                else ""
+            )
+            + f", rejected {stats.rejected}, failed {stats.failed}, warnings {stats.warnings}, "
             f"{stats.records_per_second:,.0f} records/s\n"
         )
         for rejection in stats.rejections:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -82,6 +83,25 @@ class Emulators(EmulatorWiring):
 
     def insider_faults(self, **faults: object) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
+
+
+def worker_process(
+    emulators: Emulators,
+    client: Client,
+    task_queue: str,
+    folder: Path,
+    name: str,
+    **env: str,
+) -> ManagedProcess:
+    """A `ct-insider worker` process wired to the emulators (`env` adds variables)."""
+    ready = folder / f"{name}.ready"
+    return ManagedProcess(
+        name,
+        ct_insider_command("worker", "--ready-file", str(ready)),
+        ready_file=ready,
+        env={**emulators.environment(client.service_client.config.target_host, task_queue), **env},
+        log_path=folder / f"{name}.log",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,10 @@ from temporalio.client import Client
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.deadletters import DeadLetterStore
-from emulators.process import ManagedProcess, ct_insider_command
+from emulators.process import ManagedProcess
 from starters.dlq import redrive
 from tests.bridge_helpers import Bridge, message, seconds_ago, serving_bridge, storefront_event
-from tests.conftest import Emulators, eventually, running_worker
+from tests.conftest import Emulators, eventually, running_worker, worker_process
 from workflows.journey_shard import JourneyShardWorkflow, ShardStats, shard_workflow_id
 
 pytestmark = pytest.mark.integration
@@ -59,19 +59,11 @@ def views(visitors: range, prefix: str, ago: float = 30) -> list[dict[str, Any]]
     ]
 
 
-def worker_process(
+def shard_worker(
     emu: Emulators, client: Client, task_queue: str, folder: Path, name: str, shards: int
 ) -> ManagedProcess:
-    ready = folder / f"{name}.ready"
-    return ManagedProcess(
-        name,
-        ct_insider_command("worker", "--ready-file", str(ready)),
-        ready_file=ready,
-        env={
-            **emu.environment(client.service_client.config.target_host, task_queue),
-            "TEMPORAL_JOURNEY_SHARDS": str(shards),
-        },
-        log_path=folder / f"{name}.log",
+    return worker_process(
+        emu, client, task_queue, folder, name, TEMPORAL_JOURNEY_SHARDS=str(shards)
     )
 
 
@@ -106,7 +98,7 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
 ) -> None:
     emu = clean_emulators
     journeys = f"{task_queue}-journeys"
-    first = worker_process(emu, client, task_queue, tmp_path, "worker-1", shards=1).start()
+    first = shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=1).start()
     try:
         async with serving_bridge(client, journeys, emu, shards=1) as bridge:
             # Given one shard that delivered a first batch
@@ -124,7 +116,7 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
                 await kill_during_an_upsert(emu, first)
                 await eventually(lambda: len(stored_event_ids(emu)) == 10, 10)
             # And a new worker takes over (after the dead one's task times out)
-            with worker_process(emu, client, task_queue, tmp_path, "worker-2", shards=1):
+            with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=1):
                 await eventually(lambda: len(stored_event_ids(emu)) == 15, 60)
                 await asyncio.sleep(1)  # anything sent twice would have arrived by now
                 [stats] = await shard_stats(client, journeys, 1)
@@ -150,11 +142,11 @@ async def test_a_worker_restarted_cleanly_reads_nothing_from_insider(
     journeys = f"{task_queue}-journeys"
     async with serving_bridge(client, journeys, emu, shards=2) as bridge:
         # Given shards that delivered, on a worker that is then stopped (SIGTERM)
-        with worker_process(emu, client, task_queue, tmp_path, "worker-1", shards=2):
+        with shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=2):
             await post_all(bridge, "/events", views(range(20), "v"))
             await eventually(lambda: len(stored_event_ids(emu)) == 20)
         # When a new worker rebuilds the shards from history and more events arrive
-        with worker_process(emu, client, task_queue, tmp_path, "worker-2", shards=2):
+        with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=2):
             await post_all(bridge, "/events", views(range(20, 40), "v"))
             await eventually(lambda: len(stored_event_ids(emu)) == 40)
             stats = await shard_stats(client, journeys, 2)
@@ -181,7 +173,7 @@ async def test_a_worker_killed_while_events_and_orders_flow_loses_and_repeats_no
     created = [
         message("order", o["id"], "OrderCreated", order=o, at=seconds_ago(45)) for o in orders
     ]
-    first = worker_process(emu, client, task_queue, tmp_path, "worker-1", shards=4).start()
+    first = shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=4).start()
     try:
         async with serving_bridge(client, journeys, emu, shards=4) as bridge:
             with insider_latency(emu, 150):
@@ -200,7 +192,7 @@ async def test_a_worker_killed_while_events_and_orders_flow_loses_and_repeats_no
                 at_kill = sum(stored_event_ids(emu).values())
                 await sender
             # And a new worker starts
-            with worker_process(emu, client, task_queue, tmp_path, "worker-2", shards=4):
+            with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=4):
                 expected = 300 + len(orders)
                 await eventually(lambda: len(stored_event_ids(emu)) == expected, 90)
                 await asyncio.sleep(1)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from emulators.process import ManagedProcess, ct_insider_command
 from starters.backfill import start_backfill
-from tests.conftest import Emulators, retried_activity_attempts
+from tests.conftest import Emulators, retried_activity_attempts, worker_process
 from tests.integration.test_order_backfill import (
     all_orders,
     expected_purchases,
@@ -21,19 +20,6 @@ from tests.integration.test_order_backfill import (
 from workflows.backfill import BackfillInput
 
 pytestmark = pytest.mark.integration
-
-
-def worker_process(
-    emulators: Emulators, client: Client, task_queue: str, folder: Path, name: str
-) -> ManagedProcess:
-    ready = folder / f"{name}.ready"
-    return ManagedProcess(
-        name,
-        ct_insider_command("worker", "--ready-file", str(ready)),
-        ready_file=ready,
-        env=emulators.environment(client.service_client.config.target_host, task_queue),
-        log_path=folder / f"{name}.log",
-    )
 
 
 async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
