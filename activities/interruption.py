@@ -1,16 +1,18 @@
 """Whether a journey shard's last delivery may have been cut short: read from its history.
 
-A shard rebuilt from history (a new worker, a cache eviction, a restart) runs its next
-delivery again only if the delivery of the workflow task before it never completed - the
-worker died during it, or Temporal refused the task's completion. Both leave a trace in
-history after the last completed workflow task: a task that timed out after it started
-(START_TO_CLOSE) or failed. A clean eviction or restart leaves none, and then the rebuilt
-shard sends without asking Insider anything.
+A shard rebuilt from history (a new worker, a cache eviction, a restart) runs deliveries
+again only if a workflow task that delivered never completed - the worker died during it,
+or Temporal refused the task's completion. Both leave a trace in history after the last
+completed workflow task: a task that timed out after it started (START_TO_CLOSE) or failed,
+with the id of its started event. Every signal the shard had accepted by then may have been
+sent by it. A clean eviction or restart leaves no such trace, and then the rebuilt shard
+sends without asking Insider anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, TimeoutType
@@ -21,26 +23,40 @@ from temporalio.client import Client
 PAGE_SIZE = 100
 
 
-def cut_short(newest_first: Iterable[HistoryEvent]) -> bool | None:
-    """True: a workflow task started after the last completed one and never completed.
-    False: the last one completed. None: these events do not reach a completed task."""
+@dataclass
+class Verdict:
+    """What the history says about the tasks since the last completed one."""
+
+    # The highest started-event id of a task that started and never completed (0: none).
+    cut_short_at: int = 0
+    decided: bool = False  # reached the last completed task (or the run's start)
+
+
+def cut_short(newest_first: Iterable[HistoryEvent], verdict: Verdict) -> Verdict:
+    """Scans events newest first, until the last completed workflow task."""
     for event in newest_first:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            return False
+            verdict.decided = True
+            return verdict
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-            return True
-        if (
+            started = event.workflow_task_failed_event_attributes.started_event_id
+        elif (
             event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
             and event.workflow_task_timed_out_event_attributes.timeout_type
             == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
         ):
-            return True
-    return None
+            started = event.workflow_task_timed_out_event_attributes.started_event_id
+        else:
+            continue
+        verdict.cut_short_at = max(verdict.cut_short_at, started or event.event_id)
+    return verdict
 
 
-async def delivery_cut_short(client: Client, workflow_id: str, run_id: str) -> bool:
-    """Reads the run's history backwards, a page at a time, until it can tell."""
+async def delivery_cut_short(client: Client, workflow_id: str, run_id: str) -> int:
+    """The started-event id of the latest task cut short since the last completed one (0:
+    none). Reads the run's history backwards, a page at a time, until it can tell."""
     token = b""
+    verdict = Verdict()
     while True:
         page = await client.workflow_service.get_workflow_execution_history_reverse(
             GetWorkflowExecutionHistoryReverseRequest(
@@ -50,9 +66,6 @@ async def delivery_cut_short(client: Client, workflow_id: str, run_id: str) -> b
                 next_page_token=token,
             )
         )
-        answer = cut_short(page.history.events)
-        if answer is not None:
-            return answer
-        if not page.next_page_token:
-            return False  # the run's start: nothing before it to repeat
+        if cut_short(page.history.events, verdict).decided or not page.next_page_token:
+            return verdict.cut_short_at
         token = page.next_page_token

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.errors import as_application_error
 from activities.interruption import delivery_cut_short
@@ -39,6 +40,14 @@ class DeliverInput(BaseModel):
 class DeliverResult(BaseModel):
     outcome: DeliveryOutcome
     interruption: Interruption = "unchecked"
+    # "cut-short": the started-event id of the task that died; every signal the shard had
+    # accepted by then may have been sent by it.
+    cut_short_at: int = 0
+
+
+# The failure type of a delivery that stopped before sending anything: its batch can simply
+# go again. Any other failure (a timeout, a crash) may have come after a send.
+NOT_SENT = "DeliveryNotSent"
 
 
 class SettleInput(BaseModel):
@@ -58,22 +67,28 @@ class JourneyActivities:
 
     @activity.defn
     async def deliver_journeys(self, params: DeliverInput) -> DeliverResult:
+        info = activity.info()
         interruption: Interruption = "unchecked"
+        cut_short_at = 0
         if params.check_interruption:
-            info = activity.info()
-            cut = await delivery_cut_short(
+            cut_short_at = await delivery_cut_short(
                 activity.client(), info.workflow_id or "", info.workflow_run_id or ""
             )
-            interruption = "cut-short" if cut else "clean"
-            log.info("shard rebuilt from history", lane=params.lane, interruption=interruption)
+            interruption = "cut-short" if cut_short_at else "clean"
+            log.info("shard checked its history", lane=params.lane, interruption=interruption)
+        # A retried attempt follows one that may have sent (and then timed out).
+        interrupted = interruption == "cut-short" or info.attempt > 1
         try:
             outcome = await self._deliverer.deliver(
-                params.lane, params.signals, interrupted=interruption == "cut-short"
+                params.lane, params.signals, interrupted=interrupted
             )
-        except (CommercetoolsError, InsiderError) as exc:
-            log.warning("journey delivery not started", lane=params.lane, error=str(exc))
-            raise as_application_error(exc) from exc
-        return DeliverResult(outcome=outcome, interruption=interruption)
+        except Exception as exc:  # the deliverer raises only before it sends anything
+            log.warning("journey delivery not started", lane=params.lane, error=repr(exc))
+            retryable = not isinstance(exc, CommercetoolsError | InsiderError) or exc.retryable
+            raise ApplicationError(
+                f"{type(exc).__name__}: {exc}", type=NOT_SENT, non_retryable=not retryable
+            ) from exc
+        return DeliverResult(outcome=outcome, interruption=interruption, cut_short_at=cut_short_at)
 
     @activity.defn
     async def settle_journeys(self, params: SettleInput) -> SettleProgress:

@@ -27,10 +27,11 @@ from datetime import timedelta
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.journey import (
+        NOT_SENT,
         DeliverInput,
         FinishInput,
         JourneyActivities,
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
     from ct_insider.journeys.memory import MemorySnapshot, ShardMemory
+    from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
     from ct_insider.journeys.signals import JourneySignal
 
@@ -54,7 +56,7 @@ MAX_BACKOFF = timedelta(minutes=5)
 
 
 class ShardSettings(BaseModel):
-    max_batch: int = Field(default=500, ge=1)  # signals per delivery
+    max_batch: int = Field(default=250, ge=1)  # signals per delivery
     # >0: after the first signal, gather this long before delivering, so deliveries that
     # arrive shuffled within the window are put back in order (costs a timer per batch).
     gather_seconds: float = Field(default=0.0, ge=0)
@@ -69,7 +71,9 @@ class ShardSettings(BaseModel):
     max_run_signals: int = Field(default=2_500, ge=1)
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
-    carry_max_signals: int = Field(default=5_000, ge=1)  # pending carried over CAN
+    # Pending signals carried over continue-as-new, at most (with the memory, well under
+    # Temporal's 2 MB per payload); with more pending the shard delivers first.
+    carry_max_bytes: int = Field(default=512_000, ge=10_000)
 
 
 class ShardStats(BaseModel):
@@ -133,6 +137,34 @@ class ShardInput(BaseModel):
     carried: ShardCarry | None = None
 
 
+def _not_sent(failure: BaseException) -> bool:
+    """Whether a failed delivery stopped before sending anything (see activities/journey)."""
+    while failure is not None:
+        if isinstance(failure, ApplicationError) and failure.type == NOT_SENT:
+            return True
+        failure = failure.__cause__  # type: ignore[assignment]
+    return False
+
+
+def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]) -> SettleInput:
+    """Only the signals the doubtful users came from travel to the settlement (its input is
+    recorded in history), renumbered."""
+    used = sorted({s for user in users for s in user.signals})
+    position = {old: new for new, old in enumerate(used)}
+    renumbered = [
+        user.model_copy(
+            update={
+                "signals": [position[s] for s in user.signals],
+                "events": [
+                    e.model_copy(update={"signal": position[e.signal]}) for e in user.events
+                ],
+            }
+        )
+        for user in users
+    ]
+    return SettleInput(lane=lane, signals=[batch[i] for i in used], users=renumbered)
+
+
 def shard_workflow_id(task_queue: str, shard: int) -> str:
     """Named after the journey task queue, so deployments sharing a namespace (or tests
     sharing a server) keep their shards apart."""
@@ -157,19 +189,21 @@ class JourneyShardWorkflow:
         self._run_signals = 0
         spread = 0.75 + 0.5 * ((params.shard * 0.618) % 1.0)
         self._max_run_signals = max(1, int(params.settings.max_run_signals * spread))
-        # Built while replaying = rebuilt from history. Until a live delivery has found the
-        # history clean, each live delivery asks whether the one before was cut short: all
-        # deliveries of the task that died run again, not only the first.
-        self._check_interruption = workflow.unsafe.is_replaying()
+        # Every run starts by asking Temporal whether a task that delivered was cut short (a
+        # rebuilt run, or a first task that died: that one is not even a replay), and asks
+        # again until a delivery that ran now found the history clean.
+        self._check_interruption = True
 
     @workflow.signal
     def deliver(self, signals: list[JourneySignal]) -> None:
         now = workflow.now()
+        task = workflow.info().get_current_history_length()
         self._run_signals += len(signals)
         for signal in signals:
             verdict = accept(self._memory, signal, now)
             self._stats.count(verdict)
             if verdict is Verdict.ACCEPTED:
+                signal.accepted_in = task
                 self._pending.append(signal)
 
     @workflow.query
@@ -186,7 +220,10 @@ class JourneyShardWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
             if self._unfinished:
+                # Ledger entries first: a purchase delivered but not yet recorded must not
+                # look undelivered to the next batch.
                 await self._finish_bookkeeping()
+                continue
             if self._pending:
                 if settings.gather_seconds:
                     with contextlib.suppress(TimeoutError):
@@ -212,11 +249,21 @@ class JourneyShardWorkflow:
             or info.get_current_history_size() >= self._settings.max_history_bytes
             or info.is_continue_as_new_suggested()
         )
-        return grown and len(self._pending) <= self._settings.carry_max_signals
+        return grown and self._carryable()
+
+    def _carryable(self) -> bool:
+        budget = self._settings.carry_max_bytes
+        for signal in self._pending:
+            budget -= len(signal.model_dump_json())
+            if budget < 0:
+                return False
+        return True
 
     def _carry(self) -> ShardCarry:
         idle = timedelta(seconds=self._settings.identity_idle_seconds)
         stats = self._stats.model_copy(update={"runs": self._stats.runs + 1})
+        for signal in self._pending:
+            signal.accepted_in = 0  # before any task of the next run
         return ShardCarry(
             memory=self._memory.snapshot(workflow.now() - idle),
             pending=self._pending,
@@ -243,40 +290,50 @@ class JourneyShardWorkflow:
                 DeliverInput(
                     lane=lane,
                     signals=batch.signals,
-                    check_interruption=self._check_interruption and live,
+                    check_interruption=self._check_interruption,
                 ),
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=DELIVERY_RETRY,
             )
         except FailureError as err:  # local activities raise the failure itself
-            # A delivery raises only before sending anything: the batch waits and goes again.
             workflow.logger.warning("journey delivery failed, retrying later: %s", err)
+            if not _not_sent(err):
+                # Timed out or crashed: it may have sent part of the batch.
+                for signal in batch.signals:
+                    signal.doubt = True
             self._pending = batch.signals + self._pending
             self._stats.failed_deliveries += 1
             await self._back_off()
             return
         self._failures = 0
-        # Only a delivery that ran now says anything about this rebuild: one replayed from
-        # history found an earlier rebuild clean, not this one.
+        # Only a delivery that ran now says anything about this run's history: one replayed
+        # from it found an earlier state of it clean.
         if live and result.interruption == "clean":
             self._check_interruption = False
         if result.interruption != "unchecked":
             self._stats.rebuild_checks += 1
         if result.interruption == "cut-short":
             self._stats.cut_short += 1
+            # The task that died may have sent any signal accepted by then, not only this
+            # batch (it may have delivered several): those still pending are in doubt too.
+            for signal in self._pending:
+                if signal.accepted_in <= result.cut_short_at:
+                    signal.doubt = True
         outcome = result.outcome
         self._stats.deliveries += 1
         self._stats.delivered += len(batch.signals) - len(outcome.unsent)
         self._stats.add_delivery(outcome.stats)
         mark_deleted(self._memory, outcome.deleted_identities, workflow.now())
         if outcome.in_doubt:
-            await self._settle(
-                SettleInput(lane=lane, signals=batch.signals, users=outcome.in_doubt)
-            )
+            await self._settle(settle_input(lane, batch.signals, outcome.in_doubt))
         if outcome.unfinished is not None:
             self._unfinished.append(outcome.unfinished)
         if outcome.unsent:
-            self._pending = [batch.signals[i] for i in outcome.unsent] + self._pending
+            requeued = [batch.signals[i] for i in outcome.unsent]
+            if result.interruption == "cut-short":
+                for signal in requeued:
+                    signal.doubt = True
+            self._pending = requeued + self._pending
         if outcome.retry_after:
             await workflow.sleep(timedelta(seconds=outcome.retry_after))
 

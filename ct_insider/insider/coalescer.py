@@ -9,7 +9,8 @@ the number of shards rather than rising with it.
 Each caller gets the outcome of its own users: refusals by index into what it submitted,
 or the request's exception (an ambiguous failure is ambiguous for every user in it). A
 request Insider refuses as a whole (400) is sent again per caller, so one caller's bad
-record cannot fail the others.
+record cannot fail the others - unless part of it was stored already (a request split by
+size whose first part went through): then every caller settles its users.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ct_insider.insider.client import MAX_USERS_PER_REQUEST, InsiderClient
+from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderBadRequest
 from ct_insider.insider.models import RecordFailure, UpsertResult, User
 
@@ -36,13 +37,18 @@ class _Pending:
     timer: asyncio.TimerHandle | None = None
 
 
+# Users per coalesced request: also the most profile reads one lost answer costs to settle
+# (Insider's profile quota is 1,000 units a minute; 200 users still carry 200+ events).
+MAX_USERS_PER_EVENT_REQUEST = 200
+
+
 class UpsertCoalescer:
     def __init__(
         self,
         client: InsiderClient,
         *,
         linger_seconds: float = 0.05,
-        max_users: int = MAX_USERS_PER_REQUEST,
+        max_users: int = MAX_USERS_PER_EVENT_REQUEST,
     ) -> None:
         self._client = client
         self._linger = linger_seconds
@@ -85,7 +91,7 @@ class UpsertCoalescer:
         try:
             result = await self._request(combined, skip_hook, not any(u.events for u in combined))
         except InsiderBadRequest as exc:
-            if len(submissions) > 1:
+            if len(submissions) > 1 and not exc.maybe_stored:
                 # Refused as a whole: ask per caller, so only the one at fault fails.
                 await asyncio.gather(*(self._send([s], skip_hook) for s in submissions))
                 return
@@ -95,6 +101,7 @@ class UpsertCoalescer:
             _fail(submissions, exc)
             return
         shares = _split(result, [len(s.users) for s in submissions])
+        shares[0].requests = result.requests  # the request counts once, not once per caller
         for submission, share in zip(submissions, shares, strict=True):
             if not submission.answer.done():
                 submission.answer.set_result(share)
@@ -122,7 +129,7 @@ def _fail(submissions: list[_Submission], exc: Exception) -> None:
 
 def _split(result: UpsertResult, sizes: list[int]) -> list[UpsertResult]:
     """Each caller's share of a combined result: failure indices made relative to it."""
-    shares = [UpsertResult(requests=result.requests) for _ in sizes]
+    shares = [UpsertResult() for _ in sizes]
     bounds: list[tuple[int, int]] = []
     start = 0
     for size in sizes:

@@ -61,8 +61,9 @@ def _millis(moment: datetime) -> int:
 
 class GenerationSnapshot(BaseModel):
     opened_at: int  # unix seconds
-    latest: int  # unix milliseconds: the latest (clamped) occurrence among its signals
+    latest: int  # unix milliseconds: the latest occurrence among its signals (sane clocks)
     keys: str  # base64 of 8-byte big-endian digests
+    ahead: dict[str, int] = Field(default_factory=dict)  # digest (hex) -> stated time (ms)
 
 
 class MemorySnapshot(BaseModel):
@@ -100,7 +101,8 @@ class SeenKeys:
             for saved in snapshot.generations:
                 raw = base64.b64decode(saved.keys)
                 keys = {int.from_bytes(raw[i : i + 8], "big") for i in range(0, len(raw), 8)}
-                self._generations.append(_Generation(saved.opened_at, saved.latest, keys))
+                ahead = {int(key, 16): at for key, at in saved.ahead.items()}
+                self._generations.append(_Generation(saved.opened_at, saved.latest, keys, ahead))
                 self._size += len(keys)
 
     def __contains__(self, key: int) -> bool:
@@ -119,6 +121,8 @@ class SeenKeys:
         ):
             newest = _Generation(second)
             self._generations.append(newest)
+            if len(self._generations) > 2 * GENERATIONS:
+                self._merge_oldest()
         if key not in newest.keys:
             newest.keys.add(key)
             self._size += 1
@@ -143,6 +147,17 @@ class SeenKeys:
             if self._ahead.pop(due_key, None) is not None:
                 self.forgotten_through = max(self.forgotten_through or 0, at)
 
+    def _merge_oldest(self) -> None:
+        """A quiet shard opens a generation a minute: keep their number bounded by merging
+        the two oldest (what they remember and when it happened stay the same)."""
+        older = self._generations.popleft()
+        newer = self._generations[0]
+        newer.opened_at = older.opened_at
+        newer.latest = max(older.latest, newer.latest)
+        self._size -= len(older.keys & newer.keys)
+        newer.keys |= older.keys
+        newer.ahead.update(older.ahead)
+
     def _keep_ahead(self, key: int, at: int) -> None:
         self._ahead[key] = at
         heapq.heappush(self._ahead_due, (at, key))
@@ -160,6 +175,7 @@ class SeenKeys:
                 GenerationSnapshot(
                     opened_at=generation.opened_at,
                     latest=generation.latest,
+                    ahead={f"{key:016x}": at for key, at in generation.ahead.items()},
                     keys=base64.b64encode(
                         b"".join(key.to_bytes(8, "big") for key in generation.keys)
                     ).decode(),

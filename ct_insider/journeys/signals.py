@@ -70,9 +70,12 @@ class JourneySignal(BaseModel):
     # Set when an operator re-drives a dead letter: the key of that letter. A re-driven
     # signal is delivered even though its dedupe key was seen (that is how it got there).
     redrive_of: str | None = None
-    # Set by the shard: the signal is older than what the shard's dedupe memory still
-    # reaches, so it may repeat a delivery made long ago; Insider is asked before sending.
+    # Set by the shard: the signal may repeat a delivery Insider already took - it is older
+    # than what the shard's dedupe memory still reaches, or a delivery that may have sent it
+    # was cut short - so Insider is asked before sending it.
     doubt: bool = False
+    # Set by the shard: its history length when it accepted the signal (0: in an earlier run).
+    accepted_in: int = 0
 
     def order_key(self) -> tuple[datetime, int]:
         return (self.occurred_at, self.sequence_number or 0)

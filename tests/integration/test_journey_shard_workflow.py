@@ -31,7 +31,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from activities.journey import DeliverInput, DeliverResult, FinishInput, SettleInput
+from activities.journey import NOT_SENT, DeliverInput, DeliverResult, FinishInput, SettleInput
 from ct_insider.insider.models import Identifiers
 from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, DeliveryStats
 from ct_insider.journeys.plan import PlannedUser
@@ -169,7 +169,9 @@ async def send(
 async def test_a_doubt_is_settled_before_anything_later_is_delivered(client: Client) -> None:
     mocks = MockActivities()
     first = view(1)
-    doubtful = PlannedUser(identity="anonymous-v-1", identifiers=Identifiers(custom={"a": "v-1"}))
+    doubtful = PlannedUser(
+        identity="anonymous-v-1", identifiers=Identifiers(custom={"a": "v-1"}), signals=[0]
+    )
 
     def in_doubt(params: DeliverInput) -> DeliverResult:
         return DeliverResult(outcome=DeliveryOutcome(in_doubt=[doubtful]))
@@ -196,7 +198,7 @@ async def test_a_delivery_that_fails_before_sending_is_retried_with_its_batch(
     mocks = MockActivities()
 
     def fails(_params: DeliverInput) -> DeliverResult:
-        raise ApplicationError("commercetools unreachable", non_retryable=True)
+        raise ApplicationError("commercetools unreachable", type=NOT_SENT, non_retryable=True)
 
     mocks.script.append(fails)
     signals = [view(1), view(2)]
@@ -206,10 +208,60 @@ async def test_a_delivery_that_fails_before_sending_is_retried_with_its_batch(
         # When the shard backs off and tries again
         await eventually(lambda: len(mocks.deliveries) == 2, within=20)
         stats = await handle.query(JourneyShardWorkflow.stats)
-    # Then the same batch goes again, nothing lost
-    assert [s.dedupe_key for s in mocks.deliveries[1].signals] == [s.dedupe_key for s in signals]
+    # Then the same batch goes again, nothing lost, and nothing is in doubt
+    again = mocks.deliveries[1].signals
+    assert [s.dedupe_key for s in again] == [s.dedupe_key for s in signals]
+    assert not any(s.doubt for s in again)
     assert stats.failed_deliveries == 1
     assert stats.delivered == 2
+
+
+async def test_a_delivery_that_failed_otherwise_may_have_sent_so_its_batch_goes_in_doubt(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+
+    def crashes(_params: DeliverInput) -> DeliverResult:
+        raise ApplicationError("timed out after sending", non_retryable=True)
+
+    mocks.script.append(crashes)
+    async with shard(client, mocks) as (handle, _):
+        # Given a delivery that fails for a reason other than "nothing was sent"
+        await send(handle, view(1), view(2))
+        # When the shard tries again
+        await eventually(lambda: len(mocks.deliveries) == 2, within=20)
+    # Then the batch goes again marked in doubt: Insider is asked before anything is sent
+    assert all(s.doubt for s in mocks.deliveries[1].signals)
+
+
+async def test_signals_a_dead_task_may_have_sent_stay_in_doubt_beyond_the_first_batch(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+
+    def cut_short(params: DeliverInput) -> DeliverResult:
+        # As if the task that accepted these signals had died mid-delivery.
+        return DeliverResult(
+            outcome=DeliveryOutcome(),
+            interruption="cut-short",
+            cut_short_at=max(s.accepted_in for s in params.signals),
+        )
+
+    mocks.script.append(cut_short)
+    first = [view(n) for n in range(5)]
+    async with shard(client, mocks, max_batch=2) as (handle, _):
+        # Given five signals accepted together, delivered two at a time, and a first
+        # delivery that finds the task before it cut short
+        await send(handle, *first)
+        await eventually(lambda: len(mocks.delivered_keys()) == 5)
+        # When a signal arrives afterwards
+        later = view(9)
+        await send(handle, later)
+        await eventually(lambda: len(mocks.delivered_keys()) == 6)
+    # Then the other three of those five go in doubt too; the later one does not
+    doubts = {s.dedupe_key: s.doubt for d in mocks.deliveries[1:] for s in d.signals}
+    assert [doubts[s.dedupe_key] for s in first[2:]] == [True, True, True]
+    assert doubts[later.dedupe_key] is False
 
 
 async def test_unsent_signals_are_requeued_and_delivered_in_order(client: Client) -> None:
@@ -246,16 +298,17 @@ async def test_a_rebuilt_shard_asks_whether_its_last_delivery_was_cut_short_afte
             await eventually(reaches(number + 1, lambda: len(mocks.deliveries)))
     # Then every delivery after a rebuild asked Temporal first (a clean answer found by an
     # earlier rebuild, replayed from history, says nothing about this one)
-    assert [d.check_interruption for d in mocks.deliveries[1:]] == [True, True, True]
+    assert [d.check_interruption for d in mocks.deliveries] == [True, True, True, True]
 
 
-async def test_a_shard_that_never_rebuilt_asks_nothing(client: Client) -> None:
+async def test_a_run_asks_once_and_then_trusts_its_history(client: Client) -> None:
     mocks = MockActivities()
     async with shard(client, mocks) as (handle, _):
         for number in range(3):
             await send(handle, view(number))
             await eventually(reaches(number + 1, lambda: len(mocks.deliveries)))
-    assert [d.check_interruption for d in mocks.deliveries] == [False, False, False]
+    # (its first task could have died before any replay: it is not a rebuild to the SDK)
+    assert [d.check_interruption for d in mocks.deliveries] == [True, False, False]
 
 
 async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(

@@ -1,24 +1,38 @@
-"""Reading from a shard's history (newest first) whether its last delivery was cut short."""
+"""Reading from a shard's history (newest first) whether a task that delivered was cut
+short, and when it had started."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
-from temporalio.api.history.v1 import HistoryEvent, WorkflowTaskTimedOutEventAttributes
+from temporalio.api.history.v1 import (
+    HistoryEvent,
+    WorkflowTaskFailedEventAttributes,
+    WorkflowTaskTimedOutEventAttributes,
+)
 
-from activities.interruption import cut_short
+from activities.interruption import Verdict, cut_short
 
 
-def _event(event_type: EventType.ValueType) -> HistoryEvent:
-    return HistoryEvent(event_type=event_type)
+def _event(event_type: EventType.ValueType, event_id: int = 0) -> HistoryEvent:
+    return HistoryEvent(event_type=event_type, event_id=event_id)
 
 
-def _timed_out(timeout_type: TimeoutType.ValueType) -> HistoryEvent:
+def _timed_out(timeout_type: TimeoutType.ValueType, started: int = 0) -> HistoryEvent:
     return HistoryEvent(
         event_type=EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
         workflow_task_timed_out_event_attributes=WorkflowTaskTimedOutEventAttributes(
-            timeout_type=timeout_type
+            timeout_type=timeout_type, started_event_id=started
+        ),
+    )
+
+
+def _failed(started: int) -> HistoryEvent:
+    return HistoryEvent(
+        event_type=EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+        workflow_task_failed_event_attributes=WorkflowTaskFailedEventAttributes(
+            started_event_id=started
         ),
     )
 
@@ -26,7 +40,6 @@ def _timed_out(timeout_type: TimeoutType.ValueType) -> HistoryEvent:
 SCHEDULED = _event(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED)
 STARTED = _event(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
 COMPLETED = _event(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
-FAILED = _event(EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
 SIGNALED = _event(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
 ACTIVITY_COMPLETED = _event(EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
 
@@ -35,16 +48,16 @@ def test_a_completed_last_task_is_not_cut_short() -> None:
     # Given a history whose newest workflow task completed (signals came after it)
     newest_first = [SCHEDULED, SIGNALED, SIGNALED, COMPLETED, STARTED, SCHEDULED]
     # When it is read
-    answer = cut_short(newest_first)
-    # Then the last delivery was not cut short
-    assert answer is False
+    verdict = cut_short(newest_first, Verdict())
+    # Then nothing was cut short
+    assert (verdict.decided, verdict.cut_short_at) == (True, 0)
 
 
-def test_a_start_to_close_timeout_after_the_last_completed_task_is_a_cut() -> None:
-    # Given a task that started after the last completed one and timed out while running
+def test_a_start_to_close_timeout_after_the_last_completed_task_is_a_cut_from_its_start() -> None:
+    # Given a task that started (event 40) after the last completed one and timed out
     newest_first = [
         SCHEDULED,
-        _timed_out(TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE),
+        _timed_out(TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE, started=40),
         STARTED,
         SCHEDULED,
         ACTIVITY_COMPLETED,
@@ -52,14 +65,13 @@ def test_a_start_to_close_timeout_after_the_last_completed_task_is_a_cut() -> No
         STARTED,
     ]
     # When it is read
-    answer = cut_short(newest_first)
-    # Then the last delivery may have been cut short
-    assert answer is True
+    verdict = cut_short(newest_first, Verdict())
+    # Then it was cut short, and what the shard had accepted by event 40 may have been sent
+    assert (verdict.decided, verdict.cut_short_at) == (True, 40)
 
 
 def test_a_schedule_to_start_timeout_is_not_a_cut() -> None:
-    # Given a task that timed out before any worker picked it up (sticky queue expiry),
-    # after a completed one
+    # Given a task that timed out before any worker picked it up (sticky queue expiry)
     newest_first = [
         STARTED,
         SCHEDULED,
@@ -69,18 +81,18 @@ def test_a_schedule_to_start_timeout_is_not_a_cut() -> None:
         STARTED,
     ]
     # When it is read
-    answer = cut_short(newest_first)
+    verdict = cut_short(newest_first, Verdict())
     # Then the reading goes on to the completed task: nothing was cut short
-    assert answer is False
+    assert (verdict.decided, verdict.cut_short_at) == (True, 0)
 
 
-def test_a_failed_task_after_the_last_completed_one_is_a_cut() -> None:
-    # Given a task whose completion Temporal refused
-    newest_first = [SCHEDULED, FAILED, STARTED, SCHEDULED, COMPLETED, STARTED]
+def test_failed_tasks_after_the_last_completed_one_count_from_the_latest_start() -> None:
+    # Given two tasks whose completions Temporal refused (started at 30, then at 36)
+    newest_first = [SCHEDULED, _failed(36), STARTED, SCHEDULED, _failed(30), COMPLETED]
     # When it is read
-    answer = cut_short(newest_first)
-    # Then the last delivery may have been cut short
-    assert answer is True
+    verdict = cut_short(newest_first, Verdict())
+    # Then everything accepted by the latest of them is suspect
+    assert (verdict.decided, verdict.cut_short_at) == (True, 36)
 
 
 def test_a_cut_before_the_last_completed_task_does_not_count() -> None:
@@ -89,28 +101,24 @@ def test_a_cut_before_the_last_completed_task_does_not_count() -> None:
         COMPLETED,
         STARTED,
         SCHEDULED,
-        _timed_out(TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE),
-        FAILED,
+        _timed_out(TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE, started=12),
+        _failed(9),
     ]
     # When it is read
-    answer = cut_short(newest_first)
+    verdict = cut_short(newest_first, Verdict())
     # Then it is settled by the newest completed task
-    assert answer is False
+    assert (verdict.decided, verdict.cut_short_at) == (True, 0)
 
 
-def test_events_that_do_not_reach_a_completed_task_are_undecided() -> None:
-    # Given a page of history with neither a completed task nor a cut
-    newest_first = [
-        SIGNALED,
-        SCHEDULED,
-        _timed_out(TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START),
-        SIGNALED,
-    ]
-    # When it is read
-    answer = cut_short(newest_first)
-    # Then the answer needs an older page
-    assert answer is None
-    assert cut_short([]) is None
+def test_a_cut_in_the_first_task_of_a_run_is_found_across_pages() -> None:
+    # Given a run whose first task died, read in two pages that hold no completed task
+    verdict = cut_short([SCHEDULED, SIGNALED], Verdict())
+    assert not verdict.decided
+    verdict = cut_short(
+        [_timed_out(TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE, started=3), STARTED], verdict
+    )
+    # Then the verdict carries over the pages: undecided (the run's start), cut at event 3
+    assert (verdict.decided, verdict.cut_short_at) == (False, 3)
 
 
 def test_reading_stops_at_the_answer() -> None:
@@ -118,12 +126,12 @@ def test_reading_stops_at_the_answer() -> None:
     consumed: list[HistoryEvent] = []
 
     def newest_first() -> Iterator[HistoryEvent]:
-        for event in (SCHEDULED, COMPLETED, FAILED):
+        for event in (SCHEDULED, COMPLETED, _failed(5)):
             consumed.append(event)
             yield event
 
     # When they are read
-    answer = cut_short(newest_first())
+    verdict = cut_short(newest_first(), Verdict())
     # Then reading stopped at the completed task (an older failure is not looked at)
-    assert answer is False
+    assert verdict.cut_short_at == 0
     assert consumed == [SCHEDULED, COMPLETED]

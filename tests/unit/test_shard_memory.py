@@ -302,3 +302,33 @@ def test_snapshot_of_a_busy_shard_fits_well_within_a_temporal_payload() -> None:
     assert len(snapshot.markets) == len(markets)
     assert len(Identities(20_000, snapshot)) == 20_000
     assert len(payload.encode()) < 1_200_000
+
+
+def test_a_quiet_shard_keeps_a_bounded_number_of_generations() -> None:
+    # Given a shard that sees one signal a minute for a week
+    seen = SeenKeys(capacity=30_000)
+    for minute in range(7 * 24 * 60):
+        at = NOW + timedelta(minutes=minute)
+        seen.add(digest(f"k-{minute}"), at, at)
+    # Then it remembers every key in a bounded number of generations
+    generations, _, _ = seen.snapshot()
+    assert len(generations) <= 16
+    assert all(digest(f"k-{m}") in seen for m in (0, 5_000, 10_079))
+    assert len(seen) == 10_080
+
+
+def test_future_dated_keys_of_a_live_generation_survive_continue_as_new() -> None:
+    # Given a key dated a day ahead, still in its generation, carried over continue-as-new
+    seen = SeenKeys(capacity=16)
+    seen.add(digest("ahead"), NOW + timedelta(days=1), NOW)
+    generations, through, ahead = seen.snapshot()
+    restored = SeenKeys(
+        capacity=16,
+        snapshot=MemorySnapshot(generations=generations, forgotten_through=through, ahead=ahead),
+    )
+    # When its generation is dropped in the next run
+    later = NOW + timedelta(minutes=5)
+    for number in range(20):
+        restored.add(digest(f"k-{number}"), later, later)
+    # Then it is still known until its stated time
+    assert digest("ahead") in restored

@@ -234,6 +234,25 @@ async def test_a_request_refused_as_a_whole_is_retried_per_caller() -> None:
     assert coalescer.requests == 4
 
 
+async def test_a_refusal_after_part_of_the_request_was_stored_is_never_split() -> None:
+    # Given Insider refusing a combined request whose first part (split by size) it stored
+    def partly_stored(users: list[User]) -> UpsertResult:
+        raise InsiderBadRequest(400, "second part refused", maybe_stored=True)
+
+    fake = FakeInsider(answer=partly_stored)
+    coalescer = _coalescer(fake)
+    # When two callers share that request
+    first, second = await asyncio.gather(
+        coalescer.upsert(_users("a", 1)), coalescer.upsert(_users("b", 1)), return_exceptions=True
+    )
+    # Then both learn that their users may have been stored; nothing is sent again
+    assert isinstance(first, InsiderBadRequest)
+    assert first.maybe_stored
+    assert isinstance(second, InsiderBadRequest)
+    assert second.maybe_stored
+    assert len(fake.calls) == 1
+
+
 async def test_a_single_caller_refused_as_a_whole_gets_the_error_once() -> None:
     # Given Insider refusing every request
     def refuse(users: list[User]) -> UpsertResult:
