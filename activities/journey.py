@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from pydantic import BaseModel
@@ -44,6 +45,8 @@ class DeliverResult(BaseModel):
     # accepted by then may have been sent by it.
     cut_short_at: int = 0
 
+
+HEARTBEAT_SECONDS = 10.0
 
 # The failure type of a delivery that stopped before sending anything: its batch can simply
 # go again. Any other failure (a timeout, a crash) may have come after a send.
@@ -98,17 +101,27 @@ class JourneyActivities:
             if info.heartbeat_details
             else SettleProgress()
         )
+
+        def beat(current: SettleProgress) -> None:
+            activity.heartbeat(current.model_dump(mode="json"))
+
+        async def keep_beating() -> None:
+            # A read Insider is slow to answer must not look like a dead worker (a second
+            # attempt would then settle the same users at the same time).
+            while True:
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+                beat(progress)
+
+        beating = asyncio.create_task(keep_beating())
         try:
             return await self._settler.settle(
-                params.lane,
-                params.signals,
-                params.users,
-                progress,
-                lambda p: activity.heartbeat(p.model_dump(mode="json")),
+                params.lane, params.signals, params.users, progress, beat
             )
         except (CommercetoolsError, InsiderError) as exc:
-            activity.heartbeat(progress.model_dump(mode="json"))
+            beat(progress)
             raise as_application_error(exc) from exc
+        finally:
+            beating.cancel()
 
     @activity.defn
     async def finish_journeys(self, params: FinishInput) -> None:

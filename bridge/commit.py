@@ -2,10 +2,10 @@
 
 Every request the bridge answers 202 has been stored by Temporal. Rather than one
 signal-with-start per event, the committer gathers what arrives for a shard during a
-window (`BRIDGE_COMMIT_WINDOW_MS`, at most 500 signals or ~1 MB) and sends it as one
-signal; each request waits for the commit of the windows holding its signals. One shard's
-windows are committed one after the other, so a person's signals reach the shard in the
-order the bridge received them.
+window (`BRIDGE_COMMIT_WINDOW_MS`, at most 500 signals or ~1 MB: a fuller window is closed
+and the next one opened) and sends it as one signal; each request waits for the commit of
+the windows holding its signals. One shard's windows are committed one after the other, so
+a person's signals reach the shard in the order the bridge received them.
 
 Backpressure: a shard whose history grows beyond `BRIDGE_SHARD_BACKLOG_BYTES` is not
 keeping up (Insider or the workers are down); its events are answered 503 with
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +43,8 @@ log = get_logger(__name__)
 RPC_TIMEOUT = timedelta(seconds=5)
 MAX_SIGNALS_PER_COMMIT = 500
 MAX_BYTES_PER_COMMIT = 1_000_000  # Temporal refuses payloads over 2 MB
+# Windows waiting for their commit while Temporal is slow: beyond, the shard's events get 503.
+MAX_QUEUED_WINDOWS = 8
 BACKLOG_CHECK_SECONDS = 2.0
 
 
@@ -55,19 +58,27 @@ class ShardBacklogged(TemporalUnavailable):
 
 @dataclass
 class _Window:
+    opened: float
+    committed: asyncio.Future[None]
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
-    commits: list[asyncio.Future[None]] = field(default_factory=list)
-    opened: float = 0.0
+
+    def has_room(self, part: bytes) -> bool:
+        if not self.parts:
+            return True  # an event larger than a window still goes, alone
+        return len(self.parts) < MAX_SIGNALS_PER_COMMIT and (
+            self.size + len(part) <= MAX_BYTES_PER_COMMIT
+        )
 
 
 class _Lane:
-    """One shard's windows, committed in order by one task."""
+    """One shard's windows, committed in order by one task; while one is being committed
+    the next ones fill (each at most 500 signals, ~1 MB)."""
 
     def __init__(self, committer: ShardCommitter, shard: int) -> None:
         self._committer = committer
         self.shard = shard
-        self._window = _Window()
+        self._windows: deque[_Window] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.history_bytes = 0
@@ -79,26 +90,32 @@ class _Lane:
             raise ShardBacklogged(
                 f"journey shard {self.shard} is behind ({self.history_bytes:,} bytes of history)"
             )
-        window = self._window
-        if not window.parts:
-            window.opened = time.monotonic()
-        commit: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        window.parts.extend(parts)
-        window.size += sum(len(p) for p in parts)
-        window.commits.append(commit)
-        if len(window.parts) >= MAX_SIGNALS_PER_COMMIT or window.size >= MAX_BYTES_PER_COMMIT:
-            self._ready.set()
+        if len(self._windows) >= MAX_QUEUED_WINDOWS:
+            raise ShardBacklogged(f"journey shard {self.shard}: Temporal is slow to store")
+        loop = asyncio.get_running_loop()
+        waiting: list[asyncio.Future[None]] = []
+        for part in parts:
+            if not self._windows or not self._windows[-1].has_room(part):
+                self._windows.append(_Window(time.monotonic(), loop.create_future()))
+            window = self._windows[-1]
+            window.parts.append(part)
+            window.size += len(part)
+            if not waiting or waiting[-1] is not window.committed:
+                waiting.append(window.committed)
+        if len(self._windows) > 1 or not self._windows[0].has_room(b""):
+            self._ready.set()  # a full window need not wait out its time
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._commit_windows())
-        await commit
+        await asyncio.gather(*waiting)
 
     async def _commit_windows(self) -> None:
-        while self._window.parts:
-            remaining = self._window.opened + self._committer.window_seconds - time.monotonic()
-            if remaining > 0 and not self._ready.is_set():
+        while self._windows:
+            window = self._windows[0]
+            remaining = window.opened + self._committer.window_seconds - time.monotonic()
+            if remaining > 0 and len(self._windows) == 1 and not self._ready.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), timeout=remaining)
-            window, self._window = self._window, _Window()
+            self._windows.popleft()
             self._ready.clear()
             try:
                 await self._committer.signal(self.shard, window.parts)
@@ -106,13 +123,11 @@ class _Lane:
                 failure = (
                     exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
                 )
-                for commit in window.commits:
-                    if not commit.done():
-                        commit.set_exception(failure)
+                if not window.committed.done():
+                    window.committed.set_exception(failure)
                 continue
-            for commit in window.commits:
-                if not commit.done():
-                    commit.set_result(None)
+            if not window.committed.done():
+                window.committed.set_result(None)
 
     def _check_backlog(self) -> None:
         now = time.monotonic()

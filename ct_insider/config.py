@@ -72,6 +72,13 @@ class InsiderSettings(BaseSettings):
         description="how long a worker holds a journey upsert for other shards' users to "
         "join it in one request (Insider allows 25,000 upsert requests a minute per account)",
     )
+    settle_grace_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="how long after a request that may have been stored its settlement first "
+        "reads profiles (an event Insider stored is readable only once processed)",
+    )
     profile_units_per_minute: float = Field(
         default=900,
         gt=0,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, Field
 
 from ct_insider.commercetools.client import CommercetoolsClient
@@ -45,10 +46,13 @@ class DeadLetterDraft(BaseModel):
     run: str  # the workflow (id) that hit it
     market: dict[str, str] = Field(default_factory=dict)  # channel, country, store, ...
     redrive: dict[str, Any] | None = None  # what a re-drive sends again
+    # What makes the letter one of its own (a journey signal's dedupe key: two messages
+    # about one customer are two letters); the record id when not given.
+    source: str | None = None
 
     @property
     def key(self) -> str:
-        return letter_key(self.entity, self.record_id)
+        return letter_key(self.entity, self.source or self.record_id)
 
 
 class DeadLetter(DeadLetterDraft):
@@ -115,9 +119,17 @@ class DeadLetterStore:
         return letters[:limit] if limit is not None else letters
 
     async def delete(self, keys: Sequence[str]) -> None:
-        await asyncio.gather(
-            *(self._ct.delete(f"custom-objects/{self._container}/{key}") for key in keys)
-        )
+        """Delete letters; `key@version` deletes only that version (a letter a newer failure
+        changed since stays)."""
+        await asyncio.gather(*(self._delete(key) for key in keys))
+
+    async def _delete(self, key: str) -> None:
+        name, _, version = key.partition("@")
+        params = httpx.QueryParams({"version": version}) if version else None
+        try:
+            await self._ct.delete(f"custom-objects/{self._container}/{name}", params)
+        except CommercetoolsConflict:
+            return  # changed since it was re-driven: it stays, with its newer reason
 
 
 def _letter(found: dict[str, Any]) -> DeadLetter:

@@ -225,6 +225,7 @@ async def _status() -> int:
 async def _dlq(args: argparse.Namespace) -> int:
     import json
 
+    from bridge.commit import TemporalUnavailable
     from ct_insider.commercetools.client import CommercetoolsClient
     from ct_insider.deadletters import DeadLetterStore
     from ct_insider.temporal import connect
@@ -252,15 +253,21 @@ async def _dlq(args: argparse.Namespace) -> int:
             print(json.dumps({"purged": [letter.key for letter in letters]}))
             return 0
         temporal = load(TemporalSettings)
-        client = await connect(temporal)
-        report = await redrive(
-            store,
-            client,
-            temporal.journey_task_queue,
-            temporal.journey_shards,
-            args.keys,
-            every=args.all,
-        )
+        try:
+            client = await connect(temporal)
+            report = await redrive(
+                store,
+                client,
+                temporal.journey_task_queue,
+                temporal.journey_shards,
+                args.keys,
+                every=args.all,
+            )
+        except (RuntimeError, TemporalUnavailable) as exc:
+            print(
+                f"dlq retry: Temporal did not take the re-drive ({exc}); try again", file=sys.stderr
+            )
+            return 3
     if args.json:
         print(report.model_dump_json(indent=2))
     else:

@@ -53,7 +53,9 @@ async def redrive(
             report.not_redrivable.append(letter.key)
             continue
         signals.append(
-            JourneySignal.model_validate(payload).model_copy(update={"redrive_of": letter.key})
+            JourneySignal.model_validate(payload).model_copy(
+                update={"redrive_of": f"{letter.key}@{letter.version}"}
+            )
         )
         report.redriven.append(letter.key)
     if signals:

@@ -43,7 +43,9 @@ class Emulators(EmulatorWiring):
 
     def insider_settings(self, **overrides: object) -> InsiderSettings:
         # Tests should not wait on the production catalog pacing of 60 requests a minute.
-        return super().insider_settings(**{"catalog_requests_per_minute": 6000, **overrides})
+        # Nor wait 2 s before settling a doubtful request (the emulator shows events at once).
+        defaults = {"catalog_requests_per_minute": 6000, "settle_grace_seconds": 0.5}
+        return super().insider_settings(**{**defaults, **overrides})
 
     def seeder(self) -> CommercetoolsSeeder:
         return CommercetoolsSeeder(self.ct_url, PROJECT_KEY)

@@ -132,7 +132,7 @@ async def build_workers(
         stack.push_async_callback(coalescer.aclose)
         letters = DeadLetterStore(ct)
         deliverer = JourneyDeliverer(ct, insider, coalescer, orders, letters, mapping)
-        journeys = JourneyActivities(deliverer, DoubtSettler(insider, deliverer, letters))
+        journeys = JourneyActivities(deliverer, DoubtSettler(insider, deliverer))
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
         yield Workers(

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
@@ -37,12 +38,14 @@ with workflow.unsafe.imports_passed_through():
         JourneyActivities,
         SettleInput,
     )
+    from ct_insider.deadletters import DeadLetterDraft
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
     from ct_insider.journeys.memory import MemorySnapshot, ShardMemory
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
     from ct_insider.journeys.signals import JourneySignal
+    from ct_insider.sync.reports import validation_reasons
 
 DELIVERY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
@@ -195,16 +198,44 @@ class JourneyShardWorkflow:
         self._check_interruption = True
 
     @workflow.signal
-    def deliver(self, signals: list[JourneySignal]) -> None:
+    def deliver(self, raw_signals: list[dict[str, Any]]) -> None:
+        # Taken as plain objects and read one by one: one the worker cannot read (a newer
+        # bridge during a rolling deploy) is dead-lettered, instead of the SDK dropping the
+        # whole signal, and with it every event of the window.
         now = workflow.now()
         task = workflow.info().get_current_history_length()
-        self._run_signals += len(signals)
-        for signal in signals:
+        self._run_signals += len(raw_signals)
+        for raw in raw_signals:
+            try:
+                signal = JourneySignal.model_validate(raw)
+            except ValidationError as exc:
+                self._unreadable(raw, validation_reasons(exc))
+                continue
             verdict = accept(self._memory, signal, now)
             self._stats.count(verdict)
             if verdict is Verdict.ACCEPTED:
                 signal.accepted_in = task
                 self._pending.append(signal)
+            elif verdict is not Verdict.DUPLICATE:
+                self._drop_letter(signal)
+
+    def _unreadable(self, raw: dict[str, Any], reasons: list[str]) -> None:
+        self._stats.received += 1
+        self._stats.dead_lettered += 1
+        letter = DeadLetterDraft(
+            entity="journey-signal",
+            record_id=str(raw.get("dedupe_key") or "unknown"),
+            reasons=[f"unreadable signal: {reason}" for reason in reasons],
+            run=workflow.info().workflow_id,
+            redrive={"signal": raw},
+        )
+        self._unfinished.append(Bookkeeping(letters=[letter]))
+
+    def _drop_letter(self, signal: JourneySignal) -> None:
+        """A re-driven signal with nothing left to deliver (stale, or its customer deleted
+        since) leaves the dead-letter store."""
+        if signal.redrive_of:
+            self._unfinished.append(Bookkeeping(redriven=[signal.redrive_of]))
 
     @workflow.query
     def stats(self) -> ShardStats:
@@ -265,7 +296,7 @@ class JourneyShardWorkflow:
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run
         return ShardCarry(
-            memory=self._memory.snapshot(workflow.now() - idle),
+            memory=self._memory.snapshot(workflow.now() - idle, workflow.now()),
             pending=self._pending,
             unfinished=self._unfinished,
             stats=stats,
@@ -280,6 +311,8 @@ class JourneyShardWorkflow:
         batch = take_batch(self._memory, self._pending, self._settings.max_batch, workflow.now())
         self._pending = batch.rest
         self._stats.after_deletion += len(batch.deleted)
+        for signal in batch.deleted:
+            self._drop_letter(signal)
         if not batch.signals:
             return
         lane = workflow.info().workflow_id

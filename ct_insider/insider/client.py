@@ -104,6 +104,8 @@ class InsiderClient(HttpApiClient):
         self._catalog_pacing = MinimumInterval(settings.catalog_requests_per_minute)
         self._profile_quota = ProfileQuota(settings.profile_units_per_minute)
         self.profile_reads = 0  # made by this client: reads are for settling doubts only
+        # Settling a request that may have been stored waits this long before reading.
+        self.settle_grace_seconds = settings.settle_grace_seconds
 
     # -- transport ---------------------------------------------------------------------
 

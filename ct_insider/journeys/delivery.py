@@ -2,14 +2,16 @@
 
 The contract with the shard (workflows/journey_shard.py), which keeps exactly-once:
 
-1. Before anything is sent, everything that can fail without consequence happens: reading
-   customers and orders, the ledger, the plan, and dead letters for what cannot be mapped.
-   An error here raises, and the delivery is simply run again.
-2. Then the plan is sent: identity moves, upserts (shared with other shards through the
-   coalescer), deletions. From the first byte sent on, nothing raises: every user ends
-   delivered, refused (dead letter), in doubt (the request may have been stored: settled by
-   reading Insider, see settle.py) or unsent (requeued by the shard, which backs off).
-   A person's later signals wait while an earlier one is in doubt or unsent.
+1. Before any event is sent, everything that can fail without consequence happens: reading
+   customers and orders, the ledger, the plan, dead letters for what cannot be mapped, and
+   email identifier moves (repeating one changes nothing). An error here raises, and the
+   delivery is simply run again.
+2. Then the upserts (shared with other shards through the coalescer) and deletions. From
+   the first upsert on, nothing raises: every user ends delivered, refused (dead letter),
+   in doubt (the request may have been stored: settled by reading Insider, see settle.py)
+   or unsent (requeued by the shard, which backs off). A request refused as a whole is
+   tried user by user. A person's later signals wait while an earlier one is in doubt or
+   unsent.
 3. Bookkeeping (ledger entries of delivered order events, dead letters of refusals, removal
    of re-driven letters) is idempotent; when it fails it is handed back to the shard to
    finish, never a reason to send again.
@@ -23,16 +25,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.models import Customer
 from ct_insider.deadletters import DeadLetterDraft, DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
-from ct_insider.insider.errors import InsiderError
+from ct_insider.insider.errors import InsiderBadRequest, InsiderError
 from ct_insider.insider.models import UpsertResult
 from ct_insider.journeys.plan import (
     DeliveryContext,
@@ -48,8 +50,13 @@ from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.customers import CUSTOMER_EXPAND
 from ct_insider.sync.ledger import LedgerEntry
 from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender, lookup_customer_uuids
+from ct_insider.sync.reports import validation_reasons
 
 log = get_logger(__name__)
+
+# What became of a user a delivery tried to send: delivered or dead-lettered ("done"),
+# maybe stored ("doubt": settled by reading Insider), surely not sent ("unsent": requeued).
+UserState = Literal["done", "doubt", "unsent"]
 
 # How long a shard waits before sending again after Insider did not take a request
 # (429 beyond the client's own retries, connection refused, 401/403).
@@ -140,11 +147,15 @@ class JourneyDeliverer:
             )
         )
         customers: dict[str, Customer] = {}
+        customer_refusals: dict[str, list[str]] = {}
         if changed:
             for raw in await self._ct.find_in(
                 "customers", changed, lambda q: f"id in ({q})", expand=CUSTOMER_EXPAND
             ):
-                customers[str(raw["id"])] = Customer.model_validate(raw)
+                try:
+                    customers[str(raw["id"])] = Customer.model_validate(raw)
+                except ValidationError as exc:
+                    customer_refusals[str(raw["id"])] = validation_reasons(exc)
         named = list(
             dict.fromkeys(
                 s.identity.customer_id
@@ -171,6 +182,7 @@ class JourneyDeliverer:
             customer_uuids=uuids,
             orders=prepared_orders,
             order_refusals=order_refusals,
+            customer_refusals=customer_refusals,
         )
 
     async def deliver(
@@ -266,28 +278,78 @@ class JourneyDeliverer:
                     sendable.append(user)
             if not sendable:
                 continue
-            try:
-                result = await self._coalescer.upsert([u.user() for u in sendable])
-            except InsiderError as exc:
-                log.warning("journey upsert failed", lane=lane, error=str(exc))
-                held_back.update(u.identity for u in sendable)
-                if exc.maybe_stored:
-                    outcome.in_doubt.extend(sendable)
-                else:
-                    outcome.unsent.extend(s for u in sendable for s in u.signals)
-                    stopped = exc
-                continue
-            except Exception as exc:  # never raise once something may have been sent
-                log.error("journey upsert failed unexpectedly", lane=lane, error=repr(exc))
-                held_back.update(u.identity for u in sendable)
-                outcome.in_doubt.extend(sendable)
-                continue
-            self._account(lane, signals, sendable, result, outcome, book)
+            states, failure = await self._upsert(lane, signals, sendable, outcome, book)
+            stopped = stopped or failure
+            for user, state in zip(sendable, states, strict=True):
+                if state == "doubt":
+                    outcome.in_doubt.append(user)
+                elif state == "unsent":
+                    outcome.unsent.extend(user.signals)
+                if state != "done":
+                    held_back.add(user.identity)
         if stopped is not None:
             outcome.retry_after = _backoff(stopped)
-        await self._delete(plan, held_back, outcome, book, signals)
+        await self._delete(lane, plan, held_back, outcome, book, signals)
         outcome.stats.in_doubt = len(outcome.in_doubt)
         outcome.unsent.sort()
+
+    async def _upsert(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        users: list[PlannedUser],
+        outcome: DeliveryOutcome,
+        book: Bookkeeping,
+    ) -> tuple[list[UserState], InsiderError | None]:
+        """Send users and account for the delivered and refused ones; what became of each,
+        and the error that stopped a request Insider surely did not take, if any. A request
+        Insider refuses as a whole (400) is tried user by user, and a user it refuses alone
+        is dead-lettered: one bad record does not hold up the rest."""
+        try:
+            result = await self._coalescer.upsert([u.user() for u in users])
+        except InsiderBadRequest as exc:
+            if exc.maybe_stored:
+                return ["doubt"] * len(users), None
+            if len(users) == 1:
+                culprits = set(users[0].signals)
+                self._dead_letter(lane, signals, culprits, [str(exc)], outcome, book)
+                return ["done"], None
+            states: list[UserState] = []
+            stop: InsiderError | None = None
+            for user in users:
+                [state], failure = await self._upsert(lane, signals, [user], outcome, book)
+                states.append(state)
+                stop = stop or failure
+            return states, stop
+        except InsiderError as exc:
+            log.warning("journey upsert failed", lane=lane, error=str(exc))
+            if exc.maybe_stored:
+                return ["doubt"] * len(users), None
+            return ["unsent"] * len(users), exc
+        except Exception as exc:  # never raise once something may have been sent
+            log.error("journey upsert failed unexpectedly", lane=lane, error=repr(exc))
+            return ["doubt"] * len(users), None
+        self._account(lane, signals, users, result, outcome, book)
+        return ["done"] * len(users), None
+
+    def _dead_letter(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        culprits: set[int],
+        reasons: list[str],
+        outcome: DeliveryOutcome,
+        book: Bookkeeping,
+    ) -> None:
+        for signal in sorted(culprits):
+            book.letters.append(signal_letter(lane, signals[signal], reasons))
+            log.warning(
+                "journey signal refused by Insider",
+                lane=lane,
+                signal=signals[signal].dedupe_key,
+                reasons=reasons,
+            )
+        outcome.stats.dead_lettered += len(culprits)
 
     def _account(
         self,
@@ -310,15 +372,7 @@ class JourneyDeliverer:
                 if positions is None
                 else {user.events[p].signal for p in positions if p < len(user.events)}
             )
-            for signal in sorted(culprits):
-                book.letters.append(signal_letter(lane, signals[signal], failure.reasons))
-                log.warning(
-                    "journey signal refused by Insider",
-                    lane=lane,
-                    signal=signals[signal].dedupe_key,
-                    reasons=failure.reasons,
-                )
-            outcome.stats.dead_lettered += len(culprits)
+            self._dead_letter(lane, signals, culprits, failure.reasons, outcome, book)
             rest = [e for e in user.events if e.signal not in culprits]
             if rest:
                 # Refused for one event, the rest may or may not have been stored: settled.
@@ -333,6 +387,7 @@ class JourneyDeliverer:
 
     async def _delete(
         self,
+        lane: str,
         plan: DeliveryPlan,
         held_back: set[str],
         outcome: DeliveryOutcome,
@@ -350,8 +405,13 @@ class JourneyDeliverer:
                     outcome.stats.deleted += 1
             except InsiderError as exc:
                 log.warning("customer deletion failed", error=str(exc))
-                outcome.unsent.append(deletion.signal)
-                outcome.retry_after = _backoff(exc)
+                if exc.retryable or exc.status_code in (401, 403):
+                    outcome.unsent.append(deletion.signal)
+                    outcome.retry_after = _backoff(exc)
+                    continue
+                # Refused for good: parked for an operator, the rest goes on.
+                book.letters.append(signal_letter(lane, signals[deletion.signal], [str(exc)]))
+                outcome.stats.dead_lettered += 1
                 continue
             outcome.deleted_identities.append(deletion.identity)
             book.redriven.extend(redriven_letters(signals, [deletion.signal]))

@@ -2,7 +2,7 @@
 
 Accepting (as signals arrive, in arrival order):
 - a signal whose dedupe key (event id, message id, `<resource>@<version>`) was seen is a
-  duplicate, unless an operator re-drives it from the dead-letter store;
+  duplicate; a re-drive from the dead-letter store is known by its letter and version;
 - a signal of a customer whose deletion was delivered is dropped: deletion is the last word;
 - a customer state change (any Customer* message but CustomerCreated, EmailChanged and
   Deleted) at or below a version already accepted is stale: delivery reads the customer's
@@ -43,12 +43,12 @@ def is_deletion(signal: JourneySignal) -> bool:
 
 def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict:
     """Whether the shard takes `signal`; sets `signal.doubt` on one it may have forgotten."""
-    key = digest(signal.dedupe_key)
-    if signal.redrive_of is None and key in memory.seen:
+    key = digest(signal.intake_key())
+    if key in memory.seen:
         return Verdict.DUPLICATE
     memory.seen.add(key, signal.occurred_at, now)
     identity = memory.identities.touch(signal.routing(), now)
-    if identity.deleted:
+    if memory.identities.is_deleted(signal.routing()):
         return Verdict.DELETED
     if (
         signal.kind == "customer"
@@ -77,8 +77,7 @@ def take_batch(
     rest: list[JourneySignal] = []
     deleted: list[JourneySignal] = []
     for signal in ordered:
-        state = memory.identities.get(signal.routing())
-        if state is not None and state.deleted:
+        if memory.identities.is_deleted(signal.routing()):
             deleted.append(signal)
         elif len(batch) < max_batch:
             batch.append(signal)
@@ -94,4 +93,4 @@ def take_batch(
 def mark_deleted(memory: ShardMemory, routing_keys: list[str], now: datetime) -> None:
     """After a deletion was delivered: nothing more is delivered for these identities."""
     for key in routing_keys:
-        memory.identities.touch(key, now).deleted = True
+        memory.identities.mark_deleted(key, now)

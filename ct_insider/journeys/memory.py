@@ -13,7 +13,8 @@ A shard serves many thousands of identities, most of them visitors seen once. It
   (`ahead`) until its stated time has passed, and only then counts as forgotten.
 - per identity, least recently seen first: the market it was last seen in (carried onto
   later signals that lack one), the last customer version applied (older state changes are
-  stale), and whether the customer was deleted (nothing is delivered for them afterwards).
+  stale); and, apart (for 30 days, the 50,000 latest), the customers whose deletion was
+  delivered: nothing more is delivered for them.
 
 The snapshot carried into the next run packs both into bytes (8 bytes per key, 19 per
 identity, markets interned): 20,000 keys and 20,000 identities are ~0.7 MB of payload,
@@ -43,8 +44,12 @@ CLOCK_SKEW = timedelta(minutes=10)
 GENERATIONS = 8
 GENERATION_SECONDS = 60
 _IDENTITY = struct.Struct(">QHIiB")  # digest, market index, last seen, version, flags
+_DELETION = struct.Struct(">QI")  # digest, deleted at
 _NO_MARKET = 0xFFFF
-_DELETED = 1
+# Deleted customers are remembered apart from the identities (which visitors' traffic turns
+# over in minutes): this many, for this long.
+DELETED_CAPACITY = 50_000
+DELETED_DAYS = 30
 
 
 def digest(text: str) -> int:
@@ -72,6 +77,7 @@ class MemorySnapshot(BaseModel):
     ahead: dict[str, int] = Field(default_factory=dict)  # digest (hex) -> stated time (ms)
     markets: list[Market] = Field(default_factory=list)
     identities: str = ""  # base64 of packed identity records, least recently seen first
+    deleted: str = ""  # base64 of packed (digest, deleted at) of deleted customers
 
 
 @dataclass
@@ -192,7 +198,6 @@ class IdentityState:
     market: Market
     last_seen: int  # unix seconds
     version: int = -1  # last customer version applied; -1: none
-    deleted: bool = False
 
 
 class Identities:
@@ -202,17 +207,22 @@ class Identities:
         self._capacity = capacity
         self._states: dict[int, IdentityState] = {}
         self._markets: dict[Market, Market] = {}  # interned: equal markets share one object
+        self._deleted: dict[int, int] = {}  # digest -> deleted at, oldest first
+        if snapshot is not None and snapshot.deleted:
+            raw = base64.b64decode(snapshot.deleted)
+            for offset in range(0, len(raw), _DELETION.size):
+                key, at = _DELETION.unpack_from(raw, offset)
+                self._deleted[key] = at
         if snapshot is not None and snapshot.identities:
             raw = base64.b64decode(snapshot.identities)
             for offset in range(0, len(raw), _IDENTITY.size):
-                key, market, seen, version, flags = _IDENTITY.unpack_from(raw, offset)
+                key, market, seen, version, _flags = _IDENTITY.unpack_from(raw, offset)
                 self._states[key] = IdentityState(
                     market=self._intern(
                         snapshot.markets[market] if market != _NO_MARKET else Market()
                     ),
                     last_seen=seen,
                     version=version,
-                    deleted=bool(flags & _DELETED),
                 )
 
     def __len__(self) -> int:
@@ -236,6 +246,14 @@ class Identities:
             del self._states[next(iter(self._states))]
         return state
 
+    def is_deleted(self, routing_key: str) -> bool:
+        return digest(routing_key) in self._deleted
+
+    def mark_deleted(self, routing_key: str, now: datetime) -> None:
+        self._deleted[digest(routing_key)] = _epoch(now)
+        while len(self._deleted) > DELETED_CAPACITY:
+            del self._deleted[next(iter(self._deleted))]
+
     def set_market(self, state: IdentityState, market: Market) -> Market:
         state.market = self._intern(market)
         return state.market
@@ -250,9 +268,14 @@ class Identities:
                 continue
             empty = state.market == Market()
             index = _NO_MARKET if empty else markets.setdefault(state.market, len(markets))
-            flags = _DELETED if state.deleted else 0
-            packed += _IDENTITY.pack(key, index, state.last_seen, state.version, flags)
+            packed += _IDENTITY.pack(key, index, state.last_seen, state.version, 0)
         return list(markets), base64.b64encode(bytes(packed)).decode()
+
+    def deleted_snapshot(self, now: datetime) -> str:
+        cutoff = _epoch(now) - DELETED_DAYS * 86_400
+        return base64.b64encode(
+            b"".join(_DELETION.pack(k, at) for k, at in self._deleted.items() if at >= cutoff)
+        ).decode()
 
 
 class ShardMemory:
@@ -266,13 +289,14 @@ class ShardMemory:
         self.seen = SeenKeys(seen_capacity, snapshot)
         self.identities = Identities(identity_capacity, snapshot)
 
-    def snapshot(self, idle_before: datetime) -> MemorySnapshot:
+    def snapshot(self, idle_before: datetime, now: datetime) -> MemorySnapshot:
         generations, forgotten_through, ahead = self.seen.snapshot()
         markets, identities = self.identities.snapshot(idle_before)
         return MemorySnapshot(
             generations=generations,
             forgotten_through=forgotten_through,
             ahead=ahead,
+            deleted=self.identities.deleted_snapshot(now),
             markets=markets,
             identities=identities,
         )

@@ -100,6 +100,7 @@ class DeliveryContext:
     customer_uuids: Mapping[str, str] = field(default_factory=dict)
     orders: Mapping[str, PreparedOrder] = field(default_factory=dict)  # by order id
     order_refusals: Mapping[str, list[str]] = field(default_factory=dict)
+    customer_refusals: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 def _compatible(first: Identifiers, second: Identifiers) -> bool:
@@ -274,6 +275,11 @@ class _Planner:
 
     def _customer(self, index: int, signal: JourneySignal, identity: str) -> None:
         customer_id = signal.identity.customer_id or signal.resource_id or ""
+        if customer_id in self.context.customer_refusals:
+            self._refuse(
+                index, "customer", customer_id, self.context.customer_refusals[customer_id]
+            )
+            return
         customer = self.context.customers.get(customer_id)
         if customer is None:
             self.plan.nothing_to_send.append(index)  # deleted since: its deletion follows

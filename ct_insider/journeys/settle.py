@@ -14,11 +14,12 @@ left.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from ct_insider.deadletters import DeadLetterStore
+from ct_insider.bounded import bounded
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderError, InsiderUnavailable
 from ct_insider.insider.held import HeldEventCheck, Sought
@@ -33,7 +34,7 @@ from ct_insider.journeys.delivery import (
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.logging import get_logger
-from ct_insider.sync.orders import SETTLE_CONCURRENCY, bounded
+from ct_insider.sync.orders import SETTLE_CONCURRENCY
 
 log = get_logger(__name__)
 
@@ -51,16 +52,10 @@ class SettleProgress(BaseModel):
 
 
 class DoubtSettler:
-    def __init__(
-        self,
-        insider: InsiderClient,
-        deliverer: JourneyDeliverer,
-        letters: DeadLetterStore,
-    ) -> None:
+    def __init__(self, insider: InsiderClient, deliverer: JourneyDeliverer) -> None:
         self._insider = insider
         self._held = HeldEventCheck(insider)
         self._deliverer = deliverer
-        self._letters = letters
 
     async def settle(
         self,
@@ -72,19 +67,32 @@ class DoubtSettler:
     ) -> SettleProgress:
         failure: InsiderError | None = None
 
-        async def settle(index: int) -> int:
-            await self._settle_user(lane, signals, users[index], progress)
+        async def settle_one(index: int) -> int:
+            try:
+                await self._settle_user(lane, signals, users[index], progress)
+            except InsiderError as exc:
+                if exc.retryable or exc.maybe_stored or exc.status_code in (401, 403):
+                    raise
+                # Insider refuses to read or take this person for good (a 400): parked
+                # with the reason, so the shard can go on.
+                reasons = [f"could not be settled: {exc}"]
+                letters = [signal_letter(lane, signals[s], reasons) for s in users[index].signals]
+                await self._deliverer.finish(Bookkeeping(letters=letters))
+                progress.dead_lettered += len(letters)
             return index
 
         open_users = [i for i in range(len(users)) if i not in progress.settled]
-        for outcome in bounded(SETTLE_CONCURRENCY, [settle(i) for i in open_users]):
-            try:
-                progress.settled.append(await outcome)
-            except InsiderError as exc:
-                failure = exc
-                log.warning("doubt not settled yet", lane=lane, error=str(exc))
-                continue
-            on_progress(progress)
+        if open_users and not progress.profile_reads:
+            await asyncio.sleep(self._insider.settle_grace_seconds)
+        async with bounded(SETTLE_CONCURRENCY, [settle_one(i) for i in open_users]) as outcomes:
+            for outcome in outcomes:
+                try:
+                    progress.settled.append(await outcome)
+                except InsiderError as exc:
+                    failure = exc
+                    log.warning("doubt not settled yet", lane=lane, error=str(exc))
+                    continue
+                on_progress(progress)
         if failure is not None:
             raise failure
         return progress

@@ -67,8 +67,9 @@ class JourneySignal(BaseModel):
     storefront: StorefrontEvent | None = None
     # CustomerEmailChanged: the email Insider's profile holds until the change is applied.
     previous_email: str | None = None
-    # Set when an operator re-drives a dead letter: the key of that letter. A re-driven
-    # signal is delivered even though its dedupe key was seen (that is how it got there).
+    # Set when an operator re-drives a dead letter: `<letter key>@<letter version>`. A
+    # re-drive is deduplicated by that (once per version of the letter), not by the
+    # original's key, which the shard has seen (that is how the letter came to be).
     redrive_of: str | None = None
     # Set by the shard: the signal may repeat a delivery Insider already took - it is older
     # than what the shard's dedupe memory still reaches, or a delivery that may have sent it
@@ -76,6 +77,10 @@ class JourneySignal(BaseModel):
     doubt: bool = False
     # Set by the shard: its history length when it accepted the signal (0: in an earlier run).
     accepted_in: int = 0
+
+    def intake_key(self) -> str:
+        """What the shard's dedupe memory knows this signal by."""
+        return f"redrive:{self.redrive_of}" if self.redrive_of else self.dedupe_key
 
     def order_key(self) -> tuple[datetime, int]:
         return (self.occurred_at, self.sequence_number or 0)

@@ -62,10 +62,12 @@ class EventProduct(BaseModel):
     quantity: int = Field(default=1, ge=1)
     price: Decimal | None = Field(default=None, ge=0, description="unit price before discounts")
     sale_price: Decimal | None = Field(default=None, ge=0, description="unit price paid")
-    name: str | None = None
-    image_url: str | None = None
-    url: str | None = None
-    categories: list[str] = Field(default_factory=list, description="path, root first")
+    name: str | None = Field(default=None, max_length=1024)
+    image_url: str | None = Field(default=None, max_length=2048)
+    url: str | None = Field(default=None, max_length=2048)
+    categories: list[str] = Field(
+        default_factory=list, max_length=20, description="path, root first"
+    )
 
 
 class StorefrontEvent(BaseModel):
@@ -102,14 +104,18 @@ class StorefrontEvent(BaseModel):
     sale_price: Decimal | None = Field(default=None, ge=0)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     locale: str | None = Field(default=None, max_length=16)
-    url: str | None = None
-    name: str | None = None
-    image_url: str | None = None
-    categories: list[str] = Field(default_factory=list, description="path, root first")
-    cart_id: str | None = None
+    url: str | None = Field(default=None, max_length=2048)
+    name: str | None = Field(default=None, max_length=1024)
+    image_url: str | None = Field(default=None, max_length=2048)
+    categories: list[str] = Field(
+        default_factory=list, max_length=20, description="path, root first"
+    )
+    cart_id: str | None = Field(default=None, max_length=256)
     cart_total: Decimal | None = Field(default=None, ge=0)
     products: list[EventProduct] = Field(
-        default_factory=list, description="lines of a cart or checkout, items of a listing"
+        default_factory=list,
+        max_length=100,
+        description="lines of a cart or checkout, items of a listing",
     )
     channel: str | None = Field(default=None, max_length=64, description="web, app, store, ...")
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
+from ct_insider.bounded import bounded
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.models import Customer, Order
 from ct_insider.commercetools.queries import orders_holding_payments
@@ -40,7 +41,6 @@ from ct_insider.sync.reports import Rejection, SyncStats, validation_reasons
 from ct_insider.sync.taxonomy import TaxonomyResolver
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 ORDER_EXPAND = ("paymentInfo.payments[*]", "discountCodes[*].discountCode")
 # Users per upsert that carries order events: the most profile reads a lost answer costs.
@@ -100,17 +100,6 @@ class PreparedOrder:
 class PreparedOrders:
     orders: dict[str, PreparedOrder] = field(default_factory=dict)  # mappable ones, by id
     stats: SyncStats = field(default_factory=SyncStats)  # rejections and warnings so far
-
-
-def bounded(limit: int, work: list[Coroutine[Any, Any, T]]) -> Iterator[Awaitable[T]]:
-    """`work` run at most `limit` at a time, awaited in the order they finish."""
-    gate = asyncio.Semaphore(limit)
-
-    async def gated(coroutine: Coroutine[Any, Any, T]) -> T:
-        async with gate:
-            return await coroutine
-
-    return asyncio.as_completed([gated(c) for c in work])
 
 
 def _sought(event: PendingEvent) -> Sought:
@@ -267,6 +256,7 @@ class OrderEventSender:
         marker = await self._ledger.in_flight(lane)
         if marker is None:
             return 0
+        await asyncio.sleep(self._insider.settle_grace_seconds)
         entries = await self._ledger.entries(list(marker.orders))
         by_person: dict[str, list[str]] = defaultdict(list)
         for order_id, pending in marker.orders.items():
@@ -291,19 +281,19 @@ class OrderEventSender:
             pending = [(remaining[oid], entries[oid].delivered) for oid in order_ids]
             return order_ids, await self._confirmed(pending)
 
-        for done, outcome in enumerate(
-            bounded(SETTLE_CONCURRENCY, [settle(ids) for ids in by_person.values()]), 1
-        ):
-            try:
-                order_ids, keys = await outcome
-            except InsiderError as exc:
-                failure = exc
-                log.warning("in-flight verification read failed", lane=lane, error=str(exc))
-                continue
-            confirmed.update(zip(order_ids, keys, strict=True))
-            found += sum(len(k) for k in keys)
-            if done % SETTLE_CONCURRENCY == 0:
-                await save_progress()
+        work = [settle(ids) for ids in by_person.values()]
+        async with bounded(SETTLE_CONCURRENCY, work) as outcomes:
+            for done, outcome in enumerate(outcomes, 1):
+                try:
+                    order_ids, keys = await outcome
+                except InsiderError as exc:
+                    failure = exc
+                    log.warning("in-flight verification read failed", lane=lane, error=str(exc))
+                    continue
+                confirmed.update(zip(order_ids, keys, strict=True))
+                found += sum(len(k) for k in keys)
+                if done % SETTLE_CONCURRENCY == 0:
+                    await save_progress()
         await save_progress()
         if failure is not None:
             raise failure  # retryable: the next attempt reads only what is left

@@ -163,7 +163,10 @@ async def keep_history(
 async def send(
     handle: WorkflowHandle[JourneyShardWorkflow, ShardStats], *signals: JourneySignal
 ) -> None:
-    await handle.signal(JourneyShardWorkflow.deliver, list(signals))
+    await handle.signal(
+        JourneyShardWorkflow.deliver,
+        [s.model_dump(mode="json", exclude_defaults=True) for s in signals],
+    )
 
 
 async def test_a_doubt_is_settled_before_anything_later_is_delivered(client: Client) -> None:
@@ -371,3 +374,24 @@ async def test_signals_of_a_deleted_customer_are_dropped(client: Client) -> None
         stats = await handle.query(JourneyShardWorkflow.stats)
     assert [s.identity.anonymous_id for s in mocks.deliveries[1].signals] == ["v-2"]
     assert stats.after_deletion == 1
+
+
+async def test_an_unreadable_signal_is_dead_lettered_and_the_rest_of_its_window_delivered(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    good = view(1)
+    async with shard(client, mocks) as (handle, _):
+        # Given a window with one signal this worker cannot read (a newer bridge's)
+        unreadable = {"dedupe_key": "event:from-the-future", "kind": "hologram"}
+        await handle.signal(
+            JourneyShardWorkflow.deliver,
+            [good.model_dump(mode="json", exclude_defaults=True), unreadable],
+        )
+        # Then the readable one is delivered and the other one parked with its reason
+        await eventually(lambda: mocks.delivered_keys() == [good.dedupe_key])
+        await eventually(lambda: mocks.finished)
+    [letter] = mocks.finished[0].letters
+    assert letter.record_id == "event:from-the-future"
+    assert any("kind" in reason for reason in letter.reasons)
+    assert letter.redrive == {"signal": unreadable}

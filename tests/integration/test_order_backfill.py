@@ -248,7 +248,9 @@ async def test_backfill_under_5xx_and_lost_answers_makes_progress_and_stores_eac
         result = await handle.result()
         return time.monotonic() - started, result
 
-    async with running_worker(client, task_queue, emu, profile_units_per_minute=50_000):
+    async with running_worker(
+        client, task_queue, emu, profile_units_per_minute=50_000, settle_grace_seconds=0.2
+    ):
         # When the first set is backfilled by a healthy Insider
         healthy, _ = await backfill(Window(until=split))
         # And the second by one that answers 20% 503, 10% 429 and loses 10% of its answers

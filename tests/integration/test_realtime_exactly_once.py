@@ -82,7 +82,8 @@ async def kill_during_an_upsert(emu: Emulators, worker: ManagedProcess) -> None:
         if emu.insider_stats()["in_flight"].get("upsert"):
             break
         await asyncio.sleep(0.01)
-    assert emu.insider_stats()["in_flight"].get("upsert"), "no upsert in flight to cut short"
+    else:
+        raise AssertionError("no upsert in flight to cut short")
     assert worker.process is not None
     os.killpg(worker.process.pid, signal.SIGKILL)
     worker.process.wait(10)
@@ -176,7 +177,7 @@ async def test_a_worker_killed_while_events_and_orders_flow_loses_and_repeats_no
     first = shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=4).start()
     try:
         async with serving_bridge(client, journeys, emu, shards=4) as bridge:
-            with insider_latency(emu, 150):
+            with insider_latency(emu, 400):
                 # Given events and order messages flowing (30 requests a second)
                 async def flow() -> None:
                     for start in range(0, 300, 10):

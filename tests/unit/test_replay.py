@@ -58,7 +58,7 @@ class ShardThatSleepsFirst:
 
 async def test_an_incompatible_change_fails_the_replay() -> None:
     # Given a history recorded with deliveries (local activity markers)
-    [path] = [p for p in HISTORIES if p.stem.startswith("test_a_shard_that_never_rebuilt")]
+    [path] = [p for p in HISTORIES if p.stem.startswith("test_a_run_asks_once")]
     replayer = Replayer(
         workflows=[ShardThatSleepsFirst],
         data_converter=DATA_CONVERTER,

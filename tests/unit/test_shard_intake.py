@@ -122,12 +122,20 @@ def test_a_redriven_signal_is_accepted_although_seen_and_never_doubted() -> None
     assert digest("e-old") in memory.seen
     # When an operator re-drives it from the dead-letter store
     redriven = _view("e-old", occurred_at=old)
-    redriven.redrive_of = "dead-letter-1"
+    redriven.redrive_of = "dead-letter-1@3"
     verdict = accept(memory, redriven, NOW)
     # Then it is accepted and not doubtful, while a plain repeat is still a duplicate
     assert verdict is Verdict.ACCEPTED
     assert not redriven.doubt
     assert accept(memory, _view("e-old", occurred_at=old), NOW) is Verdict.DUPLICATE
+    # And re-driving the same version of the letter again is a duplicate too (a retried
+    # `dlq retry`), while its next version (it failed again since) goes through
+    again = _view("e-old", occurred_at=old)
+    again.redrive_of = "dead-letter-1@3"
+    assert accept(memory, again, NOW) is Verdict.DUPLICATE
+    newer = _view("e-old", occurred_at=old)
+    newer.redrive_of = "dead-letter-1@4"
+    assert accept(memory, newer, NOW) is Verdict.ACCEPTED
 
 
 def test_a_customer_change_at_or_below_the_known_version_is_stale() -> None:

@@ -182,11 +182,11 @@ def test_deleted_flag_version_and_market_survive_a_snapshot() -> None:
     kept.version = 7
     memory.identities.set_market(kept, Market(currency="EUR", language="de_DE"))
     gone = memory.identities.touch("customer-b", NOW)
-    gone.deleted = True
+    memory.identities.mark_deleted("customer-b", NOW)
     memory.identities.set_market(gone, Market(currency="EUR", language="de_DE"))
     memory.identities.touch("anonymous-v", NOW)
     # When it is snapshotted and restored
-    restored = Identities(10, memory.snapshot(NOW - timedelta(hours=1)))
+    restored = Identities(10, memory.snapshot(NOW - timedelta(hours=1), NOW))
     # Then every identity's state is as it was
     a = restored.get("customer-a")
     b = restored.get("customer-b")
@@ -194,8 +194,8 @@ def test_deleted_flag_version_and_market_survive_a_snapshot() -> None:
     assert a is not None
     assert b is not None
     assert v is not None
-    assert (a.version, a.deleted) == (7, False)
-    assert (b.version, b.deleted) == (-1, True)
+    assert (a.version, restored.is_deleted("customer-a")) == (7, False)
+    assert (b.version, restored.is_deleted("customer-b")) == (-1, True)
     assert a.market == Market(currency="EUR", language="de_DE")
     assert a.market is b.market  # still interned
     assert v.market == Market()
@@ -208,7 +208,7 @@ def test_snapshot_drops_identities_idle_before_the_cutoff() -> None:
     memory.identities.touch("customer-idle", NOW - timedelta(hours=2))
     memory.identities.touch("customer-active", NOW)
     # When the snapshot keeps those seen in the last hour
-    restored = Identities(10, memory.snapshot(NOW - timedelta(hours=1)))
+    restored = Identities(10, memory.snapshot(NOW - timedelta(hours=1), NOW))
     # Then the idle one is left out
     assert restored.get("customer-idle") is None
     assert restored.get("customer-active") is not None
@@ -220,7 +220,9 @@ def test_restored_identities_keep_their_recency_order() -> None:
     for key in ("customer-a", "customer-b", "customer-c", "customer-a"):
         memory.identities.touch(key, NOW)
     restored = ShardMemory(
-        seen_capacity=16, identity_capacity=3, snapshot=memory.snapshot(NOW - timedelta(hours=1))
+        seen_capacity=16,
+        identity_capacity=3,
+        snapshot=memory.snapshot(NOW - timedelta(hours=1), NOW),
     )
     # When a new identity arrives after the restore
     restored.identities.touch("customer-d", NOW)
@@ -240,10 +242,10 @@ def test_shard_memory_round_trip_keeps_keys_forgotten_through_and_identities() -
     _fill(memory.seen, "new", 15, NOW, NOW)
     state = memory.identities.touch("customer-a", NOW)
     state.version = 3
-    state.deleted = True
+    memory.identities.mark_deleted("customer-a", NOW)
     memory.identities.set_market(state, Market(channel="app", currency="USD"))
     # When it is snapshotted (through JSON, as Temporal carries it) and restored
-    wire = memory.snapshot(NOW - timedelta(hours=1)).model_dump_json()
+    wire = memory.snapshot(NOW - timedelta(hours=1), NOW).model_dump_json()
     snapshot = MemorySnapshot.model_validate_json(wire)
     restored = ShardMemory(seen_capacity=16, identity_capacity=10, snapshot=snapshot)
     # Then the same keys are remembered, the forgotten ones are not
@@ -258,7 +260,7 @@ def test_shard_memory_round_trip_keeps_keys_forgotten_through_and_identities() -
     restored_state = restored.identities.get("customer-a")
     assert restored_state is not None
     assert restored_state.version == 3
-    assert restored_state.deleted
+    assert restored.identities.is_deleted("customer-a")
     assert restored_state.market == Market(channel="app", currency="USD")
 
 
@@ -267,7 +269,9 @@ def test_restored_memory_keeps_enforcing_its_capacity() -> None:
     memory = ShardMemory(seen_capacity=16, identity_capacity=10)
     _fill(memory.seen, "k", 16, NOW, NOW)
     restored = ShardMemory(
-        seen_capacity=16, identity_capacity=10, snapshot=memory.snapshot(NOW - timedelta(hours=1))
+        seen_capacity=16,
+        identity_capacity=10,
+        snapshot=memory.snapshot(NOW - timedelta(hours=1), NOW),
     )
     # When one more key arrives
     restored.seen.add(digest("k-16"), NOW, NOW)
@@ -295,7 +299,7 @@ def test_snapshot_of_a_busy_shard_fits_well_within_a_temporal_payload() -> None:
         state = memory.identities.touch(f"anonymous-{number}", NOW)
         memory.identities.set_market(state, markets[number % len(markets)])
     # When it is snapshotted and serialized
-    snapshot = memory.snapshot(NOW - timedelta(hours=1))
+    snapshot = memory.snapshot(NOW - timedelta(hours=1), NOW)
     payload = snapshot.model_dump_json()
     # Then nothing was left out, markets are interned, and it is under 1.2 MB
     assert len(memory.seen) == 30_000
@@ -332,3 +336,24 @@ def test_future_dated_keys_of_a_live_generation_survive_continue_as_new() -> Non
         restored.add(digest(f"k-{number}"), later, later)
     # Then it is still known until its stated time
     assert digest("ahead") in restored
+
+
+def test_a_deletion_outlives_the_identity_among_many_visitors() -> None:
+    # Given a deleted customer, then traffic of many more visitors than identities kept
+    identities = Identities(capacity=100)
+    identities.mark_deleted("customer-gone", NOW)
+    for number in range(1_000):
+        identities.touch(f"anonymous-{number}", NOW)
+    # Then the deletion is still known, across a snapshot too
+    assert identities.get("customer-gone") is None
+    assert identities.is_deleted("customer-gone")
+    restored = Identities(
+        capacity=100, snapshot=MemorySnapshot(deleted=identities.deleted_snapshot(NOW))
+    )
+    assert restored.is_deleted("customer-gone")
+    # And is forgotten after 30 days
+    later = NOW + timedelta(days=31)
+    aged = Identities(
+        capacity=100, snapshot=MemorySnapshot(deleted=identities.deleted_snapshot(later))
+    )
+    assert not aged.is_deleted("customer-gone")
