@@ -22,12 +22,13 @@ with backoff; what Insider refuses goes to the dead-letter store; the shard neve
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -41,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider.deadletters import DeadLetterDraft
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
-    from ct_insider.journeys.memory import MemorySnapshot, ShardMemory
+    from ct_insider.journeys.memory import MemorySnapshot, ShardMemory, memory_with
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
     from ct_insider.journeys.signals import JourneySignal
@@ -56,6 +57,7 @@ SETTLE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 MAX_BACKOFF = timedelta(minutes=5)
+SIGNALS = TypeAdapter(list[JourneySignal])
 
 
 class ShardSettings(BaseModel):
@@ -190,6 +192,8 @@ class JourneyShardWorkflow:
         self._stats = carried.stats
         self._failures = 0
         self._run_signals = 0
+        # Intake keys accepted since the carried state was built (while continuing-as-new).
+        self._since_carry: list[str] | None = None
         spread = 0.75 + 0.5 * ((params.shard * 0.618) % 1.0)
         self._max_run_signals = max(1, int(params.settings.max_run_signals * spread))
         # Every run starts by asking Temporal whether a task that delivered was cut short (a
@@ -198,30 +202,43 @@ class JourneyShardWorkflow:
         self._check_interruption = True
 
     @workflow.signal
-    def deliver(self, raw_signals: list[dict[str, Any]]) -> None:
-        # Taken as plain objects and read one by one: one the worker cannot read (a newer
-        # bridge during a rolling deploy) is dead-lettered, instead of the SDK dropping the
-        # whole signal, and with it every event of the window.
+    def deliver(self, window: RawValue) -> None:
+        """A window of the bridge's group commit: a JSON array of journey signals."""
         now = workflow.now()
         task = workflow.info().get_current_history_length()
-        self._run_signals += len(raw_signals)
-        for raw in raw_signals:
-            try:
-                signal = JourneySignal.model_validate(raw)
-            except ValidationError as exc:
-                self._unreadable(raw, validation_reasons(exc))
-                continue
+        for signal in self._read(window.payload.data):
+            self._run_signals += 1
             verdict = accept(self._memory, signal, now)
             self._stats.count(verdict)
             if verdict is Verdict.ACCEPTED:
                 signal.accepted_in = task
                 self._pending.append(signal)
+                if self._since_carry is not None:
+                    self._since_carry.append(signal.intake_key())
             elif verdict is not Verdict.DUPLICATE:
                 self._drop_letter(signal)
 
-    def _unreadable(self, raw: dict[str, Any], reasons: list[str]) -> None:
+    def _read(self, data: bytes) -> list[JourneySignal]:
+        """The window's signals. One the worker cannot read (a newer bridge during a rolling
+        deploy) is dead-lettered with its reason: the rest of the window goes on (the SDK
+        would drop a whole signal it cannot decode)."""
+        try:
+            return SIGNALS.validate_json(data)
+        except ValidationError:
+            pass
+        readable = []
+        for raw in json.loads(data):
+            try:
+                readable.append(JourneySignal.model_validate(raw))
+            except ValidationError as exc:
+                self._unreadable(raw, validation_reasons(exc))
+        return readable
+
+    def _unreadable(self, raw: Any, reasons: list[str]) -> None:
         self._stats.received += 1
         self._stats.dead_lettered += 1
+        if not isinstance(raw, dict):
+            raw = {"value": raw}
         letter = DeadLetterDraft(
             entity="journey-signal",
             record_id=str(raw.get("dedupe_key") or "unknown"),
@@ -264,12 +281,15 @@ class JourneyShardWorkflow:
                         )
                 await self._deliver_batch()
             if self._time_to_continue():
-                # A task of its own: if Temporal refuses this completion because a signal
-                # arrived, no delivery runs twice.
+                # The carried state is built now, so that the task that continues-as-new is
+                # short (Temporal refuses its completion if a signal arrives meanwhile, and
+                # the shard then replays its run); and that task is one of its own, so such a
+                # refusal never repeats a delivery.
+                carry = self._carry()
                 await workflow.sleep(timedelta(milliseconds=1))
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
-                    ShardInput(shard=params.shard, settings=settings, carried=self._carry())
+                    ShardInput(shard=params.shard, settings=settings, carried=self._complete(carry))
                 )
 
     def _time_to_continue(self) -> bool:
@@ -292,14 +312,23 @@ class JourneyShardWorkflow:
 
     def _carry(self) -> ShardCarry:
         idle = timedelta(seconds=self._settings.identity_idle_seconds)
-        stats = self._stats.model_copy(update={"runs": self._stats.runs + 1})
+        self._since_carry = []
+        return ShardCarry(memory=self._memory.snapshot(workflow.now() - idle, workflow.now()))
+
+    def _complete(self, carry: ShardCarry) -> ShardCarry:
+        """What changed since the carry was built: signals accepted meanwhile (their keys
+        join the memory), pending work, statistics."""
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run
+        memory = carry.memory
+        if self._since_carry:
+            memory = memory_with(memory, self._since_carry, workflow.now())
+        self._since_carry = None
         return ShardCarry(
-            memory=self._memory.snapshot(workflow.now() - idle, workflow.now()),
+            memory=memory,
             pending=self._pending,
             unfinished=self._unfinished,
-            stats=stats,
+            stats=self._stats.model_copy(update={"runs": self._stats.runs + 1}),
         )
 
     async def _back_off(self) -> None:

@@ -300,3 +300,13 @@ class ShardMemory:
             markets=markets,
             identities=identities,
         )
+
+
+def memory_with(snapshot: MemorySnapshot, keys: list[str], now: datetime) -> MemorySnapshot:
+    """A snapshot that also remembers `keys` (accepted after it was taken), as its newest
+    generation."""
+    packed = b"".join(digest(key).to_bytes(8, "big") for key in keys)
+    newest = GenerationSnapshot(
+        opened_at=_epoch(now), latest=0, keys=base64.b64encode(packed).decode()
+    )
+    return snapshot.model_copy(update={"generations": [*snapshot.generations, newest]})

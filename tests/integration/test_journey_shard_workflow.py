@@ -163,9 +163,9 @@ async def keep_history(
 async def send(
     handle: WorkflowHandle[JourneyShardWorkflow, ShardStats], *signals: JourneySignal
 ) -> None:
+    # As the bridge sends a window: a JSON array of signals.
     await handle.signal(
-        JourneyShardWorkflow.deliver,
-        [s.model_dump(mode="json", exclude_defaults=True) for s in signals],
+        "deliver", [s.model_dump(mode="json", exclude_defaults=True) for s in signals]
     )
 
 
@@ -385,8 +385,7 @@ async def test_an_unreadable_signal_is_dead_lettered_and_the_rest_of_its_window_
         # Given a window with one signal this worker cannot read (a newer bridge's)
         unreadable = {"dedupe_key": "event:from-the-future", "kind": "hologram"}
         await handle.signal(
-            JourneyShardWorkflow.deliver,
-            [good.model_dump(mode="json", exclude_defaults=True), unreadable],
+            "deliver", [good.model_dump(mode="json", exclude_defaults=True), unreadable]
         )
         # Then the readable one is delivered and the other one parked with its reason
         await eventually(lambda: mocks.delivered_keys() == [good.dedupe_key])
