@@ -68,12 +68,12 @@ class ShardSettings(BaseModel):
     seen_capacity: int = Field(default=30_000, ge=16)  # dedupe keys remembered
     identity_capacity: int = Field(default=20_000, ge=1)
     identity_idle_seconds: float = Field(default=24 * 3600, gt=0)  # then forgotten at CAN
-    # A run continues-as-new after about this many signals: a rebuild (a restart, or a
-    # task Temporal refused because a signal arrived while continuing-as-new) replays the
-    # whole run, so its length bounds that pause (bench/realtime.py: a run of 3,000
-    # signals replays in 0.3 s of CPU). Each shard's threshold is offset by its index
-    # (0.75x to 1.25x), so shards under even traffic do not all pause at once.
-    max_run_signals: int = Field(default=2_500, ge=1)
+    # A run continues-as-new after about this many signals. Each continue-as-new pauses the
+    # shard for a few hundred ms (the carried memory, ~0.8 MB, is written and read back); a
+    # rebuild (a restart) replays the whole run (bench/realtime.py: 3,000 signals replay in
+    # 0.3 s of CPU). Each shard's threshold is offset by its index (0.75x to 1.25x), so
+    # shards under even traffic do not all pause at once.
+    max_run_signals: int = Field(default=6_000, ge=1)
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
     # Pending signals carried over continue-as-new, at most (with the memory, well under
