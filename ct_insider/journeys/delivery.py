@@ -40,6 +40,7 @@ from ct_insider.journeys.plan import (
     DeliveryContext,
     DeliveryPlan,
     EmailChange,
+    PlannedEvent,
     PlannedUser,
     Refusal,
     plan_delivery,
@@ -102,7 +103,10 @@ def dead_letter(
         reasons=reasons,
         run=lane,
         market=market,
-        redrive={"signal": signal.model_dump(mode="json", exclude={"doubt", "redrive_of"})},
+        # What the shard set on the signal is not part of it.
+        redrive={
+            "signal": signal.model_dump(mode="json", exclude={"doubt", "redrive_of", "accepted_in"})
+        },
     )
 
 
@@ -467,13 +471,18 @@ def delivered(
     outcome.stats.events += len(user.events)
     if user.attributes is not None:
         outcome.stats.profiles += 1
+    record_in_ledger(user.events, book)
+    book.redriven.extend(redriven_letters(signals, user.signals))
+
+
+def record_in_ledger(events: Sequence[PlannedEvent], book: Bookkeeping) -> None:
+    """The order events among `events` are in Insider: their keys go to the ledger."""
     keys: dict[str, list[str]] = defaultdict(list)
-    for planned in user.events:
+    for planned in events:
         if planned.order_id and planned.ledger_key:
             keys[planned.order_id].append(planned.ledger_key)
     for order_id, order_keys in keys.items():
         book.ledger.setdefault(order_id, []).extend(order_keys)
-    book.redriven.extend(redriven_letters(signals, user.signals))
 
 
 def _backoff(exc: InsiderError) -> float:

@@ -47,8 +47,9 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
     if key in memory.seen:
         return Verdict.DUPLICATE
     memory.seen.add(key, signal.occurred_at, now)
-    identity = memory.identities.touch(signal.routing(), now)
-    if memory.identities.is_deleted(signal.routing()):
+    routing = signal.routing()
+    identity = memory.identities.touch(routing, now)
+    if memory.identities.is_deleted(routing):
         return Verdict.DELETED
     if (
         signal.kind == "customer"

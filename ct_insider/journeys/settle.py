@@ -25,9 +25,8 @@ from ct_insider.insider.errors import InsiderError, InsiderUnavailable
 from ct_insider.insider.held import HeldEventCheck, Sought
 from ct_insider.journeys.delivery import (
     Bookkeeping,
-    DeliveryOutcome,
     JourneyDeliverer,
-    delivered,
+    record_in_ledger,
     redriven_letters,
     signal_letter,
 )
@@ -117,8 +116,7 @@ class DoubtSettler:
                 found = [p for p, is_held in zip(user.events, held, strict=True) if is_held]
                 missing = [p for p, is_held in zip(user.events, held, strict=True) if not is_held]
                 progress.found += len(found)
-                holder = user.model_copy(update={"events": found, "attributes": None})
-                delivered(holder, signals, DeliveryOutcome(), book)
+                record_in_ledger(found, book)
                 # A re-driven signal is done once every one of its events is in Insider.
                 book.redriven = redriven_letters(
                     signals, [s for s in user.signals if all(m.signal != s for m in missing)]
@@ -143,7 +141,8 @@ class DoubtSettler:
                 book.letters.extend(signal_letter(lane, signals[s], reasons) for s in rest.signals)
                 progress.dead_lettered += len(rest.signals)
             else:
-                delivered(rest, signals, DeliveryOutcome(), book)
+                record_in_ledger(missing, book)
+                book.redriven = redriven_letters(signals, rest.signals)
                 progress.resent += len(missing)
             await self._deliverer.finish(book)
             return
