@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import os
 import sys
-from datetime import datetime
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, NoReturn
 
 from ct_insider.config import (
     BridgeSettings,
@@ -16,51 +19,35 @@ from ct_insider.config import (
     load,
 )
 from ct_insider.logging import configure_logging
+from starters.output import EXIT_CODES_HELP, ExitCode, UsageError, fail, unreachable
 
+# Command groups that live in a module of their own: each has `register(commands)`, which
+# adds its parser and sets `handler` (an async function of the parsed arguments -> exit code).
+COMMAND_MODULES: tuple[str, ...] = ("starters.backfill", "starters.delta")
 
-def _timestamp(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"timestamp needs a timezone (e.g. Z): {value!r}")
-    return parsed
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ct-insider", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ct-insider",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
 
-    worker = commands.add_parser("worker", help="run the Temporal worker")
+    # Servers: they run until stopped and log JSON lines; no --json output of their own.
+    worker = commands.add_parser(
+        "worker",
+        help="run the Temporal worker",
+        epilog="example: ct-insider worker --mapping mapping.json",
+    )
     worker.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
     worker.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
-
-    backfill = commands.add_parser("backfill", help="start (or attach to) a historical backfill")
-    backfill.add_argument("target", choices=["customers", "orders", "all"])
-    backfill.add_argument("--since", type=_timestamp, help="lastModifiedAt lower bound (inclusive)")
-    backfill.add_argument("--until", type=_timestamp, help="lastModifiedAt upper bound (exclusive)")
-    backfill.add_argument("--batch-size", type=int, default=1_000)
-    backfill.add_argument("--wait", action="store_true", help="follow progress until it finishes")
-
-    sync = commands.add_parser("sync", help="delta syncs and the full catalog sync")
-    modes = sync.add_subparsers(dest="mode", required=True)
-    delta = modes.add_parser("delta", help="start the long-running delta sync (or attach)")
-    delta.add_argument("target", choices=["customers", "orders", "catalog", "all"])
-    delta.add_argument("--since", type=_timestamp, help="first window start (default: now)")
-    delta.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
-    delta.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
-    delta.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
-    catalog = modes.add_parser("catalog", help="sync the whole catalog, every market")
-    catalog.add_argument(
-        "--full",
-        action="store_true",
-        help="send every item again (default: only what differs from what Insider holds)",
-    )
-    catalog.add_argument("--wait", action="store_true", help="follow progress until it finishes")
-
-    commands.add_parser("status", help="show the delta sync watermarks and last windows")
 
     dlq = commands.add_parser(
         "dlq",
@@ -81,10 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser(
-        "bridge", help="serve the webhook bridge (BRIDGE_TOKEN, BRIDGE_HOST, BRIDGE_PORT)"
+        "bridge",
+        help="serve the webhook bridge (BRIDGE_TOKEN, BRIDGE_HOST, BRIDGE_PORT)",
+        epilog="example: BRIDGE_TOKEN=... BRIDGE_PORT=8080 ct-insider bridge",
     )
 
-    emulate = commands.add_parser("emulate", help="serve an emulator on 127.0.0.1")
+    emulate = commands.add_parser(
+        "emulate",
+        help="serve an emulator on 127.0.0.1",
+        epilog="example: ct-insider emulate insider --port 8090",
+    )
     emulate.add_argument("system", choices=["commercetools", "insider"])
     emulate.add_argument("--port", type=int, required=True)
     emulate.add_argument("--project", default="demo", help="commercetools project key")
@@ -92,26 +85,58 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--api-key", default="ucd-token", help="Insider UCD token")
     emulate.add_argument("--catalog-api-key", default="catalog-token", help="Insider catalog token")
 
-    dev = commands.add_parser("dev", help="run the whole local stack with demo data (make run)")
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole local stack with demo data (make run)",
+        epilog="example: ct-insider dev --state-dir .dev",
+    )
     dev.add_argument("--state-dir", type=Path, default=Path(".dev"))
     dev.add_argument("--port-offset", type=int, default=0, help="shift every port by N")
     dev.add_argument("--no-wait", action="store_true", help="exit once the demo backfill is done")
     return parser
 
 
+def run() -> NoReturn:
+    """The console script: exits with the command's own status, every time.
+
+    A process that used the Temporal client can die while Python finalizes, after its work
+    is done, with "Fatal Python error: PyGILState_Release" and status 134: the SDK's Rust
+    threads call into an interpreter that is shutting down (a known teardown race). So the
+    command flushes what it wrote and leaves without finalizing the interpreter.
+    """
+    try:
+        status = main()
+    except SystemExit as exc:  # argparse's usage errors, ConfigurationError
+        status = exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    except KeyboardInterrupt:
+        status = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, json=args.command != "dev")
+    handler: Handler | None = getattr(args, "handler", None)
+    try:
+        if handler is not None:
+            return asyncio.run(handler(args))
+        return _builtin(args)
+    except UsageError as exc:
+        fail(f"{args.command}: {exc}")
+        return ExitCode.USAGE
+    except Exception as exc:
+        down = unreachable(exc)
+        if down is None:
+            raise
+        fail(str(down))
+        return ExitCode.UNREACHABLE
+
+
+def _builtin(args: argparse.Namespace) -> int:
     if args.command == "worker":
         return asyncio.run(_worker(args))
-    if args.command == "backfill":
-        return asyncio.run(_backfill(args))
-    if args.command == "sync" and args.mode == "catalog":
-        return asyncio.run(_backfill(argparse.Namespace(**vars(args), target="catalog")))
-    if args.command == "sync":
-        return asyncio.run(_sync(args))
-    if args.command == "status":
-        return asyncio.run(_status())
     if args.command == "dlq":
         return asyncio.run(_dlq(args))
     if args.command == "bridge":
@@ -153,72 +178,6 @@ async def _worker(args: argparse.Namespace) -> int:
         mapping,
         args.ready_file,
     )
-    return 0
-
-
-async def _backfill(args: argparse.Namespace) -> int:
-    from ct_insider.sync.window import Window
-    from ct_insider.temporal import connect
-    from starters.backfill import follow, print_report, start_backfill
-    from workflows.backfill import BackfillInput
-
-    temporal = load(TemporalSettings)
-    try:
-        window = Window(since=getattr(args, "since", None), until=getattr(args, "until", None))
-        params = BackfillInput(
-            target=args.target,
-            window=window,
-            batch_size=getattr(args, "batch_size", 1_000),
-            catalog_mode="full" if getattr(args, "full", True) else "changes",
-        )
-    except ValueError as exc:
-        print(f"invalid backfill: {exc}", file=sys.stderr)
-        return 2
-    client = await connect(temporal)
-    handle = await start_backfill(client, temporal.task_queue, params)
-    print(f"backfill workflow {handle.id} (run {handle.result_run_id})")
-    if not args.wait:
-        return 0
-    final = await follow(handle)
-    print_report(final)
-    return 0
-
-
-async def _sync(args: argparse.Namespace) -> int:
-    from ct_insider.temporal import connect
-    from starters.delta import DELTA_ENTITIES, start_delta
-    from workflows.delta import DeltaSyncInput
-
-    temporal = load(TemporalSettings)
-    entities = DELTA_ENTITIES if args.target == "all" else (args.target,)
-    try:
-        inputs = [
-            DeltaSyncInput(
-                entity=entity,
-                watermark=args.since,
-                interval_seconds=args.interval,
-                safety_margin_seconds=args.margin,
-                overlap_seconds=args.overlap,
-            )
-            for entity in entities
-        ]
-    except ValueError as exc:
-        print(f"invalid delta sync: {exc}", file=sys.stderr)
-        return 2
-    client = await connect(temporal)
-    for params in inputs:
-        handle = await start_delta(client, temporal.task_queue, params)
-        print(f"{params.entity} delta sync: workflow {handle.id} (run {handle.result_run_id})")
-    return 0
-
-
-async def _status() -> int:
-    from ct_insider.temporal import connect
-    from starters.delta import DELTA_ENTITIES, delta_status, print_status
-
-    client = await connect(load(TemporalSettings))
-    for entity in DELTA_ENTITIES:
-        print_status(entity, await delta_status(client, entity))
     return 0
 
 
@@ -303,4 +262,4 @@ def _emulate(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-from typing import TextIO
+import argparse
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
+from starters.backfill import run_backfill
+from starters.output import (
+    EXIT_CODES_HELP,
+    ExitCode,
+    UsageError,
+    add_json_flag,
+    print_json,
+    stdout,
+    table,
+    timestamp,
+)
 from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow, delta_workflow_id
 
 DELTA_ENTITIES = ("customers", "orders", "catalog")
@@ -36,20 +46,137 @@ async def delta_status(client: Client, entity: str) -> DeltaStatus | None:
         return None
 
 
-def print_status(entity: str, status: DeltaStatus | None, out: TextIO = sys.stdout) -> None:
-    if status is None:
-        out.write(f"{entity} delta sync: not running\n")
-        return
-    watermark = status.watermark.isoformat() if status.watermark else "-"
-    out.write(
-        f"{entity} delta sync: watermark {watermark}, {status.windows} windows, "
-        f"sent {status.totals.sent}, events {status.totals.events}, "
-        f"rejected {status.totals.rejected}\n"
-    )
-    if status.last_run is not None:
-        run = status.last_run
-        out.write(
-            f"  last window {run.window.slug()}: processed {run.stats.processed}, "
-            f"sent {run.stats.sent}, skipped {run.stats.skipped}, "
-            f"rejected {run.stats.rejected}\n"
+def status_rows(statuses: dict[str, DeltaStatus | None]) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for entity, status in statuses.items():
+        if status is None:
+            rows.append((entity, "not running", None, None, None, None, None, None))
+            continue
+        last = status.last_run
+        rows.append(
+            (
+                entity,
+                "running",
+                status.watermark.isoformat() if status.watermark else None,
+                status.windows,
+                status.totals.sent,
+                status.totals.events,
+                status.totals.rejected,
+                (
+                    f"{last.window.slug()}: processed {last.stats.processed}, sent "
+                    f"{last.stats.sent}, skipped {last.stats.skipped}, rejected "
+                    f"{last.stats.rejected}"
+                )
+                if last
+                else None,
+            )
         )
+    return rows
+
+
+def print_status(statuses: dict[str, DeltaStatus | None]) -> None:
+    columns = (
+        "entity",
+        "state",
+        "watermark",
+        "windows",
+        "sent",
+        "events",
+        "rejected",
+        "last window",
+    )
+    stdout().print(table("delta syncs", columns, status_rows(statuses)))
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sync = commands.add_parser("sync", help="delta syncs and the full catalog sync")
+    modes = sync.add_subparsers(dest="mode", required=True)
+    delta = modes.add_parser(
+        "delta",
+        help="start the long-running delta sync (or attach)",
+        epilog="example: ct-insider sync delta all --interval 60\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    delta.add_argument("target", choices=[*DELTA_ENTITIES, "all"])
+    delta.add_argument("--since", type=timestamp, help="first window start (default: now)")
+    delta.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
+    delta.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
+    delta.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
+    add_json_flag(delta)
+    delta.set_defaults(handler=run_delta)
+    catalog = modes.add_parser(
+        "catalog",
+        help="sync the whole catalog, every market",
+        epilog="example: ct-insider sync catalog --wait\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    catalog.add_argument(
+        "--full",
+        action="store_true",
+        help="send every item again (default: only what differs from what Insider holds)",
+    )
+    catalog.add_argument("--wait", action="store_true", help="follow progress until it finishes")
+    add_json_flag(catalog)
+    catalog.set_defaults(handler=run_backfill, target="catalog")
+
+    status = commands.add_parser(
+        "status",
+        help="show the delta sync watermarks and last windows",
+        epilog="example: ct-insider status --json\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_json_flag(status)
+    status.set_defaults(handler=run_status)
+
+
+async def run_delta(args: argparse.Namespace) -> int:
+    from ct_insider.config import TemporalSettings, load
+    from ct_insider.temporal import connect
+
+    temporal = load(TemporalSettings)
+    entities = DELTA_ENTITIES if args.target == "all" else (args.target,)
+    try:
+        inputs = [
+            DeltaSyncInput(
+                entity=entity,
+                watermark=args.since,
+                interval_seconds=args.interval,
+                safety_margin_seconds=args.margin,
+                overlap_seconds=args.overlap,
+            )
+            for entity in entities
+        ]
+    except ValueError as exc:
+        raise UsageError(f"invalid delta sync: {exc}") from None
+    client = await connect(temporal)
+    started = []
+    for params in inputs:
+        handle = await start_delta(client, temporal.task_queue, params)
+        started.append(
+            {"entity": params.entity, "workflow_id": handle.id, "run_id": handle.result_run_id}
+        )
+        if not args.json:
+            stdout().print(
+                f"{params.entity} delta sync: workflow {handle.id} (run {handle.result_run_id})"
+            )
+    if args.json:
+        print_json(started)
+    return ExitCode.OK
+
+
+async def run_status(args: argparse.Namespace) -> int:
+    from ct_insider.config import TemporalSettings, load
+    from ct_insider.temporal import connect
+
+    client = await connect(load(TemporalSettings))
+    statuses = {entity: await delta_status(client, entity) for entity in DELTA_ENTITIES}
+    if args.json:
+        print_json(
+            {
+                entity: status.model_dump(mode="json") if status else None
+                for entity, status in statuses.items()
+            }
+        )
+    else:
+        print_status(statuses)
+    return ExitCode.OK
