@@ -8,7 +8,9 @@ from temporalio import activity
 from activities.base import ConnectorActivities
 from activities.errors import as_application_error
 from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.errors import InsiderError
+from ct_insider.sync.rejected import sync_letters
 from ct_insider.sync.reports import SyncStats
 
 
@@ -20,7 +22,8 @@ class CatalogRefresh(BaseModel):
 class CatalogActivities(ConnectorActivities):
     @activity.defn
     async def refresh_catalog(self, params: CatalogRefresh) -> SyncStats:
-        """Idempotent: it sends what differs from Insider's fingerprints, so a retry is safe."""
+        """Idempotent: it sends what differs from Insider's fingerprints, so a retry is safe.
+        Refused items are dead-lettered (a retry adds an attempt to the same letters)."""
         try:
             stats = SyncStats()
             if params.product_ids:
@@ -31,6 +34,15 @@ class CatalogActivities(ConnectorActivities):
                         [{"id": c} for c in params.category_ids]
                     )
                 )
+            if stats.rejections:
+                letters = sync_letters(
+                    stats.rejections,
+                    resource="products",
+                    run=activity.info().workflow_id or "catalog-change",
+                    skip_hook=False,
+                    path="realtime",
+                )
+                await DeadLetterStore(self._ct).put(letters)
             return stats
         except (CommercetoolsError, InsiderError) as exc:
             raise as_application_error(exc) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from functools import partial
-from typing import Literal
+from typing import assert_never
 
 import httpx
 from pydantic import BaseModel, Field
@@ -14,13 +14,15 @@ from temporalio import activity
 from activities.base import ConnectorActivities
 from activities.errors import as_application_error
 from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.errors import InsiderError
 from ct_insider.logging import get_logger
+from ct_insider.resources import REGISTRY, Sender, synced
+from ct_insider.resources import Resource as Resource  # re-exported: workflows import it here
 from ct_insider.sync.catalog import CatalogMode
-from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
-from ct_insider.sync.fingerprints import CONTAINER as FINGERPRINTS
-from ct_insider.sync.orders import ORDER_EXPAND
+from ct_insider.sync.customers import send_customer_batch
 from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
+from ct_insider.sync.rejected import dead_lettering
 from ct_insider.sync.reports import SyncStats
 from ct_insider.sync.window import Window
 
@@ -30,36 +32,15 @@ log = get_logger(__name__)
 # retries (with their backoff).
 MAX_IN_PROCESS_SETTLEMENTS = 20
 
-Entity = Literal["customers", "orders"]
-# What a chunk pages through: an entity; payments (whose refunds belong to orders);
-# products, inventory and categories (the catalog); the catalog sweep pages what Insider's
-# catalog holds (the fingerprint store) to hide products deleted while no message arrived.
-Resource = Literal[
-    "customers",
-    "orders",
-    "payments",
-    "products",
-    "inventory",
-    "standalone-prices",
-    "categories",
-    "catalog-sweep",
-]
-EXPAND: dict[Resource, tuple[str, ...]] = {
-    "customers": CUSTOMER_EXPAND,
-    "orders": ORDER_EXPAND,
-    "payments": (),
-    "products": (),
-    "inventory": (),
-    "standalone-prices": (),
-    "categories": (),
-    "catalog-sweep": (),
-}
-PATHS: dict[Resource, str] = {"catalog-sweep": f"custom-objects/{FINGERPRINTS}"}
+# What a chunk pages through, where it is read, with which expansions, and what a page is
+# handed to: all from the registry (ct_insider/resources.py).
+EXPAND: dict[str, tuple[str, ...]] = {entry.name: entry.expand for entry in REGISTRY}
+PATHS: dict[str, str] = {entry.name: entry.endpoint for entry in REGISTRY}
 
 
 def path_of(resource: Resource) -> str:
     """The commercetools endpoint a resource is read from."""
-    return PATHS.get(resource, resource)
+    return PATHS[resource]
 
 
 class SyncChunkInput(BaseModel):
@@ -116,22 +97,43 @@ class SyncActivities(ConnectorActivities):
         return int(body.get("total") or 0)
 
     def _sender(self, params: SyncChunkInput) -> BatchSender:
-        if params.entity == "orders":
-            return partial(self._orders.send_batch, lane=params.lane, skip_hook=params.skip_hook)
-        if params.entity == "payments":
-            return partial(
-                self._orders.send_for_payments, lane=params.lane, skip_hook=params.skip_hook
-            )
-        if params.entity == "products":
-            return partial(self._catalog.send_products, mode=params.catalog_mode)
-        if params.entity in ("inventory", "standalone-prices"):
-            return self._catalog.send_for_skus
-        if params.entity == "categories":
-            return self._catalog.send_for_categories
-        if params.entity == "catalog-sweep":
-            return self._catalog.hide_vanished
-        return partial(
-            send_customer_batch, self._insider, config=self._mapping, skip_hook=params.skip_hook
+        """The callable of the resource's registry sender (mypy holds every one to a case)."""
+        sender = synced(params.entity).sender
+        match sender:
+            case Sender.CUSTOMERS:
+                return partial(
+                    send_customer_batch,
+                    self._insider,
+                    config=self._mapping,
+                    skip_hook=params.skip_hook,
+                )
+            case Sender.ORDERS:
+                return partial(
+                    self._orders.send_batch, lane=params.lane, skip_hook=params.skip_hook
+                )
+            case Sender.ORDERS_OF_PAYMENTS:
+                return partial(
+                    self._orders.send_for_payments, lane=params.lane, skip_hook=params.skip_hook
+                )
+            case Sender.PRODUCTS:
+                return partial(self._catalog.send_products, mode=params.catalog_mode)
+            case Sender.PRODUCTS_OF_SKUS:
+                return self._catalog.send_for_skus
+            case Sender.PRODUCTS_OF_CATEGORIES:
+                return self._catalog.send_for_categories
+            case Sender.VANISHED_PRODUCTS:
+                return self._catalog.hide_vanished
+            case _:
+                assert_never(sender)
+
+    def _dead_lettering(self, params: SyncChunkInput) -> BatchSender:
+        """The sender, writing the records it rejects to the dead-letter store."""
+        return dead_lettering(
+            self._sender(params),
+            DeadLetterStore(self._ct),
+            resource=params.entity,
+            run=params.lane,
+            skip_hook=params.skip_hook,
         )
 
     @activity.defn
@@ -166,7 +168,7 @@ class SyncActivities(ConnectorActivities):
             beat = ChunkHeartbeat(cursor=cursor, stats=total, remembered=memory.remembered)
             activity.heartbeat(beat.model_dump(mode="json"))
 
-        sends_events = params.entity in ("orders", "payments")
+        sends_events = synced(params.entity).sender.sends_order_events
         started = time.monotonic()
         settled_in_process = 0
         while True:
@@ -180,7 +182,7 @@ class SyncActivities(ConnectorActivities):
                 outcome = await sync_window(
                     self._ct,
                     path_of(params.entity),
-                    self._sender(params),
+                    self._dead_lettering(params),
                     window=params.window,
                     after_id=latest.cursor,
                     batch_size=params.batch_size,

@@ -5,22 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.notifications import consumes
 from ct_insider.commercetools.queries import orders_holding_payments, products_with_skus
 from ct_insider.journeys.envelopes import Notification
+from ct_insider.journeys.intake import DELETION_TYPES
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
 from ct_insider.journeys.storefront import StorefrontEvent
 from ct_insider.mapping import normalize
 from workflows.catalog_changes import CatalogChange
 
-# Payment changes that can create a refund event.
-PAYMENT_TYPES = frozenset(
-    {
-        "PaymentTransactionAdded",
-        "PaymentTransactionStateChanged",
-        "ResourceCreated",
-        "ResourceUpdated",
-    }
-)
+# An order deletion arrives with the order change notifications (setup subscribes to them).
 IGNORED_ORDER_TYPES = frozenset({"OrderDeleted", "ResourceDeleted"})
 Routed = JourneySignal | CatalogChange
 
@@ -83,6 +77,9 @@ class NotificationRouter:
 
     async def signals(self, notification: Notification) -> list[Routed]:
         kind = notification.resource_type
+        # The same list `ct-insider setup commercetools` subscribes to.
+        if not consumes(kind, notification.notification_type, notification.type):
+            raise Ignored(f"{notification.type} on {kind or 'unknown'} resources is not used")
         if kind == "customer":
             return [self._customer(notification)]
         if kind == "order":
@@ -135,6 +132,9 @@ class NotificationRouter:
             sequence_number=notification.sequence_number,
             market=Market(language=normalize.insider_language(locale)),
             previous_email=payload.get("oldEmail"),
+            user_provided=(notification.user_provided or None)
+            if notification.type in DELETION_TYPES
+            else None,
         )
 
     async def _order(self, notification: Notification) -> list[JourneySignal]:
@@ -148,8 +148,6 @@ class NotificationRouter:
         return [self._order_signal(notification, order, notification.id)]
 
     async def _payment(self, notification: Notification) -> list[JourneySignal]:
-        if notification.type not in PAYMENT_TYPES:
-            raise Ignored(f"{notification.type} cannot change refunds")
         orders = await orders_holding_payments(self._ct, [notification.resource_id])
         if not orders:
             raise Ignored(f"payment {notification.resource_id} belongs to no order yet")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ct_insider.commercetools.scopes import default_scope_names
 
 _COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -41,18 +43,10 @@ class CommercetoolsSettings(BaseSettings):
     def effective_scopes(self) -> str:
         if self.scopes.strip():
             return self.scopes.strip()
-        names = (
-            "view_customers",
-            "view_orders",
-            "view_published_products",
-            "view_products",
-            "view_categories",
-            "view_payments",
-            "view_stores",
-            "view_types",
-            # The only write: the delivery ledger of sent order events (custom objects).
-            "manage_key_value_documents",
-        )
+        # Exactly what the features need (the one write: custom objects for the delivery
+        # ledger, dead letters and catalog fingerprints); `ct-insider setup commercetools`
+        # checks a token against the same list.
+        names = default_scope_names()
         return " ".join(f"{name}:{self.project_key}" for name in names)
 
 
@@ -132,6 +126,24 @@ class TemporalSettings(BaseSettings):
         return self
 
 
+class SchedulesSettings(BaseSettings):
+    """The periodic jobs `ct-insider schedules apply` keeps as Temporal Schedules."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CT_INSIDER_SCHEDULES_")
+
+    path: Path | None = Field(
+        default=None,
+        description="JSON file of the schedules (see ct_insider/schedules.py); unset: the "
+        "built-in defaults (daily consistency checks, a nightly catalog reconciliation)",
+    )
+    prefix: str = Field(
+        default="ct-insider-",
+        pattern=r"^ct-insider-([a-z0-9-]*-)?$",
+        description="schedule ids start with this; `apply` deletes schedules with it that "
+        "the configuration no longer names (e.g. ct-insider-staging- to share a namespace)",
+    )
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="BRIDGE_")
 
@@ -159,6 +171,75 @@ class BridgeSettings(BaseSettings):
         if len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+
+SubscriptionDestination = Literal[
+    "GoogleCloudPubSub",
+    "SQS",
+    "SNS",
+    "EventBridge",
+    "AzureServiceBus",
+    "EventGrid",
+    "ConfluentCloud",
+]
+
+# The variables (after the prefix) each destination type needs.
+SUBSCRIPTION_DESTINATION_FIELDS: dict[str, tuple[str, ...]] = {
+    "GoogleCloudPubSub": ("gcp_project_id", "gcp_topic"),
+    "SQS": ("sqs_queue_url", "aws_region"),
+    "SNS": ("sns_topic_arn",),
+    "EventBridge": ("aws_region", "aws_account_id"),
+    "AzureServiceBus": ("azure_connection_string",),
+    "EventGrid": ("eventgrid_uri", "eventgrid_access_key"),
+    "ConfluentCloud": (
+        "confluent_bootstrap_server",
+        "confluent_api_key",
+        "confluent_api_secret",
+        "confluent_topic",
+    ),
+}
+
+
+class SubscriptionSettings(BaseSettings):
+    """Where commercetools delivers the notifications `ct-insider setup commercetools`
+    subscribes to (the retailer routes them to the bridge, e.g. Pub/Sub push)."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CT_INSIDER_SUBSCRIPTION_")
+
+    destination: SubscriptionDestination
+    key: str = Field(default="ct-insider", pattern=r"^[A-Za-z0-9_-]{2,256}$")
+    format: Literal["Platform", "CloudEvents"] = "Platform"
+    gcp_project_id: str | None = None
+    gcp_topic: str | None = None
+    sqs_queue_url: str | None = None
+    sns_topic_arn: str | None = None
+    aws_region: str | None = None
+    aws_account_id: str | None = None
+    aws_auth_mode: Literal["IAM", "Credentials"] = Field(
+        default="IAM", description="SQS/SNS: IAM (commercetools' role) or access keys"
+    )
+    aws_access_key: SecretStr | None = None
+    aws_access_secret: SecretStr | None = None
+    azure_connection_string: SecretStr | None = None
+    eventgrid_uri: str | None = None
+    eventgrid_access_key: SecretStr | None = None
+    confluent_bootstrap_server: str | None = None
+    confluent_api_key: str | None = None
+    confluent_api_secret: SecretStr | None = None
+    confluent_topic: str | None = None
+    confluent_acks: Literal["0", "1", "-1", "all"] = "all"
+    confluent_key: str | None = Field(default=None, description="Kafka message key field")
+
+    @model_validator(mode="after")
+    def _destination_is_complete(self) -> SubscriptionSettings:
+        prefix = "CT_INSIDER_SUBSCRIPTION_"
+        needed = list(SUBSCRIPTION_DESTINATION_FIELDS[self.destination])
+        if self.destination in ("SQS", "SNS") and self.aws_auth_mode == "Credentials":
+            needed += ["aws_access_key", "aws_access_secret"]
+        unset = [f"{prefix}{name.upper()}" for name in needed if getattr(self, name) in (None, "")]
+        if unset:
+            raise ValueError(f"a {self.destination} destination needs {', '.join(unset)}")
+        return self
 
 
 class ConfigurationError(SystemExit):

@@ -49,10 +49,17 @@ class DeadLetterDraft(BaseModel):
     # What makes the letter one of its own (a journey signal's dedupe key: two messages
     # about one customer are two letters); the record id when not given.
     source: str | None = None
+    # backfill, delta, catalog or realtime; letters written before paths were recorded
+    # are realtime ones (only journeys wrote letters then).
+    path: str | None = None
 
     @property
     def key(self) -> str:
         return letter_key(self.entity, self.source or self.record_id)
+
+    @property
+    def path_name(self) -> str:
+        return self.path or "realtime"
 
 
 class DeadLetter(DeadLetterDraft):
@@ -104,15 +111,18 @@ class DeadLetterStore:
             return None
         return _letter(found)
 
-    async def list(self, entity: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+    async def list(
+        self, entity: str | None = None, limit: int | None = None, *, path: str | None = None
+    ) -> list[DeadLetter]:
         """Letters oldest first (by their custom objects' creation)."""
         where = f"container={json.dumps(self._container)}"
         letters: list[DeadLetter] = []
         async for page in self._ct.pages("custom-objects", where=where):
             for found in page.results:
                 letter = _letter(found)
-                if entity is None or letter.entity == entity:
-                    letters.append(letter)
+                if entity not in (None, letter.entity) or path not in (None, letter.path_name):
+                    continue
+                letters.append(letter)
             if limit is not None and len(letters) >= limit:
                 break
         letters.sort(key=lambda letter: letter.first_seen)

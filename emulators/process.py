@@ -14,6 +14,8 @@ from types import TracebackType
 
 import httpx
 
+from ct_insider.search_attributes import dev_server_flags
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -157,6 +159,7 @@ def temporal_dev_server_command(
         "--dynamic-config-value",
         "matching.numTaskqueueWritePartitions=1",
     ]
+    command += dev_server_flags()  # the search attributes our workflows set
     if db_file is not None:
         command += ["--db-filename", str(db_file)]
     if headless:

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
+from ct_insider.resources import BACKFILL_CHOICES
 from ct_insider.sync.window import Window
 from starters.output import (
     EXIT_CODES_HELP,
@@ -194,7 +195,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    backfill.add_argument("target", choices=["customers", "orders", "all"])
+    backfill.add_argument("target", choices=BACKFILL_CHOICES)
     backfill.add_argument("--since", type=timestamp, help="lastModifiedAt lower bound (inclusive)")
     backfill.add_argument("--until", type=timestamp, help="lastModifiedAt upper bound (exclusive)")
     backfill.add_argument("--batch-size", type=int, default=1_000)

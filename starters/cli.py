@@ -23,7 +23,15 @@ from starters.output import EXIT_CODES_HELP, ExitCode, UsageError, fail, unreach
 
 # Command groups that live in a module of their own: each has `register(commands)`, which
 # adds its parser and sets `handler` (an async function of the parsed arguments -> exit code).
-COMMAND_MODULES: tuple[str, ...] = ("starters.backfill", "starters.delta")
+COMMAND_MODULES: tuple[str, ...] = (
+    "starters.backfill",
+    "starters.delta",
+    "starters.schedules",
+    "starters.check",
+    "starters.dlq",
+    "starters.setup",
+    "starters.doctor",
+)
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -48,24 +56,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
     worker.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
-
-    dlq = commands.add_parser(
-        "dlq",
-        help="list, inspect, re-drive and purge records that could not be delivered",
-        epilog="example: ct-insider dlq list --json; ct-insider dlq retry --all",
-    )
-    dlq_commands = dlq.add_subparsers(dest="action", required=True)
-    dlq_list = dlq_commands.add_parser("list", help="the dead letters, oldest first")
-    dlq_list.add_argument("--entity", help="only this entity (storefront-event, customer, order)")
-    dlq_list.add_argument("--limit", type=int)
-    dlq_show = dlq_commands.add_parser("show", help="one dead letter")
-    dlq_show.add_argument("key")
-    for name, text in (("retry", "deliver again"), ("purge", "delete")):
-        action = dlq_commands.add_parser(name, help=f"{text} the named dead letters")
-        action.add_argument("keys", nargs="*")
-        action.add_argument("--all", action="store_true", help=f"{text} every dead letter")
-    for action in dlq_commands.choices.values():
-        action.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser(
         "bridge",
@@ -137,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
 def _builtin(args: argparse.Namespace) -> int:
     if args.command == "worker":
         return asyncio.run(_worker(args))
-    if args.command == "dlq":
-        return asyncio.run(_dlq(args))
     if args.command == "bridge":
         from bridge.server import serve
 
@@ -179,62 +167,6 @@ async def _worker(args: argparse.Namespace) -> int:
         args.ready_file,
     )
     return 0
-
-
-async def _dlq(args: argparse.Namespace) -> int:
-    import json
-
-    from bridge.commit import TemporalUnavailable
-    from ct_insider.commercetools.client import CommercetoolsClient
-    from ct_insider.deadletters import DeadLetterStore
-    from ct_insider.temporal import connect
-    from starters.dlq import chosen, print_letters, redrive, summary
-
-    if args.action in ("retry", "purge") and not (args.keys or args.all):
-        print(f"dlq {args.action}: name the letters' keys, or --all", file=sys.stderr)
-        return 2
-    async with CommercetoolsClient(load(CommercetoolsSettings)) as ct:
-        store = DeadLetterStore(ct)
-        if args.action == "list":
-            print_letters(await store.list(args.entity, args.limit), args.json)
-            return 0
-        if args.action == "show":
-            letter = await store.get(args.key)
-            if letter is None:
-                print(f"no dead letter {args.key}", file=sys.stderr)
-                return 1
-            shown = {**summary(letter), "redrive": letter.redrive}
-            print(json.dumps(shown, indent=2 if args.json else None, default=str))
-            return 0
-        if args.action == "purge":
-            letters = await chosen(store, args.keys, args.all)
-            await store.delete([letter.key for letter in letters])
-            print(json.dumps({"purged": [letter.key for letter in letters]}))
-            return 0
-        temporal = load(TemporalSettings)
-        try:
-            client = await connect(temporal)
-            report = await redrive(
-                store,
-                client,
-                temporal.journey_task_queue,
-                temporal.journey_shards,
-                args.keys,
-                every=args.all,
-            )
-        except (RuntimeError, TemporalUnavailable) as exc:
-            print(
-                f"dlq retry: Temporal did not take the re-drive ({exc}); try again", file=sys.stderr
-            )
-            return 3
-    if args.json:
-        print(report.model_dump_json(indent=2))
-    else:
-        print(
-            f"re-driven {len(report.redriven)} (each leaves the store once delivered), "
-            f"not re-drivable {len(report.not_redrivable)}, not found {len(report.missing)}"
-        )
-    return 1 if report.missing else 0
 
 
 def _emulate(args: argparse.Namespace) -> int:

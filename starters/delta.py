@@ -8,6 +8,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
+from ct_insider import resources
+from ct_insider.sync.watermarks import StoredWatermark
 from starters.backfill import run_backfill
 from starters.output import (
     EXIT_CODES_HELP,
@@ -21,7 +23,8 @@ from starters.output import (
 )
 from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow, delta_workflow_id
 
-DELTA_ENTITIES = ("customers", "orders", "catalog")
+# The delta sync entities, from the registry (ct_insider/resources.py).
+DELTA_ENTITIES = resources.DELTA_ENTITIES
 
 
 async def start_delta(
@@ -39,6 +42,11 @@ async def start_delta(
 
 async def delta_status(client: Client, entity: str) -> DeltaStatus | None:
     """The running delta workflow's status, or None when it is not running."""
+    from starters.watermarks import delta_running
+
+    # A query to a closed run waits for a worker to replay it: ask the server first.
+    if not await delta_running(client, entity):
+        return None
     handle = client.get_workflow_handle(delta_workflow_id(entity))
     try:
         return await handle.query(DeltaSyncWorkflow.status)
@@ -132,6 +140,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 async def run_delta(args: argparse.Namespace) -> int:
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watermarks import delta_running, resume_point, stored_watermarks
 
     temporal = load(TemporalSettings)
     entities = DELTA_ENTITIES if args.target == "all" else (args.target,)
@@ -149,15 +158,29 @@ async def run_delta(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"invalid delta sync: {exc}") from None
     client = await connect(temporal)
+    running = {p.entity: await delta_running(client, p.entity) for p in inputs}
+    stored = await stored_watermarks([p.entity for p in inputs]) if args.since is None else {}
     started = []
     for params in inputs:
+        point = resume_point(
+            params.entity,
+            running=running[params.entity],
+            since=args.since,
+            stored=stored.get(params.entity),
+        )
         handle = await start_delta(client, temporal.task_queue, params)
         started.append(
-            {"entity": params.entity, "workflow_id": handle.id, "run_id": handle.result_run_id}
+            {
+                "entity": params.entity,
+                "workflow_id": handle.id,
+                "run_id": handle.result_run_id,
+                "resumes_from": point.model_dump(mode="json"),
+            }
         )
         if not args.json:
             stdout().print(
-                f"{params.entity} delta sync: workflow {handle.id} (run {handle.result_run_id})"
+                f"{params.entity} delta sync: workflow {handle.id} (run {handle.result_run_id}), "
+                f"{point.sentence()}"
             )
     if args.json:
         print_json(started)
@@ -167,16 +190,35 @@ async def run_delta(args: argparse.Namespace) -> int:
 async def run_status(args: argparse.Namespace) -> int:
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watermarks import stored_watermarks
 
     client = await connect(load(TemporalSettings))
     statuses = {entity: await delta_status(client, entity) for entity in DELTA_ENTITIES}
+    # Where a delta started again resumes from, also when none runs.
+    stored = await stored_watermarks(DELTA_ENTITIES)
     if args.json:
         print_json(
             {
-                entity: status.model_dump(mode="json") if status else None
+                entity: {
+                    **(status.model_dump(mode="json") if status else {}),
+                    "running": status is not None,
+                    "stored_watermark": _dumped(stored[entity]),
+                }
                 for entity, status in statuses.items()
             }
         )
     else:
         print_status(statuses)
+        rows = [
+            (e, w.watermark.isoformat() if w else None, w.workflow_id if w else None)
+            for e, w in stored.items()
+        ]
+        columns = ("entity", "resumes from", "written by")
+        stdout().print(
+            table("stored watermarks (where a delta started again resumes)", columns, rows)
+        )
     return ExitCode.OK
+
+
+def _dumped(stored: StoredWatermark | None) -> dict[str, object] | None:
+    return stored.model_dump(mode="json") if stored else None

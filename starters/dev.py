@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from ct_insider.config import TemporalSettings
+from ct_insider.search_attributes import ensure_search_attributes
 from ct_insider.temporal import connect
 from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, temporal_dev_server_command
@@ -168,6 +169,9 @@ async def _initial_sync() -> BackfillProgress:
     """Backfill customers and orders, then keep them current with the delta workflows."""
     settings = TemporalSettings()
     client = await connect(settings)
+    added = await ensure_search_attributes(client, settings.namespace)
+    if added:
+        _say(f"registered search attributes: {', '.join(added)}")
     handle = await start_backfill(client, settings.task_queue, BackfillInput(target="all"))
     _say(f"initial backfill: workflow {handle.id}")
     final = await follow(handle, out=sys.stdout)

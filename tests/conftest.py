@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from ct_insider.config import InsiderSettings
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.search_attributes import ALL as SEARCH_ATTRIBUTES
 from ct_insider.temporal import DATA_CONVERTER
 from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
@@ -146,6 +147,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         data_converter=DATA_CONVERTER,
         dev_server_existing_path=temporal_binary(),
+        search_attributes=SEARCH_ATTRIBUTES,
     )
     try:
         yield env

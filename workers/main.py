@@ -22,8 +22,11 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from activities.catalog import CatalogActivities
+from activities.check import CheckActivities
 from activities.journey import JourneyActivities
+from activities.redrive import RedriveActivities
 from activities.sync import SyncActivities
+from activities.watermarks import WatermarkActivities
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import CommercetoolsSettings, InsiderSettings
 from ct_insider.deadletters import DeadLetterStore
@@ -38,14 +41,17 @@ from ct_insider.sync.fingerprints import FingerprintStore
 from ct_insider.sync.ledger import DeliveryLedger
 from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
+from ct_insider.sync.watermarks import WatermarkStore
 from workflows.backfill import BackfillWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
+from workflows.check import ConsistencyCheckWorkflow
 from workflows.delta import DeltaSyncWorkflow
 from workflows.journey_shard import JourneyShardWorkflow
+from workflows.redrive import RedriveWorkflow
 
 log = get_logger(__name__)
 
-SYNC_WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow]
+SYNC_WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow, RedriveWorkflow, ConsistencyCheckWorkflow]
 JOURNEY_WORKFLOWS = [JourneyShardWorkflow, CatalogChangeWorkflow]
 # Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
@@ -125,7 +131,10 @@ async def build_workers(
         orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping)
         catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
+        watermarks = WatermarkActivities(WatermarkStore(ct))
         catalog_changes = CatalogActivities(ct, insider, mapping, orders, catalog)
+        checks = CheckActivities(ct, insider, mapping, orders, catalog)
+        redrive = RedriveActivities(ct, insider, mapping, orders, catalog)
         coalescer = UpsertCoalescer(
             insider, linger_seconds=insider_settings.upsert_linger_ms / 1000
         )
@@ -140,7 +149,15 @@ async def build_workers(
                 client,
                 task_queue=task_queue,
                 workflows=SYNC_WORKFLOWS,
-                activities=[sync.count_records, sync.sync_chunk],
+                activities=[
+                    sync.count_records,
+                    sync.sync_chunk,
+                    checks.sample_check_records,
+                    checks.check_records,
+                    redrive.redrive_letters,
+                    watermarks.load_watermark,
+                    watermarks.save_watermark,
+                ],
                 max_concurrent_activities=20,
                 graceful_shutdown_timeout=timedelta(seconds=20),
             ),

@@ -6,23 +6,24 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sync import Resource
+    from ct_insider import resources
+    from ct_insider.search_attributes import PATCH_ID, Outcome, outcome_update, run_updates
     from ct_insider.sync.catalog import CatalogMode
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import count_window, sync_chunk
 
-BackfillTarget = Literal["customers", "orders", "all", "catalog"]
-# Customers first: their profiles carry the attributes the orders' events then join.
-# The catalog target is the full catalog sync (every published product, every market),
-# then a sweep that hides what Insider still shows of products deleted meanwhile.
-PHASES: dict[BackfillTarget, list[Resource]] = {
-    "customers": ["customers"],
-    "orders": ["orders"],
-    "all": ["customers", "orders"],
-    "catalog": ["products", "catalog-sweep"],
+# Each target's phases, from the registry (ct_insider/resources.py): `all` is customers,
+# then orders (their profiles carry the attributes the orders' events then join); the
+# catalog target is the full catalog sync (every published product, every market), then a
+# sweep that hides what Insider still shows of products deleted meanwhile.
+BackfillTarget = resources.BackfillTarget
+PHASES: dict[str, list[Resource]] = {
+    target: list(phases) for target, phases in resources.BACKFILL_PHASES.items()
 }
 
 
@@ -88,6 +89,25 @@ class BackfillWorkflow:
             target=params.target, window=params.window, status="running", phases=phases
         )
         self._progress = progress
+        # Runs started before backfills set search attributes replay without the upserts.
+        searchable = workflow.patched(PATCH_ID)
+        if searchable:
+            workflow.upsert_search_attributes(run_updates("backfill", params.target))
+        workflow.set_current_details(self._details(progress))
+        try:
+            await self._run_phases(params, progress)
+        except FailureError:
+            if searchable:
+                workflow.upsert_search_attributes(outcome_update("failed"))
+            raise
+        progress.status = "completed"
+        workflow.set_current_details(self._details(progress))
+        if searchable:
+            outcome: Outcome = "rejections" if progress.stats.rejected else "completed"
+            workflow.upsert_search_attributes(outcome_update(outcome))
+        return progress
+
+    async def _run_phases(self, params: BackfillInput, progress: BackfillProgress) -> None:
         chunks_this_run = 0
         for phase in progress.phases:
             if phase.status == "completed":
@@ -117,6 +137,7 @@ class BackfillWorkflow:
                 chunks_this_run += 1
                 if result.done:
                     phase.status = "completed"
+                workflow.set_current_details(self._details(progress))
             workflow.logger.info(
                 "%s backfill completed: processed=%d sent=%d rejected=%d",
                 phase.entity,
@@ -124,8 +145,22 @@ class BackfillWorkflow:
                 phase.stats.sent,
                 phase.stats.rejected,
             )
-        progress.status = "completed"
-        return progress
+
+    @staticmethod
+    def _details(progress: BackfillProgress) -> str:
+        """Shown as "Current details" in the Temporal UI (like the delta sync's)."""
+        lines = [f"**{progress.target} backfill {progress.status}**"]
+        if progress.window.since or progress.window.until:
+            lines.append(f"window: {progress.window.slug()}")
+        for phase in progress.phases:
+            stats = phase.stats
+            total = f" of {phase.total}" if phase.total is not None else ""
+            lines.append(
+                f"{phase.entity} {phase.status}: processed {stats.processed}{total}, sent "
+                f"{stats.sent}, skipped {stats.skipped}, rejected {stats.rejected} "
+                f"(ct-insider dlq list), chunks {phase.chunks}"
+            )
+        return "\n\n".join(lines)
 
     @workflow.query
     def progress(self) -> BackfillProgress | None:

@@ -16,6 +16,12 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.catalog import CatalogActivities, CatalogRefresh
     from activities.errors import NON_RETRYABLE_TYPES
+    from ct_insider.search_attributes import (
+        PATCH_ID,
+        Outcome,
+        outcome_update,
+        run_updates,
+    )
     from ct_insider.sync.reports import SyncStats
 
 
@@ -53,6 +59,10 @@ class CatalogChangeWorkflow:
 
     @workflow.run
     async def run(self, params: CatalogChangeInput) -> SyncStats:
+        # Runs started before these workflows set search attributes replay without them.
+        searchable = workflow.patched(PATCH_ID)
+        if searchable:
+            workflow.upsert_search_attributes(run_updates("catalog-change", "catalog"))
         for _ in range(params.max_refreshes_per_run):
             try:
                 await workflow.wait_condition(
@@ -60,6 +70,9 @@ class CatalogChangeWorkflow:
                 )
             except TimeoutError:
                 if not self._pending:
+                    if searchable:
+                        outcome: Outcome = "rejections" if self._stats.rejected else "completed"
+                        workflow.upsert_search_attributes(outcome_update(outcome))
                     return self._stats
             await workflow.sleep(timedelta(seconds=params.coalesce_seconds))
             batch, self._pending = self._pending, []

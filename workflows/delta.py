@@ -11,27 +11,25 @@ events are checked against the delivery ledger, so the overlap never sends an ev
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.sync import Resource
+    from ct_insider import resources
+    from ct_insider.search_attributes import PATCH_ID, Outcome, outcome_update, run_updates
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import sync_chunk
+    from workflows.watermarks import store_watermark, stored_watermark
 
 
-DeltaEntity = Literal["customers", "orders", "catalog"]
-# Refunds are payment transactions: adding one changes the payment, not its order. Stock
-# and standalone price changes touch their own resources, not products; a renamed category
-# changes no product.
-PASSES: dict[DeltaEntity, tuple[Resource, ...]] = {
-    "customers": ("customers",),
-    "orders": ("orders", "payments"),
-    "catalog": ("products", "inventory", "standalone-prices", "categories"),
-}
+# Each entity's passes per window, from the registry (ct_insider/resources.py): orders
+# also read payments (a refund changes the payment, not its order); the catalog reads
+# products, inventory, standalone prices and categories.
+DeltaEntity = resources.DeltaEntity
+PASSES: dict[str, tuple[Resource, ...]] = resources.DELTA_PASSES
 
 
 class DeltaRun(BaseModel):
@@ -69,6 +67,10 @@ class DeltaStatus(BaseModel):
     next_run_at: datetime | None
 
 
+def _rejected(run: DeltaRun | None) -> bool:
+    return run is not None and run.stats.rejected > 0
+
+
 def delta_workflow_id(entity: str) -> str:
     return f"delta-{entity}"
 
@@ -90,17 +92,28 @@ class DeltaSyncWorkflow:
             next_run_at=None,
         )
         self._status = status
+        # Runs started before delta syncs set search attributes replay without the upserts.
+        searchable = workflow.patched(PATCH_ID)
+        shown: Outcome = "running"
+        if searchable:
+            workflow.upsert_search_attributes(run_updates("delta", state.entity))
         margin = timedelta(seconds=state.safety_margin_seconds)
         overlap = timedelta(seconds=state.overlap_seconds)
+        if state.watermark is None:
+            # Started again after a failure or termination: resume where the last run got
+            # to, never silently from now (None only when no run ever synced a window).
+            state.watermark = await stored_watermark(state.entity)
         for _ in range(state.max_windows_per_run):
             started = workflow.now()
             until = started - margin
             if state.watermark is None:
                 state.watermark = until  # first launch without --since: from now on
+                await store_watermark(state.entity, until)  # a restart resumes from here
             if until > state.watermark:
                 window = Window(since=state.watermark - overlap, until=until)
                 stats, remembered = await self._sync(state, window, remember_since=until - overlap)
                 state.known_versions = remembered
+                await store_watermark(state.entity, until)
                 state.watermark = until
                 state.windows += 1
                 state.totals.add(stats)
@@ -111,6 +124,11 @@ class DeltaSyncWorkflow:
             status.totals, status.last_run = state.totals, state.last_run
             status.next_run_at = workflow.now() + timedelta(seconds=state.interval_seconds)
             workflow.set_current_details(self._details(status))
+            # "rejections" while the last window refused records (they are dead letters).
+            outcome: Outcome = "rejections" if _rejected(state.last_run) else "running"
+            if searchable and outcome != shown:
+                workflow.upsert_search_attributes(outcome_update(outcome))
+                shown = outcome
             if workflow.info().is_continue_as_new_suggested():
                 break
             await workflow.sleep(timedelta(seconds=state.interval_seconds))

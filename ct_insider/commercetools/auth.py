@@ -30,6 +30,8 @@ class TokenProvider:
         self._scopes = scopes
         self._token: str | None = None
         self._expires_at = 0.0
+        # What the token endpoint granted (its `scope` answer): setup checks it.
+        self.granted_scopes: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
 
     async def token(self) -> str:
@@ -58,4 +60,5 @@ class TokenProvider:
         body = response.json()
         lifetime = float(body.get("expires_in", 3600))
         self._token = str(body["access_token"])
+        self.granted_scopes = frozenset(str(body.get("scope") or "").split())
         self._expires_at = time.monotonic() + max(lifetime - RENEW_MARGIN_SECONDS, lifetime / 2)

@@ -75,6 +75,11 @@ class CommercetoolsClient(HttpApiClient):
         self._backoff = backoff or Backoff()
         self._in_flight = asyncio.Semaphore(settings.max_concurrency)
 
+    async def granted_scopes(self) -> frozenset[str]:
+        """The scopes commercetools granted this client's token (fetching one if needed)."""
+        await self._tokens.token()
+        return self._tokens.granted_scopes
+
     async def get_json(self, path: str, params: httpx.QueryParams | None = None) -> Any:
         """GET {api}/{project}/{path}; retries transient failures, raises CommercetoolsError."""
         return await self._request("GET", path, params=params)

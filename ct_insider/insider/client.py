@@ -272,14 +272,17 @@ class InsiderClient(HttpApiClient):
 
     # -- Catalog -----------------------------------------------------------------------
 
-    async def create_locales(self, locales: Sequence[CatalogLocale]) -> None:
-        await self._send(
+    async def create_locales(self, locales: Sequence[CatalogLocale]) -> int:
+        """Register catalog locales (idempotent); returns how many were new to Insider."""
+        response = await self._send(
             "POST",
             f"{self._catalog}/v2/locales/batch",
             self._catalog_headers,
             _dumps([locale.to_json_dict() for locale in locales]),
             self._catalog_pacing,
         )
+        body = response.json() if response.content else {}
+        return int(body.get("created_locale_count") or 0) if isinstance(body, dict) else 0
 
     async def catalog_ingest(self, items: Sequence[dict[str, Any]]) -> CatalogResult:
         """Create or overwrite items (keyed by item_id + locale)."""

@@ -405,7 +405,7 @@ class JourneyDeliverer:
                 outcome.unsent.append(deletion.signal)
                 continue
             try:
-                if await self._forget(deletion.customer_id):
+                if await self._forget(deletion.uuid):
                     outcome.stats.deleted += 1
             except InsiderError as exc:
                 log.warning("customer deletion failed", error=str(exc))
@@ -420,17 +420,18 @@ class JourneyDeliverer:
             outcome.deleted_identities.append(deletion.identity)
             book.redriven.extend(redriven_letters(signals, [deletion.signal]))
 
-    async def _forget(self, customer_id: str) -> bool:
+    async def _forget(self, uuid: str) -> bool:
+        """`uuid`: the deleted customer's, resolved by the plan (from the message's
+        user-provided identifiers when `uuid_source` is not the id)."""
         policy = self._mapping.customer_deletion
-        if policy == "keep" or self._mapping.uuid_source != "id":
-            # With another uuid source the deleted customer's uuid can no longer be read.
+        if policy == "keep":
             log.info("customer deletion kept in Insider", policy=policy)
             return False
         if policy == "delete":
-            await self._insider.delete_user({"uuid": customer_id})
+            await self._insider.delete_user({"uuid": uuid})
         else:
             try:
-                await self._insider.anonymize_user({"uuid": customer_id})
+                await self._insider.anonymize_user({"uuid": uuid})
             except InsiderError as exc:
                 if exc.status_code != 404:  # never known to Insider: nothing to anonymize
                     raise

@@ -18,7 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from ct_insider.commercetools.models import ChangeDelivery, MessageDelivery
+from ct_insider.commercetools.models import (
+    ChangeDelivery,
+    MessageDelivery,
+    UserProvidedIdentifiers,
+)
 from ct_insider.sync.reports import validation_reasons
 
 EnvelopeFormat = Literal["platform", "cloudevents", "pubsub", "eventbridge"]
@@ -40,6 +44,17 @@ class Notification(BaseModel):
     occurred_at: datetime
     payload: dict[str, Any] = Field(default_factory=dict)  # the message type's own fields
     payload_included: bool = True
+    # `resourceUserProvidedIdentifiers` (key, customerNumber, externalId, orderNumber, sku):
+    # what still names a resource once it is deleted.
+    user_provided: dict[str, str] = Field(default_factory=dict)
+
+
+def _user_provided(identifiers: UserProvidedIdentifiers | None) -> dict[str, str]:
+    """The string identifiers by their commercetools names (the slug is localized: left out)."""
+    if identifiers is None:
+        return {}
+    named = identifiers.model_dump(by_alias=True, exclude_none=True, exclude={"slug"})
+    return {name: value for name, value in named.items() if isinstance(value, str) and value}
 
 
 def _platform(body: Any, envelope: EnvelopeFormat) -> Notification | None:
@@ -64,6 +79,7 @@ def _platform(body: Any, envelope: EnvelopeFormat) -> Notification | None:
                 occurred_at=message.created_at,
                 payload=message.payload(),
                 payload_included=message.payload_not_included is None,
+                user_provided=_user_provided(message.resource_user_provided_identifiers),
             )
         if kind in ("ResourceCreated", "ResourceUpdated", "ResourceDeleted"):
             change = ChangeDelivery.model_validate(body)
@@ -77,6 +93,7 @@ def _platform(body: Any, envelope: EnvelopeFormat) -> Notification | None:
                 resource_version=change.version,
                 occurred_at=change.modified_at,
                 payload_included=False,
+                user_provided=_user_provided(change.resource_user_provided_identifiers),
             )
     except ValidationError as exc:
         raise EnvelopeError(

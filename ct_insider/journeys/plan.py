@@ -73,6 +73,7 @@ class EmailChange(BaseModel):
 class Deletion(BaseModel):
     identity: str
     customer_id: str
+    uuid: str  # the customer's Insider uuid (per `uuid_source`)
     signal: int
 
 
@@ -269,8 +270,22 @@ class _Planner:
         if customer_id is None:
             self.plan.nothing_to_send.append(index)
             return
+        source = self.context.config.uuid_source
+        uuid = customer_id if source == "id" else (signal.user_provided or {}).get(source)
+        if uuid is None and self.context.config.customer_deletion != "keep":
+            # Never silently kept: parked for an operator, who can act on it in InOne.
+            self._refuse(
+                index,
+                "customer",
+                customer_id,
+                [
+                    f"deletion names no {source} (resourceUserProvidedIdentifiers), and the "
+                    "customer record is gone: its Insider user cannot be found by uuid"
+                ],
+            )
+            return
         self.plan.deletions.append(
-            Deletion(identity=identity, customer_id=customer_id, signal=index)
+            Deletion(identity=identity, customer_id=customer_id, uuid=uuid or "", signal=index)
         )
 
     def _customer(self, index: int, signal: JourneySignal, identity: str) -> None:

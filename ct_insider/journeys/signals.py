@@ -67,6 +67,10 @@ class JourneySignal(BaseModel):
     storefront: StorefrontEvent | None = None
     # CustomerEmailChanged: the email Insider's profile holds until the change is applied.
     previous_email: str | None = None
+    # A deletion: the customer's key / customerNumber / externalId as the message named them
+    # (the record is gone by then): how its Insider uuid is found when `uuid_source` is not
+    # the id.
+    user_provided: dict[str, str] | None = None
     # Set when an operator re-drives a dead letter: `<letter key>@<letter version>`. A
     # re-drive is deduplicated by that (once per version of the letter), not by the
     # original's key, which the shard has seen (that is how the letter came to be).

@@ -165,6 +165,30 @@ def _product_params(
     }
 
 
+def _shared_path(paths: list[list[str]]) -> list[str]:
+    """The category path every listed product is filed under (root first)."""
+    shared: list[str] = []
+    for level in zip(*paths, strict=False):
+        if any(name != level[0] for name in level):
+            break
+        shared.append(level[0])
+    return shared
+
+
+def _listing_params(event: StorefrontEvent) -> dict[str, Any]:
+    """Insider's listing event is one page view: the listing's category path (`taxonomy`) and
+    url, not product lines. The products shown go along as the custom param `product_ids`
+    (SKUs, in the order shown; define it in InOne as an array), so a listing without its own
+    path still gets the one its products share."""
+    paths = [p.categories for p in event.products if p.categories]
+    taxonomy = event.categories or (_shared_path(paths) if paths else [])
+    return {
+        "product_id": event.sku,
+        "url": event.url,
+        "taxonomy": taxonomy or None,
+    }
+
+
 def map_storefront_event(
     event: StorefrontEvent,
     *,
@@ -183,7 +207,11 @@ def map_storefront_event(
         "custom": {"event_id": event.event_id, **custom},
     }
     lines: list[dict[str, Any]]
-    if event.type in _NEEDS_CART and event.products:
+    if event.type == "listing_view":
+        lines = [_listing_params(event)]
+        if event.products:
+            common["custom"]["product_ids"] = [p.sku for p in event.products]
+    elif event.type in _NEEDS_CART and event.products:
         lines = [
             _product_params(
                 p.sku, p.quantity, p.price, p.sale_price, p.name, p.image_url, p.url, p.categories

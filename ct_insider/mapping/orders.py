@@ -6,7 +6,7 @@ Every event carries a `key` that is stable for the life of the order (e.g.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,9 @@ class OrderContext:
     customer_uuids: Mapping[str, str] = field(default_factory=dict)
     # product id -> category names, ancestors first
     taxonomies: Mapping[str, list[LocalizedString]] = field(default_factory=dict)
+    # Emails (normalized) of registered customers among the batch's guest orders: their
+    # profile belongs to the customer record, which a guest order must not overwrite.
+    registered_emails: Collection[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,12 @@ class _OrderMapper:
 
     def guest_attributes(self, identifiers: Identifiers) -> Attributes | None:
         """A guest's order is all we know of them; a registered customer's profile is synced
-        from the customer record (an old order's email must not overwrite a newer one)."""
+        from the customer record (an old order's email must not overwrite a newer one), and
+        so is the profile a guest order reaches through a registered customer's email: the
+        customer record is the authority on its country, city and language."""
         if self.order.customer_id or identifiers.email is None:
+            return None
+        if identifiers.email in self.context.registered_emails:
             return None
         return Attributes(
             email=identifiers.email,

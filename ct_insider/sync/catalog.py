@@ -76,6 +76,15 @@ class _Outgoing:
                 self.prints[(product_id, key)] = (HIDDEN, HIDDEN)
 
 
+@dataclass
+class CatalogPlan:
+    """Items to send for some products, and what the fingerprint store held for them."""
+
+    outgoing: _Outgoing
+    stored: dict[str, ProductPrints]
+    stats: SyncStats  # mapping rejections and unchanged items so far
+
+
 class CatalogSender:
     def __init__(
         self,
@@ -135,6 +144,16 @@ class CatalogSender:
         return products
 
     async def send_products(self, records: list[dict[str, Any]], *, mode: CatalogMode) -> SyncStats:
+        plan = await self.plan_products(records, mode=mode)
+        refused = await self._send(plan.outgoing, plan.stats)
+        await self._remember(plan.stored, plan.outgoing, refused)
+        return plan.stats
+
+    async def plan_products(
+        self, records: list[dict[str, Any]], *, mode: CatalogMode
+    ) -> CatalogPlan:
+        """What sending these products would send (nothing is sent; consistency checks
+        compare it with the fingerprint store this way)."""
         stats = SyncStats(processed=len(records))
         products = self._parse(records, stats)
         skus = [v.sku for p in products for v in p.all_variants if v.sku]
@@ -170,16 +189,18 @@ class CatalogSender:
                 if mapped.item is None:
                     reason = mapped.rejection or "not mappable"
                     unsendable[key] = reason
-                    stats.reject(Rejection(record_id=key, stage="mapping", reasons=[reason]))
+                    stats.reject(
+                        Rejection(
+                            record_id=key, stage="mapping", reasons=[reason], source_id=product.id
+                        )
+                    )
                     continue
                 seen.add(key)
                 self._plan(product.id, key, mapped.item, before.get(key), mode, outgoing, stats)
             if unsendable:
                 log.warning("catalog items rejected", product_id=product.id, items=unsendable)
             outgoing.hide_missing(product.id, before, seen)  # gone, or unsellable now
-        refused = await self._send(outgoing, stats)
-        await self._remember(stored, outgoing, refused)
-        return stats
+        return CatalogPlan(outgoing, stored, stats)
 
     def _plan(
         self,
@@ -217,6 +238,7 @@ class CatalogSender:
                 continue
             await self.ensure_locales()
             result: CatalogResult = await write(items)
+            product_of = {key: product_id for product_id, key in outgoing.prints}
             keys_by_id: dict[str, list[str]] = {}
             for item in items:
                 keys_by_id.setdefault(str(item["item_id"]), []).append(
@@ -228,7 +250,14 @@ class CatalogSender:
                     for key in keys_by_id.get(item_id, []):
                         refused_here.add(key)
                         reason = f"{detail.field}: {detail.message}"
-                        stats.reject(Rejection(record_id=key, stage="insider", reasons=[reason]))
+                        stats.reject(
+                            Rejection(
+                                record_id=key,
+                                stage="insider",
+                                reasons=[reason],
+                                source_id=product_of.get(key),
+                            )
+                        )
             if refused_here:
                 log.warning(
                     "catalog items refused by Insider",

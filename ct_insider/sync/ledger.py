@@ -124,6 +124,28 @@ class DeliveryLedger:
                 entry = (await self.entries([order_id]))[order_id]
         raise CommercetoolsConflict(409, f"ledger entry {order_id} keeps changing", [])
 
+    async def correct(self, order_id: str, *, held: Iterable[str], lost: Iterable[str]) -> None:
+        """Make an order's entry say what Insider was found to hold: `held` keys are added,
+        `lost` ones (listed as delivered, yet not in Insider) removed, so they go out again."""
+        add, remove = frozenset(held), frozenset(lost)
+        entry = (await self.entries([order_id]))[order_id]
+        for _ in range(MAX_CONFLICT_RETRIES):
+            wanted = (entry.delivered | add) - remove
+            if wanted == entry.delivered:
+                return
+            draft = {
+                "container": self._container,
+                "key": order_id,
+                "value": {"delivered": sorted(wanted)},
+                "version": entry.version,
+            }
+            try:
+                await self._ct.post_json("custom-objects", draft)
+                return
+            except CommercetoolsConflict:
+                entry = (await self.entries([order_id]))[order_id]
+        raise CommercetoolsConflict(409, f"ledger entry {order_id} keeps changing", [])
+
     async def mark_in_flight(self, lane: str, in_flight: InFlight) -> None:
         await self._ct.post_json(
             "custom-objects",

@@ -27,6 +27,7 @@ from ct_insider.insider.errors import InsiderError
 from ct_insider.insider.held import HeldEventCheck, Sought
 from ct_insider.insider.models import Identifiers, User
 from ct_insider.logging import get_logger
+from ct_insider.mapping import normalize
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import customer_uuid
 from ct_insider.mapping.orders import MappedOrder, OrderContext, map_order
@@ -61,6 +62,21 @@ async def lookup_customer_uuids(
         if uuid:
             uuids[str(raw["id"])] = uuid
     return uuids
+
+
+async def lookup_registered_emails(ct: CommercetoolsClient, emails: Sequence[str]) -> set[str]:
+    """Which of these emails (normalized) belong to a registered customer: one customers
+    query per 100 distinct addresses. The email predicate is case-sensitive, so each is
+    asked for as written and in lowercase (commercetools keeps the customer's case)."""
+    asked = [
+        variant
+        for email in dict.fromkeys(e.strip() for e in emails if e and e.strip())
+        for variant in dict.fromkeys((email, email.lower()))
+    ]
+    if not asked:
+        return set()
+    found = await ct.find_in("customers", asked, lambda q: f"email in ({q})")
+    return {email for raw in found if (email := normalize.email(str(raw.get("email") or "")))}
 
 
 @dataclass(frozen=True)
@@ -136,9 +152,11 @@ class OrderEventSender:
     async def _context(self, orders: list[Order]) -> OrderContext:
         product_ids = [line.product_id for o in orders for line in o.line_items if line.product_id]
         customer_ids = [o.customer_id for o in orders if o.customer_id]
+        guest_emails = [o.customer_email for o in orders if o.customer_email and not o.customer_id]
         return OrderContext(
             customer_uuids=await lookup_customer_uuids(self._ct, customer_ids, self._config),
             taxonomies=await self._taxonomy.taxonomies(product_ids),
+            registered_emails=await lookup_registered_emails(self._ct, guest_emails),
         )
 
     def _parse(self, records: list[dict[str, Any]], stats: SyncStats) -> list[Order]:

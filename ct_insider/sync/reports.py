@@ -14,6 +14,9 @@ class Rejection(BaseModel):
     record_id: str
     stage: Literal["mapping", "insider"]
     reasons: list[str]
+    # The commercetools record to read again to re-drive it, when not `record_id` itself
+    # (a catalog item's product).
+    source_id: str | None = None
 
 
 class SyncStats(BaseModel):

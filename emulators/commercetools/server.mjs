@@ -14,6 +14,10 @@
 //  * Every query deep-copies the whole collection before filtering it (O(N) copies per
 //    page), which makes paging 50,000 customers take minutes; our storage filters the
 //    stored objects and copies only the page it returns.
+//  * Tokens are checked for existence only; a request outside the token's scopes gets
+//    commercetools' 403 insufficient_scope here, so scope checks can be tested.
+//  * Subscriptions accept only setKey in 4.4.0; changeDestination, setMessages and
+//    setChanges are added so setup can update one in place.
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
 //    route creates many drafts through the same repositories the API uses (checking
 //    customer email uniqueness once per batch instead of one scan per customer).
@@ -80,6 +84,85 @@ const mock = new CommercetoolsMock({
 });
 
 const app = mock.app;
+
+// 4.4.0 stores subscriptions but knows only their setKey action; `ct-insider setup
+// commercetools` brings an existing one in line with the API's other update actions.
+const subscriptionActions = mock._repositories.subscription.actions;
+subscriptionActions.changeDestination = (_context, resource, { destination }) => {
+	resource.destination = destination;
+};
+subscriptionActions.setMessages = (_context, resource, { messages }) => {
+	resource.messages = messages ?? [];
+};
+subscriptionActions.setChanges = (_context, resource, { changes }) => {
+	resource.changes = changes ?? [];
+};
+
+// The token endpoint answers with the scopes granted, which setup checks; 4.4.0 reads
+// `scope` from the query string only (a client sends it in the form body) and answers
+// "todo" without one, where commercetools grants every scope of the API client (here:
+// the whole project).
+app.addHook("preHandler", async (request) => {
+	if (request.method !== "POST" || !request.url.startsWith("/oauth/token")) return;
+	const asked = request.query?.scope || request.body?.scope;
+	request.query.scope = asked || `manage_project:${args.project}`;
+});
+
+// 4.4.0 checks that a token exists, not what it may do; commercetools answers 403
+// insufficient_scope. The resources the connector uses, by the scope name they need
+// (view_<name> to read, manage_<name> to write; manage_project covers everything).
+const resourceScopes = {
+	customers: "customers",
+	"customer-groups": "customer_groups",
+	orders: "orders",
+	payments: "payments",
+	"discount-codes": "discount_codes",
+	products: "products",
+	"product-projections": "products",
+	inventory: "products",
+	categories: "categories",
+	"standalone-prices": "standalone_prices",
+	"custom-objects": "key_value_documents",
+	subscriptions: "subscriptions",
+};
+
+function acceptedScopes(method, resource, staged) {
+	const name = resourceScopes[resource];
+	if (name === "subscriptions") return ["manage_subscriptions"];
+	const accepted = [`manage_${name}`];
+	if (method === "GET") accepted.push(`view_${name}`);
+	if (method === "GET" && resource === "product-projections" && !staged) {
+		accepted.push("view_published_products");
+	}
+	return accepted;
+}
+
+app.addHook("preHandler", async (request, reply) => {
+	const [project, first, , inStoreResource] = request.url.split("?")[0].split("/").slice(1);
+	const resource = first === "in-store" ? inStoreResource : first;
+	if (!project || project === "oauth" || project === "_emulator" || !resourceScopes[resource]) {
+		return;
+	}
+	const bearer = /^Bearer (.+)$/i.exec(request.headers.authorization ?? "")?.[1];
+	const token = mock._oauth2.store.tokens.find((t) => t.access_token === bearer);
+	if (!token) return; // the package's own check answers 401
+	const granted = new Set(
+		token.scope
+			.split(" ")
+			.filter((scope) => scope.endsWith(`:${project}`))
+			.map((scope) => scope.slice(0, -(project.length + 1))),
+	);
+	const accepted = acceptedScopes(request.method, resource, request.query?.staged === "true");
+	if (granted.has("manage_project") || accepted.some((scope) => granted.has(scope))) return;
+	const message = `Insufficient scope. One of the following scopes is missing: ${accepted.join(", ")}`;
+	return reply.status(403).send({
+		statusCode: 403,
+		message,
+		errors: [{ code: "insufficient_scope", message }],
+		error: "insufficient_scope",
+		error_description: message,
+	});
+});
 
 app.addHook("onRequest", (request, _reply, done) => {
 	const sort = request.query?.sort;

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from emulators.insider.drift import DriftError, plant
 from emulators.insider.store import InsiderState, identifier_pairs
 from emulators.insider.validation import validate_catalog_item, validate_user
 
@@ -461,6 +462,15 @@ class InsiderEmulator:
             return _error(400, {"error": f"invalid faults: {exc}"})
         return JSONResponse(self.faults.__dict__)
 
+    async def plant_drift(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise DriftError("body must be an object")
+            return JSONResponse(plant(self.state, body))
+        except (ValueError, DriftError) as exc:
+            return _error(400, {"error": f"invalid drift: {exc}"})
+
     async def set_limits(self, request: Request) -> Response:
         try:
             body = await request.json()
@@ -519,6 +529,7 @@ class InsiderEmulator:
                 Route("/_emulator/reset", self.reset, methods=["POST"]),
                 Route("/_emulator/faults", self.set_faults, methods=["POST"]),
                 Route("/_emulator/limits", self.set_limits, methods=["POST"]),
+                Route("/_emulator/drift", self.plant_drift, methods=["POST"]),
                 Route(
                     "/_emulator/health", lambda _r: JSONResponse({"status": "ok"}), methods=["GET"]
                 ),

@@ -316,13 +316,53 @@ def test_customer_deletion_is_planned_and_what_follows_it_is_dropped() -> None:
     # When the batch is planned
     plan = plan_delivery(signals, DeliveryContext(config=CONFIG))
     # Then the deletion is planned, the view before it is sent, the view after it is not
-    assert plan.deletions == [Deletion(identity="customer-c-1", customer_id="c-1", signal=1)]
+    assert plan.deletions == [
+        Deletion(identity="customer-c-1", customer_id="c-1", uuid="c-1", signal=1)
+    ]
     assert plan.nothing_to_send == [2]
     users = _only_wave(plan)
     assert [(u.identity, _event_ids(u)) for u in users] == [
         ("customer-c-1", ["e-before"]),
         ("customer-c-2", ["e-other"]),
     ]
+
+
+def test_a_deletion_finds_the_uuid_the_message_names_when_it_is_not_the_id() -> None:
+    # Given customers keyed in Insider by their key, and the deletion message of one, which
+    # names the key among its user-provided identifiers (the record itself is gone)
+    config = MappingConfig(uuid_source="key")
+    signal = _customer_signal("CustomerDeleted").model_copy(
+        update={"user_provided": {"key": "jane-key", "customerNumber": "C-7"}}
+    )
+    # When it is planned
+    plan = plan_delivery([signal], DeliveryContext(config=config))
+    # Then the Insider user with that uuid is the one to forget
+    assert plan.deletions == [
+        Deletion(identity="customer-c-1", customer_id="c-1", uuid="jane-key", signal=0)
+    ]
+    assert plan.refused == []
+
+
+def test_a_deletion_without_the_uuid_source_is_dead_lettered_not_silently_kept() -> None:
+    # Given customers keyed by externalId, and a deletion that names only the key
+    config = MappingConfig(uuid_source="externalId")
+    signal = _customer_signal("CustomerDeleted").model_copy(
+        update={"user_provided": {"key": "jane-key"}}
+    )
+    # When it is planned
+    plan = plan_delivery([signal], DeliveryContext(config=config))
+    # Then nothing is deleted, and the deletion is refused with the reason, for an operator
+    assert plan.deletions == []
+    [refusal] = plan.refused
+    assert (refusal.entity, refusal.record_id, refusal.signal) == ("customer", "c-1", 0)
+    assert "names no externalId" in refusal.reasons[0]
+    # unless the rules keep deleted customers anyway
+    kept = plan_delivery(
+        [signal],
+        DeliveryContext(config=config.model_copy(update={"customer_deletion": "keep"})),
+    )
+    assert kept.refused == []
+    assert [d.customer_id for d in kept.deletions] == ["c-1"]
 
 
 def test_customer_created_sends_a_sign_up_event_keyed_by_the_message() -> None:

@@ -45,4 +45,5 @@ def test_golden_cases_cover_money_discounts_and_refunds() -> None:
         "refunds_and_cancellation",
         "guest_with_anonymous_id",
         "customer_with_anonymous_id",
+        "guest_email_of_registered_customer",
     } <= set(cases(FIXTURES))

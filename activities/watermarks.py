@@ -1,0 +1,46 @@
+"""Read and record a delta sync's watermark in the store outside the workflow run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from temporalio import activity
+
+from activities.errors import as_application_error
+from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.sync.watermarks import StoredWatermark, WatermarkStore
+
+
+class LoadWatermarkInput(BaseModel):
+    entity: str
+
+
+class SaveWatermarkInput(BaseModel):
+    entity: str
+    watermark: datetime
+
+
+class WatermarkActivities:
+    def __init__(self, store: WatermarkStore) -> None:
+        self._store = store
+
+    @activity.defn
+    async def load_watermark(self, params: LoadWatermarkInput) -> StoredWatermark | None:
+        try:
+            return await self._store.get(params.entity)
+        except CommercetoolsError as exc:
+            raise as_application_error(exc) from exc
+
+    @activity.defn
+    async def save_watermark(self, params: SaveWatermarkInput) -> None:
+        info = activity.info()
+        try:
+            await self._store.save(
+                params.entity,
+                params.watermark,
+                workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id,
+            )
+        except CommercetoolsError as exc:
+            raise as_application_error(exc) from exc

@@ -1,0 +1,1 @@
+"""Consistency checks: read back what Insider holds, compare with commercetools, repair."""

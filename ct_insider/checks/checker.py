@@ -1,0 +1,278 @@
+"""Run a consistency check over some commercetools records, and repair what drifted.
+
+What Insider should hold comes from the same mapping the syncs use; what it holds from
+paced profile reads (customers, order events) or, for the catalog, which Insider cannot be
+read back from, from the fingerprint store (what was last accepted). A repair sends exactly
+the drifted records again through the normal senders, so the delivery ledger and the
+fingerprint store stay right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ct_insider.checks.catalog import SOURCE_NOTE, catalog_drift
+from ct_insider.checks.customers import compare_customer
+from ct_insider.checks.drift import DUPLICATES_NEED_MANUAL_ACTION, DriftReport, RecordDrift
+from ct_insider.checks.orders import ExpectedOrder, compare_orders
+from ct_insider.checks.reads import CountedReads
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.models import Customer
+from ct_insider.insider.client import InsiderClient
+from ct_insider.insider.errors import InsiderBadRequest
+from ct_insider.insider.held import READ_SLACK
+from ct_insider.insider.models import User
+from ct_insider.logging import get_logger, mask_pii
+from ct_insider.mapping.config import MappingConfig
+from ct_insider.mapping.customers import map_customer
+from ct_insider.sync.catalog import CatalogSender
+from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
+from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender, PreparedOrder
+
+log = get_logger(__name__)
+
+# Profiles read at once (the client's quota pacing still spaces them).
+READ_CONCURRENCY = 8
+# Event params a check reads to recognise order events.
+ORDER_EVENT_PARAMS = ["event_group_id", "product_id"]
+
+Progress = Callable[[int], None]  # records compared so far in this call
+
+
+def _moment(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+class ConsistencyChecker:
+    def __init__(
+        self,
+        ct: CommercetoolsClient,
+        insider: InsiderClient,
+        mapping: MappingConfig,
+        orders: OrderEventSender,
+        catalog: CatalogSender,
+    ) -> None:
+        self._ct = ct
+        self._insider = insider
+        self._mapping = mapping
+        self._orders = orders
+        self._catalog = catalog
+
+    async def _records(
+        self, resource: str, ids: list[str], expand: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        """The records in `ids` order; one deleted since it was sampled is left out."""
+        found = await self._ct.find_in(resource, ids, lambda q: f"id in ({q})", expand=expand)
+        by_id = {str(r["id"]): r for r in found}
+        return [by_id[i] for i in ids if i in by_id]
+
+    # -- customers ---------------------------------------------------------------------
+
+    async def check_customers(
+        self, ids: list[str], *, repair: bool, on_progress: Progress | None = None
+    ) -> DriftReport:
+        report = DriftReport(entity="customers", source="insider-profile-api", sampled=len(ids))
+        records = await self._records("customers", ids, CUSTOMER_EXPAND)
+        expected: list[tuple[dict[str, Any], User]] = []
+        for raw in records:
+            try:
+                mapped = map_customer(Customer.model_validate(raw), self._mapping)
+            except ValidationError:
+                mapped = None
+            if mapped is None or mapped.user is None:
+                report.skipped += 1  # the sync rejects it too (see its run report)
+            else:
+                expected.append((raw, mapped.user))
+        reads = CountedReads(self._insider)
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+        done = 0
+
+        async def compare(raw: dict[str, Any], user: User) -> RecordDrift | None:
+            nonlocal done
+            async with gate:
+                try:
+                    profile = await reads.profile(user.identifiers.strongest())
+                except InsiderBadRequest as exc:
+                    report.unreadable.append(f"{raw['id']}: {mask_pii(str(exc))}")
+                    return None
+            done += 1
+            if on_progress is not None:
+                on_progress(done)
+            return compare_customer(str(raw["id"]), user, profile)
+
+        outcomes = await asyncio.gather(*(compare(raw, user) for raw, user in expected))
+        report.checked = len(expected) - len(report.unreadable)
+        report.profile_reads, report.units_spent = reads.reads, round(reads.units, 2)
+        drifted = [d for d in outcomes if d is not None]
+        if repair and drifted:
+            await self._repair_customers(records, drifted, report)
+        for drift in drifted:
+            report.add(drift)
+        report.notes.append(
+            "profiles Insider holds for customers no longer in commercetools (extra) are not "
+            "found by a check: Insider has no way to list profiles"
+        )
+        return report
+
+    async def _repair_customers(
+        self, records: list[dict[str, Any]], drifted: list[RecordDrift], report: DriftReport
+    ) -> None:
+        by_id = {str(r["id"]): r for r in records}
+        # Re-sent as historical data: a repair must not start live journeys.
+        stats = await send_customer_batch(
+            self._insider, [by_id[d.record_id] for d in drifted], self._mapping, skip_hook=True
+        )
+        refused = {r.record_id: r.reasons for r in stats.rejections}
+        for drift in drifted:
+            if drift.record_id in refused:
+                reasons = mask_pii("; ".join(refused[drift.record_id]))
+                report.repair_failures.append(f"{drift.record_id}: {reasons}")
+            else:
+                drift.repaired = True
+                report.repaired += 1
+
+    # -- orders ------------------------------------------------------------------------
+
+    async def check_orders(
+        self,
+        ids: list[str],
+        *,
+        repair: bool,
+        lane: str,
+        on_progress: Progress | None = None,
+    ) -> DriftReport:
+        report = DriftReport(entity="orders", source="insider-profile-api", sampled=len(ids))
+        records = await self._records("orders", ids, ORDER_EXPAND)
+        prepared = await self._orders.prepare(records)
+        report.skipped = len(records) - len(prepared.orders)
+        by_person: dict[str, list[PreparedOrder]] = defaultdict(list)
+        for order in prepared.orders.values():
+            if order.mapped.identifiers is not None and order.mapped.events:
+                person = json.dumps(order.mapped.identifiers.strongest(), sort_keys=True)
+                by_person[person].append(order)
+        reads = CountedReads(self._insider)
+        gate = asyncio.Semaphore(READ_CONCURRENCY)
+        held: dict[str, set[str]] = {}
+        unread: set[str] = set()
+        missing: dict[str, set[str]] = {}
+        drifted: list[RecordDrift] = []
+        done = 0
+
+        async def compare(person: str, orders: list[PreparedOrder]) -> None:
+            nonlocal done
+            events = [keyed.event for order in orders for keyed in order.mapped.events]
+            moments = [_moment(e.timestamp) for e in events]
+            query = {
+                "start_date": int((min(moments) - READ_SLACK).timestamp()),
+                "end_date": int((max(moments) + READ_SLACK).timestamp()),
+                "wanted": [
+                    {"event_name": name, "params": ORDER_EVENT_PARAMS}
+                    for name in sorted({e.event_name for e in events})
+                ],
+            }
+            async with gate:
+                try:
+                    profile = await reads.profile(json.loads(person), ["uuid"], query)
+                except InsiderBadRequest as exc:
+                    ids = ", ".join(order.order_id for order in orders)
+                    report.unreadable.append(f"{ids}: {mask_pii(str(exc))}")
+                    unread.update(order.order_id for order in orders)
+                    return
+            expected = [
+                ExpectedOrder(
+                    order.order_id,
+                    str(order.mapped.events[0].event.event_params.get("event_group_id")),
+                    order.mapped.events,
+                )
+                for order in orders
+            ]
+            outcome = compare_orders(expected, (profile or {}).get("events") or {})
+            held.update(outcome.held)
+            missing.update(outcome.missing)
+            drifted.extend(outcome.drift)
+            done += len(orders)
+            if on_progress is not None:
+                on_progress(done)
+
+        await asyncio.gather(*(compare(p, orders) for p, orders in by_person.items()))
+        report.checked = len(prepared.orders) - len(unread)
+        report.profile_reads, report.units_spent = reads.reads, round(reads.units, 2)
+        if repair:
+            lost = {oid: keys for oid, keys in missing.items() if keys}
+            if lost:
+                await self._repair_orders(records, held, lost, drifted, lane, report)
+        for drift in sorted(drifted, key=lambda d: (d.record_id, d.item or "")):
+            report.add(drift)
+        if report.counts.duplicated or report.counts.extra:
+            report.notes.append(DUPLICATES_NEED_MANUAL_ACTION)
+        return report
+
+    async def _repair_orders(
+        self,
+        records: list[dict[str, Any]],
+        held: dict[str, set[str]],
+        lost: dict[str, set[str]],
+        drifted: list[RecordDrift],
+        lane: str,
+        report: DriftReport,
+    ) -> None:
+        """Send exactly the missing events again: the ledger is first made to say what
+        Insider holds (held events in, missing ones out), then the normal sender sends what
+        the ledger lacks - under an in-flight marker, so a lost answer is settled, not
+        guessed."""
+        await self._orders.recover(lane)  # a repair of this lane that died mid-request
+        for order_id, keys in lost.items():
+            await self._orders.ledger.correct(order_id, held=held.get(order_id, ()), lost=keys)
+        stats = await self._orders.send_batch(
+            [r for r in records if str(r["id"]) in lost], lane=lane, skip_hook=True
+        )
+        await self._orders.finish(lane)
+        refused = {r.record_id: r.reasons for r in stats.rejections}
+        for drift in drifted:
+            if drift.kind != "missing":
+                continue
+            if drift.record_id in refused:
+                reasons = mask_pii("; ".join(refused[drift.record_id]))
+                report.repair_failures.append(f"{drift.record_id} {drift.item}: {reasons}")
+            else:
+                drift.repaired = True
+                report.repaired += 1
+        log.info("order events re-sent", orders=len(lost), events=stats.events, lane=lane)
+
+    # -- catalog -----------------------------------------------------------------------
+
+    async def check_catalog(
+        self, ids: list[str], *, repair: bool, on_progress: Progress | None = None
+    ) -> DriftReport:
+        report = DriftReport(entity="catalog", source="fingerprint-store", sampled=len(ids))
+        records = await self._records("products", ids, ())
+        plan = await self._catalog.plan_products(records, mode="changes")
+        report.checked = len(records)
+        report.skipped = plan.stats.rejected  # items the mapping refuses (the sync too)
+        drifted = catalog_drift(plan)
+        if on_progress is not None:
+            on_progress(len(records))
+        if repair and drifted:
+            products = {d.record_id for d in drifted}
+            stats = await self._catalog.send_products(
+                [r for r in records if str(r["id"]) in products], mode="changes"
+            )
+            refused = {r.record_id: r.reasons for r in stats.rejections if r.stage == "insider"}
+            for drift in drifted:
+                if drift.item in refused:
+                    reasons = mask_pii("; ".join(refused[drift.item]))
+                    report.repair_failures.append(f"{drift.item}: {reasons}")
+                else:
+                    drift.repaired = True
+                    report.repaired += 1
+        for drift in drifted:
+            report.add(drift)
+        report.notes.append(SOURCE_NOTE)
+        return report

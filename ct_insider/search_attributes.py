@@ -1,0 +1,123 @@
+"""The search attributes our workflows carry, so operators find runs in the Temporal UI.
+
+    CtEntity="customers" AND CtRunKind="backfill"      every customer backfill
+    CtCustomerId="<id>"                                 everything about one customer
+    CtRunKind="check" AND CtOutcome="drift"             checks that found drift
+    CtOutcome="failed"                                  every run that failed
+
+All are keywords. A server must know them before a workflow sets them (a workflow task
+that upserts an unknown attribute fails and is retried until it is registered), so setup
+registers them: `ensure_search_attributes` (`ct-insider setup temporal`, `make run`), and
+the dev servers started by tests and `make run` get them on their command line.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+    TypedSearchAttributes,
+)
+
+ENTITY = SearchAttributeKey.for_keyword("CtEntity")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CtCustomerId")
+RUN_KIND = SearchAttributeKey.for_keyword("CtRunKind")
+OUTCOME = SearchAttributeKey.for_keyword("CtOutcome")
+ALL: tuple[SearchAttributeKey[str], ...] = (ENTITY, CUSTOMER_ID, RUN_KIND, OUTCOME)
+
+RunKind = Literal["backfill", "delta", "check", "catalog-change", "redrive", "journey-shard"]
+# "rejections": finished, but some records were refused (they are in `ct-insider dlq`).
+Outcome = Literal["running", "completed", "rejections", "failed", "drift"]
+
+# The patch id guarding the upserts in workflows that ran before they set attributes.
+PATCH_ID = "search-attributes"
+
+
+class SearchAttributeConflict(Exception):
+    """The namespace already has one of our names, registered with another type."""
+
+
+def dev_server_flags() -> list[str]:
+    """`temporal server start-dev` arguments that register every attribute at startup."""
+    flags: list[str] = []
+    for key in ALL:
+        flags += ["--search-attribute", f"{key.name}=Keyword"]
+    return flags
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register whichever of our attributes the namespace lacks; returns the names added.
+
+    Idempotent. Needs the operator service (a dev server or a self-hosted cluster; on
+    Temporal Cloud they are added in the Cloud UI or with tcld, and this fails with
+    PERMISSION_DENIED)."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    known = dict(listed.custom_attributes)
+    wrong = [
+        key.name
+        for key in ALL
+        if key.name in known and known[key.name] != IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    ]
+    if wrong:
+        raise SearchAttributeConflict(
+            f"namespace {namespace} has {', '.join(wrong)} registered with a type other than "
+            "Keyword; remove them or use another namespace"
+        )
+    missing = [key.name for key in ALL if key.name not in known]
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={
+                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing
+                },
+            )
+        )
+    return missing
+
+
+def run_attributes(
+    kind: RunKind,
+    entity: str | None = None,
+    customer_id: str | None = None,
+    outcome: Outcome = "running",
+) -> TypedSearchAttributes:
+    """What a starter passes to `start_workflow(search_attributes=...)`."""
+    return TypedSearchAttributes(_pairs(kind, entity, customer_id, outcome))
+
+
+def run_updates(
+    kind: RunKind,
+    entity: str | None = None,
+    customer_id: str | None = None,
+    outcome: Outcome = "running",
+) -> list[SearchAttributeUpdate[str]]:
+    """The same, for `workflow.upsert_search_attributes` at the start of a run."""
+    return [pair.key.value_set(pair.value) for pair in _pairs(kind, entity, customer_id, outcome)]
+
+
+def outcome_update(outcome: Outcome) -> list[SearchAttributeUpdate[str]]:
+    """`workflow.upsert_search_attributes(outcome_update("completed"))` when a run ends."""
+    return [OUTCOME.value_set(outcome)]
+
+
+def _pairs(
+    kind: RunKind, entity: str | None, customer_id: str | None, outcome: Outcome
+) -> list[SearchAttributePair[str]]:
+    pairs = [SearchAttributePair(RUN_KIND, kind), SearchAttributePair(OUTCOME, outcome)]
+    if entity:
+        pairs.append(SearchAttributePair(ENTITY, entity))
+    if customer_id:
+        pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
+    return pairs

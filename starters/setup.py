@@ -1,0 +1,240 @@
+"""`ct-insider setup commercetools|insider|temporal`: create or check what the connector
+needs outside itself (idempotent: running it again changes nothing)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ct_insider.config import (
+    CommercetoolsSettings,
+    InsiderSettings,
+    SubscriptionSettings,
+    TemporalSettings,
+    load,
+)
+from starters.output import ExitCode, UsageError, add_json_flag, fail, print_json, stdout, table
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    setup = commands.add_parser(
+        "setup",
+        help="create the commercetools subscription, check tokens and scopes, register "
+        "Insider locales and Temporal search attributes",
+        epilog="example: ct-insider setup commercetools --dry-run",
+    )
+    systems = setup.add_subparsers(dest="system", required=True)
+    ct = systems.add_parser(
+        "commercetools",
+        help="create or update the Subscription (CT_INSIDER_SUBSCRIPTION_*) and check the "
+        "API client's scopes",
+        epilog="example: CT_INSIDER_SUBSCRIPTION_DESTINATION=GoogleCloudPubSub "
+        "CT_INSIDER_SUBSCRIPTION_GCP_PROJECT_ID=shop CT_INSIDER_SUBSCRIPTION_GCP_TOPIC=ct "
+        "ct-insider setup commercetools --json",
+    )
+    ct.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    add_json_flag(ct)
+    ct.set_defaults(handler=setup_commercetools)
+    insider = systems.add_parser(
+        "insider",
+        help="verify the UCD and Catalog tokens, register the catalog locales, list what "
+        "must exist in InOne",
+        epilog="example: ct-insider setup insider --mapping rules.json",
+    )
+    insider.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
+    add_json_flag(insider)
+    insider.set_defaults(handler=setup_insider)
+    temporal = systems.add_parser(
+        "temporal",
+        help="register the search attributes the workflows set",
+        epilog="example: ct-insider setup temporal --json",
+    )
+    add_json_flag(temporal)
+    temporal.set_defaults(handler=setup_temporal)
+
+
+async def setup_commercetools(args: argparse.Namespace) -> int:
+    from ct_insider.commercetools.client import CommercetoolsClient
+    from ct_insider.commercetools.errors import CommercetoolsAuthError, CommercetoolsRequestError
+    from ct_insider.setup.subscription import (
+        FormatMismatch,
+        ensure_subscription,
+        subscription_draft,
+    )
+    from ct_insider.setup.verify import check_scopes
+
+    settings = load(CommercetoolsSettings)
+    draft = subscription_draft(load(SubscriptionSettings))
+    try:
+        scopes = await check_scopes(settings)
+    except CommercetoolsAuthError as exc:
+        fail(f"commercetools refused the API client's credentials: {exc}")
+        return ExitCode.UNREACHABLE
+    # Subscriptions need a scope the worker does not: asked for only here.
+    managing = settings.model_copy(
+        update={"scopes": f"manage_subscriptions:{settings.project_key}"}
+    )
+    problem: str | None = None
+    result = None
+    try:
+        async with CommercetoolsClient(managing) as ct:
+            result = await ensure_subscription(ct, draft, dry_run=args.dry_run)
+    except FormatMismatch as exc:
+        problem = str(exc)
+    except (CommercetoolsAuthError, CommercetoolsRequestError) as exc:
+        if exc.status_code not in (400, 401, 403) or (
+            exc.status_code == 400 and "scope" not in exc.message + " ".join(exc.codes)
+        ):
+            raise
+        problem = (
+            f"the API client may not manage subscriptions (it needs "
+            f"manage_subscriptions:{settings.project_key}, for setup only): {exc}"
+        )
+    failed = bool(scopes.missing) or problem is not None
+    if args.json:
+        print_json(
+            {
+                "ok": not failed,
+                "scopes": scopes.model_dump(mode="json"),
+                "subscription": result.model_dump(mode="json") if result else None,
+                "problem": problem,
+            }
+        )
+    else:
+        _print_scopes(scopes.model_dump(mode="json"))
+        if result is not None:
+            changed = f" ({', '.join(result.changed)})" if result.changed else ""
+            stdout().print(
+                f"subscription {result.key}: {result.outcome}{changed}, "
+                f"destination {result.subscription['destination']['type']}",
+                markup=False,
+            )
+    if problem:
+        fail(f"setup commercetools: {problem}")
+    if scopes.missing:
+        fail(
+            "setup commercetools: missing scopes "
+            + ", ".join(f"{m.scope} ({m.where})" for m in scopes.missing)
+        )
+    return ExitCode.FAILURES if failed else ExitCode.OK
+
+
+def _print_scopes(scopes: dict[str, Any]) -> None:
+    missing = {m["scope"]: m for m in scopes["missing"]}
+    rows = [
+        [m["scope"], f"MISSING from {m['where']}", ", ".join(m["features"]), "; ".join(m["why"])]
+        for m in missing.values()
+    ]
+    if not rows:
+        stdout().print("commercetools scopes: OK (every feature's scope is granted)", markup=False)
+        return
+    stdout().print(table("commercetools scopes", ["scope", "status", "features", "for"], rows))
+
+
+async def setup_insider(args: argparse.Namespace) -> int:
+    from ct_insider.insider.client import InsiderClient
+    from ct_insider.insider.errors import InsiderConfigurationError
+    from ct_insider.mapping.config import MappingConfigError, load_mapping_config
+    from ct_insider.setup.inone import inone_requirements
+    from ct_insider.setup.verify import register_locales, verify_ucd_token
+
+    settings = load(InsiderSettings)
+    try:
+        mapping = load_mapping_config(args.mapping)
+    except MappingConfigError as exc:
+        raise UsageError(str(exc)) from None
+    requirements = inone_requirements(mapping)
+    async with InsiderClient(settings) as insider:
+        try:
+            await verify_ucd_token(insider)
+        except InsiderConfigurationError as exc:
+            fail(f"Insider UCD refused the partner name or UCD token (INSIDER_API_KEY): {exc}")
+            return ExitCode.UNREACHABLE
+        try:
+            created = await register_locales(insider, mapping)
+        except InsiderConfigurationError as exc:
+            fail(
+                "Insider catalog refused the partner name or catalog token "
+                f"(INSIDER_CATALOG_API_KEY): {exc}"
+            )
+            return ExitCode.UNREACHABLE
+    locales = [market.locale for market in mapping.catalog.markets]
+    if args.json:
+        print_json(
+            {
+                "ucd_token": "ok",
+                "catalog_token": "ok",
+                "locales": locales,
+                "locales_created": created,
+                "inone": requirements.model_dump(mode="json"),
+                "custom_events": requirements.custom_events,
+            }
+        )
+        return ExitCode.OK
+    out = stdout()
+    out.print("Insider UCD token: OK", markup=False)
+    out.print(
+        f"Insider catalog token: OK; locales {', '.join(locales)} registered ({created} new)",
+        markup=False,
+    )
+    out.print(
+        table(
+            "InOne custom attributes (Attributes & Events)",
+            ["attribute", "type and meaning"],
+            sorted(requirements.custom_attributes.items()),
+        )
+    )
+    out.print(
+        table(
+            "InOne events and their custom params",
+            ["event", "kind", "custom params"],
+            [
+                [e.name, "custom: create it" if e.custom else "default", ", ".join(e.params)]
+                for e in requirements.events
+            ],
+        )
+    )
+    out.print(
+        f"Identity Resolution: enable {', '.join(requirements.identifiers)}"
+        + (
+            f"; catalog product attributes: {', '.join(requirements.catalog_product_attributes)}"
+            if requirements.catalog_product_attributes
+            else ""
+        ),
+        markup=False,
+    )
+    return ExitCode.OK
+
+
+async def setup_temporal(args: argparse.Namespace) -> int:
+    # Imported here: the module belongs to the search attributes' own change.
+    from temporalio.service import RPCError
+
+    from ct_insider.search_attributes import SearchAttributeConflict, ensure_search_attributes
+    from ct_insider.temporal import connect
+
+    settings = load(TemporalSettings)
+    client = await connect(settings)
+    try:
+        added = await ensure_search_attributes(client, settings.namespace)
+    except SearchAttributeConflict as exc:
+        fail(f"setup temporal: {exc}")
+        return ExitCode.FAILURES
+    except RPCError as exc:
+        # e.g. PERMISSION_DENIED on Temporal Cloud: add them in the Cloud UI or with tcld.
+        fail(f"setup temporal: Temporal refused to register search attributes: {exc.message}")
+        return ExitCode.FAILURES
+    if args.json:
+        print_json({"namespace": settings.namespace, "search_attributes_added": added})
+    elif added:
+        stdout().print(
+            f"namespace {settings.namespace}: added search attributes {', '.join(added)}",
+            markup=False,
+        )
+    else:
+        stdout().print(
+            f"namespace {settings.namespace}: every search attribute already registered",
+            markup=False,
+        )
+    return ExitCode.OK

@@ -1,0 +1,269 @@
+"""`ct-insider setup` and `ct-insider doctor` as an operator runs them: the CLI as a process
+against the emulators and the Temporal dev server, judged by exit code and output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from ct_insider.commercetools.notifications import CHANGE_RESOURCE_TYPES, MESSAGE_TYPES
+from ct_insider.commercetools.scopes import default_scope_names
+from ct_insider.search_attributes import ALL
+from emulators.process import ct_insider_command, free_port
+from tests.conftest import Emulators, running_worker
+
+pytestmark = pytest.mark.integration
+
+PUBSUB = {
+    "CT_INSIDER_SUBSCRIPTION_DESTINATION": "GoogleCloudPubSub",
+    "CT_INSIDER_SUBSCRIPTION_GCP_PROJECT_ID": "shop-events",
+    "CT_INSIDER_SUBSCRIPTION_GCP_TOPIC": "commercetools",
+}
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ct_insider_command(*args),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _env(emulators: Emulators, client: Client, task_queue: str, **more: str) -> dict[str, str]:
+    return {
+        **emulators.environment(client.service_client.config.target_host, task_queue),
+        **more,
+    }
+
+
+def _stored_subscription(emulators: Emulators) -> dict[str, Any]:
+    stored: dict[str, Any] = emulators.ct("GET", "subscriptions/key=ct-insider")
+    return stored
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+async def test_setup_commercetools_creates_keeps_and_updates_the_subscription(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    env = _env(clean_emulators, client, task_queue, **PUBSUB)
+
+    # When setup runs against a project without the subscription
+    first = await asyncio.to_thread(_cli, env, "setup", "commercetools", "--json")
+    # Then it is created with every notification type the bridge routes
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["subscription"]["outcome"] == "created"
+    stored = _stored_subscription(clean_emulators)
+    assert stored["destination"] == {
+        "type": "GoogleCloudPubSub",
+        "projectId": "shop-events",
+        "topic": "commercetools",
+    }
+    assert {m["resourceTypeId"]: tuple(m["types"]) for m in stored["messages"]} == dict(
+        MESSAGE_TYPES
+    )
+    assert "StandalonePriceValueChanged" in str(stored["messages"])
+    assert [c["resourceTypeId"] for c in stored["changes"]] == list(CHANGE_RESOURCE_TYPES)
+    assert stored["format"] == {"type": "Platform"}
+
+    # When it runs again, nothing is written
+    again = await asyncio.to_thread(_cli, env, "setup", "commercetools", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["subscription"]["outcome"] == "unchanged"
+    assert _stored_subscription(clean_emulators)["version"] == stored["version"]
+
+    # When the destination is changed, a dry run shows it and writes nothing ...
+    moved = {**env, "CT_INSIDER_SUBSCRIPTION_GCP_TOPIC": "commercetools-v2"}
+    dry = await asyncio.to_thread(_cli, moved, "setup", "commercetools", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["subscription"]["outcome"] == "would update"
+    assert _stored_subscription(clean_emulators)["destination"]["topic"] == "commercetools"
+    # ... and a real run updates the destination in place
+    updated = await asyncio.to_thread(_cli, moved, "setup", "commercetools", "--json")
+    assert updated.returncode == 0, updated.stderr
+    result = json.loads(updated.stdout)["subscription"]
+    assert (result["outcome"], result["changed"]) == ("updated", ["destination"])
+    after = _stored_subscription(clean_emulators)
+    assert after["destination"]["topic"] == "commercetools-v2"
+    assert after["id"] == stored["id"]
+    assert after["version"] > stored["version"]
+
+
+async def test_setup_commercetools_names_the_missing_standalone_prices_scope(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    # Given scopes configured as the defaults were before standalone prices were read
+    project = clean_emulators.project_key
+    old_defaults = " ".join(
+        f"{name}:{project}"
+        for name in (
+            "view_customers",
+            "view_customer_groups",
+            "view_orders",
+            "view_payments",
+            "view_discount_codes",
+            "view_published_products",
+            "view_products",
+            "view_categories",
+            "manage_key_value_documents",
+        )
+    )
+    env = _env(clean_emulators, client, task_queue, **PUBSUB, CTP_SCOPES=old_defaults)
+
+    # When setup checks them
+    run = await asyncio.to_thread(_cli, env, "setup", "commercetools", "--json")
+
+    # Then it exits 1 naming exactly that scope and what needs it
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert [(m["scope"], m["features"]) for m in report["scopes"]["missing"]] == [
+        (f"view_standalone_prices:{project}", ["catalog"])
+    ]
+    assert f"view_standalone_prices:{project}" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+async def test_setup_insider_verifies_tokens_registers_locales_and_lists_inone_schema(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    env = _env(clean_emulators, client, task_queue)
+
+    # When setup insider runs with the default mapping rules
+    run = await asyncio.to_thread(_cli, env, "setup", "insider", "--json")
+
+    # Then both tokens are accepted, the markets' locales exist in Insider's catalog ...
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["ucd_token"], report["catalog_token"]) == ("ok", "ok")
+    catalog = httpx.get(f"{clean_emulators.insider_url}/_emulator/catalog").json()
+    assert {"en_US", "de_DE", "en_GB"} <= set(catalog["locales"])
+    assert report["locales_created"] == 3
+    # ... and what InOne must define is listed
+    assert {"purchase_refund", "cancelled_purchase", "login", "item_added_to_wishlist"} <= set(
+        report["custom_events"]
+    )
+    assert "purchase" not in report["custom_events"]
+    assert "ct_customer_number" in report["inone"]["custom_attributes"]
+    assert "ct_anonymous_id" in report["inone"]["identifiers"]
+
+    # When the catalog token is wrong, setup names the catalog and exits 3
+    wrong = {**env, "INSIDER_CATALOG_API_KEY": "not-the-catalog-token"}
+    refused = await asyncio.to_thread(_cli, wrong, "setup", "insider")
+    assert refused.returncode == 3
+    assert "Insider catalog refused" in _last_line(refused.stderr)
+
+
+def _scopes_without(emulators: Emulators, left_out: str) -> str:
+    names = [n for n in default_scope_names() if n != left_out]
+    return " ".join(f"{name}:{emulators.project_key}" for name in names)
+
+
+async def test_doctor_passes_with_a_worker_and_pinpoints_a_wrong_insider_token(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    env = _env(clean_emulators, client, task_queue)
+    async with running_worker(client, task_queue, clean_emulators):
+        # When doctor runs while a worker polls both task queues
+        healthy = await asyncio.to_thread(_cli, env, "doctor", "--json")
+        # When the UCD token is wrong
+        wrong = {**env, "INSIDER_API_KEY": "not-the-ucd-token"}
+        refused = await asyncio.to_thread(_cli, wrong, "doctor")
+        # When the scopes lack standalone prices
+        narrow = {**env, "CTP_SCOPES": _scopes_without(clean_emulators, "view_standalone_prices")}
+        unscoped = await asyncio.to_thread(_cli, narrow, "doctor")
+
+    # Then every check passes (schedules may only warn)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    verdicts = json.loads(healthy.stdout)["verdicts"]
+    checks = {(v["system"], v["check"]): v["status"] for v in verdicts}
+    assert checks.pop(("Temporal", "schedules")) in ("OK", "WARN")
+    assert set(checks.values()) == {"OK"}
+    assert {
+        ("commercetools", "token and a read"),
+        ("commercetools", "scopes"),
+        ("Insider UCD", "token"),
+        ("Insider catalog", "token"),
+        ("Temporal", "task queue"),
+        ("Temporal", "journey task queue"),
+    } <= set(checks)
+    # And with the wrong token it exits 3, naming Insider UCD (and only it) last
+    assert refused.returncode == 3, refused.stdout
+    lines = refused.stdout.strip().splitlines()
+    assert any(line.startswith("FAIL") and "Insider UCD" in line for line in lines)
+    assert _last_line(refused.stdout) == "doctor: FAILED: Insider UCD (exit 3)"
+    assert "Traceback" not in refused.stderr
+    # And without the standalone prices scope it exits 1 naming the scope ...
+    assert unscoped.returncode == 1, unscoped.stdout
+    assert _last_line(unscoped.stdout) == "doctor: FAILED: commercetools (exit 1)"
+    [scopes_line] = [line for line in unscoped.stdout.splitlines() if "scopes" in line]
+    assert scopes_line.startswith("FAIL")
+    assert f"view_standalone_prices:{clean_emulators.project_key}" in scopes_line
+    # ... which the emulator, like commercetools, refuses to such a token
+    token = httpx.post(
+        f"{clean_emulators.ct_url}/oauth/token",
+        auth=(clean_emulators.client_id, clean_emulators.client_secret),
+        data={"grant_type": "client_credentials", "scope": narrow["CTP_SCOPES"]},
+    ).json()["access_token"]
+    answer = httpx.get(
+        f"{clean_emulators.ct_url}/{clean_emulators.project_key}/standalone-prices",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 403
+    assert answer.json()["errors"][0]["code"] == "insufficient_scope"
+
+
+async def test_doctor_names_an_unreachable_temporal_without_a_traceback(
+    client: Client, task_queue: str, emulators: Emulators
+) -> None:
+    # Given a Temporal address where nothing listens
+    closed = f"127.0.0.1:{free_port()}"
+    env = {**_env(emulators, client, task_queue), "TEMPORAL_ADDRESS": closed}
+
+    # When doctor runs
+    started = time.monotonic()
+    run = await asyncio.to_thread(_cli, env, "doctor", "--json")
+
+    # Then it exits 3 within its check timeout, naming Temporal, and prints no traceback
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in run.stderr
+    assert _last_line(run.stderr) == "doctor: FAILED: Temporal (exit 3)"
+    report = json.loads(run.stdout)
+    assert report["failing"] == ["Temporal"]
+    [connect] = [v for v in report["verdicts"] if v["system"] == "Temporal"]
+    assert connect["status"] == "FAIL"
+    assert connect["check"] == "connect"
+
+
+async def test_setup_temporal_registers_every_search_attribute(
+    client: Client, task_queue: str, emulators: Emulators
+) -> None:
+    env = _env(emulators, client, task_queue)
+
+    # When setup temporal runs twice
+    first = await asyncio.to_thread(_cli, env, "setup", "temporal", "--json")
+    second = await asyncio.to_thread(_cli, env, "setup", "temporal", "--json")
+
+    # Then the namespace knows every attribute the workflows set, and the second run adds none
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["search_attributes_added"] == []
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    assert {key.name for key in ALL} <= set(listed.custom_attributes)
+    assert set(json.loads(first.stdout)["search_attributes_added"]) <= {key.name for key in ALL}

@@ -1,0 +1,54 @@
+"""Delta syncs that started before the watermark store replay on today's code.
+
+tests/fixtures/delta_histories/ holds first runs of DeltaSyncWorkflow recorded with the code
+from before the watermark store (commit ad8e8de, a stub sync_chunk activity, four windows
+and a continue-as-new): one started with a watermark, one launched "from now". A running
+delta replays its history after every deploy, so the store's activities are guarded by
+`workflow.patched` and must not appear where those histories have none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from ct_insider.temporal import DATA_CONVERTER
+from workflows.delta import DeltaSyncWorkflow
+from workflows.watermarks import WATERMARK_STORE_PATCH
+
+HISTORIES = sorted((Path(__file__).parent.parent / "fixtures" / "delta_histories").glob("*.json"))
+
+
+def _history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_recorded_histories_exist() -> None:
+    assert [p.stem for p in HISTORIES] == ["first-launch-from-now", "watermark-given"]
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_a_delta_from_before_the_watermark_store_replays(path: Path) -> None:
+    replayer = Replayer(workflows=[DeltaSyncWorkflow], data_converter=DATA_CONVERTER)
+    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_the_store_unguarded_would_break_their_replay(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the watermark store's patch taken as applied in every history
+    real = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda patch_id: patch_id == WATERMARK_STORE_PATCH or real(patch_id)
+    )
+    replayer = Replayer(workflows=[DeltaSyncWorkflow], data_converter=DATA_CONVERTER)
+    # When an old history replays, Then the store's activities make it nondeterministic
+    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    assert "Nondeterminism" in str(result.replay_failure)
