@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := emulators/commercetools/node_modules/.installed
 
-.PHONY: run test lint typecheck unit integration install clean bench
+.PHONY: run test lint typecheck unit integration install clean bench docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration
+
+# The configuration, mapping-rules and CLI tables of docs/operations.md and README.md, from
+# the code; tests/unit/test_docs_generated.py fails while they are stale. Also .env.example
+# (tests/unit/test_deployment.py).
+docs: install
+	$(BIN)/python -m tools.gen_docs
+	$(BIN)/python -m tools.env_example
 
 clean:
 	rm -rf $(VENV) .dev emulators/commercetools/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -7,7 +7,6 @@ a minute of quota), so a retried attempt costs little; it heartbeats per record 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 from temporalio import activity
@@ -19,13 +18,12 @@ from ct_insider.checks.drift import CheckEntity, DriftReport
 from ct_insider.checks.sampling import page_ids, sample_ids
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.insider.errors import InsiderError
+from ct_insider.resources import CHECK_SAMPLES
 from ct_insider.sync.window import Window
 
-RESOURCES: dict[CheckEntity, Literal["customers", "orders", "products"]] = {
-    "customers": "customers",
-    "orders": "orders",
-    "catalog": "products",
-}
+# The resource each check samples, from the registry (ct_insider/resources.py); which
+# checker compares them is `check_records` (a unit test holds it to every check entity).
+RESOURCES: dict[CheckEntity, str] = CHECK_SAMPLES
 
 
 def selection(entity: CheckEntity, since: datetime | None) -> str | None:
@@ -51,8 +49,10 @@ class CheckChunkInput(BaseModel):
     entity: CheckEntity
     ids: list[str] = Field(max_length=1_000)
     repair: bool = False
-    # The workflow id: keys the in-flight marker of an order repair.
+    # The workflow id: keys the in-flight marker of an order repair, names dead letters.
     lane: str
+    # Orders changed or delivered after this are too recent to judge (see CheckInput).
+    too_recent_after: datetime | None = None
 
 
 class CheckActivities(ConnectorActivities):
@@ -68,7 +68,10 @@ class CheckActivities(ConnectorActivities):
         where = selection(params.entity, params.since)
         try:
             if params.size is not None:
-                return SamplePage(ids=await sample_ids(self._ct, resource, where, params.size))
+                ids = await sample_ids(
+                    self._ct, resource, where, params.size, on_page=activity.heartbeat
+                )
+                return SamplePage(ids=ids)
             ids, cursor = await page_ids(
                 self._ct, resource, where, params.after_id, params.page_size
             )
@@ -84,14 +87,18 @@ class CheckActivities(ConnectorActivities):
         try:
             if params.entity == "customers":
                 return await self.checker.check_customers(
-                    params.ids, repair=params.repair, on_progress=progress
+                    params.ids, repair=params.repair, lane=params.lane, on_progress=progress
                 )
             if params.entity == "orders":
                 return await self.checker.check_orders(
-                    params.ids, repair=params.repair, lane=params.lane, on_progress=progress
+                    params.ids,
+                    repair=params.repair,
+                    lane=params.lane,
+                    too_recent_after=params.too_recent_after,
+                    on_progress=progress,
                 )
             return await self.checker.check_catalog(
-                params.ids, repair=params.repair, on_progress=progress
+                params.ids, repair=params.repair, lane=params.lane, on_progress=progress
             )
         except (InsiderError, CommercetoolsError) as exc:
             raise as_application_error(exc) from exc

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import as_application_error
 from activities.interruption import delivery_cut_short
+from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.insider.errors import InsiderError
 from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, JourneyDeliverer
@@ -91,6 +92,9 @@ class JourneyActivities:
             raise ApplicationError(
                 f"{type(exc).__name__}: {exc}", type=NOT_SENT, non_retryable=not retryable
             ) from exc
+        stats = outcome.stats
+        telemetry.count_records("realtime", "events", sent=stats.events)
+        telemetry.count_records("realtime", "profiles", sent=stats.profiles)
         return DeliverResult(outcome=outcome, interruption=interruption, cut_short_at=cut_short_at)
 
     @activity.defn

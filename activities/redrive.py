@@ -8,7 +8,6 @@ from temporalio import activity
 from activities.base import ConnectorActivities
 from activities.errors import as_application_error
 from ct_insider.commercetools.errors import CommercetoolsError
-from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.errors import InsiderError
 from ct_insider.sync.redrive import RedriveResult, SyncRedriver
 
@@ -28,7 +27,6 @@ class RedriveActivities(ConnectorActivities):
             self._mapping,
             self._orders,
             self._catalog,
-            DeadLetterStore(self._ct),
         )
         try:
             return await redriver.redrive(params.keys, run=activity.info().workflow_id or "redrive")

@@ -13,8 +13,9 @@ from temporalio import activity
 
 from activities.base import ConnectorActivities
 from activities.errors import as_application_error
+from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
-from ct_insider.deadletters import DeadLetterStore
+from ct_insider.deadletters import DeadLetterPath, DeadLetterStore
 from ct_insider.insider.errors import InsiderError
 from ct_insider.logging import get_logger
 from ct_insider.resources import REGISTRY, Sender, synced
@@ -22,7 +23,7 @@ from ct_insider.resources import Resource as Resource  # re-exported: workflows 
 from ct_insider.sync.catalog import CatalogMode
 from ct_insider.sync.customers import send_customer_batch
 from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
-from ct_insider.sync.rejected import dead_lettering
+from ct_insider.sync.rejected import dead_lettering, legacy_path_of_lane
 from ct_insider.sync.reports import SyncStats
 from ct_insider.sync.window import Window
 
@@ -58,6 +59,9 @@ class SyncChunkInput(BaseModel):
     # to remember the versions sent in this one.
     known_versions: dict[str, int] = Field(default_factory=dict)
     remember_since: datetime | None = None
+    # The delivery path its rejected records are dead-lettered under, set by the workflow
+    # (None: a chunk scheduled before workflows passed it).
+    path: DeadLetterPath | None = None
 
 
 class SyncChunkResult(BaseModel):
@@ -78,6 +82,13 @@ class ChunkHeartbeat(BaseModel):
 class CountInput(BaseModel):
     entity: Resource
     window: Window
+
+
+def _count_records(params: SyncChunkInput, *attempt: SyncStats) -> None:
+    """This attempt's records in the connector's metrics (dead letters count where written)."""
+    path = params.path or legacy_path_of_lane(params.lane)
+    for stats in attempt:
+        telemetry.count_records(path, params.entity, sent=stats.sent, rejected=stats.rejected)
 
 
 class SyncActivities(ConnectorActivities):
@@ -134,6 +145,7 @@ class SyncActivities(ConnectorActivities):
             resource=params.entity,
             run=params.lane,
             skip_hook=params.skip_hook,
+            path=params.path or legacy_path_of_lane(params.lane),
         )
 
     @activity.defn
@@ -208,6 +220,7 @@ class SyncActivities(ConnectorActivities):
                 raise as_application_error(exc) from exc
         resumed.add(passed)
         resumed.add(outcome.stats)
+        _count_records(params, passed, outcome.stats)
         return SyncChunkResult(
             stats=resumed, cursor=outcome.cursor, done=outcome.done, remembered=memory.remembered
         )

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
+from ct_insider.codec_keys import generate_key_entry
 from emulators import commercetools
 from emulators.process import (
     ManagedProcess,
@@ -63,6 +64,8 @@ def local_stack(logs: Path, temporal_address: str | None = None) -> Iterator[Sta
     `temporal_address` names a Temporal server elsewhere (the production shape: the
     connector's processes then have the machine to themselves)."""
     logs.mkdir(parents=True, exist_ok=True)
+    # Encrypted like production (ct_insider/codec.py); the processes started here inherit it.
+    os.environ.setdefault("TEMPORAL_CODEC_KEYS", generate_key_entry("bench"))
     commercetools.ensure_installed()
     temporal_port, ui_port, ct_port, insider_port = (free_port() for _ in range(4))
     servers = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -35,6 +36,7 @@ from bench.loadgen import at_rate
 from bench.traffic import SHAPES, Shape, population, workload
 from bridge.commit import ShardCommitter, TemporalUnavailable
 from bridge.routing import storefront_signal
+from ct_insider.codec_keys import generate_key_entry
 from ct_insider.config import TemporalSettings
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.journeys.storefront import StorefrontEvent
@@ -228,7 +230,8 @@ async def run(shape: Shape, identities: int, shards: int) -> dict[str, Any]:
 
 async def connect(address: str) -> Client:
     """As the bridge and the worker connect (same data converter, same interceptors), once
-    the dev server answers."""
+    the dev server answers (payloads encrypted as in production)."""
+    os.environ.setdefault("TEMPORAL_CODEC_KEYS", generate_key_entry("bench"))
     for _ in range(120):
         try:
             client = await connect_temporal(TemporalSettings(address=address))

@@ -22,7 +22,9 @@ from pydantic import SecretStr
 
 from bridge.auth import BearerTokenMiddleware
 from bridge.dispatch import Dispatcher, TemporalUnavailable
+from bridge.observability import RequestTelemetry
 from bridge.routing import Ignored, NotificationRouter, storefront_signal
+from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
 from ct_insider.journeys.storefront import StorefrontBatch, StorefrontEvent
@@ -50,6 +52,8 @@ def create_app(token: SecretStr, router: NotificationRouter, dispatcher: Dispatc
     counters: Counter[str] = Counter()
 
     app.add_middleware(BearerTokenMiddleware, token=token, counters=counters)
+    if telemetry.active():  # outermost: it sees the 401s too
+        app.add_middleware(RequestTelemetry)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

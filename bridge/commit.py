@@ -19,16 +19,19 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.common import RawValue
 from temporalio.service import RPCError, RPCStatusCode
 
+from ct_insider import telemetry
 from ct_insider.journeys.signals import JourneySignal, shard_of
 from ct_insider.logging import get_logger
 from workflows.journey_shard import (
@@ -62,6 +65,8 @@ class _Window:
     committed: asyncio.Future[None]
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
+    # The spans of the requests whose signals the window holds (only while tracing).
+    requests: list[SpanContext] = field(default_factory=list)
 
     def has_room(self, part: bytes) -> bool:
         if not self.parts:
@@ -94,6 +99,7 @@ class _Lane:
             raise ShardBacklogged(f"journey shard {self.shard}: Temporal is slow to store")
         loop = asyncio.get_running_loop()
         waiting: list[asyncio.Future[None]] = []
+        request = trace.get_current_span().get_span_context() if telemetry.tracer() else None
         for part in parts:
             if not self._windows or not self._windows[-1].has_room(part):
                 self._windows.append(_Window(time.monotonic(), loop.create_future()))
@@ -102,6 +108,8 @@ class _Lane:
             window.size += len(part)
             if not waiting or waiting[-1] is not window.committed:
                 waiting.append(window.committed)
+                if request is not None and request.is_valid:
+                    window.requests.append(request)
         if len(self._windows) > 1 or not self._windows[0].has_room(b""):
             self._ready.set()  # a full window need not wait out its time
         if self._task is None or self._task.done():
@@ -118,7 +126,8 @@ class _Lane:
             self._windows.popleft()
             self._ready.clear()
             try:
-                await self._committer.signal(self.shard, window.parts)
+                with _window_span(self.shard, window):
+                    await self._committer.signal(self.shard, window.parts)
             except Exception as exc:  # each request waiting on this window answers 503
                 failure = (
                     exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
@@ -128,6 +137,10 @@ class _Lane:
                 continue
             if not window.committed.done():
                 window.committed.set_result(None)
+
+    @property
+    def queued(self) -> int:
+        return len(self._windows)
 
     def _check_backlog(self) -> None:
         now = time.monotonic()
@@ -147,6 +160,29 @@ class _Lane:
         except RuntimeError:
             return
         self.history_bytes = described.raw_description.workflow_execution_info.history_size_bytes
+
+
+@contextlib.contextmanager
+def _window_span(shard: int, window: _Window) -> Iterator[None]:
+    """The trace of a window: a child of its first request's span, linked to the others'.
+
+    The window's one signal carries this span's context into the shard (the tracing
+    interceptor's SignalWithStartWorkflow span is its child), so the first request's trace
+    runs on through the workflow and its activities; every other request in the window is
+    found from the span's links.
+    """
+    tracer = telemetry.tracer()
+    if tracer is None or not window.requests:
+        yield
+        return
+    first, *others = window.requests
+    with tracer.start_as_current_span(
+        "bridge.commit_window",
+        context=trace.set_span_in_context(trace.NonRecordingSpan(first)),
+        links=[trace.Link(other) for other in others],
+        attributes={"journey.shard": shard, "journey.signals": len(window.parts)},
+    ):
+        yield
 
 
 class ShardCommitter:
@@ -169,6 +205,11 @@ class ShardCommitter:
         self._lanes: dict[int, _Lane] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.commits = 0  # signals sent to Temporal (for /stats)
+        telemetry.track_open_timers(self)
+
+    def open_timers(self) -> dict[str, int]:
+        """Windows open or waiting for their commit (for the ct_insider_open_timers gauge)."""
+        return {"commit_window": sum(lane.queued for lane in self._lanes.values())}
 
     async def commit(self, signals: Sequence[JourneySignal]) -> int:
         """Return once Temporal stored every signal (with the shards' other signals of the

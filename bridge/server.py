@@ -36,6 +36,11 @@ async def serve(
             ),
         )
         config = uvicorn.Config(
-            app, host=bridge.host, port=bridge.port, log_level="warning", access_log=False
+            app,
+            host=bridge.host,
+            port=bridge.port,
+            log_level="warning",
+            access_log=False,
+            log_config=None,  # uvicorn's lines go through ct_insider.logging
         )
         await uvicorn.Server(config).serve()

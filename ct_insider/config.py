@@ -13,6 +13,7 @@ from typing import Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ct_insider.codec_keys import KeyRing, parse_key_ring
 from ct_insider.commercetools.scopes import default_scope_names
 
 _COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -23,9 +24,9 @@ class CommercetoolsSettings(BaseSettings):
 
     model_config = SettingsConfigDict(**_COMMON, env_prefix="CTP_")
 
-    project_key: str = Field(min_length=1)
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
+    project_key: str = Field(min_length=1, description="commercetools project key")
+    client_id: str = Field(min_length=1, description="API client id")
+    client_secret: SecretStr = Field(description="API client secret")
     auth_url: str = Field(
         min_length=1, description="e.g. https://auth.europe-west1.gcp.commercetools.com"
     )
@@ -34,10 +35,12 @@ class CommercetoolsSettings(BaseSettings):
     )
     scopes: str = Field(
         default="",
-        description="Space-separated OAuth scopes; empty means read scopes for the project "
-        "plus manage_key_value_documents (the delivery ledger's custom objects).",
+        description="space-separated OAuth scopes; empty: exactly the scopes the features "
+        "need, for the project (listed below; setup commercetools checks a token against them)",
     )
-    max_concurrency: int = Field(default=8, ge=1, le=64)
+    max_concurrency: int = Field(
+        default=8, ge=1, le=64, description="requests in flight to commercetools per process"
+    )
 
     @property
     def effective_scopes(self) -> str:
@@ -53,12 +56,22 @@ class CommercetoolsSettings(BaseSettings):
 class InsiderSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="INSIDER_")
 
-    partner_name: str = Field(min_length=1)
-    api_key: SecretStr
-    catalog_api_key: SecretStr
-    unification_url: str = "https://unification.useinsider.com"
-    catalog_url: str = "https://catalog.api.useinsider.com"
-    catalog_requests_per_minute: int = Field(default=60, ge=1)
+    partner_name: str = Field(
+        min_length=1, description="Insider partner name (sent lowercased, as Insider requires)"
+    )
+    api_key: SecretStr = Field(description="UCD API token")
+    catalog_api_key: SecretStr = Field(
+        description="Catalog API token (separate from the UCD token)"
+    )
+    unification_url: str = Field(
+        default="https://unification.useinsider.com", description="UCD API base URL"
+    )
+    catalog_url: str = Field(
+        default="https://catalog.api.useinsider.com", description="Catalog API base URL"
+    )
+    catalog_requests_per_minute: int = Field(
+        default=60, ge=1, description="client-side pacing of catalog requests (Insider allows 60)"
+    )
     upsert_linger_ms: int = Field(
         default=50,
         ge=0,
@@ -71,7 +84,8 @@ class InsiderSettings(BaseSettings):
         ge=0,
         le=300,
         description="how long after a request that may have been stored its settlement first "
-        "reads profiles (an event Insider stored is readable only once processed)",
+        "reads profiles (an event Insider stored is readable only once processed; how soon is "
+        "not documented)",
     )
     profile_units_per_minute: float = Field(
         default=900,
@@ -91,18 +105,34 @@ class InsiderSettings(BaseSettings):
 class TemporalSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="TEMPORAL_")
 
-    address: str = "localhost:7233"
-    namespace: str = "default"
-    task_queue: str = "ct-insider"
+    address: str = Field(default="localhost:7233", description="Temporal frontend host:port")
+    namespace: str = Field(default="default", description="Temporal namespace")
+    task_queue: str = Field(
+        default="ct-insider", description="task queue of backfills, delta syncs, checks and catalog"
+    )
     # Journeys get their own queue so a large backfill never delays realtime delivery.
-    journey_task_queue: str = "ct-insider-journeys"
-    api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key")
-    tls: bool = Field(default=False, description="Use TLS (implied by an API key or client cert)")
-    tls_client_cert_path: Path | None = None
-    tls_client_key_path: Path | None = None
-    tls_server_root_ca_path: Path | None = None
+    journey_task_queue: str = Field(
+        default="ct-insider-journeys",
+        description="task queue of the journey shards (the bridge signals them there)",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Temporal Cloud API key (implies TLS)"
+    )
+    tls: bool = Field(
+        default=False, description="TLS without client certificates (implied by an API key)"
+    )
+    tls_client_cert_path: Path | None = Field(
+        default=None, description="mTLS client certificate (set together with the key)"
+    )
+    tls_client_key_path: Path | None = Field(
+        default=None, description="mTLS client private key (set together with the certificate)"
+    )
+    tls_server_root_ca_path: Path | None = Field(
+        default=None, description="CA bundle to verify the server (a private CA)"
+    )
     metrics_bind_address: str | None = Field(
-        default=None, description="host:port for a Prometheus scrape endpoint of SDK metrics"
+        default=None,
+        description="host:port (e.g. 0.0.0.0:9464) for a Prometheus endpoint of SDK metrics",
     )
     journey_shards: int = Field(
         default=4,
@@ -113,8 +143,9 @@ class TemporalSettings(BaseSettings):
     )
     tracing: bool = Field(
         default=False,
-        description="OpenTelemetry spans for workflows, activities and signals, exported by the "
-        "process's global tracer provider (e.g. run under opentelemetry-instrument)",
+        description="OpenTelemetry spans for workflows, activities and signals through the "
+        "process's global tracer provider (e.g. under opentelemetry-instrument); implied when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER sets up tracing",
     )
 
     @model_validator(mode="after")
@@ -124,6 +155,65 @@ class TemporalSettings(BaseSettings):
                 "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH must be set together"
             )
         return self
+
+
+class TelemetrySettings(BaseSettings):
+    """OpenTelemetry (the standard OTEL_* variables) and the connector's metrics endpoint
+    (ct_insider/telemetry.py). Nothing is set up when none is set."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CT_INSIDER_")
+
+    metrics_bind_address: str | None = Field(
+        default=None,
+        description="host:port of a Prometheus scrape endpoint of the connector's own metrics "
+        "(worker and bridge; Temporal SDK metrics stay on TEMPORAL_METRICS_BIND_ADDRESS)",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP collector URL: traces (and metrics) are exported there when set",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="OTLP URL for traces only (enables tracing like OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+    otel_exporter_otlp_metrics_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        description="OTLP URL for metrics only (pushes the connector's metrics there)",
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_PROTOCOL",
+        description="http/protobuf (default) or grpc (needs opentelemetry-exporter-otlp-proto-grpc)",
+    )
+    otel_exporter_otlp_traces_protocol: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        description="the protocol for traces, overriding OTEL_EXPORTER_OTLP_PROTOCOL",
+    )
+    otel_exporter_otlp_metrics_protocol: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        description="the protocol for metrics, overriding OTEL_EXPORTER_OTLP_PROTOCOL",
+    )
+    otel_traces_exporter: str | None = Field(
+        default=None,
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="otlp, console or none (default: otlp when an OTLP endpoint is set)",
+    )
+    otel_metrics_exporter: str | None = Field(
+        default=None,
+        validation_alias="OTEL_METRICS_EXPORTER",
+        description="otlp or none (default: otlp when an OTLP endpoint is set); Prometheus is "
+        "CT_INSIDER_METRICS_BIND_ADDRESS",
+    )
+    otel_service_name: str | None = Field(
+        default=None,
+        validation_alias="OTEL_SERVICE_NAME",
+        description="overrides the service name (ct-insider-worker, -bridge, -cli)",
+    )
 
 
 class SchedulesSettings(BaseSettings):
@@ -147,9 +237,14 @@ class SchedulesSettings(BaseSettings):
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="BRIDGE_")
 
-    token: SecretStr = Field(description="Bearer token senders must present (or ?token=)")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    token: SecretStr = Field(
+        description="bearer token senders must present (or ?token=), at least 16 characters; "
+        "required by `ct-insider bridge`"
+    )
+    host: str = Field(
+        default="127.0.0.1", description="where the bridge listens (0.0.0.0 in a container)"
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="the bridge's HTTP port")
     commit_window_ms: int = Field(
         default=150,
         ge=0,
@@ -206,28 +301,50 @@ class SubscriptionSettings(BaseSettings):
 
     model_config = SettingsConfigDict(**_COMMON, env_prefix="CT_INSIDER_SUBSCRIPTION_")
 
-    destination: SubscriptionDestination
-    key: str = Field(default="ct-insider", pattern=r"^[A-Za-z0-9_-]{2,256}$")
-    format: Literal["Platform", "CloudEvents"] = "Platform"
-    gcp_project_id: str | None = None
-    gcp_topic: str | None = None
-    sqs_queue_url: str | None = None
-    sns_topic_arn: str | None = None
-    aws_region: str | None = None
-    aws_account_id: str | None = None
+    destination: SubscriptionDestination = Field(
+        description="where commercetools delivers messages (needs the variables of that type)"
+    )
+    key: str = Field(
+        default="ct-insider",
+        pattern=r"^[A-Za-z0-9_-]{2,256}$",
+        description="key of the Subscription setup creates or updates",
+    )
+    format: Literal["Platform", "CloudEvents"] = Field(
+        default="Platform", description="message format commercetools delivers"
+    )
+    gcp_project_id: str | None = Field(default=None, description="GoogleCloudPubSub: project id")
+    gcp_topic: str | None = Field(default=None, description="GoogleCloudPubSub: topic")
+    sqs_queue_url: str | None = Field(default=None, description="SQS: queue URL")
+    sns_topic_arn: str | None = Field(default=None, description="SNS: topic ARN")
+    aws_region: str | None = Field(default=None, description="SQS, EventBridge: AWS region")
+    aws_account_id: str | None = Field(default=None, description="EventBridge: AWS account id")
     aws_auth_mode: Literal["IAM", "Credentials"] = Field(
         default="IAM", description="SQS/SNS: IAM (commercetools' role) or access keys"
     )
-    aws_access_key: SecretStr | None = None
-    aws_access_secret: SecretStr | None = None
-    azure_connection_string: SecretStr | None = None
-    eventgrid_uri: str | None = None
-    eventgrid_access_key: SecretStr | None = None
-    confluent_bootstrap_server: str | None = None
-    confluent_api_key: str | None = None
-    confluent_api_secret: SecretStr | None = None
-    confluent_topic: str | None = None
-    confluent_acks: Literal["0", "1", "-1", "all"] = "all"
+    aws_access_key: SecretStr | None = Field(
+        default=None, description="SQS/SNS with Credentials: access key"
+    )
+    aws_access_secret: SecretStr | None = Field(
+        default=None, description="SQS/SNS with Credentials: access secret"
+    )
+    azure_connection_string: SecretStr | None = Field(
+        default=None, description="AzureServiceBus: connection string"
+    )
+    eventgrid_uri: str | None = Field(default=None, description="EventGrid: topic URI")
+    eventgrid_access_key: SecretStr | None = Field(
+        default=None, description="EventGrid: access key"
+    )
+    confluent_bootstrap_server: str | None = Field(
+        default=None, description="ConfluentCloud: bootstrap server"
+    )
+    confluent_api_key: str | None = Field(default=None, description="ConfluentCloud: API key")
+    confluent_api_secret: SecretStr | None = Field(
+        default=None, description="ConfluentCloud: API secret"
+    )
+    confluent_topic: str | None = Field(default=None, description="ConfluentCloud: topic")
+    confluent_acks: Literal["0", "1", "-1", "all"] = Field(
+        default="all", description="ConfluentCloud: producer acks"
+    )
     confluent_key: str | None = Field(default=None, description="Kafka message key field")
 
     @model_validator(mode="after")
@@ -240,6 +357,153 @@ class SubscriptionSettings(BaseSettings):
         if unset:
             raise ValueError(f"a {self.destination} destination needs {', '.join(unset)}")
         return self
+
+
+class PayloadCodecSettings(BaseSettings):
+    """The AES-256-GCM keys of the Temporal payload codec (ct_insider/codec.py)."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="TEMPORAL_CODEC_")
+
+    keys: SecretStr | None = Field(
+        default=None,
+        description="encryption keys of workflow data in Temporal, `id:base64key,id2:base64key` "
+        'or JSON {"id": "base64key"}: 32 random bytes each (`ct-insider codec-server '
+        "--generate-key`); keep retired keys listed while histories encrypted with them exist",
+    )
+    key_id: str | None = Field(
+        default=None,
+        description="the key id that encrypts new data (default: the first key); the others "
+        "only decrypt",
+    )
+    disabled: bool = Field(
+        default=False,
+        description="true: run without encryption (local development only); without keys "
+        "every process refuses to connect to Temporal unless this is set",
+    )
+
+    @model_validator(mode="after")
+    def _keys_or_explicitly_disabled(self) -> PayloadCodecSettings:
+        if self.keys is None:
+            if not self.disabled:
+                raise ValueError(
+                    "TEMPORAL_CODEC_KEYS is required (customer data in Temporal is encrypted); "
+                    "set TEMPORAL_CODEC_DISABLED=true only for local development"
+                )
+            return self
+        if self.disabled:
+            raise ValueError("set TEMPORAL_CODEC_KEYS or TEMPORAL_CODEC_DISABLED=true, not both")
+        try:
+            self.key_ring()
+        except ValueError as exc:
+            raise ValueError(f"TEMPORAL_CODEC_KEYS {exc}") from None
+        return self
+
+    def key_ring(self) -> KeyRing | None:
+        if self.keys is None:
+            return None
+        return parse_key_ring(self.keys.get_secret_value(), self.key_id)
+
+
+# Asymmetric only: a shared-secret (HS*) or `none` token could be forged by anyone who can
+# read the JWKS or just leave the signature off.
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+
+
+class CodecServerSettings(BaseSettings):
+    """`ct-insider codec-server`: decrypts payloads for the Temporal UI and CLI."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CODEC_SERVER_")
+
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token every /encode and /decode request must present (the "
+        "`temporal` CLI's --codec-auth; for the UI see README, Payload encryption)",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="true: answer without a token, only on a loopback host (the local dev "
+        "stack, whose Temporal UI has no sign-in to forward a token from)",
+    )
+    host: str = Field(default="127.0.0.1", description="address the codec server listens on")
+    port: int = Field(default=8081, ge=1, le=65535, description="port of the codec server")
+    cors_origins: str = Field(
+        default="http://localhost:8233",
+        description="comma-separated origins of the Temporal UI allowed to call the codec "
+        "server from the browser",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="issuer (`iss`) of the Temporal UI's single sign-on, e.g. "
+        "https://login.example.com/ (exactly as in its tokens); set: a bearer other than "
+        "CODEC_SERVER_TOKEN must be an access token (JWT) of this issuer",
+    )
+    oidc_audience: str | None = Field(
+        default=None,
+        description="audience (`aud`) the SSO access tokens must name; required with "
+        "CODEC_SERVER_OIDC_ISSUER",
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="URL of the issuer's signing keys (JWKS); empty: the `jwks_uri` of the "
+        "issuer's /.well-known/openid-configuration",
+    )
+    oidc_required_claim: str | None = Field(
+        default=None,
+        description="`name=value` a token must carry, e.g. groups=temporal-operators (the "
+        "claim equals the value or, if a list, contains it); empty: any user of the audience",
+    )
+    oidc_algorithms: str = Field(
+        default="RS256,ES256",
+        description="comma-separated signature algorithms accepted on SSO tokens "
+        f"(of {', '.join(OIDC_ALGORITHMS)})",
+    )
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_algorithms(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in OIDC_ALGORITHMS]
+        if not names or unknown:
+            raise ValueError(f"use some of {', '.join(OIDC_ALGORITHMS)}, not {unknown or value!r}")
+        return ",".join(names)
+
+    @field_validator("oidc_required_claim")
+    @classmethod
+    def _name_equals_value(cls, value: str | None) -> str | None:
+        if value is not None and not all(part.strip() for part in value.partition("=")[::2]):
+            raise ValueError("must be name=value, e.g. groups=temporal-operators")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _authenticated_unless_local(self) -> CodecServerSettings:
+        if self.token is None and not self.insecure_no_auth and self.oidc_issuer is None:
+            raise ValueError(
+                "CODEC_SERVER_TOKEN is required but not set (or CODEC_SERVER_OIDC_ISSUER)"
+            )
+        if (self.oidc_issuer is None) != (self.oidc_audience is None):
+            raise ValueError("CODEC_SERVER_OIDC_ISSUER and CODEC_SERVER_OIDC_AUDIENCE go together")
+        if self.oidc_jwks_url is not None and self.oidc_issuer is None:
+            raise ValueError("CODEC_SERVER_OIDC_JWKS_URL needs CODEC_SERVER_OIDC_ISSUER")
+        if self.insecure_no_auth and self.oidc_issuer is not None:
+            raise ValueError("CODEC_SERVER_INSECURE_NO_AUTH contradicts CODEC_SERVER_OIDC_ISSUER")
+        if self.insecure_no_auth and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(
+                f"CODEC_SERVER_INSECURE_NO_AUTH needs a loopback CODEC_SERVER_HOST, not {self.host}"
+            )
+        return self
+
+    @property
+    def origins(self) -> list[str]:
+        return [
+            origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()
+        ]
 
 
 class ConfigurationError(SystemExit):
@@ -264,6 +528,9 @@ def load(settings_class: type[S]) -> S:
             field = ".".join(str(part) for part in error["loc"])
             variable = f"{prefix}{field}".upper() if field else prefix.rstrip("_")
             reason = "is required but not set" if error["type"] == "missing" else error["msg"]
+            if not field:  # a check across variables names them in its own message
+                problems.append(reason.removeprefix("Value error, "))
+                continue
             problems.append(f"{variable} {reason}")
         message = "configuration error: " + "; ".join(problems)
         print(message, file=sys.stderr)

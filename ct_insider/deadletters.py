@@ -19,17 +19,23 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import httpx
 from pydantic import BaseModel, Field
 
+from ct_insider import telemetry
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsConflict, CommercetoolsNotFound
 from ct_insider.logging import mask_pii
 
 CONTAINER = "ct-insider-dead-letters"
 MAX_CONFLICT_RETRIES = 8
+
+# Where a letter's record was being delivered (`ct-insider dlq list --path`): a backfill,
+# a delta sync, the full catalog sync (or its nightly reconciliation), realtime.
+DeadLetterPath = Literal["backfill", "delta", "catalog", "realtime", "check"]
+PATHS: tuple[DeadLetterPath, ...] = get_args(DeadLetterPath)
 
 
 def letter_key(entity: str, record_id: str) -> str:
@@ -77,6 +83,8 @@ class DeadLetterStore:
     async def put(self, drafts: Sequence[DeadLetterDraft]) -> None:
         """Record each draft: a new letter, or one more attempt on an existing one."""
         await asyncio.gather(*(self._put(draft) for draft in drafts))
+        for draft in drafts:
+            telemetry.count_records(draft.path_name, draft.entity, dead_lettered=1)
 
     async def _put(self, draft: DeadLetterDraft) -> None:
         masked = draft.model_copy(update={"reasons": [mask_pii(r) for r in draft.reasons]})
@@ -114,17 +122,17 @@ class DeadLetterStore:
     async def list(
         self, entity: str | None = None, limit: int | None = None, *, path: str | None = None
     ) -> list[DeadLetter]:
-        """Letters oldest first (by their custom objects' creation)."""
+        """Letters oldest first (by when each was first written), at most `limit`.
+
+        Reads every page: pages come in key order (a hash), so the oldest letters can be on
+        any page."""
         where = f"container={json.dumps(self._container)}"
         letters: list[DeadLetter] = []
         async for page in self._ct.pages("custom-objects", where=where):
             for found in page.results:
                 letter = _letter(found)
-                if entity not in (None, letter.entity) or path not in (None, letter.path_name):
-                    continue
-                letters.append(letter)
-            if limit is not None and len(letters) >= limit:
-                break
+                if entity in (None, letter.entity) and path in (None, letter.path_name):
+                    letters.append(letter)
         letters.sort(key=lambda letter: letter.first_seen)
         return letters[:limit] if limit is not None else letters
 

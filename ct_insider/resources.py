@@ -2,9 +2,11 @@
 
 Every table that lists resources derives from `REGISTRY`: the sync activity's endpoints,
 expansions and senders, the delta sync's passes per entity, the backfill's phases per
-target, the consistency check covering each resource, and the CLI's choices. Adding a
-resource is one entry here (a new kind of sender also needs its callable in
-activities/sync.py, which mypy and a unit test hold to every `Sender`).
+target, the resource each consistency check samples, what a rejected record is as a dead
+letter and where a re-drive reads it again, and the CLI's choices. Adding a resource is one
+entry here (a new kind of sender, re-drive reader or check also needs its code in
+activities/sync.py, ct_insider/sync/redrive.py or activities/check.py, which mypy and unit
+tests hold to every `Sender`, `Redrive` and check entity).
 
 Pure: no Temporal, no I/O, so workflows, activities and starters all read it.
 """
@@ -40,16 +42,35 @@ class Sender(StrEnum):
         return self in (Sender.ORDERS, Sender.ORDERS_OF_PAYMENTS)
 
 
+class Redrive(StrEnum):
+    """How `ct-insider dlq retry` reads a sync letter's record again and sends it
+    (ct_insider/sync/redrive.py holds the code of each)."""
+
+    CUSTOMERS = "customers"  # read the customers, send their profiles
+    ORDERS = "orders"  # read the orders, send their events through the ledger
+    PRODUCTS = "products"  # refresh the products' catalog items (hide the deleted ones)
+
+
 @dataclass(frozen=True)
 class SyncedResource:
     name: str  # what workflows and the CLI call it
     sender: Sender
+    # What a record this resource's pages reject is as a dead letter (payments stand for
+    # the orders holding them; stock, prices and categories for the catalog items).
+    dead_letter_entity: str
     path: str = ""  # the commercetools endpoint read (default: the name)
     expand: tuple[str, ...] = ()
     delta: str | None = None  # the delta sync entity whose windows read it
     backfill: str | None = None  # the backfill target that runs it as a phase
     in_backfill_all: bool = False  # also a phase of `backfill all`
-    check: str | None = None  # the consistency check entity that covers it
+    # The consistency check entity that samples this resource's records and compares them
+    # with Insider. Only sampled resources name one: what the others change (a refund on a
+    # payment, stock, a standalone price) is compared only as part of a sampled record (an
+    # order's events, a product's items), and nothing samples a category or the sweep.
+    check: str | None = None
+    # Set on the one resource per dead-letter entity that a re-drive reads again (a letter
+    # names that resource and the record's id in it).
+    redrive: Redrive | None = None
 
     @property
     def endpoint(self) -> str:
@@ -62,40 +83,50 @@ REGISTRY: tuple[SyncedResource, ...] = (
     SyncedResource(
         "customers",
         Sender.CUSTOMERS,
+        "customer",
         expand=CUSTOMER_EXPAND,
         delta="customers",
         backfill="customers",
         in_backfill_all=True,
         check="customers",
+        redrive=Redrive.CUSTOMERS,
     ),
     SyncedResource(
         "orders",
         Sender.ORDERS,
+        "order",
         expand=ORDER_EXPAND,
         delta="orders",
         backfill="orders",
         in_backfill_all=True,
         check="orders",
+        redrive=Redrive.ORDERS,
     ),
     # Refunds are payment transactions: adding one changes the payment, not its order.
-    SyncedResource("payments", Sender.ORDERS_OF_PAYMENTS, delta="orders", check="orders"),
+    SyncedResource("payments", Sender.ORDERS_OF_PAYMENTS, "order", delta="orders"),
     # The full catalog sync is the backfill target "catalog".
     SyncedResource(
-        "products", Sender.PRODUCTS, delta="catalog", backfill="catalog", check="catalog"
+        "products",
+        Sender.PRODUCTS,
+        "catalog-item",
+        delta="catalog",
+        backfill="catalog",
+        check="catalog",
+        redrive=Redrive.PRODUCTS,
     ),
     # Stock and standalone price changes touch their own resources, not products; a renamed
     # category changes no product.
-    SyncedResource("inventory", Sender.PRODUCTS_OF_SKUS, delta="catalog", check="catalog"),
-    SyncedResource("standalone-prices", Sender.PRODUCTS_OF_SKUS, delta="catalog", check="catalog"),
-    SyncedResource("categories", Sender.PRODUCTS_OF_CATEGORIES, delta="catalog", check="catalog"),
+    SyncedResource("inventory", Sender.PRODUCTS_OF_SKUS, "catalog-item", delta="catalog"),
+    SyncedResource("standalone-prices", Sender.PRODUCTS_OF_SKUS, "catalog-item", delta="catalog"),
+    SyncedResource("categories", Sender.PRODUCTS_OF_CATEGORIES, "catalog-item", delta="catalog"),
     # Pages what Insider's catalog holds (the fingerprint store) to hide products deleted
     # while no message arrived; a delta window cannot see a deletion.
     SyncedResource(
         "catalog-sweep",
         Sender.VANISHED_PRODUCTS,
+        "catalog-item",
         path=f"custom-objects/{FINGERPRINTS}",
         backfill="catalog",
-        check="catalog",
     ),
 )
 
@@ -109,6 +140,15 @@ def _named(names: Collection[str], kind: str) -> Callable[[str], str]:
         return value
 
     return known
+
+
+def _one_each(registry: Sequence[SyncedResource], field: str, what: str) -> dict[str, str]:
+    """Group -> its one resource, for a field that at most one resource per group sets."""
+    groups = _groups(registry, field)
+    shared = {group: names for group, names in groups.items() if len(names) > 1}
+    if shared:
+        raise ValueError(f"{what} names one resource each: {shared}")
+    return {group: names[0] for group, names in groups.items()}
 
 
 def _groups(registry: Sequence[SyncedResource], field: str) -> dict[str, tuple[str, ...]]:
@@ -128,7 +168,9 @@ class Tables:
     by_name: dict[str, SyncedResource]
     delta_passes: dict[str, tuple[str, ...]]  # delta entity -> the passes of each window
     backfill_phases: dict[str, tuple[str, ...]]  # target -> phases; `all`: those marked
-    checked: dict[str, tuple[str, ...]]  # check entity -> the resources it verifies
+    check_samples: dict[str, str]  # check entity -> the one resource it samples
+    dead_letter_entities: dict[str, str]  # resource -> what its rejected records are
+    redrive_reads: dict[str, SyncedResource]  # dead-letter entity -> what a re-drive reads
 
     @property
     def backfill_choices(self) -> tuple[str, ...]:
@@ -148,8 +190,25 @@ def derive(registry: Sequence[SyncedResource]) -> Tables:
             **_groups(registry, "backfill"),
             BACKFILL_ALL: tuple(entry.name for entry in registry if entry.in_backfill_all),
         },
-        checked=_groups(registry, "check"),
+        check_samples=_one_each(registry, "check", "a check samples"),
+        dead_letter_entities={entry.name: entry.dead_letter_entity for entry in registry},
+        redrive_reads=_redrive_reads(registry),
     )
+
+
+def _redrive_reads(registry: Sequence[SyncedResource]) -> dict[str, SyncedResource]:
+    """Every dead-letter entity's one resource a re-drive reads again."""
+    reads: dict[str, SyncedResource] = {}
+    for entry in registry:
+        if entry.redrive is None:
+            continue
+        if entry.dead_letter_entity in reads:
+            raise ValueError(f"a re-drive reads one resource per dead letter entity: {entry.name}")
+        reads[entry.dead_letter_entity] = entry
+    unread = {entry.dead_letter_entity for entry in registry} - set(reads)
+    if unread:
+        raise ValueError(f"no resource with a re-drive reader for dead letters {sorted(unread)}")
+    return reads
 
 
 TABLES = derive(REGISTRY)
@@ -160,8 +219,10 @@ DELTA_ENTITIES: tuple[str, ...] = tuple(DELTA_PASSES)
 BACKFILL_PHASES = TABLES.backfill_phases
 BACKFILL_TARGETS: tuple[str, ...] = tuple(BACKFILL_PHASES)
 BACKFILL_CHOICES = TABLES.backfill_choices
-CHECKED = TABLES.checked
-CHECK_ENTITIES: tuple[str, ...] = tuple(CHECKED)
+CHECK_SAMPLES = TABLES.check_samples
+CHECK_ENTITIES: tuple[str, ...] = tuple(CHECK_SAMPLES)
+DEAD_LETTER_ENTITIES = TABLES.dead_letter_entities
+REDRIVE_READS = TABLES.redrive_reads
 
 # Validated names (pydantic checks them in workflow and activity inputs; to mypy they are
 # strings, since the registry, not a Literal, is where a new one is added).

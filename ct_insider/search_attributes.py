@@ -1,9 +1,14 @@
 """The search attributes our workflows carry, so operators find runs in the Temporal UI.
 
     CtEntity="customers" AND CtRunKind="backfill"      every customer backfill
-    CtCustomerId="<id>"                                 everything about one customer
+    CtCustomerId="<id>"                                 runs about that one customer
     CtRunKind="check" AND CtOutcome="drift"             checks that found drift
     CtOutcome="failed"                                  every run that failed
+
+CtCustomerId is set only by runs about a single customer, named by id when they start:
+`ct-insider dlq retry` of that customer's dead letter, and the erasure of a customer named
+by id (`ct-insider erase --customer <id>`). Syncs, checks and journey shards handle many
+customers at once and do not set it; nor does an erasure started by email.
 
 All are keywords. A server must know them before a workflow sets them (a workflow task
 that upserts an unknown attribute fails and is retried until it is registered), so setup
@@ -34,7 +39,9 @@ RUN_KIND = SearchAttributeKey.for_keyword("CtRunKind")
 OUTCOME = SearchAttributeKey.for_keyword("CtOutcome")
 ALL: tuple[SearchAttributeKey[str], ...] = (ENTITY, CUSTOMER_ID, RUN_KIND, OUTCOME)
 
-RunKind = Literal["backfill", "delta", "check", "catalog-change", "redrive", "journey-shard"]
+RunKind = Literal[
+    "backfill", "delta", "check", "catalog-change", "redrive", "journey-shard", "erasure"
+]
 # "rejections": finished, but some records were refused (they are in `ct-insider dlq`).
 Outcome = Literal["running", "completed", "rejections", "failed", "drift"]
 

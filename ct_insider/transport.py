@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import httptools
 import httpx
 
+from ct_insider import telemetry
+
 Origin = tuple[str, str, int]  # scheme, host, port
 DEFAULT_PORTS = {"http": 80, "https": 443}
 READ_SIZE = 256 * 1024
@@ -229,13 +231,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-def api_http_client(timeout: httpx.Timeout, max_connections: int = 100) -> httpx.AsyncClient:
-    """The httpx client of the commercetools and Insider clients."""
+def api_http_client(
+    timeout: httpx.Timeout, max_connections: int = 100, *, system: str | None = None
+) -> httpx.AsyncClient:
+    """The httpx client of the commercetools and Insider clients; `system` names the API in
+    its spans and metrics (ct_insider/telemetry.py), which exist only while telemetry is on."""
     if {"http", "https", "all"} & set(urllib.request.getproxies()):
         # httpx ignores environment proxies once a transport is given: keep its own.
         return httpx.AsyncClient(
             timeout=timeout, limits=httpx.Limits(max_connections=max_connections)
         )
-    return httpx.AsyncClient(
-        timeout=timeout, transport=LeanTransport(max_connections=max_connections)
-    )
+    transport: httpx.AsyncBaseTransport = LeanTransport(max_connections=max_connections)
+    if system is not None:
+        transport = telemetry.instrumented(transport, system)
+    return httpx.AsyncClient(timeout=timeout, transport=transport)

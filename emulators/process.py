@@ -133,8 +133,10 @@ def temporal_dev_server_command(
     db_file: Path | None = None,
     headless: bool = False,
     metrics_port: int | None = None,
+    codec_endpoint: str | None = None,
 ) -> list[str]:
-    """`temporal server start-dev` on 127.0.0.1: in memory, or persisted to `db_file`."""
+    """`temporal server start-dev` on 127.0.0.1: in memory, or persisted to `db_file`; its UI
+    decodes payloads with the codec server at `codec_endpoint`."""
     command = [
         temporal_binary(),
         "server",
@@ -166,4 +168,6 @@ def temporal_dev_server_command(
         command.append("--headless")
     if metrics_port is not None:
         command += ["--metrics-port", str(metrics_port)]
+    if codec_endpoint is not None:
+        command += ["--ui-codec-endpoint", codec_endpoint]
     return command

@@ -28,8 +28,7 @@ from starters.output import (
     ExitCode,
     UsageError,
     add_json_flag,
-    print_json,
-    stdout,
+    report_run,
     table,
     timestamp,
 )
@@ -221,16 +220,12 @@ async def run_backfill(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid backfill: {exc}") from None
     client = await connect(temporal)
     handle = await start_backfill(client, temporal.task_queue, params)
-    started = {"workflow_id": handle.id, "run_id": handle.result_run_id}
-    if not args.wait:
-        if args.json:
-            print_json(started)
-        else:
-            stdout().print(f"backfill workflow {handle.id} (run {handle.result_run_id})")
-        return ExitCode.OK
-    final = await (handle.result() if args.json else follow(handle))
-    if args.json:
-        print_json({**started, "progress": final.model_dump(mode="json")})
-    else:
-        print_report(final)
-    return outcome(final)
+    final = await report_run(
+        handle,
+        "backfill",
+        args,
+        result_key="progress",
+        show=print_report,
+        follow=lambda: follow(handle),
+    )
+    return ExitCode.OK if final is None else outcome(final)

@@ -14,7 +14,7 @@ from starters.output import (
     ExitCode,
     UsageError,
     add_json_flag,
-    print_json,
+    report_run,
     stdout,
     table,
     timestamp,
@@ -49,6 +49,7 @@ def print_report(report: DriftReport) -> None:
     summary = [
         ("compared with", report.source),
         ("sampled / checked / skipped", f"{report.sampled} / {report.checked} / {report.skipped}"),
+        ("too recent to judge", report.too_recent),
         ("profile reads (quota units)", f"{report.profile_reads} ({report.units_spent})"),
         (
             "missing / stale / extra / duplicated",
@@ -131,16 +132,5 @@ async def run_check(args: argparse.Namespace) -> int:
     temporal = load(TemporalSettings)
     client = await connect(temporal)
     handle = await start_check(client, temporal.task_queue, params)
-    started = {"workflow_id": handle.id, "run_id": handle.result_run_id}
-    if not args.wait:
-        if args.json:
-            print_json(started)
-        else:
-            stdout().print(f"check workflow {handle.id} (run {handle.result_run_id})")
-        return ExitCode.OK
-    report = await handle.result()
-    if args.json:
-        print_json({**started, "report": report.model_dump(mode="json")})
-    else:
-        print_report(report)
-    return outcome(report)
+    report = await report_run(handle, "check", args, result_key="report", show=print_report)
+    return ExitCode.OK if report is None else outcome(report)

@@ -7,18 +7,24 @@ import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Callable, Coroutine
+import traceback
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
+
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import FailureError
 
 from ct_insider.config import (
     BridgeSettings,
     CommercetoolsSettings,
+    ConfigurationError,
     InsiderSettings,
     TemporalSettings,
     load,
 )
-from ct_insider.logging import configure_logging
+from ct_insider.logging import configure_logging, configure_pii_fingerprints
+from ct_insider.telemetry import configure_telemetry, shutdown_telemetry
 from starters.output import EXIT_CODES_HELP, ExitCode, UsageError, fail, unreachable
 
 # Command groups that live in a module of their own: each has `register(commands)`, which
@@ -31,6 +37,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "starters.dlq",
     "starters.setup",
     "starters.doctor",
+    "starters.codec_server",
+    "starters.erase",
 )
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -55,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: ct-insider worker --mapping mapping.json",
     )
     worker.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
-    worker.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    worker.add_argument(
+        "--ready-file",
+        type=Path,
+        help="a file written once the worker polls both task queues and removed when it "
+        "stops (a container health check)",
+    )
 
     commands.add_parser(
         "bridge",
@@ -83,7 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--state-dir", type=Path, default=Path(".dev"))
     dev.add_argument("--port-offset", type=int, default=0, help="shift every port by N")
     dev.add_argument("--no-wait", action="store_true", help="exit once the demo backfill is done")
+    for command in commands_of(parser):
+        if "exit codes:" not in (command.epilog or ""):
+            command.epilog = f"{command.epilog or ''}\n{EXIT_CODES_HELP}".strip()
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+def commands_of(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every runnable command's parser (`backfill`, `dlq retry`, `schedules apply`, ...)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield parser
+    for group in groups:
+        for child in group.choices.values():
+            yield from commands_of(child)
 
 
 def run() -> NoReturn:
@@ -96,10 +123,13 @@ def run() -> NoReturn:
     """
     try:
         status = main()
-    except SystemExit as exc:  # argparse's usage errors, ConfigurationError
-        status = exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    except SystemExit as exc:  # argparse's usage errors and --help, ConfigurationError
+        status = ExitCode.OK if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         status = 130
+    except BaseException:  # a bug of ours: its traceback, and still our own exit status
+        traceback.print_exc()
+        status = ExitCode.FAILURES
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -107,8 +137,15 @@ def run() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, json=args.command != "dev")
+    # JSON lines on a server, console-pretty on a terminal; the dev stack always pretty.
+    configure_logging(args.log_level, json=False if args.command == "dev" else None)
+    configure_pii_fingerprints()  # keyed by TEMPORAL_CODEC_KEYS, alike in every process
     handler: Handler | None = getattr(args, "handler", None)
+    try:
+        _configure_telemetry(args.command)
+    except ConfigurationError as exc:
+        fail(f"configuration error: {exc.message}")
+        return ExitCode.USAGE
     try:
         if handler is not None:
             return asyncio.run(handler(args))
@@ -116,12 +153,28 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         fail(f"{args.command}: {exc}")
         return ExitCode.USAGE
+    except WorkflowFailureError as exc:
+        cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc)
+        fail(f"{args.command}: the workflow failed: {cause} (see it in the Temporal UI)")
+        return ExitCode.FAILURES
     except Exception as exc:
         down = unreachable(exc)
         if down is None:
             raise
         fail(str(down))
         return ExitCode.UNREACHABLE
+    finally:
+        shutdown_telemetry()  # flush spans and metrics before the process leaves
+
+
+def _configure_telemetry(command: str) -> None:
+    """Traces and metrics for the servers and the operator commands; the emulators and the
+    dev stack (whose processes configure their own) set up none. Only servers open a
+    Prometheus endpoint."""
+    if command in ("emulate", "dev"):
+        return
+    service = {"worker": "ct-insider-worker", "bridge": "ct-insider-bridge"}.get(command)
+    configure_telemetry(service or "ct-insider-cli", serve_metrics=service is not None)
 
 
 def _builtin(args: argparse.Namespace) -> int:
@@ -134,6 +187,13 @@ def _builtin(args: argparse.Namespace) -> int:
             serve(load(BridgeSettings), load(TemporalSettings), load(CommercetoolsSettings))
         )
         return 0
+    if args.command in ("emulate", "dev"):
+        try:
+            import emulators  # noqa: F401
+        except ModuleNotFoundError as exc:  # the runtime image leaves them out
+            if exc.name != "emulators":
+                raise
+            raise UsageError("the emulators are not installed here: use a checkout") from None
     if args.command == "emulate":
         return _emulate(args)
     if args.command == "dev":
@@ -156,16 +216,23 @@ async def _worker(args: argparse.Namespace) -> int:
     except MappingConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.ready_file is not None:
+        # A restarted container keeps its files: the last run's must not say this one polls.
+        args.ready_file.unlink(missing_ok=True)
     client = await connect(temporal, with_metrics=True)
-    await run_worker(
-        client,
-        temporal.task_queue,
-        temporal.journey_task_queue,
-        ct,
-        insider,
-        mapping,
-        args.ready_file,
-    )
+    try:
+        await run_worker(
+            client,
+            temporal.task_queue,
+            temporal.journey_task_queue,
+            ct,
+            insider,
+            mapping,
+            args.ready_file,
+        )
+    finally:
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
     return 0
 
 
@@ -188,7 +255,12 @@ def _emulate(args: argparse.Namespace) -> int:
         catalog_api_key=args.catalog_api_key,
     )
     uvicorn.run(
-        create_app(config), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+        create_app(config),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,  # uvicorn's lines go through ct_insider.logging
     )
     return 0
 

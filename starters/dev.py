@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from ct_insider.codec_keys import generate_key_entry
 from ct_insider.config import TemporalSettings
 from ct_insider.search_attributes import ensure_search_attributes
 from ct_insider.temporal import connect
@@ -35,6 +36,7 @@ class Ports:
     commercetools: int = 8989
     insider: int = 8990
     bridge: int = 8991
+    codec_server: int = 8992
 
     def shifted(self, offset: int) -> Ports:
         return Ports(*(port + offset for port in astuple(self)))
@@ -55,6 +57,16 @@ def dev_environment(ports: Ports) -> dict[str, str]:
     }
 
 
+def dev_codec_keys(state_dir: Path) -> str:
+    """The dev stack's payload encryption key, generated once and kept with its Temporal
+    database (a new key would leave the stored histories unreadable)."""
+    path = state_dir / "codec-keys"
+    if not path.exists():
+        path.write_text(generate_key_entry("dev") + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def _say(message: str) -> None:
     print(f"[ct-insider dev] {message}", flush=True)
 
@@ -65,13 +77,17 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
     os.environ.update(dev_environment(ports))
+    os.environ.setdefault("TEMPORAL_CODEC_KEYS", dev_codec_keys(state_dir))
     commercetools.ensure_installed()
     ready = state_dir / "worker.ready"
     processes = [
         ManagedProcess(
             "temporal",
             temporal_dev_server_command(
-                ports.temporal, ports.temporal_ui, db_file=state_dir / "temporal.db"
+                ports.temporal,
+                ports.temporal_ui,
+                db_file=state_dir / "temporal.db",
+                codec_endpoint=f"http://localhost:{ports.codec_server}",
             ),
             health_url=f"http://127.0.0.1:{ports.temporal_ui}/",
             log_path=logs / "temporal.log",
@@ -87,6 +103,18 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
             ct_insider_command("emulate", "insider", "--port", str(ports.insider)),
             health_url=f"http://127.0.0.1:{ports.insider}/_emulator/health",
             log_path=logs / "insider.log",
+        ),
+        # The UI shows payloads in clear through it (no token: the dev UI has no sign-in).
+        ManagedProcess(
+            "codec server",
+            ct_insider_command("codec-server"),
+            health_url=f"http://127.0.0.1:{ports.codec_server}/healthz",
+            log_path=logs / "codec-server.log",
+            env={
+                "CODEC_SERVER_PORT": str(ports.codec_server),
+                "CODEC_SERVER_INSECURE_NO_AUTH": "true",
+                "CODEC_SERVER_CORS_ORIGINS": f"http://localhost:{ports.temporal_ui}",
+            },
         ),
     ]
     worker = ManagedProcess(
@@ -139,6 +167,10 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
         )
         _say(
             f"  webhook bridge       http://127.0.0.1:{ports.bridge}/docs (token {DEMO_BRIDGE_TOKEN})"
+        )
+        _say(
+            f"  codec server         http://127.0.0.1:{ports.codec_server}/healthz (the UI "
+            f"decrypts payloads through it; key in {state_dir}/codec-keys)"
         )
         _say(f"  logs                 {logs}/")
         _say("try a storefront event (it reaches the Insider emulator within a second):")

@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from bridge.commit import ShardCommitter
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.deadletters import DeadLetter, DeadLetterStore
+from ct_insider.deadletters import PATHS, DeadLetter, DeadLetterStore
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.sync.redrive import RedriveResult, is_sync_letter
 from starters.output import (
@@ -99,10 +99,20 @@ class RetryReport(BaseModel):
     journeys: RedriveReport = Field(default_factory=RedriveReport)
     sync: RedriveResult = Field(default_factory=RedriveResult)
     workflow_id: str | None = None  # the RedriveWorkflow, when sync letters were re-driven
+    missing: list[str] = Field(default_factory=list)  # keys named that are not in the store
 
     @property
     def failed(self) -> bool:
-        return bool(self.sync.refused or self.journeys.missing or self.sync.missing)
+        """Something named is still not delivered: refused again, not found, or a letter
+        with nothing to send again (only a purge removes it)."""
+        return bool(
+            self.sync.refused
+            or self.missing
+            or self.journeys.missing
+            or self.sync.missing
+            or self.journeys.not_redrivable
+            or self.sync.not_redrivable
+        )
 
 
 class RedriveStillRunning(Exception):
@@ -169,7 +179,7 @@ async def retry(
             client, task_queue, sync_letters, wait_seconds
         )
     if not every:
-        report.journeys.missing = sorted(set(keys) - {letter.key for letter in letters})
+        report.missing = sorted(set(keys) - {letter.key for letter in letters})
     return report
 
 
@@ -267,9 +277,6 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", choices=PATHS, help="only letters of this delivery path")
 
 
-PATHS = ("backfill", "delta", "catalog", "realtime")
-
-
 def _store_client() -> CommercetoolsClient:
     from ct_insider.config import CommercetoolsSettings, load
 
@@ -284,6 +291,8 @@ def _chosen_keys(args: argparse.Namespace) -> None:
 
 
 async def run_list(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
     async with _store_client() as ct:
         letters = await DeadLetterStore(ct).list(args.entity, args.limit, path=args.path)
     if args.json:
@@ -385,10 +394,16 @@ async def run_retry(args: argparse.Namespace) -> int:
         )
         stdout().print(
             f"journey letters: handed to their shards {len(journeys.redriven)} (each leaves "
-            f"the store once delivered), not re-drivable {len(journeys.not_redrivable)}",
+            f"the store once delivered)",
             markup=False,
         )
-        missing = [*journeys.missing, *sync.missing]
+        not_redrivable = [*journeys.not_redrivable, *sync.not_redrivable]
+        if not_redrivable:
+            stdout().print(
+                f"nothing to send again (purge once understood): {', '.join(not_redrivable)}",
+                markup=False,
+            )
+        missing = [*report.missing, *journeys.missing, *sync.missing]
         if missing:
             stdout().print(f"not found: {', '.join(missing)}", markup=False)
     return ExitCode.FAILURES if report.failed else ExitCode.OK

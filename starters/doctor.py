@@ -23,6 +23,7 @@ from ct_insider.config import (
     CommercetoolsSettings,
     ConfigurationError,
     InsiderSettings,
+    PayloadCodecSettings,
     TemporalSettings,
     load,
 )
@@ -259,8 +260,11 @@ async def _temporal(settings: TemporalSettings | None) -> list[Verdict]:
 
     async def connected() -> tuple[Status, str]:
         nonlocal client
+        codec, problem = _quiet_load(PayloadCodecSettings)
+        if codec is None:  # every process refuses to connect without the payload keys
+            raise CheckFailed(f"configuration: {problem}", ExitCode.USAGE)
         try:
-            client = await connect(settings)
+            client = await connect(settings, codec=codec)
         except RuntimeError as exc:
             detail = str(exc).splitlines()[0]
             raise CheckFailed(f"unreachable: {detail}", ExitCode.UNREACHABLE) from exc

@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from temporalio.client import WorkflowHandle
 
 
 class ExitCode(IntEnum):
@@ -36,7 +37,7 @@ EXIT_CODES_HELP = (
 
 
 class Unreachable(Exception):
-    """A system the command needs did not answer (or refused our credentials)."""
+    """A system the command needs did not answer, or refused our credentials."""
 
     def __init__(self, system: str, detail: str) -> None:
         super().__init__(f"{system} unreachable: {detail}")
@@ -51,9 +52,10 @@ class UsageError(Exception):
 def unreachable(exc: BaseException) -> Unreachable | None:
     """The system an exception says could not be reached, if that is what it says."""
     import httpx
+    from temporalio.service import RPCError, RPCStatusCode
 
-    from ct_insider.commercetools.errors import CommercetoolsUnavailable
-    from ct_insider.insider.errors import InsiderUnavailable
+    from ct_insider.commercetools.errors import CommercetoolsAuthError, CommercetoolsUnavailable
+    from ct_insider.insider.errors import InsiderConfigurationError, InsiderUnavailable
 
     if isinstance(exc, Unreachable):
         return exc
@@ -65,8 +67,19 @@ def unreachable(exc: BaseException) -> Unreachable | None:
         return Unreachable(where, f"{type(exc).__name__}: {exc}")
     if isinstance(exc, CommercetoolsUnavailable):
         return Unreachable("commercetools", str(exc))
+    if isinstance(exc, CommercetoolsAuthError):
+        return Unreachable("commercetools", f"refused our credentials: {exc}")
     if isinstance(exc, InsiderUnavailable):
         return Unreachable("Insider", str(exc))
+    if isinstance(exc, InsiderConfigurationError):
+        return Unreachable("Insider", f"refused our credentials: {exc}")
+    if isinstance(exc, RPCError) and exc.status in (
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.PERMISSION_DENIED,
+    ):
+        return Unreachable("Temporal", f"{exc.status.name}: {exc.message}")
     if isinstance(exc, RuntimeError) and "client connect" in str(exc).lower():
         return Unreachable("Temporal", str(exc).splitlines()[0])
     return None
@@ -107,6 +120,35 @@ def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, Any] | list[Any
         text = json.dumps(data, indent=2, default=str)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+async def report_run(
+    handle: WorkflowHandle[Any, R],
+    what: str,
+    args: argparse.Namespace,
+    *,
+    result_key: str,
+    show: Callable[[R], None],
+    follow: Callable[[], Awaitable[R]] | None = None,
+) -> R | None:
+    """Say which run started; with --wait, its result (as JSON, or shown, after following
+    its progress on a terminal), returned for the exit status. None when not waited for."""
+    started = {"workflow_id": handle.id, "run_id": handle.result_run_id}
+    if not args.wait:
+        if args.json:
+            print_json(started)
+        else:
+            stdout().print(f"{what} workflow {handle.id} (run {handle.result_run_id})")
+        return None
+    result = await (handle.result() if args.json or follow is None else follow())
+    if args.json:
+        print_json({**started, result_key: result.model_dump(mode="json")})
+    else:
+        show(result)
+    return result
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

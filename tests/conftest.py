@@ -9,6 +9,8 @@ Each test gets both emulators reset, and a worker on a task queue of its own.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -23,10 +25,12 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from ct_insider.config import InsiderSettings
+from ct_insider.codec_keys import generate_key_entry
+from ct_insider.config import InsiderSettings, PayloadCodecSettings, load
+from ct_insider.logging import configure_pii_fingerprints
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.search_attributes import ALL as SEARCH_ATTRIBUTES
-from ct_insider.temporal import DATA_CONVERTER
+from ct_insider.temporal import data_converter
 from emulators import commercetools
 from emulators.process import ManagedProcess, ct_insider_command, free_port, temporal_binary
 from emulators.seed import CommercetoolsSeeder
@@ -36,6 +40,12 @@ from workers.main import Workers, build_workers
 from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow
 
 PROJECT_KEY = "test-project"
+
+# Tests run with payload encryption on, under a key of their own: in-process clients and
+# workers read it from here, `ct-insider` subprocesses inherit it.
+os.environ.setdefault("TEMPORAL_CODEC_KEYS", generate_key_entry("test"))
+# Fingerprints keyed like the `ct-insider` processes' (which derive the key from the same ring).
+configure_pii_fingerprints()
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def clean_emulators(emulators: Emulators) -> Emulators:
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=DATA_CONVERTER,
+        data_converter=data_converter(load(PayloadCodecSettings)),
         dev_server_existing_path=temporal_binary(),
         search_attributes=SEARCH_ATTRIBUTES,
     )
@@ -251,3 +261,15 @@ async def status_when(
             return status
         assert asyncio.get_running_loop().time() < deadline, f"condition not met: {status}"
         await asyncio.sleep(0.2)
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `ct-insider ARGS` as a process (this environment plus `env`), as a script would."""
+    return subprocess.run(
+        ct_insider_command(*args),
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

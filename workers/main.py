@@ -23,7 +23,9 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 
 from activities.catalog import CatalogActivities
 from activities.check import CheckActivities
+from activities.erasure import ErasureActivities, ErasureStarter
 from activities.journey import JourneyActivities
+from activities.log_context import LogContextInterceptor
 from activities.redrive import RedriveActivities
 from activities.sync import SyncActivities
 from activities.watermarks import WatermarkActivities
@@ -46,12 +48,19 @@ from workflows.backfill import BackfillWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.check import ConsistencyCheckWorkflow
 from workflows.delta import DeltaSyncWorkflow
+from workflows.erasure import ErasureWorkflow
 from workflows.journey_shard import JourneyShardWorkflow
 from workflows.redrive import RedriveWorkflow
 
 log = get_logger(__name__)
 
-SYNC_WORKFLOWS = [BackfillWorkflow, DeltaSyncWorkflow, RedriveWorkflow, ConsistencyCheckWorkflow]
+SYNC_WORKFLOWS = [
+    BackfillWorkflow,
+    DeltaSyncWorkflow,
+    RedriveWorkflow,
+    ConsistencyCheckWorkflow,
+    ErasureWorkflow,
+]
 JOURNEY_WORKFLOWS = [JourneyShardWorkflow, CatalogChangeWorkflow]
 # Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
@@ -112,6 +121,7 @@ def journey_worker(
         workflow_runner=UnsandboxedWorkflowRunner(),
         workflow_task_executor=activations,
         graceful_shutdown_timeout=timedelta(seconds=20),
+        interceptors=[LogContextInterceptor()],
     )
 
 
@@ -135,12 +145,15 @@ async def build_workers(
         catalog_changes = CatalogActivities(ct, insider, mapping, orders, catalog)
         checks = CheckActivities(ct, insider, mapping, orders, catalog)
         redrive = RedriveActivities(ct, insider, mapping, orders, catalog)
+        erasure = ErasureActivities(ct, insider, mapping, orders, catalog)
         coalescer = UpsertCoalescer(
             insider, linger_seconds=insider_settings.upsert_linger_ms / 1000
         )
         stack.push_async_callback(coalescer.aclose)
         letters = DeadLetterStore(ct)
-        deliverer = JourneyDeliverer(ct, insider, coalescer, orders, letters, mapping)
+        deliverer = JourneyDeliverer(
+            ct, insider, coalescer, orders, letters, mapping, erasures=ErasureStarter(task_queue)
+        )
         journeys = JourneyActivities(deliverer, DoubtSettler(insider, deliverer))
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
@@ -155,11 +168,13 @@ async def build_workers(
                     checks.sample_check_records,
                     checks.check_records,
                     redrive.redrive_letters,
+                    erasure.erase_person,
                     watermarks.load_watermark,
                     watermarks.save_watermark,
                 ],
                 max_concurrent_activities=20,
                 graceful_shutdown_timeout=timedelta(seconds=20),
+                interceptors=[LogContextInterceptor()],
             ),
             journeys=journey_worker(
                 client,

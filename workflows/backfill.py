@@ -122,6 +122,7 @@ class BackfillWorkflow:
                 ):
                     workflow.continue_as_new(params.model_copy(update={"phases": progress.phases}))
                 result = await sync_chunk(
+                    path="catalog" if params.target == "catalog" else "backfill",
                     entity=phase.entity,
                     window=params.window,
                     cursor=phase.cursor,

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         SyncChunkInput,
         SyncChunkResult,
     )
+    from ct_insider.deadletters import DeadLetterPath
     from ct_insider.sync.catalog import CatalogMode
     from ct_insider.sync.window import Window
 
@@ -41,6 +42,7 @@ async def count_window(entity: Resource, window: Window) -> int:
 
 async def sync_chunk(
     *,
+    path: DeadLetterPath,
     entity: Resource,
     window: Window,
     cursor: str | None,
@@ -52,7 +54,9 @@ async def sync_chunk(
     remember_since: datetime | None = None,
     catalog_mode: CatalogMode = "changes",
 ) -> SyncChunkResult:
-    """One time-boxed chunk; a crashed worker's chunk resumes on another from its heartbeat."""
+    """One time-boxed chunk; a crashed worker's chunk resumes on another from its heartbeat.
+    `path`: the delivery path its rejected records are dead-lettered under (the workflow
+    knows it; its id does not say, a schedule names its runs after itself)."""
     return await workflow.execute_activity_method(
         SyncActivities.sync_chunk,
         SyncChunkInput(
@@ -66,6 +70,7 @@ async def sync_chunk(
             known_versions=known_versions or {},
             remember_since=remember_since,
             catalog_mode=catalog_mode,
+            path=path,
         ),
         start_to_close_timeout=timedelta(seconds=chunk_seconds * 6 + 300),
         heartbeat_timeout=timedelta(seconds=heartbeat_seconds),

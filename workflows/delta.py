@@ -144,6 +144,7 @@ class DeltaSyncWorkflow:
             done = False
             while not done:
                 result = await sync_chunk(
+                    path="delta",
                     entity=resource,
                     window=window,
                     cursor=cursor,

@@ -23,18 +23,18 @@ from ct_insider.checks.customers import compare_customer
 from ct_insider.checks.drift import DUPLICATES_NEED_MANUAL_ACTION, DriftReport, RecordDrift
 from ct_insider.checks.orders import ExpectedOrder, compare_orders
 from ct_insider.checks.reads import CountedReads
-from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.clients import ConnectorClients
 from ct_insider.commercetools.models import Customer
-from ct_insider.insider.client import InsiderClient
+from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.errors import InsiderBadRequest
 from ct_insider.insider.held import READ_SLACK
 from ct_insider.insider.models import User
 from ct_insider.logging import get_logger, mask_pii
-from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import map_customer
-from ct_insider.sync.catalog import CatalogSender
 from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
-from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender, PreparedOrder
+from ct_insider.sync.orders import ORDER_EXPAND, PreparedOrder
+from ct_insider.sync.rejected import sync_letters
+from ct_insider.sync.reports import SyncStats
 
 log = get_logger(__name__)
 
@@ -45,26 +45,18 @@ ORDER_EVENT_PARAMS = ["event_group_id", "product_id"]
 
 Progress = Callable[[int], None]  # records compared so far in this call
 
+TOO_RECENT_NOTE = (
+    "orders changed or delivered within the freshness margin, or being delivered by "
+    "another run right now, were not judged (too recent: Insider may not show their "
+    "events yet) and never repaired: a later check covers them"
+)
+
 
 def _moment(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
-class ConsistencyChecker:
-    def __init__(
-        self,
-        ct: CommercetoolsClient,
-        insider: InsiderClient,
-        mapping: MappingConfig,
-        orders: OrderEventSender,
-        catalog: CatalogSender,
-    ) -> None:
-        self._ct = ct
-        self._insider = insider
-        self._mapping = mapping
-        self._orders = orders
-        self._catalog = catalog
-
+class ConsistencyChecker(ConnectorClients):
     async def _records(
         self, resource: str, ids: list[str], expand: tuple[str, ...]
     ) -> list[dict[str, Any]]:
@@ -73,10 +65,25 @@ class ConsistencyChecker:
         by_id = {str(r["id"]): r for r in found}
         return [by_id[i] for i in ids if i in by_id]
 
+    async def _dead_letter(
+        self, stats: SyncStats, records: list[dict[str, Any]], resource: str, lane: str
+    ) -> None:
+        """A record refused during a repair is dead-lettered like on every delivery path."""
+        if stats.rejections:
+            letters = sync_letters(
+                stats.rejections,
+                resource=resource,
+                run=lane,
+                skip_hook=True,
+                records=records,
+                path="check",
+            )
+            await DeadLetterStore(self._ct).put(letters)
+
     # -- customers ---------------------------------------------------------------------
 
     async def check_customers(
-        self, ids: list[str], *, repair: bool, on_progress: Progress | None = None
+        self, ids: list[str], *, repair: bool, lane: str, on_progress: Progress | None = None
     ) -> DriftReport:
         report = DriftReport(entity="customers", source="insider-profile-api", sampled=len(ids))
         records = await self._records("customers", ids, CUSTOMER_EXPAND)
@@ -112,7 +119,7 @@ class ConsistencyChecker:
         report.profile_reads, report.units_spent = reads.reads, round(reads.units, 2)
         drifted = [d for d in outcomes if d is not None]
         if repair and drifted:
-            await self._repair_customers(records, drifted, report)
+            await self._repair_customers(records, drifted, lane, report)
         for drift in drifted:
             report.add(drift)
         report.notes.append(
@@ -122,13 +129,17 @@ class ConsistencyChecker:
         return report
 
     async def _repair_customers(
-        self, records: list[dict[str, Any]], drifted: list[RecordDrift], report: DriftReport
+        self,
+        records: list[dict[str, Any]],
+        drifted: list[RecordDrift],
+        lane: str,
+        report: DriftReport,
     ) -> None:
         by_id = {str(r["id"]): r for r in records}
+        sent = [by_id[d.record_id] for d in drifted]
         # Re-sent as historical data: a repair must not start live journeys.
-        stats = await send_customer_batch(
-            self._insider, [by_id[d.record_id] for d in drifted], self._mapping, skip_hook=True
-        )
+        stats = await send_customer_batch(self._insider, sent, self._mapping, skip_hook=True)
+        await self._dead_letter(stats, sent, "customers", lane)
         refused = {r.record_id: r.reasons for r in stats.rejections}
         for drift in drifted:
             if drift.record_id in refused:
@@ -146,14 +157,30 @@ class ConsistencyChecker:
         *,
         repair: bool,
         lane: str,
+        too_recent_after: datetime | None = None,
         on_progress: Progress | None = None,
     ) -> DriftReport:
+        """`too_recent_after`: orders changed, or ledger entries written, after this moment
+        are not judged (delivery may still be settling them)."""
         report = DriftReport(entity="orders", source="insider-profile-api", sampled=len(ids))
         records = await self._records("orders", ids, ORDER_EXPAND)
+        if too_recent_after is not None:
+            settled = [r for r in records if _moment(str(r["lastModifiedAt"])) <= too_recent_after]
+            report.too_recent = len(records) - len(settled)
+            records = settled
         prepared = await self._orders.prepare(records)
         report.skipped = len(records) - len(prepared.orders)
+        judged = dict(prepared.orders)
+        if too_recent_after is not None:
+            for order_id, order in prepared.orders.items():
+                written = order.entry.modified_at
+                if written is not None and written > too_recent_after:
+                    del judged[order_id]  # delivered just now: maybe not readable yet
+            report.too_recent += len(prepared.orders) - len(judged)
+        if report.too_recent:
+            report.notes.append(TOO_RECENT_NOTE)
         by_person: dict[str, list[PreparedOrder]] = defaultdict(list)
-        for order in prepared.orders.values():
+        for order in judged.values():
             if order.mapped.identifiers is not None and order.mapped.events:
                 person = json.dumps(order.mapped.identifiers.strongest(), sort_keys=True)
                 by_person[person].append(order)
@@ -202,12 +229,20 @@ class ConsistencyChecker:
                 on_progress(done)
 
         await asyncio.gather(*(compare(p, orders) for p, orders in by_person.items()))
-        report.checked = len(prepared.orders) - len(unread)
+        report.checked = len(judged) - len(unread)
         report.profile_reads, report.units_spent = reads.reads, round(reads.units, 2)
         if repair:
             lost = {oid: keys for oid, keys in missing.items() if keys}
             if lost:
-                await self._repair_orders(records, held, lost, drifted, lane, report)
+                busy = await self._repair_orders(records, judged, held, lost, drifted, lane, report)
+                if busy:
+                    # Another run delivered (or is delivering) them since the read: what the
+                    # read showed is no judgement on them.
+                    drifted = [d for d in drifted if d.record_id not in busy]
+                    report.checked -= len(busy)
+                    report.too_recent += len(busy)
+                    if TOO_RECENT_NOTE not in report.notes:
+                        report.notes.append(TOO_RECENT_NOTE)
         for drift in sorted(drifted, key=lambda d: (d.record_id, d.item or "")):
             report.add(drift)
         if report.counts.duplicated or report.counts.extra:
@@ -217,26 +252,44 @@ class ConsistencyChecker:
     async def _repair_orders(
         self,
         records: list[dict[str, Any]],
+        judged: dict[str, PreparedOrder],
         held: dict[str, set[str]],
         lost: dict[str, set[str]],
         drifted: list[RecordDrift],
         lane: str,
         report: DriftReport,
-    ) -> None:
+    ) -> set[str]:
         """Send exactly the missing events again: the ledger is first made to say what
         Insider holds (held events in, missing ones out), then the normal sender sends what
         the ledger lacks - under an in-flight marker, so a lost answer is settled, not
-        guessed."""
+        guessed.
+
+        An order another lane has in flight, or whose ledger entry changed since it was
+        read, is left alone (a re-send could store its events twice, and Insider cannot
+        delete them); those are returned."""
         await self._orders.recover(lane)  # a repair of this lane that died mid-request
+        ledger = self._orders.ledger
+        busy = await ledger.in_flight_elsewhere(sorted(lost), lane)
         for order_id, keys in lost.items():
-            await self._orders.ledger.correct(order_id, held=held.get(order_id, ()), lost=keys)
-        stats = await self._orders.send_batch(
-            [r for r in records if str(r["id"]) in lost], lane=lane, skip_hook=True
-        )
-        await self._orders.finish(lane)
+            if order_id in busy:
+                continue
+            corrected = await ledger.correct(
+                order_id,
+                held=held.get(order_id, ()),
+                lost=keys,
+                expected_version=judged[order_id].entry.version,
+            )
+            if not corrected:
+                busy.add(order_id)
+        resend = [r for r in records if str(r["id"]) in lost and str(r["id"]) not in busy]
+        stats = SyncStats()
+        if resend:
+            stats = await self._orders.send_batch(resend, lane=lane, skip_hook=True)
+            await self._orders.finish(lane)
+        await self._dead_letter(stats, resend, "orders", lane)
         refused = {r.record_id: r.reasons for r in stats.rejections}
         for drift in drifted:
-            if drift.kind != "missing":
+            if drift.kind != "missing" or drift.record_id in busy:
                 continue
             if drift.record_id in refused:
                 reasons = mask_pii("; ".join(refused[drift.record_id]))
@@ -244,12 +297,19 @@ class ConsistencyChecker:
             else:
                 drift.repaired = True
                 report.repaired += 1
-        log.info("order events re-sent", orders=len(lost), events=stats.events, lane=lane)
+        log.info(
+            "order events re-sent",
+            orders=len(resend),
+            events=stats.events,
+            left_to_other_runs=len(busy),
+            lane=lane,
+        )
+        return busy
 
     # -- catalog -----------------------------------------------------------------------
 
     async def check_catalog(
-        self, ids: list[str], *, repair: bool, on_progress: Progress | None = None
+        self, ids: list[str], *, repair: bool, lane: str, on_progress: Progress | None = None
     ) -> DriftReport:
         report = DriftReport(entity="catalog", source="fingerprint-store", sampled=len(ids))
         records = await self._records("products", ids, ())
@@ -261,9 +321,9 @@ class ConsistencyChecker:
             on_progress(len(records))
         if repair and drifted:
             products = {d.record_id for d in drifted}
-            stats = await self._catalog.send_products(
-                [r for r in records if str(r["id"]) in products], mode="changes"
-            )
+            resend = [r for r in records if str(r["id"]) in products]
+            stats = await self._catalog.send_products(resend, mode="changes")
+            await self._dead_letter(stats, resend, "products", lane)
             refused = {r.record_id: r.reasons for r in stats.rejections if r.stage == "insider"}
             for drift in drifted:
                 if drift.item in refused:

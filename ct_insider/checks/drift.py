@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ct_insider.logging import pii_fingerprint
+from ct_insider.resources import CheckEntity as CheckEntity  # the registry's check entities
 
-CheckEntity = Literal["customers", "orders", "catalog"]
 DriftKind = Literal["missing", "stale", "extra", "duplicated"]
 # Where the "found" side of a check comes from.
 Source = Literal["insider-profile-api", "fingerprint-store"]
@@ -36,7 +36,9 @@ def shown(field: str, value: Any) -> str:
     if value is None:
         return "(none)"
     text = value if isinstance(value, str) else repr(value)
-    if field.rpartition(".")[2] in PERSONAL_FIELDS:
+    # Custom attributes come from commercetools custom fields, which may hold anything
+    # personal (a nickname, a second phone): never shown as values.
+    if field.startswith("custom.") or field.rpartition(".")[2] in PERSONAL_FIELDS:
         return pii_fingerprint(text)
     return text
 
@@ -80,6 +82,9 @@ class DriftReport(BaseModel):
     sampled: int = 0  # commercetools records looked at
     checked: int = 0  # of those, compared with what Insider holds
     skipped: int = 0  # not mappable (the sync rejects them too): nothing to compare
+    # Changed or delivered too recently to judge (Insider may not show them yet), or being
+    # delivered by another run right now: not compared, not repaired.
+    too_recent: int = 0
     profile_reads: int = 0
     units_spent: float = 0.0  # profile quota units the reads cost
     missing: list[RecordDrift] = Field(default_factory=list)
@@ -104,6 +109,7 @@ class DriftReport(BaseModel):
         self.sampled += other.sampled
         self.checked += other.checked
         self.skipped += other.skipped
+        self.too_recent += other.too_recent
         self.profile_reads += other.profile_reads
         self.units_spent = round(self.units_spent + other.units_spent, 2)
         for kind in ("missing", "stale", "extra", "duplicated"):
@@ -111,8 +117,10 @@ class DriftReport(BaseModel):
             listed.extend(getattr(other, kind)[: max(0, MAX_LISTED - len(listed))])
             setattr(self.counts, kind, getattr(self.counts, kind) + getattr(other.counts, kind))
         self.repaired += other.repaired
-        self.repair_failures.extend(other.repair_failures)
-        self.unreadable.extend(other.unreadable)
+        # Capped like the listed records: a report crosses continue-as-new and must stay small.
+        room = max(0, MAX_LISTED - len(self.repair_failures))
+        self.repair_failures.extend(other.repair_failures[:room])
+        self.unreadable.extend(other.unreadable[: max(0, MAX_LISTED - len(self.unreadable))])
         for note in other.notes:
             if note not in self.notes:
                 self.notes.append(note)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 
 import httpx
 
@@ -43,9 +44,11 @@ async def sample_ids(
     where: str | None,
     size: int,
     rng: random.Random | None = None,
+    on_page: Callable[[], None] | None = None,
 ) -> list[str]:
     """Up to `size` distinct ids spread at random over the matching records (all of them
-    when there are no more than `size`), in id order."""
+    when there are no more than `size`), in id order. `on_page` is called after every page
+    read (up to size*4 of them: an activity heartbeats there)."""
     rng = rng or random.Random()
     total = await count(ct, resource, where)
     if total <= size:
@@ -53,6 +56,8 @@ async def sample_ids(
         cursor: str | None = None
         while True:
             found, cursor = await page_ids(ct, resource, where, cursor, 500)
+            if on_page is not None:
+                on_page()
             ids.extend(found)
             if cursor is None:
                 return ids
@@ -66,5 +71,7 @@ async def sample_ids(
         )
         if not found:  # past the last id: wrap around to the first
             found, _cursor = await page_ids(ct, resource, where, None, RUN_LENGTH)
+        if on_page is not None:
+            on_page()
         chosen.update(found[: size - len(chosen)])
     return sorted(chosen)

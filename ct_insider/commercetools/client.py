@@ -60,7 +60,9 @@ class CommercetoolsClient(HttpApiClient):
         super().__init__(
             http
             or api_http_client(
-                httpx.Timeout(30.0, connect=10.0), max_connections=settings.max_concurrency * 2
+                httpx.Timeout(30.0, connect=10.0),
+                max_connections=settings.max_concurrency * 2,
+                system="commercetools",
             ),
             owns_http=http is None,
         )

@@ -1,7 +1,9 @@
 """Insider HTTP client: UCD upsert/profile/delete/identity and Catalog ingest/update/locales.
 
 Insider answers 200 even when records fail validation; the per-record errors are parsed
-into RecordFailure / CatalogInvalidDetail so no refusal goes unreported.
+into RecordFailure / CatalogInvalidDetail so no refusal goes unreported. User refusals
+repeat the refused values (an email, a phone number): they are masked where they are
+parsed, before they reach a report, a log line or the dead-letter store.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ct_insider.insider.models import (
     User,
 )
 from ct_insider.insider.quota import ProfileQuota
+from ct_insider.logging import mask_pii
 from ct_insider.retry import (
     TRANSIENT_EXCEPTIONS,
     UNSENT_EXCEPTIONS,
@@ -86,7 +89,7 @@ class InsiderClient(HttpApiClient):
         backoff: Backoff | None = None,
     ) -> None:
         super().__init__(
-            http or api_http_client(httpx.Timeout(60.0, connect=10.0)),
+            http or api_http_client(httpx.Timeout(60.0, connect=10.0), system="insider"),
             owns_http=http is None,
         )
         self._ucd = settings.unification_url.rstrip("/")
@@ -332,6 +335,9 @@ def _error_for(response: httpx.Response) -> InsiderError:
         )
     except ValueError:
         message = response.text[:200] or response.reason_phrase
+    # Insider's refusals repeat the values they refuse ("invalid email: a@b"): masked here,
+    # once, so no report, log line or dead letter downstream ever holds them.
+    message = mask_pii(message)
     status = response.status_code
     if status == 429:
         return InsiderRateLimited(status, message, parse_retry_after(response))
@@ -357,7 +363,7 @@ def _merge_upsert_response(result: UpsertResult, chunk: Chunk, body: dict[str, A
             continue
         position = int(match.group(1))
         texts = messages if isinstance(messages, list) else [messages]
-        reasons_by_position.setdefault(position, []).extend(str(t) for t in texts)
+        reasons_by_position.setdefault(position, []).extend(mask_pii(str(t)) for t in texts)
         fields_by_position.setdefault(position, []).append(key[match.end() :])
     for position, reasons in sorted(reasons_by_position.items()):
         if position < len(chunk.indices):

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ct_insider import telemetry
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderBadRequest
 from ct_insider.insider.models import RecordFailure, UpsertResult, User
@@ -56,6 +57,11 @@ class UpsertCoalescer:
         self._pending: dict[bool, _Pending] = {}  # by skip_hook
         self._sending: set[asyncio.Task[None]] = set()
         self.requests = 0  # Insider upsert requests sent (for the delivery statistics)
+        telemetry.track_open_timers(self)
+
+    def open_timers(self) -> dict[str, int]:
+        """Upserts lingering for others to join (for the ct_insider_open_timers gauge)."""
+        return {"upsert_linger": sum(1 for p in self._pending.values() if p.timer is not None)}
 
     async def upsert(self, users: Sequence[User], *, skip_hook: bool = False) -> UpsertResult:
         """Upsert `users` together with whatever other callers submit within the linger.

@@ -24,19 +24,22 @@ not sent blindly: its users with events go straight to settlement.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.commercetools.models import Customer
 from ct_insider.deadletters import DeadLetterDraft, DeadLetterStore
+from ct_insider.erasure.plan import ErasureRequest
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
 from ct_insider.insider.errors import InsiderBadRequest, InsiderError
 from ct_insider.insider.models import UpsertResult
 from ct_insider.journeys.plan import (
+    Deletion,
     DeliveryContext,
     DeliveryPlan,
     EmailChange,
@@ -62,6 +65,11 @@ UserState = Literal["done", "doubt", "unsent"]
 # How long a shard waits before sending again after Insider did not take a request
 # (429 beyond the client's own retries, connection refused, 401/403).
 UNSENT_BACKOFF_SECONDS = 5.0
+
+# Starts (or attaches to) the durable erasure of one person and returns its workflow id:
+# erasing pages orders and carts and reads profiles at a paced rate, far too long for the
+# shard's local delivery activity (activities/erasure.py provides it over Temporal).
+ErasureStarter = Callable[[ErasureRequest], Awaitable[str]]
 
 
 class DeliveryStats(BaseModel):
@@ -132,6 +140,8 @@ class JourneyDeliverer:
         orders: OrderEventSender,
         letters: DeadLetterStore,
         mapping: MappingConfig,
+        *,
+        erasures: ErasureStarter,
     ) -> None:
         self._ct = ct
         self._insider = insider
@@ -139,6 +149,7 @@ class JourneyDeliverer:
         self._orders = orders
         self._letters = letters
         self._mapping = mapping
+        self._erasures = erasures
 
     # -- 1. reading and planning: may raise, nothing sent yet --------------------------
 
@@ -405,37 +416,31 @@ class JourneyDeliverer:
                 outcome.unsent.append(deletion.signal)
                 continue
             try:
-                if await self._forget(deletion.uuid):
-                    outcome.stats.deleted += 1
-            except InsiderError as exc:
-                log.warning("customer deletion failed", error=str(exc))
-                if exc.retryable or exc.status_code in (401, 403):
-                    outcome.unsent.append(deletion.signal)
-                    outcome.retry_after = _backoff(exc)
-                    continue
-                # Refused for good: parked for an operator, the rest goes on.
-                book.letters.append(signal_letter(lane, signals[deletion.signal], [str(exc)]))
-                outcome.stats.dead_lettered += 1
+                await self._forget(deletion)
+            except Exception as exc:  # e.g. Temporal unreachable: started by a later attempt
+                log.warning("customer erasure not started", error=repr(exc))
+                outcome.unsent.append(deletion.signal)
+                outcome.retry_after = UNSENT_BACKOFF_SECONDS
                 continue
+            if self._mapping.customer_deletion != "keep":
+                outcome.stats.deleted += 1
             outcome.deleted_identities.append(deletion.identity)
             book.redriven.extend(redriven_letters(signals, [deletion.signal]))
 
-    async def _forget(self, uuid: str) -> bool:
-        """`uuid`: the deleted customer's, resolved by the plan (from the message's
-        user-provided identifiers when `uuid_source` is not the id)."""
+    async def _forget(self, deletion: Deletion) -> None:
+        """Start the erasure of the deleted customer (ErasureWorkflow `erase-<customer id>`,
+        ct_insider/erasure/): every identity of them in Insider and the dead letters about
+        them, the same as `ct-insider erase`. Only the start happens here; a repeated
+        delivery attaches to the running erasure or runs it again, which is idempotent.
+        `deletion.uuid`: resolved by the plan (from the message's user-provided identifiers
+        when `uuid_source` is not the id)."""
         policy = self._mapping.customer_deletion
         if policy == "keep":
             log.info("customer deletion kept in Insider", policy=policy)
-            return False
-        if policy == "delete":
-            await self._insider.delete_user({"uuid": uuid})
-        else:
-            try:
-                await self._insider.anonymize_user({"uuid": uuid})
-            except InsiderError as exc:
-                if exc.status_code != 404:  # never known to Insider: nothing to anonymize
-                    raise
-        return True
+            return
+        request = ErasureRequest(customer_id=deletion.customer_id, uuid=deletion.uuid or None)
+        workflow_id = await self._erasures(request)
+        log.info("customer erasure started", workflow_id=workflow_id)
 
     # -- 3. bookkeeping: idempotent, handed back to the shard when it fails -------------
 
@@ -486,6 +491,6 @@ def record_in_ledger(events: Sequence[PlannedEvent], book: Bookkeeping) -> None:
         book.ledger.setdefault(order_id, []).extend(order_keys)
 
 
-def _backoff(exc: InsiderError) -> float:
+def _backoff(exc: InsiderError | CommercetoolsError) -> float:
     retry_after: Any = getattr(exc, "retry_after", None)
     return max(UNSENT_BACKOFF_SECONDS, float(retry_after or 0))

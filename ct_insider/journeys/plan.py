@@ -30,7 +30,7 @@ from ct_insider.journeys.signals import JourneySignal
 from ct_insider.journeys.storefront import map_storefront_event
 from ct_insider.mapping import normalize
 from ct_insider.mapping.config import MappingConfig
-from ct_insider.mapping.customers import map_customer
+from ct_insider.mapping.customers import map_customer, usable_uuid
 from ct_insider.mapping.identifiers import resolve_identifiers
 from ct_insider.sync.orders import PreparedOrder
 
@@ -271,7 +271,9 @@ class _Planner:
             self.plan.nothing_to_send.append(index)
             return
         source = self.context.config.uuid_source
-        uuid = customer_id if source == "id" else (signal.user_provided or {}).get(source)
+        uuid = usable_uuid(
+            customer_id if source == "id" else (signal.user_provided or {}).get(source)
+        )
         if uuid is None and self.context.config.customer_deletion != "keep":
             # Never silently kept: parked for an operator, who can act on it in InOne.
             self._refuse(

@@ -27,10 +27,12 @@ class Market(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    locale: str = Field(description="Insider locale: en_US, or en_US:<store>")
+    locale: str = Field(description="Insider locale: `en_US`, or `en_US:<store>`")
     languages: list[str] = Field(min_length=1, description="commercetools languages, in order")
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="price currency (ISO 4217)")
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="price country (ISO 3166-1 alpha-2)"
+    )
     channel: str | None = Field(default=None, description="price channel id")
     customer_group: str | None = Field(default=None, description="price customer group id")
     supply_channel: str | None = Field(default=None, description="inventory channel id")
@@ -51,15 +53,30 @@ class CatalogRules(BaseModel):
             Market(locale="en_US", languages=["en-US", "en"], currency="USD", country="US"),
             Market(locale="de_DE", languages=["de-DE", "de", "en"], currency="EUR", country="DE"),
             Market(locale="en_GB", languages=["en-GB", "en"], currency="GBP", country="GB"),
-        ]
+        ],
+        description="one Insider item per variant and market",
     )
     # {language} is the market's first language's primary subtag, {slug} the localized slug.
-    url_template: str = "https://shop.example.com/{language}/p/{slug}"
-    brand_attribute: str | None = "brand"
-    color_attribute: str | None = "color"
-    size_attribute: str | None = "size"
+    url_template: str = Field(
+        default="https://shop.example.com/{language}/p/{slug}",
+        description="item URL: {language} = the market's first language's primary subtag, "
+        "{slug} = the localized slug",
+    )
+    brand_attribute: str | None = Field(
+        default="brand", description="variant attribute that gives `brand`"
+    )
+    color_attribute: str | None = Field(
+        default="color", description="variant attribute that gives `color`"
+    )
+    size_attribute: str | None = Field(
+        default="size", description="variant attribute that gives `size`"
+    )
     # Other variant attributes copied to product_attributes: {commercetools name: Insider name}.
-    product_attributes: dict[str, str] = Field(default_factory=dict)
+    product_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="other variant attributes copied to product_attributes "
+        "({commercetools name: Insider name})",
+    )
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,18 @@ class ConsentFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email_optin: str | None = "emailOptIn"
-    sms_optin: str | None = "smsOptIn"
-    whatsapp_optin: str | None = "whatsappOptIn"
-    gdpr_optin: str | None = "gdprOptIn"
+    email_optin: str | None = Field(
+        default="emailOptIn", description="custom field (boolean) that gives `email_optin`"
+    )
+    sms_optin: str | None = Field(
+        default="smsOptIn", description="custom field (boolean) that gives `sms_optin`"
+    )
+    whatsapp_optin: str | None = Field(
+        default="whatsappOptIn", description="custom field (boolean) that gives `whatsapp_optin`"
+    )
+    gdpr_optin: str | None = Field(
+        default="gdprOptIn", description="custom field (boolean) that gives `gdpr_optin`"
+    )
 
 
 RefundSource = Literal["payments", "returns"]
@@ -38,44 +46,110 @@ class OrderEventRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    purchase_event: str = Field(default="purchase", pattern=_EVENT_NAME)
+    purchase_event: str = Field(
+        default="purchase", pattern=_EVENT_NAME, description="event per purchased line"
+    )
     # Insider documents no system name for refunds and only a display name ("Cancelled
     # Purchase") for cancellations: both are configurable custom events.
-    refund_event: str = Field(default="purchase_refund", pattern=_EVENT_NAME)
-    cancellation_event: str = Field(default="cancelled_purchase", pattern=_EVENT_NAME)
+    refund_event: str = Field(
+        default="purchase_refund",
+        pattern=_EVENT_NAME,
+        description="event per refund (a custom event: define it in InOne)",
+    )
+    cancellation_event: str = Field(
+        default="cancelled_purchase",
+        pattern=_EVENT_NAME,
+        description="event per line of a cancelled order (a custom event: define it in InOne)",
+    )
     # Where refunds are read from. A retailer who records one refund both as a payment
     # transaction and on the return item keeps one source, or it is counted twice.
-    refund_sources: list[RefundSource] = Field(default_factory=lambda: list(REFUND_SOURCES))
-    include_custom_line_items: bool = True
+    refund_sources: list[RefundSource] = Field(
+        default_factory=lambda: list(REFUND_SOURCES),
+        description="where refunds are read from: successful Refund transactions of payments, "
+        "return items whose paymentState is Refunded (keep one if a refund is recorded in both)",
+    )
+    include_custom_line_items: bool = Field(
+        default=True,
+        description="custom line items (gift wrap, fees) become purchases (product_id = slug)",
+    )
     # Imported historical orders carry their real date in completedAt.
-    purchase_time: Literal["createdAt", "completedAt"] = "createdAt"
+    purchase_time: Literal["createdAt", "completedAt"] = Field(
+        default="createdAt",
+        description="the purchase timestamp (completedAt for imported historical orders)",
+    )
     # The sales channel: an order custom field, else the store's entry, else the default.
-    channel_field: str | None = "channel"
-    store_channels: dict[str, str] = Field(default_factory=dict)
-    default_channel: str = "web"
+    channel_field: str | None = Field(
+        default="channel", description="order custom field that gives the `channel` param"
+    )
+    store_channels: dict[str, str] = Field(
+        default_factory=dict,
+        description="channel by store key, for an order without the custom field",
+    )
+    default_channel: str = Field(
+        default="web", description="channel of an order with neither custom field nor store"
+    )
     # commercetools anonymousId goes to Insider as this custom identifier (it must be
     # enabled in the account's Identity Resolution settings).
-    anonymous_identifier: str = Field(default="ct_anonymous_id", pattern=_NAME)
-    color_attribute: str | None = "color"
-    size_attribute: str | None = "size"
+    anonymous_identifier: str = Field(
+        default="ct_anonymous_id",
+        pattern=_NAME,
+        description="Insider custom identifier of the anonymousId (enable it in Identity "
+        "Resolution)",
+    )
+    color_attribute: str | None = Field(
+        default="color", description="variant attribute that gives the purchase's `color`"
+    )
+    size_attribute: str | None = Field(
+        default="size", description="variant attribute that gives the purchase's `size`"
+    )
 
 
 class MappingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    uuid_source: Literal["id", "key", "customerNumber", "externalId"] = "id"
-    consent_fields: ConsentFields = Field(default_factory=ConsentFields)
-    gender_field: str | None = "gender"
-    default_language: str = Field(default="en_US", pattern=_LANGUAGE)
+    uuid_source: Literal["id", "key", "customerNumber", "externalId"] = Field(
+        default="id",
+        description="the customer field that becomes Insider's uuid (orders look their "
+        "customer up when it is not the id)",
+    )
+    consent_fields: ConsentFields = Field(
+        default_factory=ConsentFields, description="customer custom fields holding consent"
+    )
+    gender_field: str | None = Field(
+        default="gender", description="customer custom field that gives the gender"
+    )
+    default_language: str = Field(
+        default="en_US",
+        pattern=_LANGUAGE,
+        description="language of a customer with neither locale nor store language",
+    )
     # Language of a customer without a locale, by the key of their first store.
-    store_languages: dict[str, str] = Field(default_factory=dict)
-    orders: OrderEventRules = Field(default_factory=OrderEventRules)
-    catalog: CatalogRules = Field(default_factory=CatalogRules)
+    store_languages: dict[str, str] = Field(
+        default_factory=dict,
+        description="language (en_US form) of a customer without a locale, by their first "
+        "store's key",
+    )
+    orders: OrderEventRules = Field(
+        default_factory=OrderEventRules, description="orders, refunds and cancellations"
+    )
+    catalog: CatalogRules = Field(
+        default_factory=CatalogRules, description="the catalog per market"
+    )
     # What a CustomerDeleted message does to the Insider user.
-    customer_deletion: Literal["delete", "anonymize", "keep"] = "delete"
-    sign_up_event: str = Field(default="sign_up_confirmation", pattern=_EVENT_NAME)
+    customer_deletion: Literal["delete", "anonymize", "keep"] = Field(
+        default="delete", description="what a CustomerDeleted message does to the Insider user"
+    )
+    sign_up_event: str = Field(
+        default="sign_up_confirmation",
+        pattern=_EVENT_NAME,
+        description="event a CustomerCreated message adds",
+    )
     # commercetools custom fields copied to Insider custom attributes: {ct field: insider name}.
-    custom_field_attributes: dict[str, str] = Field(default_factory=dict)
+    custom_field_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="customer custom fields copied to Insider custom attributes "
+        "({commercetools field: Insider attribute}; create the attributes in InOne)",
+    )
 
     @field_validator("custom_field_attributes")
     @classmethod

@@ -37,6 +37,12 @@ def customer_uuid(customer: Customer, config: MappingConfig) -> str | None:
         "customerNumber": customer.customer_number,
         "externalId": customer.external_id,
     }[config.uuid_source]
+    return usable_uuid(value)
+
+
+def usable_uuid(value: str | None) -> str | None:
+    """An identifier as Insider's uuid: without surrounding whitespace, None when blank
+    (the same whether read from the customer or from a deletion message)."""
     return value.strip() if value and value.strip() else None
 
 

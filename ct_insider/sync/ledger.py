@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -40,6 +41,7 @@ MAX_CONFLICT_RETRIES = 8
 class LedgerEntry:
     delivered: frozenset[str] = frozenset()
     version: int = 0  # 0: no object yet
+    modified_at: datetime | None = None  # last written (None: no object yet)
 
 
 class PendingEvent(BaseModel):
@@ -124,15 +126,28 @@ class DeliveryLedger:
                 entry = (await self.entries([order_id]))[order_id]
         raise CommercetoolsConflict(409, f"ledger entry {order_id} keeps changing", [])
 
-    async def correct(self, order_id: str, *, held: Iterable[str], lost: Iterable[str]) -> None:
+    async def correct(
+        self,
+        order_id: str,
+        *,
+        held: Iterable[str],
+        lost: Iterable[str],
+        expected_version: int | None = None,
+    ) -> bool:
         """Make an order's entry say what Insider was found to hold: `held` keys are added,
-        `lost` ones (listed as delivered, yet not in Insider) removed, so they go out again."""
+        `lost` ones (listed as delivered, yet not in Insider) removed, so they go out again.
+
+        With `expected_version` (the entry's version when Insider was read) nothing is
+        written if the entry changed since: another path delivered meanwhile, so what was
+        read no longer tells what is lost. Returns False then."""
         add, remove = frozenset(held), frozenset(lost)
         entry = (await self.entries([order_id]))[order_id]
         for _ in range(MAX_CONFLICT_RETRIES):
+            if expected_version is not None and entry.version != expected_version:
+                return False
             wanted = (entry.delivered | add) - remove
             if wanted == entry.delivered:
-                return
+                return True
             draft = {
                 "container": self._container,
                 "key": order_id,
@@ -141,10 +156,33 @@ class DeliveryLedger:
             }
             try:
                 await self._ct.post_json("custom-objects", draft)
-                return
+                return True
             except CommercetoolsConflict:
                 entry = (await self.entries([order_id]))[order_id]
         raise CommercetoolsConflict(409, f"ledger entry {order_id} keeps changing", [])
+
+    async def in_flight_elsewhere(self, order_ids: Sequence[str], lane: str) -> set[str]:
+        """Which of these orders another lane (a delta lane, a backfill chunk, a journey
+        shard) has in flight with events not yet in the ledger: being delivered right now."""
+        wanted = set(order_ids)
+        markers: list[tuple[str, PendingOrder]] = []
+        where = f"container={json.dumps(self._in_flight_container)}"
+        async for page in self._ct.pages("custom-objects", where=where):
+            for obj in page.results:
+                value = obj.get("value") or {}
+                if not isinstance(value, dict) or value.get("lane") == lane:
+                    continue
+                for order_id, pending in (value.get("orders") or {}).items():
+                    if order_id in wanted:
+                        markers.append((order_id, PendingOrder.model_validate(pending)))
+        if not markers:
+            return set()
+        entries = await self.entries(sorted({order_id for order_id, _ in markers}))
+        return {
+            order_id
+            for order_id, pending in markers
+            if pending.open_events(entries[order_id].delivered)
+        }
 
     async def mark_in_flight(self, lane: str, in_flight: InFlight) -> None:
         await self._ct.post_json(
@@ -173,6 +211,11 @@ class DeliveryLedger:
 def _entry(obj: dict[str, Any]) -> LedgerEntry:
     value = obj.get("value") or {}
     delivered = value.get("delivered") if isinstance(value, dict) else None
+    modified = obj.get("lastModifiedAt")
     return LedgerEntry(
-        delivered=frozenset(str(k) for k in delivered or []), version=int(obj["version"])
+        delivered=frozenset(str(k) for k in delivered or []),
+        version=int(obj["version"]),
+        modified_at=datetime.fromisoformat(modified.replace("Z", "+00:00"))
+        if isinstance(modified, str)
+        else None,
     )

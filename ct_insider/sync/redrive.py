@@ -12,20 +12,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import BaseModel, Field
 
-from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.clients import ConnectorClients
 from ct_insider.deadletters import DeadLetter, DeadLetterStore
-from ct_insider.insider.client import InsiderClient
 from ct_insider.logging import get_logger
-from ct_insider.mapping.config import MappingConfig
-from ct_insider.sync.catalog import CatalogSender
-from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
-from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender
+from ct_insider.resources import REDRIVE_READS, Redrive, synced
+from ct_insider.sync.customers import send_customer_batch
 from ct_insider.sync.rejected import sync_letters
-from ct_insider.sync.reports import SyncStats
+from ct_insider.sync.reports import Rejection, SyncStats
 
 log = get_logger(__name__)
 
@@ -45,27 +42,19 @@ class RedriveResult(BaseModel):
         self.not_redrivable += other.not_redrivable
 
 
+# The resources a sync letter can name (one per dead-letter entity, from the registry).
+REDRIVEN_RESOURCES = frozenset(entry.name for entry in REDRIVE_READS.values())
+
+
 def is_sync_letter(letter: DeadLetter) -> bool:
     redrive = letter.redrive or {}
-    return isinstance(redrive.get("resource"), str) and isinstance(redrive.get("id"), str)
+    return redrive.get("resource") in REDRIVEN_RESOURCES and isinstance(redrive.get("id"), str)
 
 
-class SyncRedriver:
-    def __init__(
-        self,
-        ct: CommercetoolsClient,
-        insider: InsiderClient,
-        mapping: MappingConfig,
-        orders: OrderEventSender,
-        catalog: CatalogSender,
-        store: DeadLetterStore,
-    ) -> None:
-        self._ct = ct
-        self._insider = insider
-        self._mapping = mapping
-        self._orders = orders
-        self._catalog = catalog
-        self._store = store
+class SyncRedriver(ConnectorClients):
+    @property
+    def _store(self) -> DeadLetterStore:
+        return DeadLetterStore(self._ct)
 
     async def redrive(self, keys: Sequence[str], run: str) -> RedriveResult:
         """Re-drive the named letters; `run` (the re-drive workflow's id) names the run in
@@ -92,15 +81,18 @@ class SyncRedriver:
         stats, found = await self._send(resource, ids, skip_hook, run)
         refused = {rejection.record_id for rejection in stats.rejections}
         result = RedriveResult()
-        if stats.rejections:
+        # A letter refused again keeps the path it came from (one re-drive may hold letters
+        # of a backfill and of a delta sync).
+        path_of = {letter.record_id: letter.path for letter in letters}
+        path_of.update({str((letter.redrive or {})["id"]): letter.path for letter in letters})
+        by_path: dict[str | None, list[Rejection]] = defaultdict(list)
+        for rejection in stats.rejections:
+            source = rejection.source_id or rejection.record_id
+            path = path_of.get(rejection.record_id, path_of.get(source, letters[0].path))
+            by_path[path].append(rejection)
+        for path, rejections in by_path.items():
             await self._store.put(
-                sync_letters(
-                    stats.rejections,
-                    resource=resource,
-                    run=run,
-                    skip_hook=skip_hook,
-                    path=letters[0].path,
-                )
+                sync_letters(rejections, resource=resource, run=run, skip_hook=skip_hook, path=path)
             )
         done: list[str] = []
         for letter in letters:
@@ -127,23 +119,30 @@ class SyncRedriver:
         self, resource: str, ids: list[str], skip_hook: bool, run: str
     ) -> tuple[SyncStats, set[str]]:
         """(what sending the records now gave, the ids that still exist)."""
-        if resource == "products":
+        entry = synced(resource)
+        reader = entry.redrive
+        if reader is None:
+            raise ValueError(f"{resource} has no re-drive reader")  # not a sync letter
+        if reader is Redrive.PRODUCTS:
             # A product deleted since is hidden in Insider: that is its delivery.
             return await self._catalog.refresh(ids), set(ids)
-        expand = ORDER_EXPAND if resource == "orders" else CUSTOMER_EXPAND
         records: list[dict[str, Any]] = await self._ct.find_in(
-            resource, ids, lambda q: f"id in ({q})", expand=expand
+            entry.endpoint, ids, lambda q: f"id in ({q})", expand=entry.expand
         )
         found = {str(record["id"]) for record in records}
         if not records:
             return SyncStats(), found
-        if resource == "orders":
-            # Like a sync chunk: a request a crashed attempt left in flight is settled first.
-            await self._orders.recover(run)
-            stats = await self._orders.send_batch(records, lane=run, skip_hook=skip_hook)
-            await self._orders.finish(run)
-            return stats, found
-        stats = await send_customer_batch(
-            self._insider, records, self._mapping, skip_hook=skip_hook
-        )
+        match reader:
+            case Redrive.ORDERS:
+                # Like a sync chunk: a request a crashed attempt left in flight is settled
+                # first.
+                await self._orders.recover(run)
+                stats = await self._orders.send_batch(records, lane=run, skip_hook=skip_hook)
+                await self._orders.finish(run)
+            case Redrive.CUSTOMERS:
+                stats = await send_customer_batch(
+                    self._insider, records, self._mapping, skip_hook=skip_hook
+                )
+            case _:
+                assert_never(reader)
         return stats, found

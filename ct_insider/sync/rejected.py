@@ -5,6 +5,9 @@ refused record as a `Rejection` in their stats; `dead_lettering` wraps a batch s
 every rejection of a batch is also written to the store as soon as the batch is done (one
 write per rejected record, none for the good ones). A letter holds what a re-drive needs
 and nothing personal: the resource and id to read the record again from commercetools.
+What a rejected record is, and where a re-drive reads it, come from the registry
+(ct_insider/resources.py); the delivery path comes from the workflow that ran the sync
+(its id says nothing reliable: a Temporal Schedule names its runs after the schedule).
 
 A record rejected again (a later run, a retried chunk) is the same letter with one more
 attempt. A record that a later run syncs fine keeps its letter until `ct-insider dlq
@@ -17,41 +20,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ct_insider.deadletters import DeadLetterDraft, DeadLetterStore
+from ct_insider.deadletters import DeadLetterDraft, DeadLetterPath, DeadLetterStore
+from ct_insider.resources import DEAD_LETTER_ENTITIES, REDRIVE_READS
 from ct_insider.sync.pipeline import BatchSender
 from ct_insider.sync.reports import Rejection, SyncStats
 
-# What a rejected record of each resource a sync pages through is: payments stand for the
-# orders that hold them; stock, prices and categories for the products' catalog items.
-ENTITY_OF_RESOURCE: dict[str, str] = {
-    "customers": "customer",
-    "orders": "order",
-    "payments": "order",
-    "products": "catalog-item",
-    "inventory": "catalog-item",
-    "standalone-prices": "catalog-item",
-    "categories": "catalog-item",
-    "catalog-sweep": "catalog-item",
-}
-# Where a re-drive reads each entity's record again.
-RESOURCE_OF_ENTITY: dict[str, str] = {
-    "customer": "customers",
-    "order": "orders",
-    "catalog-item": "products",
-}
 
-
-def path_of_run(run: str) -> str:
-    """The delivery path a workflow id belongs to (see the workflows' id functions)."""
-    if run.startswith("backfill-catalog-"):
-        return "catalog"
-    if run.startswith("backfill-"):
-        return "backfill"
-    if run.startswith("delta-"):
+def legacy_path_of_lane(lane: str) -> DeadLetterPath:
+    """The path of a sync chunk scheduled before workflows passed it (one in flight while
+    the worker was upgraded), from its workflow id: delta syncs are `delta-<entity>`, a
+    catalog backfill names the catalog (`backfill-catalog-...`, the reconciliation
+    schedule's runs), and every other chunk belongs to a backfill."""
+    if lane.startswith("delta-"):
         return "delta"
-    if run.startswith(("catalog-product-", "catalog-category-")):
-        return "realtime"
-    return "other"
+    if "catalog" in lane:
+        return "catalog"
+    return "backfill"
 
 
 def market_of(record: dict[str, Any] | None, record_id: str) -> dict[str, str]:
@@ -81,11 +65,12 @@ def sync_letters(
     resource: str,
     run: str,
     skip_hook: bool,
+    path: str | None,
     records: Sequence[dict[str, Any]] = (),
-    path: str | None = None,
 ) -> list[DeadLetterDraft]:
-    """The letters for a batch's rejections (`records`: the batch, for the market)."""
-    entity = ENTITY_OF_RESOURCE.get(resource, resource)
+    """The letters for a batch's rejections (`records`: the batch, for the market; `path`:
+    where the records were being delivered, None when not known)."""
+    entity = DEAD_LETTER_ENTITIES[resource]
     by_id = {str(record.get("id")): record for record in records}
     return [
         DeadLetterDraft(
@@ -94,9 +79,9 @@ def sync_letters(
             reasons=[f"{rejection.stage}: {reason}" for reason in rejection.reasons],
             run=run,
             market=market_of(by_id.get(rejection.record_id), rejection.record_id),
-            path=path or path_of_run(run),
+            path=path,
             redrive={
-                "resource": RESOURCE_OF_ENTITY.get(entity, resource),
+                "resource": REDRIVE_READS[entity].name,
                 "id": rejection.source_id or rejection.record_id,
                 "skip_hook": skip_hook,
             },
@@ -112,6 +97,7 @@ def dead_lettering(
     resource: str,
     run: str,
     skip_hook: bool,
+    path: DeadLetterPath,
 ) -> BatchSender:
     """`send`, writing each batch's rejected records to the store before it counts as done
     (a crash before then sends the batch again, and the letters are written then)."""
@@ -125,6 +111,7 @@ def dead_lettering(
                     resource=resource,
                     run=run,
                     skip_hook=skip_hook,
+                    path=path,
                     records=records,
                 )
             )

@@ -410,6 +410,10 @@ class InsiderEmulator:
             kind, value = identifier.split("=", 1)
             found = self.state.find({kind: value})
             profiles = [found] if found else []
+        held = request.query_params.get("holding")
+        if held:  # any profile holding this value anywhere (an erasure's proof)
+            holding = {profile.insider_id for profile in self.state.holding(held)}
+            profiles = [p for p in profiles if p.insider_id in holding]
         return JSONResponse(
             {"count": len(profiles), "users": [p.to_json(include_events) for p in profiles]}
         )

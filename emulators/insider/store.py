@@ -184,6 +184,17 @@ class InsiderState:
         profile.attributes["anonymized"] = True
         return True
 
+    def holding(self, value: str) -> list[Profile]:
+        """Profiles holding `value` anywhere: an identifier, an attribute, an event param
+        (test-only inspection: proves an erasure left nothing of a person)."""
+        return [
+            profile
+            for profile in self.profiles.values()
+            if _holds(profile.identifiers, value)
+            or _holds(profile.attributes, value)
+            or any(_holds(event, value) for event in profile.events)
+        ]
+
     def change_identifier(self, old: tuple[str, str], new: tuple[str, str]) -> Profile | None:
         insider_id = self.index.get(old)
         if insider_id is None:
@@ -209,6 +220,14 @@ class InsiderState:
         else:
             self.catalog[key] = {**item, "_updated_at": time.time()}
         return True
+
+
+def _holds(data: Any, value: str) -> bool:
+    if isinstance(data, dict):
+        return any(_holds(item, value) for item in data.values())
+    if isinstance(data, list):
+        return any(_holds(item, value) for item in data)
+    return isinstance(data, str) and data.strip().lower() == value.strip().lower()
 
 
 def _conflicting(first: Profile, second: Profile) -> bool:

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import subprocess
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -113,8 +114,11 @@ async def test_planted_drift_is_reported_and_repaired(
         customers_report = await (
             await start_check(client, task_queue, CheckInput(entity="customers"))
         ).result()
+        # (orders placed just now: judged at once, with no freshness margin)
         orders_report = await (
-            await start_check(client, task_queue, CheckInput(entity="orders"))
+            await start_check(
+                client, task_queue, CheckInput(entity="orders", recent_margin_seconds=0)
+            )
         ).result()
 
         # Then the report names exactly the planted drift
@@ -143,7 +147,11 @@ async def test_planted_drift_is_reported_and_repaired(
         # When both are checked again with repair
         repaired = [
             await (
-                await start_check(client, task_queue, CheckInput(entity=entity, repair=True))
+                await start_check(
+                    client,
+                    task_queue,
+                    CheckInput(entity=entity, repair=True, recent_margin_seconds=0),
+                )
             ).result()
             for entity in ("customers", "orders")
         ]
@@ -153,7 +161,9 @@ async def test_planted_drift_is_reported_and_repaired(
         # (every record this time, paged instead of sampled)
         after = [
             await (
-                await start_check(client, task_queue, CheckInput(entity=entity, all=True))
+                await start_check(
+                    client, task_queue, CheckInput(entity=entity, all=True, recent_margin_seconds=0)
+                )
             ).result()
             for entity in ("customers", "orders")
         ]
@@ -289,18 +299,32 @@ def catalog_item(emulators: Emulators, item_id: str, locale: str) -> dict[str, A
     return dict(item)
 
 
-async def test_a_sample_is_spread_over_the_ids_and_distinct(clean_emulators: Emulators) -> None:
-    # Given 40 customers
-    seeded = {customer_id for customer_id, _ in clean_emulators.seeder().customers(40)}
+class Pivots(random.Random):
+    """A "random" source that picks the given pivots, in order: a sample made of them is
+    known in advance."""
+
+    def __init__(self, pivots: list[str]) -> None:
+        super().__init__(0)
+        self._pivots = [uuid.UUID(p).int for p in pivots]
+
+    def getrandbits(self, k: int, /) -> int:
+        return self._pivots.pop(0)
+
+
+async def test_a_sample_takes_runs_after_random_pivots_and_is_distinct(
+    clean_emulators: Emulators,
+) -> None:
+    # Given 40 customers (s: their ids in order)
+    s = sorted(customer_id for customer_id, _ in clean_emulators.seeder().customers(40))
     async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
-        # When samples of 12 are taken with different random pivots
-        first = await sample_ids(ct, "customers", None, 12, random.Random(1))
-        second = await sample_ids(ct, "customers", None, 12, random.Random(2))
+        # When samples of 12 are taken after two sets of pivots (a run of 10 after each,
+        # then the 2 still wanted), one of them past the last id (wrapping to the first)
+        first = await sample_ids(ct, "customers", None, 12, Pivots([s[19], s[29]]))
+        wrapped = await sample_ids(ct, "customers", None, 12, Pivots([s[39], s[9]]))
         # And one larger than the population
         everyone = await sample_ids(ct, "customers", None, 100)
-    # Then each holds 12 distinct seeded ids, not the same ones, and "all" is all
-    assert len(set(first)) == len(first) == 12
-    assert set(first) <= seeded
-    assert set(second) <= seeded
-    assert set(first) != set(second)
-    assert set(everyone) == seeded
+    # Then each holds the runs after its pivots, distinct, and "all" is all
+    assert first == sorted(s[20:30] + s[30:32])
+    assert wrapped == sorted(s[0:10] + s[10:12])
+    assert len(set(first)) == 12
+    assert set(everyone) == set(s)

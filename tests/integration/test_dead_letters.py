@@ -24,7 +24,7 @@ from starters.cli import _parser
 from starters.dlq import RedriveStillRunning, retry
 from tests.conftest import Emulators, running_delta, running_worker
 from workers.main import Workers
-from workflows.backfill import BackfillInput
+from workflows.backfill import BackfillInput, BackfillWorkflow
 from workflows.catalog_changes import (
     CatalogChange,
     CatalogChangeInput,
@@ -183,6 +183,43 @@ async def test_a_redrive_refused_again_keeps_the_letter_with_one_more_attempt(
     assert emu.insider_users() == []
 
 
+async def test_letters_refused_again_keep_the_path_each_came_from(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    # Given two customers that still cannot be mapped, one a backfill letter, one a delta one
+    paths = {
+        keyless_customer(emu, "bad-one"): "backfill",
+        keyless_customer(emu, "bad-two"): "delta",
+    }
+    async with (
+        running_worker(client, task_queue, emu, MappingConfig(uuid_source="key")),
+        CommercetoolsClient(emu.ct_settings()) as ct,
+    ):
+        store = DeadLetterStore(ct)
+        for customer_id, path in paths.items():
+            rejection = Rejection(record_id=customer_id, stage="mapping", reasons=["bad"])
+            await store.put(
+                sync_letters(
+                    [rejection], resource="customers", run=f"{path}-x", skip_hook=True, path=path
+                )
+            )
+        # When both are re-driven at once
+        report = await retry(
+            store,
+            client,
+            task_queue=task_queue,
+            journey_task_queue=f"{task_queue}-journeys",
+            shards=1,
+            every=True,
+        )
+        # Then both are refused again, and each is still listed under its own path
+        assert len(report.sync.refused) == 2
+        after = await store.list()
+    assert {letter.record_id: letter.path for letter in after} == paths
+    assert {letter.attempts for letter in after} == {2}
+
+
 async def test_a_delta_sync_dead_letters_what_it_rejects(
     client: Client, task_queue: str, clean_emulators: Emulators
 ) -> None:
@@ -226,7 +263,12 @@ async def test_letters_are_written_per_rejected_record_with_pii_masked(
     async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
         store = DeadLetterStore(ct)
         send = dead_lettering(
-            refusing_sender, store, resource="orders", run="delta-orders", skip_hook=False
+            refusing_sender,
+            store,
+            resource="orders",
+            run="delta-orders",
+            skip_hook=False,
+            path="delta",
         )
         batch: list[dict[str, Any]] = [
             {"id": "o-1", "country": "DE", "store": {"key": "de-store"}},
@@ -329,6 +371,29 @@ async def test_a_catalog_item_without_a_price_is_dead_lettered_and_redriven_once
         assert await store.list() == []
 
 
+async def test_a_scheduled_catalog_sync_files_its_letters_under_catalog(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    # Given a product whose first variant has no GB price
+    product_id, master = product_without_a_gb_price(clean_emulators)
+    # When a catalog reconciliation runs under the id its Temporal Schedule gives it: the
+    # schedule's id (an operator-chosen name), then the time it was due
+    schedule_run = "ct-insider-weekly-items-2026-12-03T01:00:00Z"
+    result = await client.execute_workflow(
+        BackfillWorkflow.run,
+        BackfillInput(target="catalog", catalog_mode="changes"),
+        id=schedule_run,
+        task_queue=worker.task_queue,
+    )
+    # Then the item it could not send is a catalog letter, found by `dlq list --path catalog`
+    assert result.stats.rejected == 1
+    async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
+        [letter] = await DeadLetterStore(ct).list(path="catalog")
+    assert (letter.entity, letter.run) == ("catalog-item", schedule_run)
+    assert letter.record_id.startswith(f"{master['sku']}@")
+    assert letter.redrive == {"resource": "products", "id": product_id, "skip_hook": True}
+
+
 def product_without_a_gb_price(emu: Emulators) -> tuple[str, dict[str, Any]]:
     """(its id, its master variant draft): the variant's GB item cannot be mapped."""
     seeder = emu.seeder()
@@ -382,7 +447,9 @@ async def test_retry_without_a_worker_says_so_instead_of_hanging(
         store = DeadLetterStore(ct)
         rejection = Rejection(record_id="c-1", stage="mapping", reasons=["bad"])
         await store.put(
-            sync_letters([rejection], resource="customers", run="delta-x", skip_hook=False)
+            sync_letters(
+                [rejection], resource="customers", run="delta-x", skip_hook=False, path="delta"
+            )
         )
         # When it is retried with a short wait
         with pytest.raises(RedriveStillRunning) as raised:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,25 +11,13 @@ from temporalio.client import Client
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.sync.watermarks import WatermarkStore
-from emulators.process import ct_insider_command
-from tests.conftest import Emulators, status_when
+from tests.conftest import Emulators, run_cli, status_when
 from workers.main import Workers
 from workflows.delta import delta_workflow_id
 
 pytestmark = pytest.mark.integration
 
 OVERLAP = 0.5
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ct_insider_command(*args),
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 async def _stored(emu: Emulators) -> datetime | None:
@@ -48,7 +34,8 @@ async def _first_window_since(client: Client) -> datetime:
             continue
         scheduled = event.activity_task_scheduled_event_attributes
         if scheduled.activity_type.name == "sync_chunk":
-            chunk = json.loads(scheduled.input.payloads[0].data)
+            # Through the client's converter: payloads are encrypted (ct_insider/codec.py).
+            [chunk] = await client.data_converter.decode(scheduled.input.payloads[:1])
             return datetime.fromisoformat(chunk["window"]["since"])
     raise AssertionError("the run synced no window")
 
@@ -62,7 +49,7 @@ async def test_a_terminated_delta_started_again_resumes_from_its_stored_watermar
     # Given customers synced by a delta that was then terminated
     customers = emu.seeder().customers(5)
     first = await asyncio.to_thread(
-        _cli, env, "sync", "delta", "customers", "--since", "2020-01-01T00:00:00Z", *timing
+        run_cli, env, "sync", "delta", "customers", "--since", "2020-01-01T00:00:00Z", *timing
     )
     assert first.returncode == 0, first.stderr
     handle = client.get_workflow_handle(delta_workflow_id("customers"))
@@ -73,7 +60,7 @@ async def test_a_terminated_delta_started_again_resumes_from_its_stored_watermar
     stored = await _stored(emu)
     assert stored is not None
     # ... which `ct-insider status` shows while none runs
-    shown = await asyncio.to_thread(_cli, env, "status", "--json")
+    shown = await asyncio.to_thread(run_cli, env, "status", "--json")
     assert shown.returncode == 0, shown.stderr
     customers_status = json.loads(shown.stdout)["customers"]
     assert customers_status["running"] is False
@@ -94,7 +81,7 @@ async def test_a_terminated_delta_started_again_resumes_from_its_stored_watermar
     await asyncio.sleep(2.0)  # a restart "from now" would start well after these changes
 
     # ... and the delta is started again without --since
-    again = await asyncio.to_thread(_cli, env, "sync", "delta", "customers", "--json", *timing)
+    again = await asyncio.to_thread(run_cli, env, "sync", "delta", "customers", "--json", *timing)
 
     # Then it says it resumes from the stored watermark, and does
     assert again.returncode == 0, again.stderr

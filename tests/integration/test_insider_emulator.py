@@ -10,6 +10,7 @@ import pytest
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderConfigurationError, InsiderRateLimited
 from ct_insider.insider.models import Attributes, CatalogLocale, Event, Identifiers, User
+from ct_insider.logging import pii_fingerprint
 from ct_insider.retry import Backoff
 from tests.conftest import Emulators
 
@@ -47,7 +48,8 @@ async def test_partial_failure_reports_each_refused_user_and_stores_the_rest(
 
     assert result.successful == 1
     failures = {f.index: f.reasons for f in result.failures}
-    assert failures[1] == ["user has an invalid phone number: 12345"]
+    # Insider quotes the refused value: the client masks it (no raw phone in any report)
+    assert failures[1] == [f"user has an invalid phone number: {pii_fingerprint('12345')}"]
     assert failures[2] == ["event_group_id parameter is required on purchase event"]
     stored = clean_emulators.insider_users()
     assert [u["identifiers"] for u in stored] == [{"uuid": "ok-1", "email": "ok@example.com"}]

@@ -32,6 +32,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from activities.journey import NOT_SENT, DeliverInput, DeliverResult, FinishInput, SettleInput
+from ct_insider.codec import decode_in_place
 from ct_insider.insider.models import Identifiers
 from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, DeliveryStats
 from ct_insider.journeys.plan import PlannedUser
@@ -156,6 +157,11 @@ async def keep_history(
     runs = [run async for run in client.list_workflows(f"WorkflowId = '{handle.id}'")]
     for number, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        # Recorded in clear (the session's key is thrown away): the replay tests need no key.
+        codec = client.data_converter.payload_codec
+        for event in history.events:
+            if codec is not None:
+                await decode_in_place(event, codec)
         HISTORIES.mkdir(parents=True, exist_ok=True)
         (HISTORIES / f"{test}-run{number}.json").write_text(history.to_json())
 

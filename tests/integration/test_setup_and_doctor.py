@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
 from typing import Any
 
@@ -18,8 +16,8 @@ from temporalio.client import Client
 from ct_insider.commercetools.notifications import CHANGE_RESOURCE_TYPES, MESSAGE_TYPES
 from ct_insider.commercetools.scopes import default_scope_names
 from ct_insider.search_attributes import ALL
-from emulators.process import ct_insider_command, free_port
-from tests.conftest import Emulators, running_worker
+from emulators.process import free_port
+from tests.conftest import Emulators, run_cli, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +26,6 @@ PUBSUB = {
     "CT_INSIDER_SUBSCRIPTION_GCP_PROJECT_ID": "shop-events",
     "CT_INSIDER_SUBSCRIPTION_GCP_TOPIC": "commercetools",
 }
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ct_insider_command(*args),
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _env(emulators: Emulators, client: Client, task_queue: str, **more: str) -> dict[str, str]:
@@ -63,7 +50,7 @@ async def test_setup_commercetools_creates_keeps_and_updates_the_subscription(
     env = _env(clean_emulators, client, task_queue, **PUBSUB)
 
     # When setup runs against a project without the subscription
-    first = await asyncio.to_thread(_cli, env, "setup", "commercetools", "--json")
+    first = await asyncio.to_thread(run_cli, env, "setup", "commercetools", "--json")
     # Then it is created with every notification type the bridge routes
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["subscription"]["outcome"] == "created"
@@ -81,19 +68,19 @@ async def test_setup_commercetools_creates_keeps_and_updates_the_subscription(
     assert stored["format"] == {"type": "Platform"}
 
     # When it runs again, nothing is written
-    again = await asyncio.to_thread(_cli, env, "setup", "commercetools", "--json")
+    again = await asyncio.to_thread(run_cli, env, "setup", "commercetools", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["subscription"]["outcome"] == "unchanged"
     assert _stored_subscription(clean_emulators)["version"] == stored["version"]
 
     # When the destination is changed, a dry run shows it and writes nothing ...
     moved = {**env, "CT_INSIDER_SUBSCRIPTION_GCP_TOPIC": "commercetools-v2"}
-    dry = await asyncio.to_thread(_cli, moved, "setup", "commercetools", "--dry-run", "--json")
+    dry = await asyncio.to_thread(run_cli, moved, "setup", "commercetools", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["subscription"]["outcome"] == "would update"
     assert _stored_subscription(clean_emulators)["destination"]["topic"] == "commercetools"
     # ... and a real run updates the destination in place
-    updated = await asyncio.to_thread(_cli, moved, "setup", "commercetools", "--json")
+    updated = await asyncio.to_thread(run_cli, moved, "setup", "commercetools", "--json")
     assert updated.returncode == 0, updated.stderr
     result = json.loads(updated.stdout)["subscription"]
     assert (result["outcome"], result["changed"]) == ("updated", ["destination"])
@@ -125,7 +112,7 @@ async def test_setup_commercetools_names_the_missing_standalone_prices_scope(
     env = _env(clean_emulators, client, task_queue, **PUBSUB, CTP_SCOPES=old_defaults)
 
     # When setup checks them
-    run = await asyncio.to_thread(_cli, env, "setup", "commercetools", "--json")
+    run = await asyncio.to_thread(run_cli, env, "setup", "commercetools", "--json")
 
     # Then it exits 1 naming exactly that scope and what needs it
     assert run.returncode == 1, run.stderr
@@ -143,7 +130,7 @@ async def test_setup_insider_verifies_tokens_registers_locales_and_lists_inone_s
     env = _env(clean_emulators, client, task_queue)
 
     # When setup insider runs with the default mapping rules
-    run = await asyncio.to_thread(_cli, env, "setup", "insider", "--json")
+    run = await asyncio.to_thread(run_cli, env, "setup", "insider", "--json")
 
     # Then both tokens are accepted, the markets' locales exist in Insider's catalog ...
     assert run.returncode == 0, run.stderr
@@ -162,7 +149,7 @@ async def test_setup_insider_verifies_tokens_registers_locales_and_lists_inone_s
 
     # When the catalog token is wrong, setup names the catalog and exits 3
     wrong = {**env, "INSIDER_CATALOG_API_KEY": "not-the-catalog-token"}
-    refused = await asyncio.to_thread(_cli, wrong, "setup", "insider")
+    refused = await asyncio.to_thread(run_cli, wrong, "setup", "insider")
     assert refused.returncode == 3
     assert "Insider catalog refused" in _last_line(refused.stderr)
 
@@ -178,13 +165,13 @@ async def test_doctor_passes_with_a_worker_and_pinpoints_a_wrong_insider_token(
     env = _env(clean_emulators, client, task_queue)
     async with running_worker(client, task_queue, clean_emulators):
         # When doctor runs while a worker polls both task queues
-        healthy = await asyncio.to_thread(_cli, env, "doctor", "--json")
+        healthy = await asyncio.to_thread(run_cli, env, "doctor", "--json")
         # When the UCD token is wrong
         wrong = {**env, "INSIDER_API_KEY": "not-the-ucd-token"}
-        refused = await asyncio.to_thread(_cli, wrong, "doctor")
+        refused = await asyncio.to_thread(run_cli, wrong, "doctor")
         # When the scopes lack standalone prices
         narrow = {**env, "CTP_SCOPES": _scopes_without(clean_emulators, "view_standalone_prices")}
-        unscoped = await asyncio.to_thread(_cli, narrow, "doctor")
+        unscoped = await asyncio.to_thread(run_cli, narrow, "doctor")
 
     # Then every check passes (schedules may only warn)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
@@ -235,7 +222,7 @@ async def test_doctor_names_an_unreachable_temporal_without_a_traceback(
 
     # When doctor runs
     started = time.monotonic()
-    run = await asyncio.to_thread(_cli, env, "doctor", "--json")
+    run = await asyncio.to_thread(run_cli, env, "doctor", "--json")
 
     # Then it exits 3 within its check timeout, naming Temporal, and prints no traceback
     assert run.returncode == 3, run.stdout + run.stderr
@@ -255,8 +242,8 @@ async def test_setup_temporal_registers_every_search_attribute(
     env = _env(emulators, client, task_queue)
 
     # When setup temporal runs twice
-    first = await asyncio.to_thread(_cli, env, "setup", "temporal", "--json")
-    second = await asyncio.to_thread(_cli, env, "setup", "temporal", "--json")
+    first = await asyncio.to_thread(run_cli, env, "setup", "temporal", "--json")
+    second = await asyncio.to_thread(run_cli, env, "setup", "temporal", "--json")
 
     # Then the namespace knows every attribute the workflows set, and the second run adds none
     assert first.returncode == 0, first.stderr

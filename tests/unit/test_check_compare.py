@@ -58,8 +58,21 @@ def test_stale_fields_are_named_and_personal_values_masked() -> None:
     assert [(f.field, f.expected, f.found) for f in drift.fields] == [
         ("language", "en_US", "de_DE"),
         ("name", pii_fingerprint("Ann"), pii_fingerprint("Eve")),
-        ("custom.ct_customer_group", "gold", "(none)"),
+        ("custom.ct_customer_group", pii_fingerprint("gold"), "(none)"),
     ]
+
+
+def test_custom_attribute_values_are_fingerprinted() -> None:
+    # Custom fields of commercetools may hold anything personal: never printed raw.
+    drift = compare_customer("c-1", USER, profile(c_ct_customer_group="Jane's second phone"))
+    assert drift is not None
+    [field] = drift.fields
+    assert (field.field, field.expected, field.found) == (
+        "custom.ct_customer_group",
+        pii_fingerprint("gold"),
+        pii_fingerprint("Jane's second phone"),
+    )
+    assert "second phone" not in drift.model_dump_json()
 
 
 def test_custom_attributes_nested_under_custom_are_read_too() -> None:
@@ -68,7 +81,9 @@ def test_custom_attributes_nested_under_custom_are_read_too() -> None:
     found["attributes"]["custom"] = {"ct_customer_group": "silver"}
     drift = compare_customer("c-1", USER, found)
     assert drift is not None
-    assert [(f.field, f.found) for f in drift.fields] == [("custom.ct_customer_group", "silver")]
+    assert [(f.field, f.found) for f in drift.fields] == [
+        ("custom.ct_customer_group", pii_fingerprint("silver"))
+    ]
 
 
 def test_values_compare_by_meaning() -> None:
@@ -157,8 +172,10 @@ def test_reports_merge_counts_beyond_what_they_list() -> None:
         part.profile_reads, part.units_spent = 2, 5.0
         part.add(RecordDrift(kind="missing", record_id=f"o-{n}"))
         part.notes.append("same note")
+        part.too_recent = 1
         total.merge(part)
     assert (total.sampled, total.profile_reads, total.units_spent) == (6, 6, 15.0)
+    assert total.too_recent == 3
     assert total.counts.missing == 3
     assert len(total.missing) == 3
     assert total.notes == ["same note"]

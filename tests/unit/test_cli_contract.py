@@ -29,11 +29,11 @@ def test_commands_are_found() -> None:
     assert {"backfill", "sync delta", "sync catalog", "status", "worker"} <= names
 
 
-def test_every_command_has_an_example_in_its_help() -> None:
+def test_every_command_has_an_example_and_the_exit_codes_in_its_help() -> None:
     missing = [
         " ".join(path)
         for path, parser in _leaves(_parser())
-        if "example:" not in (parser.epilog or "")
+        if "example:" not in (parser.epilog or "") or "exit codes: 0 ok" not in parser.format_help()
     ]
     assert missing == []
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from temporalio.client import Client
 
-from ct_insider.deadletters import DeadLetter
+from activities.sync import SyncActivities, SyncChunkInput
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.deadletters import DeadLetter, DeadLetterDraft, DeadLetterStore
 from ct_insider.search_attributes import (
     CUSTOMER_ID,
     ENTITY,
@@ -20,28 +26,65 @@ from ct_insider.search_attributes import (
     run_updates,
 )
 from ct_insider.sync.redrive import is_sync_letter
-from ct_insider.sync.rejected import market_of, path_of_run, sync_letters
-from ct_insider.sync.reports import Rejection
+from ct_insider.sync.rejected import legacy_path_of_lane, market_of, sync_letters
+from ct_insider.sync.reports import Rejection, SyncStats
 from ct_insider.sync.window import Window
 from starters.cli import _parser
-from starters.dlq import how_to_redrive, summary
+from starters.dlq import RetryReport, how_to_redrive, retry, summary
 from starters.output import UsageError
 from workflows.backfill import BackfillProgress, BackfillWorkflow, EntityProgress
 from workflows.redrive import redrive_workflow_id
 
 
 @pytest.mark.parametrize(
-    ("run", "path"),
+    ("lane", "path"),
     [
         ("backfill-customers-all", "backfill"),
         ("backfill-catalog-full-all", "catalog"),
         ("delta-orders", "delta"),
-        ("catalog-product-p1", "realtime"),
-        ("something-else", "other"),
+        # a schedule names its runs after itself
+        ("ct-insider-catalog-reconciliation-2026-12-03T01:00:00Z", "catalog"),
+        ("ct-insider-nightly-customers-2026-12-03T01:00:00Z", "backfill"),
     ],
 )
-def test_a_letter_path_comes_from_the_run(run: str, path: str) -> None:
-    assert path_of_run(run) == path
+def test_a_chunk_scheduled_before_workflows_passed_the_path_still_gets_one(
+    lane: str, path: str
+) -> None:
+    assert legacy_path_of_lane(lane) == path
+
+
+def test_a_chunk_dead_letters_under_the_path_its_workflow_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a chunk of a catalog sync a schedule with an operator-chosen name started (the
+    # schedule names the workflow id: it says nothing about the path)
+    lane = "ct-insider-weekly-items-2026-12-03T01:00:00Z"
+    chunk = SyncChunkInput(lane=lane, entity="products", window=Window(), path="catalog")
+    # When its rejections are written (the activity's dead-lettering sender, whose store
+    # collects the letters here)
+    written: list[DeadLetterDraft] = []
+
+    class Collecting:
+        async def put(self, drafts: list[DeadLetterDraft]) -> None:
+            written.extend(drafts)
+
+    async def refusing(records: list[dict[str, Any]]) -> SyncStats:
+        stats = SyncStats(processed=1)
+        stats.reject(Rejection(record_id="SKU-1@de_DE", stage="mapping", reasons=["no price"]))
+        return stats
+
+    activities = SyncActivities.__new__(SyncActivities)
+    activities._ct = cast(CommercetoolsClient, None)
+    monkeypatch.setattr(activities, "_sender", lambda params: refusing)
+    monkeypatch.setattr("activities.sync.DeadLetterStore", lambda ct: Collecting())
+    send = activities._dead_lettering(chunk)
+
+    async def send_a_batch() -> None:
+        await send([{"id": "p-1"}])
+
+    asyncio.run(send_a_batch())
+    # Then the letter is the catalog's, as the workflow said
+    assert [(letter.path, letter.run) for letter in written] == [("catalog", lane)]
 
 
 def test_market_of_orders_customers_and_catalog_items() -> None:
@@ -60,8 +103,10 @@ def test_sync_letters_name_what_a_redrive_reads_again() -> None:
         Rejection(record_id="SKU-1@en_US", stage="mapping", reasons=["no price"], source_id="p-9"),
     ]
     order, item = sync_letters(
-        rejections[:1], resource="payments", run="delta-orders", skip_hook=False
-    ) + sync_letters(rejections[1:], resource="inventory", run="delta-catalog", skip_hook=False)
+        rejections[:1], resource="payments", run="delta-orders", skip_hook=False, path="delta"
+    ) + sync_letters(
+        rejections[1:], resource="inventory", run="delta-catalog", skip_hook=False, path="delta"
+    )
     assert (order.entity, order.record_id, order.path, order.reasons) == (
         "order",
         "p-1",
@@ -157,3 +202,89 @@ def test_redrive_ids_are_readable() -> None:
         "redrive-20260101T000000-abcdef012345"
     )
     assert redrive_workflow_id("20260101T000000", ["a", "b"]) == "redrive-20260101T000000-2-letters"
+
+
+def _stored(letter: DeadLetter) -> dict[str, Any]:
+    """A letter as its custom object comes back from commercetools."""
+    return {"value": letter.model_dump(mode="json", exclude={"version"}), "version": 1}
+
+
+class _CustomObjects:
+    """Pages of the letters' container as commercetools gives them: in key order, which
+    says nothing about age."""
+
+    def __init__(self, *pages: list[DeadLetter]) -> None:
+        self._pages = pages
+        self.pages_read = 0
+
+    async def pages(self, resource: str, *, where: str | None = None) -> AsyncIterator[Any]:
+        for page in self._pages:
+            self.pages_read += 1
+            yield SimpleNamespace(results=[_stored(letter) for letter in page])
+
+
+def _seen(day: int, record_id: str, entity: str = "customer") -> DeadLetter:
+    moment = datetime(2026, 1, day, tzinfo=UTC)
+    return _letter(record_id=record_id, entity=entity, first_seen=moment, last_seen=moment)
+
+
+def test_list_returns_the_oldest_letters_whatever_page_they_are_on() -> None:
+    # Given a newer letter on the first page, and older ones on the second
+    newest, oldest, middle = _seen(3, "c-3"), _seen(1, "c-1"), _seen(2, "o-2", "order")
+    ct = _CustomObjects([newest], [oldest, middle])
+    store = DeadLetterStore(cast(CommercetoolsClient, ct))
+    # When a few are listed
+    one, two = asyncio.run(store.list(limit=1)), asyncio.run(store.list(limit=2))
+    customers = asyncio.run(store.list("customer", limit=5))
+    # Then they are the oldest, oldest first, at most the limit, filters applied
+    assert [letter.record_id for letter in one] == ["c-1"]
+    assert [letter.record_id for letter in two] == ["c-1", "o-2"]
+    assert [letter.record_id for letter in customers] == ["c-1", "c-3"]
+    assert ct.pages_read == 6  # every page, every time
+
+
+class _Store:
+    """The letters by key; `once`: each is handed out once (purged, or delivered by
+    another retry, between two reads)."""
+
+    def __init__(self, *letters: DeadLetter, once: bool = False) -> None:
+        self._letters = {letter.key: letter for letter in letters}
+        self._once = once
+
+    async def get(self, key: str) -> DeadLetter | None:
+        return self._letters.pop(key, None) if self._once else self._letters.get(key)
+
+
+def _retry(store: _Store, keys: list[str]) -> RetryReport:
+    return asyncio.run(
+        retry(
+            cast(DeadLetterStore, store),
+            cast(Client, None),  # nothing here is handed to a shard or a workflow
+            task_queue="sync",
+            journey_task_queue="journeys",
+            shards=1,
+            keys=keys,
+        )
+    )
+
+
+def test_retrying_a_letter_with_nothing_to_send_again_is_a_failure() -> None:
+    # Given a letter with no re-drive payload (only a purge removes it)
+    stuck = _letter(path="realtime", redrive=None)
+    # When it is retried
+    report = _retry(_Store(stuck), [stuck.key])
+    # Then it is named as not re-drivable, and the retry did not succeed (exit 1)
+    assert report.journeys.not_redrivable == [stuck.key]
+    assert report.failed
+
+
+def test_retry_keeps_what_the_journey_redrive_found_missing() -> None:
+    # Given a journey letter that is gone by the time its re-drive reads it, and a key
+    # that names no letter at all
+    journey = _letter(path=None, redrive={"signal": {"kind": "storefront"}})
+    # When both are retried
+    report = _retry(_Store(journey, once=True), [journey.key, "no-such-letter"])
+    # Then both are reported not found, each where it was found missing
+    assert report.journeys.missing == [journey.key]
+    assert report.missing == ["no-such-letter"]
+    assert report.failed

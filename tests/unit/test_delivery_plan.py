@@ -343,6 +343,27 @@ def test_a_deletion_finds_the_uuid_the_message_names_when_it_is_not_the_id() -> 
     assert plan.refused == []
 
 
+def test_a_deletion_finds_the_uuid_as_the_customer_sync_sent_it() -> None:
+    # Given customers keyed by their key, which the sync sends without surrounding
+    # whitespace, and deletions naming a padded key and a blank one
+    config = MappingConfig(uuid_source="key")
+    padded, blank = (
+        _customer_signal("CustomerDeleted", customer_id=customer, dedupe_key=customer).model_copy(
+            update={"user_provided": {"key": key}}
+        )
+        for customer, key in (("c-1", "  jane-key \n"), ("c-2", "   "))
+    )
+    # When they are planned
+    plan = plan_delivery([padded, blank], DeliveryContext(config=config))
+    # Then the padded key finds the user the sync created, and the blank one names no user
+    assert plan.deletions == [
+        Deletion(identity="customer-c-1", customer_id="c-1", uuid="jane-key", signal=0)
+    ]
+    [refusal] = plan.refused
+    assert (refusal.record_id, refusal.signal) == ("c-2", 1)
+    assert "names no key" in refusal.reasons[0]
+
+
 def test_a_deletion_without_the_uuid_source_is_dead_lettered_not_silently_kept() -> None:
     # Given customers keyed by externalId, and a deletion that names only the key
     config = MappingConfig(uuid_source="externalId")
