@@ -96,21 +96,23 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--state-dir", type=Path, default=Path(".dev"))
     dev.add_argument("--port-offset", type=int, default=0, help="shift every port by N")
     dev.add_argument("--no-wait", action="store_true", help="exit once the demo backfill is done")
-    for command in commands_of(parser):
+    for _, command in commands_of(parser):
         if "exit codes:" not in (command.epilog or ""):
             command.epilog = f"{command.epilog or ''}\n{EXIT_CODES_HELP}".strip()
         command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
-def commands_of(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
-    """Every runnable command's parser (`backfill`, `dlq retry`, `schedules apply`, ...)."""
+def commands_of(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every runnable command's words and parser (`backfill`, `dlq retry`, ...)."""
     groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not groups:
-        yield parser
+        yield words, parser
     for group in groups:
-        for child in group.choices.values():
-            yield from commands_of(child)
+        for name, child in group.choices.items():
+            yield from commands_of(child, (*words, name))
 
 
 def run() -> NoReturn:

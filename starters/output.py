@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from temporalio.client import WorkflowHandle
 
+from ct_insider.sync.window import parse_timestamp
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -96,7 +98,7 @@ def stderr() -> Console:
 def timestamp(value: str) -> datetime:
     """An argparse type: an ISO 8601 timestamp with its timezone."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_timestamp(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 timestamp: {value!r}") from None
     if parsed.tzinfo is None:

@@ -94,6 +94,14 @@ class Emulators(EmulatorWiring):
         stats: dict[str, Any] = httpx.get(f"{self.insider_url}/_emulator/stats").json()
         return stats
 
+    def use_in_this_process(
+        self, monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str
+    ) -> None:
+        """Point CLI handlers run in this process at the emulators and this worker."""
+        target = client.service_client.config.target_host
+        for name, value in self.environment(target, task_queue).items():
+            monkeypatch.setenv(name, value)
+
     def insider_faults(self, **faults: object) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
 

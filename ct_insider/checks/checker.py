@@ -35,6 +35,7 @@ from ct_insider.sync.customers import CUSTOMER_EXPAND, send_customer_batch
 from ct_insider.sync.orders import ORDER_EXPAND, PreparedOrder
 from ct_insider.sync.rejected import sync_letters
 from ct_insider.sync.reports import SyncStats
+from ct_insider.sync.window import parse_timestamp
 
 log = get_logger(__name__)
 
@@ -52,8 +53,15 @@ TOO_RECENT_NOTE = (
 )
 
 
-def _moment(timestamp: str) -> datetime:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+def _note_repair(
+    report: DriftReport, drift: RecordDrift, refusal: list[str] | None, label: str
+) -> None:
+    """A drifted record re-sent by a repair: repaired, or a failure with Insider's reasons."""
+    if refusal is None:
+        drift.repaired = True
+        report.repaired += 1
+    else:
+        report.repair_failures.append(f"{label}: {mask_pii('; '.join(refusal))}")
 
 
 class ConsistencyChecker(ConnectorClients):
@@ -142,12 +150,7 @@ class ConsistencyChecker(ConnectorClients):
         await self._dead_letter(stats, sent, "customers", lane)
         refused = {r.record_id: r.reasons for r in stats.rejections}
         for drift in drifted:
-            if drift.record_id in refused:
-                reasons = mask_pii("; ".join(refused[drift.record_id]))
-                report.repair_failures.append(f"{drift.record_id}: {reasons}")
-            else:
-                drift.repaired = True
-                report.repaired += 1
+            _note_repair(report, drift, refused.get(drift.record_id), drift.record_id)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -165,7 +168,9 @@ class ConsistencyChecker(ConnectorClients):
         report = DriftReport(entity="orders", source="insider-profile-api", sampled=len(ids))
         records = await self._records("orders", ids, ORDER_EXPAND)
         if too_recent_after is not None:
-            settled = [r for r in records if _moment(str(r["lastModifiedAt"])) <= too_recent_after]
+            settled = [
+                r for r in records if parse_timestamp(str(r["lastModifiedAt"])) <= too_recent_after
+            ]
             report.too_recent = len(records) - len(settled)
             records = settled
         prepared = await self._orders.prepare(records)
@@ -195,7 +200,7 @@ class ConsistencyChecker(ConnectorClients):
         async def compare(person: str, orders: list[PreparedOrder]) -> None:
             nonlocal done
             events = [keyed.event for order in orders for keyed in order.mapped.events]
-            moments = [_moment(e.timestamp) for e in events]
+            moments = [parse_timestamp(e.timestamp) for e in events]
             query = {
                 "start_date": int((min(moments) - READ_SLACK).timestamp()),
                 "end_date": int((max(moments) + READ_SLACK).timestamp()),
@@ -291,12 +296,8 @@ class ConsistencyChecker(ConnectorClients):
         for drift in drifted:
             if drift.kind != "missing" or drift.record_id in busy:
                 continue
-            if drift.record_id in refused:
-                reasons = mask_pii("; ".join(refused[drift.record_id]))
-                report.repair_failures.append(f"{drift.record_id} {drift.item}: {reasons}")
-            else:
-                drift.repaired = True
-                report.repaired += 1
+            label = f"{drift.record_id} {drift.item}"
+            _note_repair(report, drift, refused.get(drift.record_id), label)
         log.info(
             "order events re-sent",
             orders=len(resend),
@@ -326,12 +327,7 @@ class ConsistencyChecker(ConnectorClients):
             await self._dead_letter(stats, resend, "products", lane)
             refused = {r.record_id: r.reasons for r in stats.rejections if r.stage == "insider"}
             for drift in drifted:
-                if drift.item in refused:
-                    reasons = mask_pii("; ".join(refused[drift.item]))
-                    report.repair_failures.append(f"{drift.item}: {reasons}")
-                else:
-                    drift.repaired = True
-                    report.repaired += 1
+                _note_repair(report, drift, refused.get(str(drift.item)), str(drift.item))
         for drift in drifted:
             report.add(drift)
         report.notes.append(SOURCE_NOTE)

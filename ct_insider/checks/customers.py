@@ -12,6 +12,7 @@ from typing import Any
 
 from ct_insider.checks.drift import FieldDrift, RecordDrift
 from ct_insider.insider.models import User
+from ct_insider.sync.window import parse_timestamp
 
 # Attributes a profile read answers under another name.
 READ_ALIASES = {"gdpr_optin": ("gdpr",)}
@@ -35,7 +36,7 @@ def _found_value(profile: dict[str, Any], name: str, custom: bool) -> Any:
 
 def _moment(value: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_timestamp(value)
     except ValueError:
         return None
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsConflict, CommercetoolsNotFound
 from ct_insider.logging import get_logger
+from ct_insider.sync.window import parse_timestamp
 
 log = get_logger(__name__)
 
@@ -215,7 +216,5 @@ def _entry(obj: dict[str, Any]) -> LedgerEntry:
     return LedgerEntry(
         delivered=frozenset(str(k) for k in delivered or []),
         version=int(obj["version"]),
-        modified_at=datetime.fromisoformat(modified.replace("Z", "+00:00"))
-        if isinstance(modified, str)
-        else None,
+        modified_at=parse_timestamp(modified) if isinstance(modified, str) else None,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
 import uuid
@@ -20,11 +19,10 @@ from ct_insider.checks.sampling import sample_ids
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.logging import pii_fingerprint
 from ct_insider.sync.ledger import DeliveryLedger
-from emulators.process import ct_insider_command
 from starters.backfill import start_backfill
 from starters.check import outcome, start_check
 from starters.output import ExitCode
-from tests.conftest import Emulators, running_worker
+from tests.conftest import Emulators, run_cli, running_worker
 from workflows.backfill import BackfillInput
 from workflows.check import CheckInput
 
@@ -278,19 +276,8 @@ async def cli(
     client: Client, task_queue: str, emulators: Emulators, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """Run `ct-insider <args>` wired to the emulators and this test's worker."""
-    env = {
-        **os.environ,
-        **emulators.environment(client.service_client.config.target_host, task_queue),
-    }
-    return await asyncio.to_thread(
-        subprocess.run,
-        ct_insider_command(*args),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = emulators.environment(client.service_client.config.target_host, task_queue)
+    return await asyncio.to_thread(run_cli, env, *args)
 
 
 def catalog_item(emulators: Emulators, item_id: str, locale: str) -> dict[str, Any]:

@@ -123,9 +123,7 @@ async def test_a_rejected_customer_is_dead_lettered_and_redriven_once_fixed(
                 "actions": [{"action": "changeEmail", "email": "fixed@example.com"}],
             },
         )
-        environment = emu.environment(client.service_client.config.target_host, task_queue)
-        for name, value in environment.items():
-            monkeypatch.setenv(name, value)
+        emu.use_in_this_process(monkeypatch, client, task_queue)
         args = _parser().parse_args(["dlq", "retry", letter.key, "--json"])
         status = await args.handler(args)
         report = printed_json(capsys.readouterr().out)
@@ -165,10 +163,7 @@ async def test_a_redrive_refused_again_keeps_the_letter_with_one_more_attempt(
         await handle.result()
         [before] = await store.list()
         # When it is re-driven
-        for name, value in emu.environment(
-            client.service_client.config.target_host, task_queue
-        ).items():
-            monkeypatch.setenv(name, value)
+        emu.use_in_this_process(monkeypatch, client, task_queue)
         args = _parser().parse_args(["dlq", "retry", "--all", "--path", "backfill", "--json"])
         status = await args.handler(args)
         report = printed_json(capsys.readouterr().out)
@@ -356,10 +351,7 @@ async def test_a_catalog_item_without_a_price_is_dead_lettered_and_redriven_once
                 ],
             },
         )
-        for name, value in emu.environment(
-            client.service_client.config.target_host, worker.task_queue
-        ).items():
-            monkeypatch.setenv(name, value)
+        emu.use_in_this_process(monkeypatch, client, worker.task_queue)
         args = _parser().parse_args(["dlq", "retry", "--all", "--entity", "catalog-item", "--json"])
         status = await args.handler(args)
         report = printed_json(capsys.readouterr().out)

@@ -184,10 +184,7 @@ async def test_erase_customer_leaves_nothing_of_them_in_insider_or_the_connector
         await letters_about(emu, person)
         capsys.readouterr()
 
-        for name, value in emu.environment(
-            client.service_client.config.target_host, task_queue
-        ).items():
-            monkeypatch.setenv(name, value)
+        emu.use_in_this_process(monkeypatch, client, task_queue)
         # (the customer still exists in commercetools: without --force the command refuses,
         # by id and by the customer's email, since the next sync would re-create them)
         for who in (["--customer", person.customer_id], ["--email", person.email.upper()]):

@@ -3,36 +3,20 @@
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
-
-from starters.cli import _parser
+from starters.cli import _parser, commands_of
 
 SERVERS = {"worker", "bridge", "emulate", "dev"}
 
 
-def _leaves(
-    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    """Each runnable command with its words (`dlq retry`, `schedules apply`, ...)."""
-    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not groups:
-        yield path, parser
-        return
-    for group in groups:
-        for name, child in group.choices.items():
-            yield from _leaves(child, (*path, name))
-
-
 def test_commands_are_found() -> None:
-    names = {" ".join(path) for path, _ in _leaves(_parser())}
+    names = {" ".join(path) for path, _ in commands_of(_parser())}
     assert {"backfill", "sync delta", "sync catalog", "status", "worker"} <= names
 
 
 def test_every_command_has_an_example_and_the_exit_codes_in_its_help() -> None:
     missing = [
         " ".join(path)
-        for path, parser in _leaves(_parser())
+        for path, parser in commands_of(_parser())
         if "example:" not in (parser.epilog or "") or "exit codes: 0 ok" not in parser.format_help()
     ]
     assert missing == []
@@ -41,7 +25,7 @@ def test_every_command_has_an_example_and_the_exit_codes_in_its_help() -> None:
 def test_every_command_but_the_servers_offers_json() -> None:
     missing = [
         " ".join(path)
-        for path, parser in _leaves(_parser())
+        for path, parser in commands_of(_parser())
         if path[0] not in SERVERS
         and not any("--json" in action.option_strings for action in parser._actions)
     ]
