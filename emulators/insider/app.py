@@ -57,6 +57,9 @@ class Faults:
     # The next N requests to those buckets lose their answer for sure (then the rate applies).
     lost_answers_next: int = 0
     rate_limited_rate: float = 0.0
+    # Which buckets the injected 429s hit (None: every one), so a test can rate-limit the
+    # upserts alone and leave the profile reads it measures alone.
+    rate_limited_buckets: list[str] | None = None
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
     send_retry_after: bool = True
@@ -125,6 +128,9 @@ class InsiderEmulator:
         self.statuses: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()  # requests being processed, per bucket
         self.random = random.Random(self.config.seed)
+        # Seconds of Retry-After sent, per bucket: the waits Insider imposed, which a test's
+        # time bound must allow for (they are not the connector's doing).
+        self.imposed_waits: Counter[str] = Counter()
 
     # -- cross-cutting: auth, limits, faults --------------------------------------------
 
@@ -151,16 +157,20 @@ class InsiderEmulator:
             )
         cost = PROFILE_READ_COST if bucket == "profile" else 1.0
         wait = self.window.admit(bucket, self.config.limits.get(bucket, 10**9), cost)
+        rate_limited = self.faults.rate_limited_buckets
         if (
             wait is None
             and self.faults.rate_limited_rate
+            and (rate_limited is None or bucket in rate_limited)
             and self.random.random() < self.faults.rate_limited_rate
         ):
             wait = self.faults.retry_after_seconds
         if wait is not None:
-            headers = (
-                {"Retry-After": str(max(1, round(wait)))} if self.faults.send_retry_after else None
-            )
+            headers = None
+            if self.faults.send_retry_after:
+                seconds = max(1, round(wait))
+                self.imposed_waits[bucket] += seconds
+                headers = {"Retry-After": str(seconds)}
             return _error(429, {"error": "rejected: too many requests"}, headers)
         if self.faults.error_rate and self.random.random() < self.faults.error_rate:
             return _error(500, {"success": False, "message": UNKNOWN_ERROR})
@@ -442,6 +452,7 @@ class InsiderEmulator:
             {
                 "requests": dict(self.requests),
                 "statuses": dict(self.statuses),
+                "imposed_wait_seconds": dict(self.imposed_waits),
                 "in_flight": {k: v for k, v in self.in_flight.items() if v},
                 "users": len(self.state.profiles),
                 "events": sum(len(p.events) for p in self.state.profiles.values()),
@@ -455,7 +466,10 @@ class InsiderEmulator:
         self.window = SlidingWindow()
         self.requests.clear()
         self.statuses.clear()
+        self.imposed_waits.clear()
         self.config.limits = dict(DEFAULT_LIMITS)
+        # Fault draws depend only on what a test does, not on which tests ran before it.
+        self.random = random.Random(self.config.seed)
         return Response(status_code=204)
 
     async def set_faults(self, request: Request) -> Response:
