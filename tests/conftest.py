@@ -105,6 +105,10 @@ class Emulators(EmulatorWiring):
     def insider_faults(self, **faults: object) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
 
+    def insider_reads(self, **reads: object) -> None:
+        """How the emulated account's profile reads answer (e.g. custom_event_params=False)."""
+        httpx.post(f"{self.insider_url}/_emulator/reads", json=reads).raise_for_status()
+
 
 def worker_process(
     emulators: Emulators,
