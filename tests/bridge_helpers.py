@@ -22,6 +22,8 @@ from bridge.commit import ShardCommitter
 from bridge.dispatch import Dispatcher
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.config import CommercetoolsSettings
+from ct_insider.deadletters import DeadLetterStore
 from emulators.process import free_port
 from tests.conftest import PROJECT_KEY, Emulators
 from workflows.journey_shard import ShardSettings
@@ -39,6 +41,16 @@ class Bridge:
         async with httpx.AsyncClient(timeout=30) as http:
             return await http.post(f"{self.url}{path}", json=body, headers=headers)
 
+    async def post_raw(
+        self, path: str, content: bytes, content_type: str = "application/json"
+    ) -> httpx.Response:
+        """A body as it is, under its own content type (empty: none)."""
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await http.post(f"{self.url}{path}", content=content, headers=headers)
+
     async def stats(self) -> dict[str, int]:
         async with httpx.AsyncClient(timeout=30) as http:
             body: dict[str, int] = (await http.get(f"{self.url}/stats")).json()
@@ -52,11 +64,13 @@ async def serving_bridge(
     emulators: Emulators,
     *,
     shards: int = SHARDS,
+    ct_settings: CommercetoolsSettings | None = None,
     **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
-    """The bridge app served by uvicorn; `shard_settings` override ShardSettings."""
+    """The bridge app served by uvicorn; `ct_settings` replace the emulator's (e.g. fewer
+    scopes), `shard_settings` override ShardSettings."""
     port = free_port()
-    async with CommercetoolsClient(emulators.ct_settings()) as ct:
+    async with CommercetoolsClient(ct_settings or emulators.ct_settings()) as ct:
         committer = ShardCommitter(
             client,
             journey_task_queue,
@@ -68,6 +82,7 @@ async def serving_bridge(
             SecretStr(TOKEN),
             NotificationRouter(ct),
             Dispatcher(client, journey_task_queue, committer),
+            DeadLetterStore(ct),
         )
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")

@@ -16,6 +16,14 @@ from ct_insider.journeys.storefront import StorefrontEvent
 
 SignalKind = Literal["storefront", "customer", "order"]
 
+# The most one journey signal may weigh, measured as the shard's own payloads carry it
+# (`encoded_size`: every field, defaults included). The bridge refuses a bigger one before
+# accepting it, so every payload the shard writes stays well under Temporal's 2 MB by
+# construction: a delivery batch of 250 signals is at most ~1 MB plus what the shard adds to
+# each (a filled-in market, its flags: < 0.5 KB), the bridge's 1 MB commit windows never
+# hold an oversized one (arithmetic: docs/design/realtime.md, "Budgets").
+MAX_SIGNAL_BYTES = 4_096
+
 
 class JourneyIdentity(BaseModel):
     customer_id: str | None = None
@@ -94,6 +102,11 @@ class JourneySignal(BaseModel):
         if key is None:
             raise ValueError(f"signal {self.dedupe_key} names no customer, visitor or email")
         return key
+
+
+def encoded_size(signal: JourneySignal) -> int:
+    """What a signal weighs in the shard's payloads (the measure of MAX_SIGNAL_BYTES)."""
+    return len(signal.model_dump_json().encode())
 
 
 def shard_of(routing_key: str, shards: int) -> int:
