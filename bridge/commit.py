@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -216,6 +216,7 @@ class ShardCommitter:
         window); raises TemporalUnavailable otherwise. Returns how many shards were used."""
         by_shard: dict[int, list[bytes]] = {}
         for signal in signals:
+            signal.received_at = datetime.now(UTC)  # the shard's horizon: our clock
             shard = shard_of(signal.routing(), self.shards)
             by_shard.setdefault(shard, []).append(
                 signal.model_dump_json(exclude_defaults=True).encode()
