@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -68,7 +68,10 @@ class ShardPart:
 
     @classmethod
     def of(cls, signal: JourneySignal) -> ShardPart:
-        """Raises ValueError for a signal that names nobody."""
+        """Stamps the signal with when the bridge received it (the shard measures its dedupe
+        horizon on our clock, never the sender's). Raises ValueError for a signal that
+        names nobody."""
+        signal.received_at = datetime.now(UTC)
         return cls(signal.routing(), signal.model_dump_json(exclude_defaults=True).encode())
 
 

@@ -13,7 +13,9 @@ Exactly once, without reading Insider on the steady path:
 - a shard rebuilt from history asks Temporal (not Insider) whether the delivery before was
   cut short by a dying worker; only then does it settle that batch by reading Insider;
 - continue-as-new happens in a workflow task of its own (after a 1 ms timer), so a
-  completion Temporal refuses because a signal arrived never repeats a delivery.
+  completion Temporal refuses because a signal arrived never repeats a delivery; what it
+  carries is bounded by construction (CARRY_BUDGET: settings whose worst case exceeds it
+  are refused, pending work beyond its share is delivered first).
 
 Nothing the bridge acknowledged is dropped: a delivery that fails before sending is retried
 with backoff; what Insider refuses goes to the dead-letter store; the shard never fails.
@@ -23,10 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import to_json
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
@@ -40,9 +45,18 @@ with workflow.unsafe.imports_passed_through():
         SettleInput,
     )
     from ct_insider.deadletters import DeadLetterDraft
+    from ct_insider.journeys import sender_clock_keys
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
-    from ct_insider.journeys.memory import MemorySnapshot, ShardMemory, memory_with
+    from ct_insider.journeys.memory import (
+        DELETED_CAPACITY,
+        KEY_ADDED_BYTES,
+        MemorySnapshot,
+        ShardMemory,
+        max_snapshot_bytes,
+        memory_with,
+        received_moment,
+    )
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
     from ct_insider.journeys.signals import JourneySignal
@@ -58,6 +72,16 @@ SETTLE_RETRY = RetryPolicy(
 )
 MAX_BACKOFF = timedelta(minutes=5)
 SIGNALS = TypeAdapter(list[JourneySignal])
+# Runs begun before it measured their dedupe memory's reach by the senders' clocks and
+# carried pending signals without a bound on the whole; they finish as they began.
+MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
+# What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
+# a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
+# max_history_bytes); ~25% stays free for what the bound below does not count.
+CARRY_BUDGET = 1_500_000
+# The carry besides memory and pending work: shard, settings, statistics (20 counters),
+# JSON framing, and the codec's envelope (key id, nonce, tag).
+CARRY_FIXED_BYTES = 4_096
 
 
 class ShardSettings(BaseModel):
@@ -68,17 +92,40 @@ class ShardSettings(BaseModel):
     seen_capacity: int = Field(default=30_000, ge=16)  # dedupe keys remembered
     identity_capacity: int = Field(default=20_000, ge=1)
     identity_idle_seconds: float = Field(default=24 * 3600, gt=0)  # then forgotten at CAN
+    # Customers whose delivered deletion is remembered (for 30 days), at most.
+    deleted_capacity: int = Field(default=DELETED_CAPACITY, ge=1)
     # A run continues-as-new after about this many signals. Each continue-as-new pauses the
-    # shard for a few hundred ms (the carried memory, ~0.8 MB, is written and read back); a
+    # shard for a few hundred ms (the carried memory, up to ~1.2 MB, is written and read); a
     # rebuild (a restart) replays the whole run (bench/realtime.py: 3,000 signals replay in
     # 0.3 s of CPU). Each shard's threshold is offset by its index (0.75x to 1.25x), so
     # shards under even traffic do not all pause at once.
     max_run_signals: int = Field(default=6_000, ge=1)
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
-    # Pending signals carried over continue-as-new, at most (with the memory, well under
-    # Temporal's 2 MB per payload); with more pending the shard delivers first.
-    carry_max_bytes: int = Field(default=512_000, ge=10_000)
+    # Pending signals and unfinished bookkeeping carried over continue-as-new, at most
+    # (JSON bytes); with more, the shard delivers first. (About a full batch of 250 large
+    # storefront events; what the memory leaves of CARRY_BUDGET at the default capacities.)
+    pending_max_bytes: int = Field(default=320_000, ge=10_000)
+
+    def max_carry_bytes(self) -> int:
+        """The most continue-as-new can hand the next run with these settings."""
+        return (
+            max_snapshot_bytes(self.seen_capacity, self.identity_capacity, self.deleted_capacity)
+            + self.pending_max_bytes
+            + CARRY_FIXED_BYTES
+        )
+
+    @model_validator(mode="after")
+    def _carry_within_budget(self) -> ShardSettings:
+        worst = self.max_carry_bytes()
+        if worst > CARRY_BUDGET:
+            raise ValueError(
+                f"a shard with these capacities may carry {worst:,} bytes over "
+                f"continue-as-new, beyond its budget of {CARRY_BUDGET:,} (Temporal refuses "
+                "payloads over 2 MiB): lower seen_capacity, identity_capacity, "
+                "deleted_capacity or pending_max_bytes"
+            )
+        return self
 
 
 class ShardStats(BaseModel):
@@ -142,6 +189,16 @@ class ShardInput(BaseModel):
     carried: ShardCarry | None = None
 
 
+def fits_carry(work: Iterable[JourneySignal | Bookkeeping], room: int) -> bool:
+    """Whether pending work takes at most `room` bytes of the carry (as JSON, as the
+    payload converter writes it)."""
+    for item in work:
+        room -= len(to_json(item))
+        if room < 0:
+            return False
+    return True
+
+
 def _not_sent(failure: BaseException) -> bool:
     """Whether a failed delivery stopped before sending anything (see activities/journey)."""
     while failure is not None:
@@ -181,19 +238,27 @@ class JourneyShardWorkflow:
     @workflow.init
     def __init__(self, params: ShardInput) -> None:
         carried = params.carried or ShardCarry()
-        self._settings = params.settings
+        settings = self._settings = params.settings
+        # A run begun before the patch keeps the dedupe memory and carry rule it began with.
+        self._on_our_clock = workflow.patched(MEMORY_ON_OUR_CLOCK)
         self._memory = ShardMemory(
-            seen_capacity=params.settings.seen_capacity,
-            identity_capacity=params.settings.identity_capacity,
+            seen_capacity=settings.seen_capacity,
+            identity_capacity=settings.identity_capacity,
+            deleted_capacity=settings.deleted_capacity,
             snapshot=carried.memory,
+            now=workflow.now(),
+            seen=None
+            if self._on_our_clock
+            else sender_clock_keys.SenderClockSeenKeys(settings.seen_capacity, carried.memory),
         )
         self._pending: list[JourneySignal] = list(carried.pending)
         self._unfinished: list[Bookkeeping] = list(carried.unfinished)
         self._stats = carried.stats
         self._failures = 0
         self._run_signals = 0
-        # Intake keys accepted since the carried state was built (while continuing-as-new).
-        self._since_carry: list[str] | None = None
+        # Intake keys (with their dates and when they were received) accepted since the
+        # carried state was built (while continuing-as-new).
+        self._since_carry: list[tuple[str, datetime, datetime]] | None = None
         spread = 0.75 + 0.5 * ((params.shard * 0.618) % 1.0)
         self._max_run_signals = max(1, int(params.settings.max_run_signals * spread))
         # Every run starts by asking Temporal whether a task that delivered was cut short (a
@@ -214,7 +279,8 @@ class JourneyShardWorkflow:
                 signal.accepted_in = task
                 self._pending.append(signal)
                 if self._since_carry is not None:
-                    self._since_carry.append(signal.intake_key())
+                    received = received_moment(signal.received_at, now)
+                    self._since_carry.append((signal.intake_key(), signal.occurred_at, received))
             elif verdict is not Verdict.DUPLICATE:
                 self._drop_letter(signal)
 
@@ -288,9 +354,11 @@ class JourneyShardWorkflow:
                 carry = self._carry()
                 await workflow.sleep(timedelta(milliseconds=1))
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    ShardInput(shard=params.shard, settings=settings, carried=self._complete(carry))
-                )
+                completed = self._complete(carry)
+                if completed is not None:
+                    workflow.continue_as_new(
+                        ShardInput(shard=params.shard, settings=settings, carried=completed)
+                    )
 
     def _time_to_continue(self) -> bool:
         info = workflow.info()
@@ -302,28 +370,30 @@ class JourneyShardWorkflow:
         )
         return grown and self._carryable()
 
-    def _carryable(self) -> bool:
-        budget = self._settings.carry_max_bytes
-        for signal in self._pending:
-            budget -= len(signal.model_dump_json())
-            if budget < 0:
-                return False
-        return True
+    def _carryable(self, keys_since_carry: int = 0) -> bool:
+        """Whether pending work fits the carry: the memory is bounded by its capacities."""
+        if not self._on_our_clock:
+            return sender_clock_keys.carryable(self._pending)
+        room = self._settings.pending_max_bytes - keys_since_carry * KEY_ADDED_BYTES
+        return fits_carry(chain(self._unfinished, self._pending), room)
 
     def _carry(self) -> ShardCarry:
         idle = timedelta(seconds=self._settings.identity_idle_seconds)
         self._since_carry = []
         return ShardCarry(memory=self._memory.snapshot(workflow.now() - idle, workflow.now()))
 
-    def _complete(self, carry: ShardCarry) -> ShardCarry:
+    def _complete(self, carry: ShardCarry) -> ShardCarry | None:
         """What changed since the carry was built: signals accepted meanwhile (their keys
-        join the memory), pending work, statistics."""
+        join the memory), pending work, statistics; None when what arrived meanwhile does
+        not fit (the shard delivers first)."""
+        since_carry, self._since_carry = self._since_carry or [], None
+        if self._on_our_clock and not self._carryable(len(since_carry)):
+            return None
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run
         memory = carry.memory
-        if self._since_carry:
-            memory = memory_with(memory, self._since_carry, workflow.now())
-        self._since_carry = None
+        if since_carry:
+            memory = memory_with(memory, since_carry)
         return ShardCarry(
             memory=memory,
             pending=self._pending,

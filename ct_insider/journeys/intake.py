@@ -7,8 +7,9 @@ Accepting (as signals arrive, in arrival order):
 - a customer state change (any Customer* message but CustomerCreated, EmailChanged and
   Deleted) at or below a version already accepted is stale: delivery reads the customer's
   current state anyway;
-- a signal that happened before what the dedupe memory still reaches is accepted, marked
-  `doubt`: delivery first asks Insider whether it already holds its events.
+- a signal dated before what the dedupe memory still reaches (measured on our clock, see
+  memory.py) is accepted, marked `doubt`: delivery first asks Insider whether it already
+  holds its events.
 
 Batching (when the shard delivers): pending signals in order of occurrence (time, then the
 commercetools sequence number), at most `max_batch`; each signal carries the market it
@@ -46,7 +47,7 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
     key = digest(signal.intake_key())
     if key in memory.seen:
         return Verdict.DUPLICATE
-    memory.seen.add(key, signal.occurred_at, now)
+    forgotten = memory.seen.remember(key, signal.occurred_at, signal.received_at, now)
     routing = signal.routing()
     identity = memory.identities.touch(routing, now)
     if memory.identities.is_deleted(routing):
@@ -59,7 +60,7 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
         if signal.resource_version <= identity.version:
             return Verdict.STALE
         identity.version = signal.resource_version
-    signal.doubt = signal.redrive_of is None and memory.seen.may_have_forgotten(signal.occurred_at)
+    signal.doubt = signal.redrive_of is None and forgotten
     return Verdict.ACCEPTED
 
 

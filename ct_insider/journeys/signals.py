@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ct_insider.journeys.storefront import StorefrontEvent
 
@@ -66,7 +66,7 @@ class JourneySignal(BaseModel):
     dedupe_key: str
     kind: SignalKind
     type: str  # the storefront event type or the commercetools message type
-    occurred_at: datetime
+    occurred_at: datetime  # the sender's clock: Insider gets it as it is
     identity: JourneyIdentity
     resource_id: str | None = None
     resource_version: int | None = None
@@ -83,6 +83,9 @@ class JourneySignal(BaseModel):
     # re-drive is deduplicated by that (once per version of the letter), not by the
     # original's key, which the shard has seen (that is how the letter came to be).
     redrive_of: str | None = None
+    # Set by the bridge: when it received the signal (our clock, not the sender's). How far
+    # a shard's dedupe memory reaches is measured by it, never by `occurred_at`.
+    received_at: AwareDatetime | None = None
     # Set by the shard: the signal may repeat a delivery Insider already took - it is older
     # than what the shard's dedupe memory still reaches, or a delivery that may have sent it
     # was cut short - so Insider is asked before sending it.

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from workflows.journey_shard import (
 pytestmark = pytest.mark.integration
 
 HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"
+IN_FLIGHT = timedelta(milliseconds=300)  # from a sane clock to the bridge
 Behaviour = Callable[[DeliverInput], DeliverResult]
 
 
@@ -400,3 +401,60 @@ async def test_an_unreadable_signal_is_dead_lettered_and_the_rest_of_its_window_
     assert letter.record_id == "event:from-the-future"
     assert any("kind" in reason for reason in letter.reasons)
     assert letter.redrive == {"signal": unreadable}
+
+
+def dated_view(event_id: str, occurred_at: datetime, received_at: datetime) -> JourneySignal:
+    """A product view dated by its sender's clock, stamped by the bridge when received."""
+    signal = view(0)
+    assert signal.storefront is not None
+    event = signal.storefront.model_copy(update={"event_id": event_id, "occurred_at": occurred_at})
+    return signal.model_copy(
+        update={
+            "dedupe_key": f"event:{event_id}",
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "storefront": event,
+        }
+    )
+
+
+async def test_a_fast_clock_makes_no_ordinary_signal_doubtful_across_runs(client: Client) -> None:
+    mocks = MockActivities()
+    # Windows the bridge received 20 s apart (an hour ago: the shard trusts its stamps),
+    # two signals each, in a memory of 16 keys (it reaches back 160 s), over runs of ~9
+    # signals; one sender's clock runs 5 minutes ahead
+    base = datetime.now(UTC) - timedelta(hours=1)
+    windows = [
+        [
+            dated_view(f"w{w}-{n}", base + timedelta(seconds=20 * w) - IN_FLIGHT, base)
+            for n in range(2)
+        ]
+        for w in range(28)
+    ]
+    for w, window in enumerate(windows):
+        for signal in window:
+            signal.received_at = base + timedelta(seconds=20 * w)
+    fast = windows[1][1]
+    fast.occurred_at += timedelta(minutes=5)
+    async with shard(client, mocks, seen_capacity=16, max_run_signals=12) as (handle, _):
+        for number, window in enumerate(windows[:26]):
+            await send(handle, *window)
+            await eventually(reaches(2 * number + 2, lambda: len(mocks.delivered_keys())))
+        # When the fast clock's event and one of the first window's are redelivered, after
+        # the memory rolled over past them
+        stamp = base + timedelta(seconds=20 * 26)
+        again = [
+            dated_view(s.dedupe_key.removeprefix("event:"), s.occurred_at, stamp)
+            for s in (fast, windows[0][0])
+        ]
+        await send(handle, *again)
+        await eventually(reaches(54, lambda: len(mocks.delivered_keys())))
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then no ordinary signal was doubtful, and both redeliveries were (Insider is asked)
+    delivered = [s for d in mocks.deliveries for s in d.signals]
+    assert [s.doubt for s in delivered[:52]] == [False] * 52
+    assert [(s.dedupe_key, s.doubt) for s in delivered[52:]] == [
+        (windows[0][0].dedupe_key, True),
+        (fast.dedupe_key, True),
+    ]
+    assert stats.runs >= 4
