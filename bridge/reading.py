@@ -14,8 +14,9 @@ from bridge.commit import ShardPart
 from bridge.routing import storefront_signal
 from ct_insider.journeys.storefront import MAX_EVENTS_PER_REQUEST, StorefrontEvent
 
-# Read at most this much of a request (413 beyond): a full batch of events within
-# MAX_SIGNAL_BYTES is ~2 MB of JSON; a delivery, a Pub/Sub message (10 MB) in base64.
+# Read at most this much of a request (413 beyond): a full batch of 500 ordinary events is
+# ~0.5 MB of JSON, one of 100 cart views of 100 lines ~3.5 MB; a delivery, a Pub/Sub message
+# (10 MB) in base64.
 MAX_EVENTS_BODY_BYTES = 4 * 1024 * 1024
 MAX_DELIVERY_BODY_BYTES = 16 * 1024 * 1024
 

@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
-    from ct_insider.journeys.signals import JourneySignal
+    from ct_insider.journeys.signals import MAX_SIGNAL_BYTES, JourneySignal
     from ct_insider.sync.reports import validation_reasons
 
 DELIVERY_RETRY = RetryPolicy(
@@ -86,6 +86,11 @@ CARRY_FIXED_BYTES = 4_096
 
 class ShardSettings(BaseModel):
     max_batch: int = Field(default=250, ge=1)  # signals per delivery
+    # ... and bytes of them (a signal is at most MAX_SIGNAL_BYTES): ~240 ordinary events, or
+    # 9 cart views of 100 lines. A delivery's input is about this much; its doubtful users'
+    # planned events (one per cart line) in its result ~1.8x, and a settlement's input both:
+    # ~0.9 MB at worst, well under Temporal's 2 MB (tests/unit/test_bridge_admission.py).
+    max_batch_bytes: int = Field(default=320_000, ge=MAX_SIGNAL_BYTES)
     # >0: after the first signal, gather this long before delivering, so deliveries that
     # arrive shuffled within the window are put back in order (costs a timer per batch).
     gather_seconds: float = Field(default=0.0, ge=0)
@@ -407,7 +412,13 @@ class JourneyShardWorkflow:
         await workflow.sleep(delay)
 
     async def _deliver_batch(self) -> None:
-        batch = take_batch(self._memory, self._pending, self._settings.max_batch, workflow.now())
+        # Runs begun before batches were bounded by bytes replay the batches they made.
+        max_bytes = (
+            self._settings.max_batch_bytes if workflow.patched("delivery-batch-bytes") else 2**62
+        )
+        batch = take_batch(
+            self._memory, self._pending, self._settings.max_batch, workflow.now(), max_bytes
+        )
         self._pending = batch.rest
         self._stats.after_deletion += len(batch.deleted)
         for signal in batch.deleted:

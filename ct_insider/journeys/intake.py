@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from ct_insider.journeys.memory import ShardMemory, digest
-from ct_insider.journeys.signals import JourneySignal
+from ct_insider.journeys.signals import JourneySignal, encoded_size
 
 DELETION_TYPES = frozenset({"CustomerDeleted", "ResourceDeleted"})
 # Customer messages that do more than say "the customer changed" (which the delivery answers
@@ -72,19 +72,33 @@ class Batch:
 
 
 def take_batch(
-    memory: ShardMemory, pending: list[JourneySignal], max_batch: int, now: datetime
+    memory: ShardMemory,
+    pending: list[JourneySignal],
+    max_batch: int,
+    now: datetime,
+    max_bytes: int,
 ) -> Batch:
+    """The next batch: at most `max_batch` signals and `max_bytes` of them (as the shard's
+    payloads carry them: the batch is a local activity's input, and its doubtful users travel
+    in its result and a settlement's input), at least one."""
     ordered = sorted(pending, key=JourneySignal.order_key)
     batch: list[JourneySignal] = []
     rest: list[JourneySignal] = []
     deleted: list[JourneySignal] = []
+    room = max_bytes
     for signal in ordered:
         if memory.identities.is_deleted(signal.routing()):
             deleted.append(signal)
-        elif len(batch) < max_batch:
-            batch.append(signal)
-        else:
+            continue
+        if rest or len(batch) >= max_batch:
             rest.append(signal)
+            continue
+        size = encoded_size(signal)
+        if batch and size > room:
+            rest.append(signal)  # and everything after it: the batch stays in order
+            continue
+        batch.append(signal)
+        room -= size
     for signal in batch:
         # The market an event happened in: its own fields, else its identity's last known.
         state = memory.identities.touch(signal.routing(), now)

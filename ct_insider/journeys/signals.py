@@ -22,7 +22,7 @@ SignalKind = Literal["storefront", "customer", "order"]
 # construction: a delivery batch of 250 signals is at most ~1 MB plus what the shard adds to
 # each (a filled-in market, its flags: < 0.5 KB), the bridge's 1 MB commit windows never
 # hold an oversized one (arithmetic: docs/design/realtime.md, "Budgets").
-MAX_SIGNAL_BYTES = 4_096
+MAX_SIGNAL_BYTES = 65_536
 
 
 class JourneyIdentity(BaseModel):

@@ -715,7 +715,7 @@ async def test_a_batch_with_refused_events_stores_the_others_and_lists_each_refu
         for n in range(2)
     ]
     nobody = {**storefront_event("product_view", visitor, seconds_ago(20), sku="S"), "identity": {}}
-    lines = [{"sku": f"SKU-{n}", "name": "a long product name " * 5} for n in range(40)]
+    lines = [{"sku": f"SKU-{n}", "name": "a long product name " * 40} for n in range(100)]
     oversized = storefront_event(
         "cart_view", visitor, seconds_ago(10), cart_id="c-1", currency="EUR", products=lines
     )

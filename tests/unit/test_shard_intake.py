@@ -13,6 +13,7 @@ from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
 from ct_insider.journeys.storefront import EventIdentity, StorefrontEvent
 
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
+BATCH_BYTES = 512_000
 
 
 def _memory(seen_capacity: int = 1_000) -> ShardMemory:
@@ -240,7 +241,7 @@ def test_take_batch_drops_pending_signals_of_a_deleted_identity() -> None:
         assert accept(memory, signal, NOW) is Verdict.ACCEPTED
     # When one customer's deletion is delivered before the batch is taken
     mark_deleted(memory, ["customer-c-1"], NOW)
-    batch = take_batch(memory, pending, max_batch=10, now=NOW)
+    batch = take_batch(memory, pending, max_batch=10, now=NOW, max_bytes=BATCH_BYTES)
     # Then their pending signals are dropped, the other customer's are delivered
     assert [s.dedupe_key for s in batch.deleted] == ["e-1", "e-3"]
     assert [s.dedupe_key for s in batch.signals] == ["e-2"]
@@ -266,7 +267,7 @@ def test_take_batch_orders_by_time_then_sequence_and_caps_the_batch() -> None:
     random.Random(4).shuffle(pending)
     assert [s.dedupe_key for s in pending] != [s.dedupe_key for s in expected]
     # When a batch of at most four is taken
-    batch = take_batch(memory, pending, max_batch=4, now=NOW)
+    batch = take_batch(memory, pending, max_batch=4, now=NOW, max_bytes=BATCH_BYTES)
     # Then it holds the first four in order of occurrence, the rest waits in order
     keys = [s.dedupe_key for s in expected]
     assert [s.dedupe_key for s in batch.signals] == keys[:4]
@@ -280,14 +281,14 @@ def test_a_later_signal_gets_the_currency_of_its_identity_earlier_signal() -> No
     order = _order("o-1", occurred_at=NOW, market=Market(currency="EUR", country="DE"))
     view = _view("e-1", occurred_at=NOW + timedelta(minutes=1))
     # When both are batched
-    batch = take_batch(memory, [view, order], max_batch=10, now=NOW)
+    batch = take_batch(memory, [view, order], max_batch=10, now=NOW, max_bytes=BATCH_BYTES)
     # Then the view carries the order's market
     assert batch.signals[1] is view
     assert view.market.currency == "EUR"
     assert view.market.country == "DE"
     # And another person's view is not filled from it
     stranger = _view("e-2", customer_id="c-2", occurred_at=NOW + timedelta(minutes=2))
-    take_batch(memory, [stranger], max_batch=10, now=NOW)
+    take_batch(memory, [stranger], max_batch=10, now=NOW, max_bytes=BATCH_BYTES)
     assert stranger.market.currency is None
 
 
@@ -299,13 +300,14 @@ def test_market_is_carried_across_batches_and_a_signal_own_fields_win() -> None:
         [_order("o-1", market=Market(currency="EUR", country="DE", channel="web"))],
         max_batch=10,
         now=NOW,
+        max_bytes=BATCH_BYTES,
     )
     # When a later signal says USD (but not the country), and then one says nothing
     later = NOW + timedelta(minutes=1)
     in_usd = _view("e-usd", occurred_at=later, currency="USD")
     silent = _view("e-silent", occurred_at=later + timedelta(seconds=1))
-    take_batch(memory, [in_usd], max_batch=10, now=later)
-    take_batch(memory, [silent], max_batch=10, now=later)
+    take_batch(memory, [in_usd], max_batch=10, now=later, max_bytes=BATCH_BYTES)
+    take_batch(memory, [silent], max_batch=10, now=later, max_bytes=BATCH_BYTES)
     # Then its own currency wins, the rest is filled; the next one inherits the new market
     assert in_usd.market == Market(currency="USD", country="DE", channel="web")
     assert silent.market == Market(currency="USD", country="DE", channel="web")
@@ -317,7 +319,7 @@ def test_signals_left_in_rest_do_not_touch_the_identity_market() -> None:
     first = _view("e-1", occurred_at=NOW)
     second = _view("e-2", occurred_at=NOW + timedelta(seconds=1), currency="GBP")
     # When the batch is taken
-    batch = take_batch(memory, [second, first], max_batch=1, now=NOW)
+    batch = take_batch(memory, [second, first], max_batch=1, now=NOW, max_bytes=BATCH_BYTES)
     # Then only the first was delivered and the market did not learn GBP yet
     assert batch.signals == [first]
     assert batch.rest == [second]
