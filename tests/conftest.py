@@ -105,6 +105,16 @@ class Emulators(EmulatorWiring):
     def insider_faults(self, **faults: object) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
 
+    def ct_faults(self, *, unavailable: bool = False) -> None:
+        """`unavailable`: commercetools answers every API request 503 (tokens still issued)."""
+        body = {"unavailable": unavailable}
+        httpx.post(f"{self.ct_url}/_emulator/faults", json=body).raise_for_status()
+
+    def ct_stats(self) -> dict[str, int]:
+        """`unavailable`: requests answered 503 by an outage ct_faults set."""
+        stats: dict[str, int] = httpx.get(f"{self.ct_url}/_emulator/stats").json()
+        return stats
+
 
 def worker_process(
     emulators: Emulators,
