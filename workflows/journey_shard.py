@@ -25,6 +25,7 @@ input fails a workflow task, and the shard never fails.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -67,6 +68,7 @@ MAX_BACKOFF = timedelta(minutes=5)
 # alone is dead-lettered. Between halvings the shard pauses briefly (no dependency is down).
 POISON_ATTEMPTS = 3
 ISOLATION_PAUSE = timedelta(seconds=1)
+DELIVER = "deliver"  # the signal that carries a window
 # Of a window that is not JSON, the dead letter keeps this much (as text).
 UNREADABLE_KEPT_BYTES = 10_000
 SIGNALS = TypeAdapter(list[JourneySignal])
@@ -220,15 +222,24 @@ class JourneyShardWorkflow:
         # own signals included, since they are the ones that task held, and more.
         self._rebuilt_at = 0
 
-    @workflow.signal
-    def deliver(self, window: RawValue) -> None:
-        """A window of the bridge's group commit: a JSON array of journey signals. What the
-        shard cannot take from it is dead-lettered with the reason: no input may fail the
-        workflow task (it would fail again on every retry, and the shard would stop)."""
+    @workflow.signal(dynamic=True)
+    def deliver(self, name: str, windows: Sequence[RawValue]) -> None:
+        """Signal `deliver`: a window of the bridge's group commit, a JSON array of journey
+        signals. What the shard cannot take is dead-lettered with the reason: no input may
+        fail the workflow task (it would fail again on every retry, and the shard would
+        stop) - hence a dynamic handler, which no signal name or argument count can fail."""
         self._note_rebuild()
+        for window in windows:
+            if name == DELIVER:
+                self._accept(window.payload.data)
+            else:
+                text = window.payload.data[:UNREADABLE_KEPT_BYTES].decode(errors="replace")
+                self._unreadable(text, [f"signal {name!r} is not one a journey shard takes"])
+
+    def _accept(self, window: bytes) -> None:
         now = workflow.now()
         task = workflow.info().get_current_history_length()
-        for signal in self._read(window.payload.data):
+        for signal in self._read(window):
             self._run_signals += 1
             try:
                 verdict = accept(self._memory, signal, now)
