@@ -167,6 +167,11 @@ def _not_sent(failure: BaseException) -> NotSent | None:
     return None
 
 
+def _kept_text(data: bytes) -> str:
+    """What a dead letter keeps of a payload that is not JSON."""
+    return data[:UNREADABLE_KEPT_BYTES].decode(errors="replace")
+
+
 def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]) -> SettleInput:
     """Only the signals the doubtful users came from travel to the settlement (its input is
     recorded in history), renumbered."""
@@ -233,8 +238,8 @@ class JourneyShardWorkflow:
             if name == DELIVER:
                 self._accept(window.payload.data)
             else:
-                text = window.payload.data[:UNREADABLE_KEPT_BYTES].decode(errors="replace")
-                self._unreadable(text, [f"signal {name!r} is not one a journey shard takes"])
+                reason = f"signal {name!r} is not one a journey shard takes"
+                self._unreadable(_kept_text(window.payload.data), [reason])
 
     def _accept(self, window: bytes) -> None:
         now = workflow.now()
@@ -272,8 +277,8 @@ class JourneyShardWorkflow:
         try:
             window = from_json(data)  # (json.loads would raise RecursionError too)
         except ValueError as exc:
-            text = data[:UNREADABLE_KEPT_BYTES].decode(errors="replace")
-            self._unreadable(text, [f"window is not JSON ({len(data)} bytes): {exc}"])
+            reason = f"window is not JSON ({len(data)} bytes): {exc}"
+            self._unreadable(_kept_text(data), [reason])
             return []
         if not isinstance(window, list) and workflow.patched("window-not-an-array"):
             window = [window]  # (a run before read a JSON object's keys as its signals)
