@@ -109,6 +109,16 @@ class Emulators(EmulatorWiring):
         """How the emulated account's profile reads answer (e.g. custom_event_params=False)."""
         httpx.post(f"{self.insider_url}/_emulator/reads", json=reads).raise_for_status()
 
+    def ct_faults(self, *, unavailable: bool = False) -> None:
+        """`unavailable`: commercetools answers every API request 503 (tokens still issued)."""
+        body = {"unavailable": unavailable}
+        httpx.post(f"{self.ct_url}/_emulator/faults", json=body).raise_for_status()
+
+    def ct_stats(self) -> dict[str, int]:
+        """`unavailable`: requests answered 503 by an outage ct_faults set."""
+        stats: dict[str, int] = httpx.get(f"{self.ct_url}/_emulator/stats").json()
+        return stats
+
 
 def worker_process(
     emulators: Emulators,

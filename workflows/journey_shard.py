@@ -10,28 +10,30 @@ upsert for many people, shared with the other shards of the worker.
 Exactly once, without reading Insider on the steady path:
 - a delivery that may have been stored (ambiguous failure) is settled by a regular
   activity that reads Insider for those users only, before anything later is sent;
-- a shard rebuilt from history asks Temporal (not Insider) whether the delivery before was
-  cut short by a dying worker; only then does it settle that batch by reading Insider;
+- a shard rebuilt from history asks Temporal (not Insider) whether a task before was cut
+  short by a dying worker; only then does it settle what that task may have sent by reading
+  Insider - the verdict stays on those signals whatever becomes of the delivery that asked;
 - continue-as-new happens in a workflow task of its own (after a 1 ms timer), so a
   completion Temporal refuses because a signal arrived never repeats a delivery; what it
   carries is bounded by construction (CARRY_BUDGET: settings whose worst case exceeds it
   are refused, pending work beyond its share is delivered first).
 
 Nothing the bridge acknowledged is dropped: a delivery that fails before sending is retried
-with backoff; what Insider refuses goes to the dead-letter store; the shard never fails.
+with backoff; a signal that makes its batch fail every time is found by splitting the batch
+and dead-lettered, as is what Insider refuses and any window the shard cannot read; no
+input fails a workflow task, and the shard never fails.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
@@ -41,12 +43,14 @@ with workflow.unsafe.imports_passed_through():
         NOT_SENT,
         DeliverInput,
         FinishInput,
+        HistoryCheck,
         JourneyActivities,
+        NotSent,
         SettleInput,
     )
     from ct_insider.deadletters import DeadLetterDraft
     from ct_insider.journeys import sender_clock_keys
-    from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
+    from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats, signal_letter
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
     from ct_insider.journeys.memory import (
         DELETED_CAPACITY,
@@ -71,6 +75,14 @@ SETTLE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 MAX_BACKOFF = timedelta(minutes=5)
+# A signal in this many deliveries that failed before sending because of a record of their
+# batch is a suspect: its batch is halved after each such failure, and a suspect that fails
+# alone is dead-lettered. Between halvings the shard pauses briefly (no dependency is down).
+POISON_ATTEMPTS = 3
+ISOLATION_PAUSE = timedelta(seconds=1)
+DELIVER = "deliver"  # the signal that carries a window
+# Of a window that is not JSON, the dead letter keeps this much (as text).
+UNREADABLE_KEPT_BYTES = 10_000
 SIGNALS = TypeAdapter(list[JourneySignal])
 # Runs begun before it measured their dedupe memory's reach by the senders' clocks and
 # carried pending signals without a bound on the whole; they finish as they began.
@@ -204,13 +216,20 @@ def fits_carry(work: Iterable[JourneySignal | Bookkeeping], room: int) -> bool:
     return True
 
 
-def _not_sent(failure: BaseException) -> bool:
-    """Whether a failed delivery stopped before sending anything (see activities/journey)."""
+def _not_sent(failure: BaseException) -> NotSent | None:
+    """What a failed delivery that stopped before sending anything reported (see
+    activities/journey); None: it failed otherwise, and may have sent."""
     while failure is not None:
         if isinstance(failure, ApplicationError) and failure.type == NOT_SENT:
-            return True
+            # Without details (a worker before they were reported): a dependency was down.
+            return NotSent.model_validate(failure.details[0]) if failure.details else NotSent()
         failure = failure.__cause__  # type: ignore[assignment]
-    return False
+    return None
+
+
+def _kept_text(data: bytes) -> str:
+    """What a dead letter keeps of a payload that is not JSON."""
+    return data[:UNREADABLE_KEPT_BYTES].decode(errors="replace")
 
 
 def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]) -> SettleInput:
@@ -260,6 +279,7 @@ class JourneyShardWorkflow:
         self._unfinished: list[Bookkeeping] = list(carried.unfinished)
         self._stats = carried.stats
         self._failures = 0
+        self._batch_limit = params.settings.max_batch  # smaller while isolating a poison
         self._run_signals = 0
         # Intake keys (with their dates and when they were received) accepted since the
         # carried state was built (while continuing-as-new).
@@ -268,17 +288,38 @@ class JourneyShardWorkflow:
         self._max_run_signals = max(1, int(params.settings.max_run_signals * spread))
         # Every run starts by asking Temporal whether a task that delivered was cut short (a
         # rebuilt run, or a first task that died: that one is not even a replay), and asks
-        # again until a delivery that ran now found the history clean.
+        # until a delivery that ran now got the answer.
         self._check_interruption = True
+        # The history length of the first task this activation ran now (not replayed): a task
+        # before it that died may have sent any signal the shard had accepted by then - its
+        # own signals included, since they are the ones that task held, and more.
+        self._rebuilt_at = 0
 
-    @workflow.signal
-    def deliver(self, window: RawValue) -> None:
-        """A window of the bridge's group commit: a JSON array of journey signals."""
+    @workflow.signal(dynamic=True)
+    def deliver(self, name: str, windows: Sequence[RawValue]) -> None:
+        """Signal `deliver`: a window of the bridge's group commit, a JSON array of journey
+        signals. What the shard cannot take is dead-lettered with the reason: no input may
+        fail the workflow task (it would fail again on every retry, and the shard would
+        stop) - hence a dynamic handler, which no signal name or argument count can fail."""
+        self._note_rebuild()
+        for window in windows:
+            if name == DELIVER:
+                self._accept(window.payload.data)
+            else:
+                reason = f"signal {name!r} is not one a journey shard takes"
+                self._unreadable(_kept_text(window.payload.data), [reason])
+
+    def _accept(self, window: bytes) -> None:
         now = workflow.now()
         task = workflow.info().get_current_history_length()
-        for signal in self._read(window.payload.data):
+        for signal in self._read(window):
             self._run_signals += 1
-            verdict = accept(self._memory, signal, now)
+            try:
+                verdict = accept(self._memory, signal, now)
+            except Exception as exc:  # e.g. a signal that names nobody to deliver it to
+                self._stats.received += 1
+                self._dead_letter(signal, [f"not accepted: {type(exc).__name__}: {exc}"])
+                continue
             self._stats.count(verdict)
             if verdict is Verdict.ACCEPTED:
                 signal.accepted_in = task
@@ -289,16 +330,29 @@ class JourneyShardWorkflow:
             elif verdict is not Verdict.DUPLICATE:
                 self._drop_letter(signal)
 
+    def _note_rebuild(self) -> None:
+        if not self._rebuilt_at and not workflow.unsafe.is_replaying():
+            self._rebuilt_at = workflow.info().get_current_history_length()
+
     def _read(self, data: bytes) -> list[JourneySignal]:
         """The window's signals. One the worker cannot read (a newer bridge during a rolling
         deploy) is dead-lettered with its reason: the rest of the window goes on (the SDK
-        would drop a whole signal it cannot decode)."""
+        would drop a whole signal it cannot decode). A window that is not JSON is one letter;
+        one that is not an array is read as one signal."""
         try:
             return SIGNALS.validate_json(data)
         except ValidationError:
             pass
+        try:
+            window = from_json(data)  # (json.loads would raise RecursionError too)
+        except ValueError as exc:
+            reason = f"window is not JSON ({len(data)} bytes): {exc}"
+            self._unreadable(_kept_text(data), [reason])
+            return []
+        if not isinstance(window, list) and workflow.patched("window-not-an-array"):
+            window = [window]  # (a run before read a JSON object's keys as its signals)
         readable = []
-        for raw in json.loads(data):
+        for raw in window:
             try:
                 readable.append(JourneySignal.model_validate(raw))
             except ValidationError as exc:
@@ -317,6 +371,12 @@ class JourneyShardWorkflow:
             run=workflow.info().workflow_id,
             redrive={"signal": raw},
         )
+        self._unfinished.append(Bookkeeping(letters=[letter]))
+
+    def _dead_letter(self, signal: JourneySignal, reasons: list[str]) -> None:
+        workflow.logger.warning("journey signal dead-lettered: %s", reasons)
+        self._stats.dead_lettered += 1
+        letter = signal_letter(workflow.info().workflow_id, signal, reasons)
         self._unfinished.append(Bookkeeping(letters=[letter]))
 
     def _drop_letter(self, signal: JourneySignal) -> None:
@@ -338,6 +398,7 @@ class JourneyShardWorkflow:
         settings = params.settings
         while True:
             await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
+            self._note_rebuild()
             if self._unfinished:
                 # Ledger entries first: a purchase delivered but not yet recorded must not
                 # look undelivered to the next batch.
@@ -412,12 +473,13 @@ class JourneyShardWorkflow:
         await workflow.sleep(delay)
 
     async def _deliver_batch(self) -> None:
+        self._note_rebuild()
         # Runs begun before batches were bounded by bytes replay the batches they made.
         max_bytes = (
             self._settings.max_batch_bytes if workflow.patched("delivery-batch-bytes") else 2**62
         )
         batch = take_batch(
-            self._memory, self._pending, self._settings.max_batch, workflow.now(), max_bytes
+            self._memory, self._pending, self._batch_limit, workflow.now(), max_bytes
         )
         self._pending = batch.rest
         self._stats.after_deletion += len(batch.deleted)
@@ -434,34 +496,29 @@ class JourneyShardWorkflow:
                     lane=lane,
                     signals=batch.signals,
                     check_interruption=self._check_interruption,
+                    rebuilt_at=self._rebuilt_at,
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=DELIVERY_RETRY,
             )
         except FailureError as err:  # local activities raise the failure itself
             workflow.logger.warning("journey delivery failed, retrying later: %s", err)
-            if not _not_sent(err):
+            self._stats.failed_deliveries += 1
+            failure = _not_sent(err)
+            if failure is None:
                 # Timed out or crashed: it may have sent part of the batch.
                 for signal in batch.signals:
                     signal.doubt = True
+            else:
+                self._learn(failure, batch.signals, live)
+                if failure.refused:
+                    await self._refused(batch.signals, failure.reason)
+                    return
             self._pending = batch.signals + self._pending
-            self._stats.failed_deliveries += 1
             await self._back_off()
             return
         self._failures = 0
-        # Only a delivery that ran now says anything about this run's history: one replayed
-        # from it found an earlier state of it clean.
-        if live and result.interruption == "clean":
-            self._check_interruption = False
-        if result.interruption != "unchecked":
-            self._stats.rebuild_checks += 1
-        if result.interruption == "cut-short":
-            self._stats.cut_short += 1
-            # The task that died may have sent any signal accepted by then, not only this
-            # batch (it may have delivered several): those still pending are in doubt too.
-            for signal in self._pending:
-                if signal.accepted_in <= result.cut_short_at:
-                    signal.doubt = True
+        self._learn(result, batch.signals, live)
         outcome = result.outcome
         self._stats.deliveries += 1
         self._stats.delivered += len(batch.signals) - len(outcome.unsent)
@@ -472,13 +529,52 @@ class JourneyShardWorkflow:
         if outcome.unfinished is not None:
             self._unfinished.append(outcome.unfinished)
         if outcome.unsent:
-            requeued = [batch.signals[i] for i in outcome.unsent]
-            if result.interruption == "cut-short":
-                for signal in requeued:
-                    signal.doubt = True
-            self._pending = requeued + self._pending
+            self._pending = [batch.signals[i] for i in outcome.unsent] + self._pending
+        if self._batch_limit < self._settings.max_batch and not self._suspects(self._pending):
+            self._batch_limit = self._settings.max_batch
         if outcome.retry_after:
             await workflow.sleep(timedelta(seconds=outcome.retry_after))
+
+    def _learn(self, check: HistoryCheck, batch: list[JourneySignal], live: bool) -> None:
+        """What a delivery found in the shard's history, whether it then sent or failed."""
+        if check.interruption == "unchecked":
+            return
+        self._stats.rebuild_checks += 1
+        # Only a delivery that ran now answers for this activation (one replayed from
+        # history answered for an earlier one); asked again, it would answer the same.
+        if live:
+            self._check_interruption = False
+        if check.interruption == "cut-short":
+            self._stats.cut_short += 1
+            # The task that died may have sent any signal accepted by then, not only this
+            # batch (it may have delivered several): all of them are in doubt until settled.
+            for signal in batch + self._pending:
+                if signal.accepted_in <= check.cut_short_at:
+                    signal.doubt = True
+
+    @staticmethod
+    def _suspects(signals: list[JourneySignal]) -> bool:
+        return any(signal.failures >= POISON_ATTEMPTS for signal in signals)
+
+    async def _refused(self, batch: list[JourneySignal], reason: str) -> None:
+        """A delivery failed before sending because of a record of its batch: that would
+        happen every time. Counted against each signal; once the batch holds a suspect it
+        is halved after each failure, and a suspect that fails alone is dead-lettered: the
+        rest flows (in order: a batch is always the head of what is pending)."""
+        for signal in batch:
+            signal.failures += 1
+        if not self._suspects(batch):
+            self._pending = batch + self._pending
+            await self._back_off()
+            return
+        if len(batch) == 1:
+            [signal] = batch
+            self._dead_letter(signal, [f"failed {signal.failures} times before sending: {reason}"])
+            self._batch_limit = self._settings.max_batch
+            return
+        self._pending = batch + self._pending
+        self._batch_limit = len(batch) // 2
+        await workflow.sleep(ISOLATION_PAUSE)
 
     async def _settle(self, params: SettleInput) -> None:
         """Nothing else is delivered until every doubt is settled: a person's later events

@@ -92,6 +92,9 @@ class JourneySignal(BaseModel):
     doubt: bool = False
     # Set by the shard: its history length when it accepted the signal (0: in an earlier run).
     accepted_in: int = 0
+    # Set by the shard: deliveries of it that failed before sending because of a record of
+    # their batch (see workflows/journey_shard: a signal that keeps failing is dead-lettered).
+    failures: int = 0
 
     def intake_key(self) -> str:
         """What the shard's dedupe memory knows this signal by."""

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,68 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
     assert stats.resent == 5
     assert stats.profile_reads == 10  # one per person in doubt, none for batch 1
     assert emu.insider_stats()["requests"]["profile"] == 10
+
+
+async def stats_when(
+    client: Client, journey_task_queue: str, condition: Callable[[ShardStats], bool], within: float
+) -> ShardStats:
+    """The single shard's statistics, once they meet `condition`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        [stats] = await shard_stats(client, journey_task_queue, 1)
+        if condition(stats):
+            return stats
+        assert asyncio.get_running_loop().time() < deadline, f"shard never got there: {stats}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_delivery_cut_short_and_then_failing_before_sending_is_still_settled(
+    client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
+) -> None:
+    emu = clean_emulators
+    journeys = f"{task_queue}-journeys"
+    customer_id, email, sku = emu.shopper()
+    order = emu.place_order(sku, customerId=customer_id, customerEmail=email)
+    purchase = f"{order.get('orderNumber') or order['id']}/{sku}"
+    first = shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=1).start()
+    try:
+        async with serving_bridge(client, journeys, emu, shards=1) as bridge:
+            # Given one shard that delivered a first batch
+            batch_1 = views(range(5), "a")
+            await bridge.post("/events", {"events": batch_1})
+            await eventually(lambda: len(stored_event_ids(emu)) == 5)
+            # When the worker dies while Insider takes an order's purchase (stored after)
+            with insider_latency(emu, 2_000):
+                created = message("order", order["id"], "OrderCreated", order=order)
+                await post_all(bridge, "/webhooks/commercetools", [created])
+                await kill_during_an_upsert(emu, first)
+                await eventually(lambda: purchase in stored_event_ids(emu), 10)
+            # And commercetools is down when a new worker rebuilds the shard (after the
+            # dead one's task timed out), for every attempt of its first delivery
+            emu.ct_faults(unavailable=True)
+            try:
+                with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=1):
+                    await stats_when(client, journeys, lambda s: s.failed_deliveries > 0, 60)
+                    emu.ct_faults()
+                    # And more events follow once it is back
+                    batch_3 = views(range(5, 10), "c")
+                    await bridge.post("/events", {"events": batch_3})
+                    stats = await stats_when(
+                        client, journeys, lambda s: s.delivered == 11 and s.found_in_insider > 0, 60
+                    )
+            finally:
+                emu.ct_faults()
+    finally:
+        first.stop()
+    assert emu.ct_stats()["unavailable"] > 0, "commercetools was never down"
+    # Then the purchase the dead worker sent is found in Insider, not sent again; the rest
+    # is delivered once, without reading Insider for it
+    stored = stored_event_ids(emu)
+    assert set(stored.values()) == {1}
+    assert set(stored) == {e["event_id"] for e in batch_1 + batch_3} | {purchase}
+    assert stats.cut_short == 1
+    assert stats.found_in_insider == 1
+    assert stats.profile_reads == 1
 
 
 async def test_a_worker_restarted_cleanly_reads_nothing_from_insider(
