@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import uvloop
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bench import temporal_floor
 from bench.harness import (
@@ -59,7 +60,7 @@ from bench.traffic import SHAPES, Request, Shape, events_in, population, workloa
 from ct_insider.config import TemporalSettings
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
-from workflows.journey_shard import ShardSettings
+from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
 
 TOKEN = "bench-bridge-token-0123456789"
 TARGET_P99 = 2.0
@@ -122,6 +123,18 @@ async def history_events(client: Client, task_queue: str) -> tuple[int, int]:
         total += (await handle.describe()).history_length
         runs += 1
     return total, runs
+
+
+async def shard_stats(client: Client, task_queue: str) -> dict[str, int]:
+    """The journey shards' own counters (current runs: each carries its predecessors'),
+    summed: why Insider was read (doubts, cut-short deliveries), what was dropped."""
+    totals: Counter[str] = Counter()
+    for shard in range(SHARDS):
+        handle = client.get_workflow_handle(shard_workflow_id(task_queue, shard))
+        with contextlib.suppress(RPCError):
+            stats = await handle.query(JourneyShardWorkflow.stats)
+            totals.update(stats.model_dump())
+    return dict(totals)
 
 
 def temporal_actions(stack: Stack) -> float | None:
@@ -187,6 +200,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             stored = stored_keys(stack)
             insider = stack.insider_stats()
             history, runs = await history_events(client, journey_queue)
+            shards = await shard_stats(client, journey_queue)
         actions_after = temporal_actions(stack)
     counts = Counter(key for key, _ in stored)
     first_store: dict[str, float] = {}
@@ -228,6 +242,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             else None
         ),
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
+        "shard_stats": shards,
     }
 
 
@@ -276,6 +291,11 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         f"runs; target <= {MAX_HISTORY_EVENTS_PER_EVENT}); actions/event "
         f"{result['temporal_actions_per_event']}",
         f"  worker peak RSS         {result['worker_peak_rss_mb']} MB",
+        "  shards: "
+        + ", ".join(
+            f"{name} {result['shard_stats'].get(name, 0)}"
+            for name in ("duplicates", "in_doubt", "cut_short", "failed_deliveries", "runs")
+        ),
         f"  CPU ms per event        {result['cpu_ms_per_event']}",
     ]
     if floor is not None:
