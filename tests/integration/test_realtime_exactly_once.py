@@ -112,8 +112,8 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
             await eventually(lambda: len(stored_event_ids(emu)) == 5)
             # When Insider is slow, the next batch is in flight, a third waits behind it,
             # and the worker dies during that upsert (Insider stores batch 2 after it died;
-            # the upsert takes as long as the dead worker's task takes to time out, so the
-            # kill lands within it however slow the steps before it are)
+            # the upsert takes 10 s, about as long as the dead worker's task takes to time
+            # out anyway: seconds to spare for the steps before the kill on a loaded machine)
             with insider_latency(emu, 10_000):
                 batch_2 = views(range(5, 10), "b")
                 await bridge.post("/events", {"events": batch_2})
