@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from tests.bridge_helpers import (
     message,
     seconds_ago,
     serving_bridge,
+    settled_shards,
     storefront_event,
 )
 from tests.conftest import PROJECT_KEY, Emulators, eventually, running_worker
@@ -210,22 +210,18 @@ async def test_deliveries_repeated_three_times_in_shuffled_order_arrive_once_in_
         deliveries.append(("/webhooks/commercetools", created))
         expected[customer_id] = [*names, "purchase"]
 
-    # When every delivery arrives three times, shuffled
+    # When every delivery arrives three times, shuffled, at a shard that gathers until it
+    # holds the 42 unique ones (its window far longer than the posts take, however slow)
     repeated = deliveries * 3
     random.Random(4).shuffle(repeated)
-    async with serving_bridge(client, worker.journey_task_queue, emu, gather_seconds=1.5) as bridge:
+    async with serving_bridge(
+        client, worker.journey_task_queue, emu, shards=1, gather_seconds=600, max_batch=42
+    ) as bridge:
         answers = await asyncio.gather(*(bridge.post(path, body) for path, body in repeated))
         assert {a.status_code for a in answers} == {202}
+        await settled_shards(client, worker.journey_task_queue, 1, received=len(repeated))
 
-        # Then Insider holds exactly the unique events, in each customer's order
-        def settled() -> bool:
-            profiles = [profile_of(emu, uuid=c) for c, _ in customers]
-            return all(
-                p and len(p["events"]) >= len(expected[p["identifiers"]["uuid"]]) for p in profiles
-            )
-
-        await eventually(settled, within=30)
-        await asyncio.sleep(2)  # anything duplicated would have arrived by now
+    # Then Insider holds exactly the unique events, in each customer's order
     for customer_id, names in expected.items():
         profile = profile_of(emu, uuid=customer_id)
         assert profile is not None
@@ -385,21 +381,24 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_not_lost(
     )
     server.start()
     settings = TemporalSettings(address=f"127.0.0.1:{port}")
-    temporal = None
-    for _ in range(100):  # the worker needs a connected (not lazy) client
-        with contextlib.suppress(RuntimeError):
-            temporal = await connect(settings)
-            break
-        await asyncio.sleep(0.1)
-    assert temporal is not None
+
+    async def connected() -> Client | None:
+        try:
+            return await connect(settings)
+        except RuntimeError:
+            return None
+
+    # the worker needs a connected (not lazy) client
+    temporal: Client = await eventually(connected, what="a connection to the new server")
     event = storefront_event("product_view", {"anonymous_id": "a-503"}, seconds_ago(30), sku="S-1")
     try:
         async with (
             running_worker(temporal, task_queue, clean_emulators) as workers,
             serving_bridge(temporal, workers.journey_task_queue, clean_emulators) as bridge,
         ):
-            # When Temporal goes down
+            # When Temporal goes down (its port kept for its restart)
             server.stop()
+            free_port(port)
             refused = await bridge.post("/events", event)
             # Then the bridge says so, and the sender keeps the event
             assert refused.status_code == 503
@@ -409,14 +408,12 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_not_lost(
 
             # When Temporal is back and the sender delivers again
             server.start()
-            answer = None
-            for _ in range(60):
-                answer = await bridge.post("/events", event)
-                if answer.status_code == 202:
-                    break
-                await asyncio.sleep(0.5)
-            assert answer is not None
-            assert answer.status_code == 202
+            await eventually(
+                lambda: bridge.post("/events", event),
+                30,
+                until=lambda answer: answer.status_code == 202,
+                what="the bridge to take the event again",
+            )
             # Then the event reaches Insider, once
             profile = await eventually(
                 lambda: profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-503"}), 60
@@ -473,15 +470,10 @@ async def test_shard_dedupe_survives_continue_as_new(
         # When early events are delivered again, after continue-as-new
         await bridge.post("/events", {"events": events[:6]})
         # Then they are recognised: Insider holds each of the 12 events once
-        profile = await eventually(
-            lambda: (
-                (p := profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-can"}))
-                and len(p["events"]) >= 12
-                and p
-            )
-        )
-        await asyncio.sleep(1)  # anything sent late would arrive now
+        await settled_shards(client, worker.journey_task_queue, SHARDS, received=98)
         stats = await handle.query(JourneyShardWorkflow.stats)
+    profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-can"})
+    assert profile is not None
     assert len(profile["events"]) == 12
     assert stats.duplicates >= 6
     assert stats.runs >= 2  # continued as new, dedupe memory carried
@@ -516,7 +508,7 @@ async def test_a_redelivery_older_than_the_dedupe_memory_is_settled_by_event_id(
         await bridge.post("/events", {"events": [late, twin]})
         # Then the shard asks Insider, finds the first by its event id and sends the twin
         await eventually(lambda: len(stored()) == 2)
-        await asyncio.sleep(1)
+        await settled_shards(client, worker.journey_task_queue, SHARDS, received=83)
         stats = await shard_handle(client, worker.journey_task_queue, "anonymous-a-late").query(
             JourneyShardWorkflow.stats
         )

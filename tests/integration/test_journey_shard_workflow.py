@@ -448,8 +448,11 @@ async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
             await eventually(reaches(number + 2, lambda: len(mocks.delivered_keys())))
         # When the first signals are delivered again, runs later
         await send(handle, *signals[:3])
-        await asyncio.sleep(0.5)
-        stats = await handle.query(JourneyShardWorkflow.stats)
+        stats = await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.received == 15,
+            what="the shard to take in all 15 signals",
+        )
     # Then they are recognised and nothing is delivered twice
     assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
     assert (stats.received, stats.duplicates, stats.delivered) == (15, 3, 12)
@@ -473,7 +476,9 @@ async def test_unfinished_bookkeeping_is_finished_by_the_shard(client: Client) -
 async def test_gathering_puts_shuffled_signals_back_in_order(client: Client) -> None:
     mocks = MockActivities()
     signals = [view(number) for number in range(6)]
-    async with shard(client, mocks, gather_seconds=1.0) as (handle, _):
+    # (gathering ends when six are pending: far sooner than its window, however slow the
+    # signals arrive)
+    async with shard(client, mocks, gather_seconds=600, max_batch=6) as (handle, _):
         for signal in reversed(signals):
             await send(handle, signal)
         await eventually(lambda: len(mocks.delivered_keys()) == 6)

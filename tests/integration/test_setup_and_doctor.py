@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import httpx
@@ -293,12 +292,10 @@ async def test_doctor_names_an_unreachable_temporal_without_a_traceback(
     env = {**_env(emulators, client, task_queue), "TEMPORAL_ADDRESS": closed}
 
     # When doctor runs
-    started = time.monotonic()
     run = await asyncio.to_thread(run_cli, env, "doctor", "--json")
 
-    # Then it exits 3 within its check timeout, naming Temporal, and prints no traceback
+    # Then it exits 3, naming Temporal, and prints no traceback
     assert run.returncode == 3, run.stdout + run.stderr
-    assert time.monotonic() - started < 30
     assert "Traceback" not in run.stderr
     assert _last_line(run.stderr) == "doctor: FAILED: Temporal (exit 3)"
     report = json.loads(run.stdout)
@@ -306,6 +303,8 @@ async def test_doctor_names_an_unreachable_temporal_without_a_traceback(
     [connect] = [v for v in report["verdicts"] if v["system"] == "Temporal"]
     assert connect["status"] == "FAIL"
     assert connect["check"] == "connect"
+    # ... from the refused connection, not from waiting out its check timeout
+    assert connect["detail"].startswith("unreachable: "), connect["detail"]
 
 
 async def test_setup_temporal_registers_every_search_attribute(
