@@ -228,7 +228,12 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             seconds,
             cpu,
         ),
-        "lost": sum(max(0, n - counts[key]) for key, n, _ in keys),
+        # Lost: acknowledged (2xx) and not in Insider. The events of a refused request (503:
+        # the sender keeps them and posts again) are counted apart.
+        "lost": sum(max(0, n - counts[key]) for key, n, accepted in keys if accepted),
+        "refused_not_stored": sum(
+            max(0, n - counts[key]) for key, n, accepted in keys if not accepted
+        ),
         "duplicated": sum(max(0, counts[key] - n) for key, n, _ in keys),
         "insider_upsert_requests": upserts,
         "insider_upserts_per_event": round(upserts / max(1, delivered), 4),
@@ -254,6 +259,8 @@ def met(result: dict[str, Any], shape: Shape) -> list[str]:
         misses.append(f"delivered {result['delivered_per_second']}/s < {target_rate}/s")
     if result["latency_p99"] is None or result["latency_p99"] >= TARGET_P99:
         misses.append(f"p99 {result['latency_p99']} s >= {TARGET_P99} s")
+    if result["refused"]:
+        misses.append(f"{result['refused']} requests refused (503)")
     if result["lost"] or result["duplicated"]:
         misses.append(f"lost {result['lost']}, duplicated {result['duplicated']}")
     if result["insider_upserts_per_event"] > MAX_UPSERTS_PER_EVENT:
@@ -282,7 +289,8 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         f"  latency p50/p95/p99     {result['latency_p50']} / {result['latency_p95']} / "
         f"{result['latency_p99']} s (target p99 < {TARGET_P99})",
         f"  p99 by tenth of run     {result['latency_p99_by_tenth_of_run']}",
-        f"  lost / duplicated       {result['lost']} / {result['duplicated']}",
+        f"  lost / duplicated       {result['lost']} / {result['duplicated']} "
+        f"(events of refused requests, not stored: {result['refused_not_stored']})",
         f"  Insider upserts/event   {result['insider_upserts_per_event']} "
         f"({result['insider_upsert_requests']} requests; target <= {MAX_UPSERTS_PER_EVENT}), "
         f"profile reads {result['insider_profile_reads']}",
