@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -141,6 +142,11 @@ def create_app(token: SecretStr, router: NotificationRouter, dispatcher: Dispatc
 
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        return {**counters, "journey_commits": dispatcher.journeys.commits}
+        stats = {**counters, "journey_commits": dispatcher.journeys.commits}
+        status = dispatcher.journeys.layout.latest
+        if status is not None:  # the layout it routes by
+            layout = status.in_effect(datetime.now(UTC))
+            stats.update(layout_epoch=layout.epoch, journey_shards=layout.shards)
+        return stats
 
     return app

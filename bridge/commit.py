@@ -7,6 +7,10 @@ and the next one opened) and sends it as one signal; each request waits for the 
 the windows holding its signals. One shard's windows are committed one after the other, so
 a person's signals reach the shard in the order the bridge received them.
 
+Routing follows the journey layout (bridge/layout.py): a reshard takes effect at a moment
+every bridge knows in advance; a window routed by the layout before is not stored once the
+old shards hand off (its requests answer 503 and are routed anew when delivered again).
+
 Backpressure: a shard whose history grows beyond `BRIDGE_SHARD_BACKLOG_BYTES` is not
 keeping up (Insider or the workers are down); its events are answered 503 with
 Retry-After until it has caught up, so its history never nears Temporal's limits and
@@ -21,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -31,6 +35,7 @@ from temporalio.client import Client
 from temporalio.common import RawValue
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridge.layout import LayoutReader
 from ct_insider import telemetry
 from ct_insider.journeys.signals import JourneySignal, shard_of
 from ct_insider.logging import get_logger
@@ -63,6 +68,7 @@ class ShardBacklogged(TemporalUnavailable):
 class _Window:
     opened: float
     committed: asyncio.Future[None]
+    epoch: int  # of the layout its signals were routed by
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
     # The spans of the requests whose signals the window holds (only while tracing).
@@ -89,7 +95,7 @@ class _Lane:
         self.history_bytes = 0
         self._checked = 0.0
 
-    async def add(self, parts: list[bytes]) -> None:
+    async def add(self, parts: list[bytes], epoch: int) -> None:
         self._check_backlog()
         if self.history_bytes > self._committer.backlog_bytes:
             raise ShardBacklogged(
@@ -101,8 +107,12 @@ class _Lane:
         waiting: list[asyncio.Future[None]] = []
         request = trace.get_current_span().get_span_context() if telemetry.tracer() else None
         for part in parts:
-            if not self._windows or not self._windows[-1].has_room(part):
-                self._windows.append(_Window(time.monotonic(), loop.create_future()))
+            if (
+                not self._windows
+                or not self._windows[-1].has_room(part)
+                or self._windows[-1].epoch != epoch
+            ):
+                self._windows.append(_Window(time.monotonic(), loop.create_future(), epoch))
             window = self._windows[-1]
             window.parts.append(part)
             window.size += len(part)
@@ -126,6 +136,7 @@ class _Lane:
             self._windows.popleft()
             self._ready.clear()
             try:
+                self._committer.check_layout(window.epoch)
                 with _window_span(self.shard, window):
                     await self._committer.signal(self.shard, window.parts)
             except Exception as exc:  # each request waiting on this window answers 503
@@ -195,10 +206,12 @@ class ShardCommitter:
         window_seconds: float = 0.15,
         backlog_bytes: int = 8_000_000,
         settings: ShardSettings | None = None,
+        layout: LayoutReader | None = None,
     ) -> None:
+        """`shards`: TEMPORAL_JOURNEY_SHARDS, the layout while no reshard created one."""
         self.client = client
         self.task_queue = task_queue
-        self.shards = shards
+        self.layout = layout or LayoutReader(client, task_queue, shards)
         self.window_seconds = window_seconds
         self.backlog_bytes = backlog_bytes
         self._settings = settings or ShardSettings()
@@ -214,20 +227,31 @@ class ShardCommitter:
     async def commit(self, signals: Sequence[JourneySignal]) -> int:
         """Return once Temporal stored every signal (with the shards' other signals of the
         window); raises TemporalUnavailable otherwise. Returns how many shards were used."""
+        status = await self.layout.status()
+        if status is None:
+            raise TemporalUnavailable("the journey layout could not be read lately")
+        layout = status.in_effect(datetime.now(UTC))
         by_shard: dict[int, list[bytes]] = {}
         for signal in signals:
-            shard = shard_of(signal.routing(), self.shards)
+            shard = shard_of(signal.routing(), layout.shards)
             by_shard.setdefault(shard, []).append(
                 signal.model_dump_json(exclude_defaults=True).encode()
             )
         results = await asyncio.gather(
-            *(self._lane(shard).add(parts) for shard, parts in by_shard.items()),
+            *(self._lane(shard).add(parts, layout.epoch) for shard, parts in by_shard.items()),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return len(by_shard)
+
+    def check_layout(self, epoch: int) -> None:
+        """Raises TemporalUnavailable for a window routed by a layout whose old shards hand
+        off by now: stored, it would reach them after their handoff."""
+        status = self.layout.latest
+        if status is not None and status.too_late_for(epoch, datetime.now(UTC)):
+            raise TemporalUnavailable(f"window routed by layout {epoch}, replaced since")
 
     def workflow_id(self, shard: int) -> str:
         return shard_workflow_id(self.task_queue, shard)

@@ -21,9 +21,10 @@ with backoff; what Insider refuses goes to the dead-letter store; the shard neve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -42,7 +43,21 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider.deadletters import DeadLetterDraft
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
-    from ct_insider.journeys.memory import MemorySnapshot, ShardMemory, memory_with
+    from ct_insider.journeys.layout import (
+        HANDOFF_MAX_BYTES,
+        HandedOff,
+        HandoffPart,
+        LayoutChange,
+        Placement,
+        ShardLayout,
+        layout_workflow_id,
+    )
+    from ct_insider.journeys.memory import (
+        MemorySnapshot,
+        ShardMemory,
+        memory_with,
+        split_handoff,
+    )
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
     from ct_insider.journeys.signals import JourneySignal
@@ -58,6 +73,10 @@ SETTLE_RETRY = RetryPolicy(
 )
 MAX_BACKOFF = timedelta(minutes=5)
 SIGNALS = TypeAdapter(list[JourneySignal])
+# Handoffs, holds and forwards of a reshard (ct_insider/journeys/layout.py): a shard that
+# was never told of one takes the command path it always took.
+RESHARD_PATCH = "journey-reshard"
+MAX_SIGNALS_PER_FORWARD = 500
 
 
 class ShardSettings(BaseModel):
@@ -101,6 +120,12 @@ class ShardStats(BaseModel):
     rebuild_checks: int = 0  # live deliveries that asked Temporal after a rebuild
     cut_short: int = 0  # ... and found the delivery before cut short
     runs: int = 1
+    # Reshards: signals held until their old shard handed off, signals of moved identities
+    # sent on to their new shard, handoff parts sent and taken.
+    held: int = 0
+    forwarded: int = 0
+    handoff_parts_sent: int = 0
+    handoff_parts_received: int = 0
 
     def count(self, verdict: Verdict) -> None:
         self.received += 1
@@ -134,6 +159,9 @@ class ShardCarry(BaseModel):
     pending: list[JourneySignal] = Field(default_factory=list)
     unfinished: list[Bookkeeping] = Field(default_factory=list)
     stats: ShardStats = Field(default_factory=ShardStats)
+    layout: ShardLayout = Field(default_factory=ShardLayout)
+    held: list[JourneySignal] = Field(default_factory=list)
+    forwards: list[JourneySignal] = Field(default_factory=list)
 
 
 class ShardInput(BaseModel):
@@ -190,6 +218,16 @@ class JourneyShardWorkflow:
         self._pending: list[JourneySignal] = list(carried.pending)
         self._unfinished: list[Bookkeeping] = list(carried.unfinished)
         self._stats = carried.stats
+        self._shard = params.shard
+        self._layout = carried.layout
+        # Signals of identities moving here, until their old shard handed off (in arrival
+        # order); signals of identities moved away, accepted here, for their new shard.
+        self._held: list[JourneySignal] = list(carried.held)
+        self._forwards: list[JourneySignal] = list(carried.forwards)
+        self._handoff_timer: asyncio.Future[None] | None = None
+        self._handoff_timer_at: datetime | None = None
+        # A handoff merged while continuing-as-new: the carried memory is built again.
+        self._rebuild_carry = False
         self._failures = 0
         self._run_signals = 0
         # Intake keys accepted since the carried state was built (while continuing-as-new).
@@ -208,15 +246,53 @@ class JourneyShardWorkflow:
         task = workflow.info().get_current_history_length()
         for signal in self._read(window.payload.data):
             self._run_signals += 1
-            verdict = accept(self._memory, signal, now)
-            self._stats.count(verdict)
-            if verdict is Verdict.ACCEPTED:
+            self._take(signal, now, task)
+
+    def _take(self, signal: JourneySignal, now: datetime, task: int) -> None:
+        placement, _ = self._layout.place(self._shard, signal.routing())
+        if placement is Placement.HOLD:
+            self._stats.held += 1
+            self._held.append(signal)
+            return
+        verdict = accept(self._memory, signal, now)
+        self._stats.count(verdict)
+        if verdict is Verdict.ACCEPTED:
+            if placement is Placement.FORWARD:
+                self._stats.forwarded += 1
+                self._forwards.append(signal)
+            else:
                 signal.accepted_in = task
                 self._pending.append(signal)
-                if self._since_carry is not None:
-                    self._since_carry.append(signal.intake_key())
-            elif verdict is not Verdict.DUPLICATE:
-                self._drop_letter(signal)
+            if self._since_carry is not None:
+                self._since_carry.append(signal.intake_key())
+        elif verdict is not Verdict.DUPLICATE:
+            self._drop_letter(signal)
+
+    @workflow.signal
+    def relayout(self, change: LayoutChange) -> None:
+        """A reshard announced by JourneyLayoutWorkflow (before it takes effect)."""
+        if self._layout.learn(change, self._shard):
+            self._release_held()
+
+    @workflow.signal
+    def handoff(self, part: HandoffPart) -> None:
+        """A part of an old shard's memory: once all of its parts are in, the signals held
+        for the identities it owned are accepted against the merged memory."""
+        self._layout.learn(part.change, self._shard)
+        if not self._layout.receive(part):
+            return  # sent again, or of another reshard
+        self._memory.inherit(part.memory)
+        self._stats.handoff_parts_received += 1
+        if self._since_carry is not None:
+            self._rebuild_carry = True
+        self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        now = workflow.now()
+        task = workflow.info().get_current_history_length()
+        for signal in held:
+            self._take(signal, now, task)
 
     def _read(self, data: bytes) -> list[JourneySignal]:
         """The window's signals. One the worker cannot read (a newer bridge during a rolling
@@ -262,15 +338,29 @@ class JourneyShardWorkflow:
     def pending(self) -> int:
         return len(self._pending)
 
+    @workflow.query
+    def layout(self) -> ShardLayout:
+        return self._layout
+
     @workflow.run
     async def run(self, params: ShardInput) -> ShardStats:
         settings = params.settings
         while True:
-            await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
+            resharding = self._resharding()
+            if resharding:
+                await self._wait_for_work_or_handoff()
+            else:
+                await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
             if self._unfinished:
                 # Ledger entries first: a purchase delivered but not yet recorded must not
                 # look undelivered to the next batch.
                 await self._finish_bookkeeping()
+                continue
+            if resharding and self._forwards:
+                await self._forward()
+                continue
+            if resharding and self._handoff_ready():
+                await self._hand_off()
                 continue
             if self._pending:
                 if settings.gather_seconds:
@@ -304,7 +394,7 @@ class JourneyShardWorkflow:
 
     def _carryable(self) -> bool:
         budget = self._settings.carry_max_bytes
-        for signal in self._pending:
+        for signal in [*self._pending, *self._held, *self._forwards]:
             budget -= len(signal.model_dump_json())
             if budget < 0:
                 return False
@@ -321,7 +411,9 @@ class JourneyShardWorkflow:
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run
         memory = carry.memory
-        if self._since_carry:
+        if self._rebuild_carry:
+            memory = self._carry().memory
+        elif self._since_carry:
             memory = memory_with(memory, self._since_carry, workflow.now())
         self._since_carry = None
         return ShardCarry(
@@ -329,7 +421,94 @@ class JourneyShardWorkflow:
             pending=self._pending,
             unfinished=self._unfinished,
             stats=self._stats.model_copy(update={"runs": self._stats.runs + 1}),
+            layout=self._layout,
+            held=self._held,
+            forwards=self._forwards,
         )
+
+    def _resharding(self) -> bool:
+        return self._layout.change is not None and workflow.patched(RESHARD_PATCH)
+
+    async def _wait_for_work_or_handoff(self) -> None:
+        """As without a reshard, and also for signals to forward and for the handoff's
+        time (one timer per change)."""
+        assert self._layout.change is not None
+        handoff_at = self._layout.change.handoff_at
+        delay = self._layout.until_handoff(workflow.now())
+        if delay and self._handoff_timer_at != handoff_at:
+            self._handoff_timer_at = handoff_at
+            self._handoff_timer = asyncio.ensure_future(workflow.sleep(delay))
+        await workflow.wait_condition(
+            lambda: (
+                bool(self._pending or self._unfinished or self._forwards) or self._handoff_ready()
+            )
+        )
+
+    def _handoff_ready(self) -> bool:
+        """The handoff's time has come and nothing of a moving identity is pending here
+        (the new owners hold those identities until then: order is kept)."""
+        return (
+            self._layout.handoff_due(workflow.now())
+            and not self._unfinished
+            and not any(self._layout.moves(self._shard, s.routing()) for s in self._pending)
+        )
+
+    async def _hand_off(self) -> None:
+        change = self._layout.change
+        assert change is not None
+        # From now on a signal of a moved identity is checked here and forwarded.
+        self._layout.handed_off = True
+        now = workflow.now()
+        idle = now - timedelta(seconds=self._settings.identity_idle_seconds)
+        for receiver in change.receivers(self._shard):
+            memory = self._memory.handoff(change.moves_to(receiver), idle, now)
+            parts = split_handoff(memory, HANDOFF_MAX_BYTES)
+            for index, part in enumerate(parts):
+                handoff = HandoffPart(
+                    change=change, sender=self._shard, index=index, count=len(parts), memory=part
+                )
+                await self._signal_shard(receiver, "handoff", handoff)
+                self._stats.handoff_parts_sent += 1
+        layout = workflow.get_external_workflow_handle(layout_workflow_id(self._task_queue()))
+        try:
+            await layout.signal("handed_off", HandedOff(epoch=change.epoch, shard=self._shard))
+        except FailureError as err:  # a change told by hand, without the layout workflow
+            workflow.logger.warning("handoff not reported to the layout workflow: %s", err)
+
+    async def _forward(self) -> None:
+        change = self._layout.change
+        assert change is not None
+        forwards, self._forwards = self._forwards, []
+        by_owner: dict[int, list[JourneySignal]] = {}
+        for signal in forwards:
+            by_owner.setdefault(change.new_owner(signal.routing()), []).append(signal)
+        for owner, signals in by_owner.items():
+            for start in range(0, len(signals), MAX_SIGNALS_PER_FORWARD):
+                window = [
+                    s.model_dump(mode="json", exclude_defaults=True)
+                    for s in signals[start : start + MAX_SIGNALS_PER_FORWARD]
+                ]
+                await self._signal_shard(owner, "deliver", window)
+
+    async def _signal_shard(self, shard: int, name: str, arg: Any) -> None:
+        """Signal another shard of this queue until it took the signal (the layout
+        workflow started every shard a change involves)."""
+        handle = workflow.get_external_workflow_handle(shard_workflow_id(self._task_queue(), shard))
+        while True:
+            try:
+                await handle.signal(name, arg)
+            except FailureError as err:
+                workflow.logger.warning(
+                    "signal %s to shard %d failed, retrying: %s", name, shard, err
+                )
+                await self._back_off()
+                continue
+            self._failures = 0
+            return
+
+    @staticmethod
+    def _task_queue() -> str:
+        return workflow.info().task_queue
 
     async def _back_off(self) -> None:
         self._failures += 1

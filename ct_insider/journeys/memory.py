@@ -27,16 +27,16 @@ A 64-bit digest makes two different keys collide with probability ~n/2^64 per ne
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
-from ct_insider.journeys.signals import Market
+from ct_insider.journeys.signals import Market, digest
 
 # How far a sender's clock may run ahead of ours when deciding whether a key could have
 # been forgotten.
@@ -50,10 +50,6 @@ _NO_MARKET = 0xFFFF
 # over in minutes): this many, for this long.
 DELETED_CAPACITY = 50_000
 DELETED_DAYS = 30
-
-
-def digest(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def _epoch(moment: datetime) -> int:
@@ -136,12 +132,7 @@ class SeenKeys:
             newest.ahead[key] = _millis(occurred_at)
         else:
             newest.latest = max(newest.latest, _millis(occurred_at))
-        while self._size > self._capacity and len(self._generations) > 1:
-            dropped = self._generations.popleft()
-            self._size -= len(dropped.keys)
-            self.forgotten_through = max(self.forgotten_through or 0, dropped.latest)
-            for ahead_key, at in dropped.ahead.items():
-                self._keep_ahead(ahead_key, at)
+        self._evict()
         # A future-dated key whose time has come is forgotten like any other: its time is
         # in the past now, so `forgotten_through` covers it without making later ones
         # doubtful. (Beyond the capacity the soonest goes early: conservative.)
@@ -152,6 +143,31 @@ class SeenKeys:
             at, due_key = heapq.heappop(self._ahead_due)
             if self._ahead.pop(due_key, None) is not None:
                 self.forgotten_through = max(self.forgotten_through or 0, at)
+
+    def _evict(self) -> None:
+        """Beyond the capacity the oldest generations go, moving `forgotten_through`."""
+        while self._size > self._capacity and len(self._generations) > 1:
+            dropped = self._generations.popleft()
+            self._size -= len(dropped.keys)
+            self.forgotten_through = max(self.forgotten_through or 0, dropped.latest)
+            for ahead_key, at in dropped.ahead.items():
+                self._keep_ahead(ahead_key, at)
+
+    def inherit(self, snapshot: MemorySnapshot) -> None:
+        """Take another shard's keys (a reshard's handoff) as generations of their age:
+        within the capacity, the oldest go as usual, so a redelivery of a signal neither
+        shard remembers is in doubt, never a silent duplicate."""
+        other = SeenKeys(self._capacity, snapshot)
+        merged = sorted([*self._generations, *other._generations], key=lambda g: g.opened_at)
+        self._generations = deque(merged)
+        self._size = sum(len(generation.keys) for generation in merged)
+        if other.forgotten_through is not None:
+            self.forgotten_through = max(self.forgotten_through or 0, other.forgotten_through)
+        for key, at in other._ahead.items():
+            self._keep_ahead(key, at)
+        while len(self._generations) > 2 * GENERATIONS:
+            self._merge_oldest()
+        self._evict()
 
     def _merge_oldest(self) -> None:
         """A quiet shard opens a generation a minute: keep their number bounded by merging
@@ -258,6 +274,36 @@ class Identities:
         state.market = self._intern(market)
         return state.market
 
+    def moving(self, moves: Callable[[int], bool]) -> Identities:
+        """The states and deletions of the identities whose digest `moves` picks (what a
+        reshard hands to their new shard)."""
+        moved = Identities(self._capacity)
+        moved._states = {key: state for key, state in self._states.items() if moves(key)}
+        moved._deleted = {key: at for key, at in self._deleted.items() if moves(key)}
+        return moved
+
+    def inherit(self, snapshot: MemorySnapshot) -> None:
+        """Take identities from another shard: the most recently seen state of each (the
+        highest customer version either knew), deletions of both."""
+        other = Identities(self._capacity, snapshot)
+        for key, state in other._states.items():
+            mine = self._states.get(key)
+            if mine is None or state.last_seen >= mine.last_seen:
+                version = max(state.version, mine.version if mine else -1)
+                self._states[key] = IdentityState(
+                    self._intern(state.market), state.last_seen, version
+                )
+            else:
+                mine.version = max(mine.version, state.version)
+        self._states = dict(sorted(self._states.items(), key=lambda item: item[1].last_seen))
+        while len(self._states) > self._capacity:
+            del self._states[next(iter(self._states))]
+        for key, at in other._deleted.items():
+            self._deleted[key] = max(at, self._deleted.get(key, at))
+        self._deleted = dict(sorted(self._deleted.items(), key=lambda item: item[1]))
+        while len(self._deleted) > DELETED_CAPACITY:
+            del self._deleted[next(iter(self._deleted))]
+
     def snapshot(self, idle_before: datetime) -> tuple[list[Market], str]:
         """Identities seen since `idle_before`, markets interned by position."""
         cutoff = _epoch(idle_before)
@@ -301,6 +347,29 @@ class ShardMemory:
             identities=identities,
         )
 
+    def handoff(
+        self, moves: Callable[[int], bool], idle_before: datetime, now: datetime
+    ) -> MemorySnapshot:
+        """What a reshard hands a new owner: every dedupe key (a key's digest names no
+        identity, so all of them), and the states and deletions of the identities `moves`
+        picks by digest."""
+        generations, forgotten_through, ahead = self.seen.snapshot()
+        moved = self.identities.moving(moves)
+        markets, identities = moved.snapshot(idle_before)
+        return MemorySnapshot(
+            generations=generations,
+            forgotten_through=forgotten_through,
+            ahead=ahead,
+            deleted=moved.deleted_snapshot(now),
+            markets=markets,
+            identities=identities,
+        )
+
+    def inherit(self, snapshot: MemorySnapshot) -> None:
+        """Merge a handoff (or a part of one) into this memory."""
+        self.seen.inherit(snapshot)
+        self.identities.inherit(snapshot)
+
 
 def memory_with(snapshot: MemorySnapshot, keys: list[str], now: datetime) -> MemorySnapshot:
     """A snapshot that also remembers `keys` (accepted after it was taken), as its newest
@@ -310,3 +379,94 @@ def memory_with(snapshot: MemorySnapshot, keys: list[str], now: datetime) -> Mem
         opened_at=_epoch(now), latest=0, keys=base64.b64encode(packed).decode()
     )
     return snapshot.model_copy(update={"generations": [*snapshot.generations, newest]})
+
+
+# What a handoff part's JSON costs: its fixed fields, and per record (base64 of the packed
+# bytes; a dict entry of a key dated ahead; a generation's own fields).
+_PART_COST = 200
+_GENERATION_COST = 120
+_KEY_COST = 11
+_AHEAD_COST = 40
+_IDENTITY_COST = (_IDENTITY.size + 2) // 3 * 4
+_DELETION_COST = (_DELETION.size + 2) // 3 * 4
+
+
+class _Parts:
+    """Fills handoff parts up to a size, opening the next one when a record does not fit."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self.sealed: list[MemorySnapshot] = []
+        self._open()
+
+    def _open(self) -> None:
+        self.part = MemorySnapshot()
+        self.markets: dict[Market, int] = {}
+        self.identities = bytearray()
+        self.deleted = bytearray()
+        self.left = self._max - _PART_COST
+
+    def take(self, cost: int) -> None:
+        if cost > self.left:
+            self.seal()
+        self.left -= cost
+
+    def seal(self) -> None:
+        self.sealed.append(
+            self.part.model_copy(
+                update={
+                    "markets": list(self.markets),
+                    "identities": base64.b64encode(bytes(self.identities)).decode(),
+                    "deleted": base64.b64encode(bytes(self.deleted)).decode(),
+                }
+            )
+        )
+        self._open()
+
+
+def split_handoff(snapshot: MemorySnapshot, max_bytes: int) -> list[MemorySnapshot]:
+    """A handoff as parts whose JSON stays within `max_bytes` (Temporal refuses payloads
+    over 2 MB), each a snapshot of its own: inheriting every part is inheriting the whole."""
+    parts = _Parts(max_bytes)
+    parts.part.forgotten_through = snapshot.forgotten_through
+    ahead = dict(snapshot.ahead)
+    for generation in snapshot.generations:
+        # A generation's keys dated ahead travel with the others dated ahead: the new
+        # owner keeps them until their time, like those of a dropped generation.
+        ahead.update(generation.ahead)
+        raw = base64.b64decode(generation.keys)
+        start = 0
+        while start < len(raw):
+            room = (parts.left - _GENERATION_COST) // _KEY_COST
+            if room <= 0:
+                parts.seal()
+                continue
+            keys = raw[start : start + 8 * room]
+            parts.take(_GENERATION_COST + _KEY_COST * (len(keys) // 8))
+            parts.part.generations.append(
+                GenerationSnapshot(
+                    opened_at=generation.opened_at,
+                    latest=generation.latest,
+                    keys=base64.b64encode(keys).decode(),
+                )
+            )
+            start += len(keys)
+    for key, at in ahead.items():
+        parts.take(_AHEAD_COST)
+        parts.part.ahead[key] = at
+    raw = base64.b64decode(snapshot.identities)
+    for offset in range(0, len(raw), _IDENTITY.size):
+        key, market, seen, version, flags = _IDENTITY.unpack_from(raw, offset)
+        found = snapshot.markets[market] if market != _NO_MARKET else None
+        market_cost = 0 if found is None else len(found.model_dump_json()) + 1
+        if _IDENTITY_COST + market_cost > parts.left:
+            parts.seal()
+        parts.take(_IDENTITY_COST + (market_cost if found not in parts.markets else 0))
+        index = _NO_MARKET if found is None else parts.markets.setdefault(found, len(parts.markets))
+        parts.identities += _IDENTITY.pack(key, index, seen, version, flags)
+    raw = base64.b64decode(snapshot.deleted)
+    for offset in range(0, len(raw), _DELETION.size):
+        parts.take(_DELETION_COST)
+        parts.deleted += raw[offset : offset + _DELETION.size]
+    parts.seal()
+    return parts.sealed

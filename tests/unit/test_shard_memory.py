@@ -10,9 +10,8 @@ from ct_insider.journeys.memory import (
     MemorySnapshot,
     SeenKeys,
     ShardMemory,
-    digest,
 )
-from ct_insider.journeys.signals import Market
+from ct_insider.journeys.signals import Market, digest
 
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
 
