@@ -347,10 +347,13 @@ class JourneyShardWorkflow:
         settings = params.settings
         while True:
             resharding = self._resharding()
+            if not resharding:
+                await workflow.wait_condition(
+                    lambda: bool(self._pending or self._unfinished or self._layout.change)
+                )
+                resharding = self._resharding()  # (woken by a reshard's announcement?)
             if resharding:
                 await self._wait_for_work_or_handoff()
-            else:
-                await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
             if self._unfinished:
                 # Ledger entries first: a purchase delivered but not yet recorded must not
                 # look undelivered to the next batch.
