@@ -20,6 +20,7 @@ from temporalio.client import Client
 from bridge.app import create_app
 from bridge.commit import ShardCommitter
 from bridge.dispatch import Dispatcher
+from bridge.layout import LayoutReader
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
 from emulators.process import free_port
@@ -52,6 +53,7 @@ async def serving_bridge(
     emulators: Emulators,
     *,
     shards: int = SHARDS,
+    layout: LayoutReader | None = None,
     **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
     """The bridge app served by uvicorn; `shard_settings` override ShardSettings."""
@@ -63,6 +65,7 @@ async def serving_bridge(
             shards=shards,
             window_seconds=0.05,
             settings=ShardSettings.model_validate(shard_settings),
+            layout=layout,
         )
         app = create_app(
             SecretStr(TOKEN),
