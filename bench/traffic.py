@@ -38,6 +38,7 @@ class Shape:
     events: int
     order_share: float = 0.0
     target_rate: float = 0.0  # events per second delivered, at least
+    reshard_to: int | None = None  # `ct-insider reshard --shards N`, effective mid-run
 
 
 SHAPES = {
@@ -45,6 +46,9 @@ SHAPES = {
     "batched": Shape("batched", per_request=25, rate=1_600, events=48_000, target_rate=1_500),
     "orders": Shape(
         "orders", per_request=1, rate=450, events=13_500, order_share=0.05, target_rate=400
+    ),
+    "reshard": Shape(
+        "reshard", per_request=25, rate=1_600, events=48_000, target_rate=1_500, reshard_to=8
     ),
 }
 
