@@ -12,9 +12,9 @@ identities it remembers move):
 
 - b holds the signals of a moving identity, unaccepted, until a has handed off;
 - a goes on delivering what it accepted; from `handoff_at` (effective + grace), once nothing
-  of a moving identity is pending, it hands each new owner its dedupe keys (a key's digest
-  names no identity: all of them) and the states and deletions of the identities moving
-  there, in parts of at most `HANDOFF_MAX_BYTES`;
+  of a moving identity is pending, it hands each shard identities can move to from it its
+  dedupe keys (a key's digest names no identity: all of them) and the states and deletions
+  of the identities moving there, in parts of at most `HANDOFF_MAX_BYTES`;
 - b merges each part into its memory and, once a's parts are all in, accepts the held
   signals (the usual rules: duplicates, stale state, deletions) and delivers them in order;
 - a signal of a moved identity reaching a after its handoff (a window stored late) is
@@ -26,6 +26,7 @@ by its dedupe key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -76,16 +77,20 @@ class LayoutChange(BaseModel):
         return shard_of(routing_key, self.new_shards)
 
     def senders(self, shard: int) -> list[int]:
-        """The old shards that hand off to `shard` (every one but itself: dedupe keys are
-        not routable, so each new owner gets every old shard's)."""
+        """The old shards that hand off to `shard`: those an identity can move from to it.
+        (An identity of digest h moves from h mod old to h mod new: such an h exists when
+        the two are congruent modulo gcd(old, new).) A redelivery goes where its identity
+        goes, so the keys a new owner needs are those of its senders."""
         if shard >= self.new_shards:
             return []
-        return [old for old in range(self.old_shards) if old != shard]
+        step = math.gcd(self.old_shards, self.new_shards)
+        return [old for old in range(shard % step, self.old_shards, step) if old != shard]
 
     def receivers(self, shard: int) -> list[int]:
         if shard >= self.old_shards:
             return []
-        return [new for new in range(self.new_shards) if new != shard]
+        step = math.gcd(self.old_shards, self.new_shards)
+        return [new for new in range(shard % step, self.new_shards, step) if new != shard]
 
     def shards(self) -> int:
         """Every shard the change involves."""
