@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
@@ -76,7 +77,9 @@ SIGNALS = TypeAdapter(list[JourneySignal])
 # Handoffs, holds and forwards of a reshard (ct_insider/journeys/layout.py): a shard that
 # was never told of one takes the command path it always took.
 RESHARD_PATCH = "journey-reshard"
+# A forward is a window like the bridge's: at most this many signals, and ~1 MB.
 MAX_SIGNALS_PER_FORWARD = 500
+MAX_BYTES_PER_FORWARD = 1_000_000
 
 
 class ShardSettings(BaseModel):
@@ -196,6 +199,27 @@ def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]
         for user in users
     ]
     return SettleInput(lane=lane, signals=[batch[i] for i in used], users=renumbered)
+
+
+def _windows(signals: list[JourneySignal]) -> list[Payload]:
+    """Signals as windows the `deliver` signal reads (JSON arrays), within the bounds."""
+    windows: list[list[bytes]] = []
+    size = 0
+    for signal in signals:
+        part = signal.model_dump_json(exclude_defaults=True).encode()
+        if (
+            not windows
+            or len(windows[-1]) >= MAX_SIGNALS_PER_FORWARD
+            or size + len(part) > MAX_BYTES_PER_FORWARD
+        ):
+            windows.append([])
+            size = 0
+        windows[-1].append(part)
+        size += len(part)
+    return [
+        Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
+        for parts in windows
+    ]
 
 
 def shard_workflow_id(task_queue: str, shard: int) -> str:
@@ -337,10 +361,6 @@ class JourneyShardWorkflow:
     @workflow.query
     def pending(self) -> int:
         return len(self._pending)
-
-    @workflow.query
-    def layout(self) -> ShardLayout:
-        return self._layout
 
     @workflow.run
     async def run(self, params: ShardInput) -> ShardStats:
@@ -486,12 +506,8 @@ class JourneyShardWorkflow:
         for signal in forwards:
             by_owner.setdefault(change.new_owner(signal.routing()), []).append(signal)
         for owner, signals in by_owner.items():
-            for start in range(0, len(signals), MAX_SIGNALS_PER_FORWARD):
-                window = [
-                    s.model_dump(mode="json", exclude_defaults=True)
-                    for s in signals[start : start + MAX_SIGNALS_PER_FORWARD]
-                ]
-                await self._signal_shard(owner, "deliver", window)
+            for window in _windows(signals):
+                await self._signal_shard(owner, "deliver", RawValue(window))
 
     async def _signal_shard(self, shard: int, name: str, arg: Any) -> None:
         """Signal another shard of this queue until it took the signal (the layout

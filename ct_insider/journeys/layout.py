@@ -38,11 +38,12 @@ from ct_insider.journeys.signals import owner_of, shard_of
 
 MAX_SHARDS = 1024
 # A bridge reads the layout this often, and refuses events (503) when it could not for this
-# long: a change announced at least twice that long before it takes effect reaches every
-# bridge that serves traffic in time.
+# long. A change is published at least half its lead before it takes effect, so with a lead
+# of at least MIN_LEAD_SECONDS every bridge that serves traffic has read it in time (with a
+# second to spare for the layout workflow's task to be stored).
 LAYOUT_REFRESH_SECONDS = 2.0
-LAYOUT_STALE_SECONDS = 5.0
-MIN_LEAD_SECONDS = 2 * LAYOUT_STALE_SECONDS
+LAYOUT_STALE_SECONDS = 4.0
+MIN_LEAD_SECONDS = 10.0
 DEFAULT_LEAD_SECONDS = 30.0
 # After a change takes effect, windows the bridges routed by the old layout are still being
 # stored (a commit window, 150 ms, and its signal): old shards hand off this long after.
