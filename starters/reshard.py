@@ -105,15 +105,15 @@ async def reshard(
 async def until_complete(
     client: Client, task_queue: str, configured: int, epoch: int, *, show: bool
 ) -> LayoutStatus:
+    shown = -1
     while True:
         status = await read_layout(client, task_queue, configured)
         if status.current.epoch >= epoch:
             return status
-        if show and status.change is not None:
-            stdout().print(
-                f"handed off: {len(status.handed_off)} of {status.change.old_shards} old shards",
-                markup=False,
-            )
+        if show and status.change is not None and len(status.handed_off) != shown:
+            shown = len(status.handed_off)
+            total = len(status.change.handing_off())
+            stdout().print(f"handed off: {shown} of {total} old shards", markup=False)
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -125,7 +125,7 @@ def describe(status: LayoutStatus) -> str:
             f"; layout {status.next.epoch} ({status.next.shards} shards) takes effect at "
             f"{status.next.effective_at:%Y-%m-%d %H:%M:%S} UTC, old shards hand off from "
             f"{status.change.handoff_at:%H:%M:%S} (handed off: {len(status.handed_off)} of "
-            f"{status.change.old_shards})"
+            f"{len(status.change.handing_off())})"
         )
     return line
 

@@ -102,11 +102,7 @@ class JourneyLayoutWorkflow:
 
     def _complete(self) -> bool:
         change = self._status.change
-        return change is not None and all(
-            shard in self._status.handed_off
-            for shard in range(change.old_shards)
-            if change.receivers(shard)
-        )
+        return change is not None and set(change.handing_off()) <= set(self._status.handed_off)
 
     @workflow.run
     async def run(self, params: LayoutInput) -> None:

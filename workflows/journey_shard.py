@@ -248,6 +248,8 @@ class JourneyShardWorkflow:
         # order); signals of identities moved away, accepted here, for their new shard.
         self._held: list[JourneySignal] = list(carried.held)
         self._forwards: list[JourneySignal] = list(carried.forwards)
+        # The timer that wakes the shard at its handoff moment (kept: a task nobody holds
+        # may be collected), and the moment it was set for.
         self._handoff_timer: asyncio.Future[None] | None = None
         self._handoff_timer_at: datetime | None = None
         # A handoff merged while continuing-as-new: the carried memory is built again.

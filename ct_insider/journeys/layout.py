@@ -93,6 +93,11 @@ class LayoutChange(BaseModel):
         step = math.gcd(self.old_shards, self.new_shards)
         return [new for new in range(shard % step, self.new_shards, step) if new != shard]
 
+    def handing_off(self) -> list[int]:
+        """The old shards that have something to hand off: the change is complete when
+        each of them did."""
+        return [shard for shard in range(self.old_shards) if self.receivers(shard)]
+
     def shards(self) -> int:
         """Every shard the change involves."""
         return max(self.old_shards, self.new_shards)
