@@ -8,8 +8,9 @@ the windows holding its signals. One shard's windows are committed one after the
 a person's signals reach the shard in the order the bridge received them.
 
 Routing follows the journey layout (bridge/layout.py): a reshard takes effect at a moment
-every bridge knows in advance; a window routed by the layout before is not stored once the
-old shards hand off (its requests answer 503 and are routed anew when delivered again).
+every bridge knows in advance; a window routed by the layout before does not start being
+stored once that is too close to the old shards' handoff (its requests answer 503 and are
+routed anew when delivered again).
 
 Backpressure: a shard whose history grows beyond `BRIDGE_SHARD_BACKLOG_BYTES` is not
 keeping up (Insider or the workers are down); its events are answered 503 with
@@ -248,7 +249,7 @@ class ShardCommitter:
 
     def check_layout(self, epoch: int) -> None:
         """Raises TemporalUnavailable for a window routed by a layout whose old shards hand
-        off by now: stored, it would reach them after their handoff."""
+        off soon: stored, it could reach them after their handoff."""
         status = self.layout.latest
         if status is not None and status.too_late_for(epoch, datetime.now(UTC)):
             raise TemporalUnavailable(f"window routed by layout {epoch}, replaced since")

@@ -122,11 +122,13 @@ class LayoutStatus(BaseModel):
         return self.current
 
     def too_late_for(self, epoch: int, now: datetime) -> bool:
-        """Whether a window routed by layout `epoch` must not be stored any more: its old
-        shards hand off from now on (its sender delivers again and is routed anew)."""
-        return (
-            self.change is not None and epoch < self.change.epoch and now >= self.change.handoff_at
-        )
+        """Whether a window routed by layout `epoch` must not start being stored any more
+        (its sender delivers again and is routed anew): from halfway through the grace, so
+        that what is being stored reaches the old shards before their handoff."""
+        if self.change is None or self.next is None or epoch >= self.change.epoch:
+            return False
+        effective_at = self.next.effective_at or self.change.handoff_at
+        return now >= effective_at + (self.change.handoff_at - effective_at) / 2
 
 
 class HandedOff(BaseModel):

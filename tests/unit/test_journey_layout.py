@@ -122,9 +122,10 @@ def test_bridges_route_by_the_next_layout_from_its_moment_and_refuse_old_windows
     # Then routing switches at NOW
     assert status.in_effect(NOW - timedelta(milliseconds=1)).shards == 4
     assert status.in_effect(NOW).shards == 8
-    # And a window routed by layout 0 is stored until the handoff, not after
-    assert not status.too_late_for(0, NOW + timedelta(milliseconds=999))
-    assert status.too_late_for(0, NOW + timedelta(seconds=1))
+    # And a window routed by layout 0 starts being stored until halfway through the grace,
+    # not after (it must reach the old shard before its handoff)
+    assert not status.too_late_for(0, NOW + timedelta(milliseconds=499))
+    assert status.too_late_for(0, NOW + timedelta(milliseconds=500))
     assert not status.too_late_for(1, NOW + timedelta(seconds=5))
 
 
