@@ -77,17 +77,11 @@ class LayoutChange(BaseModel):
     def new_owner(self, routing_key: str) -> int:
         return shard_of(routing_key, self.new_shards)
 
-    def senders(self, shard: int) -> list[int]:
-        """The old shards that hand off to `shard`: those an identity can move from to it.
-        (An identity of digest h moves from h mod old to h mod new: such an h exists when
-        the two are congruent modulo gcd(old, new).) A redelivery goes where its identity
-        goes, so the keys a new owner needs are those of its senders."""
-        if shard >= self.new_shards:
-            return []
-        step = math.gcd(self.old_shards, self.new_shards)
-        return [old for old in range(shard % step, self.old_shards, step) if old != shard]
-
     def receivers(self, shard: int) -> list[int]:
+        """The new shards `shard` hands off to: those an identity can move to from it. (An
+        identity of digest h moves from h mod old to h mod new: such an h exists when the
+        two are congruent modulo gcd(old, new).) A redelivery goes where its identity goes,
+        so the keys a new owner needs are those of the shards that send to it."""
         if shard >= self.old_shards:
             return []
         step = math.gcd(self.old_shards, self.new_shards)
