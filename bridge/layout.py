@@ -80,8 +80,18 @@ class LayoutReader:
     async def _read(self) -> None:
         started = time.monotonic()
         try:
-            self.latest = await read_layout(self._client, self._task_queue, self._configured)
+            status = await read_layout(self._client, self._task_queue, self._configured)
         except Exception as exc:  # unreachable, or a memo this version cannot read
             log.warning("journey layout not read", error=str(exc))
             return
+        if status.current.shards != self._configured and (
+            self.latest is None or self.latest.current != status.current
+        ):
+            log.warning(
+                "TEMPORAL_JOURNEY_SHARDS differs from the journey layout: routing by the layout",
+                configured=self._configured,
+                layout_shards=status.current.shards,
+                layout_epoch=status.current.epoch,
+            )
+        self.latest = status
         self._read_at = started

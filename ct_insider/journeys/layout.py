@@ -17,8 +17,9 @@ identities it remembers move):
   of the identities moving there, in parts of at most `HANDOFF_MAX_BYTES`;
 - b merges each part into its memory and, once a's parts are all in, accepts the held
   signals (the usual rules: duplicates, stale state, deletions) and delivers them in order;
-- a signal of a moved identity reaching a after its handoff (a window stored late) is
-  checked against a's memory and forwarded to b.
+- bridges do not start storing a window routed by the old layout after halfway through the
+  grace; a signal of a moved identity that still reaches a after its handoff (a window stored
+  slowly) is checked against a's memory and forwarded to b.
 
 Both halves are idempotent: a part is known by (epoch, sender, index), a forwarded signal
 by its dedupe key.
