@@ -7,6 +7,7 @@ import asyncio
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.client import Client
 
 from ct_insider.journeys.layout import LayoutChange
 from workflows.journey_shard import JourneyShardWorkflow, ShardInput, shard_workflow_id
@@ -19,17 +20,20 @@ class AnnounceInput(BaseModel):
 
 @activity.defn
 async def announce_layout(params: AnnounceInput) -> None:
-    client = activity.client()
+    await announce(activity.client(), params.task_queue, params.change)
+
+
+async def announce(client: Client, task_queue: str, change: LayoutChange) -> None:
     await asyncio.gather(
         *(
             client.start_workflow(
                 JourneyShardWorkflow.run,
                 ShardInput(shard=shard),
-                id=shard_workflow_id(params.task_queue, shard),
-                task_queue=params.task_queue,
+                id=shard_workflow_id(task_queue, shard),
+                task_queue=task_queue,
                 start_signal="relayout",
-                start_signal_args=[params.change],
+                start_signal_args=[change],
             )
-            for shard in range(params.change.shards())
+            for shard in range(change.shards())
         )
     )

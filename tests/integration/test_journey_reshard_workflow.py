@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities.journey import DeliverInput, DeliverResult, FinishInput, SettleInput
-from activities.layout import announce_layout
+from activities.layout import announce, announce_layout
 from bridge.layout import read_layout
 from ct_insider.journeys.delivery import DeliveryOutcome, DeliveryStats
 from ct_insider.journeys.layout import LayoutChange, layout_workflow_id
@@ -152,26 +152,13 @@ async def delivered(mocks: MockActivities, *keys: str) -> None:
     )
 
 
-async def tell(client: Client, queue: str, change: LayoutChange, count: int) -> list[Shard]:
-    """As JourneyLayoutWorkflow announces a change: every shard it involves (the new
-    ones started)."""
-    await announce_on(client, queue, change)
+async def tell(client: Client, queue: str, change: LayoutChange) -> list[Shard]:
+    """Announce a change as JourneyLayoutWorkflow does (the new shards started)."""
+    await announce(client, queue, change)
     return [
         client.get_workflow_handle_for(JourneyShardWorkflow.run, shard_workflow_id(queue, n))
-        for n in range(count)
+        for n in range(change.shards())
     ]
-
-
-async def announce_on(client: Client, queue: str, change: LayoutChange) -> None:
-    for shard in range(change.shards()):
-        await client.start_workflow(
-            JourneyShardWorkflow.run,
-            ShardInput(shard=shard),
-            id=shard_workflow_id(queue, shard),
-            task_queue=queue,
-            start_signal="relayout",
-            start_signal_args=[change],
-        )
 
 
 def change_due_now() -> LayoutChange:
@@ -192,7 +179,7 @@ async def test_a_moving_identity_is_held_until_its_old_shard_delivered_and_hande
         mocks.gates[1] = asyncio.Event()
         await send(old, second)
         await until(lambda: _pending_taken(old), "the old owner's delivery started")
-        new = (await tell(client, queue, change_due_now(), 4))[3]
+        new = (await tell(client, queue, change_due_now()))[3]
         # When the new owner gets the identity's next event, and a redelivery of the first
         await send(new, third, first)
         # Then it holds them while the old owner has not handed off
@@ -227,7 +214,7 @@ async def test_a_deletion_delivered_by_the_old_shard_is_honoured_by_the_new_one(
         await send(old, deletion)
         await delivered(mocks, deletion.dedupe_key)
         # When the identity moves and an event of it reaches its new owner
-        new = (await tell(client, queue, change_due_now(), 4))[3]
+        new = (await tell(client, queue, change_due_now()))[3]
         await send(new, later)
         await until(lambda: _received(new, 1), "the new owner accepted the handoff")
         await until(lambda: _after_deletion(new), "the new owner judged the event")
@@ -250,7 +237,7 @@ async def test_a_signal_reaching_the_old_shard_after_its_handoff_is_forwarded_on
     straggler, staying = view(1, MOVING), view(2, STAYING)
     async with shards(client, mocks, 2) as (queue, (_, old)):
         # Given the old owner handed off to the new one
-        new = (await tell(client, queue, change_due_now(), 4))[3]
+        new = (await tell(client, queue, change_due_now()))[3]
         await until(lambda: _received(new, 1), "the handoff arrived")
         # When a window routed by the old layout arrives late, twice, with an identity
         # that stays
