@@ -66,6 +66,7 @@ class MockActivities:
 
     deliveries: list[tuple[int, list[str]]] = field(default_factory=list)
     gates: dict[int, asyncio.Event] = field(default_factory=dict)
+    waiting: list[int] = field(default_factory=list)  # shards whose delivery is at its gate
     deleted: set[str] = field(default_factory=set)  # routing keys a delivery deletes
 
     @activity.defn(name="deliver_journeys")
@@ -73,6 +74,7 @@ class MockActivities:
         shard = int(params.lane.rsplit("-", 1)[1])
         gate = self.gates.get(shard)
         if gate is not None:
+            self.waiting.append(shard)
             await gate.wait()
         self.deliveries.append((shard, [s.dedupe_key for s in params.signals]))
         deleted = [s.routing() for s in params.signals if s.routing() in self.deleted]
@@ -178,7 +180,7 @@ async def test_a_moving_identity_is_held_until_its_old_shard_delivered_and_hande
         # ... and is delivering a second one when the change to 4 shards takes effect
         mocks.gates[1] = asyncio.Event()
         await send(old, second)
-        await until(lambda: _pending_taken(old), "the old owner's delivery started")
+        await eventually(lambda: 1 in mocks.waiting, within=30)
         new = (await tell(client, queue, change_due_now()))[3]
         # When the new owner gets the identity's next event, and a redelivery of the first
         await send(new, third, first)
@@ -194,10 +196,6 @@ async def test_a_moving_identity_is_held_until_its_old_shard_delivered_and_hande
     assert mocks.delivered_by(3) == [third.dedupe_key]
     assert mocks.position(second.dedupe_key) < mocks.position(third.dedupe_key)
     assert (new_stats.duplicates, new_stats.handoff_parts_received) == (1, 1)
-
-
-async def _pending_taken(handle: Shard) -> bool:
-    return (await handle.query(JourneyShardWorkflow.pending)) == 0
 
 
 async def _held(handle: Shard, count: int) -> bool:
