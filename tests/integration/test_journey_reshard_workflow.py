@@ -29,6 +29,7 @@ from ct_insider.journeys.delivery import DeliveryOutcome, DeliveryStats
 from ct_insider.journeys.layout import LayoutChange, layout_workflow_id
 from ct_insider.journeys.settle import SettleProgress
 from ct_insider.journeys.signals import shard_of
+from starters.output import UsageError
 from starters.reshard import reshard
 from tests.conftest import eventually
 from tests.integration.test_journey_shard_workflow import keep_history, send, view
@@ -263,6 +264,9 @@ async def test_reshard_through_the_layout_workflow_completes_with_every_handoff(
         scheduled = await reshard(client, queue, 2, request)
         assert scheduled.next is not None
         assert scheduled.next.shards == 4
+        # (another one is refused while it is under way: `ct-insider reshard` exits 2)
+        with pytest.raises(UsageError, match="a reshard is in progress"):
+            await reshard(client, queue, 2, ReshardRequest(shards=8))
         # Then it completes: every old shard handed off, the layout is 4 shards
         await until(
             lambda: _layout_epoch(client, queue, 1), "the layout workflow completed the change"
@@ -270,8 +274,11 @@ async def test_reshard_through_the_layout_workflow_completes_with_every_handoff(
         new = client.get_workflow_handle_for(JourneyShardWorkflow.run, shard_workflow_id(queue, 3))
         new_stats = await stats(new)
         status = await read_layout(client, queue, 2)
+        with pytest.raises(UsageError) as refused_same_count:
+            await reshard(client, queue, 2, ReshardRequest(shards=4))
     assert (status.current.epoch, status.current.shards, status.next) == (1, 4, None)
     assert new_stats.handoff_parts_received == 1
+    assert refused_same_count.value.args == ("the journey shards are 4 already",)
 
 
 async def _layout_epoch(client: Client, queue: str, epoch: int) -> bool:
