@@ -8,9 +8,10 @@ the windows holding its signals. One shard's windows are committed one after the
 a person's signals reach the shard in the order the bridge received them.
 
 Routing follows the journey layout (bridge/layout.py): a reshard takes effect at a moment
-every bridge knows in advance; a window routed by the layout before does not start being
-stored once that is too close to the old shards' handoff (its requests answer 503 and are
-routed anew when delivered again).
+every bridge knows in advance. A window is stored by the layout in effect when its commit
+starts: the signals of a window routed before whose identity moved since go to the lane of
+their new shard (which holds them until their old shard handed off), so only windows
+already being stored when a reshard takes effect reach the old shards afterwards.
 
 Backpressure: a shard whose history grows beyond `BRIDGE_SHARD_BACKLOG_BYTES` is not
 keeping up (Insider or the workers are down); its events are answered 503 with
@@ -27,6 +28,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from opentelemetry import trace
@@ -71,6 +73,7 @@ class _Window:
     committed: asyncio.Future[None]
     epoch: int  # of the layout its signals were routed by
     parts: list[bytes] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)  # each part's routing key
     size: int = 0
     # The spans of the requests whose signals the window holds (only while tracing).
     requests: list[SpanContext] = field(default_factory=list)
@@ -96,7 +99,8 @@ class _Lane:
         self.history_bytes = 0
         self._checked = 0.0
 
-    async def add(self, parts: list[bytes], epoch: int) -> None:
+    async def add(self, signals: list[tuple[str, bytes]], epoch: int) -> None:
+        """Add (routing key, signal) pairs routed by layout `epoch`; return once stored."""
         self._check_backlog()
         if self.history_bytes > self._committer.backlog_bytes:
             raise ShardBacklogged(
@@ -107,7 +111,7 @@ class _Lane:
         loop = asyncio.get_running_loop()
         waiting: list[asyncio.Future[None]] = []
         request = trace.get_current_span().get_span_context() if telemetry.tracer() else None
-        for part in parts:
+        for route, part in signals:
             if (
                 not self._windows
                 or not self._windows[-1].has_room(part)
@@ -116,6 +120,7 @@ class _Lane:
                 self._windows.append(_Window(time.monotonic(), loop.create_future(), epoch))
             window = self._windows[-1]
             window.parts.append(part)
+            window.routes.append(route)
             window.size += len(part)
             if not waiting or waiting[-1] is not window.committed:
                 waiting.append(window.committed)
@@ -136,10 +141,11 @@ class _Lane:
                     await asyncio.wait_for(self._ready.wait(), timeout=remaining)
             self._windows.popleft()
             self._ready.clear()
+            moved = self._committer.reroute(self.shard, window)
             try:
-                self._committer.check_layout(window.epoch)
-                with _window_span(self.shard, window):
-                    await self._committer.signal(self.shard, window.parts)
+                if window.parts:
+                    with _window_span(self.shard, window):
+                        await self._committer.signal(self.shard, window.parts)
             except Exception as exc:  # each request waiting on this window answers 503
                 failure = (
                     exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
@@ -147,8 +153,11 @@ class _Lane:
                 if not window.committed.done():
                     window.committed.set_exception(failure)
                 continue
-            if not window.committed.done():
-                window.committed.set_result(None)
+            if moved is None:
+                if not window.committed.done():
+                    window.committed.set_result(None)
+            else:  # stored once the moved signals are stored too
+                moved.add_done_callback(partial(_settle, window.committed))
 
     @property
     def queued(self) -> int:
@@ -172,6 +181,20 @@ class _Lane:
         except RuntimeError:
             return
         self.history_bytes = described.raw_description.workflow_execution_info.history_size_bytes
+
+
+def _settle(committed: asyncio.Future[None], moved: asyncio.Future[Any]) -> None:
+    failure = moved.exception() if not moved.cancelled() else TemporalUnavailable("cancelled")
+    if committed.done():
+        return
+    if failure is None:
+        committed.set_result(None)
+    else:
+        committed.set_exception(
+            failure
+            if isinstance(failure, TemporalUnavailable)
+            else TemporalUnavailable(str(failure))
+        )
 
 
 @contextlib.contextmanager
@@ -232,27 +255,45 @@ class ShardCommitter:
         if status is None:
             raise TemporalUnavailable("the journey layout could not be read lately")
         layout = status.in_effect(datetime.now(UTC))
-        by_shard: dict[int, list[bytes]] = {}
+        by_shard: dict[int, list[tuple[str, bytes]]] = {}
         for signal in signals:
-            shard = shard_of(signal.routing(), layout.shards)
-            by_shard.setdefault(shard, []).append(
-                signal.model_dump_json(exclude_defaults=True).encode()
+            route = signal.routing()
+            by_shard.setdefault(shard_of(route, layout.shards), []).append(
+                (route, signal.model_dump_json(exclude_defaults=True).encode())
             )
+        await self._add(by_shard, layout.epoch)
+        return len(by_shard)
+
+    async def _add(self, by_shard: dict[int, list[tuple[str, bytes]]], epoch: int) -> None:
         results = await asyncio.gather(
-            *(self._lane(shard).add(parts, layout.epoch) for shard, parts in by_shard.items()),
+            *(self._lane(shard).add(signals, epoch) for shard, signals in by_shard.items()),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return len(by_shard)
 
-    def check_layout(self, epoch: int) -> None:
-        """Raises TemporalUnavailable for a window routed by a layout whose old shards hand
-        off soon: stored, it could reach them after their handoff."""
+    def reroute(self, shard: int, window: _Window) -> asyncio.Task[None] | None:
+        """A window routed by a layout no longer in effect: the signals whose identity moved
+        leave it for their new shard's lane; the task that stores them, if any."""
         status = self.layout.latest
-        if status is not None and status.too_late_for(epoch, datetime.now(UTC)):
-            raise TemporalUnavailable(f"window routed by layout {epoch}, replaced since")
+        if status is None:
+            return None
+        layout = status.in_effect(datetime.now(UTC))
+        if layout.epoch == window.epoch:
+            return None
+        moved: dict[int, list[tuple[str, bytes]]] = {}
+        kept: list[tuple[str, bytes]] = []
+        for route, part in zip(window.routes, window.parts, strict=True):
+            owner = shard_of(route, layout.shards)
+            (kept if owner == shard else moved.setdefault(owner, [])).append((route, part))
+        window.routes = [route for route, _ in kept]
+        window.parts = [part for _, part in kept]
+        window.size = sum(len(part) for part in window.parts)
+        if not moved:
+            return None
+        log.info("window rerouted by the new journey layout", shard=shard, epoch=layout.epoch)
+        return asyncio.create_task(self._add(moved, layout.epoch))
 
     def workflow_id(self, shard: int) -> str:
         return shard_workflow_id(self.task_queue, shard)

@@ -17,9 +17,10 @@ identities it remembers move):
   of the identities moving there, in parts of at most `HANDOFF_MAX_BYTES`;
 - b merges each part into its memory and, once a's parts are all in, accepts the held
   signals (the usual rules: duplicates, stale state, deletions) and delivers them in order;
-- bridges do not start storing a window routed by the old layout after halfway through the
-  grace; a signal of a moved identity that still reaches a after its handoff (a window stored
-  slowly) is checked against a's memory and forwarded to b.
+- a bridge stores a window by the layout in effect when its commit starts (the signals of
+  moved identities go to their new shard); a signal of a moved identity that still reaches a
+  after its handoff (a window whose store took longer than the grace) is checked against
+  a's memory and forwarded to b.
 
 Both halves are idempotent: a part is known by (epoch, sender, index), a forwarded signal
 by its dedupe key.
@@ -46,9 +47,9 @@ LAYOUT_REFRESH_SECONDS = 2.0
 LAYOUT_STALE_SECONDS = 4.0
 MIN_LEAD_SECONDS = 10.0
 DEFAULT_LEAD_SECONDS = 30.0
-# After a change takes effect, windows the bridges routed by the old layout are still being
-# stored (a commit window, 150 ms, and its signal): old shards hand off this long after.
-DEFAULT_GRACE_SECONDS = 1.0
+# When a change takes effect, windows the bridges routed by the old layout may be being
+# stored (a signal, milliseconds): old shards hand off this long after.
+DEFAULT_GRACE_SECONDS = 0.5
 # A handoff part is one signal: Temporal refuses payloads over 2 MB.
 HANDOFF_MAX_BYTES = 1_000_000
 LAYOUT_MEMO = "layout"
@@ -115,15 +116,6 @@ class LayoutStatus(BaseModel):
         if upcoming is not None and upcoming.effective_at and now >= upcoming.effective_at:
             return upcoming
         return self.current
-
-    def too_late_for(self, epoch: int, now: datetime) -> bool:
-        """Whether a window routed by layout `epoch` must not start being stored any more
-        (its sender delivers again and is routed anew): from halfway through the grace, so
-        that what is being stored reaches the old shards before their handoff."""
-        if self.change is None or self.next is None or epoch >= self.change.epoch:
-            return False
-        effective_at = self.next.effective_at or self.change.handoff_at
-        return now >= effective_at + (self.change.handoff_at - effective_at) / 2
 
 
 class HandedOff(BaseModel):

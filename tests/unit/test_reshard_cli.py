@@ -33,4 +33,4 @@ def test_an_unsafe_request_is_a_usage_error(words: tuple[str, ...], reason: str)
 def test_defaults_give_bridges_time_to_learn_the_change() -> None:
     # Given only the shard count, Then the lead and grace are the documented defaults
     request = reshard_request(_args("--shards", "8"))
-    assert (request.shards, request.lead_seconds, request.grace_seconds) == (8, 30.0, 1.0)
+    assert (request.shards, request.lead_seconds, request.grace_seconds) == (8, 30.0, 0.5)
