@@ -35,7 +35,14 @@ async def read_layout(client: Client, task_queue: str, configured: int) -> Layou
     when Temporal could not be asked."""
     handle = client.get_workflow_handle(layout_workflow_id(task_queue))
     try:
-        described = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+        # (the client retries an unreachable server beyond the RPC's own timeout)
+        described = await asyncio.wait_for(
+            handle.describe(rpc_timeout=RPC_TIMEOUT), RPC_TIMEOUT.total_seconds()
+        )
+    except TimeoutError:
+        raise RPCError(
+            "reading the journey layout timed out", RPCStatusCode.DEADLINE_EXCEEDED, b""
+        ) from None
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
