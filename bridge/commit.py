@@ -152,12 +152,10 @@ class _Lane:
                 )
                 if not window.committed.done():
                     window.committed.set_exception(failure)
-                continue
-            if moved is None:
-                if not window.committed.done():
-                    window.committed.set_result(None)
-            else:  # stored once the moved signals are stored too
+            if moved is not None:  # stored once the moved signals are stored too
                 moved.add_done_callback(partial(_settle, window.committed))
+            elif not window.committed.done():
+                window.committed.set_result(None)
 
     @property
     def queued(self) -> int:
@@ -183,9 +181,9 @@ class _Lane:
         self.history_bytes = described.raw_description.workflow_execution_info.history_size_bytes
 
 
-def _settle(committed: asyncio.Future[None], moved: asyncio.Future[Any]) -> None:
+def _settle(committed: asyncio.Future[None], moved: asyncio.Future[None]) -> None:
     failure = moved.exception() if not moved.cancelled() else TemporalUnavailable("cancelled")
-    if committed.done():
+    if committed.done():  # (the window's own signal failed: its requests answered 503)
         return
     if failure is None:
         committed.set_result(None)
@@ -273,7 +271,7 @@ class ShardCommitter:
             if isinstance(result, BaseException):
                 raise result
 
-    def reroute(self, shard: int, window: _Window) -> asyncio.Task[None] | None:
+    def reroute(self, shard: int, window: _Window) -> asyncio.Future[None] | None:
         """A window routed by a layout no longer in effect: the signals whose identity moved
         leave it for their new shard's lane; the task that stores them, if any."""
         status = self.layout.latest
@@ -293,7 +291,7 @@ class ShardCommitter:
         if not moved:
             return None
         log.info("window rerouted by the new journey layout", shard=shard, epoch=layout.epoch)
-        return asyncio.create_task(self._add(moved, layout.epoch))
+        return self.spawn(self._add(moved, layout.epoch))
 
     def workflow_id(self, shard: int) -> str:
         return shard_workflow_id(self.task_queue, shard)
@@ -304,10 +302,12 @@ class ShardCommitter:
             lane = self._lanes[shard] = _Lane(self, shard)
         return lane
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """A task kept until it is done (the event loop only holds tasks weakly)."""
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def signal(self, shard: int, parts: list[bytes]) -> None:
         payload = Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
