@@ -4,8 +4,8 @@ events flow (docs/design/realtime.md#resharding).
 Without --shards: the layout the bridges route by, and a reshard in progress. With it:
 JourneyLayoutWorkflow (created from TEMPORAL_JOURNEY_SHARDS the first time) announces the
 new layout to every shard, and it takes effect `--lead` seconds later; the old shards hand
-off their memory `--grace` seconds after that. `--wait` follows it until every old shard
-handed off.
+off their memory `--grace` seconds after that (a worker must be running: it announces the
+change). `--wait` follows it until every old shard handed off.
 """
 
 from __future__ import annotations
