@@ -79,7 +79,9 @@ class JourneyLayoutWorkflow:
                 break
             effective_at = workflow.now() + lead
         upcoming = Layout(epoch=change.epoch, shards=request.shards, effective_at=effective_at)
-        self._status = LayoutStatus(current=current, next=upcoming, change=change)
+        self._status = LayoutStatus(
+            current=current, next=upcoming, change=change, handed_off=self._status.handed_off
+        )
         workflow.upsert_memo(layout_memo(self._status))
         self._announcing = False
         return self._status
@@ -93,8 +95,9 @@ class JourneyLayoutWorkflow:
 
     @workflow.signal
     def handed_off(self, report: HandedOff) -> None:
-        change = self._status.change
-        if change is None or report.epoch != change.epoch:
+        # (a shard told of a slow announcement's first moment may report before the update
+        # published the change)
+        if report.epoch != self._status.current.epoch + 1:
             return
         if report.shard not in self._status.handed_off:
             self._status.handed_off.append(report.shard)
