@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from temporalio import activity
@@ -38,6 +39,7 @@ from workflows.journey_layout import JourneyLayoutWorkflow, ReshardRequest
 from workflows.journey_shard import (
     JourneyShardWorkflow,
     ShardInput,
+    ShardSettings,
     ShardStats,
     shard_workflow_id,
 )
@@ -103,8 +105,9 @@ class MockActivities:
 
 @asynccontextmanager
 async def shards(
-    client: Client, mocks: MockActivities, count: int
+    client: Client, mocks: MockActivities, count: int, **settings: Any
 ) -> AsyncIterator[tuple[str, list[Shard]]]:
+    """`count` shards on a worker of their own; `settings` override ShardSettings."""
     queue = f"reshard-test-{uuid.uuid4()}"
     with journey_activation_pool() as activations:
         async with journey_worker(
@@ -117,7 +120,7 @@ async def shards(
             handles = [
                 await client.start_workflow(
                     JourneyShardWorkflow.run,
-                    ShardInput(shard=n),
+                    ShardInput(shard=n, settings=ShardSettings.model_validate(settings)),
                     id=shard_workflow_id(queue, n),
                     task_queue=queue,
                 )
@@ -248,6 +251,30 @@ async def test_a_signal_reaching_the_old_shard_after_its_handoff_is_forwarded_on
     assert mocks.delivered_by(3) == [straggler.dedupe_key]
     assert mocks.delivered_by(1) == [staying.dedupe_key]
     assert (old_stats.forwarded, old_stats.duplicates) == (1, 1)
+
+
+async def test_a_shard_continued_as_new_after_its_handoff_still_forwards(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    async with shards(client, mocks, 2, max_run_signals=1) as (queue, (_, old)):
+        # Given an old owner that handed off, and then continued-as-new after a delivery
+        new = (await tell(client, queue, change_due_now()))[3]
+        await until(lambda: _received(new, 1), "the handoff arrived")
+        staying = view(1, STAYING)
+        await send(old, staying)
+        await delivered(mocks, staying.dedupe_key)
+        await until(lambda: _runs(old, 2), "the old owner continued-as-new")
+        # When a signal of the moved identity reaches it
+        straggler = view(2, MOVING)
+        await send(old, straggler)
+        await delivered(mocks, straggler.dedupe_key)
+    # Then the next run still knew the reshard: the new owner delivered it
+    assert mocks.delivered_by(3) == [straggler.dedupe_key]
+
+
+async def _runs(handle: Shard, runs: int) -> bool:
+    return (await stats(handle)).runs >= runs
 
 
 async def test_reshard_through_the_layout_workflow_completes_with_every_handoff(
