@@ -62,16 +62,17 @@ class LeanClient:
             writer.close()
 
 
-async def at_rate(count: int, rate: float, send: Callable[[int], Awaitable[None]]) -> float:
-    """Call `send(index)` for index 0..count-1, each at its slot (`index / rate` seconds after
-    the start) without waiting for earlier calls; returns the seconds until all finished.
+async def at_times(times: list[float], send: Callable[[int], Awaitable[None]]) -> float:
+    """Call `send(index)` for each index at `times[index]` seconds after the start (times in
+    ascending order) without waiting for earlier calls; returns the seconds until all
+    finished.
 
     One pacing loop, a task per call only while it is in flight: the load generator shares
     the cores with the system under test, so it must stay cheap."""
     in_flight: set[asyncio.Future[None]] = set()
     started = time.monotonic()
-    for index in range(count):
-        delay = started + index / rate - time.monotonic()
+    for index, at in enumerate(times):
+        delay = started + at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         task = asyncio.ensure_future(send(index))

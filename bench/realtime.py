@@ -13,6 +13,9 @@ the journey shards, on a fresh stack (Temporal dev server, both emulators) per s
 | single  | one event each                   | 450/s   | >= 400/s         |
 | batched | 25 events each                   | 1,600/s | >= 1,500/s       |
 | orders  | one event each, 5% OrderCreated  | 450/s   | >= 400/s         |
+| skew    | 25 each; 0.1% of visitors' clocks 5 min ahead, 3 visitors 9 h ahead; 360,000 events | 1,500/s | >= 1,450/s |
+| redelivery | 25 each; 2% of requests posted again 1 to 300 s later; 540,000 events | 1,500/s | >= 1,450/s |
+| bridges | 25 each, to 3 bridge processes in turn | 1,600/s | >= 1,500/s |
 | reshard | as batched; 4 -> 8 shards mid-run | 1,600/s | >= 1,500/s       |
 
 The reshard shape runs `ct-insider reshard --shards 8 --lead 10` ten seconds before the
@@ -21,7 +24,9 @@ middle of the run, so the new layout takes effect at the middle.
 20,000 identities (90% anonymous). Latency is bridge accepted -> Insider emulator stored.
 Every shape also needs p99 < 2 s, 0 lost, 0 duplicated (purchases included), at most 0.05
 Insider upsert requests and 0.5 Temporal history events per event, no Insider profile
-read, and worker peak RSS < 300 MB. Before the connector, bench/temporal_floor.py runs the
+read (skew and redelivery: at most 0.001 per event), and worker peak RSS < 300 MB. The
+redelivery shape prints the shards' dedupe horizon at its rate: redeliveries within it
+must cost no read. Before the connector, bench/temporal_floor.py runs the
 same traffic through no-op shards (what Temporal alone costs in this design), side by side.
 """
 
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -41,6 +48,7 @@ from typing import Any
 import httpx
 import uvloop
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bench import temporal_floor
 from bench.harness import (
@@ -53,14 +61,14 @@ from bench.harness import (
     save,
     worker_process,
 )
-from bench.loadgen import LeanClient, at_rate
+from bench.loadgen import LeanClient, at_times
 from bench.traffic import SHAPES, Request, Shape, events_in, population, workload
 from bridge.layout import read_layout
 from ct_insider.config import TemporalSettings
 from ct_insider.journeys.layout import MIN_LEAD_SECONDS
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
-from workflows.journey_shard import JourneyShardWorkflow, shard_workflow_id
+from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
 
 TOKEN = "bench-bridge-token-0123456789"
 TARGET_P99 = 2.0
@@ -71,24 +79,33 @@ SHARDS = 4
 RESHARD_LEAD_SECONDS = MIN_LEAD_SECONDS
 
 
-async def post_at_rate(port: int, requests: list[Request], rate: float) -> tuple[float, int]:
-    """Send each request at its slot (`rate` in requests per second); returns (seconds
-    taken, non-2xx answers)."""
+async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[float, int]:
+    """Send each request at its `send_at`, to the bridges in turn; returns (seconds taken,
+    non-2xx answers)."""
     failures = 0
-    http = LeanClient("127.0.0.1", port, TOKEN)
-    wire = [http.request(request.path, request.body) for request in requests]
+    bridges = [LeanClient("127.0.0.1", port, TOKEN) for port in ports]
+    wire = [
+        bridges[n % len(bridges)].request(request.path, request.body)
+        for n, request in enumerate(requests)
+    ]
 
     async def send(index: int) -> None:
         nonlocal failures
-        status = await http.send(wire[index])
-        if status // 100 == 2:
-            requests[index].accepted_at = time.time()
-        else:
+        status = await bridges[index % len(bridges)].send(wire[index])
+        if status // 100 != 2:
             failures += 1
+        elif not requests[index].redelivery:
+            requests[index].accepted_at = time.time()
 
-    seconds = await at_rate(len(requests), rate, send)
-    await http.close()
+    seconds = await at_times([request.send_at for request in requests], send)
+    for http in bridges:
+        await http.close()
     return seconds, failures
+
+
+def dedupe_horizon_minutes(shape: Shape) -> float:
+    """How far back the shards' dedupe memory reaches at the shape's rate (one key per event)."""
+    return round(SHARDS * ShardSettings().seen_capacity / shape.rate / 60, 1)
 
 
 def stored_keys(stack: Stack) -> list[tuple[str, float]]:
@@ -155,6 +172,20 @@ async def reshard_figures(
     }
 
 
+async def shard_stats(client: Client, task_queue: str) -> dict[str, int]:
+    """The journey shards' own counters (current runs: each carries its predecessors'),
+    summed over every shard of the layout now (a reshard adds some): why Insider was read
+    (doubts, cut-short deliveries), what was dropped."""
+    status = await read_layout(client, task_queue, SHARDS)
+    totals: Counter[str] = Counter()
+    for shard in range(max(SHARDS, status.current.shards)):
+        handle = client.get_workflow_handle(shard_workflow_id(task_queue, shard))
+        with contextlib.suppress(RPCError):
+            stats = await handle.query(JourneyShardWorkflow.stats)
+            totals.update(stats.model_dump())
+    return dict(totals)
+
+
 def temporal_actions(stack: Stack) -> float | None:
     """The dev server's `action` counter (Temporal Cloud's metering) for the namespace."""
     if stack.temporal_metrics_url is None:
@@ -184,26 +215,30 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         requests = workload(shape, population(identities, 0.1), skus, orders)
         task_queue = f"bench-{uuid.uuid4()}"
         journey_queue = f"{task_queue}-journeys"
-        bridge_port = free_port()
+        bridge_ports = [free_port() for _ in range(shape.bridges)]
         env = {
             **stack.worker_env(task_queue),
             "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
         }
-        bridge = ManagedProcess(
-            "bridge",
-            ct_insider_command("--log-level", "WARNING", "bridge"),
-            health_url=f"http://127.0.0.1:{bridge_port}/healthz",
-            env={**env, "BRIDGE_TOKEN": TOKEN, "BRIDGE_PORT": str(bridge_port)},
-            log_path=stack.logs / "bridge.log",
-        )
+        bridges = {
+            f"bridge-{n}" if shape.bridges > 1 else "bridge": ManagedProcess(
+                "bridge",
+                ct_insider_command("--log-level", "WARNING", "bridge"),
+                health_url=f"http://127.0.0.1:{port}/healthz",
+                env={**env, "BRIDGE_TOKEN": TOKEN, "BRIDGE_PORT": str(port)},
+                log_path=stack.logs / f"bridge-{n}.log",
+            )
+            for n, port in enumerate(bridge_ports)
+        }
         expected = events_in(requests)
         client = await connect(TemporalSettings(address=stack.temporal_address))
         actions_before = temporal_actions(stack)
-        with worker_process(stack, task_queue, env=env) as worker, bridge:
+        with worker_process(stack, task_queue, env=env) as worker, contextlib.ExitStack() as up:
+            for bridge in bridges.values():
+                up.enter_context(bridge)
             assert worker.process is not None
-            processes = {**stack.servers, "worker": worker, "bridge": bridge}
+            processes = {**stack.servers, "worker": worker, **bridges}
             with PeakRss(worker.process.pid) as rss, CpuSeconds(processes) as cpu:
-                request_rate = shape.rate * len(requests) / shape.events
                 resharding = (
                     asyncio.create_task(
                         reshard_midway(env, shape.events / shape.rate, shape.reshard_to)
@@ -211,7 +246,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
                     if shape.reshard_to
                     else None
                 )
-                seconds, refused = await post_at_rate(bridge_port, requests, request_rate)
+                seconds, refused = await post_on_schedule(bridge_ports, requests)
                 deadline = time.monotonic() + 90
                 while time.monotonic() < deadline:
                     if stack.insider_stats()["events"] >= expected:
@@ -221,6 +256,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             stored = stored_keys(stack)
             insider = stack.insider_stats()
             history, runs = await history_events(client, journey_queue)
+            shards = await shard_stats(client, journey_queue)
             reshard = (
                 await reshard_figures(client, journey_queue, await resharding)
                 if resharding is not None
@@ -231,7 +267,8 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
     first_store: dict[str, float] = {}
     for key, at in stored:
         first_store[key] = min(at, first_store.get(key, at))
-    keys = [(key, n, request.accepted_at) for request in requests for key, n in request.keys]
+    originals = [request for request in requests if not request.redelivery]
+    keys = [(key, n, request.accepted_at) for request in originals for key, n in request.keys]
     delivered = sum(min(n, counts[key]) for key, n, _ in keys)
     upserts = int(insider["requests"].get("upsert", 0))
     return {
@@ -240,6 +277,9 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         "identities": identities,
         "shards": SHARDS,
         "requests_posted": len(requests),
+        "bridges": shape.bridges,
+        "requests_redelivered": len(requests) - len(originals),
+        "dedupe_horizon_minutes": dedupe_horizon_minutes(shape),
         "insider_events_expected": expected,
         "rate_offered": shape.rate,
         "refused": refused,
@@ -249,7 +289,12 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             seconds,
             cpu,
         ),
-        "lost": sum(max(0, n - counts[key]) for key, n, _ in keys),
+        # Lost: acknowledged (2xx) and not in Insider. The events of a refused request (503:
+        # the sender keeps them and posts again) are counted apart.
+        "lost": sum(max(0, n - counts[key]) for key, n, accepted in keys if accepted),
+        "refused_not_stored": sum(
+            max(0, n - counts[key]) for key, n, accepted in keys if not accepted
+        ),
         "duplicated": sum(max(0, counts[key] - n) for key, n, _ in keys),
         "insider_upsert_requests": upserts,
         "insider_upserts_per_event": round(upserts / max(1, delivered), 4),
@@ -264,24 +309,29 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         ),
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
         **({"reshard": reshard} if reshard is not None else {}),
+        "shard_stats": shards,
     }
 
 
-def met(result: dict[str, Any], target_rate: float) -> list[str]:
+def met(result: dict[str, Any], shape: Shape) -> list[str]:
     """The targets a result missed (empty: all met)."""
     misses = []
+    target_rate = shape.target_rate
     if result["delivered_per_second"] < target_rate:
         misses.append(f"delivered {result['delivered_per_second']}/s < {target_rate}/s")
     if result["latency_p99"] is None or result["latency_p99"] >= TARGET_P99:
         misses.append(f"p99 {result['latency_p99']} s >= {TARGET_P99} s")
+    if result["refused"]:
+        misses.append(f"{result['refused']} requests refused (503)")
     if result["lost"] or result["duplicated"]:
         misses.append(f"lost {result['lost']}, duplicated {result['duplicated']}")
     if result["insider_upserts_per_event"] > MAX_UPSERTS_PER_EVENT:
         misses.append(f"{result['insider_upserts_per_event']} upserts per event")
     if result["temporal_history_events_per_event"] > MAX_HISTORY_EVENTS_PER_EVENT:
         misses.append(f"{result['temporal_history_events_per_event']} history events per event")
-    if result["insider_profile_reads"]:
-        misses.append(f"{result['insider_profile_reads']} profile reads")
+    reads = result["insider_profile_reads"]
+    if reads > shape.max_reads_per_event * result["insider_events_expected"]:
+        misses.append(f"{reads} profile reads")
     if result["worker_peak_rss_mb"] >= MAX_WORKER_RSS_MB:
         misses.append(f"worker peak RSS {result['worker_peak_rss_mb']} MB")
     if "reshard" in result and result["reshard"]["layout_now"]["next"] is not None:
@@ -293,7 +343,8 @@ def cpu_total(result: dict[str, Any]) -> float:
     return float(sum(result["cpu_ms_per_event"].values()))
 
 
-def report(result: dict[str, Any], floor: dict[str, Any] | None, target: float) -> str:
+def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -> str:
+    target = shape.target_rate
     lines = [
         f"  accepted by the bridge  {result['accepted_per_second']:>8} events/s "
         f"(refused requests {result['refused']})",
@@ -302,7 +353,8 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, target: float) 
         f"  latency p50/p95/p99     {result['latency_p50']} / {result['latency_p95']} / "
         f"{result['latency_p99']} s (target p99 < {TARGET_P99})",
         f"  p99 by tenth of run     {result['latency_p99_by_tenth_of_run']}",
-        f"  lost / duplicated       {result['lost']} / {result['duplicated']}",
+        f"  lost / duplicated       {result['lost']} / {result['duplicated']} "
+        f"(events of refused requests, not stored: {result['refused_not_stored']})",
         f"  Insider upserts/event   {result['insider_upserts_per_event']} "
         f"({result['insider_upsert_requests']} requests; target <= {MAX_UPSERTS_PER_EVENT}), "
         f"profile reads {result['insider_profile_reads']}",
@@ -311,6 +363,11 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, target: float) 
         f"runs; target <= {MAX_HISTORY_EVENTS_PER_EVENT}); actions/event "
         f"{result['temporal_actions_per_event']}",
         f"  worker peak RSS         {result['worker_peak_rss_mb']} MB",
+        "  shards: "
+        + ", ".join(
+            f"{name} {result['shard_stats'].get(name, 0)}"
+            for name in ("duplicates", "in_doubt", "cut_short", "failed_deliveries", "runs")
+        ),
         f"  CPU ms per event        {result['cpu_ms_per_event']}",
     ]
     if "reshard" in result:
@@ -328,7 +385,13 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, target: float) 
             f"{result['delivered_per_second'] / max(1e-9, floor['delivered_per_second']):.2f}, "
             f"CPU per event {cpu_total(result) / max(1e-9, cpu_total(floor)):.2f}",
         ]
-    misses = met(result, target)
+    if shape.redelivered_share:
+        lines.insert(
+            0,
+            f"  dedupe horizon          {result['dedupe_horizon_minutes']} min at this rate "
+            f"({result['requests_redelivered']} requests posted again 1 to 300 s later)",
+        )
+    misses = met(result, shape)
     lines.append("  targets: " + ("all met" if not misses else "MISSED " + "; ".join(misses)))
     return "\n".join(lines)
 
@@ -350,14 +413,11 @@ def main() -> int:
     results: dict[str, Any] = {}
     ok = True
     for base in shapes:
-        shape = Shape(
-            base.name,
+        shape = dataclasses.replace(
+            base,
             per_request=args.per_request or base.per_request,
             rate=args.rate or base.rate,
             events=args.events or base.events,
-            order_share=base.order_share,
-            target_rate=base.target_rate,
-            reshard_to=base.reshard_to,
         )
         floor = None
         if not args.no_floor and args.temporal_address is None:
@@ -371,12 +431,11 @@ def main() -> int:
             f"\nrealtime, shape {shape.name}: {shape.events:,} events, {shape.per_request} per "
             f"request, {args.identities:,} identities, {shape.rate:.0f}/s offered, "
             f"{SHARDS} shards, on {info['cpu']} ({info['cores']} cores, {info['memory_gib']} "
-            f"GiB; speed probe {info['speed_probe_seconds']} s):\n"
-            + report(result, floor, shape.target_rate),
+            f"GiB; speed probe {info['speed_probe_seconds']} s):\n" + report(result, floor, shape),
             flush=True,
         )
         results[shape.name] = result
-        ok = ok and not met(result, shape.target_rate)
+        ok = ok and not met(result, shape)
     print(f"  saved to {save('realtime', results)}")
     return 0 if ok else 1
 

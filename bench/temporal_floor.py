@@ -32,7 +32,7 @@ from temporalio.common import RawValue
 from temporalio.service import RPCError
 
 from bench.harness import CpuSeconds, delivery_figures, machine, save
-from bench.loadgen import at_rate
+from bench.loadgen import at_times
 from bench.traffic import SHAPES, Shape, population, workload
 from bridge.commit import ShardCommitter, TemporalUnavailable
 from bridge.routing import storefront_signal
@@ -184,7 +184,12 @@ async def run(shape: Shape, identities: int, shards: int) -> dict[str, Any]:
         }
         for n in range(int(shape.events * shape.order_share) + 1)
     ]
-    requests = workload(shape, population(identities, 0.1), skus, orders)
+    # The floor has no dedupe: a redelivering sender's copies are left out.
+    requests = [
+        request
+        for request in workload(shape, population(identities, 0.1), skus, orders)
+        if not request.redelivery
+    ]
     batches = [signals_of(request.body) for request in requests]
     refused = 0
     with dev_server:
@@ -201,8 +206,7 @@ async def run(shape: Shape, identities: int, shards: int) -> dict[str, Any]:
                     return
                 requests[index].accepted_at = time.time()
 
-            request_rate = shape.rate * len(requests) / shape.events
-            seconds = await at_rate(len(requests), request_rate, send)
+            seconds = await at_times([request.send_at for request in requests], send)
             expected = sum(len(b) for b, r in zip(batches, requests, strict=True) if r.accepted_at)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:

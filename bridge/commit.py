@@ -67,6 +67,22 @@ class ShardBacklogged(TemporalUnavailable):
     """The shard is far behind; the sender must deliver again later."""
 
 
+@dataclass(frozen=True)
+class ShardPart:
+    """A journey signal as its shard receives it: whose it is, and its JSON in a window."""
+
+    routing_key: str
+    data: bytes
+
+    @classmethod
+    def of(cls, signal: JourneySignal) -> ShardPart:
+        """Stamps the signal with when the bridge received it (the shard measures its dedupe
+        horizon on our clock, never the sender's). Raises ValueError for a signal that
+        names nobody."""
+        signal.received_at = datetime.now(UTC)
+        return cls(signal.routing(), signal.model_dump_json(exclude_defaults=True).encode())
+
+
 @dataclass
 class _Window:
     opened: float
@@ -247,17 +263,19 @@ class ShardCommitter:
         return {"commit_window": sum(lane.queued for lane in self._lanes.values())}
 
     async def commit(self, signals: Sequence[JourneySignal]) -> int:
-        """Return once Temporal stored every signal (with the shards' other signals of the
+        return await self.commit_parts([ShardPart.of(signal) for signal in signals])
+
+    async def commit_parts(self, parts: Sequence[ShardPart]) -> int:
+        """Return once Temporal stored every part (with the shards' other signals of the
         window); raises TemporalUnavailable otherwise. Returns how many shards were used."""
         status = await self.layout.status()
         if status is None:
             raise TemporalUnavailable("the journey layout could not be read lately")
         layout = status.in_effect(datetime.now(UTC))
         by_shard: dict[int, list[tuple[str, bytes]]] = {}
-        for signal in signals:
-            route = signal.routing()
-            by_shard.setdefault(shard_of(route, layout.shards), []).append(
-                (route, signal.model_dump_json(exclude_defaults=True).encode())
+        for part in parts:
+            by_shard.setdefault(shard_of(part.routing_key, layout.shards), []).append(
+                (part.routing_key, part.data)
             )
         await self._add(by_shard, layout.epoch)
         return len(by_shard)

@@ -5,7 +5,6 @@ before the move arrive after it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,10 +111,15 @@ async def settled(client: Client, journeys: str, expected: int) -> list[ShardSta
         client.get_workflow_handle_for(JourneyShardWorkflow.run, shard_workflow_id(journeys, n))
         for n in range(4)
     ]
-    for _ in range(300):
+
+    async def observe() -> tuple[list[ShardStats], list[int]]:
         stats = [await handle.query(JourneyShardWorkflow.stats) for handle in handles]
-        pending = [await handle.query(JourneyShardWorkflow.pending) for handle in handles]
-        if sum(s.delivered for s in stats) >= expected and not any(pending):
-            return stats
-        await asyncio.sleep(0.2)
-    raise AssertionError("the shards did not deliver everything")
+        return stats, [await handle.query(JourneyShardWorkflow.pending) for handle in handles]
+
+    stats, _ = await eventually(
+        observe,
+        60,
+        until=lambda seen: sum(s.delivered for s in seen[0]) >= expected and not any(seen[1]),
+        what=f"the four shards to deliver {expected} events, nothing pending",
+    )
+    return list(stats)

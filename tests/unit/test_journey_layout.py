@@ -20,9 +20,11 @@ from ct_insider.journeys.layout import (
 from ct_insider.journeys.memory import (
     DELETED_CAPACITY,
     MemorySnapshot,
+    SeenKeys,
     ShardMemory,
     split_handoff,
 )
+from ct_insider.journeys.sender_clock_keys import SenderClockSeenKeys
 from ct_insider.journeys.signals import Market, digest, shard_of
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -120,10 +122,19 @@ def test_bridges_route_by_the_next_layout_from_its_moment() -> None:
     assert status.in_effect(NOW).shards == 8
 
 
+def _seen(memory: ShardMemory) -> SeenKeys:
+    assert isinstance(memory.seen, SeenKeys)
+    return memory.seen
+
+
 def _busy_memory() -> ShardMemory:
+    """A full memory: keys received over 5 minutes (our clock), some dated ahead."""
     memory = ShardMemory(seen_capacity=30_000, identity_capacity=20_000)
     for number in range(30_000):
-        memory.seen.add(digest(f"event-{number}"), NOW, NOW + timedelta(seconds=number // 100))
+        received = NOW + timedelta(seconds=number // 100)
+        memory.seen.remember(digest(f"event-{number}"), NOW, None, received)
+    for number in range(100):
+        memory.seen.remember(digest(f"ahead-{number}"), NOW + timedelta(hours=1), None, NOW)
     for number in range(20_000):
         state = memory.identities.touch(f"anonymous-{number}", NOW)
         market = Market(channel=f"web-{number}", currency="EUR", store=f"store-{number}" * 3)
@@ -140,9 +151,10 @@ def test_a_handoff_carries_every_key_and_only_the_moving_identities() -> None:
     # When it hands off to shard 5 of 8
     handoff = memory.handoff(CHANGE.moves_to(5), NOW - timedelta(days=1), NOW)
     receiver = ShardMemory(seen_capacity=30_000, identity_capacity=20_000)
-    receiver.inherit(handoff)
+    receiver.inherit(handoff, NOW + timedelta(minutes=10))
     # Then the receiver knows every key, and exactly the identities owned by shard 5
     assert all(digest(f"event-{n}") in receiver.seen for n in range(0, 30_000, 97))
+    assert all(digest(f"ahead-{n}") in receiver.seen for n in range(100))
     moving = [n for n in range(20_000) if shard_of(f"anonymous-{n}", 8) == 5]
     assert len(receiver.identities) == len(moving)
     state = receiver.identities.get(f"anonymous-{moving[0]}")
@@ -158,7 +170,8 @@ def test_a_handoff_carries_every_key_and_only_the_moving_identities() -> None:
 def test_a_worst_case_handoff_splits_into_parts_that_fit_a_signal_and_lose_nothing() -> None:
     # Given the largest memory a shard keeps, every identity moving (a shrink to one shard)
     memory = _busy_memory()
-    memory.seen.forgotten_through = 123
+    _seen(memory).forgotten_through = 123
+    _seen(memory).ahead_forgotten_through = 456
     handoff = memory.handoff(lambda _: True, NOW - timedelta(days=1), NOW)
     # When it is split
     parts = split_handoff(handoff, HANDOFF_MAX_BYTES)
@@ -171,10 +184,10 @@ def test_a_worst_case_handoff_splits_into_parts_that_fit_a_signal_and_lose_nothi
     assert max(part_sizes) <= HANDOFF_MAX_BYTES
     # ... and inheriting all parts is inheriting the whole
     whole = ShardMemory(seen_capacity=30_000, identity_capacity=20_000)
-    whole.inherit(handoff)
+    whole.inherit(handoff, NOW + timedelta(minutes=10))
     pieces = ShardMemory(seen_capacity=30_000, identity_capacity=20_000)
     for part in parts:
-        pieces.inherit(part)
+        pieces.inherit(part, NOW + timedelta(minutes=10))
     assert _keys(pieces) == _keys(whole)
     assert len(_keys(whole)) == 30_000
     for number in range(20_000):
@@ -182,7 +195,9 @@ def test_a_worst_case_handoff_splits_into_parts_that_fit_a_signal_and_lose_nothi
             f"anonymous-{number}"
         )
     assert pieces.identities.deleted_snapshot(NOW) == whole.identities.deleted_snapshot(NOW)
-    assert pieces.seen.forgotten_through == 123
+    assert pieces.seen.snapshot().ahead_keys == whole.seen.snapshot().ahead_keys
+    assert _seen(pieces).forgotten_through == 123
+    assert _seen(pieces).ahead_forgotten_through == 456
 
 
 def _keys(memory: ShardMemory) -> set[bytes]:
@@ -200,12 +215,46 @@ def test_inherited_keys_beyond_the_capacity_are_forgotten_as_usual(own_keys: int
     receiver = ShardMemory(seen_capacity=30_000, identity_capacity=100)
     later = NOW + timedelta(hours=1)
     for number in range(own_keys):
-        receiver.seen.add(digest(f"own-{number}"), later, later)
+        receiver.seen.remember(digest(f"own-{number}"), later, None, later)
     # When it inherits a full memory of older keys
-    receiver.inherit(_busy_memory().handoff(lambda _: False, NOW, NOW))
+    receiver.inherit(_busy_memory().handoff(lambda _: False, NOW, NOW), later)
     # Then it stays within its capacity, keeps its own keys, and what it could not keep
     # makes a redelivery of that age doubtful, never a silent duplicate
     assert len(receiver.seen) <= 30_000
     assert all(digest(f"own-{n}") in receiver.seen for n in range(own_keys))
     if own_keys:
-        assert receiver.seen.may_have_forgotten(NOW)
+        # ... measured by when the forgotten keys were received (our clock): a signal
+        # dated after the last of them was received cannot repeat one of them
+        seen = _seen(receiver)
+        assert seen.may_have_forgotten(NOW, later)
+        assert seen.forgotten_through is not None
+        assert seen.forgotten_through <= (NOW + timedelta(seconds=300)).timestamp() * 1000
+        assert not seen.may_have_forgotten(NOW + timedelta(seconds=310), later)
+
+
+def test_inherited_receipt_times_are_never_later_than_the_receivers_clock() -> None:
+    # Given a handoff whose keys state receipt times ahead of the receiver's clock
+    handoff = _busy_memory().handoff(lambda _: False, NOW, NOW)
+    receiver = ShardMemory(seen_capacity=30_000, identity_capacity=100)
+    # When it is merged before the receiver's clock reached them, then pushed out
+    receiver.inherit(handoff, NOW + timedelta(seconds=10))
+    for number in range(30_000):
+        at = NOW + timedelta(seconds=20)
+        receiver.seen.remember(digest(f"own-{number}"), at, None, at)
+    # Then what it forgot is dated no later than its clock at the merge
+    forgotten = _seen(receiver).forgotten_through
+    assert forgotten is not None
+    assert forgotten <= (NOW + timedelta(seconds=10)).timestamp() * 1000
+
+
+def test_a_run_on_the_senders_clock_moves_its_keys_to_ours_when_it_inherits() -> None:
+    # Given a shard run begun before `shard-memory-on-our-clock`, a sender's clock ahead
+    old = SenderClockSeenKeys(30_000)
+    old.add(digest("old-key"), NOW + timedelta(hours=1), NOW)
+    receiver = ShardMemory(seen_capacity=30_000, identity_capacity=100, seen=old)
+    # When it inherits a handoff
+    receiver.inherit(_busy_memory().handoff(lambda _: False, NOW, NOW), NOW)
+    # Then its memory is on our clock and knows both its own key and the inherited ones
+    seen = _seen(receiver)
+    assert digest("old-key") in seen
+    assert digest("event-0") in seen
