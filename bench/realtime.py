@@ -16,6 +16,10 @@ the journey shards, on a fresh stack (Temporal dev server, both emulators) per s
 | skew    | 25 each; 0.1% of visitors' clocks 5 min ahead, 3 visitors 9 h ahead; 360,000 events | 1,500/s | >= 1,450/s |
 | redelivery | 25 each; 2% of requests posted again 1 to 300 s later; 540,000 events | 1,500/s | >= 1,450/s |
 | bridges | 25 each, to 3 bridge processes in turn | 1,600/s | >= 1,500/s |
+| reshard | as batched; 4 -> 8 shards mid-run | 1,600/s | >= 1,500/s       |
+
+The reshard shape runs `ct-insider reshard --shards 8 --lead 10` ten seconds before the
+middle of the run, so the new layout takes effect at the middle.
 
 20,000 identities (90% anonymous). Latency is bridge accepted -> Insider emulator stored.
 Every shape also needs p99 < 2 s, 0 lost, 0 duplicated (purchases included), at most 0.05
@@ -32,6 +36,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
 import sys
 import time
 import uuid
@@ -57,7 +63,9 @@ from bench.harness import (
 )
 from bench.loadgen import LeanClient, at_times
 from bench.traffic import SHAPES, Request, Shape, events_in, population, workload
+from bridge.layout import read_layout
 from ct_insider.config import TemporalSettings
+from ct_insider.journeys.layout import MIN_LEAD_SECONDS
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
 from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
@@ -68,6 +76,7 @@ MAX_UPSERTS_PER_EVENT = 0.05
 MAX_HISTORY_EVENTS_PER_EVENT = 0.5
 MAX_WORKER_RSS_MB = 300
 SHARDS = 4
+RESHARD_LEAD_SECONDS = MIN_LEAD_SECONDS
 
 
 async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[float, int]:
@@ -125,11 +134,51 @@ async def history_events(client: Client, task_queue: str) -> tuple[int, int]:
     return total, runs
 
 
+async def reshard_midway(env: dict[str, str], run_seconds: float, shards: int) -> dict[str, Any]:
+    """`ct-insider reshard`, timed to take effect at the middle of the run; its JSON."""
+    await asyncio.sleep(max(0.0, run_seconds / 2 - RESHARD_LEAD_SECONDS))
+    process = await asyncio.create_subprocess_exec(
+        *ct_insider_command(
+            "reshard", "--shards", str(shards), "--lead", str(RESHARD_LEAD_SECONDS), "--json"
+        ),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0, f"ct-insider reshard exited {process.returncode}"
+    scheduled: dict[str, Any] = json.loads(out)
+    return scheduled
+
+
+async def reshard_figures(
+    client: Client, journey_queue: str, scheduled: dict[str, Any]
+) -> dict[str, Any]:
+    """What the reshard did: the layout now, and the shards' holds, forwards and handoffs."""
+    status = await read_layout(client, journey_queue, SHARDS)
+    shards = max(SHARDS, status.current.shards)
+    stats = [
+        await client.get_workflow_handle_for(
+            JourneyShardWorkflow.run, shard_workflow_id(journey_queue, n)
+        ).query(JourneyShardWorkflow.stats)
+        for n in range(shards)
+    ]
+    return {
+        "scheduled": scheduled,
+        "layout_now": status.model_dump(mode="json"),
+        "held": sum(s.held for s in stats),
+        "forwarded": sum(s.forwarded for s in stats),
+        "handoff_parts": sum(s.handoff_parts_received for s in stats),
+        "delivered_by_shard": [s.delivered for s in stats],
+    }
+
+
 async def shard_stats(client: Client, task_queue: str) -> dict[str, int]:
     """The journey shards' own counters (current runs: each carries its predecessors'),
-    summed: why Insider was read (doubts, cut-short deliveries), what was dropped."""
+    summed over every shard of the layout now (a reshard adds some): why Insider was read
+    (doubts, cut-short deliveries), what was dropped."""
+    status = await read_layout(client, task_queue, SHARDS)
     totals: Counter[str] = Counter()
-    for shard in range(SHARDS):
+    for shard in range(max(SHARDS, status.current.shards)):
         handle = client.get_workflow_handle(shard_workflow_id(task_queue, shard))
         with contextlib.suppress(RPCError):
             stats = await handle.query(JourneyShardWorkflow.stats)
@@ -190,6 +239,13 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             assert worker.process is not None
             processes = {**stack.servers, "worker": worker, **bridges}
             with PeakRss(worker.process.pid) as rss, CpuSeconds(processes) as cpu:
+                resharding = (
+                    asyncio.create_task(
+                        reshard_midway(env, shape.events / shape.rate, shape.reshard_to)
+                    )
+                    if shape.reshard_to
+                    else None
+                )
                 seconds, refused = await post_on_schedule(bridge_ports, requests)
                 deadline = time.monotonic() + 90
                 while time.monotonic() < deadline:
@@ -201,6 +257,11 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             insider = stack.insider_stats()
             history, runs = await history_events(client, journey_queue)
             shards = await shard_stats(client, journey_queue)
+            reshard = (
+                await reshard_figures(client, journey_queue, await resharding)
+                if resharding is not None
+                else None
+            )
         actions_after = temporal_actions(stack)
     counts = Counter(key for key, _ in stored)
     first_store: dict[str, float] = {}
@@ -247,6 +308,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             else None
         ),
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
+        **({"reshard": reshard} if reshard is not None else {}),
         "shard_stats": shards,
     }
 
@@ -272,6 +334,8 @@ def met(result: dict[str, Any], shape: Shape) -> list[str]:
         misses.append(f"{reads} profile reads")
     if result["worker_peak_rss_mb"] >= MAX_WORKER_RSS_MB:
         misses.append(f"worker peak RSS {result['worker_peak_rss_mb']} MB")
+    if "reshard" in result and result["reshard"]["layout_now"]["next"] is not None:
+        misses.append("the reshard did not complete")
     return misses
 
 
@@ -306,6 +370,14 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         ),
         f"  CPU ms per event        {result['cpu_ms_per_event']}",
     ]
+    if "reshard" in result:
+        reshard = result["reshard"]
+        now = reshard["layout_now"]["current"]
+        lines.append(
+            f"  reshard                 now layout {now['epoch']} ({now['shards']} shards); "
+            f"held {reshard['held']}, forwarded {reshard['forwarded']}, handoff parts "
+            f"{reshard['handoff_parts']}, delivered by shard {reshard['delivered_by_shard']}"
+        )
     if floor is not None:
         lines += [
             f"  Temporal floor (no-op shards, same traffic): {temporal_floor.summary(floor)}",

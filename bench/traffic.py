@@ -48,6 +48,7 @@ class Shape:
     redelivered_share: float = 0.0
     bridges: int = 1  # bridge processes, posted to in turn
     max_reads_per_event: float = 0.0  # Insider profile reads allowed per event delivered
+    reshard_to: int | None = None  # `ct-insider reshard --shards N`, effective mid-run
 
 
 SKEW_AHEAD = timedelta(minutes=5)
@@ -83,6 +84,9 @@ SHAPES = {
     ),
     "bridges": Shape(
         "bridges", per_request=25, rate=1_600, events=48_000, target_rate=1_500, bridges=3
+    ),
+    "reshard": Shape(
+        "reshard", per_request=25, rate=1_600, events=48_000, target_rate=1_500, reshard_to=8
     ),
 }
 

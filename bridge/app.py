@@ -18,6 +18,7 @@ What an answer tells the sender:
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -225,6 +226,11 @@ def create_app(
 
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        return {**counters, "journey_commits": dispatcher.journeys.commits}
+        stats = {**counters, "journey_commits": dispatcher.journeys.commits}
+        status = dispatcher.journeys.layout.latest
+        if status is not None:  # the layout it routes by
+            layout = status.in_effect(datetime.now(UTC))
+            stats.update(layout_epoch=layout.epoch, journey_shards=layout.shards)
+        return stats
 
     return app

@@ -7,6 +7,12 @@ and the next one opened) and sends it as one signal; each request waits for the 
 the windows holding its signals. One shard's windows are committed one after the other, so
 a person's signals reach the shard in the order the bridge received them.
 
+Routing follows the journey layout (bridge/layout.py): a reshard takes effect at a moment
+every bridge knows in advance. A window is stored by the layout in effect when its commit
+starts: the signals of a window routed before whose identity moved since go to the lane of
+their new shard (which holds them until their old shard handed off), so only windows
+already being stored when a reshard takes effect reach the old shards afterwards.
+
 Backpressure: a shard whose history grows beyond `BRIDGE_SHARD_BACKLOG_BYTES` is not
 keeping up (Insider or the workers are down); its events are answered 503 with
 Retry-After until it has caught up, so its history never nears Temporal's limits and
@@ -22,6 +28,7 @@ from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from opentelemetry import trace
@@ -31,6 +38,7 @@ from temporalio.client import Client
 from temporalio.common import RawValue
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridge.layout import LayoutReader
 from ct_insider import telemetry
 from ct_insider.journeys.signals import JourneySignal, shard_of
 from ct_insider.logging import get_logger
@@ -79,7 +87,9 @@ class ShardPart:
 class _Window:
     opened: float
     committed: asyncio.Future[None]
+    epoch: int  # of the layout its signals were routed by
     parts: list[bytes] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)  # each part's routing key
     size: int = 0
     # The spans of the requests whose signals the window holds (only while tracing).
     requests: list[SpanContext] = field(default_factory=list)
@@ -105,7 +115,8 @@ class _Lane:
         self.history_bytes = 0
         self._checked = 0.0
 
-    async def add(self, parts: list[bytes]) -> None:
+    async def add(self, signals: list[tuple[str, bytes]], epoch: int) -> None:
+        """Add (routing key, signal) pairs routed by layout `epoch`; return once stored."""
         self._check_backlog()
         if self.history_bytes > self._committer.backlog_bytes:
             raise ShardBacklogged(
@@ -116,11 +127,16 @@ class _Lane:
         loop = asyncio.get_running_loop()
         waiting: list[asyncio.Future[None]] = []
         request = trace.get_current_span().get_span_context() if telemetry.tracer() else None
-        for part in parts:
-            if not self._windows or not self._windows[-1].has_room(part):
-                self._windows.append(_Window(time.monotonic(), loop.create_future()))
+        for route, part in signals:
+            if (
+                not self._windows
+                or not self._windows[-1].has_room(part)
+                or self._windows[-1].epoch != epoch
+            ):
+                self._windows.append(_Window(time.monotonic(), loop.create_future(), epoch))
             window = self._windows[-1]
             window.parts.append(part)
+            window.routes.append(route)
             window.size += len(part)
             if not waiting or waiting[-1] is not window.committed:
                 waiting.append(window.committed)
@@ -141,17 +157,20 @@ class _Lane:
                     await asyncio.wait_for(self._ready.wait(), timeout=remaining)
             self._windows.popleft()
             self._ready.clear()
+            moved = self._committer.reroute(self.shard, window)
             try:
-                with _window_span(self.shard, window):
-                    await self._committer.signal(self.shard, window.parts)
+                if window.parts:
+                    with _window_span(self.shard, window):
+                        await self._committer.signal(self.shard, window.parts)
             except Exception as exc:  # each request waiting on this window answers 503
                 failure = (
                     exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
                 )
                 if not window.committed.done():
                     window.committed.set_exception(failure)
-                continue
-            if not window.committed.done():
+            if moved is not None:  # stored once the moved signals are stored too
+                moved.add_done_callback(partial(_settle, window.committed))
+            elif not window.committed.done():
                 window.committed.set_result(None)
 
     @property
@@ -176,6 +195,20 @@ class _Lane:
         except RuntimeError:
             return
         self.history_bytes = described.raw_description.workflow_execution_info.history_size_bytes
+
+
+def _settle(committed: asyncio.Future[None], moved: asyncio.Future[None]) -> None:
+    failure = moved.exception() if not moved.cancelled() else TemporalUnavailable("cancelled")
+    if committed.done():  # (the window's own signal failed: its requests answered 503)
+        return
+    if failure is None:
+        committed.set_result(None)
+    else:
+        committed.set_exception(
+            failure
+            if isinstance(failure, TemporalUnavailable)
+            else TemporalUnavailable(str(failure))
+        )
 
 
 @contextlib.contextmanager
@@ -211,10 +244,12 @@ class ShardCommitter:
         window_seconds: float = 0.15,
         backlog_bytes: int = 8_000_000,
         settings: ShardSettings | None = None,
+        layout: LayoutReader | None = None,
     ) -> None:
+        """`shards`: TEMPORAL_JOURNEY_SHARDS, the layout while no reshard created one."""
         self.client = client
         self.task_queue = task_queue
-        self.shards = shards
+        self.layout = layout or LayoutReader(client, task_queue, shards)
         self.window_seconds = window_seconds
         self.backlog_bytes = backlog_bytes
         self._settings = settings or ShardSettings()
@@ -233,18 +268,48 @@ class ShardCommitter:
     async def commit_parts(self, parts: Sequence[ShardPart]) -> int:
         """Return once Temporal stored every part (with the shards' other signals of the
         window); raises TemporalUnavailable otherwise. Returns how many shards were used."""
-        by_shard: dict[int, list[bytes]] = {}
+        status = await self.layout.status()
+        if status is None:
+            raise TemporalUnavailable("the journey layout could not be read lately")
+        layout = status.in_effect(datetime.now(UTC))
+        by_shard: dict[int, list[tuple[str, bytes]]] = {}
         for part in parts:
-            shard = shard_of(part.routing_key, self.shards)
-            by_shard.setdefault(shard, []).append(part.data)
+            by_shard.setdefault(shard_of(part.routing_key, layout.shards), []).append(
+                (part.routing_key, part.data)
+            )
+        await self._add(by_shard, layout.epoch)
+        return len(by_shard)
+
+    async def _add(self, by_shard: dict[int, list[tuple[str, bytes]]], epoch: int) -> None:
         results = await asyncio.gather(
-            *(self._lane(shard).add(parts) for shard, parts in by_shard.items()),
+            *(self._lane(shard).add(signals, epoch) for shard, signals in by_shard.items()),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return len(by_shard)
+
+    def reroute(self, shard: int, window: _Window) -> asyncio.Future[None] | None:
+        """A window routed by a layout no longer in effect: the signals whose identity moved
+        leave it for their new shard's lane; the task that stores them, if any."""
+        status = self.layout.latest
+        if status is None:
+            return None
+        layout = status.in_effect(datetime.now(UTC))
+        if layout.epoch == window.epoch:
+            return None
+        moved: dict[int, list[tuple[str, bytes]]] = {}
+        kept: list[tuple[str, bytes]] = []
+        for route, part in zip(window.routes, window.parts, strict=True):
+            owner = shard_of(route, layout.shards)
+            (kept if owner == shard else moved.setdefault(owner, [])).append((route, part))
+        window.routes = [route for route, _ in kept]
+        window.parts = [part for _, part in kept]
+        window.size = sum(len(part) for part in window.parts)
+        if not moved:
+            return None
+        log.info("window rerouted by the new journey layout", shard=shard, epoch=layout.epoch)
+        return self.spawn(self._add(moved, layout.epoch))
 
     def workflow_id(self, shard: int) -> str:
         return shard_workflow_id(self.task_queue, shard)
@@ -255,10 +320,12 @@ class ShardCommitter:
             lane = self._lanes[shard] = _Lane(self, shard)
         return lane
 
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """A task kept until it is done (the event loop only holds tasks weakly)."""
         task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def signal(self, shard: int, parts: list[bytes]) -> None:
         payload = Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")

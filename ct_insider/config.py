@@ -145,8 +145,9 @@ class TemporalSettings(BaseSettings):
         default=4,
         ge=1,
         le=1024,
-        description="journey shards the realtime path spreads identities over (the bridge, "
-        "the worker and `ct-insider dlq` must agree; change it only while no events flow)",
+        description="journey shards the realtime path spreads identities over until "
+        "`ct-insider reshard` changes them (also while events flow); set it to the current "
+        "count, which the bridge, the worker and `ct-insider dlq` share",
     )
     tracing: bool = Field(
         default=False,

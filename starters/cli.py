@@ -39,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "starters.doctor",
     "starters.codec_server",
     "starters.erase",
+    "starters.reshard",
 )
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]

@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bridge.app import create_app
 from bridge.commit import ShardCommitter
 from bridge.dispatch import Dispatcher
+from bridge.layout import LayoutReader
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import CommercetoolsSettings
@@ -71,6 +72,7 @@ async def serving_bridge(
     *,
     shards: int = SHARDS,
     ct_settings: CommercetoolsSettings | None = None,
+    layout: LayoutReader | None = None,
     **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
     """The bridge app served by uvicorn; `ct_settings` replace the emulator's (e.g. fewer
@@ -86,6 +88,7 @@ async def serving_bridge(
                 shards=shards,
                 window_seconds=0.05,
                 settings=ShardSettings.model_validate(shard_settings),
+                layout=layout,
             )
             app = create_app(
                 SecretStr(TOKEN),

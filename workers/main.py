@@ -25,6 +25,7 @@ from activities.catalog import CatalogActivities
 from activities.check import CheckActivities
 from activities.erasure import ErasureActivities, ErasureStarter
 from activities.journey import JourneyActivities
+from activities.layout import announce_layout
 from activities.log_context import LogContextInterceptor
 from activities.redrive import RedriveActivities
 from activities.sync import SyncActivities
@@ -50,6 +51,7 @@ from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.check import ConsistencyCheckWorkflow
 from workflows.delta import DeltaSyncWorkflow
 from workflows.erasure import ErasureWorkflow
+from workflows.journey_layout import JourneyLayoutWorkflow
 from workflows.journey_shard import JourneyShardWorkflow
 from workflows.redrive import RedriveWorkflow
 
@@ -62,7 +64,7 @@ SYNC_WORKFLOWS = [
     ConsistencyCheckWorkflow,
     ErasureWorkflow,
 ]
-JOURNEY_WORKFLOWS = [JourneyShardWorkflow, CatalogChangeWorkflow]
+JOURNEY_WORKFLOWS = [JourneyShardWorkflow, JourneyLayoutWorkflow, CatalogChangeWorkflow]
 # Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
 
@@ -188,6 +190,7 @@ async def build_workers(
                     journeys.deliver_journeys,
                     journeys.settle_journeys,
                     journeys.finish_journeys,
+                    announce_layout,
                     catalog_changes.refresh_catalog,
                 ],
                 activations,

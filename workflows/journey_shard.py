@@ -26,6 +26,7 @@ input fails a workflow task, and the shard never fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import from_json, to_json
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
@@ -52,6 +54,15 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider.journeys import sender_clock_keys
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats, signal_letter
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
+    from ct_insider.journeys.layout import (
+        HANDOFF_MAX_BYTES,
+        HandedOff,
+        HandoffPart,
+        LayoutChange,
+        Placement,
+        ShardLayout,
+        layout_workflow_id,
+    )
     from ct_insider.journeys.memory import (
         DELETED_CAPACITY,
         KEY_ADDED_BYTES,
@@ -60,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         max_snapshot_bytes,
         memory_with,
         received_moment,
+        split_handoff,
     )
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
@@ -84,6 +96,12 @@ DELIVER = "deliver"  # the signal that carries a window
 # Of a window that is not JSON, the dead letter keeps this much (as text).
 UNREADABLE_KEPT_BYTES = 10_000
 SIGNALS = TypeAdapter(list[JourneySignal])
+# Handoffs, holds and forwards of a reshard (ct_insider/journeys/layout.py): a shard that
+# was never told of one takes the command path it always took.
+RESHARD_PATCH = "journey-reshard"
+# A forward is a window like the bridge's: at most this many signals, and ~1 MB.
+MAX_SIGNALS_PER_FORWARD = 500
+MAX_BYTES_PER_FORWARD = 1_000_000
 # Runs begun before it measured their dedupe memory's reach by the senders' clocks and
 # carried pending signals without a bound on the whole; they finish as they began.
 MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
@@ -91,7 +109,7 @@ MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
 CARRY_BUDGET = 1_500_000
-# The carry besides memory and pending work: shard, settings, statistics (20 counters),
+# The carry besides memory and pending work: shard, settings, statistics (24 counters),
 # JSON framing, and the codec's envelope (key id, nonce, tag).
 CARRY_FIXED_BYTES = 4_096
 
@@ -120,7 +138,8 @@ class ShardSettings(BaseModel):
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
     # Pending signals and unfinished bookkeeping carried over continue-as-new, at most
-    # (JSON bytes); with more, the shard delivers first. (About a full batch of 250 large
+    # (JSON bytes; during a reshard also the signals held or to forward, and the shard's side
+    # of the change); with more, the shard delivers (hands off, forwards) first. (About a full batch of 250 large
     # storefront events; what the memory leaves of CARRY_BUDGET at the default capacities.)
     pending_max_bytes: int = Field(default=320_000, ge=10_000)
 
@@ -165,6 +184,12 @@ class ShardStats(BaseModel):
     rebuild_checks: int = 0  # live deliveries that asked Temporal after a rebuild
     cut_short: int = 0  # ... and found the delivery before cut short
     runs: int = 1
+    # Reshards: signals held until their old shard handed off, signals of moved identities
+    # sent on to their new shard, handoff parts sent and taken.
+    held: int = 0
+    forwarded: int = 0
+    handoff_parts_sent: int = 0
+    handoff_parts_received: int = 0
 
     def count(self, verdict: Verdict) -> None:
         self.received += 1
@@ -198,6 +223,9 @@ class ShardCarry(BaseModel):
     pending: list[JourneySignal] = Field(default_factory=list)
     unfinished: list[Bookkeeping] = Field(default_factory=list)
     stats: ShardStats = Field(default_factory=ShardStats)
+    layout: ShardLayout = Field(default_factory=ShardLayout)
+    held: list[JourneySignal] = Field(default_factory=list)
+    forwards: list[JourneySignal] = Field(default_factory=list)
 
 
 class ShardInput(BaseModel):
@@ -251,6 +279,27 @@ def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]
     return SettleInput(lane=lane, signals=[batch[i] for i in used], users=renumbered)
 
 
+def _windows(signals: list[JourneySignal]) -> list[Payload]:
+    """Signals as windows the `deliver` signal reads (JSON arrays), within the bounds."""
+    windows: list[list[bytes]] = []
+    size = 0
+    for signal in signals:
+        part = signal.model_dump_json(exclude_defaults=True).encode()
+        if (
+            not windows
+            or len(windows[-1]) >= MAX_SIGNALS_PER_FORWARD
+            or size + len(part) > MAX_BYTES_PER_FORWARD
+        ):
+            windows.append([])
+            size = 0
+        windows[-1].append(part)
+        size += len(part)
+    return [
+        Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
+        for parts in windows
+    ]
+
+
 def shard_workflow_id(task_queue: str, shard: int) -> str:
     """Named after the journey task queue, so deployments sharing a namespace (or tests
     sharing a server) keep their shards apart."""
@@ -278,6 +327,18 @@ class JourneyShardWorkflow:
         self._pending: list[JourneySignal] = list(carried.pending)
         self._unfinished: list[Bookkeeping] = list(carried.unfinished)
         self._stats = carried.stats
+        self._shard = params.shard
+        self._layout = carried.layout
+        # Signals of identities moving here, until their old shard handed off (in arrival
+        # order); signals of identities moved away, accepted here, for their new shard.
+        self._held: list[JourneySignal] = list(carried.held)
+        self._forwards: list[JourneySignal] = list(carried.forwards)
+        # The timer that wakes the shard at its handoff moment (kept: a task nobody holds
+        # may be collected), and the moment it was set for.
+        self._handoff_timer: asyncio.Future[None] | None = None
+        self._handoff_timer_at: datetime | None = None
+        # A handoff merged while continuing-as-new: the carried memory is built again.
+        self._rebuild_carry = False
         self._failures = 0
         self._batch_limit = params.settings.max_batch  # smaller while isolating a poison
         self._run_signals = 0
@@ -314,21 +375,61 @@ class JourneyShardWorkflow:
         task = workflow.info().get_current_history_length()
         for signal in self._read(window):
             self._run_signals += 1
-            try:
-                verdict = accept(self._memory, signal, now)
-            except Exception as exc:  # e.g. a signal that names nobody to deliver it to
-                self._stats.received += 1
-                self._dead_letter(signal, [f"not accepted: {type(exc).__name__}: {exc}"])
-                continue
-            self._stats.count(verdict)
-            if verdict is Verdict.ACCEPTED:
+            self._take(signal, now, task)
+
+    def _take(self, signal: JourneySignal, now: datetime, task: int) -> None:
+        try:
+            placement, _ = self._layout.place(self._shard, signal.routing())
+            if placement is Placement.HOLD:
+                self._stats.held += 1
+                self._held.append(signal)
+                return
+            verdict = accept(self._memory, signal, now)
+        except Exception as exc:  # e.g. a signal that names nobody to deliver it to
+            self._stats.received += 1
+            self._dead_letter(signal, [f"not accepted: {type(exc).__name__}: {exc}"])
+            return
+        self._stats.count(verdict)
+        if verdict is Verdict.ACCEPTED:
+            if placement is Placement.FORWARD:
+                self._stats.forwarded += 1
+                self._forwards.append(signal)
+            else:
                 signal.accepted_in = task
                 self._pending.append(signal)
-                if self._since_carry is not None:
-                    received = received_moment(signal.received_at, now)
-                    self._since_carry.append((signal.intake_key(), signal.occurred_at, received))
-            elif verdict is not Verdict.DUPLICATE:
-                self._drop_letter(signal)
+            if self._since_carry is not None:
+                received = received_moment(signal.received_at, now)
+                self._since_carry.append((signal.intake_key(), signal.occurred_at, received))
+        elif verdict is not Verdict.DUPLICATE:
+            self._drop_letter(signal)
+
+    @workflow.signal
+    def relayout(self, change: LayoutChange) -> None:
+        """A reshard announced by JourneyLayoutWorkflow (before it takes effect)."""
+        self._note_rebuild()
+        if self._layout.learn(change, self._shard):
+            self._release_held()
+
+    @workflow.signal
+    def handoff(self, part: HandoffPart) -> None:
+        """A part of an old shard's memory: once all of its parts are in, the signals held
+        for the identities it owned are accepted against the merged memory."""
+        self._note_rebuild()
+        self._layout.learn(part.change, self._shard)
+        if not self._layout.receive(part):
+            return  # sent again, or of another reshard
+        self._memory.inherit(part.memory, workflow.now())
+        self._stats.handoff_parts_received += 1
+        if self._since_carry is not None:
+            self._rebuild_carry = True
+        self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        now = workflow.now()
+        task = workflow.info().get_current_history_length()
+        for signal in held:
+            self._take(signal, now, task)
 
     def _note_rebuild(self) -> None:
         if not self._rebuilt_at and not workflow.unsafe.is_replaying():
@@ -397,12 +498,25 @@ class JourneyShardWorkflow:
     async def run(self, params: ShardInput) -> ShardStats:
         settings = params.settings
         while True:
-            await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
+            resharding = self._resharding()
+            if not resharding:
+                await workflow.wait_condition(
+                    lambda: bool(self._pending or self._unfinished or self._layout.change)
+                )
+                resharding = self._resharding()  # (woken by a reshard's announcement?)
+            if resharding:
+                await self._wait_for_work_or_handoff()
             self._note_rebuild()
             if self._unfinished:
                 # Ledger entries first: a purchase delivered but not yet recorded must not
                 # look undelivered to the next batch.
                 await self._finish_bookkeeping()
+                continue
+            if resharding and self._forwards:
+                await self._forward()
+                continue
+            if resharding and self._handoff_ready():
+                await self._hand_off()
                 continue
             if self._pending:
                 if settings.gather_seconds:
@@ -437,15 +551,23 @@ class JourneyShardWorkflow:
         return grown and self._carryable()
 
     def _carryable(self, keys_since_carry: int = 0) -> bool:
-        """Whether pending work fits the carry: the memory is bounded by its capacities."""
+        """Whether pending work fits the carry: the memory is bounded by its capacities;
+        pending work, and what a reshard adds to the carry (signals held for a handoff or
+        to forward, the shard's side of the change), by pending_max_bytes."""
+        work: Iterable[JourneySignal | Bookkeeping] = chain(
+            self._unfinished, self._pending, self._held, self._forwards
+        )
         if not self._on_our_clock:
-            return sender_clock_keys.carryable(self._pending)
+            return sender_clock_keys.carryable([*self._pending, *self._held, *self._forwards])
         room = self._settings.pending_max_bytes - keys_since_carry * KEY_ADDED_BYTES
-        return fits_carry(chain(self._unfinished, self._pending), room)
+        if self._layout.change is not None:  # (without one, it is in CARRY_FIXED_BYTES)
+            room -= len(to_json(self._layout))
+        return fits_carry(work, room)
 
     def _carry(self) -> ShardCarry:
         idle = timedelta(seconds=self._settings.identity_idle_seconds)
         self._since_carry = []
+        self._rebuild_carry = False
         return ShardCarry(memory=self._memory.snapshot(workflow.now() - idle, workflow.now()))
 
     def _complete(self, carry: ShardCarry) -> ShardCarry | None:
@@ -458,14 +580,102 @@ class JourneyShardWorkflow:
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run
         memory = carry.memory
-        if since_carry:
+        if self._rebuild_carry:
+            # A handoff merged meanwhile: the memory is snapshotted again (still within its
+            # capacities), with every key accepted since.
+            memory = self._carry().memory
+            self._since_carry = None
+        elif since_carry:
             memory = memory_with(memory, since_carry)
         return ShardCarry(
             memory=memory,
             pending=self._pending,
             unfinished=self._unfinished,
             stats=self._stats.model_copy(update={"runs": self._stats.runs + 1}),
+            layout=self._layout,
+            held=self._held,
+            forwards=self._forwards,
         )
+
+    def _resharding(self) -> bool:
+        return self._layout.change is not None and workflow.patched(RESHARD_PATCH)
+
+    async def _wait_for_work_or_handoff(self) -> None:
+        """As without a reshard, and also for signals to forward and for the handoff's
+        time (one timer per change)."""
+        assert self._layout.change is not None
+        handoff_at = self._layout.change.handoff_at
+        delay = self._layout.until_handoff(workflow.now())
+        if delay and self._handoff_timer_at != handoff_at:
+            self._handoff_timer_at = handoff_at
+            self._handoff_timer = asyncio.ensure_future(workflow.sleep(delay))
+        await workflow.wait_condition(
+            lambda: (
+                bool(self._pending or self._unfinished or self._forwards) or self._handoff_ready()
+            )
+        )
+
+    def _handoff_ready(self) -> bool:
+        """The handoff's time has come and nothing of a moving identity is pending here
+        (the new owners hold those identities until then: order is kept)."""
+        return (
+            self._layout.handoff_due(workflow.now())
+            and not self._unfinished
+            and not any(self._layout.moves(self._shard, s.routing()) for s in self._pending)
+        )
+
+    async def _hand_off(self) -> None:
+        change = self._layout.change
+        assert change is not None
+        # From now on a signal of a moved identity is checked here and forwarded.
+        self._layout.handed_off = True
+        now = workflow.now()
+        idle = now - timedelta(seconds=self._settings.identity_idle_seconds)
+        for receiver in change.receivers(self._shard):
+            memory = self._memory.handoff(change.moves_to(receiver), idle, now)
+            parts = split_handoff(memory, HANDOFF_MAX_BYTES)
+            for index, part in enumerate(parts):
+                handoff = HandoffPart(
+                    change=change, sender=self._shard, index=index, count=len(parts), memory=part
+                )
+                await self._signal_shard(receiver, "handoff", handoff)
+                self._stats.handoff_parts_sent += 1
+        layout = workflow.get_external_workflow_handle(layout_workflow_id(self._task_queue()))
+        try:
+            await layout.signal("handed_off", HandedOff(epoch=change.epoch, shard=self._shard))
+        except FailureError as err:  # a change told by hand, without the layout workflow
+            workflow.logger.warning("handoff not reported to the layout workflow: %s", err)
+
+    async def _forward(self) -> None:
+        change = self._layout.change
+        assert change is not None
+        forwards, self._forwards = self._forwards, []
+        by_owner: dict[int, list[JourneySignal]] = {}
+        for signal in forwards:
+            by_owner.setdefault(change.new_owner(signal.routing()), []).append(signal)
+        for owner, signals in by_owner.items():
+            for window in _windows(signals):
+                await self._signal_shard(owner, DELIVER, RawValue(window))
+
+    async def _signal_shard(self, shard: int, name: str, arg: Any) -> None:
+        """Signal another shard of this queue until it took the signal (the layout
+        workflow started every shard a change involves)."""
+        handle = workflow.get_external_workflow_handle(shard_workflow_id(self._task_queue(), shard))
+        while True:
+            try:
+                await handle.signal(name, arg)
+            except FailureError as err:
+                workflow.logger.warning(
+                    "signal %s to shard %d failed, retrying: %s", name, shard, err
+                )
+                await self._back_off()
+                continue
+            self._failures = 0
+            return
+
+    @staticmethod
+    def _task_queue() -> str:
+        return workflow.info().task_queue
 
     async def _back_off(self) -> None:
         self._failures += 1

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from ct_insider.journeys.memory import ShardMemory, digest
-from ct_insider.journeys.signals import JourneySignal, encoded_size
+from ct_insider.journeys.memory import ShardMemory
+from ct_insider.journeys.signals import JourneySignal, digest, encoded_size
 
 DELETION_TYPES = frozenset({"CustomerDeleted", "ResourceDeleted"})
 # Customer messages that do more than say "the customer changed" (which the delivery answers

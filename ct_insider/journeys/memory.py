@@ -43,6 +43,12 @@ identities were seen in up to `MARKETS_MAX_BYTES`. `max_snapshot_bytes` bounds i
 from the capacities (1.16 MB at a shard's defaults); the shard refuses settings whose
 whole carry could exceed its budget (workflows/journey_shard.py).
 
+A reshard hands the new owner of moving identities every dedupe key and those identities'
+states (`ShardMemory.handoff`, in parts of a bounded size: `split_handoff`); the new owner
+merges them (`inherit`) as generations that keep when their keys were received (our
+clock), within its own capacities: what goes moves `forgotten_through` as usual, and the
+snapshot's bound holds.
+
 A 64-bit digest makes two different keys collide with probability ~n/2^64 per new key
 (n keys remembered): for 30,000 remembered keys, once in ~6e14 signals.
 """
@@ -50,11 +56,10 @@ A 64-bit digest makes two different keys collide with probability ~n/2^64 per ne
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 import struct
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -62,7 +67,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from ct_insider.journeys.signals import Market
+from ct_insider.journeys.signals import Market, digest
 
 # How far ahead of our clock a sender's date may be and still count as "now": a sane
 # clock's is behind it (the bridge, Temporal and the workflow task come after the sender).
@@ -90,10 +95,6 @@ MARKETS_MAX_BYTES = 32_768
 SNAPSHOT_FRAMING_BYTES = 8_192
 # What one key accepted while the carried state was being completed adds (memory_with).
 KEY_ADDED_BYTES = -(-_AHEAD.size * 4 // 3)
-
-
-def digest(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def _epoch(moment: datetime) -> int:
@@ -292,10 +293,36 @@ class SeenKeys:
             newest.keys.add(key)
             self._size += 1
         newest.latest = max(newest.latest, received)
+        self._evict()
+
+    def _evict(self) -> None:
+        """Beyond the capacity the oldest generations go, moving `forgotten_through`."""
         while self._size > self._capacity and len(self._generations) > 1:
             dropped = self._generations.popleft()
             self._size -= len(dropped.keys)
             self.forgotten_through = max(self.forgotten_through or 0, dropped.latest)
+
+    def inherit(self, snapshot: MemorySnapshot, now: datetime) -> None:
+        """Take another shard's keys (a reshard's handoff, read as of `now`) as generations
+        of their age: each keeps when (on our clock) its newest key was received, so what
+        the capacity makes go moves `forgotten_through` by receipt times as usual, and a
+        redelivery of a signal neither shard remembers is in doubt, never a silent
+        duplicate. Its keys dated ahead stay apart (within their capacity)."""
+        other = SeenKeys(self._capacity, snapshot, loaded_at=now)
+        merged = sorted([*self._generations, *other._generations], key=lambda g: g.opened_at)
+        self._generations = deque(merged)
+        self._size = sum(len(generation.keys) for generation in merged)
+        if other.forgotten_through is not None:
+            self.forgotten_through = max(self.forgotten_through or 0, other.forgotten_through)
+        if other.ahead_forgotten_through is not None:
+            self.ahead_forgotten_through = max(
+                self.ahead_forgotten_through or 0, other.ahead_forgotten_through
+            )
+        for key, stated in other._ahead.items():
+            self._keep_ahead(key, stated)
+        while len(self._generations) > 2 * GENERATIONS:
+            self._merge_oldest()
+        self._evict()
 
     def _merge_oldest(self) -> None:
         """A quiet shard opens a generation a minute: keep their number bounded by merging
@@ -426,6 +453,36 @@ class Identities:
         state.market = self._intern(market)
         return state.market
 
+    def moving(self, moves: Callable[[int], bool]) -> Identities:
+        """The states and deletions of the identities whose digest `moves` picks (what a
+        reshard hands to their new shard)."""
+        moved = Identities(self._capacity, deleted_capacity=self._deleted_capacity)
+        moved._states = {key: state for key, state in self._states.items() if moves(key)}
+        moved._deleted = {key: at for key, at in self._deleted.items() if moves(key)}
+        return moved
+
+    def inherit(self, snapshot: MemorySnapshot) -> None:
+        """Take identities from another shard: the most recently seen state of each (the
+        highest customer version either knew), deletions of both; within the capacities,
+        the least recently seen (the oldest deletions) go as usual."""
+        other = Identities(self._capacity, snapshot, deleted_capacity=self._deleted_capacity)
+        for key, state in other._states.items():
+            mine = self._states.get(key)
+            if mine is None or state.last_seen >= mine.last_seen:
+                version = max(state.version, mine.version if mine else -1)
+                self._states[key] = IdentityState(
+                    self._intern(state.market), state.last_seen, version
+                )
+            else:
+                mine.version = max(mine.version, state.version)
+        self._states = dict(sorted(self._states.items(), key=lambda item: item[1].last_seen))
+        while len(self._states) > self._capacity:
+            del self._states[next(iter(self._states))]
+        for key, at in other._deleted.items():
+            self._deleted[key] = max(at, self._deleted.get(key, at))
+        self._deleted = dict(sorted(self._deleted.items(), key=lambda item: item[1]))
+        self._trim_deleted()
+
     def snapshot(self, idle_before: datetime) -> tuple[list[Market], str]:
         """Identities seen since `idle_before`, markets interned by position (those of the
         most recently seen identities, up to MARKETS_MAX_BYTES)."""
@@ -473,6 +530,7 @@ class ShardMemory:
         """`now`: when `snapshot` is loaded; `seen`: dedupe keys to keep instead of loading
         them from the snapshot (a run begun before the patch keeps the memory it began
         with)."""
+        self._seen_capacity = seen_capacity
         self.seen: DedupeKeys = (
             seen if seen is not None else SeenKeys(seen_capacity, snapshot, loaded_at=now)
         )
@@ -487,6 +545,33 @@ class ShardMemory:
                 "deleted_on": self.identities.deleted_snapshot(now),
             }
         )
+
+    def handoff(
+        self, moves: Callable[[int], bool], idle_before: datetime, now: datetime
+    ) -> MemorySnapshot:
+        """What a reshard hands a new owner: every dedupe key (a key's digest names no
+        identity, so all of them), and the states and deletions of the identities `moves`
+        picks by digest."""
+        moved = self.identities.moving(moves)
+        markets, identities = moved.snapshot(idle_before)
+        return self.seen.snapshot().model_copy(
+            update={
+                "markets": markets,
+                "identities": identities,
+                "deleted_on": moved.deleted_snapshot(now),
+            }
+        )
+
+    def inherit(self, snapshot: MemorySnapshot, now: datetime) -> None:
+        """Merge a handoff (or a part of one), read as of `now`, into this memory. A run
+        begun before `shard-memory-on-our-clock` measured its keys by senders' clocks: the
+        first handoff it takes moves its keys to our clock (read as no later than now, as
+        its next run would read them), since inherited keys are measured on ours."""
+        seen = self.seen
+        if not isinstance(seen, SeenKeys):
+            seen = self.seen = SeenKeys(self._seen_capacity, seen.snapshot(), loaded_at=now)
+        seen.inherit(snapshot, now)
+        self.identities.inherit(snapshot)
 
 
 def memory_with(
@@ -513,3 +598,114 @@ def memory_with(
             "ahead_keys": base64.b64encode(bytes(ahead)).decode(),
         }
     )
+
+
+# What a handoff part's JSON costs (as HandoffPart's signal carries it): its fixed fields
+# and framing, and per record (base64 of the packed bytes, rounded up; a generation's and a
+# day's own fields; a market's JSON and its comma).
+_PART_COST = 600
+_GENERATION_COST = 120
+_DAY_COST = 24
+_KEY_COST = -(-_KEY * 4 // 3)
+_AHEAD_COST = -(-_AHEAD.size * 4 // 3)
+_IDENTITY_COST = -(-_IDENTITY.size * 4 // 3)
+
+
+class _Parts:
+    """Fills handoff parts up to a size, opening the next one when a record does not fit."""
+
+    def __init__(self, max_bytes: int, snapshot: MemorySnapshot) -> None:
+        self._max = max_bytes
+        # Both horizons travel with every part: inheriting any of them keeps them.
+        self._horizons = MemorySnapshot(
+            forgotten_through=snapshot.forgotten_through,
+            ahead_forgotten_through=snapshot.ahead_forgotten_through,
+        )
+        self.sealed: list[MemorySnapshot] = []
+        self._open()
+
+    def _open(self) -> None:
+        self.generations: list[GenerationSnapshot] = []
+        self.ahead = bytearray()
+        self.markets: dict[Market, int] = {}
+        self.identities = bytearray()
+        self.deleted_on: dict[int, list[int]] = {}
+        self.left = self._max - _PART_COST
+        self.used = False
+
+    def fits(self, cost: int) -> bool:
+        return cost <= self.left
+
+    def take(self, cost: int) -> None:
+        """Make room for a record of `cost` (sealing the part when it does not fit)."""
+        if cost > self.left:
+            self.seal()
+        self.left -= cost
+        self.used = True
+
+    def seal(self) -> None:
+        if not self.used:
+            return
+        self.sealed.append(
+            self._horizons.model_copy(
+                update={
+                    "generations": self.generations,
+                    "ahead_keys": base64.b64encode(bytes(self.ahead)).decode(),
+                    "markets": list(self.markets),
+                    "identities": base64.b64encode(bytes(self.identities)).decode(),
+                    "deleted_on": {
+                        day: _pack_keys(keys) for day, keys in sorted(self.deleted_on.items())
+                    },
+                }
+            )
+        )
+        self._open()
+
+
+def split_handoff(snapshot: MemorySnapshot, max_bytes: int) -> list[MemorySnapshot]:
+    """A handoff as parts whose JSON stays within `max_bytes` (Temporal refuses payloads
+    over 2 MB), each a snapshot of its own: inheriting every part is inheriting the whole.
+    (Keys dated ahead in the form of runs before `shard-memory-on-our-clock` travel packed,
+    as SeenKeys keeps them.)"""
+    parts = _Parts(max_bytes, snapshot)
+    ahead = [(int(key, 16), stated) for key, stated in snapshot.ahead.items()]
+    ahead += _AHEAD.iter_unpack(base64.b64decode(snapshot.ahead_keys))
+    for generation in snapshot.generations:
+        ahead += [(int(key, 16), stated) for key, stated in generation.ahead.items()]
+        keys = _unpack_keys(generation.keys)
+        start = 0
+        while start < len(keys):
+            room = (parts.left - _GENERATION_COST) // _KEY_COST
+            if room <= 0:
+                parts.seal()
+                continue
+            chunk = keys[start : start + room]
+            parts.take(_GENERATION_COST + _KEY_COST * len(chunk))
+            parts.generations.append(
+                GenerationSnapshot(
+                    opened_at=generation.opened_at,
+                    latest=generation.latest,
+                    keys=_pack_keys(chunk),
+                )
+            )
+            start += len(chunk)
+    for key, stated in ahead:
+        parts.take(_AHEAD_COST)
+        parts.ahead += _AHEAD.pack(key, stated)
+    for key, market, seen, version, flags in _IDENTITY.iter_unpack(
+        base64.b64decode(snapshot.identities)
+    ):
+        found = snapshot.markets[market] if market != _NO_MARKET else None
+        market_cost = 0 if found is None else len(to_json(found)) + 1
+        if not parts.fits(_IDENTITY_COST + market_cost):
+            parts.seal()
+        parts.take(_IDENTITY_COST + (market_cost if found not in parts.markets else 0))
+        index = _NO_MARKET if found is None else parts.markets.setdefault(found, len(parts.markets))
+        parts.identities += _IDENTITY.pack(key, index, seen, version, flags)
+    for day, packed in sorted(snapshot.deleted_on.items()):
+        for key in _unpack_keys(packed):
+            parts.take(_KEY_COST + (0 if day in parts.deleted_on else _DAY_COST))
+            parts.deleted_on.setdefault(day, []).append(key)
+    parts.used = True  # (an empty handoff is one empty part: the receiver counts it)
+    parts.seal()
+    return parts.sealed

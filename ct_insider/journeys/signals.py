@@ -110,13 +110,23 @@ class JourneySignal(BaseModel):
         return key
 
 
+def digest(text: str) -> int:
+    """The 64-bit digest a shard's memory knows a key or an identity by."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
 def encoded_size(signal: JourneySignal) -> int:
     """What a signal weighs in the shard's payloads (the measure of MAX_SIGNAL_BYTES)."""
     return len(signal.model_dump_json().encode())
 
 
 def shard_of(routing_key: str, shards: int) -> int:
-    """The shard that owns an identity: stable across processes and restarts (a change of
-    the shard count moves identities, see README: Sizing)."""
-    digest = hashlib.blake2b(routing_key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
+    """The shard that owns an identity: stable across processes and restarts. Its digest
+    is the one the shard's memory keys the identity by, so a shard can tell which of the
+    identities it remembers move when the shard count changes (see layout.py)."""
+    return owner_of(digest(routing_key), shards)
+
+
+def owner_of(identity_digest: int, shards: int) -> int:
+    """The shard that owns an identity known by its digest."""
+    return identity_digest % shards

@@ -265,11 +265,12 @@ async def shard(
 
 
 async def keep_history(
-    client: Client, handle: WorkflowHandle[JourneyShardWorkflow, ShardStats]
+    client: Client, handle: WorkflowHandle[JourneyShardWorkflow, ShardStats], label: str = ""
 ) -> None:
+    """`label` tells apart the shards of one test."""
     if not os.environ.get("UPDATE_HISTORIES"):
         return
-    test = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0]
+    test = os.environ["PYTEST_CURRENT_TEST"].split("::")[-1].split(" ")[0] + label
     runs = [run async for run in client.list_workflows(f"WorkflowId = '{handle.id}'")]
     for number, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()

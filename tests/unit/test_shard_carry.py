@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from pydantic_core import to_json
 
 from ct_insider.config import PayloadCodecSettings
 from ct_insider.deadletters import DeadLetterDraft
 from ct_insider.journeys.delivery import Bookkeeping
+from ct_insider.journeys.layout import MAX_SHARDS, LayoutChange, ShardLayout
 from ct_insider.journeys.memory import memory_with
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
 from ct_insider.journeys.storefront import StorefrontEvent
@@ -57,8 +59,23 @@ def _largest_signal(number: int) -> JourneySignal:
     )
 
 
-def _worst_case_work(settings: ShardSettings) -> tuple[list[Bookkeeping], list[JourneySignal]]:
-    """Unfinished bookkeeping and pending signals as large as the shard carries them."""
+def _worst_case_layout() -> ShardLayout:
+    """A shard's side of a reshard at its largest: every shard there can be hands it off
+    (in three parts each), all received."""
+    change = LayoutChange(
+        epoch=10**9, old_shards=MAX_SHARDS, new_shards=MAX_SHARDS - 1, handoff_at=NOW
+    )
+    senders = list(range(MAX_SHARDS))
+    return ShardLayout(
+        change=change, parts={sender: [0, 1, 2] for sender in senders}, complete=senders
+    )
+
+
+def _worst_case_work(
+    settings: ShardSettings, layout: ShardLayout | None = None
+) -> tuple[list[Bookkeeping], list[JourneySignal]]:
+    """Unfinished bookkeeping and pending signals (and, during a reshard, signals held or
+    to forward: the same list, split by the caller) as large as the shard carries them."""
     unfinished = [
         Bookkeeping(
             ledger={f"order-{n}": [f"purchase:line-{m}" for m in range(50)] for n in range(20)},
@@ -75,16 +92,23 @@ def _worst_case_work(settings: ShardSettings) -> tuple[list[Bookkeeping], list[J
         )
     ]
     room = settings.pending_max_bytes - KEYS_SINCE_CARRY * 22
+    if layout is not None:
+        room -= len(to_json(layout))
     pending: list[JourneySignal] = []
     while fits_carry([*unfinished, *pending, _largest_signal(len(pending))], room):
         pending.append(_largest_signal(len(pending)))
     return unfinished, pending
 
 
-async def test_the_worst_case_carry_fits_its_budget_through_the_real_converter() -> None:
+@pytest.mark.parametrize("resharding", [False, True])
+async def test_the_worst_case_carry_fits_its_budget_through_the_real_converter(
+    resharding: bool,
+) -> None:
     # Given a shard with the default settings, its memory full to every capacity (keys,
     # keys dated ahead, identities each in a market of its own, deletions), as much pending
-    # work as it carries, keys accepted while it continued, and statistics at their largest
+    # work as it carries, keys accepted while it continued, and statistics at their largest;
+    # during a reshard also its side of the change at its largest, and that work split into
+    # pending, held and to-forward signals
     settings = ShardSettings()
     memory = full_memory(
         settings.seen_capacity, settings.identity_capacity, settings.deleted_capacity
@@ -93,12 +117,17 @@ async def test_the_worst_case_carry_fits_its_budget_through_the_real_converter()
     since = [
         (f"event:late-{n}", NOW + timedelta(hours=n % 2), NOW) for n in range(KEYS_SINCE_CARRY)
     ]
-    unfinished, pending = _worst_case_work(settings)
+    layout = _worst_case_layout() if resharding else ShardLayout()
+    unfinished, work = _worst_case_work(settings, layout if resharding else None)
+    split = 3 if resharding else 1
     carried = ShardCarry(
         memory=memory_with(snapshot, since),
-        pending=pending,
+        pending=work[0::split],
         unfinished=unfinished,
         stats=ShardStats(**dict.fromkeys(ShardStats.model_fields, 10**18)),
+        layout=layout,
+        held=work[1::split] if resharding else [],
+        forwards=work[2::split] if resharding else [],
     )
     # When continue-as-new hands it over, through the worker's converter with encryption
     key = base64.b64encode(b"k" * 32).decode()

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
-from ct_insider.journeys.memory import SeenKeys, ShardMemory, digest
-from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
+from ct_insider.journeys.memory import SeenKeys, ShardMemory
+from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market, digest
 from ct_insider.journeys.storefront import EventIdentity, StorefrontEvent
 
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)

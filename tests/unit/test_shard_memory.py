@@ -18,11 +18,10 @@ from ct_insider.journeys.memory import (
     MemorySnapshot,
     SeenKeys,
     ShardMemory,
-    digest,
     max_snapshot_bytes,
     memory_with,
 )
-from ct_insider.journeys.signals import Market
+from ct_insider.journeys.signals import Market, digest
 
 NOW = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
 
