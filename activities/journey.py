@@ -3,7 +3,9 @@
 - `deliver_journeys` (a local activity of the shard): one batch to Insider;
 - `settle_journeys` (a regular activity, heartbeating its progress): the users of a batch
   that may or may not have reached Insider;
-- `finish_journeys` (local): bookkeeping a delivery could not finish itself.
+- `finish_journeys` (local): bookkeeping a delivery could not finish itself;
+- `archive_journeys` (local): the shard's dedupe archive: generations its memory let go
+  of written, expired ones deleted (ct_insider/journeys/archive_lane.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -20,6 +22,8 @@ from activities.interruption import delivery_cut_short
 from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.insider.errors import InsiderError
+from ct_insider.journeys.archive import ArchiveView, DedupeArchive, resolve
+from ct_insider.journeys.archive_lane import ArchiveWork
 from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, JourneyDeliverer
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.settle import DoubtSettler, SettleProgress
@@ -37,6 +41,8 @@ class DeliverInput(BaseModel):
     # The shard was rebuilt from history and has not yet seen a clean delivery since: ask
     # Temporal whether the task before was cut short (then this batch may repeat it).
     check_interruption: bool = False
+    # The batch holds forgotten signals: where the dedupe archive may have them.
+    archive: ArchiveView | None = None
 
 
 class DeliverResult(BaseModel):
@@ -45,6 +51,8 @@ class DeliverResult(BaseModel):
     # "cut-short": the started-event id of the task that died; every signal the shard had
     # accepted by then may have been sent by it.
     cut_short_at: int = 0
+    # Batch indices of the forgotten signals the dedupe archive holds: duplicates, not sent.
+    duplicates: list[int] = Field(default_factory=list)
 
 
 HEARTBEAT_SECONDS = 10.0
@@ -65,9 +73,12 @@ class FinishInput(BaseModel):
 
 
 class JourneyActivities:
-    def __init__(self, deliverer: JourneyDeliverer, settler: DoubtSettler) -> None:
+    def __init__(
+        self, deliverer: JourneyDeliverer, settler: DoubtSettler, archive: DedupeArchive
+    ) -> None:
         self._deliverer = deliverer
         self._settler = settler
+        self._archive = archive
 
     @activity.defn
     async def deliver_journeys(self, params: DeliverInput) -> DeliverResult:
@@ -83,8 +94,9 @@ class JourneyActivities:
         # A retried attempt follows one that may have sent (and then timed out).
         interrupted = interruption == "cut-short" or info.attempt > 1
         try:
+            duplicates = await resolve(self._archive, params.archive, params.signals)
             outcome = await self._deliverer.deliver(
-                params.lane, params.signals, interrupted=interrupted
+                params.lane, params.signals, interrupted=interrupted, skip=duplicates
             )
         except Exception as exc:  # the deliverer raises only before it sends anything
             log.warning("journey delivery not started", lane=params.lane, error=repr(exc))
@@ -95,7 +107,12 @@ class JourneyActivities:
         stats = outcome.stats
         telemetry.count_records("realtime", "events", sent=stats.events)
         telemetry.count_records("realtime", "profiles", sent=stats.profiles)
-        return DeliverResult(outcome=outcome, interruption=interruption, cut_short_at=cut_short_at)
+        return DeliverResult(
+            outcome=outcome,
+            interruption=interruption,
+            cut_short_at=cut_short_at,
+            duplicates=duplicates,
+        )
 
     @activity.defn
     async def settle_journeys(self, params: SettleInput) -> SettleProgress:
@@ -132,4 +149,12 @@ class JourneyActivities:
         try:
             await self._deliverer.finish(params.book)
         except (CommercetoolsError, InsiderError) as exc:
+            raise as_application_error(exc) from exc
+
+    @activity.defn
+    async def archive_journeys(self, params: ArchiveWork) -> None:
+        try:
+            await asyncio.gather(*(self._archive.write(g) for g in params.writes))
+            await self._archive.delete(params.deletes)
+        except CommercetoolsError as exc:
             raise as_application_error(exc) from exc

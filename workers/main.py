@@ -34,6 +34,7 @@ from ct_insider.config import CommercetoolsSettings, InsiderSettings
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
+from ct_insider.journeys.archive import ArchiveStore, DedupeArchive
 from ct_insider.journeys.delivery import JourneyDeliverer
 from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
@@ -154,7 +155,9 @@ async def build_workers(
         deliverer = JourneyDeliverer(
             ct, insider, coalescer, orders, letters, mapping, erasures=ErasureStarter(task_queue)
         )
-        journeys = JourneyActivities(deliverer, DoubtSettler(insider, deliverer))
+        journeys = JourneyActivities(
+            deliverer, DoubtSettler(insider, deliverer), DedupeArchive(ArchiveStore(ct))
+        )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
         yield Workers(
@@ -184,6 +187,7 @@ async def build_workers(
                     journeys.deliver_journeys,
                     journeys.settle_journeys,
                     journeys.finish_journeys,
+                    journeys.archive_journeys,
                     catalog_changes.refresh_catalog,
                 ],
                 activations,

@@ -15,6 +15,11 @@ Exactly once, without reading Insider on the steady path:
 - continue-as-new happens in a workflow task of its own (after a 1 ms timer), so a
   completion Temporal refuses because a signal arrived never repeats a delivery.
 
+Dedupe beyond the memory: each generation of keys the shard's memory lets go of is written
+to the dedupe archive (commercetools custom objects, ct_insider/journeys/archive_lane.py),
+kept `archive_retention_minutes`; a forgotten signal is looked up there by its delivery,
+and Insider is asked only when the archive does not cover it.
+
 Nothing the bridge acknowledged is dropped: a delivery that fails before sending is retried
 with backoff; what Insider refuses goes to the dead-letter store; the shard never fails.
 """
@@ -40,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         SettleInput,
     )
     from ct_insider.deadletters import DeadLetterDraft
+    from ct_insider.journeys.archive_lane import ArchiveLane, ArchiveLaneSnapshot
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
     from ct_insider.journeys.memory import MemorySnapshot, ShardMemory, memory_with
@@ -57,6 +63,8 @@ SETTLE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 MAX_BACKOFF = timedelta(minutes=5)
+# Runs started before the dedupe archive existed replay without it (it adds local activities).
+ARCHIVE_PATCH = "dedupe-archive"
 SIGNALS = TypeAdapter(list[JourneySignal])
 
 
@@ -79,11 +87,16 @@ class ShardSettings(BaseModel):
     # Pending signals carried over continue-as-new, at most (with the memory, well under
     # Temporal's 2 MB per payload); with more pending the shard delivers first.
     carry_max_bytes: int = Field(default=512_000, ge=10_000)
+    # How long the dedupe archive keeps what the memory let go of (0: no archive; forgotten
+    # signals are then settled by reading Insider). The dedupe horizon is this minus the
+    # clock-skew allowance (10 minutes): see docs/design/realtime.md.
+    archive_retention_minutes: float = Field(default=60.0, ge=0)
 
 
 class ShardStats(BaseModel):
     received: int = 0
     duplicates: int = 0
+    archived_duplicates: int = 0  # ... of them recognised by the dedupe archive
     stale: int = 0
     after_deletion: int = 0
     delivered: int = 0  # signals through a delivery
@@ -101,6 +114,7 @@ class ShardStats(BaseModel):
     rebuild_checks: int = 0  # live deliveries that asked Temporal after a rebuild
     cut_short: int = 0  # ... and found the delivery before cut short
     runs: int = 1
+    archived_objects: int = 0  # generations written to the dedupe archive
 
     def count(self, verdict: Verdict) -> None:
         self.received += 1
@@ -134,6 +148,7 @@ class ShardCarry(BaseModel):
     pending: list[JourneySignal] = Field(default_factory=list)
     unfinished: list[Bookkeeping] = Field(default_factory=list)
     stats: ShardStats = Field(default_factory=ShardStats)
+    archive: ArchiveLaneSnapshot | None = None
 
 
 class ShardInput(BaseModel):
@@ -191,6 +206,9 @@ class JourneyShardWorkflow:
         self._unfinished: list[Bookkeeping] = list(carried.unfinished)
         self._stats = carried.stats
         self._failures = 0
+        self._archive = self._archive_lane(params.settings, carried.archive)
+        self._archive_failures = 0
+        self._archive_resumes = workflow.now()
         self._run_signals = 0
         # Intake keys accepted since the carried state was built (while continuing-as-new).
         self._since_carry: list[str] | None = None
@@ -200,6 +218,24 @@ class JourneyShardWorkflow:
         # rebuilt run, or a first task that died: that one is not even a replay), and asks
         # again until a delivery that ran now found the history clean.
         self._check_interruption = True
+
+    def _archive_lane(
+        self, settings: ShardSettings, carried: ArchiveLaneSnapshot | None
+    ) -> ArchiveLane | None:
+        if not settings.archive_retention_minutes or not workflow.patched(ARCHIVE_PATCH):
+            return None
+        seen = self._memory.seen
+        snapshot = carried or ArchiveLaneSnapshot(
+            lane=workflow.uuid4().hex[:16], not_before=seen.ahead_until() // 1000 + 1
+        )
+        lane = ArchiveLane(
+            snapshot,
+            shard=workflow.info().workflow_id,
+            retention=timedelta(minutes=settings.archive_retention_minutes),
+            max_pending_keys=settings.seen_capacity // 4,
+        )
+        seen.on_drop = lane.queue
+        return lane
 
     @workflow.signal
     def deliver(self, window: RawValue) -> None:
@@ -279,6 +315,7 @@ class JourneyShardWorkflow:
                             lambda: len(self._pending) >= settings.max_batch,
                             timeout=timedelta(seconds=settings.gather_seconds),
                         )
+                await self._keep_archive()
                 await self._deliver_batch()
             if self._time_to_continue():
                 # The carried state is built now, so that the task that continues-as-new is
@@ -329,6 +366,7 @@ class JourneyShardWorkflow:
             pending=self._pending,
             unfinished=self._unfinished,
             stats=self._stats.model_copy(update={"runs": self._stats.runs + 1}),
+            archive=self._archive.snapshot() if self._archive is not None else None,
         )
 
     async def _back_off(self) -> None:
@@ -346,6 +384,7 @@ class JourneyShardWorkflow:
             return
         lane = workflow.info().workflow_id
         live = not workflow.unsafe.is_replaying()
+        forgotten = [s.occurred_at for s in batch.signals if s.forgotten]
         try:
             result = await workflow.execute_local_activity_method(
                 JourneyActivities.deliver_journeys,
@@ -353,6 +392,11 @@ class JourneyShardWorkflow:
                     lane=lane,
                     signals=batch.signals,
                     check_interruption=self._check_interruption,
+                    archive=(
+                        self._archive.view(min(forgotten))
+                        if self._archive is not None and forgotten
+                        else None
+                    ),
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=DELIVERY_RETRY,
@@ -383,7 +427,9 @@ class JourneyShardWorkflow:
                     signal.doubt = True
         outcome = result.outcome
         self._stats.deliveries += 1
-        self._stats.delivered += len(batch.signals) - len(outcome.unsent)
+        self._stats.delivered += len(batch.signals) - len(outcome.unsent) - len(result.duplicates)
+        self._stats.duplicates += len(result.duplicates)
+        self._stats.archived_duplicates += len(result.duplicates)
         self._stats.add_delivery(outcome.stats)
         mark_deleted(self._memory, outcome.deleted_identities, workflow.now())
         if outcome.in_doubt:
@@ -418,6 +464,31 @@ class JourneyShardWorkflow:
             self._failures = 0
             self._stats.add_settlement(progress)
             return
+
+    async def _keep_archive(self) -> None:
+        """Write what the memory let go of, delete what expired. A failure holds nothing up:
+        until the archive has caught up, forgotten signals are settled by reading Insider."""
+        if self._archive is None or workflow.now() < self._archive_resumes:
+            return
+        work = self._archive.work(workflow.now())
+        if work.empty():
+            return
+        try:
+            await workflow.execute_local_activity_method(
+                JourneyActivities.archive_journeys,
+                work,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=DELIVERY_RETRY,
+            )
+        except FailureError as err:  # local activities raise the failure itself
+            workflow.logger.warning("dedupe archive not written, retrying later: %s", err)
+            self._archive_failures += 1
+            delay = timedelta(seconds=2 ** min(self._archive_failures, 9))
+            self._archive_resumes = workflow.now() + min(MAX_BACKOFF, delay)
+            return
+        self._archive_failures = 0
+        self._archive.done(work)
+        self._stats.archived_objects += len(work.writes)
 
     async def _finish_bookkeeping(self) -> None:
         book = self._unfinished[0]

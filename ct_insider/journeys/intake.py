@@ -8,7 +8,8 @@ Accepting (as signals arrive, in arrival order):
   Deleted) at or below a version already accepted is stale: delivery reads the customer's
   current state anyway;
 - a signal that happened before what the dedupe memory still reaches is accepted, marked
-  `doubt`: delivery first asks Insider whether it already holds its events.
+  `forgotten`: delivery looks it up in the dedupe archive, and asks Insider whether it
+  already holds its events when the archive does not cover it.
 
 Batching (when the shard delivers): pending signals in order of occurrence (time, then the
 commercetools sequence number), at most `max_batch`; each signal carries the market it
@@ -42,7 +43,7 @@ def is_deletion(signal: JourneySignal) -> bool:
 
 
 def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict:
-    """Whether the shard takes `signal`; sets `signal.doubt` on one it may have forgotten."""
+    """Whether the shard takes `signal`; marks one it may have forgotten."""
     key = digest(signal.intake_key())
     if key in memory.seen:
         return Verdict.DUPLICATE
@@ -59,7 +60,9 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
         if signal.resource_version <= identity.version:
             return Verdict.STALE
         identity.version = signal.resource_version
-    signal.doubt = signal.redrive_of is None and memory.seen.may_have_forgotten(signal.occurred_at)
+    signal.forgotten = signal.redrive_of is None and memory.seen.may_have_forgotten(
+        signal.occurred_at
+    )
     return Verdict.ACCEPTED
 
 

@@ -16,6 +16,9 @@ A shard serves many thousands of identities, most of them visitors seen once. It
   stale); and, apart (for 30 days, the 50,000 latest), the customers whose deletion was
   delivered: nothing more is delivered for them.
 
+A generation the memory drops is handed to `SeenKeys.on_drop` when one listens (the shard's
+dedupe archive, ct_insider/journeys/archive_lane.py, writes it outside the workflow).
+
 The snapshot carried into the next run packs both into bytes (8 bytes per key, 19 per
 identity, markets interned): 20,000 keys and 20,000 identities are ~0.7 MB of payload,
 well under Temporal's 2 MB per payload.
@@ -31,6 +34,7 @@ import hashlib
 import heapq
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -88,8 +92,21 @@ class _Generation:
     ahead: dict[int, int] = field(default_factory=dict)  # keys dated beyond the skew
 
 
+@dataclass(frozen=True)
+class DroppedGeneration:
+    """A generation the memory let go of, for the dedupe archive: its keys and when they
+    were accepted, on our clock (never the senders')."""
+
+    keys: list[int]  # digests, sorted
+    accepted_from: int  # unix seconds: no key of it was accepted earlier
+    accepted_through: int  # unix seconds: none later
+    ahead_until: int  # unix milliseconds: the latest stated time of its `ahead` keys (0: none)
+
+
 class SeenKeys:
     def __init__(self, capacity: int, snapshot: MemorySnapshot | None = None) -> None:
+        # Told of every generation dropped for capacity, when set.
+        self.on_drop: Callable[[DroppedGeneration], None] | None = None
         self._capacity = capacity
         self._generation_size = max(1, capacity // GENERATIONS)
         self._generations: deque[_Generation] = deque()
@@ -139,6 +156,16 @@ class SeenKeys:
         while self._size > self._capacity and len(self._generations) > 1:
             dropped = self._generations.popleft()
             self._size -= len(dropped.keys)
+            if self.on_drop is not None:
+                # Accepted before the next generation opened (or in that very second).
+                self.on_drop(
+                    DroppedGeneration(
+                        keys=sorted(dropped.keys),
+                        accepted_from=dropped.opened_at,
+                        accepted_through=self._generations[0].opened_at,
+                        ahead_until=max(dropped.ahead.values(), default=0),
+                    )
+                )
             self.forgotten_through = max(self.forgotten_through or 0, dropped.latest)
             for ahead_key, at in dropped.ahead.items():
                 self._keep_ahead(ahead_key, at)
@@ -167,6 +194,11 @@ class SeenKeys:
     def _keep_ahead(self, key: int, at: int) -> None:
         self._ahead[key] = at
         heapq.heappush(self._ahead_due, (at, key))
+
+    def ahead_until(self) -> int:
+        """The latest stated time (unix ms) of the keys kept beyond their generation because
+        they are dated in the future (0: none)."""
+        return max(self._ahead.values(), default=0)
 
     def may_have_forgotten(self, occurred_at: datetime) -> bool:
         """Whether an earlier delivery of a signal that happened then may have been

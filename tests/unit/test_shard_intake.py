@@ -113,20 +113,20 @@ def test_a_signal_with_a_seen_dedupe_key_is_a_duplicate() -> None:
 
 
 def test_a_redriven_signal_is_accepted_although_seen_and_never_doubted() -> None:
-    # Given a shard that forgot old signals and then accepted an old one (thus doubtful)
+    # Given a shard that forgot old signals and then accepted an old one (thus forgotten)
     old = NOW - timedelta(hours=2)
     memory = _forgetful_memory(through=NOW - timedelta(hours=1))
     original = _view("e-old", occurred_at=old)
     assert accept(memory, original, NOW) is Verdict.ACCEPTED
-    assert original.doubt
+    assert original.forgotten
     assert digest("e-old") in memory.seen
     # When an operator re-drives it from the dead-letter store
     redriven = _view("e-old", occurred_at=old)
     redriven.redrive_of = "dead-letter-1@3"
     verdict = accept(memory, redriven, NOW)
-    # Then it is accepted and not doubtful, while a plain repeat is still a duplicate
+    # Then it is accepted and not looked up as forgotten, while a plain repeat is still a duplicate
     assert verdict is Verdict.ACCEPTED
-    assert not redriven.doubt
+    assert not redriven.forgotten
     assert accept(memory, _view("e-old", occurred_at=old), NOW) is Verdict.DUPLICATE
     # And re-driving the same version of the letter again is a duplicate too (a retried
     # `dlq retry`), while its next version (it failed again since) goes through
@@ -198,7 +198,7 @@ def test_signals_of_a_deleted_identity_are_deleted() -> None:
     assert others is Verdict.ACCEPTED
 
 
-def test_a_signal_older_than_the_memory_reaches_is_doubtful() -> None:
+def test_a_signal_older_than_the_memory_reaches_is_marked_forgotten() -> None:
     # Given a small memory that forgot signals that happened up to an hour ago
     memory = _forgetful_memory(through=NOW - timedelta(hours=1))
     # When a signal that happened two hours ago arrives, and one that happened now
@@ -206,22 +206,22 @@ def test_a_signal_older_than_the_memory_reaches_is_doubtful() -> None:
     fresh = _view("e-fresh", occurred_at=NOW)
     old_verdict = accept(memory, old, NOW)
     fresh_verdict = accept(memory, fresh, NOW)
-    # Then both are accepted, only the old one marked doubtful
+    # Then both are accepted, only the old one marked forgotten (its delivery looks it up)
     assert old_verdict is Verdict.ACCEPTED
     assert fresh_verdict is Verdict.ACCEPTED
-    assert old.doubt
-    assert not fresh.doubt
+    assert old.forgotten
+    assert not fresh.forgotten
 
 
-def test_nothing_is_doubtful_while_nothing_was_forgotten() -> None:
+def test_nothing_is_marked_forgotten_while_nothing_was_forgotten() -> None:
     # Given a memory with room to spare
     memory = _memory()
     # When a very old signal arrives
     old = _view("e-old", occurred_at=NOW - timedelta(days=30))
     verdict = accept(memory, old, NOW)
-    # Then it is accepted without doubt
+    # Then it is accepted, not marked forgotten
     assert verdict is Verdict.ACCEPTED
-    assert not old.doubt
+    assert not old.forgotten
 
 
 # --- take_batch -----------------------------------------------------------------------------
@@ -341,13 +341,13 @@ def test_a_redelivery_of_a_signal_from_a_fast_clock_is_recognised_after_its_gene
     redelivery = _view("e-ahead", occurred_at=ahead)
     # Then it is still known: its key outlives its generation until its stated time
     assert accept(memory, redelivery, later) is Verdict.DUPLICATE
-    # And once that time has passed, a redelivery is doubtful (Insider is asked), while a
-    # signal that happens later still is not
+    # And once that time has passed, a redelivery is marked forgotten (looked up in the
+    # archive, else Insider is asked), while a signal that happens later still is not
     after = ahead + timedelta(seconds=1)
     accept(memory, _view("e-tick", occurred_at=after), after)
     again = _view("e-ahead", occurred_at=ahead)
     assert accept(memory, again, after) is Verdict.ACCEPTED
-    assert again.doubt
+    assert again.forgotten
     fresh = _view("e-fresh", occurred_at=after + timedelta(seconds=1))
     accept(memory, fresh, after)
-    assert not fresh.doubt
+    assert not fresh.forgotten
