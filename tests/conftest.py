@@ -9,6 +9,7 @@ Each test gets both emulators reset, and a worker on a task queue of its own.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import subprocess
 import uuid
@@ -227,10 +228,13 @@ async def retried_activity_attempts(handle: WorkflowHandle[Any, Any]) -> int:
 
 
 async def eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
-    """Poll until `check()` returns something truthy (journeys flush asynchronously)."""
+    """Poll until `check()` returns something truthy (journeys flush asynchronously);
+    `check` may be a coroutine function (e.g. a workflow query)."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"

@@ -298,6 +298,12 @@ class JourneyShardWorkflow:
     def pending(self) -> int:
         return len(self._pending)
 
+    @workflow.query
+    def archive_covers_from(self) -> int | None:
+        """Unix seconds since when every key the memory let go of is in the dedupe archive
+        (None: no archive, nothing archived yet, or a write pending)."""
+        return None if self._archive is None else self._archive.covers_from()
+
     @workflow.run
     async def run(self, params: ShardInput) -> ShardStats:
         settings = params.settings

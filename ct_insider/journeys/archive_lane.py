@@ -146,6 +146,10 @@ class ArchiveLane:
         deleted = set(work.deletes)
         state.expired = [s for s in state.expired if object_key(state.lane, s) not in deleted]
 
+    def covers_from(self) -> int | None:
+        state = self._state
+        return None if state.queued else state.covered_from
+
     def view(self, oldest: datetime) -> ArchiveView:
         """What a delivery whose oldest forgotten signal is dated `oldest` looks up."""
         state = self._state
@@ -157,5 +161,5 @@ class ArchiveLane:
                 for archived in state.written
                 if archived.accepted_through >= earliest or archived.ahead_until >= _millis(oldest)
             ],
-            covered_from=None if state.queued else state.covered_from,
+            covered_from=self.covers_from(),
         )

@@ -34,7 +34,10 @@ from temporalio.exceptions import ApplicationError
 from activities.journey import NOT_SENT, DeliverInput, DeliverResult, FinishInput, SettleInput
 from ct_insider.codec import decode_in_place
 from ct_insider.insider.models import Identifiers
+from ct_insider.journeys.archive import unpack
+from ct_insider.journeys.archive_lane import ArchiveWork
 from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, DeliveryStats
+from ct_insider.journeys.memory import digest
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.settle import SettleProgress
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
@@ -95,6 +98,8 @@ class MockActivities:
     settlements: list[SettleInput] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     finished: list[Bookkeeping] = field(default_factory=list)
+    archive_failures: int = 0  # the next archive writes that fail
+    archived: list[ArchiveWork] = field(default_factory=list)
 
     @activity.defn(name="deliver_journeys")
     async def deliver(self, params: DeliverInput) -> DeliverResult:
@@ -116,6 +121,14 @@ class MockActivities:
         self.calls.append("finish")
         self.finished.append(params.book)
 
+    @activity.defn(name="archive_journeys")
+    async def archive(self, params: ArchiveWork) -> None:
+        self.calls.append("archive")
+        if self.archive_failures:
+            self.archive_failures -= 1
+            raise ApplicationError("commercetools unreachable", non_retryable=True)
+        self.archived.append(params)
+
     def delivered_keys(self) -> list[str]:
         return [s.dedupe_key for d in self.deliveries for s in d.signals]
 
@@ -130,7 +143,7 @@ async def shard(
             client,
             queue,
             [JourneyShardWorkflow],
-            [mocks.deliver, mocks.settle, mocks.finish],
+            [mocks.deliver, mocks.settle, mocks.finish, mocks.archive],
             activations,
             cache_size,
         ):
@@ -400,3 +413,33 @@ async def test_an_unreadable_signal_is_dead_lettered_and_the_rest_of_its_window_
     assert letter.record_id == "event:from-the-future"
     assert any("kind" in reason for reason in letter.reasons)
     assert letter.redrive == {"signal": unreadable}
+
+
+async def test_a_failing_dedupe_archive_holds_no_delivery_up_and_is_written_later(
+    client: Client,
+) -> None:
+    mocks = MockActivities(archive_failures=1)
+    async with shard(client, mocks, seen_capacity=16) as (handle, _):
+        # Given a shard remembering 16 keys, whose first archive write fails
+        signals = [view(number) for number in range(24)]
+        for signal in signals:
+            await send(handle, signal)
+        # Then every signal is delivered all the same
+        await eventually(lambda: len(mocks.delivered_keys()) == 24)
+        assert "archive" in mocks.calls
+        assert not mocks.archived
+
+        # And once its back-off is over, the next delivery writes what the memory let go of
+        async def written() -> bool:
+            await send(handle, view(len(mocks.delivered_keys())))
+            return bool(mocks.archived)
+
+        await eventually(written)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # (the first write that went through holds what the memory dropped meanwhile, at most
+    # a quarter of its capacity: the oldest generations beyond that were given up)
+    work = mocks.archived[0]
+    archived = [key for g in work.writes for key in unpack(g.keys)]
+    assert 0 < len(archived) <= 4
+    assert set(archived) <= {digest(s.dedupe_key) for s in signals}
+    assert stats.archived_objects >= len(work.writes)
