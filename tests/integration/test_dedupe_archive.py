@@ -9,6 +9,7 @@ import time
 from array import array
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -21,11 +22,10 @@ from ct_insider.journeys.archive import (
     ArchiveStore,
     ArchiveView,
     DedupeArchive,
-    digest,
     pack,
     resolve,
 )
-from ct_insider.journeys.memory import CLOCK_SKEW
+from ct_insider.journeys.memory import CLOCK_SKEW, digest
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
 from tests.bridge_helpers import serving_bridge, storefront_event
 from tests.conftest import Emulators, eventually, running_worker
@@ -165,7 +165,7 @@ async def archived_duplicates(client: Client, journeys: str, count: int) -> bool
     return (await shard_stats(client, journeys)).archived_duplicates == count
 
 
-def views(count: int, prefix: str, at: datetime, apart: float = 0) -> list[dict[str, object]]:
+def views(count: int, prefix: str, at: datetime, apart: float = 0) -> list[dict[str, Any]]:
     return [
         storefront_event(
             "product_view",
