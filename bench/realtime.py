@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,10 @@ from bench.harness import (
 from bench.loadgen import LeanClient, at_times
 from bench.traffic import SHAPES, Request, Shape, events_in, population, workload
 from ct_insider.config import TemporalSettings
+from ct_insider.journeys.memory import CLOCK_SKEW
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
-from workflows.journey_shard import ShardSettings
+from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
 
 TOKEN = "bench-bridge-token-0123456789"
 TARGET_P99 = 2.0
@@ -94,8 +96,13 @@ async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[f
 
 
 def dedupe_horizon_minutes(shape: Shape) -> float:
-    """How far back the shards' dedupe memory reaches at the shape's rate (one key per event)."""
-    return round(SHARDS * ShardSettings().seen_capacity / shape.rate / 60, 1)
+    """How far back a redelivery is recognised without reading Insider: with the dedupe
+    archive, its retention less the clock-skew allowance (docs/design/realtime.md); without
+    it, what the shards' memory holds at the shape's rate (one key per event)."""
+    settings = ShardSettings()
+    if settings.archive_retention_minutes:
+        return round(settings.archive_retention_minutes - CLOCK_SKEW / timedelta(minutes=1), 1)
+    return round(SHARDS * settings.seen_capacity / shape.rate / 60, 1)
 
 
 def stored_keys(stack: Stack) -> list[tuple[str, float]]:
@@ -122,6 +129,21 @@ async def history_events(client: Client, task_queue: str) -> tuple[int, int]:
         total += (await handle.describe()).history_length
         runs += 1
     return total, runs
+
+
+async def archive_figures(client: Client, task_queue: str) -> dict[str, int]:
+    """What the shards' dedupe archives did: objects written, redeliveries recognised."""
+    stats = [
+        await client.get_workflow_handle_for(
+            JourneyShardWorkflow.run, shard_workflow_id(task_queue, n)
+        ).query(JourneyShardWorkflow.stats)
+        for n in range(SHARDS)
+    ]
+    return {
+        "archive_objects_written": sum(s.archived_objects for s in stats),
+        "archive_duplicates": sum(s.archived_duplicates for s in stats),
+        "duplicates_dropped": sum(s.duplicates for s in stats),
+    }
 
 
 def temporal_actions(stack: Stack) -> float | None:
@@ -187,6 +209,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             stored = stored_keys(stack)
             insider = stack.insider_stats()
             history, runs = await history_events(client, journey_queue)
+            archive = await archive_figures(client, journey_queue)
         actions_after = temporal_actions(stack)
     counts = Counter(key for key, _ in stored)
     first_store: dict[str, float] = {}
@@ -205,6 +228,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         "bridges": shape.bridges,
         "requests_redelivered": len(requests) - len(originals),
         "dedupe_horizon_minutes": dedupe_horizon_minutes(shape),
+        **archive,
         "insider_events_expected": expected,
         "rate_offered": shape.rate,
         "refused": refused,
@@ -289,7 +313,10 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         lines.insert(
             0,
             f"  dedupe horizon          {result['dedupe_horizon_minutes']} min at this rate "
-            f"({result['requests_redelivered']} requests posted again 1 to 300 s later)",
+            f"({result['requests_redelivered']} requests posted again 1 to 300 s later; "
+            f"{result['duplicates_dropped']} duplicates dropped, "
+            f"{result['archive_duplicates']} of them found in the dedupe archive, "
+            f"{result['archive_objects_written']} archive objects written)",
         )
     misses = met(result, shape)
     lines.append("  targets: " + ("all met" if not misses else "MISSED " + "; ".join(misses)))

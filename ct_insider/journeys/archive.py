@@ -14,7 +14,8 @@ reading Insider:
   bytes (least recently used first out): the objects never change, so the cache never
   has to check them again, and a cold cache (after a restart) reads them in groups;
 - whether a key absent from those objects can be trusted to be new is the shard's call
-  (`ArchiveView.covered_from`), see `resolve`.
+  (`ArchiveView.covered_from`), see `resolve`; an archive commercetools cannot serve holds
+  no delivery up: its forgotten signals are settled by reading Insider.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import httpx
 from pydantic import BaseModel
 
 from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.journeys.memory import CLOCK_SKEW, digest
 from ct_insider.journeys.signals import JourneySignal
+from ct_insider.logging import get_logger
+
+log = get_logger(__name__)
 
 CONTAINER = "ct-insider-dedupe-archive"
 # Digests per object: 64 KB, ~87 KB as base64 in the custom object's value.
@@ -218,7 +224,12 @@ async def resolve(
         return []
     digests = {index: digest(signals[index].intake_key()) for index in forgotten}
     keys = [object_key(view.lane, sequence) for sequence in view.sequences]
-    archived = await archive.find(keys, set(digests.values()))
+    try:
+        archived = await archive.find(keys, set(digests.values()))
+    except (CommercetoolsError, httpx.HTTPError) as exc:  # Insider is asked instead
+        log.warning("dedupe archive not readable", error=str(exc))
+        archived = set()
+        view = view.model_copy(update={"covered_from": None})
     duplicates = []
     for index in forgotten:
         if digests[index] in archived:

@@ -81,7 +81,6 @@ class ArchiveLane:
         self._shard = shard
         self._retention_ms = int(retention / timedelta(milliseconds=1))
         self._max_pending_keys = max_pending_keys
-        self.given_up = 0  # objects dropped from a full queue, in this run
 
     def snapshot(self) -> ArchiveLaneSnapshot:
         return self._state.model_copy(deep=True)
@@ -107,7 +106,6 @@ class ArchiveLane:
             state.next_sequence += 1
         while sum(g.key_count for g in state.queued) > self._max_pending_keys:
             lost = state.queued.pop(0)
-            self.given_up += 1
             self._uncover_through(lost.accepted_through, lost.ahead_until)
 
     def _uncover_through(self, accepted_through: int, ahead_until: int) -> None:

@@ -27,6 +27,8 @@ from ct_insider.journeys.archive import (
 )
 from ct_insider.journeys.memory import CLOCK_SKEW, digest
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
+from ct_insider.retry import Backoff
+from emulators.process import free_port
 from tests.bridge_helpers import serving_bridge, storefront_event
 from tests.conftest import Emulators, eventually, running_worker
 from tests.integration.test_realtime_exactly_once import post_all, stored_event_ids
@@ -145,6 +147,26 @@ async def test_resolve_drops_archived_signals_trusts_covered_ones_and_doubts_the
     again = [signal("event:old"), signal("event:new")]
     assert await resolve(archive, None, again) == []
     assert [s.doubt for s in again] == [True, True]
+
+
+async def test_an_archive_commercetools_cannot_serve_puts_forgotten_signals_in_doubt(
+    clean_emulators: Emulators,
+) -> None:
+    # Given an archive whose commercetools refuses connections, with one object cached
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    settings = clean_emulators.ct_settings().model_copy(
+        update={"api_url": unreachable, "auth_url": unreachable}
+    )
+    async with CommercetoolsClient(settings, backoff=Backoff(attempts=1)) as ct:
+        archive = DedupeArchive(ArchiveStore(ct))
+        archive.keep(generation(0, []).key, array("Q"))
+        view = ArchiveView(lane="lane1", sequences=[0, 1], covered_from=0)
+        signals = [signal("event:old"), signal("event:new")]
+        # When a delivery resolves its forgotten signals (object 1 must be read)
+        duplicates = await resolve(archive, view, signals)
+    # Then the delivery goes on, and Insider is asked about each of them
+    assert duplicates == []
+    assert [s.doubt for s in signals] == [True, True]
 
 
 async def shard_stats(client: Client, journeys: str) -> ShardStats:

@@ -118,8 +118,7 @@ def test_a_full_queue_gives_up_its_oldest_objects_and_their_coverage() -> None:
     work = lane.work(later)
     # Then the queue holds at most 20 keys (the oldest generation was given up), and once
     # written the archive covers only what came after the given-up generation
-    assert sum(g.key_count for g in work.writes) == 20
-    assert lane.given_up == 1
+    assert [g.sequence for g in work.writes] == [2, 3]
     lane.done(work)
     assert covered_before is not None
     assert lane.covers_from() == int(later.timestamp()) + 10 + 1
