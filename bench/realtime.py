@@ -21,8 +21,8 @@ the journey shards, on a fresh stack (Temporal dev server, both emulators) per s
 Every shape also needs p99 < 2 s, 0 lost, 0 duplicated (purchases included), at most 0.05
 Insider upsert requests and 0.5 Temporal history events per event, no Insider profile
 read (skew and redelivery: at most 0.001 per event), and worker peak RSS < 300 MB. The
-redelivery shape prints the shards' dedupe horizon at its rate: redeliveries within it
-must cost no read. Before the connector, bench/temporal_floor.py runs the
+redelivery shape prints the dedupe horizon (the dedupe archive's retention less the clock
+allowance, docs/design/realtime.md): redeliveries within it must cost no read. Before the connector, bench/temporal_floor.py runs the
 same traffic through no-op shards (what Temporal alone costs in this design), side by side.
 """
 

@@ -45,7 +45,7 @@ MAX_KEYS_PER_OBJECT = 8_192
 # A worker process's cache of archived generations, in bytes of digests (8 per key): at
 # 1,500 events/s a lookup needs the last ~15 minutes (clock-skew allowance + redelivery
 # delay) of keys, ~11 MB.
-CACHE_BYTES = 64 * 1024 * 1024
+CACHE_BYTES = 32 * 1024 * 1024
 # Objects read per request on a cache miss (each up to ~87 KB).
 FETCH_GROUP = 20
 
