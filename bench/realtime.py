@@ -101,7 +101,8 @@ def dedupe_horizon_minutes(shape: Shape) -> float:
     it, what the shards' memory holds at the shape's rate (one key per event)."""
     settings = ShardSettings()
     if settings.archive_retention_minutes:
-        return round(settings.archive_retention_minutes - CLOCK_SKEW / timedelta(minutes=1), 1)
+        allowance = CLOCK_SKEW / timedelta(minutes=1)
+        return round(max(0.0, settings.archive_retention_minutes - allowance), 1)
     return round(SHARDS * settings.seen_capacity / shape.rate / 60, 1)
 
 

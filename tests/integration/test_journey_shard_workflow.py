@@ -443,3 +443,36 @@ async def test_a_failing_dedupe_archive_holds_no_delivery_up_and_is_written_late
     assert 0 < len(archived) <= 4
     assert set(archived) <= {digest(s.dedupe_key) for s in signals}
     assert stats.archived_objects >= len(work.writes)
+
+
+async def test_continue_as_new_carries_the_archive_lane_and_a_forgotten_signal_is_looked_up(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(40)]
+    async with shard(client, mocks, seen_capacity=16, max_run_signals=8) as (handle, _):
+        # Given a shard remembering 16 keys, continuing-as-new every few signals, that took
+        # 40 signals one window at a time
+        for number, signal in enumerate(signals):
+            await send(handle, signal)
+            await eventually(reaches(number + 1, lambda: len(mocks.delivered_keys())))
+        # When the first one is delivered again, runs later
+        await send(handle, signals[0])
+        await eventually(reaches(41, lambda: len(mocks.delivered_keys())))
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then what the memory let go of was archived across runs in one lane, numbered on
+    writes = [g for work in mocks.archived for g in work.writes]
+    assert stats.runs >= 3
+    assert len({g.lane for g in writes}) == 1
+    assert [g.sequence for g in writes] == list(range(len(writes)))
+    holding = {g.sequence for g in writes if digest(signals[0].dedupe_key) in unpack(g.keys)}
+    assert {digest(s.dedupe_key) for s in signals[:24]} <= {
+        key for g in writes for key in unpack(g.keys)
+    }
+    # And the redelivery went to its delivery marked forgotten, pointed at the object
+    # holding its key (whether it is a duplicate is the delivery's to find out)
+    last = mocks.deliveries[-1]
+    assert [s.dedupe_key for s in last.signals] == [signals[0].dedupe_key]
+    assert last.signals[0].forgotten
+    assert last.archive is not None
+    assert holding and holding <= set(last.archive.sequences)
