@@ -475,4 +475,5 @@ async def test_continue_as_new_carries_the_archive_lane_and_a_forgotten_signal_i
     assert [s.dedupe_key for s in last.signals] == [signals[0].dedupe_key]
     assert last.signals[0].forgotten
     assert last.archive is not None
-    assert holding and holding <= set(last.archive.sequences)
+    assert holding
+    assert holding <= set(last.archive.sequences)
