@@ -64,6 +64,10 @@ class ArchiveWork(BaseModel):
         return not (self.writes or self.deletes)
 
 
+_NEVER = 2**62
+_NOTHING = ArchiveWork()
+
+
 def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -81,6 +85,8 @@ class ArchiveLane:
         self._shard = shard
         self._retention_ms = int(retention / timedelta(milliseconds=1))
         self._max_pending_keys = max_pending_keys
+        # Unix ms at which the next written object expires (a delivery asks every time).
+        self._next_expiry = min((self._expiry(o) for o in snapshot.written), default=_NEVER)
 
     def snapshot(self) -> ArchiveLaneSnapshot:
         return self._state.model_copy(deep=True)
@@ -114,18 +120,25 @@ class ArchiveLane:
         after = max(accepted_through, -(-ahead_until // 1000)) + 1
         state.covered_from = max(state.covered_from or after, after)
 
+    def _expiry(self, archived: ArchivedObject) -> int:
+        kept_for = max(archived.accepted_through * 1000 + 999, archived.ahead_until)
+        return kept_for + self._retention_ms
+
     def work(self, now: datetime) -> ArchiveWork:
         """What the bookkeeping has to do now: write the queue, delete what expired."""
         state = self._state
-        horizon = _millis(now) - self._retention_ms
-        keep = []
-        for archived in state.written:
-            if max(archived.accepted_through * 1000 + 999, archived.ahead_until) < horizon:
-                state.expired.append(archived.sequence)
-                self._uncover_through(archived.accepted_through, archived.ahead_until)
-            else:
-                keep.append(archived)
-        state.written = keep
+        if _millis(now) > self._next_expiry:
+            keep = []
+            for archived in state.written:
+                if self._expiry(archived) < _millis(now):
+                    state.expired.append(archived.sequence)
+                    self._uncover_through(archived.accepted_through, archived.ahead_until)
+                else:
+                    keep.append(archived)
+            state.written = keep
+            self._next_expiry = min((self._expiry(o) for o in keep), default=_NEVER)
+        if not (state.queued or state.expired):
+            return _NOTHING
         return ArchiveWork(
             writes=list(state.queued),
             deletes=[object_key(state.lane, sequence) for sequence in state.expired],
@@ -135,12 +148,12 @@ class ArchiveLane:
         state = self._state
         written = {g.sequence for g in work.writes}
         state.queued = [g for g in state.queued if g.sequence not in written]
-        state.written += [
-            ArchivedObject(
+        for g in work.writes:
+            archived = ArchivedObject(
                 sequence=g.sequence, accepted_through=g.accepted_through, ahead_until=g.ahead_until
             )
-            for g in work.writes
-        ]
+            state.written.append(archived)
+            self._next_expiry = min(self._next_expiry, self._expiry(archived))
         deleted = set(work.deletes)
         state.expired = [s for s in state.expired if object_key(state.lane, s) not in deleted]
 
