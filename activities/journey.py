@@ -5,7 +5,8 @@
   that may or may not have reached Insider;
 - `finish_journeys` (local): bookkeeping a delivery could not finish itself;
 - `archive_journeys` (local): the shard's dedupe archive: generations its memory let go
-  of written, expired ones deleted (ct_insider/journeys/archive_lane.py).
+  of written, expired ones deleted, long-expired ones of any shard swept
+  (ct_insider/journeys/archive_lane.py).
 """
 
 from __future__ import annotations
@@ -156,5 +157,7 @@ class JourneyActivities:
         try:
             await asyncio.gather(*(self._archive.write(g) for g in params.writes))
             await self._archive.delete(params.deletes)
+            if params.sweep_before is not None:
+                await self._archive.sweep(params.sweep_before)
         except CommercetoolsError as exc:
             raise as_application_error(exc) from exc

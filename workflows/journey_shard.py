@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         SettleInput,
     )
     from ct_insider.deadletters import DeadLetterDraft
-    from ct_insider.journeys.archive_lane import ArchiveLane, ArchiveLaneSnapshot
+    from ct_insider.journeys.archive_lane import ArchiveLane, ArchiveLaneSnapshot, new_lane
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
     from ct_insider.journeys.memory import MemorySnapshot, ShardMemory, memory_with
@@ -225,8 +225,8 @@ class JourneyShardWorkflow:
         if not settings.archive_retention_minutes or not workflow.patched(ARCHIVE_PATCH):
             return None
         seen = self._memory.seen
-        snapshot = carried or ArchiveLaneSnapshot(
-            lane=workflow.uuid4().hex[:16], not_before=seen.ahead_until() // 1000 + 1
+        snapshot = carried or new_lane(
+            workflow.uuid4().hex[:16], ahead_until=seen.ahead_until(), now=workflow.now()
         )
         lane = ArchiveLane(
             snapshot,

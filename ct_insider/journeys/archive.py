@@ -48,6 +48,8 @@ MAX_KEYS_PER_OBJECT = 8_192
 CACHE_BYTES = 32 * 1024 * 1024
 # Objects read per request on a cache miss (each up to ~87 KB).
 FETCH_GROUP = 20
+# Expired objects a sweep deletes at most (see `ArchiveStore.sweep`).
+SWEEP_LIMIT = 100
 
 
 def object_key(lane: str, sequence: int) -> str:
@@ -79,6 +81,7 @@ class ArchivedGeneration(BaseModel):
     accepted_from: int  # unix seconds, our clock
     accepted_through: int  # unix seconds, our clock
     ahead_until: int = 0  # unix ms: the latest stated time of its keys dated in the future
+    expires_at: int  # unix ms: from then on no shard looks it up
     keys: str  # sorted digests (`pack`)
 
     @property
@@ -128,6 +131,19 @@ class ArchiveStore:
         for key in keys:
             await self._ct.delete(f"custom-objects/{self._container}/{key}")
 
+    async def sweep(self, before: int) -> list[str]:
+        """Delete (at most `SWEEP_LIMIT`) objects expired before `before` (unix ms), whatever
+        their lane: those of a shard that was started afresh have nobody else to delete them."""
+        container = json.dumps(self._container)
+        page = await self._ct.page(
+            "custom-objects",
+            where=f"container={container} and value(expires_at < {before})",
+            page_size=SWEEP_LIMIT,
+        )
+        keys = [str(raw["key"]) for raw in page.results]
+        await self.delete(keys)
+        return keys
+
 
 class DedupeArchive:
     """The archive as a worker process uses it: the store, behind a cache of the archived
@@ -161,6 +177,12 @@ class DedupeArchive:
 
     async def delete(self, keys: Sequence[str]) -> None:
         await self._store.delete(keys)
+        self._forget(keys)
+
+    async def sweep(self, before: int) -> None:
+        self._forget(await self._store.sweep(before))
+
+    def _forget(self, keys: Sequence[str]) -> None:
         for key in keys:
             dropped = self._objects.pop(key, None)
             if dropped is not None:

@@ -14,7 +14,8 @@ inside the workflow, carried over continue-as-new.
 - An object expires `retention` after the last acceptance it holds, and is deleted then by
   the same bookkeeping; one holding a key dated in the future (a sender's clock far ahead,
   see memory.py) is kept until `retention` after that date, since the memory lets such a
-  key go only once its date has passed.
+  key go only once its date has passed. Every hour the bookkeeping also sweeps objects of
+  any lane expired an hour before (a lane whose shard was started afresh is nobody's).
 - A delivery names the objects that may hold its forgotten signals (`view`): those with a
   key accepted no earlier than the oldest signal's date minus the clock-skew allowance, or
   a key dated at or after it.
@@ -40,6 +41,7 @@ class ArchivedObject(BaseModel):
     sequence: int
     accepted_through: int  # unix seconds
     ahead_until: int = 0  # unix ms
+    expires_at: int  # unix ms
 
 
 class ArchiveLaneSnapshot(BaseModel):
@@ -49,6 +51,7 @@ class ArchiveLaneSnapshot(BaseModel):
     not_before: int = 0
     next_sequence: int = 0
     covered_from: int | None = None  # unix seconds; None: nothing archived yet
+    next_sweep: int = 0  # unix ms
     queued: list[ArchivedGeneration] = Field(default_factory=list)
     written: list[ArchivedObject] = Field(default_factory=list)
     expired: list[int] = Field(default_factory=list)  # sequences to delete
@@ -59,17 +62,29 @@ class ArchiveWork(BaseModel):
 
     writes: list[ArchivedGeneration] = Field(default_factory=list)
     deletes: list[str] = Field(default_factory=list)  # object keys
+    sweep_before: int | None = None  # unix ms: delete any lane's objects expired before
 
     def empty(self) -> bool:
-        return not (self.writes or self.deletes)
+        return not (self.writes or self.deletes or self.sweep_before)
 
 
 _NEVER = 2**62
+# Objects of any lane expired this long (ms) are swept, this often.
+SWEEP_MARGIN = 3_600_000
+SWEEP_EVERY = 3_600_000
 _NOTHING = ArchiveWork()
 
 
 def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def new_lane(lane: str, *, ahead_until: int, now: datetime) -> ArchiveLaneSnapshot:
+    """A lane starting now, in a shard whose memory keeps keys dated up to `ahead_until`
+    (unix ms, SeenKeys.ahead_until) it may have dropped from their generations unarchived."""
+    return ArchiveLaneSnapshot(
+        lane=lane, not_before=ahead_until // 1000 + 1, next_sweep=_millis(now) + SWEEP_EVERY
+    )
 
 
 class ArchiveLane:
@@ -86,7 +101,7 @@ class ArchiveLane:
         self._retention_ms = int(retention / timedelta(milliseconds=1))
         self._max_pending_keys = max_pending_keys
         # Unix ms at which the next written object expires (a delivery asks every time).
-        self._next_expiry = min((self._expiry(o) for o in snapshot.written), default=_NEVER)
+        self._next_expiry = min((o.expires_at for o in snapshot.written), default=_NEVER)
 
     def snapshot(self) -> ArchiveLaneSnapshot:
         return self._state.model_copy(deep=True)
@@ -106,6 +121,8 @@ class ArchiveLane:
                     accepted_from=dropped.accepted_from,
                     accepted_through=dropped.accepted_through,
                     ahead_until=dropped.ahead_until,
+                    expires_at=max(dropped.accepted_through * 1000 + 999, dropped.ahead_until)
+                    + self._retention_ms,
                     keys=pack(dropped.keys[start : start + MAX_KEYS_PER_OBJECT]),
                 )
             )
@@ -120,28 +137,27 @@ class ArchiveLane:
         after = max(accepted_through, -(-ahead_until // 1000)) + 1
         state.covered_from = max(state.covered_from or after, after)
 
-    def _expiry(self, archived: ArchivedObject) -> int:
-        kept_for = max(archived.accepted_through * 1000 + 999, archived.ahead_until)
-        return kept_for + self._retention_ms
-
     def work(self, now: datetime) -> ArchiveWork:
         """What the bookkeeping has to do now: write the queue, delete what expired."""
         state = self._state
-        if _millis(now) > self._next_expiry:
+        now_ms = _millis(now)
+        if now_ms > self._next_expiry:
             keep = []
             for archived in state.written:
-                if self._expiry(archived) < _millis(now):
+                if archived.expires_at < now_ms:
                     state.expired.append(archived.sequence)
                     self._uncover_through(archived.accepted_through, archived.ahead_until)
                 else:
                     keep.append(archived)
             state.written = keep
-            self._next_expiry = min((self._expiry(o) for o in keep), default=_NEVER)
-        if not (state.queued or state.expired):
+            self._next_expiry = min((o.expires_at for o in keep), default=_NEVER)
+        sweep = now_ms >= state.next_sweep
+        if not (state.queued or state.expired or sweep):
             return _NOTHING
         return ArchiveWork(
             writes=list(state.queued),
             deletes=[object_key(state.lane, sequence) for sequence in state.expired],
+            sweep_before=now_ms - SWEEP_MARGIN if sweep else None,
         )
 
     def done(self, work: ArchiveWork) -> None:
@@ -149,11 +165,17 @@ class ArchiveLane:
         written = {g.sequence for g in work.writes}
         state.queued = [g for g in state.queued if g.sequence not in written]
         for g in work.writes:
-            archived = ArchivedObject(
-                sequence=g.sequence, accepted_through=g.accepted_through, ahead_until=g.ahead_until
+            state.written.append(
+                ArchivedObject(
+                    sequence=g.sequence,
+                    accepted_through=g.accepted_through,
+                    ahead_until=g.ahead_until,
+                    expires_at=g.expires_at,
+                )
             )
-            state.written.append(archived)
-            self._next_expiry = min(self._next_expiry, self._expiry(archived))
+            self._next_expiry = min(self._next_expiry, g.expires_at)
+        if work.sweep_before is not None:
+            state.next_sweep = work.sweep_before + SWEEP_MARGIN + SWEEP_EVERY
         deleted = set(work.deletes)
         state.expired = [s for s in state.expired if object_key(state.lane, s) not in deleted]
 

@@ -45,7 +45,9 @@ async def store(clean_emulators: Emulators) -> AsyncIterator[ArchiveStore]:
         yield ArchiveStore(ct)
 
 
-def generation(sequence: int, keys: list[int], lane: str = "lane1") -> ArchivedGeneration:
+def generation(
+    sequence: int, keys: list[int], lane: str = "lane1", expires_at: datetime = NOW
+) -> ArchivedGeneration:
     second = int(NOW.timestamp())
     return ArchivedGeneration(
         lane=lane,
@@ -53,6 +55,7 @@ def generation(sequence: int, keys: list[int], lane: str = "lane1") -> ArchivedG
         sequence=sequence,
         accepted_from=second,
         accepted_through=second + 10,
+        expires_at=int(expires_at.timestamp() * 1000),
         keys=pack(sorted(keys)),
     )
 
@@ -86,6 +89,25 @@ async def test_an_archived_generation_is_written_once_read_back_and_deleted(
     await store.delete([written.key])
     # Then it is gone
     assert await store.read([written.key]) == {}
+
+
+async def test_a_sweep_deletes_expired_objects_of_any_lane_and_nothing_else(
+    store: ArchiveStore,
+) -> None:
+    # Given objects of two lanes, two of them expired two hours ago, one expiring later
+    expired = [
+        generation(0, [1], lane="orphan", expires_at=NOW - timedelta(hours=2)),
+        generation(5, [2], lane="lane1", expires_at=NOW - timedelta(hours=2)),
+    ]
+    live = generation(6, [3], lane="lane1", expires_at=NOW + timedelta(hours=1))
+    archive = DedupeArchive(store)
+    for written in [*expired, live]:
+        await archive.write(written)
+    # When the objects expired an hour ago are swept
+    await archive.sweep(int((NOW - timedelta(hours=1)).timestamp() * 1000))
+    # Then only those are gone, from commercetools and from the cache
+    assert list(await store.read([g.key for g in [*expired, live]])) == [live.key]
+    assert await archive.find([g.key for g in expired], {1, 2}) == set()
 
 
 async def test_a_cold_cache_reads_each_object_once_and_a_warm_one_not_at_all(

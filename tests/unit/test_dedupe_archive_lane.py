@@ -13,7 +13,12 @@ from ct_insider.journeys.archive import (
     object_key,
     unpack,
 )
-from ct_insider.journeys.archive_lane import ArchiveLane, ArchiveLaneSnapshot
+from ct_insider.journeys.archive_lane import (
+    SWEEP_EVERY,
+    SWEEP_MARGIN,
+    ArchiveLane,
+    new_lane,
+)
 from ct_insider.journeys.memory import CLOCK_SKEW, DroppedGeneration, SeenKeys
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
 
@@ -21,9 +26,9 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 RETENTION = timedelta(minutes=60)
 
 
-def _lane(max_pending_keys: int = 100_000, not_before: int = 0) -> ArchiveLane:
+def _lane(max_pending_keys: int = 100_000, ahead_until: int = 0) -> ArchiveLane:
     return ArchiveLane(
-        ArchiveLaneSnapshot(lane="lane1", not_before=not_before),
+        new_lane("lane1", ahead_until=ahead_until, now=NOW),
         shard="shard-000",
         retention=RETENTION,
         max_pending_keys=max_pending_keys,
@@ -98,7 +103,7 @@ def test_nothing_is_covered_while_a_write_is_pending() -> None:
 def test_coverage_starts_after_what_the_memory_kept_for_future_dates_before_archiving() -> None:
     # Given a lane started while the memory kept keys dated up to an hour ahead
     ahead = int((NOW + timedelta(hours=1)).timestamp())
-    lane = _lane(not_before=ahead + 1)
+    lane = _lane(ahead_until=ahead * 1000)
     lane.queue(_dropped(0, 10, NOW))
     lane.done(lane.work(NOW))
     # Then coverage starts after that date, not at the first archived generation
@@ -149,7 +154,7 @@ def test_an_object_with_a_key_dated_ahead_is_kept_until_the_retention_after_that
     lane.done(lane.work(NOW))
     # Then it outlives the retention of its acceptance, and is named to a delivery of a
     # signal dated then
-    assert lane.work(NOW + RETENTION + timedelta(minutes=30)).empty()
+    assert lane.work(NOW + RETENTION + timedelta(minutes=30)).deletes == []
     assert lane.view(ahead).sequences == [0]
     # And goes once the retention has passed after that date
     assert lane.work(ahead + RETENTION + timedelta(seconds=1)).deletes == [object_key("lane1", 0)]
@@ -176,3 +181,17 @@ def test_a_signal_is_covered_only_if_its_earliest_possible_acceptance_is() -> No
     assert covered(view, _signal(NOW + CLOCK_SKEW))
     assert not covered(view, _signal(NOW + CLOCK_SKEW - timedelta(seconds=1)))
     assert not covered(view.model_copy(update={"covered_from": None}), _signal(NOW))
+
+
+def test_long_expired_objects_of_any_lane_are_swept_every_hour() -> None:
+    # Given a lane started now
+    lane = _lane()
+    assert lane.work(NOW + timedelta(minutes=59)).empty()
+    # Then an hour later its bookkeeping sweeps what expired an hour before, whatever its lane
+    later = NOW + timedelta(milliseconds=SWEEP_EVERY)
+    sweep = lane.work(later)
+    assert sweep.sweep_before == int(later.timestamp() * 1000) - SWEEP_MARGIN
+    lane.done(sweep)
+    # And the next time an hour after that
+    assert lane.work(later + timedelta(minutes=59)).empty()
+    assert lane.work(later + timedelta(hours=1)).sweep_before is not None
