@@ -187,12 +187,13 @@ class ArchiveLane:
         """What a delivery whose oldest forgotten signal is dated `oldest` looks up."""
         state = self._state
         earliest = int((oldest - CLOCK_SKEW).timestamp())
+        dated = _millis(oldest)
         return ArchiveView(
             lane=state.lane,
             sequences=[
                 archived.sequence
                 for archived in state.written
-                if archived.accepted_through >= earliest or archived.ahead_until >= _millis(oldest)
+                if archived.accepted_through >= earliest or archived.ahead_until >= dated
             ],
             covered_from=self.covers_from(),
         )
