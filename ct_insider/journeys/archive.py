@@ -162,9 +162,7 @@ class DedupeArchive:
         return self._bytes
 
     def keep(self, key: str, keys: array[int]) -> None:
-        old = self._objects.pop(key, None)
-        if old is not None:
-            self._bytes -= old.itemsize * len(old)
+        self._forget([key])
         self._objects[key] = keys
         self._bytes += keys.itemsize * len(keys)
         while self._bytes > self._max_bytes and len(self._objects) > 1:
