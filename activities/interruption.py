@@ -32,9 +32,13 @@ class Verdict:
     decided: bool = False  # reached the last completed task (or the run's start)
 
 
-def cut_short(newest_first: Iterable[HistoryEvent], verdict: Verdict) -> Verdict:
-    """Scans events newest first, until the last completed workflow task."""
+def cut_short(newest_first: Iterable[HistoryEvent], verdict: Verdict, as_of: int = 0) -> Verdict:
+    """Scans events newest first, until the last completed workflow task before event
+    `as_of` (0: the newest). Asked as of a fixed event, the answer never changes: the
+    shard's own later tasks do not hide a task that died before."""
     for event in newest_first:
+        if as_of and event.event_id > as_of:
+            continue
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             verdict.decided = True
             return verdict
@@ -52,9 +56,10 @@ def cut_short(newest_first: Iterable[HistoryEvent], verdict: Verdict) -> Verdict
     return verdict
 
 
-async def delivery_cut_short(client: Client, workflow_id: str, run_id: str) -> int:
-    """The started-event id of the latest task cut short since the last completed one (0:
-    none). Reads the run's history backwards, a page at a time, until it can tell."""
+async def delivery_cut_short(client: Client, workflow_id: str, run_id: str, as_of: int = 0) -> int:
+    """The started-event id of the latest task cut short since the last task completed
+    before event `as_of` (0: the newest event), 0 if none. Reads the run's history
+    backwards, a page at a time, until it can tell."""
     token = b""
     verdict = Verdict()
     while True:
@@ -66,6 +71,6 @@ async def delivery_cut_short(client: Client, workflow_id: str, run_id: str) -> i
                 next_page_token=token,
             )
         )
-        if cut_short(page.history.events, verdict).decided or not page.next_page_token:
+        if cut_short(page.history.events, verdict, as_of).decided or not page.next_page_token:
             return verdict.cut_short_at
         token = page.next_page_token

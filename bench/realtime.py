@@ -21,8 +21,9 @@ the journey shards, on a fresh stack (Temporal dev server, both emulators) per s
 Every shape also needs p99 < 2 s, 0 lost, 0 duplicated (purchases included), at most 0.05
 Insider upsert requests and 0.5 Temporal history events per event, no Insider profile
 read (skew and redelivery: at most 0.001 per event), and worker peak RSS < 300 MB. The
-redelivery shape prints the dedupe horizon (the dedupe archive's retention less the clock
-allowance, docs/design/realtime.md): redeliveries within it must cost no read. Before the connector, bench/temporal_floor.py runs the
+redelivery shape prints the dedupe horizon (with the dedupe archive, its retention less the
+clock-skew allowance, docs/design/realtime.md; without, the shards' memory at its rate):
+redeliveries within it must cost no read. Before the connector, bench/temporal_floor.py runs the
 same traffic through no-op shards (what Temporal alone costs in this design), side by side.
 """
 
@@ -43,6 +44,7 @@ from typing import Any
 import httpx
 import uvloop
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from bench import temporal_floor
 from bench.harness import (
@@ -58,7 +60,7 @@ from bench.harness import (
 from bench.loadgen import LeanClient, at_times
 from bench.traffic import SHAPES, Request, Shape, events_in, population, workload
 from ct_insider.config import TemporalSettings
-from ct_insider.journeys.memory import CLOCK_SKEW
+from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
 from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
@@ -98,10 +100,10 @@ async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[f
 def dedupe_horizon_minutes(shape: Shape) -> float:
     """How far back a redelivery is recognised without reading Insider: with the dedupe
     archive, its retention less the clock-skew allowance (docs/design/realtime.md); without
-    it, what the shards' memory holds at the shape's rate (one key per event)."""
+    it, how far the shards' memory reaches at the shape's rate (one key per event)."""
     settings = ShardSettings()
     if settings.archive_retention_minutes:
-        allowance = CLOCK_SKEW / timedelta(minutes=1)
+        allowance = CLOCK_SKEW_ALLOWANCE / timedelta(minutes=1)
         return round(max(0.0, settings.archive_retention_minutes - allowance), 1)
     return round(SHARDS * settings.seen_capacity / shape.rate / 60, 1)
 
@@ -132,19 +134,16 @@ async def history_events(client: Client, task_queue: str) -> tuple[int, int]:
     return total, runs
 
 
-async def archive_figures(client: Client, task_queue: str) -> dict[str, int]:
-    """What the shards' dedupe archives did: objects written, redeliveries recognised."""
-    stats = [
-        await client.get_workflow_handle_for(
-            JourneyShardWorkflow.run, shard_workflow_id(task_queue, n)
-        ).query(JourneyShardWorkflow.stats)
-        for n in range(SHARDS)
-    ]
-    return {
-        "archive_objects_written": sum(s.archived_objects for s in stats),
-        "archive_duplicates": sum(s.archived_duplicates for s in stats),
-        "duplicates_dropped": sum(s.duplicates for s in stats),
-    }
+async def shard_stats(client: Client, task_queue: str) -> dict[str, int]:
+    """The journey shards' own counters (current runs: each carries its predecessors'),
+    summed: why Insider was read (doubts, cut-short deliveries), what was dropped."""
+    totals: Counter[str] = Counter()
+    for shard in range(SHARDS):
+        handle = client.get_workflow_handle(shard_workflow_id(task_queue, shard))
+        with contextlib.suppress(RPCError):
+            stats = await handle.query(JourneyShardWorkflow.stats)
+            totals.update(stats.model_dump())
+    return dict(totals)
 
 
 def temporal_actions(stack: Stack) -> float | None:
@@ -210,7 +209,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             stored = stored_keys(stack)
             insider = stack.insider_stats()
             history, runs = await history_events(client, journey_queue)
-            archive = await archive_figures(client, journey_queue)
+            shards = await shard_stats(client, journey_queue)
         actions_after = temporal_actions(stack)
     counts = Counter(key for key, _ in stored)
     first_store: dict[str, float] = {}
@@ -229,7 +228,6 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         "bridges": shape.bridges,
         "requests_redelivered": len(requests) - len(originals),
         "dedupe_horizon_minutes": dedupe_horizon_minutes(shape),
-        **archive,
         "insider_events_expected": expected,
         "rate_offered": shape.rate,
         "refused": refused,
@@ -239,7 +237,12 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             seconds,
             cpu,
         ),
-        "lost": sum(max(0, n - counts[key]) for key, n, _ in keys),
+        # Lost: acknowledged (2xx) and not in Insider. The events of a refused request (503:
+        # the sender keeps them and posts again) are counted apart.
+        "lost": sum(max(0, n - counts[key]) for key, n, accepted in keys if accepted),
+        "refused_not_stored": sum(
+            max(0, n - counts[key]) for key, n, accepted in keys if not accepted
+        ),
         "duplicated": sum(max(0, counts[key] - n) for key, n, _ in keys),
         "insider_upsert_requests": upserts,
         "insider_upserts_per_event": round(upserts / max(1, delivered), 4),
@@ -253,6 +256,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             else None
         ),
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
+        "shard_stats": shards,
     }
 
 
@@ -264,6 +268,8 @@ def met(result: dict[str, Any], shape: Shape) -> list[str]:
         misses.append(f"delivered {result['delivered_per_second']}/s < {target_rate}/s")
     if result["latency_p99"] is None or result["latency_p99"] >= TARGET_P99:
         misses.append(f"p99 {result['latency_p99']} s >= {TARGET_P99} s")
+    if result["refused"]:
+        misses.append(f"{result['refused']} requests refused (503)")
     if result["lost"] or result["duplicated"]:
         misses.append(f"lost {result['lost']}, duplicated {result['duplicated']}")
     if result["insider_upserts_per_event"] > MAX_UPSERTS_PER_EVENT:
@@ -292,7 +298,8 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         f"  latency p50/p95/p99     {result['latency_p50']} / {result['latency_p95']} / "
         f"{result['latency_p99']} s (target p99 < {TARGET_P99})",
         f"  p99 by tenth of run     {result['latency_p99_by_tenth_of_run']}",
-        f"  lost / duplicated       {result['lost']} / {result['duplicated']}",
+        f"  lost / duplicated       {result['lost']} / {result['duplicated']} "
+        f"(events of refused requests, not stored: {result['refused_not_stored']})",
         f"  Insider upserts/event   {result['insider_upserts_per_event']} "
         f"({result['insider_upsert_requests']} requests; target <= {MAX_UPSERTS_PER_EVENT}), "
         f"profile reads {result['insider_profile_reads']}",
@@ -301,6 +308,19 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         f"runs; target <= {MAX_HISTORY_EVENTS_PER_EVENT}); actions/event "
         f"{result['temporal_actions_per_event']}",
         f"  worker peak RSS         {result['worker_peak_rss_mb']} MB",
+        "  shards: "
+        + ", ".join(
+            f"{name} {result['shard_stats'].get(name, 0)}"
+            for name in (
+                "duplicates",
+                "archived_duplicates",
+                "in_doubt",
+                "cut_short",
+                "failed_deliveries",
+                "archived_objects",
+                "runs",
+            )
+        ),
         f"  CPU ms per event        {result['cpu_ms_per_event']}",
     ]
     if floor is not None:
@@ -315,9 +335,9 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
             0,
             f"  dedupe horizon          {result['dedupe_horizon_minutes']} min at this rate "
             f"({result['requests_redelivered']} requests posted again 1 to 300 s later; "
-            f"{result['duplicates_dropped']} duplicates dropped, "
-            f"{result['archive_duplicates']} of them found in the dedupe archive, "
-            f"{result['archive_objects_written']} archive objects written)",
+            f"{result['shard_stats'].get('duplicates', 0)} duplicates dropped, "
+            f"{result['shard_stats'].get('archived_duplicates', 0)} of them found in the "
+            "dedupe archive)",
         )
     misses = met(result, shape)
     lines.append("  targets: " + ("all met" if not misses else "MISSED " + "; ".join(misses)))

@@ -5,34 +5,75 @@
 - POST /events: storefront events, one or a batch
 - GET /healthz, /readyz; GET /stats (counters)
 
-Both POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_TOKEN>`. A
-2xx answer means Temporal has durably stored the signals; 503 means it has not (redeliver).
+Both POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_TOKEN>`.
+What an answer tells the sender:
+- 2xx: Temporal has durably stored the signals. A commercetools delivery that is well-formed
+  but that no journey can take is in the dead-letter store, with why (bridge/letters.py);
+- 4xx: the request, or the events it lists, are wrong as they are: sending them again will
+  not help (a batch's other events are stored all the same);
+- 503 + Retry-After: nothing was refused for good, something a retry can fix was in the way
+  (Temporal, commercetools unreachable): deliver again.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, TypeAdapter
 
+from bridge.admission import SignalRefusal, admit
 from bridge.auth import BearerTokenMiddleware
+from bridge.commit import ShardPart
 from bridge.dispatch import Dispatcher, TemporalUnavailable
+from bridge.letters import LetterBox, LettersNotStored, Refusal, signal_refusal
 from bridge.observability import RequestTelemetry
-from bridge.routing import Ignored, NotificationRouter, storefront_signal
+from bridge.reading import (
+    MAX_DELIVERY_BODY_BYTES,
+    MAX_EVENTS_BODY_BYTES,
+    RequestRefused,
+    admitted_events,
+    event_items,
+    is_json,
+    parse_json,
+    read_body,
+)
+from bridge.routing import Ignored, NotificationRouter, Unroutable
 from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.deadletters import DeadLetterStore
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
-from ct_insider.journeys.storefront import StorefrontBatch, StorefrontEvent
+from ct_insider.journeys.storefront import (
+    MAX_EVENTS_PER_REQUEST,
+    StorefrontBatch,
+    StorefrontEvent,
+)
 from ct_insider.logging import get_logger
+from workflows.catalog_changes import CatalogChange
 
 log = get_logger(__name__)
 
 RETRY_AFTER_SECONDS = "5"
+
+# What /events documents (OpenAPI): one event, {"events": [...]}, or an array (the body is
+# read event by event: bridge/reading.py).
+EVENTS_BODY: TypeAdapter[Any] = TypeAdapter(
+    StorefrontEvent
+    | StorefrontBatch
+    | Annotated[list[StorefrontEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+)
+
+
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "not JSON (syntax, not UTF-8, nested too deeply)"},
+    401: {"description": "missing or wrong bearer token"},
+    413: {"description": "body over the route's limit"},
+    422: {"description": "wrong as it is: the failing fields (a batch: each refused event)"},
+    503: {"description": "not accepted, deliver again after Retry-After"},
+}
 
 
 def _unavailable(reason: str) -> JSONResponse:
@@ -43,91 +84,134 @@ def _unavailable(reason: str) -> JSONResponse:
     )
 
 
-def create_app(token: SecretStr, router: NotificationRouter, dispatcher: Dispatcher) -> FastAPI:
-    app = FastAPI(
+class BridgeApi(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, plus the /events body (read by hand, event by event)."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            body = EVENTS_BODY.json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(body.pop("$defs", {}))
+            schema["paths"]["/events"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body}},
+            }
+        return self.openapi_schema or {}
+
+
+def create_app(
+    token: SecretStr,
+    router: NotificationRouter,
+    dispatcher: Dispatcher,
+    letters: DeadLetterStore,
+) -> FastAPI:
+    app = BridgeApi(
         title="ct-insider bridge",
         summary="commercetools subscription deliveries and storefront events to Insider journeys",
         version="1",
     )
     counters: Counter[str] = Counter()
+    letter_box = LetterBox(letters, counters)
 
     app.add_middleware(BearerTokenMiddleware, token=token, counters=counters)
     if telemetry.active():  # outermost: it sees the 401s too
         app.add_middleware(RequestTelemetry)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Where and what, never the input itself (it may hold personal data).
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": str(e.get("type"))}
-            for e in exc.errors()
-        ]
-        if any(error["type"] == "json_invalid" for error in errors):
-            counters["malformed"] += 1
-            return JSONResponse({"error": "malformed JSON", "detail": errors}, status_code=400)
-        counters["invalid"] += 1
-        return JSONResponse(
-            {"error": "request does not match the schema", "detail": errors}, status_code=422
-        )
+    @app.exception_handler(RequestRefused)
+    async def refused(_request: Request, exc: RequestRefused) -> JSONResponse:
+        counters[exc.counter] += 1
+        body: dict[str, Any] = {"error": exc.error}
+        if exc.detail is not None:
+            body["detail"] = exc.detail
+        return JSONResponse(body, status_code=exc.status)
 
     @app.post(
         "/webhooks/commercetools",
         status_code=202,
-        responses={400: {}, 401: {}, 422: {}, 503: {}},
+        responses=ANSWERS,
         summary="A commercetools subscription delivery, in any supported envelope",
     )
     async def commercetools_delivery(request: Request) -> Any:
         try:
-            body = json.loads(await request.body())
-        except ValueError as exc:
-            counters["malformed"] += 1
-            return JSONResponse({"error": f"malformed JSON: {exc}"}, status_code=400)
-        try:
-            notification = parse_delivery(body)
+            notification = parse_delivery(
+                parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES))
+            )
         except EnvelopeError as exc:
-            counters["invalid"] += 1
-            return JSONResponse({"error": str(exc)}, status_code=422)
+            raise RequestRefused(422, "invalid", str(exc)) from None
         if notification is None:
             counters["test_notification"] += 1
             return {"status": "acknowledged", "reason": "subscription test notification"}
+        parts: list[ShardPart | CatalogChange] = []
+        refusals: list[Refusal] = []
         try:
-            signals = await router.signals(notification)
-            await dispatcher.dispatch(signals)
+            for signal in await router.signals(notification):
+                if isinstance(signal, CatalogChange):
+                    parts.append(signal)
+                    continue
+                admitted = admit(signal)
+                if isinstance(admitted, SignalRefusal):
+                    refusals.append(signal_refusal(notification, signal, admitted))
+                else:
+                    parts.append(admitted)
+            if parts:
+                await dispatcher.dispatch(parts)
         except Ignored as ignored:
-            counters[f"ignored:{notification.type}"] += 1
-            return {"status": "ignored", "reason": ignored.reason}
-        except (TemporalUnavailable, CommercetoolsError) as exc:
+            counters[f"{ignored.counter}:{notification.type}"] += 1
+            return {"status": ignored.counter, "reason": ignored.reason}
+        except Unroutable as unroutable:
+            refusals.append(unroutable.refusal)
+        except (TemporalUnavailable, CommercetoolsError, httpx.TransportError) as exc:
+            # What a retry can fix: the router lets only those commercetools errors through.
             counters["unavailable"] += 1
             log.warning("delivery not accepted", error=str(exc), type=notification.type)
             return _unavailable(type(exc).__name__)
-        counters[f"accepted:{notification.type}"] += 1
-        return {"status": "accepted", "signals": len(signals)}
+        if refusals:
+            try:
+                await letter_box.post(refusals)
+            except LettersNotStored:
+                counters["unavailable"] += 1
+                return _unavailable(LettersNotStored.__name__)
+        if parts:
+            counters[f"accepted:{notification.type}"] += 1
+        return {
+            "status": "accepted" if parts else "dead-lettered",
+            "signals": len(parts),
+            "dead_lettered": [{"key": r.letter.key, "cause": r.cause} for r in refusals],
+        }
 
     @app.post(
         "/events",
         status_code=202,
-        responses={400: {}, 401: {}, 422: {}, 503: {}},
+        responses={**ANSWERS, 415: {"description": "not sent as application/json"}},
         summary="Storefront events: one event, {'events': [...]}, or a JSON array",
     )
-    async def storefront_events(
-        body: StorefrontEvent | StorefrontBatch | list[StorefrontEvent],
-    ) -> Any:
-        if isinstance(body, StorefrontEvent):
-            events = [body]
-        elif isinstance(body, StorefrontBatch):
-            events = body.events
-        else:
-            events = body
-        if not events:
-            return JSONResponse({"error": "no events"}, status_code=422)
-        try:
-            shards = await dispatcher.dispatch([storefront_signal(e) for e in events])
-        except TemporalUnavailable as exc:
-            counters["unavailable"] += 1
-            log.warning("events not accepted", error=str(exc), events=len(events))
-            return _unavailable(type(exc).__name__)
-        counters["events"] += len(events)
-        return {"status": "accepted", "events": len(events), "shards": shards}
+    async def storefront_events(request: Request) -> Any:
+        if not is_json(request.headers.get("content-type")):
+            raise RequestRefused(415, "unsupported_media_type", "send JSON: application/json")
+        items, at = event_items(parse_json(await read_body(request, MAX_EVENTS_BODY_BYTES)))
+        parts, refused = admitted_events(items, at)
+        shards = 0
+        if parts:
+            try:
+                shards = await dispatcher.dispatch(parts)
+            except TemporalUnavailable as exc:
+                counters["unavailable"] += 1
+                log.warning("events not accepted", error=str(exc), events=len(parts))
+                return _unavailable(type(exc).__name__)
+            counters["events"] += len(parts)
+        for refusal in refused:
+            counters[f"events_refused:{refusal['cause']}"] += 1
+        if refused:
+            return JSONResponse(
+                {
+                    "error": f"{len(refused)} of {len(items)} events refused, the others stored",
+                    "accepted": len(parts),
+                    "shards": shards,
+                    "refused": refused,
+                },
+                status_code=422,
+            )
+        return {"status": "accepted", "events": len(parts), "shards": shards}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
@@ -57,6 +57,22 @@ class TemporalUnavailable(Exception):
 
 class ShardBacklogged(TemporalUnavailable):
     """The shard is far behind; the sender must deliver again later."""
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """A journey signal as its shard receives it: whose it is, and its JSON in a window."""
+
+    routing_key: str
+    data: bytes
+
+    @classmethod
+    def of(cls, signal: JourneySignal) -> ShardPart:
+        """Stamps the signal with when the bridge received it (the shard measures its dedupe
+        horizon on our clock, never the sender's). Raises ValueError for a signal that
+        names nobody."""
+        signal.received_at = datetime.now(UTC)
+        return cls(signal.routing(), signal.model_dump_json(exclude_defaults=True).encode())
 
 
 @dataclass
@@ -212,14 +228,15 @@ class ShardCommitter:
         return {"commit_window": sum(lane.queued for lane in self._lanes.values())}
 
     async def commit(self, signals: Sequence[JourneySignal]) -> int:
-        """Return once Temporal stored every signal (with the shards' other signals of the
+        return await self.commit_parts([ShardPart.of(signal) for signal in signals])
+
+    async def commit_parts(self, parts: Sequence[ShardPart]) -> int:
+        """Return once Temporal stored every part (with the shards' other signals of the
         window); raises TemporalUnavailable otherwise. Returns how many shards were used."""
         by_shard: dict[int, list[bytes]] = {}
-        for signal in signals:
-            shard = shard_of(signal.routing(), self.shards)
-            by_shard.setdefault(shard, []).append(
-                signal.model_dump_json(exclude_defaults=True).encode()
-            )
+        for part in parts:
+            shard = shard_of(part.routing_key, self.shards)
+            by_shard.setdefault(shard, []).append(part.data)
         results = await asyncio.gather(
             *(self._lane(shard).add(parts) for shard, parts in by_shard.items()),
             return_exceptions=True,

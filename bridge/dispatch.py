@@ -11,8 +11,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from bridge.commit import ShardCommitter, TemporalUnavailable
-from ct_insider.journeys.signals import JourneySignal
+from bridge.commit import ShardCommitter, ShardPart, TemporalUnavailable
 from workflows.catalog_changes import (
     CatalogChange,
     CatalogChangeInput,
@@ -31,19 +30,19 @@ class Dispatcher:
         self._task_queue = task_queue
         self.journeys = journeys
 
-    async def dispatch(self, signals: Sequence[JourneySignal | CatalogChange]) -> int:
-        """Return once Temporal stored them all, with how many workflows were signalled."""
-        journey_signals: list[JourneySignal] = []
+    async def dispatch(self, signals: Sequence[ShardPart | CatalogChange]) -> int:
+        """Return once Temporal stored them all (journey signals as the bridge admitted
+        them: bridge/admission.py), with how many workflows were signalled."""
+        journey_parts: list[ShardPart] = []
         by_product: dict[str, list[CatalogChange]] = defaultdict(list)
         for signal in signals:
             if isinstance(signal, CatalogChange):
                 by_product[signal.workflow_key()].append(signal)
             else:
-                signal.routing()  # raises ValueError for a signal that names nobody
-                journey_signals.append(signal)
+                journey_parts.append(signal)
         try:
             shards, *_ = await asyncio.gather(
-                self.journeys.commit(journey_signals) if journey_signals else _none(),
+                self.journeys.commit_parts(journey_parts) if journey_parts else _none(),
                 *(self._catalog_change(key, batch) for key, batch in by_product.items()),
             )
         except (RPCError, RuntimeError) as exc:

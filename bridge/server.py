@@ -11,6 +11,7 @@ from bridge.dispatch import Dispatcher
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import BridgeSettings, CommercetoolsSettings, TemporalSettings
+from ct_insider.deadletters import DeadLetterStore
 from ct_insider.temporal import connect
 
 
@@ -34,6 +35,7 @@ async def serve(
                     backlog_bytes=bridge.shard_backlog_bytes,
                 ),
             ),
+            DeadLetterStore(commercetools),
         )
         config = uvicorn.Config(
             app,

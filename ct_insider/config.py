@@ -87,6 +87,13 @@ class InsiderSettings(BaseSettings):
         "reads profiles (an event Insider stored is readable only once processed; how soon is "
         "not documented)",
     )
+    settle_matching: Literal["auto", "event_id", "fingerprint"] = Field(
+        default="auto",
+        description="how settlement recognises its storefront and sign-up events in a profile "
+        "read: event_id (their custom param: only where the account's reads return custom "
+        "event params), fingerprint (name, product and second, counted), or auto: what "
+        "`ct-insider setup insider` found by probing the account (event_id until it has run)",
+    )
     profile_units_per_minute: float = Field(
         default=900,
         gt=0,

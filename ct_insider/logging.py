@@ -191,12 +191,17 @@ def _temporal_context(
 def _from_stdlib_record(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """A standard-library record's logger name, and the Temporal SDK's `temporal_*` extras
-    (its activity and workflow loggers attach them) as the same fields our lines carry."""
+    """A standard-library record's logger name, the Temporal SDK's `temporal_*` extras
+    (its activity and workflow loggers attach them) as the same fields our lines carry, and
+    the fields of a line forwarded from the SDK's core (numbers stay numbers)."""
     record: logging.LogRecord | None = event_dict.get("_record")
     if record is None:
         return event_dict
     event_dict.setdefault("logger", record.name)
+    core = getattr(record, "temporal_log", None)
+    if core is not None:
+        for key, value in core.fields.items():
+            event_dict.setdefault(str(key), value)
     for extra in ("temporal_activity", "temporal_workflow"):
         info = getattr(record, extra, None)
         if isinstance(info, Mapping):

@@ -79,6 +79,14 @@ def _tls(settings: TemporalSettings) -> TLSConfig | bool:
     )
 
 
+# The SDK core's lines carry their values apart (a payload's size and the limit it exceeded):
+# they become fields of the JSON line rather than text appended to the message, where the
+# masking would take a run of digits for a phone number.
+CORE_LOG_FORWARDING = LogForwardingConfig(
+    logger=logging.getLogger("temporalio.core"), append_log_fields_to_message=False
+)
+
+
 @functools.cache
 def _runtime(metrics_bind_address: str | None) -> Runtime:
     """One SDK runtime per process (and metrics address): Prometheus metrics when asked for,
@@ -88,7 +96,7 @@ def _runtime(metrics_bind_address: str | None) -> Runtime:
         telemetry=TelemetryConfig(
             logging=LoggingConfig(
                 filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+                forwarding=CORE_LOG_FORWARDING,
             ),
             metrics=PrometheusConfig(bind_address=metrics_bind_address)
             if metrics_bind_address

@@ -17,10 +17,26 @@ import httpx
 from ct_insider.search_attributes import dev_server_flags
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(port: int = 0) -> int:
+    """A port on 127.0.0.1 for a server to listen on, kept from anyone else for a minute.
+
+    Bound and closed, a port could go to the next process asking the kernel for one, or to
+    an outgoing connection, before our server binds it. So it is connected to and closed on
+    the listening side first: it waits out TIME_WAIT (60 s on Linux), which those picks skip,
+    while a server binding it with SO_REUSEADDR gets it (uvicorn, Node, Go, Python's
+    http.server and the Temporal SDK's metrics all set it). `port`: that one instead of any
+    (OSError when it is taken).
+    """
+    with socket.socket() as listener:
+        # SO_REUSEADDR here too: Linux lets a server rebind only a TIME_WAIT port bound so.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1)
+        address = listener.getsockname()
+        with socket.create_connection(address):
+            accepted, _ = listener.accept()
+            accepted.close()  # the listening side closes first: its end enters TIME_WAIT
+        return int(address[1])
 
 
 class ManagedProcess:
@@ -58,7 +74,11 @@ class ManagedProcess:
             start_new_session=True,
         )
         if self.health_url or self.ready_file:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:  # not ready, or interrupted: not left running either
+                self.stop()
+                raise
         return self
 
     def _is_ready(self) -> bool:

@@ -272,7 +272,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--entity", help="only this entity (customer, order, catalog-item, storefront-event)"
+        "--entity",
+        help="only this entity (customer, order, catalog-item, storefront-event, notification)",
     )
     parser.add_argument("--path", choices=PATHS, help="only letters of this delivery path")
 

@@ -27,7 +27,7 @@ from ct_insider.config import (
     TemporalSettings,
     load,
 )
-from starters.output import ExitCode, add_json_flag, fail, print_json, stdout
+from starters.output import ExitCode, add_json_flag, fail, print_json, stdout, unreachable
 
 # No check may hang the doctor: each has this long.
 CHECK_TIMEOUT_SECONDS = 6.0
@@ -89,17 +89,20 @@ def _quiet_load(settings_class: type[S]) -> tuple[S | None, str]:
 
 
 async def _verdict(
-    system: str, check: str, run: Callable[[], Awaitable[tuple[Status, str]]]
+    system: str,
+    check: str,
+    run: Callable[[], Awaitable[tuple[Status, str]]],
+    within_seconds: float = CHECK_TIMEOUT_SECONDS,
 ) -> Verdict:
     """Run one check with a timeout; what it raises becomes a FAIL with its exit code."""
     try:
-        status, detail = await asyncio.wait_for(run(), CHECK_TIMEOUT_SECONDS)
+        status, detail = await asyncio.wait_for(run(), within_seconds)
     except CheckFailed as exc:
         return Verdict(
             system=system, check=check, status="FAIL", detail=exc.detail, exit_code=exc.exit_code
         )
     except TimeoutError:
-        detail = f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"
+        detail = f"no answer within {within_seconds:g} s"
         return Verdict(
             system=system, check=check, status="FAIL", detail=detail, exit_code=ExitCode.UNREACHABLE
         )
@@ -187,7 +190,11 @@ async def _commercetools(settings: CommercetoolsSettings | None) -> list[Verdict
     return [token, await _verdict("commercetools", "scopes", scopes)]
 
 
-async def _insider(settings: InsiderSettings | None, mapping_path: Path | None) -> list[Verdict]:
+async def _insider(
+    settings: InsiderSettings | None,
+    ct_settings: CommercetoolsSettings | None,
+    mapping_path: Path | None,
+) -> list[Verdict]:
     from ct_insider.insider.client import InsiderClient
     from ct_insider.insider.errors import InsiderConfigurationError, InsiderError
     from ct_insider.mapping.config import MappingConfigError, load_mapping_config
@@ -236,11 +243,48 @@ async def _insider(settings: InsiderSettings | None, mapping_path: Path | None) 
         f"token accepted; {len(mapping.catalog.markets)} market locales registered",
         "INSIDER_CATALOG_API_KEY",
     )
-    return list(
+    verdicts = list(
         await asyncio.gather(
             _verdict("Insider UCD", "token", ucd), _verdict("Insider catalog", "token", catalog)
         )
     )
+    if verdicts[0].status == "OK":
+        verdicts.append(await _settle_matching(settings, ct_settings))
+    return verdicts
+
+
+async def _settle_matching(
+    settings: InsiderSettings, ct_settings: CommercetoolsSettings | None
+) -> Verdict:
+    """Probe how the account's profile reads return events (writes and deletes the probe
+    profile) and compare with the matching the workers use."""
+    from ct_insider.commercetools.client import CommercetoolsClient
+    from ct_insider.commercetools.errors import CommercetoolsError
+    from ct_insider.insider.client import InsiderClient
+    from ct_insider.insider.errors import InsiderError
+    from ct_insider.insider.probe import ProbeFailed, probe_waits
+    from ct_insider.setup.matching import MatchingStore, check_matching
+
+    if ct_settings is None:  # the stored answer lives in commercetools
+        return _skipped("Insider UCD", "settle matching", "commercetools configuration")
+    found: CommercetoolsSettings = ct_settings
+
+    async def run() -> tuple[Status, str]:
+        try:
+            async with InsiderClient(settings) as insider, CommercetoolsClient(found) as ct:
+                check = await check_matching(insider, settings, MatchingStore(ct), save=False)
+        except ProbeFailed as exc:
+            raise CheckFailed(str(exc), ExitCode.FAILURES) from exc
+        except (InsiderError, CommercetoolsError) as exc:
+            code = ExitCode.UNREACHABLE if unreachable(exc) else ExitCode.FAILURES
+            raise CheckFailed(str(exc), code) from exc
+        if check.status == "FAIL":
+            raise CheckFailed(check.detail, ExitCode.FAILURES)
+        return check.status, check.detail
+
+    # The probe waits for Insider to make its event readable.
+    waited = sum(probe_waits(settings.settle_grace_seconds))
+    return await _verdict("Insider UCD", "settle matching", run, waited + CHECK_TIMEOUT_SECONDS)
 
 
 async def _temporal(settings: TemporalSettings | None) -> list[Verdict]:
@@ -345,7 +389,11 @@ async def run_doctor(mapping_path: Path | None) -> DoctorReport:
     temporal = loaded["Temporal"]
     groups = await asyncio.gather(
         _commercetools(ct if isinstance(ct, CommercetoolsSettings) else None),
-        _insider(insider if isinstance(insider, InsiderSettings) else None, mapping_path),
+        _insider(
+            insider if isinstance(insider, InsiderSettings) else None,
+            ct if isinstance(ct, CommercetoolsSettings) else None,
+            mapping_path,
+        ),
         _temporal(temporal if isinstance(temporal, TemporalSettings) else None),
     )
     for group in groups:

@@ -1,11 +1,12 @@
 """`ct-insider setup commercetools|insider|temporal`: create or check what the connector
-needs outside itself (idempotent: running it again changes nothing)."""
+needs outside itself (idempotent: running it again changes nothing but the time of the
+settle-matching probe `setup insider` stores)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ct_insider.config import (
     CommercetoolsSettings,
@@ -14,7 +15,20 @@ from ct_insider.config import (
     TemporalSettings,
     load,
 )
-from starters.output import ExitCode, UsageError, add_json_flag, fail, print_json, stdout, table
+from starters.output import (
+    ExitCode,
+    UsageError,
+    add_json_flag,
+    fail,
+    print_json,
+    stdout,
+    table,
+    unreachable,
+)
+
+if TYPE_CHECKING:
+    from ct_insider.setup.inone import InOneRequirements
+    from ct_insider.setup.matching import MatchingCheck
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,8 +52,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ct.set_defaults(handler=setup_commercetools)
     insider = systems.add_parser(
         "insider",
-        help="verify the UCD and Catalog tokens, register the catalog locales, list what "
-        "must exist in InOne",
+        help="verify the UCD and Catalog tokens, register the catalog locales, probe how "
+        "profile reads return events (stored for the workers' settlement), list what must "
+        "exist in InOne",
         epilog="example: ct-insider setup insider --mapping rules.json",
     )
     insider.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
@@ -133,19 +148,28 @@ def _print_scopes(scopes: dict[str, Any]) -> None:
 
 
 async def setup_insider(args: argparse.Namespace) -> int:
+    from ct_insider.commercetools.client import CommercetoolsClient
+    from ct_insider.commercetools.errors import CommercetoolsError
     from ct_insider.insider.client import InsiderClient
-    from ct_insider.insider.errors import InsiderConfigurationError
+    from ct_insider.insider.errors import InsiderConfigurationError, InsiderError
+    from ct_insider.insider.probe import ProbeFailed
     from ct_insider.mapping.config import MappingConfigError, load_mapping_config
     from ct_insider.setup.inone import inone_requirements
+    from ct_insider.setup.matching import MatchingStore, check_matching
     from ct_insider.setup.verify import register_locales, verify_ucd_token
 
     settings = load(InsiderSettings)
+    # The probe's answer is kept in commercetools, where the workers read it.
+    ct_settings = load(CommercetoolsSettings)
     try:
         mapping = load_mapping_config(args.mapping)
     except MappingConfigError as exc:
         raise UsageError(str(exc)) from None
     requirements = inone_requirements(mapping)
-    async with InsiderClient(settings) as insider:
+    matching: MatchingCheck | None = None
+    problem: str | None = None
+    exit_code = ExitCode.OK
+    async with InsiderClient(settings) as insider, CommercetoolsClient(ct_settings) as ct:
         try:
             await verify_ucd_token(insider)
         except InsiderConfigurationError as exc:
@@ -159,6 +183,15 @@ async def setup_insider(args: argparse.Namespace) -> int:
                 f"(INSIDER_CATALOG_API_KEY): {exc}"
             )
             return ExitCode.UNREACHABLE
+        try:
+            matching = await check_matching(insider, settings, MatchingStore(ct), save=True)
+        except ProbeFailed as exc:
+            problem, exit_code = f"settle matching probe: {exc}", ExitCode.FAILURES
+        except (InsiderError, CommercetoolsError) as exc:
+            problem = f"settle matching probe: {exc}"
+            exit_code = ExitCode.UNREACHABLE if unreachable(exc) else ExitCode.FAILURES
+    if matching is not None and matching.status == "FAIL":
+        problem, exit_code = f"settle matching: {matching.detail}", ExitCode.FAILURES
     locales = [market.locale for market in mapping.catalog.markets]
     if args.json:
         print_json(
@@ -167,17 +200,33 @@ async def setup_insider(args: argparse.Namespace) -> int:
                 "catalog_token": "ok",
                 "locales": locales,
                 "locales_created": created,
+                "settle_matching": matching.model_dump(mode="json") if matching else None,
+                "problem": problem,
                 "inone": requirements.model_dump(mode="json"),
                 "custom_events": requirements.custom_events,
             }
         )
-        return ExitCode.OK
+    else:
+        _print_insider(requirements, locales, created, matching)
+    if problem:
+        fail(f"setup insider: {problem}")
+    return exit_code
+
+
+def _print_insider(
+    requirements: InOneRequirements,
+    locales: list[str],
+    created: int,
+    matching: MatchingCheck | None,
+) -> None:
     out = stdout()
     out.print("Insider UCD token: OK", markup=False)
     out.print(
         f"Insider catalog token: OK; locales {', '.join(locales)} registered ({created} new)",
         markup=False,
     )
+    if matching is not None:
+        out.print(f"Settle matching: {matching.status} {matching.detail}", markup=False)
     out.print(
         table(
             "InOne custom attributes (Attributes & Events)",
@@ -204,7 +253,6 @@ async def setup_insider(args: argparse.Namespace) -> int:
         ),
         markup=False,
     )
-    return ExitCode.OK
 
 
 async def setup_temporal(args: argparse.Namespace) -> int:

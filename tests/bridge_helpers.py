@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,15 +17,22 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.app import create_app
 from bridge.commit import ShardCommitter
 from bridge.dispatch import Dispatcher
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
-from emulators.process import free_port
-from tests.conftest import PROJECT_KEY, Emulators
-from workflows.journey_shard import ShardSettings
+from ct_insider.config import CommercetoolsSettings
+from ct_insider.deadletters import DeadLetterStore
+from tests.conftest import PROJECT_KEY, Emulators, eventually
+from workflows.journey_shard import (
+    JourneyShardWorkflow,
+    ShardSettings,
+    ShardStats,
+    shard_workflow_id,
+)
 
 TOKEN = "bridge-test-token-0123456789"
 SHARDS = 4
@@ -39,6 +47,16 @@ class Bridge:
         async with httpx.AsyncClient(timeout=30) as http:
             return await http.post(f"{self.url}{path}", json=body, headers=headers)
 
+    async def post_raw(
+        self, path: str, content: bytes, content_type: str = "application/json"
+    ) -> httpx.Response:
+        """A body as it is, under its own content type (empty: none)."""
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await http.post(f"{self.url}{path}", content=content, headers=headers)
+
     async def stats(self) -> dict[str, int]:
         async with httpx.AsyncClient(timeout=30) as http:
             body: dict[str, int] = (await http.get(f"{self.url}/stats")).json()
@@ -52,36 +70,36 @@ async def serving_bridge(
     emulators: Emulators,
     *,
     shards: int = SHARDS,
+    ct_settings: CommercetoolsSettings | None = None,
     **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
-    """The bridge app served by uvicorn; `shard_settings` override ShardSettings."""
-    port = free_port()
-    async with CommercetoolsClient(emulators.ct_settings()) as ct:
-        committer = ShardCommitter(
-            client,
-            journey_task_queue,
-            shards=shards,
-            window_seconds=0.05,
-            settings=ShardSettings.model_validate(shard_settings),
-        )
-        app = create_app(
-            SecretStr(TOKEN),
-            NotificationRouter(ct),
-            Dispatcher(client, journey_task_queue, committer),
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        task = asyncio.create_task(server.serve())
-        for _ in range(500):  # uvicorn has no "started" event to await
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        try:
-            yield Bridge(f"http://127.0.0.1:{port}")
-        finally:
-            server.should_exit = True
-            await task
+    """The bridge app served by uvicorn; `ct_settings` replace the emulator's (e.g. fewer
+    scopes), `shard_settings` override ShardSettings."""
+    # Listening before uvicorn starts: requests wait in the backlog until it serves them, and
+    # no other process can take the port in between.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        async with CommercetoolsClient(ct_settings or emulators.ct_settings()) as ct:
+            committer = ShardCommitter(
+                client,
+                journey_task_queue,
+                shards=shards,
+                window_seconds=0.05,
+                settings=ShardSettings.model_validate(shard_settings),
+            )
+            app = create_app(
+                SecretStr(TOKEN),
+                NotificationRouter(ct),
+                Dispatcher(client, journey_task_queue, committer),
+                DeadLetterStore(ct),
+            )
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+            task = asyncio.create_task(server.serve(sockets=[listener]))
+            try:
+                yield Bridge(f"http://127.0.0.1:{port}")
+            finally:
+                server.should_exit = True
+                await task
 
 
 def message(
@@ -171,3 +189,42 @@ def storefront_event(
 
 def seconds_ago(seconds: float) -> datetime:
     return datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=seconds)
+
+
+async def settled_shards(
+    client: Client, journey_task_queue: str, shards: int, received: int
+) -> dict[int, ShardStats]:
+    """The statistics of each shard started, once they took in `received` signals in all and
+    nothing more can come out of them: no signal pending, no workflow task or activity under
+    way (so a duplicate that was going to be sent has been sent)."""
+
+    async def observe() -> tuple[list[str], dict[int, ShardStats]]:
+        busy: list[str] = []
+        found: dict[int, ShardStats] = {}
+        for shard in range(shards):
+            handle = client.get_workflow_handle_for(
+                JourneyShardWorkflow.run, shard_workflow_id(journey_task_queue, shard)
+            )
+            try:
+                described = (await handle.describe()).raw_description
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    continue  # no signal ever reached this shard
+                raise
+            pending = await handle.query(JourneyShardWorkflow.pending)
+            if described.HasField("pending_workflow_task"):
+                busy.append(f"shard {shard}: a workflow task")
+            if described.pending_activities:
+                busy.append(f"shard {shard}: {len(described.pending_activities)} activities")
+            if pending:
+                busy.append(f"shard {shard}: {pending} signals pending")
+            found[shard] = await handle.query(JourneyShardWorkflow.stats)
+        return busy, found
+
+    _, stats = await eventually(
+        observe,
+        60,
+        until=lambda seen: not seen[0] and sum(s.received for s in seen[1].values()) == received,
+        what=f"the shards to take in {received} signals and go quiet",
+    )
+    return dict(stats)

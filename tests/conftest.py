@@ -106,6 +106,20 @@ class Emulators(EmulatorWiring):
     def insider_faults(self, **faults: object) -> None:
         httpx.post(f"{self.insider_url}/_emulator/faults", json=faults).raise_for_status()
 
+    def insider_reads(self, **reads: object) -> None:
+        """How the emulated account's profile reads answer (e.g. custom_event_params=False)."""
+        httpx.post(f"{self.insider_url}/_emulator/reads", json=reads).raise_for_status()
+
+    def ct_faults(self, *, unavailable: bool = False) -> None:
+        """`unavailable`: commercetools answers every API request 503 (tokens still issued)."""
+        body = {"unavailable": unavailable}
+        httpx.post(f"{self.ct_url}/_emulator/faults", json=body).raise_for_status()
+
+    def ct_stats(self) -> dict[str, int]:
+        """`unavailable`: requests answered 503 by an outage ct_faults set."""
+        stats: dict[str, int] = httpx.get(f"{self.ct_url}/_emulator/stats").json()
+        return stats
+
 
 def worker_process(
     emulators: Emulators,
@@ -164,6 +178,7 @@ def clean_emulators(emulators: Emulators) -> Emulators:
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
+        port=free_port(),
         data_converter=data_converter(load(PayloadCodecSettings)),
         dev_server_existing_path=temporal_binary(),
         search_attributes=SEARCH_ATTRIBUTES,
@@ -227,18 +242,34 @@ async def retried_activity_attempts(handle: WorkflowHandle[Any, Any]) -> int:
     return len(retried)
 
 
-async def eventually(check: Callable[[], Any], within: float = 20.0) -> Any:
-    """Poll until `check()` returns something truthy (journeys flush asynchronously);
-    `check` may be a coroutine function (e.g. a workflow query)."""
+async def eventually(
+    observe: Callable[[], Any],
+    within: float = 20.0,
+    *,
+    until: Callable[[Any], object] = bool,
+    what: str | None = None,
+) -> Any:
+    """Poll `observe()` (a function or a coroutine function) until `until` holds for what it
+    returns - by default until that is truthy - and return it. Fails after `within` seconds
+    saying what was awaited (`what`, else the code of `observe`) and what was seen last."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        seen = observe()
+        observed = await seen if inspect.isawaitable(seen) else seen
+        if until(observed):
+            return observed
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(
+                f"not within {within:g} s: {what or _code_of(observe)}; last seen: {observed!r}"
+            )
         await asyncio.sleep(0.2)
+
+
+def _code_of(function: Callable[..., object]) -> str:
+    try:
+        return " ".join(inspect.getsource(function).split())
+    except (OSError, TypeError):
+        return repr(function)
 
 
 @asynccontextmanager
@@ -266,13 +297,13 @@ async def status_when(
     condition: Callable[[DeltaStatus], bool],
     within_seconds: float = 30.0,
 ) -> DeltaStatus:
-    deadline = asyncio.get_running_loop().time() + within_seconds
-    while True:
-        status = await handle.query(DeltaSyncWorkflow.status)
-        if status is not None and condition(status):
-            return status
-        assert asyncio.get_running_loop().time() < deadline, f"condition not met: {status}"
-        await asyncio.sleep(0.2)
+    status: DeltaStatus = await eventually(
+        lambda: handle.query(DeltaSyncWorkflow.status),
+        within_seconds,
+        until=lambda status: status is not None and condition(status),
+        what=f"a delta status where {_code_of(condition)}",
+    )
+    return status
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,7 @@ from ct_insider.journeys.delivery import JourneyDeliverer
 from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.setup.matching import MatchingStore, SettleMatching
 from ct_insider.sync.catalog import CatalogSender
 from ct_insider.sync.fingerprints import FingerprintStore
 from ct_insider.sync.ledger import DeliveryLedger
@@ -155,8 +156,13 @@ async def build_workers(
         deliverer = JourneyDeliverer(
             ct, insider, coalescer, orders, letters, mapping, erasures=ErasureStarter(task_queue)
         )
+        matching = SettleMatching(
+            insider_settings.settle_matching, insider_settings.partner_name, MatchingStore(ct)
+        )
         journeys = JourneyActivities(
-            deliverer, DoubtSettler(insider, deliverer), DedupeArchive(ArchiveStore(ct))
+            deliverer,
+            DoubtSettler(insider, deliverer, matching),
+            DedupeArchive(ArchiveStore(ct)),
         )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)

@@ -10,10 +10,13 @@ upsert for many people, shared with the other shards of the worker.
 Exactly once, without reading Insider on the steady path:
 - a delivery that may have been stored (ambiguous failure) is settled by a regular
   activity that reads Insider for those users only, before anything later is sent;
-- a shard rebuilt from history asks Temporal (not Insider) whether the delivery before was
-  cut short by a dying worker; only then does it settle that batch by reading Insider;
+- a shard rebuilt from history asks Temporal (not Insider) whether a task before was cut
+  short by a dying worker; only then does it settle what that task may have sent by reading
+  Insider - the verdict stays on those signals whatever becomes of the delivery that asked;
 - continue-as-new happens in a workflow task of its own (after a 1 ms timer), so a
-  completion Temporal refuses because a signal arrived never repeats a delivery.
+  completion Temporal refuses because a signal arrived never repeats a delivery; what it
+  carries is bounded by construction (CARRY_BUDGET: settings whose worst case exceeds it
+  are refused, pending work beyond its share is delivered first).
 
 Dedupe beyond the memory: each generation of keys the shard's memory lets go of is written
 to the dedupe archive (commercetools custom objects, ct_insider/journeys/archive_lane.py),
@@ -21,17 +24,21 @@ kept `archive_retention_minutes`; a forgotten signal is looked up there by its d
 and Insider is asked only when the archive does not cover it.
 
 Nothing the bridge acknowledged is dropped: a delivery that fails before sending is retried
-with backoff; what Insider refuses goes to the dead-letter store; the shard never fails.
+with backoff; a signal that makes its batch fail every time is found by splitting the batch
+and dead-lettered, as is what Insider refuses and any window the shard cannot read; no
+input fails a workflow task, and the shard never fails.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from datetime import timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import from_json, to_json
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
@@ -41,17 +48,35 @@ with workflow.unsafe.imports_passed_through():
         NOT_SENT,
         DeliverInput,
         FinishInput,
+        HistoryCheck,
         JourneyActivities,
+        NotSent,
         SettleInput,
     )
     from ct_insider.deadletters import DeadLetterDraft
-    from ct_insider.journeys.archive_lane import ArchiveLane, ArchiveLaneSnapshot, new_lane
-    from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats
+    from ct_insider.journeys import sender_clock_keys
+    from ct_insider.journeys.archive_lane import (
+        ArchiveLane,
+        ArchiveLaneSnapshot,
+        max_lane_bytes,
+        max_pending_keys,
+        new_lane,
+    )
+    from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats, signal_letter
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
-    from ct_insider.journeys.memory import MemorySnapshot, ShardMemory, memory_with
+    from ct_insider.journeys.memory import (
+        DELETED_CAPACITY,
+        KEY_ADDED_BYTES,
+        MemorySnapshot,
+        SeenKeys,
+        ShardMemory,
+        max_snapshot_bytes,
+        memory_with,
+        received_moment,
+    )
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
-    from ct_insider.journeys.signals import JourneySignal
+    from ct_insider.journeys.signals import MAX_SIGNAL_BYTES, JourneySignal
     from ct_insider.sync.reports import validation_reasons
 
 DELIVERY_RETRY = RetryPolicy(
@@ -65,32 +90,86 @@ SETTLE_RETRY = RetryPolicy(
 MAX_BACKOFF = timedelta(minutes=5)
 # Runs started before the dedupe archive existed replay without it (it adds local activities).
 ARCHIVE_PATCH = "dedupe-archive"
+# A signal in this many deliveries that failed before sending because of a record of their
+# batch is a suspect: its batch is halved after each such failure, and a suspect that fails
+# alone is dead-lettered. Between halvings the shard pauses briefly (no dependency is down).
+POISON_ATTEMPTS = 3
+ISOLATION_PAUSE = timedelta(seconds=1)
+DELIVER = "deliver"  # the signal that carries a window
+# Of a window that is not JSON, the dead letter keeps this much (as text).
+UNREADABLE_KEPT_BYTES = 10_000
 SIGNALS = TypeAdapter(list[JourneySignal])
+# Runs begun before it measured their dedupe memory's reach by the senders' clocks and
+# carried pending signals without a bound on the whole; they finish as they began.
+MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
+# What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
+# a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
+# max_history_bytes); ~25% stays free for what the bound below does not count.
+CARRY_BUDGET = 1_500_000
+# The carry besides memory and pending work: shard, settings, statistics (21 counters),
+# JSON framing, and the codec's envelope (key id, nonce, tag).
+CARRY_FIXED_BYTES = 4_096
 
 
 class ShardSettings(BaseModel):
     max_batch: int = Field(default=250, ge=1)  # signals per delivery
+    # ... and bytes of them (a signal is at most MAX_SIGNAL_BYTES): ~240 ordinary events, or
+    # 9 cart views of 100 lines. A delivery's input is about this much; its doubtful users'
+    # planned events (one per cart line) in its result ~1.8x, and a settlement's input both:
+    # ~0.9 MB at worst, well under Temporal's 2 MB (tests/unit/test_bridge_admission.py).
+    max_batch_bytes: int = Field(default=320_000, ge=MAX_SIGNAL_BYTES)
     # >0: after the first signal, gather this long before delivering, so deliveries that
     # arrive shuffled within the window are put back in order (costs a timer per batch).
     gather_seconds: float = Field(default=0.0, ge=0)
     seen_capacity: int = Field(default=30_000, ge=16)  # dedupe keys remembered
     identity_capacity: int = Field(default=20_000, ge=1)
     identity_idle_seconds: float = Field(default=24 * 3600, gt=0)  # then forgotten at CAN
+    # Customers whose delivered deletion is remembered (for 30 days), at most.
+    deleted_capacity: int = Field(default=DELETED_CAPACITY, ge=1)
     # A run continues-as-new after about this many signals. Each continue-as-new pauses the
-    # shard for a few hundred ms (the carried memory, ~0.8 MB, is written and read back); a
+    # shard for a few hundred ms (the carried memory, up to ~1.2 MB, is written and read); a
     # rebuild (a restart) replays the whole run (bench/realtime.py: 3,000 signals replay in
     # 0.3 s of CPU). Each shard's threshold is offset by its index (0.75x to 1.25x), so
     # shards under even traffic do not all pause at once.
     max_run_signals: int = Field(default=6_000, ge=1)
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
-    # Pending signals carried over continue-as-new, at most (with the memory, well under
-    # Temporal's 2 MB per payload); with more pending the shard delivers first.
-    carry_max_bytes: int = Field(default=512_000, ge=10_000)
     # How long the dedupe archive keeps what the memory let go of (0: no archive; forgotten
     # signals are then settled by reading Insider). The dedupe horizon is this minus the
-    # clock-skew allowance (10 minutes): see docs/design/realtime.md.
-    archive_retention_minutes: float = Field(default=60.0, ge=0)
+    # clock-skew allowance (2 s): see docs/design/realtime.md. At most a week.
+    archive_retention_minutes: float = Field(default=60.0, ge=0, le=7 * 24 * 60)
+    # Pending signals and unfinished bookkeeping carried over continue-as-new, with the dedupe
+    # archive's lane (at most max_lane_bytes, ~140 KB at the default memory), at most (JSON
+    # bytes); with more, the shard delivers first. (About a full batch of 250 large
+    # storefront events; what the memory leaves of CARRY_BUDGET at the default capacities.)
+    pending_max_bytes: int = Field(default=320_000, ge=10_000)
+
+    def max_carry_bytes(self) -> int:
+        """The most continue-as-new can hand the next run with these settings."""
+        return (
+            max_snapshot_bytes(self.seen_capacity, self.identity_capacity, self.deleted_capacity)
+            + self.pending_max_bytes
+            + CARRY_FIXED_BYTES
+        )
+
+    @model_validator(mode="after")
+    def _carry_within_budget(self) -> ShardSettings:
+        worst = self.max_carry_bytes()
+        if worst > CARRY_BUDGET:
+            raise ValueError(
+                f"a shard with these capacities may carry {worst:,} bytes over "
+                f"continue-as-new, beyond its budget of {CARRY_BUDGET:,} (Temporal refuses "
+                "payloads over 2 MiB): lower seen_capacity, identity_capacity, "
+                "deleted_capacity or pending_max_bytes"
+            )
+        lane = max_lane_bytes(self.seen_capacity) if self.archive_retention_minutes else 0
+        if self.pending_max_bytes < lane + MAX_SIGNAL_BYTES:
+            raise ValueError(
+                f"pending_max_bytes ({self.pending_max_bytes:,}) leaves no room for a pending "
+                f"signal beside the dedupe archive's lane (up to {lane:,} bytes with this "
+                "seen_capacity): raise it, or set archive_retention_minutes to 0"
+            )
+        return self
 
 
 class ShardStats(BaseModel):
@@ -157,13 +236,30 @@ class ShardInput(BaseModel):
     carried: ShardCarry | None = None
 
 
-def _not_sent(failure: BaseException) -> bool:
-    """Whether a failed delivery stopped before sending anything (see activities/journey)."""
+def fits_carry(work: Iterable[JourneySignal | Bookkeeping], room: int) -> bool:
+    """Whether pending work takes at most `room` bytes of the carry (as JSON, as the
+    payload converter writes it)."""
+    for item in work:
+        room -= len(to_json(item))
+        if room < 0:
+            return False
+    return True
+
+
+def _not_sent(failure: BaseException) -> NotSent | None:
+    """What a failed delivery that stopped before sending anything reported (see
+    activities/journey); None: it failed otherwise, and may have sent."""
     while failure is not None:
         if isinstance(failure, ApplicationError) and failure.type == NOT_SENT:
-            return True
+            # Without details (a worker before they were reported): a dependency was down.
+            return NotSent.model_validate(failure.details[0]) if failure.details else NotSent()
         failure = failure.__cause__  # type: ignore[assignment]
-    return False
+    return None
+
+
+def _kept_text(data: bytes) -> str:
+    """What a dead letter keeps of a payload that is not JSON."""
+    return data[:UNREADABLE_KEPT_BYTES].decode(errors="replace")
 
 
 def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]) -> SettleInput:
@@ -196,74 +292,123 @@ class JourneyShardWorkflow:
     @workflow.init
     def __init__(self, params: ShardInput) -> None:
         carried = params.carried or ShardCarry()
-        self._settings = params.settings
+        settings = self._settings = params.settings
+        # A run begun before the patch keeps the dedupe memory and carry rule it began with.
+        self._on_our_clock = workflow.patched(MEMORY_ON_OUR_CLOCK)
         self._memory = ShardMemory(
-            seen_capacity=params.settings.seen_capacity,
-            identity_capacity=params.settings.identity_capacity,
+            seen_capacity=settings.seen_capacity,
+            identity_capacity=settings.identity_capacity,
+            deleted_capacity=settings.deleted_capacity,
             snapshot=carried.memory,
+            now=workflow.now(),
+            seen=None
+            if self._on_our_clock
+            else sender_clock_keys.SenderClockSeenKeys(settings.seen_capacity, carried.memory),
         )
         self._pending: list[JourneySignal] = list(carried.pending)
         self._unfinished: list[Bookkeeping] = list(carried.unfinished)
         self._stats = carried.stats
         self._failures = 0
+        self._batch_limit = params.settings.max_batch  # smaller while isolating a poison
         self._archive = self._archive_lane(params.settings, carried.archive)
         self._archive_failures = 0
         self._archive_resumes = workflow.now()
         self._run_signals = 0
-        # Intake keys accepted since the carried state was built (while continuing-as-new).
-        self._since_carry: list[str] | None = None
+        # Intake keys (with their dates and when they were received) accepted since the
+        # carried state was built (while continuing-as-new).
+        self._since_carry: list[tuple[str, datetime, datetime]] | None = None
         spread = 0.75 + 0.5 * ((params.shard * 0.618) % 1.0)
         self._max_run_signals = max(1, int(params.settings.max_run_signals * spread))
         # Every run starts by asking Temporal whether a task that delivered was cut short (a
         # rebuilt run, or a first task that died: that one is not even a replay), and asks
-        # again until a delivery that ran now found the history clean.
+        # until a delivery that ran now got the answer.
         self._check_interruption = True
+        # The history length of the first task this activation ran now (not replayed): a task
+        # before it that died may have sent any signal the shard had accepted by then - its
+        # own signals included, since they are the ones that task held, and more.
+        self._rebuilt_at = 0
 
     def _archive_lane(
         self, settings: ShardSettings, carried: ArchiveLaneSnapshot | None
     ) -> ArchiveLane | None:
-        if not settings.archive_retention_minutes or not workflow.patched(ARCHIVE_PATCH):
+        """The dedupe archive's lane, in runs on our clock (a run begun before the memory
+        patch keeps everything as it was)."""
+        if (
+            not settings.archive_retention_minutes
+            or not self._on_our_clock
+            or not workflow.patched(ARCHIVE_PATCH)
+        ):
             return None
         seen = self._memory.seen
-        snapshot = carried or new_lane(
-            workflow.uuid4().hex[:16], ahead_until=seen.ahead_until(), now=workflow.now()
-        )
+        assert isinstance(seen, SeenKeys)  # (on our clock)
+        snapshot = carried or new_lane(workflow.uuid4().hex[:16], workflow.now())
         lane = ArchiveLane(
             snapshot,
             shard=workflow.info().workflow_id,
             retention=timedelta(minutes=settings.archive_retention_minutes),
-            max_pending_keys=settings.seen_capacity // 4,
+            max_pending_keys=max_pending_keys(settings.seen_capacity),
         )
         seen.on_drop = lane.queue
         return lane
 
-    @workflow.signal
-    def deliver(self, window: RawValue) -> None:
-        """A window of the bridge's group commit: a JSON array of journey signals."""
+    @workflow.signal(dynamic=True)
+    def deliver(self, name: str, windows: Sequence[RawValue]) -> None:
+        """Signal `deliver`: a window of the bridge's group commit, a JSON array of journey
+        signals. What the shard cannot take is dead-lettered with the reason: no input may
+        fail the workflow task (it would fail again on every retry, and the shard would
+        stop) - hence a dynamic handler, which no signal name or argument count can fail."""
+        self._note_rebuild()
+        for window in windows:
+            if name == DELIVER:
+                self._accept(window.payload.data)
+            else:
+                reason = f"signal {name!r} is not one a journey shard takes"
+                self._unreadable(_kept_text(window.payload.data), [reason])
+
+    def _accept(self, window: bytes) -> None:
         now = workflow.now()
         task = workflow.info().get_current_history_length()
-        for signal in self._read(window.payload.data):
+        for signal in self._read(window):
             self._run_signals += 1
-            verdict = accept(self._memory, signal, now)
+            try:
+                verdict = accept(self._memory, signal, now)
+            except Exception as exc:  # e.g. a signal that names nobody to deliver it to
+                self._stats.received += 1
+                self._dead_letter(signal, [f"not accepted: {type(exc).__name__}: {exc}"])
+                continue
             self._stats.count(verdict)
             if verdict is Verdict.ACCEPTED:
                 signal.accepted_in = task
                 self._pending.append(signal)
                 if self._since_carry is not None:
-                    self._since_carry.append(signal.intake_key())
+                    received = received_moment(signal.received_at, now)
+                    self._since_carry.append((signal.intake_key(), signal.occurred_at, received))
             elif verdict is not Verdict.DUPLICATE:
                 self._drop_letter(signal)
+
+    def _note_rebuild(self) -> None:
+        if not self._rebuilt_at and not workflow.unsafe.is_replaying():
+            self._rebuilt_at = workflow.info().get_current_history_length()
 
     def _read(self, data: bytes) -> list[JourneySignal]:
         """The window's signals. One the worker cannot read (a newer bridge during a rolling
         deploy) is dead-lettered with its reason: the rest of the window goes on (the SDK
-        would drop a whole signal it cannot decode)."""
+        would drop a whole signal it cannot decode). A window that is not JSON is one letter;
+        one that is not an array is read as one signal."""
         try:
             return SIGNALS.validate_json(data)
         except ValidationError:
             pass
+        try:
+            window = from_json(data)  # (json.loads would raise RecursionError too)
+        except ValueError as exc:
+            reason = f"window is not JSON ({len(data)} bytes): {exc}"
+            self._unreadable(_kept_text(data), [reason])
+            return []
+        if not isinstance(window, list) and workflow.patched("window-not-an-array"):
+            window = [window]  # (a run before read a JSON object's keys as its signals)
         readable = []
-        for raw in json.loads(data):
+        for raw in window:
             try:
                 readable.append(JourneySignal.model_validate(raw))
             except ValidationError as exc:
@@ -284,6 +429,12 @@ class JourneyShardWorkflow:
         )
         self._unfinished.append(Bookkeeping(letters=[letter]))
 
+    def _dead_letter(self, signal: JourneySignal, reasons: list[str]) -> None:
+        workflow.logger.warning("journey signal dead-lettered: %s", reasons)
+        self._stats.dead_lettered += 1
+        letter = signal_letter(workflow.info().workflow_id, signal, reasons)
+        self._unfinished.append(Bookkeeping(letters=[letter]))
+
     def _drop_letter(self, signal: JourneySignal) -> None:
         """A re-driven signal with nothing left to deliver (stale, or its customer deleted
         since) leaves the dead-letter store."""
@@ -300,8 +451,8 @@ class JourneyShardWorkflow:
 
     @workflow.query
     def archive_covers_from(self) -> int | None:
-        """Unix seconds since when every key the memory let go of is in the dedupe archive
-        (None: no archive, nothing archived yet, or a write pending)."""
+        """Unix ms (our clock) since when every key the memory let go of is in the dedupe
+        archive (None: no archive, or a write pending)."""
         return None if self._archive is None else self._archive.covers_from()
 
     @workflow.run
@@ -309,6 +460,7 @@ class JourneyShardWorkflow:
         settings = params.settings
         while True:
             await workflow.wait_condition(lambda: bool(self._pending or self._unfinished))
+            self._note_rebuild()
             if self._unfinished:
                 # Ledger entries first: a purchase delivered but not yet recorded must not
                 # look undelivered to the next batch.
@@ -331,9 +483,11 @@ class JourneyShardWorkflow:
                 carry = self._carry()
                 await workflow.sleep(timedelta(milliseconds=1))
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    ShardInput(shard=params.shard, settings=settings, carried=self._complete(carry))
-                )
+                completed = self._complete(carry)
+                if completed is not None:
+                    workflow.continue_as_new(
+                        ShardInput(shard=params.shard, settings=settings, carried=completed)
+                    )
 
     def _time_to_continue(self) -> bool:
         info = workflow.info()
@@ -345,28 +499,33 @@ class JourneyShardWorkflow:
         )
         return grown and self._carryable()
 
-    def _carryable(self) -> bool:
-        budget = self._settings.carry_max_bytes
-        for signal in self._pending:
-            budget -= len(signal.model_dump_json())
-            if budget < 0:
-                return False
-        return True
+    def _carryable(self, keys_since_carry: int = 0) -> bool:
+        """Whether pending work fits the carry beside the archive's lane: the memory is
+        bounded by its capacities."""
+        if not self._on_our_clock:
+            return sender_clock_keys.carryable(self._pending)
+        room = self._settings.pending_max_bytes - keys_since_carry * KEY_ADDED_BYTES
+        if self._archive is not None:
+            room -= self._archive.carried_bytes()
+        return fits_carry(chain(self._unfinished, self._pending), room)
 
     def _carry(self) -> ShardCarry:
         idle = timedelta(seconds=self._settings.identity_idle_seconds)
         self._since_carry = []
         return ShardCarry(memory=self._memory.snapshot(workflow.now() - idle, workflow.now()))
 
-    def _complete(self, carry: ShardCarry) -> ShardCarry:
+    def _complete(self, carry: ShardCarry) -> ShardCarry | None:
         """What changed since the carry was built: signals accepted meanwhile (their keys
-        join the memory), pending work, statistics."""
+        join the memory), pending work, statistics; None when what arrived meanwhile does
+        not fit (the shard delivers first)."""
+        since_carry, self._since_carry = self._since_carry or [], None
+        if self._on_our_clock and not self._carryable(len(since_carry)):
+            return None
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run
         memory = carry.memory
-        if self._since_carry:
-            memory = memory_with(memory, self._since_carry, workflow.now())
-        self._since_carry = None
+        if since_carry:
+            memory = memory_with(memory, since_carry)
         return ShardCarry(
             memory=memory,
             pending=self._pending,
@@ -381,7 +540,14 @@ class JourneyShardWorkflow:
         await workflow.sleep(delay)
 
     async def _deliver_batch(self) -> None:
-        batch = take_batch(self._memory, self._pending, self._settings.max_batch, workflow.now())
+        self._note_rebuild()
+        # Runs begun before batches were bounded by bytes replay the batches they made.
+        max_bytes = (
+            self._settings.max_batch_bytes if workflow.patched("delivery-batch-bytes") else 2**62
+        )
+        batch = take_batch(
+            self._memory, self._pending, self._batch_limit, workflow.now(), max_bytes
+        )
         self._pending = batch.rest
         self._stats.after_deletion += len(batch.deleted)
         for signal in batch.deleted:
@@ -398,6 +564,7 @@ class JourneyShardWorkflow:
                     lane=lane,
                     signals=batch.signals,
                     check_interruption=self._check_interruption,
+                    rebuilt_at=self._rebuilt_at,
                     archive=(
                         self._archive.view(min(forgotten))
                         if self._archive is not None and forgotten
@@ -409,28 +576,22 @@ class JourneyShardWorkflow:
             )
         except FailureError as err:  # local activities raise the failure itself
             workflow.logger.warning("journey delivery failed, retrying later: %s", err)
-            if not _not_sent(err):
+            self._stats.failed_deliveries += 1
+            failure = _not_sent(err)
+            if failure is None:
                 # Timed out or crashed: it may have sent part of the batch.
                 for signal in batch.signals:
                     signal.doubt = True
+            else:
+                self._learn(failure, batch.signals, live)
+                if failure.refused:
+                    await self._refused(batch.signals, failure.reason)
+                    return
             self._pending = batch.signals + self._pending
-            self._stats.failed_deliveries += 1
             await self._back_off()
             return
         self._failures = 0
-        # Only a delivery that ran now says anything about this run's history: one replayed
-        # from it found an earlier state of it clean.
-        if live and result.interruption == "clean":
-            self._check_interruption = False
-        if result.interruption != "unchecked":
-            self._stats.rebuild_checks += 1
-        if result.interruption == "cut-short":
-            self._stats.cut_short += 1
-            # The task that died may have sent any signal accepted by then, not only this
-            # batch (it may have delivered several): those still pending are in doubt too.
-            for signal in self._pending:
-                if signal.accepted_in <= result.cut_short_at:
-                    signal.doubt = True
+        self._learn(result, batch.signals, live)
         outcome = result.outcome
         self._stats.deliveries += 1
         self._stats.delivered += len(batch.signals) - len(outcome.unsent) - len(result.duplicates)
@@ -443,13 +604,52 @@ class JourneyShardWorkflow:
         if outcome.unfinished is not None:
             self._unfinished.append(outcome.unfinished)
         if outcome.unsent:
-            requeued = [batch.signals[i] for i in outcome.unsent]
-            if result.interruption == "cut-short":
-                for signal in requeued:
-                    signal.doubt = True
-            self._pending = requeued + self._pending
+            self._pending = [batch.signals[i] for i in outcome.unsent] + self._pending
+        if self._batch_limit < self._settings.max_batch and not self._suspects(self._pending):
+            self._batch_limit = self._settings.max_batch
         if outcome.retry_after:
             await workflow.sleep(timedelta(seconds=outcome.retry_after))
+
+    def _learn(self, check: HistoryCheck, batch: list[JourneySignal], live: bool) -> None:
+        """What a delivery found in the shard's history, whether it then sent or failed."""
+        if check.interruption == "unchecked":
+            return
+        self._stats.rebuild_checks += 1
+        # Only a delivery that ran now answers for this activation (one replayed from
+        # history answered for an earlier one); asked again, it would answer the same.
+        if live:
+            self._check_interruption = False
+        if check.interruption == "cut-short":
+            self._stats.cut_short += 1
+            # The task that died may have sent any signal accepted by then, not only this
+            # batch (it may have delivered several): all of them are in doubt until settled.
+            for signal in batch + self._pending:
+                if signal.accepted_in <= check.cut_short_at:
+                    signal.doubt = True
+
+    @staticmethod
+    def _suspects(signals: list[JourneySignal]) -> bool:
+        return any(signal.failures >= POISON_ATTEMPTS for signal in signals)
+
+    async def _refused(self, batch: list[JourneySignal], reason: str) -> None:
+        """A delivery failed before sending because of a record of its batch: that would
+        happen every time. Counted against each signal; once the batch holds a suspect it
+        is halved after each failure, and a suspect that fails alone is dead-lettered: the
+        rest flows (in order: a batch is always the head of what is pending)."""
+        for signal in batch:
+            signal.failures += 1
+        if not self._suspects(batch):
+            self._pending = batch + self._pending
+            await self._back_off()
+            return
+        if len(batch) == 1:
+            [signal] = batch
+            self._dead_letter(signal, [f"failed {signal.failures} times before sending: {reason}"])
+            self._batch_limit = self._settings.max_batch
+            return
+        self._pending = batch + self._pending
+        self._batch_limit = len(batch) // 2
+        await workflow.sleep(ISOLATION_PAUSE)
 
     async def _settle(self, params: SettleInput) -> None:
         """Nothing else is delivered until every doubt is settled: a person's later events

@@ -43,7 +43,7 @@ class CommercetoolsError(Exception):
             error_class = CommercetoolsNotFound
         elif status == 409:
             error_class = CommercetoolsConflict
-        elif status >= 500:
+        elif status >= 500 or status == 429:
             error_class = CommercetoolsUnavailable
         else:
             error_class = CommercetoolsRequestError
@@ -69,6 +69,6 @@ class CommercetoolsRequestError(CommercetoolsError):
 
 
 class CommercetoolsUnavailable(CommercetoolsError):
-    """5xx after the client's own retries: worth a later, durable retry."""
+    """5xx or 429 after the client's own retries: worth a later, durable retry."""
 
     retryable = True

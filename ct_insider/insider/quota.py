@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 # The documented example of a profile read reports a cost of 2.5 units.
 ASSUMED_COST = 2.5
@@ -18,16 +19,24 @@ ASSUMED_COST = 2.5
 class ProfileQuota:
     """A token bucket of quota units, refilled continuously at `units_per_minute`."""
 
-    def __init__(self, units_per_minute: float) -> None:
+    def __init__(
+        self,
+        units_per_minute: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._rate = units_per_minute / 60.0
         self._capacity = float(units_per_minute)
         self._available = self._capacity
-        self._updated = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
         self.estimate = ASSUMED_COST
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._available = min(self._capacity, self._available + (now - self._updated) * self._rate)
         self._updated = now
 
@@ -36,7 +45,7 @@ class ProfileQuota:
         async with self._lock:
             self._refill()
             if self._available < self.estimate:
-                await asyncio.sleep((self.estimate - self._available) / self._rate)
+                await self._sleep((self.estimate - self._available) / self._rate)
                 self._refill()
             self._available -= self.estimate
 

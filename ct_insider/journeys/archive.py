@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsError
-from ct_insider.journeys.memory import CLOCK_SKEW, digest
+from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE, digest
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.logging import get_logger
 
@@ -43,8 +43,8 @@ CONTAINER = "ct-insider-dedupe-archive"
 # Digests per object: 64 KB, ~87 KB as base64 in the custom object's value.
 MAX_KEYS_PER_OBJECT = 8_192
 # A worker process's cache of archived generations, in bytes of digests (8 per key): at
-# 1,500 events/s a lookup needs the last ~15 minutes (clock-skew allowance + redelivery
-# delay) of keys, ~11 MB.
+# 1,500 events/s a lookup of a redelivery delayed ~15 minutes needs the keys forgotten since,
+# ~11 MB.
 CACHE_BYTES = 32 * 1024 * 1024
 # Objects read per request on a cache miss (each up to ~87 KB).
 FETCH_GROUP = 20
@@ -78,9 +78,9 @@ class ArchivedGeneration(BaseModel):
     lane: str  # the shard's archive lane (see archive_lane.py)
     shard: str  # the shard's workflow id, for operators
     sequence: int
-    accepted_from: int  # unix seconds, our clock
-    accepted_through: int  # unix seconds, our clock
-    ahead_until: int = 0  # unix ms: the latest stated time of its keys dated in the future
+    # Unix ms, our clock: none of its keys was received (or released from apart, see
+    # memory.py) later.
+    received_through: int
     expires_at: int  # unix ms: from then on no shard looks it up
     keys: str  # sorted digests (`pack`)
 
@@ -98,8 +98,8 @@ class ArchiveView(BaseModel):
 
     lane: str
     sequences: list[int]  # the objects that may hold them
-    # Unix seconds, our clock: every key the shard forgot that it had accepted since then is
-    # in the archive. None: no such moment (nothing archived, or a write still pending).
+    # Unix ms, our clock: every key the shard forgot that it had received since then is in
+    # the archive. None: no such moment (a write still pending).
     covered_from: int | None = None
 
 
@@ -219,15 +219,15 @@ def _held(keys: array[int], wanted: list[int]) -> list[int]:
 
 
 def covered(view: ArchiveView, signal: JourneySignal) -> bool:
-    """Whether a forgotten signal absent from the archive is surely new. A sender's clock
-    may run ahead of ours by up to the skew allowance, so its original (if any) was
-    accepted no earlier than the stated time minus that allowance; a key dated further
-    ahead stays in the memory until its stated time has passed and its object is kept
-    that much longer (archive_lane.py)."""
+    """Whether a forgotten signal absent from the archive is surely new. Its original (if
+    any) joined a generation when it was received, dated at most the skew allowance after
+    that, or, dated further ahead, when receipt times reached its date (memory.py): either
+    way no earlier than the stated time minus the allowance. (A signal in doubt because a
+    key kept apart was dropped early never gets here: those keys are not archived.)"""
     if view.covered_from is None:
         return False
-    earliest = signal.occurred_at - CLOCK_SKEW
-    return earliest.timestamp() >= view.covered_from
+    earliest = signal.occurred_at - CLOCK_SKEW_ALLOWANCE
+    return int(earliest.timestamp() * 1000) >= view.covered_from
 
 
 async def resolve(

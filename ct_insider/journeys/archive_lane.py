@@ -5,20 +5,20 @@ inside the workflow, carried over continue-as-new.
   `MAX_KEYS_PER_OBJECT` keys, each numbered in the lane (a random id the shard draws when it
   starts archiving: a shard started afresh never reuses the key of an object a worker may
   hold in its cache). The shard writes the queue in its bookkeeping (a local activity) and
-  delivers meanwhile; a queue that cannot be written (commercetools down) holds at most
-  `max_pending_keys`, the oldest objects beyond that are given up.
-- `covered_from` (our clock): every key the memory forgot that had been accepted since then
-  is in the archive, as long as nothing is queued. It starts after the first object queued
-  (what the memory forgot before the shard archived is not there) and moves on as objects
-  expire or are given up.
-- An object expires `retention` after the last acceptance it holds, and is deleted then by
-  the same bookkeeping; one holding a key dated in the future (a sender's clock far ahead,
-  see memory.py) is kept until `retention` after that date, since the memory lets such a
-  key go only once its date has passed. Every hour the bookkeeping also sweeps objects of
-  any lane expired an hour before (a lane whose shard was started afresh is nobody's).
+  delivers meanwhile; a queue that cannot be written (commercetools down) holds at most a
+  quarter of the memory's keys, in at most `max_pending_bytes` of JSON; the oldest objects
+  beyond that are given up.
+- `covered_from` (our clock, ms): every key the memory forgot that it had received since
+  then is in the archive, as long as nothing is queued. It starts when the lane starts
+  (what the memory forgot before is not there, nor what a shard of an earlier start took)
+  and moves on as objects expire or are given up.
+- An object expires `retention` after the receipt of the newest key it holds, and is
+  deleted then by the same bookkeeping (keys dated ahead of our clock join a generation
+  only when receipt times reach their date, memory.py: receipt times bound them all).
+  Every hour the bookkeeping also sweeps objects of any lane expired an hour before (a
+  lane whose shard was started afresh is nobody's).
 - A delivery names the objects that may hold its forgotten signals (`view`): those with a
-  key accepted no earlier than the oldest signal's date minus the clock-skew allowance, or
-  a key dated at or after it.
+  key received no earlier than the oldest signal's date minus the clock-skew allowance.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from ct_insider.journeys.archive import (
     MAX_KEYS_PER_OBJECT,
@@ -34,23 +35,19 @@ from ct_insider.journeys.archive import (
     object_key,
     pack,
 )
-from ct_insider.journeys.memory import CLOCK_SKEW, DroppedGeneration
+from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE, DroppedGeneration
 
 
 class ArchivedObject(BaseModel):
     sequence: int
-    accepted_through: int  # unix seconds
-    ahead_until: int = 0  # unix ms
+    received_through: int  # unix ms
     expires_at: int  # unix ms
 
 
 class ArchiveLaneSnapshot(BaseModel):
     lane: str
-    # Unix seconds: keys the memory let go of before the shard archived and kept while
-    # dated in the future (memory.py) are dated before then.
-    not_before: int = 0
     next_sequence: int = 0
-    covered_from: int | None = None  # unix seconds; None: nothing archived yet
+    covered_from: int  # unix ms
     next_sweep: int = 0  # unix ms
     queued: list[ArchivedGeneration] = Field(default_factory=list)
     written: list[ArchivedObject] = Field(default_factory=list)
@@ -69,6 +66,23 @@ class ArchiveWork(BaseModel):
 
 
 _NEVER = 2**62
+# What the lane carries over continue-as-new is bounded by construction (max_lane_bytes):
+# objects written and not yet expired, at most this many (the oldest beyond are given up:
+# no longer looked up, and left to the sweep) - at 1,500 signals/s and the default memory,
+# a generation drops every 2.5 s: ~21 minutes of them (at 375/s, 85);
+MAX_WRITTEN_OBJECTS = 512
+# expired objects still to delete, at most (beyond, the sweep deletes them);
+MAX_EXPIRED_OBJECTS = 256
+# queued objects' JSON besides their keys (lane, shard id, numbers), counted in the queue's
+# bound; and the lane's own fields.
+QUEUED_FRAMING_BYTES = 8_192
+LANE_FRAMING_BYTES = 512
+# (Sequences below 10^12, times in ms below 10^15 - the year 33658: retention is at most
+# a week, ShardSettings.)
+_WRITTEN_OBJECT_BYTES = (
+    len(to_json({"sequence": 10**12, "received_through": 10**15, "expires_at": 10**15})) + 1
+)
+_EXPIRED_BYTES = len(str(10**12)) + 1
 # Objects of any lane expired this long (ms) are swept, this often.
 SWEEP_MARGIN = 3_600_000
 SWEEP_EVERY = 3_600_000
@@ -79,11 +93,32 @@ def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def new_lane(lane: str, *, ahead_until: int, now: datetime) -> ArchiveLaneSnapshot:
-    """A lane starting now, in a shard whose memory keeps keys dated up to `ahead_until`
-    (unix ms, SeenKeys.ahead_until) it may have dropped from their generations unarchived."""
+def max_pending_bytes(max_pending_keys: int) -> int:
+    """The queue of objects to write, at most (JSON bytes), when it holds at most this many
+    keys (a quarter of the memory's): their base64, and the objects' framing."""
+    return 4 * -(-8 * max_pending_keys // 3) + QUEUED_FRAMING_BYTES
+
+
+def max_pending_keys(seen_capacity: int) -> int:
+    return seen_capacity // 4
+
+
+def max_lane_bytes(seen_capacity: int) -> int:
+    """The most JSON a lane's snapshot takes, for a memory of this capacity."""
+    return (
+        LANE_FRAMING_BYTES
+        + max_pending_bytes(max_pending_keys(seen_capacity))
+        + MAX_WRITTEN_OBJECTS * _WRITTEN_OBJECT_BYTES
+        + MAX_EXPIRED_OBJECTS * _EXPIRED_BYTES
+    )
+
+
+def new_lane(lane: str, now: datetime) -> ArchiveLaneSnapshot:
+    """A lane starting now: it covers what is received from now on (what the memory forgot
+    before is not archived; and a signal dated before then may repeat one a shard of an
+    earlier start took, which no archive of this one holds)."""
     return ArchiveLaneSnapshot(
-        lane=lane, not_before=ahead_until // 1000 + 1, next_sweep=_millis(now) + SWEEP_EVERY
+        lane=lane, covered_from=_millis(now) + 1, next_sweep=_millis(now) + SWEEP_EVERY
     )
 
 
@@ -100,42 +135,42 @@ class ArchiveLane:
         self._shard = shard
         self._retention_ms = int(retention / timedelta(milliseconds=1))
         self._max_pending_keys = max_pending_keys
+        self._max_pending_bytes = max_pending_bytes(max_pending_keys)
         # Unix ms at which the next written object expires (a delivery asks every time).
         self._next_expiry = min((o.expires_at for o in snapshot.written), default=_NEVER)
 
     def snapshot(self) -> ArchiveLaneSnapshot:
         return self._state.model_copy(deep=True)
 
+    def carried_bytes(self) -> int:
+        """What its snapshot takes in the carry (JSON), at most `max_lane_bytes`."""
+        return len(to_json(self._state))
+
     def queue(self, dropped: DroppedGeneration) -> None:
         """SeenKeys.on_drop: a generation the memory let go of goes to the archive."""
         state = self._state
-        if state.covered_from is None:
-            # Keys forgotten before (in the same second, too) were not archived.
-            state.covered_from = max(dropped.accepted_from + 1, state.not_before)
         for start in range(0, len(dropped.keys), MAX_KEYS_PER_OBJECT):
             state.queued.append(
                 ArchivedGeneration(
                     lane=state.lane,
                     shard=self._shard,
                     sequence=state.next_sequence,
-                    accepted_from=dropped.accepted_from,
-                    accepted_through=dropped.accepted_through,
-                    ahead_until=dropped.ahead_until,
-                    expires_at=max(dropped.accepted_through * 1000 + 999, dropped.ahead_until)
-                    + self._retention_ms,
+                    received_through=dropped.received_through,
+                    expires_at=dropped.received_through + self._retention_ms,
                     keys=pack(dropped.keys[start : start + MAX_KEYS_PER_OBJECT]),
                 )
             )
             state.next_sequence += 1
-        while sum(g.key_count for g in state.queued) > self._max_pending_keys:
+        while (
+            sum(g.key_count for g in state.queued) > self._max_pending_keys
+            or sum(len(to_json(g)) + 1 for g in state.queued) > self._max_pending_bytes
+        ):
             lost = state.queued.pop(0)
-            self._uncover_through(lost.accepted_through, lost.ahead_until)
+            self._uncover_through(lost.received_through)
 
-    def _uncover_through(self, accepted_through: int, ahead_until: int) -> None:
-        """Keys accepted up to then (or dated up to `ahead_until`) may be missing."""
-        state = self._state
-        after = max(accepted_through, -(-ahead_until // 1000)) + 1
-        state.covered_from = max(state.covered_from or after, after)
+    def _uncover_through(self, received_through: int) -> None:
+        """Keys received up to then may be missing."""
+        self._state.covered_from = max(self._state.covered_from, received_through + 1)
 
     def work(self, now: datetime) -> ArchiveWork:
         """What the bookkeeping has to do now: write the queue, delete what expired."""
@@ -145,8 +180,8 @@ class ArchiveLane:
             keep = []
             for archived in state.written:
                 if archived.expires_at < now_ms:
-                    state.expired.append(archived.sequence)
-                    self._uncover_through(archived.accepted_through, archived.ahead_until)
+                    state.expired = [*state.expired, archived.sequence][-MAX_EXPIRED_OBJECTS:]
+                    self._uncover_through(archived.received_through)
                 else:
                     keep.append(archived)
             state.written = keep
@@ -168,12 +203,13 @@ class ArchiveLane:
             state.written.append(
                 ArchivedObject(
                     sequence=g.sequence,
-                    accepted_through=g.accepted_through,
-                    ahead_until=g.ahead_until,
+                    received_through=g.received_through,
                     expires_at=g.expires_at,
                 )
             )
             self._next_expiry = min(self._next_expiry, g.expires_at)
+        while len(state.written) > MAX_WRITTEN_OBJECTS:
+            self._uncover_through(state.written.pop(0).received_through)
         if work.sweep_before is not None:
             state.next_sweep = work.sweep_before + SWEEP_MARGIN + SWEEP_EVERY
         deleted = set(work.deletes)
@@ -186,14 +222,13 @@ class ArchiveLane:
     def view(self, oldest: datetime) -> ArchiveView:
         """What a delivery whose oldest forgotten signal is dated `oldest` looks up."""
         state = self._state
-        earliest = int((oldest - CLOCK_SKEW).timestamp())
-        dated = _millis(oldest)
+        earliest = _millis(oldest - CLOCK_SKEW_ALLOWANCE)
         return ArchiveView(
             lane=state.lane,
             sequences=[
                 archived.sequence
                 for archived in state.written
-                if archived.accepted_through >= earliest or archived.ahead_until >= dated
+                if archived.received_through >= earliest
             ],
             covered_from=self.covers_from(),
         )

@@ -102,6 +102,10 @@ class DeliveryOutcome(BaseModel):
     unfinished: Bookkeeping | None = None
 
 
+# What the shard sets on a signal: not part of it.
+SHARD_FIELDS: set[str] = {"doubt", "forgotten", "redrive_of", "accepted_in", "failures"}
+
+
 def dead_letter(
     lane: str, signal: JourneySignal, entity: str, record_id: str, reasons: list[str]
 ) -> DeadLetterDraft:
@@ -112,12 +116,7 @@ def dead_letter(
         reasons=reasons,
         run=lane,
         market=market,
-        # What the shard set on the signal is not part of it.
-        redrive={
-            "signal": signal.model_dump(
-                mode="json", exclude={"doubt", "forgotten", "redrive_of", "accepted_in"}
-            )
-        },
+        redrive={"signal": signal.model_dump(mode="json", exclude=SHARD_FIELDS)},
     )
 
 

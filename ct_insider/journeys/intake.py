@@ -7,9 +7,11 @@ Accepting (as signals arrive, in arrival order):
 - a customer state change (any Customer* message but CustomerCreated, EmailChanged and
   Deleted) at or below a version already accepted is stale: delivery reads the customer's
   current state anyway;
-- a signal that happened before what the dedupe memory still reaches is accepted, marked
-  `forgotten`: delivery looks it up in the dedupe archive, and asks Insider whether it
-  already holds its events when the archive does not cover it.
+- a signal dated before what the dedupe memory still reaches (measured on our clock, see
+  memory.py) is accepted, marked `forgotten`: delivery looks it up in the shard's dedupe
+  archive, and asks Insider whether it already holds its events when the archive does not
+  cover it; one that may repeat a key kept apart for its date and dropped early (never
+  archived) is marked `doubt` at once.
 
 Batching (when the shard delivers): pending signals in order of occurrence (time, then the
 commercetools sequence number), at most `max_batch`; each signal carries the market it
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from ct_insider.journeys.memory import ShardMemory, digest
-from ct_insider.journeys.signals import JourneySignal
+from ct_insider.journeys.memory import Forgotten, ShardMemory, digest
+from ct_insider.journeys.signals import JourneySignal, encoded_size
 
 DELETION_TYPES = frozenset({"CustomerDeleted", "ResourceDeleted"})
 # Customer messages that do more than say "the customer changed" (which the delivery answers
@@ -47,7 +49,7 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
     key = digest(signal.intake_key())
     if key in memory.seen:
         return Verdict.DUPLICATE
-    memory.seen.add(key, signal.occurred_at, now)
+    forgotten = memory.seen.remember(key, signal.occurred_at, signal.received_at, now)
     routing = signal.routing()
     identity = memory.identities.touch(routing, now)
     if memory.identities.is_deleted(routing):
@@ -60,9 +62,8 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
         if signal.resource_version <= identity.version:
             return Verdict.STALE
         identity.version = signal.resource_version
-    signal.forgotten = signal.redrive_of is None and memory.seen.may_have_forgotten(
-        signal.occurred_at
-    )
+    signal.forgotten = signal.redrive_of is None and forgotten is Forgotten.RECEIVED
+    signal.doubt = signal.redrive_of is None and forgotten is Forgotten.AHEAD
     return Verdict.ACCEPTED
 
 
@@ -74,19 +75,33 @@ class Batch:
 
 
 def take_batch(
-    memory: ShardMemory, pending: list[JourneySignal], max_batch: int, now: datetime
+    memory: ShardMemory,
+    pending: list[JourneySignal],
+    max_batch: int,
+    now: datetime,
+    max_bytes: int,
 ) -> Batch:
+    """The next batch: at most `max_batch` signals and `max_bytes` of them (as the shard's
+    payloads carry them: the batch is a local activity's input, and its doubtful users travel
+    in its result and a settlement's input), at least one."""
     ordered = sorted(pending, key=JourneySignal.order_key)
     batch: list[JourneySignal] = []
     rest: list[JourneySignal] = []
     deleted: list[JourneySignal] = []
+    room = max_bytes
     for signal in ordered:
         if memory.identities.is_deleted(signal.routing()):
             deleted.append(signal)
-        elif len(batch) < max_batch:
-            batch.append(signal)
-        else:
+            continue
+        if rest or len(batch) >= max_batch:
             rest.append(signal)
+            continue
+        size = encoded_size(signal)
+        if batch and size > room:
+            rest.append(signal)  # and everything after it: the batch stays in order
+            continue
+        batch.append(signal)
+        room -= size
     for signal in batch:
         # The market an event happened in: its own fields, else its identity's last known.
         state = memory.identities.touch(signal.routing(), now)

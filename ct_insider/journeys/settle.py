@@ -3,8 +3,10 @@
 A user is in doubt when the request that carried it may have been stored (a 5xx, an answer
 lost), when the shard was rebuilt after a worker died during the delivery, or when one of
 its signals is older than the shard's dedupe memory. For each such user, one profile read
-(paced to the quota) tells which of its events Insider holds; the rest are sent again, and
-their outcome is settled the same way if that request is lost too.
+(paced to the quota) tells which of its events Insider holds - recognised by the account's
+matching (`SettleMatching`: by event id, or by fingerprint where the account's reads do not
+return custom event params) -; the rest are sent again, and their outcome is settled the
+same way if that request is lost too.
 
 Progress is kept per user (`SettleProgress`, heartbeated by the activity): a retried
 attempt never reads again for a user already settled, and a read that fails for one user
@@ -22,7 +24,7 @@ from pydantic import BaseModel, Field
 from ct_insider.bounded import bounded
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.errors import InsiderError, InsiderUnavailable
-from ct_insider.insider.held import HeldEventCheck, Sought
+from ct_insider.insider.held import HeldEventCheck, Matching, Sought
 from ct_insider.journeys.delivery import (
     Bookkeeping,
     JourneyDeliverer,
@@ -33,6 +35,7 @@ from ct_insider.journeys.delivery import (
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.logging import get_logger
+from ct_insider.setup.matching import SettleMatching
 from ct_insider.sync.orders import SETTLE_CONCURRENCY
 
 log = get_logger(__name__)
@@ -51,10 +54,13 @@ class SettleProgress(BaseModel):
 
 
 class DoubtSettler:
-    def __init__(self, insider: InsiderClient, deliverer: JourneyDeliverer) -> None:
+    def __init__(
+        self, insider: InsiderClient, deliverer: JourneyDeliverer, matching: SettleMatching
+    ) -> None:
         self._insider = insider
         self._held = HeldEventCheck(insider)
         self._deliverer = deliverer
+        self._matching = matching
 
     async def settle(
         self,
@@ -65,10 +71,14 @@ class DoubtSettler:
         on_progress: Callable[[SettleProgress], None],
     ) -> SettleProgress:
         failure: InsiderError | None = None
+        open_users = [i for i in range(len(users)) if i not in progress.settled]
+        if not open_users:
+            return progress
+        matching = await self._matching.current()
 
         async def settle_one(index: int) -> int:
             try:
-                await self._settle_user(lane, signals, users[index], progress)
+                await self._settle_user(lane, signals, users[index], progress, matching)
             except InsiderError as exc:
                 if exc.retryable or exc.maybe_stored or exc.status_code in (401, 403):
                     raise
@@ -80,8 +90,7 @@ class DoubtSettler:
                 progress.dead_lettered += len(letters)
             return index
 
-        open_users = [i for i in range(len(users)) if i not in progress.settled]
-        if open_users and not progress.profile_reads:
+        if not progress.profile_reads:
             await asyncio.sleep(self._insider.settle_grace_seconds)
         async with bounded(SETTLE_CONCURRENCY, [settle_one(i) for i in open_users]) as outcomes:
             for outcome in outcomes:
@@ -102,6 +111,7 @@ class DoubtSettler:
         signals: list[JourneySignal],
         user: PlannedUser,
         progress: SettleProgress,
+        matching: Matching,
     ) -> None:
         for _ in range(MAX_ROUNDS_PER_USER):
             book = Bookkeeping()
@@ -111,6 +121,7 @@ class DoubtSettler:
                     user.identifiers,
                     [Sought.of(planned.event) for planned in user.events],
                     [Sought.of(event) for event in user.delivered_before],
+                    matching,
                 )
                 progress.profile_reads += 1
                 found = [p for p, is_held in zip(user.events, held, strict=True) if is_held]

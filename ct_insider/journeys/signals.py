@@ -10,11 +10,19 @@ import hashlib
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ct_insider.journeys.storefront import StorefrontEvent
 
 SignalKind = Literal["storefront", "customer", "order"]
+
+# The most one journey signal may weigh, measured as the shard's own payloads carry it
+# (`encoded_size`: every field, defaults included). The bridge refuses a bigger one before
+# accepting it, so every payload the shard writes stays well under Temporal's 2 MB by
+# construction: a delivery batch of 250 signals is at most ~1 MB plus what the shard adds to
+# each (a filled-in market, its flags: < 0.5 KB), the bridge's 1 MB commit windows never
+# hold an oversized one (arithmetic: docs/design/realtime.md, "Budgets").
+MAX_SIGNAL_BYTES = 65_536
 
 
 class JourneyIdentity(BaseModel):
@@ -58,7 +66,7 @@ class JourneySignal(BaseModel):
     dedupe_key: str
     kind: SignalKind
     type: str  # the storefront event type or the commercetools message type
-    occurred_at: datetime
+    occurred_at: datetime  # the sender's clock: Insider gets it as it is
     identity: JourneyIdentity
     resource_id: str | None = None
     resource_version: int | None = None
@@ -75,6 +83,9 @@ class JourneySignal(BaseModel):
     # re-drive is deduplicated by that (once per version of the letter), not by the
     # original's key, which the shard has seen (that is how the letter came to be).
     redrive_of: str | None = None
+    # Set by the bridge: when it received the signal (our clock, not the sender's). How far
+    # a shard's dedupe memory reaches is measured by it, never by `occurred_at`.
+    received_at: AwareDatetime | None = None
     # Set by the shard: the signal may repeat a delivery Insider already took - a delivery
     # that may have sent it was cut short, or it is forgotten and the dedupe archive does
     # not cover it - so Insider is asked before sending it.
@@ -84,6 +95,9 @@ class JourneySignal(BaseModel):
     forgotten: bool = False
     # Set by the shard: its history length when it accepted the signal (0: in an earlier run).
     accepted_in: int = 0
+    # Set by the shard: deliveries of it that failed before sending because of a record of
+    # their batch (see workflows/journey_shard: a signal that keeps failing is dead-lettered).
+    failures: int = 0
 
     def intake_key(self) -> str:
         """What the shard's dedupe memory knows this signal by."""
@@ -97,6 +111,11 @@ class JourneySignal(BaseModel):
         if key is None:
             raise ValueError(f"signal {self.dedupe_key} names no customer, visitor or email")
         return key
+
+
+def encoded_size(signal: JourneySignal) -> int:
+    """What a signal weighs in the shard's payloads (the measure of MAX_SIGNAL_BYTES)."""
+    return len(signal.model_dump_json().encode())
 
 
 def shard_of(routing_key: str, shards: int) -> int:

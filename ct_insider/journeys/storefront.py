@@ -132,10 +132,13 @@ class StorefrontEvent(BaseModel):
         return self
 
 
+MAX_EVENTS_PER_REQUEST = 500
+
+
 class StorefrontBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[StorefrontEvent] = Field(min_length=1, max_length=500)
+    events: list[StorefrontEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
 
 
 def _amount(value: Decimal | None) -> float | None:

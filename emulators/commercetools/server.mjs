@@ -21,6 +21,9 @@
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
 //    route creates many drafts through the same repositories the API uses (checking
 //    customer email uniqueness once per batch instead of one scan per customer).
+//  * Tests need commercetools down: POST /_emulator/faults {"unavailable": true} answers
+//    every API request 503 (tokens are still issued) until cleared or reset; GET
+//    /_emulator/stats counts those answers.
 //
 // Usage: node server.mjs --port 8989 [--project demo] [--client-id x --client-secret y]
 
@@ -164,6 +167,24 @@ app.addHook("preHandler", async (request, reply) => {
 	});
 });
 
+let faults = { unavailable: false };
+const stats = { unavailable: 0 };
+
+app.addHook("onRequest", async (request, reply) => {
+	const path = request.url.split("?")[0];
+	if (!faults.unavailable || path.startsWith("/_emulator") || path.startsWith("/oauth")) return;
+	stats.unavailable += 1;
+	const message = "Service unavailable (emulated outage)";
+	return reply.status(503).send({ statusCode: 503, message, errors: [] });
+});
+
+app.post("/_emulator/faults", async (request, reply) => {
+	faults = { unavailable: Boolean(request.body?.unavailable) };
+	return reply.status(204).send();
+});
+
+app.get("/_emulator/stats", async () => stats);
+
 app.addHook("onRequest", (request, _reply, done) => {
 	const sort = request.query?.sort;
 	requestSort.run(sort, done);
@@ -234,6 +255,8 @@ app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {
 
 app.post("/_emulator/reset", async (_request, reply) => {
 	await mock.clear();
+	faults = { unavailable: false };
+	stats.unavailable = 0;
 	return reply.status(204).send();
 });
 

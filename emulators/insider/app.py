@@ -43,6 +43,28 @@ DEFAULT_LIMITS = {
 
 
 UNKNOWN_ERROR = "The request processing has failed because of an unknown error."
+# Insider's default event params (academy: default events). An account whose profile reads
+# leave custom params out returns these alone.
+DEFAULT_EVENT_PARAMS = frozenset(
+    {
+        "product_id",
+        "name",
+        "taxonomy",
+        "currency",
+        "unit_price",
+        "unit_sale_price",
+        "quantity",
+        "url",
+        "product_image_url",
+        "event_group_id",
+        "locale",
+        "color",
+        "size",
+        "shipping_cost",
+        "promotion_name",
+        "promotion_discount",
+    }
+)
 # What a profile read costs of the profile quota: the documented example reports 2.5 units.
 PROFILE_READ_COST = 2.5
 
@@ -66,6 +88,15 @@ class Faults:
     # Custom events not (yet) defined in InOne: users carrying one are refused, as Insider
     # refuses what its schema does not know.
     undefined_events: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AccountReads:
+    """How the emulated account's profile reads answer where Insider's docs are silent."""
+
+    # False: an event comes back with its default params only - custom ones (`event_id`)
+    # are left out even when asked for by name.
+    custom_event_params: bool = True
 
 
 @dataclass
@@ -123,6 +154,7 @@ class InsiderEmulator:
         self.config = config or EmulatorConfig()
         self.state = InsiderState()
         self.faults = Faults()
+        self.reads = AccountReads()
         self.window = SlidingWindow()
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
@@ -291,9 +323,8 @@ class InsiderEmulator:
             }
         return JSONResponse(answer)
 
-    @staticmethod
     def _profile_events(
-        events: list[dict[str, Any]], query: dict[str, Any]
+        self, events: list[dict[str, Any]], query: dict[str, Any]
     ) -> dict[str, list[dict[str, Any]]]:
         wanted = {w.get("event_name"): w.get("params") or [] for w in query.get("wanted") or []}
         start, end = query.get("start_date"), query.get("end_date")
@@ -312,12 +343,17 @@ class InsiderEmulator:
             params = event.get("event_params") or {}
             found_custom = params.get("custom")
             custom = found_custom if isinstance(found_custom, dict) else {}
-            # A custom param is asked for by its name, like a default one.
-            selected = (
-                {p: params.get(p, custom.get(p)) for p in wanted[name]}
-                if wanted[name]
-                else dict(params)
-            )
+            if not self.reads.custom_event_params:
+                selected = {
+                    p: params[p]
+                    for p in wanted[name] or params
+                    if p in DEFAULT_EVENT_PARAMS and p in params
+                }
+            elif wanted[name]:
+                # A custom param is asked for by its name, like a default one.
+                selected = {p: params.get(p, custom.get(p)) for p in wanted[name]}
+            else:
+                selected = dict(params)
             grouped.setdefault(str(name), []).append(
                 {**selected, "created_date": event.get("timestamp")}
             )
@@ -463,6 +499,7 @@ class InsiderEmulator:
     async def reset(self, _request: Request) -> Response:
         self.state.reset()
         self.faults = Faults()
+        self.reads = AccountReads()
         self.window = SlidingWindow()
         self.requests.clear()
         self.statuses.clear()
@@ -479,6 +516,17 @@ class InsiderEmulator:
         except (ValueError, TypeError) as exc:
             return _error(400, {"error": f"invalid faults: {exc}"})
         return JSONResponse(self.faults.__dict__)
+
+    async def set_reads(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+            reads = AccountReads(**body)
+            if not isinstance(reads.custom_event_params, bool):
+                raise TypeError("custom_event_params must be true or false")
+        except (ValueError, TypeError) as exc:
+            return _error(400, {"error": f"invalid reads: {exc}"})
+        self.reads = reads
+        return JSONResponse(self.reads.__dict__)
 
     async def plant_drift(self, request: Request) -> Response:
         try:
@@ -547,6 +595,7 @@ class InsiderEmulator:
                 Route("/_emulator/reset", self.reset, methods=["POST"]),
                 Route("/_emulator/faults", self.set_faults, methods=["POST"]),
                 Route("/_emulator/limits", self.set_limits, methods=["POST"]),
+                Route("/_emulator/reads", self.set_reads, methods=["POST"]),
                 Route("/_emulator/drift", self.plant_drift, methods=["POST"]),
                 Route(
                     "/_emulator/health", lambda _r: JSONResponse({"status": "ok"}), methods=["GET"]

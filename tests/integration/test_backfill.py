@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from temporalio.client import Client
@@ -11,7 +9,7 @@ from temporalio.client import Client
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.window import Window
 from starters.backfill import start_backfill
-from tests.conftest import Emulators, running_worker
+from tests.conftest import Emulators, eventually, running_worker
 from workers.main import Workers
 from workflows.backfill import BackfillInput, BackfillWorkflow
 
@@ -57,13 +55,11 @@ async def test_progress_is_queryable_and_a_second_start_attaches(
     second = await start_backfill(client, worker.task_queue, params)
     assert second.result_run_id == first.result_run_id
 
-    progress = None
-    for _ in range(100):
-        progress = await first.query(BackfillWorkflow.progress)
-        if progress is not None and progress.stats.processed > 0:
-            break
-        await asyncio.sleep(0.1)
-    assert progress is not None
+    progress = await eventually(
+        lambda: first.query(BackfillWorkflow.progress),
+        until=lambda progress: progress is not None and progress.stats.processed > 0,
+        what="progress with records processed",
+    )
     assert progress.status == "running"
     assert 0 < progress.stats.processed < 600
     assert progress.phases[0].cursor is not None

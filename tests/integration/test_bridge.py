@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,15 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from bridge.reading import MAX_DELIVERY_BODY_BYTES, MAX_EVENTS_BODY_BYTES
+from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import TemporalSettings
-from ct_insider.journeys.signals import shard_of
+from ct_insider.deadletters import DeadLetter, DeadLetterStore
+from ct_insider.journeys.signals import MAX_SIGNAL_BYTES, shard_of
+from ct_insider.sync.redrive import is_sync_letter
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
+from starters.dlq import retry
 from tests.bridge_helpers import (
     ENVELOPES,
     SHARDS,
@@ -24,9 +30,10 @@ from tests.bridge_helpers import (
     message,
     seconds_ago,
     serving_bridge,
+    settled_shards,
     storefront_event,
 )
-from tests.conftest import Emulators, eventually, running_worker
+from tests.conftest import PROJECT_KEY, Emulators, eventually, running_worker
 from workers.main import Workers
 from workflows.journey_shard import JourneyShardWorkflow, ShardStats, shard_workflow_id
 
@@ -203,22 +210,18 @@ async def test_deliveries_repeated_three_times_in_shuffled_order_arrive_once_in_
         deliveries.append(("/webhooks/commercetools", created))
         expected[customer_id] = [*names, "purchase"]
 
-    # When every delivery arrives three times, shuffled
+    # When every delivery arrives three times, shuffled, at a shard that gathers until it
+    # holds the 42 unique ones (its window far longer than the posts take, however slow)
     repeated = deliveries * 3
     random.Random(4).shuffle(repeated)
-    async with serving_bridge(client, worker.journey_task_queue, emu, gather_seconds=1.5) as bridge:
+    async with serving_bridge(
+        client, worker.journey_task_queue, emu, shards=1, gather_seconds=600, max_batch=42
+    ) as bridge:
         answers = await asyncio.gather(*(bridge.post(path, body) for path, body in repeated))
         assert {a.status_code for a in answers} == {202}
+        await settled_shards(client, worker.journey_task_queue, 1, received=len(repeated))
 
-        # Then Insider holds exactly the unique events, in each customer's order
-        def settled() -> bool:
-            profiles = [profile_of(emu, uuid=c) for c, _ in customers]
-            return all(
-                p and len(p["events"]) >= len(expected[p["identifiers"]["uuid"]]) for p in profiles
-            )
-
-        await eventually(settled, within=30)
-        await asyncio.sleep(2)  # anything duplicated would have arrived by now
+    # Then Insider holds exactly the unique events, in each customer's order
     for customer_id, names in expected.items():
         profile = profile_of(emu, uuid=customer_id)
         assert profile is not None
@@ -378,21 +381,24 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_not_lost(
     )
     server.start()
     settings = TemporalSettings(address=f"127.0.0.1:{port}")
-    temporal = None
-    for _ in range(100):  # the worker needs a connected (not lazy) client
-        with contextlib.suppress(RuntimeError):
-            temporal = await connect(settings)
-            break
-        await asyncio.sleep(0.1)
-    assert temporal is not None
+
+    async def connected() -> Client | None:
+        try:
+            return await connect(settings)
+        except RuntimeError:
+            return None
+
+    # the worker needs a connected (not lazy) client
+    temporal: Client = await eventually(connected, what="a connection to the new server")
     event = storefront_event("product_view", {"anonymous_id": "a-503"}, seconds_ago(30), sku="S-1")
     try:
         async with (
             running_worker(temporal, task_queue, clean_emulators) as workers,
             serving_bridge(temporal, workers.journey_task_queue, clean_emulators) as bridge,
         ):
-            # When Temporal goes down
+            # When Temporal goes down (its port kept for its restart)
             server.stop()
+            free_port(port)
             refused = await bridge.post("/events", event)
             # Then the bridge says so, and the sender keeps the event
             assert refused.status_code == 503
@@ -402,14 +408,12 @@ async def test_temporal_down_answers_503_and_the_redelivery_is_not_lost(
 
             # When Temporal is back and the sender delivers again
             server.start()
-            answer = None
-            for _ in range(60):
-                answer = await bridge.post("/events", event)
-                if answer.status_code == 202:
-                    break
-                await asyncio.sleep(0.5)
-            assert answer is not None
-            assert answer.status_code == 202
+            await eventually(
+                lambda: bridge.post("/events", event),
+                30,
+                until=lambda answer: answer.status_code == 202,
+                what="the bridge to take the event again",
+            )
             # Then the event reaches Insider, once
             profile = await eventually(
                 lambda: profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-503"}), 60
@@ -426,6 +430,20 @@ def shard_handle(
     return client.get_workflow_handle_for(
         JourneyShardWorkflow.run, shard_workflow_id(journey_task_queue, shard)
     )
+
+
+async def shard_stats_when(
+    handle: WorkflowHandle[JourneyShardWorkflow, ShardStats],
+    check: Callable[[ShardStats], bool],
+    within: float = 20.0,
+) -> ShardStats:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        stats = await handle.query(JourneyShardWorkflow.stats)
+        if check(stats):
+            return stats
+        assert asyncio.get_running_loop().time() < deadline, f"shard stats: {stats}"
+        await asyncio.sleep(0.2)
 
 
 async def test_shard_dedupe_survives_continue_as_new(
@@ -452,15 +470,10 @@ async def test_shard_dedupe_survives_continue_as_new(
         # When early events are delivered again, after continue-as-new
         await bridge.post("/events", {"events": events[:6]})
         # Then they are recognised: Insider holds each of the 12 events once
-        profile = await eventually(
-            lambda: (
-                (p := profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-can"}))
-                and len(p["events"]) >= 12
-                and p
-            )
-        )
-        await asyncio.sleep(1)  # anything sent late would arrive now
+        await settled_shards(client, worker.journey_task_queue, SHARDS, received=98)
         stats = await handle.query(JourneyShardWorkflow.stats)
+    profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-can"})
+    assert profile is not None
     assert len(profile["events"]) == 12
     assert stats.duplicates >= 6
     assert stats.runs >= 2  # continued as new, dedupe memory carried
@@ -480,8 +493,14 @@ async def test_a_redelivery_older_than_the_dedupe_memory_is_settled_by_event_id(
         profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-late"})
         return list((profile or {}).get("events") or [])
 
+    # (Without the dedupe archive, which would recognise the first without reading Insider:
+    # tests/integration/test_dedupe_archive.py.)
     async with serving_bridge(
-        client, worker.journey_task_queue, clean_emulators, seen_capacity=16
+        client,
+        worker.journey_task_queue,
+        clean_emulators,
+        seen_capacity=16,
+        archive_retention_minutes=0,
     ) as bridge:
         # Given an event delivered, then forgotten by a shard whose memory holds 16 keys
         await bridge.post("/events", late)
@@ -495,7 +514,7 @@ async def test_a_redelivery_older_than_the_dedupe_memory_is_settled_by_event_id(
         await bridge.post("/events", {"events": [late, twin]})
         # Then the shard asks Insider, finds the first by its event id and sends the twin
         await eventually(lambda: len(stored()) == 2)
-        await asyncio.sleep(1)
+        await settled_shards(client, worker.journey_task_queue, SHARDS, received=83)
         stats = await shard_handle(client, worker.journey_task_queue, "anonymous-a-late").query(
             JourneyShardWorkflow.stats
         )
@@ -505,3 +524,331 @@ async def test_a_redelivery_older_than_the_dedupe_memory_is_settled_by_event_id(
     assert stats.found_in_insider == 1
     assert stats.resent == 1
     assert stats.profile_reads == 1
+
+
+WEBHOOK = "/webhooks/commercetools"
+
+
+def without_payload(delivery: dict[str, Any]) -> dict[str, Any]:
+    """A message commercetools sent without its payload (too large): the bridge reads it."""
+    return {**delivery, "payloadNotIncluded": {"reason": "too large", "payloadType": "x"}}
+
+
+def scopes_without_orders() -> str:
+    """An API client that may read customers and write letters, but not read orders."""
+    return f"view_customers:{PROJECT_KEY} manage_key_value_documents:{PROJECT_KEY}"
+
+
+def paid_order(emu: Emulators, sku: str, **cart: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An order placed with `cart`'s fields, and a payment added to it."""
+    order = emu.place_order(sku, **cart)
+    payment = emu.ct("POST", "payments", {"amountPlanned": order["totalPrice"]})
+    order = emu.ct(
+        "POST",
+        f"orders/{order['id']}",
+        {
+            "version": order["version"],
+            "actions": [
+                {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}
+            ],
+        },
+    )
+    return order, payment
+
+
+async def test_a_delivery_that_names_nobody_is_dead_lettered_and_redriven_once_fixed(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    [sku, *_] = emu.seeder().catalog(1)
+    # Given an order that names nobody (no customer, email or anonymous id), and its payment
+    order, payment = paid_order(emu, sku)
+    async with (
+        serving_bridge(client, worker.journey_task_queue, emu) as bridge,
+        CommercetoolsClient(emu.ct_settings()) as ct,
+    ):
+        # When its OrderCreated message and a message of its payment arrive
+        created = await bridge.post(
+            WEBHOOK, message("order", order["id"], "OrderCreated", order=order)
+        )
+        paid = await bridge.post(
+            WEBHOOK, message("payment", payment["id"], "PaymentTransactionAdded")
+        )
+        # Then both are acknowledged (commercetools redelivers anything else), as dead letters
+        assert (created.status_code, paid.status_code) == (202, 202), created.text
+        assert created.json()["status"] == paid.json()["status"] == "dead-lettered"
+        assert (await bridge.stats())["dead_lettered:names_nobody"] == 2
+        # And the order has one letter saying why, which a re-drive reads again
+        store = DeadLetterStore(ct)
+        [letter] = await store.list()
+        assert (letter.entity, letter.record_id, letter.path, letter.run) == (
+            "order",
+            order["id"],
+            "realtime",
+            "bridge",
+        )
+        assert letter.attempts == 2
+        assert "names no customer, visitor or email" in letter.reasons[0]
+        assert is_sync_letter(letter)
+
+        # When the order gets its customer's email and the letter is re-driven
+        emu.ct(
+            "POST",
+            f"orders/{order['id']}",
+            {
+                "version": order["version"],
+                "actions": [{"action": "setCustomerEmail", "email": "guest@example.com"}],
+            },
+        )
+        report = await retry(
+            store,
+            client,
+            task_queue=worker.task_queue,
+            journey_task_queue=worker.journey_task_queue,
+            shards=SHARDS,
+            keys=[letter.key],
+        )
+        # Then the purchase reaches Insider and the letter is gone
+        assert report.sync.delivered == [letter.key]
+        assert len(emu.insider_events("purchase")) == 1
+        assert await store.list() == []
+
+
+async def test_a_read_commercetools_refuses_is_dead_lettered_naming_the_scope_logged_once(
+    client: Client,
+    worker: Workers,
+    clean_emulators: Emulators,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emu = clean_emulators
+    customer_id, email, sku = emu.shopper()
+    order, payment = paid_order(emu, sku, customerId=customer_id, customerEmail=email)
+    limited = emu.ct_settings().model_copy(update={"scopes": scopes_without_orders()})
+    capsys.readouterr()
+    # Given a bridge whose API client may not read orders
+    async with serving_bridge(
+        client, worker.journey_task_queue, emu, ct_settings=limited
+    ) as bridge:
+        # When two order messages without their payload and two payment messages arrive
+        deliveries = [
+            without_payload(message("order", order["id"], kind, sequence=n))
+            for n, kind in enumerate(("OrderCreated", "OrderPaymentAdded"), 1)
+        ] + [
+            message("payment", payment["id"], "PaymentTransactionAdded", sequence=n) for n in (1, 2)
+        ]
+        answers = [await bridge.post(WEBHOOK, delivery) for delivery in deliveries]
+        # Then each is acknowledged as a dead letter: no retry can grant a scope
+        assert [a.status_code for a in answers] == [202] * 4, answers[0].text
+        assert {a.json()["status"] for a in answers} == {"dead-lettered"}
+        assert (await bridge.stats())["dead_lettered:refused_by_commercetools"] == 4
+    # And the letters name the scope the API client lacks
+    async with CommercetoolsClient(emu.ct_settings()) as ct:
+        letters = await DeadLetterStore(ct).list()
+    by_entity: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_entity.setdefault(letter.entity, []).append(letter)
+    [order_letter] = by_entity["order"]  # one per order: a re-drive reads it again
+    assert (order_letter.record_id, order_letter.attempts) == (order["id"], 2)
+    assert is_sync_letter(order_letter)
+    payment_letters = by_entity["notification"]  # one per message: read by no re-drive
+    assert len(payment_letters) == 2
+    assert not any(is_sync_letter(letter) for letter in payment_letters)
+    for letter in letters:
+        assert "view_orders" in letter.reasons[0]
+        assert "lacks that scope" in letter.reasons[0]
+    # And each kind of problem is logged once, not once per delivery
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).count("delivery dead-lettered") == 2
+
+
+async def test_a_letter_the_store_does_not_take_is_503_so_nothing_is_lost(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    customer_id, email, sku = emu.shopper()
+    order = emu.place_order(sku, customerId=customer_id, customerEmail=email)
+    # Given a bridge whose API client may neither read orders nor write dead letters
+    bare = emu.ct_settings().model_copy(update={"scopes": f"view_customers:{PROJECT_KEY}"})
+    async with serving_bridge(client, worker.journey_task_queue, emu, ct_settings=bare) as bridge:
+        # When a message arrives that the bridge must read the order for
+        answer = await bridge.post(
+            WEBHOOK, without_payload(message("order", order["id"], "OrderCreated"))
+        )
+        # Then it is not acknowledged: the sender keeps it until its letter can be stored
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "5"
+        stats = await bridge.stats()
+    assert stats["unavailable"] == 1
+    assert not any(name.startswith("dead_lettered") for name in stats)
+
+
+async def test_commercetools_unreachable_is_503_with_retry_after(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    customer_id, email, sku = emu.shopper()
+    order = emu.place_order(sku, customerId=customer_id, customerEmail=email)
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = emu.ct_settings().model_copy(update={"api_url": nowhere, "auth_url": nowhere})
+    # Given a bridge that cannot reach commercetools
+    async with serving_bridge(
+        client, worker.journey_task_queue, emu, ct_settings=unreachable
+    ) as bridge:
+        # When a message arrives that the bridge must read the order for
+        answer = await bridge.post(
+            WEBHOOK, without_payload(message("order", order["id"], "OrderCreated"))
+        )
+        # Then it is not accepted, and the sender is told to deliver it again
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "5"
+        assert (await bridge.stats())["unavailable"] == 1
+
+
+async def test_a_batch_with_refused_events_stores_the_others_and_lists_each_refusal(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    visitor = {"anonymous_id": "a-mixed"}
+    good = [
+        storefront_event("product_view", visitor, seconds_ago(30 - n), sku=f"S-{n}")
+        for n in range(2)
+    ]
+    nobody = {**storefront_event("product_view", visitor, seconds_ago(20), sku="S"), "identity": {}}
+    lines = [{"sku": f"SKU-{n}", "name": "a long product name " * 40} for n in range(100)]
+    oversized = storefront_event(
+        "cart_view", visitor, seconds_ago(10), cart_id="c-1", currency="EUR", products=lines
+    )
+    batch = {"events": [good[0], nobody, good[1], oversized]}
+
+    def stored() -> list[Any]:
+        profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-mixed"})
+        return list((profile or {}).get("events") or [])
+
+    async with serving_bridge(client, worker.journey_task_queue, clean_emulators) as bridge:
+        # When a batch arrives with an event that names nobody and one over the signal budget
+        answer = await bridge.post("/events", batch)
+        # Then it is answered 422, listing each refused event and why; the others are stored
+        assert answer.status_code == 422, answer.text
+        body = answer.json()
+        assert body["accepted"] == 2
+        refused = {r["index"]: r for r in body["refused"]}
+        assert sorted(refused) == [1, 3]
+        assert refused[1]["event_id"] == nobody["event_id"]
+        assert refused[1]["detail"][0]["loc"] == ["body", "events", 1, "identity"]
+        assert "identity needs customer_id" in refused[1]["detail"][0]["msg"]
+        assert refused[3]["detail"][0]["loc"] == ["body", "events", 3]
+        assert f"limit of {MAX_SIGNAL_BYTES:,} bytes" in refused[3]["detail"][0]["msg"]
+        await eventually(lambda: len(stored()) == 2)
+        stats = await bridge.stats()
+        assert (stats["events"], stats["events_refused:invalid"]) == (2, 1)
+        assert stats["events_refused:oversized"] == 1
+
+        # When the sender sends the same batch again
+        again = await bridge.post("/events", batch)
+        # Then the same answer, and the shard recognises the stored events as duplicates
+        assert again.status_code == 422
+        handle = shard_handle(client, worker.journey_task_queue, "anonymous-a-mixed")
+        await shard_stats_when(handle, lambda stats: stats.duplicates == 2)
+    assert sorted(e["event_params"]["custom"]["event_id"] for e in stored()) == sorted(
+        e["event_id"] for e in good
+    )
+
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    return b'{"a":' * depth + leaf + b"}" * depth
+
+
+async def test_bad_input_never_gets_a_5xx(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    [sku, *_] = emu.seeder().catalog(1)
+    nobody, payment = paid_order(emu, sku)
+    visitor = {"anonymous_id": "a-bad"}
+    event = storefront_event("product_view", visitor, seconds_ago(5), sku="S")
+    huge_lines = [{"sku": f"SKU-{n}", "name": "n" * 1024, "url": "u" * 2048} for n in range(100)]
+    oversized = storefront_event(
+        "cart_view", visitor, seconds_ago(5), cart_id="c", currency="EUR", products=huge_lines
+    )
+    created = message("order", nobody["id"], "OrderCreated", order=nobody)
+    deep_order = json.dumps(message("order", nobody["id"], "OrderCreated")).encode()
+    deep_order = deep_order[:-1] + b', "order": ' + nested(900) + b"}"
+    # (path, body, content type, expected status)
+    cases: list[tuple[str, bytes, str, int]] = [
+        (WEBHOOK, json.dumps(created).encode(), "application/json", 202),
+        (
+            WEBHOOK,
+            json.dumps(message("payment", payment["id"], "PaymentTransactionAdded")).encode(),
+            "application/json",
+            202,
+        ),
+        (
+            WEBHOOK,
+            json.dumps({**created, "order": {**nobody, "customerId": 42}}).encode(),
+            "application/json",
+            202,
+        ),
+        (WEBHOOK, deep_order, "application/json", 202),
+        (
+            WEBHOOK,
+            json.dumps(without_payload(message("order", "no-such-order", "OrderCreated"))).encode(),
+            "application/json",
+            202,
+        ),
+        (WEBHOOK, b'{"id": "\xff\xfe"}', "application/json", 400),
+        (WEBHOOK, b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
+        (WEBHOOK, nested(900), "application/json", 422),
+        (WEBHOOK, b" " * (MAX_DELIVERY_BODY_BYTES + 1), "application/json", 413),
+        ("/events", json.dumps(oversized).encode(), "application/json", 422),
+        (
+            "/events",
+            json.dumps({**event, "identity": {}}).encode(),
+            "application/json",
+            422,
+        ),
+        ("/events", json.dumps(event).encode(), "text/plain", 415),
+        ("/events", json.dumps(event).encode(), "", 415),
+        ("/events", b'{"event_id": "\xff\xfe"}', "application/json", 400),
+        ("/events", b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
+        ("/events", nested(900), "application/json", 422),
+        ("/events", json.dumps([event] * 501).encode(), "application/json", 422),
+        ("/events", b" " * (MAX_EVENTS_BODY_BYTES + 1), "application/json", 413),
+    ]
+    limited = emu.ct_settings().model_copy(update={"scopes": scopes_without_orders()})
+    refused_reads = [
+        without_payload(message("order", nobody["id"], "OrderCreated")),
+        message("payment", payment["id"], "PaymentTransactionAdded"),
+    ]
+    async with (
+        serving_bridge(client, worker.journey_task_queue, emu) as bridge,
+        serving_bridge(client, worker.journey_task_queue, emu, ct_settings=limited) as scoped,
+    ):
+        # When each bad input arrives
+        answers = [
+            await bridge.post_raw(path, body, content_type) for path, body, content_type, _ in cases
+        ]
+        scoped_answers = [await scoped.post(WEBHOOK, delivery) for delivery in refused_reads]
+        stats, scoped_stats = await bridge.stats(), await scoped.stats()
+    # Then none is answered 5xx, and each gets its own status
+    statuses = [answer.status_code for answer in answers + scoped_answers]
+    assert all(status < 500 for status in statuses), statuses
+    assert statuses == [case[3] for case in cases] + [202, 202]
+    # And /stats counts each by what happened to it
+    assert stats["dead_lettered:names_nobody"] == 2
+    assert stats["dead_lettered:unreadable"] == 2
+    assert stats["gone:OrderCreated"] == 1
+    assert stats["events_refused:oversized"] == 1
+    assert stats["events_refused:invalid"] == 2  # one event each: nobody, and nested
+    assert stats["malformed"] == 4
+    assert stats["invalid"] == 2  # an envelope that is no delivery, a batch over 500
+    assert stats["too_large"] == 2
+    assert stats["unsupported_media_type"] == 2
+    assert "events" not in stats
+    assert scoped_stats["dead_lettered:refused_by_commercetools"] == 2
+    # And the dead letters hold the order (names nobody, unreadable, its read refused) and
+    # the payment message whose orders could not be read
+    async with CommercetoolsClient(emu.ct_settings()) as ct:
+        letters = await DeadLetterStore(ct).list()
+    assert sorted((letter.entity, letter.attempts) for letter in letters) == [
+        ("notification", 1),
+        ("order", 5),
+    ]

@@ -3,8 +3,9 @@ dead-lettered, expired data not judged, and a check of everything continuing as 
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,22 +14,25 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from activities.check import SampleInput, selection
-from ct_insider.checks.checker import TOO_RECENT_NOTE
+from ct_insider.checks.checker import TOO_RECENT_NOTE, ConsistencyChecker
 from ct_insider.checks.sampling import sample_ids
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.deadletters import DeadLetterStore
+from ct_insider.insider.client import InsiderClient
+from ct_insider.mapping.config import MappingConfig
+from ct_insider.sync.catalog import CatalogSender
+from ct_insider.sync.fingerprints import FingerprintStore
 from ct_insider.sync.ledger import DeliveryLedger, InFlight, PendingEvent, PendingOrder
+from ct_insider.sync.orders import OrderEventSender
+from ct_insider.sync.taxonomy import TaxonomyResolver
+from ct_insider.sync.window import parse_timestamp
 from starters.backfill import start_backfill
 from starters.check import start_check
-from tests.conftest import Emulators, running_worker
+from tests.conftest import Emulators, eventually, running_worker
 from workflows.backfill import BackfillInput
 from workflows.check import RETENTION_NOTES, CheckInput, retention_floor
 
 pytestmark = pytest.mark.integration
-
-# A freshness margin short enough for a test to outwait, long enough for a backfill and a
-# check to start within it.
-MARGIN_SECONDS = 4
 
 
 def seed_orders(emulators: Emulators, count: int) -> list[dict[str, Any]]:
@@ -94,28 +98,41 @@ async def test_an_order_delivered_just_now_is_not_judged_nor_sent_again(
     assert all(count == 1 for count in after.values())
 
 
+@asynccontextmanager
+async def order_checker(emulators: Emulators) -> AsyncIterator[ConsistencyChecker]:
+    """The checker a worker's check activity runs, wired to the emulators as the worker
+    wires it (workers/main.py), to be called with a freshness cutoff of the test's choice."""
+    mapping = MappingConfig()
+    async with (
+        CommercetoolsClient(emulators.ct_settings()) as ct,
+        InsiderClient(emulators.insider_settings()) as insider,
+    ):
+        taxonomy = TaxonomyResolver(ct)
+        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping)
+        catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
+        yield ConsistencyChecker(ct, insider, mapping, orders, catalog)
+
+
 async def test_an_old_order_delivered_just_now_is_not_judged(
     client: Client, task_queue: str, clean_emulators: Emulators
 ) -> None:
     emulators = clean_emulators
-    # Given an order placed a while ago (longer than the margin below)
-    orders = seed_orders(emulators, 1)
-    await asyncio.sleep(MARGIN_SECONDS + 1)
+    # Given an order last changed before the freshness cutoff below
+    [order] = seed_orders(emulators, 1)
+    cutoff = parse_timestamp(order["lastModifiedAt"])
     async with running_worker(client, task_queue, emulators):
-        # And delivered just now (its ledger entry written within the margin), its event
-        # accepted by Insider but not readable yet
+        # And delivered after it (its ledger entry written later), its event accepted by
+        # Insider but not readable yet
         await (await start_backfill(client, task_queue, BackfillInput(target="orders"))).result()
-        hide_purchase(emulators, orders[0])
-        upserts_before = emulators.insider_stats()["requests"]["upsert"]
+    hide_purchase(emulators, order)
+    upserts_before = emulators.insider_stats()["requests"]["upsert"]
 
-        # When orders are checked with repair
-        report = await (
-            await start_check(
-                client,
-                task_queue,
-                CheckInput(entity="orders", repair=True, recent_margin_seconds=MARGIN_SECONDS),
-            )
-        ).result()
+    # When orders are checked with repair, with that cutoff (a check workflow's is its own
+    # time less the margin, which a test could put between two moments only by waiting)
+    async with order_checker(emulators) as checker:
+        report = await checker.check_orders(
+            [order["id"]], repair=True, lane=f"check-{task_queue}", too_recent_after=cutoff
+        )
 
     # Then it is too recent to judge, and nothing is sent again
     assert (report.checked, report.too_recent, report.repaired) == (0, 1, 0)
@@ -215,14 +232,13 @@ async def test_a_failed_check_is_marked_failed(
         handle = await start_check(client, task_queue, CheckInput(entity="customers"))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-    # Then the run is found among the failed ones
-    failed = [
-        execution.id
-        async for execution in client.list_workflows(
-            f'CtOutcome="failed" AND TaskQueue="{task_queue}"'
-        )
-    ]
-    assert failed == [handle.id]
+
+    # Then the run is found among the failed ones (once visibility has caught up)
+    async def failed() -> list[str]:
+        query = f'CtOutcome="failed" AND TaskQueue="{task_queue}"'
+        return [execution.id async for execution in client.list_workflows(query)]
+
+    await eventually(failed, until=lambda ids: ids == [handle.id], what="the failed run listed")
 
 
 async def test_a_check_of_every_record_continues_as_new_and_covers_all(
@@ -238,14 +254,14 @@ async def test_a_check_of_every_record_continues_as_new_and_covers_all(
             CheckInput(entity="customers", all=True, page_size=2, max_chunks_per_run=1),
         )
         report = await handle.result()
+
     # Then it ran as 3 runs (2 continued as new) ...
-    runs = Counter(
-        [execution.status async for execution in client.list_workflows(f'WorkflowId="{handle.id}"')]
-    )
-    assert runs == {
-        WorkflowExecutionStatus.CONTINUED_AS_NEW: 2,
-        WorkflowExecutionStatus.COMPLETED: 1,
-    }
+    async def runs() -> Counter[WorkflowExecutionStatus | None]:
+        query = f'WorkflowId="{handle.id}"'
+        return Counter([execution.status async for execution in client.list_workflows(query)])
+
+    three_runs = {WorkflowExecutionStatus.CONTINUED_AS_NEW: 2, WorkflowExecutionStatus.COMPLETED: 1}
+    await eventually(runs, until=lambda found: found == three_runs, what="the 3 runs listed")
     # ... and the final report covers every record, once
     assert (report.sampled, report.checked) == (5, 5)
     assert sorted(d.record_id for d in report.missing) == sorted(customer_ids)

@@ -22,7 +22,7 @@ from ct_insider.sync.ledger import DeliveryLedger
 from starters.backfill import start_backfill
 from starters.check import outcome, start_check
 from starters.output import ExitCode
-from tests.conftest import Emulators, run_cli, running_worker
+from tests.conftest import Emulators, eventually, run_cli, running_worker
 from workflows.backfill import BackfillInput
 from workflows.check import CheckInput
 
@@ -189,22 +189,16 @@ async def test_planted_drift_is_reported_and_repaired(
     assert units <= PROFILE_UNITS_PER_MINUTE
     assert "profile:429" not in emulators.insider_stats()["statuses"]
     assert emulators.insider_stats()["requests"]["profile"] == sum(r.profile_reads for r in reports)
-    # And the Temporal UI finds the checks by entity, and those that left drift
-    found = [
-        execution.run_id
-        async for execution in client.list_workflows(
-            f'CtRunKind="check" AND CtEntity="customers" AND TaskQueue="{task_queue}"'
-        )
-    ]
-    drifted = [
-        execution.run_id
-        async for execution in client.list_workflows(
-            f'CtRunKind="check" AND CtOutcome="drift" AND TaskQueue="{task_queue}"'
-        )
-    ]
-    assert len(found) == 3
-    # The first check of each, and every later orders check (its duplicate stays)
-    assert len(drifted) == 4
+
+    # And the Temporal UI finds the checks by entity, and those that left drift: the first
+    # check of each, and every later orders check (its duplicate stays)
+    async def listed() -> tuple[int, int]:
+        runs = f'CtRunKind="check" AND TaskQueue="{task_queue}"'
+        found = await client.count_workflows(f'{runs} AND CtEntity="customers"')
+        drifted = await client.count_workflows(f'{runs} AND CtOutcome="drift"')
+        return found.count, drifted.count
+
+    await eventually(listed, until=lambda counts: counts == (3, 4), what="3 checks, 4 drifted")
 
 
 async def test_a_wrong_catalog_price_is_reported_from_the_fingerprints_and_repaired(

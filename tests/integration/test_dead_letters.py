@@ -3,7 +3,6 @@ attributes operators find runs by (real worker, dev server, both emulators)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -22,7 +21,7 @@ from emulators.seed import category_drafts, product_drafts, product_type_draft
 from starters.backfill import start_backfill
 from starters.cli import _parser
 from starters.dlq import RedriveStillRunning, retry
-from tests.conftest import Emulators, running_delta, running_worker
+from tests.conftest import Emulators, eventually, running_delta, running_worker
 from workers.main import Workers
 from workflows.backfill import BackfillInput, BackfillWorkflow
 from workflows.catalog_changes import (
@@ -40,25 +39,23 @@ NO_IDENTIFIER = "mapping: no usable identifier (uuid, email or phone)"
 async def letters_when(
     store: DeadLetterStore, count: int, within: float = 20.0, **filters: Any
 ) -> list[DeadLetter]:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        letters = await store.list(**filters)
-        if len(letters) >= count:
-            return letters
-        assert asyncio.get_running_loop().time() < deadline, f"{len(letters)} letters"
-        await asyncio.sleep(0.2)
+    letters: list[DeadLetter] = await eventually(
+        lambda: store.list(**filters),
+        within,
+        until=lambda letters: len(letters) >= count,
+        what=f"{count} dead letters ({filters})",
+    )
+    return letters
 
 
 async def listed(client: Client, query: str, run_id: str | None, within: float = 15.0) -> None:
     """Wait until a visibility query lists the run (visibility lags a little behind)."""
     assert run_id is not None
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        found = {execution.run_id async for execution in client.list_workflows(query)}
-        if run_id in found:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"{query}: {found}"
-        await asyncio.sleep(0.3)
+
+    async def found() -> set[str]:
+        return {execution.run_id async for execution in client.list_workflows(query)}
+
+    await eventually(found, within, until=lambda runs: run_id in runs, what=f"{query} listed")
 
 
 def printed_json(out: str) -> Any:

@@ -25,7 +25,7 @@ from ct_insider.journeys.archive import (
     pack,
     resolve,
 )
-from ct_insider.journeys.memory import CLOCK_SKEW, digest
+from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE, digest
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
 from ct_insider.retry import Backoff
 from emulators.process import free_port
@@ -48,13 +48,11 @@ async def store(clean_emulators: Emulators) -> AsyncIterator[ArchiveStore]:
 def generation(
     sequence: int, keys: list[int], lane: str = "lane1", expires_at: datetime = NOW
 ) -> ArchivedGeneration:
-    second = int(NOW.timestamp())
     return ArchivedGeneration(
         lane=lane,
         shard="shard-000",
         sequence=sequence,
-        accepted_from=second,
-        accepted_through=second + 10,
+        received_through=int(NOW.timestamp() * 1000) + 10_000,
         expires_at=int(expires_at.timestamp() * 1000),
         keys=pack(sorted(keys)),
     )
@@ -151,13 +149,13 @@ async def test_resolve_drops_archived_signals_trusts_covered_ones_and_doubts_the
     # Given an archive holding one signal's key, covering from an hour ago
     await store.write(generation(0, [digest("event:old")]))
     archive = DedupeArchive(store)
-    covered_from = int((NOW - timedelta(hours=1)).timestamp())
+    covered_from = int((NOW - timedelta(hours=1)).timestamp() * 1000)
     view = ArchiveView(lane="lane1", sequences=[0], covered_from=covered_from)
     signals = [
         signal("event:fresh", forgotten=False),
         signal("event:old"),
         signal("event:new"),
-        signal("event:ancient", occurred_at=NOW - timedelta(hours=1) + CLOCK_SKEW / 2),
+        signal("event:ancient", occurred_at=NOW - timedelta(hours=1) + CLOCK_SKEW_ALLOWANCE / 2),
     ]
     # When a delivery resolves its forgotten signals
     duplicates = await resolve(archive, view, signals)
@@ -234,14 +232,26 @@ async def test_a_shard_recognises_redeliveries_beyond_its_memory_without_reading
         running_worker(client, task_queue, emu),
         serving_bridge(client, journeys, emu, shards=1, seen_capacity=16) as bridge,
     ):
-        # Given a shard remembering 16 keys, which took 24 events, a second apart, one at a
-        # time: the first ones left its memory for the dedupe archive
-        first = views(24, "a", NOW - timedelta(seconds=30), apart=1)
-        for event in first:
+        # Given a shard remembering 16 keys, which took 24 events one at a time, each dated
+        # when it was sent, the first as it started and the others once its archive covered
+        # them (its memory reaches back less than the clock-skew allowance at this pace, so
+        # they look forgotten; dated after the archive began, they are covered): the first
+        # ones left its memory for the dedupe archive
+        first = views(1, "a", datetime.now(UTC))
+        await post_all(bridge, "/events", first)
+        start = await eventually(lambda: covers_from(client, journeys), what="a shard started")
+        covered_at = datetime.fromtimestamp(start / 1000, UTC) + CLOCK_SKEW_ALLOWANCE
+        await eventually(lambda: time.time() >= covered_at.timestamp())
+        for number in range(1, 24):
+            [event] = views(1, f"a{number}", datetime.now(UTC))
+            first.append(event)
             await post_all(bridge, "/events", [event])
         await eventually(lambda: len(stored_event_ids(emu)) == 24)
-        await eventually(lambda: covers_from(client, journeys))
-        assert (await shard_stats(client, journeys)).archived_objects >= 2
+        await eventually(
+            lambda: shard_stats(client, journeys),
+            until=lambda stats: stats.archived_objects >= 2,
+            what="two generations archived",
+        )
         # When the first event is posted again (an at-least-once sender)
         await post_all(bridge, "/events", [first[0]])
         await eventually(lambda: archived_duplicates(client, journeys, 1))
@@ -250,11 +260,8 @@ async def test_a_shard_recognises_redeliveries_beyond_its_memory_without_reading
         assert profile_reads() == 0
 
         # Given events the archive covers: dated no earlier than a clock-skew allowance
-        # after the archive began (a storefront clock running ahead, within the allowance)
-        start = await covers_from(client, journeys)
-        assert start is not None
-        await eventually(lambda: time.time() >= start)
-        covered_at = datetime.fromtimestamp(start, UTC) + CLOCK_SKEW
+        # after the archive began (a storefront clock running behind, or late redeliveries)
+        await eventually(lambda: covers_from(client, journeys), what="no write pending")
         later = views(20, "b", covered_at)
         for event in later:
             await post_all(bridge, "/events", [event])

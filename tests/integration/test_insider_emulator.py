@@ -283,3 +283,50 @@ async def test_identifier_update_and_user_deletion(clean_emulators: Emulators) -
         await insider.delete_user({"uuid": "c-1"})
         assert await insider.read_profile({"uuid": "c-1"}) is None
     assert clean_emulators.insider_users() == []
+
+
+async def test_profile_reads_return_custom_params_unless_switched_to_default_params_only(
+    clean_emulators: Emulators,
+) -> None:
+    view = Event(
+        event_name="product_detail_page_view",
+        timestamp="2026-11-26T10:00:00Z",
+        event_params={"product_id": "SKU-1", "custom": {"event_id": "e-1", "channel": "web"}},
+    )
+    wanted = {
+        "start_date": 0,
+        "end_date": 2_000_000_000,
+        "wanted": [{"event_name": view.event_name, "params": ["event_id", "product_id"]}],
+    }
+    everything = {**wanted, "wanted": [{"event_name": view.event_name}]}
+    async with InsiderClient(clean_emulators.insider_settings()) as insider:
+        # Given a stored event with custom params
+        await insider.upsert_users([User(identifiers=Identifiers(uuid="c-1"), events=[view])])
+        # When it is read with its params asked for by name, on a default account
+        named = await insider.read_profile({"uuid": "c-1"}, events=wanted)
+        # And on an account whose reads return default params only (by name, and all)
+        clean_emulators.insider_reads(custom_event_params=False)
+        default_named = await insider.read_profile({"uuid": "c-1"}, events=wanted)
+        default_all = await insider.read_profile({"uuid": "c-1"}, events=everything)
+    # Then the default account returns the custom param at the top level of the event
+    assert named is not None
+    assert default_named is not None
+    assert default_all is not None
+    at = "2026-11-26T10:00:00Z"
+    assert named["events"][view.event_name] == [
+        {"event_id": "e-1", "product_id": "SKU-1", "created_date": at}
+    ]
+    # And the other leaves every custom param out
+    assert default_named["events"][view.event_name] == [{"product_id": "SKU-1", "created_date": at}]
+    assert default_all["events"][view.event_name] == [{"product_id": "SKU-1", "created_date": at}]
+    # And the switch refuses what it does not know, and a reset restores custom params
+    answer = httpx.post(
+        f"{clean_emulators.insider_url}/_emulator/reads", json={"custom_event_params": "no"}
+    )
+    assert answer.status_code == 400
+    httpx.post(f"{clean_emulators.insider_url}/_emulator/reset").raise_for_status()
+    async with InsiderClient(clean_emulators.insider_settings()) as insider:
+        await insider.upsert_users([User(identifiers=Identifiers(uuid="c-1"), events=[view])])
+        again = await insider.read_profile({"uuid": "c-1"}, events=wanted)
+    assert again is not None
+    assert again["events"][view.event_name][0]["event_id"] == "e-1"

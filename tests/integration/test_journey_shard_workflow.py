@@ -4,7 +4,9 @@ The delivery, settlement and bookkeeping activities are stand-ins that record wh
 shard asked and answer as scripted, so each rule of the workflow is checked on its own:
 doubts are settled before anything later goes out, a failed delivery is retried with its
 batch, unsent signals are requeued, a rebuilt shard asks about interruption on every
-rebuild, continue-as-new carries the memory.
+rebuild, continue-as-new carries the memory. Where what the delivery activity itself does
+matters (its history check, the failure it reports), the real activity runs over a
+scripted deliverer; a task that dies is one a stand-in worker takes and fails.
 
 (The time-skipping test server cannot be downloaded here - no internet - so the timers
 these tests meet are kept short by their settings.)
@@ -19,32 +21,55 @@ import asyncio
 import os
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from temporalio import activity
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import WorkflowTaskFailedCause
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    PollWorkflowTaskQueueRequest,
+    RespondWorkflowTaskFailedRequest,
+)
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from activities.journey import NOT_SENT, DeliverInput, DeliverResult, FinishInput, SettleInput
+from activities.journey import (
+    NOT_SENT,
+    DeliverInput,
+    DeliverResult,
+    FinishInput,
+    JourneyActivities,
+    SettleInput,
+)
 from ct_insider.codec import decode_in_place
+from ct_insider.commercetools.errors import CommercetoolsUnavailable
+from ct_insider.commercetools.models import Customer
 from ct_insider.insider.models import Identifiers
-from ct_insider.journeys.archive import unpack
+from ct_insider.journeys.archive import DedupeArchive, unpack
 from ct_insider.journeys.archive_lane import ArchiveWork
-from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, DeliveryStats
+from ct_insider.journeys.delivery import (
+    Bookkeeping,
+    DeliveryOutcome,
+    DeliveryStats,
+    JourneyDeliverer,
+)
 from ct_insider.journeys.memory import digest
 from ct_insider.journeys.plan import PlannedUser
-from ct_insider.journeys.settle import SettleProgress
+from ct_insider.journeys.settle import DoubtSettler, SettleProgress
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
 from ct_insider.journeys.storefront import StorefrontEvent
 from tests.conftest import eventually
 from workers.main import journey_activation_pool, journey_worker
 from workflows.journey_shard import (
+    UNREADABLE_KEPT_BYTES,
     JourneyShardWorkflow,
     ShardInput,
     ShardSettings,
@@ -55,6 +80,7 @@ from workflows.journey_shard import (
 pytestmark = pytest.mark.integration
 
 HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"
+IN_FLIGHT = timedelta(milliseconds=300)  # from a sane clock to the bridge
 Behaviour = Callable[[DeliverInput], DeliverResult]
 
 
@@ -133,27 +159,125 @@ class MockActivities:
         return [s.dedupe_key for d in self.deliveries for s in d.signals]
 
 
+@dataclass
+class Delivery:
+    keys: list[str]
+    doubts: list[bool]
+    interrupted: bool
+    failed: bool = False
+
+
+class ScriptedDeliverer(JourneyDeliverer):
+    """What the real delivery activity (`JourneyActivities.deliver_journeys`: the history
+    check, the failure it raises) delivers through: `answer` returns what became of a
+    batch, or raises as the real deliverer does before it sends anything."""
+
+    def __init__(self, answer: Callable[[list[JourneySignal], bool], DeliveryOutcome]) -> None:
+        # No clients: nothing here talks to commercetools or Insider.
+        self.answer = answer
+        self.calls: list[Delivery] = []
+
+    async def deliver(
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        *,
+        interrupted: bool = False,
+        skip: Collection[int] = (),
+    ) -> DeliveryOutcome:
+        call = Delivery([s.dedupe_key for s in signals], [s.doubt for s in signals], interrupted)
+        self.calls.append(call)
+        try:
+            return self.answer(signals, interrupted)
+        except Exception:
+            call.failed = True
+            raise
+
+    def delivered_keys(self) -> list[str]:
+        return [key for call in self.calls if not call.failed for key in call.keys]
+
+
+def sent(signals: list[JourneySignal], interrupted: bool) -> DeliveryOutcome:
+    """As the real deliverer answers: users that may repeat a delivery go to settlement."""
+    doubtful = [
+        PlannedUser(
+            identity=signal.routing(),
+            identifiers=Identifiers(custom={"ct_anonymous_id": signal.identity.anonymous_id}),
+            signals=[index],
+        )
+        for index, signal in enumerate(signals)
+        if interrupted or signal.doubt
+    ]
+    return DeliveryOutcome(
+        stats=DeliveryStats(events=len(signals) - len(doubtful)), in_doubt=doubtful
+    )
+
+
+async def fail_next_task(client: Client, queue: str) -> None:
+    """Take the shard's next workflow task as a worker would, and fail it: as if that worker
+    died during it (Temporal's record of a task cut short, like one that timed out)."""
+    task = await client.workflow_service.poll_workflow_task_queue(
+        PollWorkflowTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=queue), identity="dying"
+        )
+    )
+    assert task.task_token, "no workflow task to cut short"
+    await client.workflow_service.respond_workflow_task_failed(
+        RespondWorkflowTaskFailedRequest(
+            namespace=client.namespace,
+            task_token=task.task_token,
+            cause=WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE,
+            identity="dying",
+        )
+    )
+
+
 @asynccontextmanager
 async def shard(
-    client: Client, mocks: MockActivities, *, cache_size: int = 100, **settings: Any
+    client: Client,
+    mocks: MockActivities,
+    *,
+    cache_size: int = 100,
+    deliverer: ScriptedDeliverer | None = None,
+    cut_short_with: Sequence[JourneySignal] = (),
+    **settings: Any,
 ) -> AsyncIterator[tuple[WorkflowHandle[JourneyShardWorkflow, ShardStats], ShardSettings]]:
+    """A shard on a worker of its own. `deliverer`: deliveries run the real activity over it
+    (else the mock). `cut_short_with`: these signals reach the shard before any worker, and
+    the first task that holds them dies."""
     queue = f"shard-test-{uuid.uuid4()}"
+    shard_settings = ShardSettings.model_validate(settings)
+    deliver: Callable[..., Any] = mocks.deliver
+    if deliverer is not None:
+        # deliver_journeys never settles: no settler.
+        # (No archive: these tests' signals are never forgotten.)
+        deliver = JourneyActivities(
+            deliverer, cast(DoubtSettler, None), cast(DedupeArchive, None)
+        ).deliver_journeys
+
+    async def start() -> WorkflowHandle[JourneyShardWorkflow, ShardStats]:
+        return await client.start_workflow(
+            JourneyShardWorkflow.run,
+            ShardInput(shard=0, settings=shard_settings),
+            id=shard_workflow_id(queue, 0),
+            task_queue=queue,
+        )
+
+    early = None
+    if cut_short_with:
+        early = await start()
+        await send(early, *cut_short_with)
+        await fail_next_task(client, queue)
     with journey_activation_pool() as activations:
         async with journey_worker(
             client,
             queue,
             [JourneyShardWorkflow],
-            [mocks.deliver, mocks.settle, mocks.finish, mocks.archive],
+            [deliver, mocks.settle, mocks.finish, mocks.archive],
             activations,
             cache_size,
         ):
-            shard_settings = ShardSettings.model_validate(settings)
-            handle = await client.start_workflow(
-                JourneyShardWorkflow.run,
-                ShardInput(shard=0, settings=shard_settings),
-                id=shard_workflow_id(queue, 0),
-                task_queue=queue,
-            )
+            handle = early or await start()
             try:
                 yield handle, shard_settings
             finally:
@@ -345,8 +469,11 @@ async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
             await eventually(reaches(number + 2, lambda: len(mocks.delivered_keys())))
         # When the first signals are delivered again, runs later
         await send(handle, *signals[:3])
-        await asyncio.sleep(0.5)
-        stats = await handle.query(JourneyShardWorkflow.stats)
+        stats = await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.received == 15,
+            what="the shard to take in all 15 signals",
+        )
     # Then they are recognised and nothing is delivered twice
     assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
     assert (stats.received, stats.duplicates, stats.delivered) == (15, 3, 12)
@@ -370,7 +497,9 @@ async def test_unfinished_bookkeeping_is_finished_by_the_shard(client: Client) -
 async def test_gathering_puts_shuffled_signals_back_in_order(client: Client) -> None:
     mocks = MockActivities()
     signals = [view(number) for number in range(6)]
-    async with shard(client, mocks, gather_seconds=1.0) as (handle, _):
+    # (gathering ends when six are pending: far sooner than its window, however slow the
+    # signals arrive)
+    async with shard(client, mocks, gather_seconds=600, max_batch=6) as (handle, _):
         for signal in reversed(signals):
             await send(handle, signal)
         await eventually(lambda: len(mocks.delivered_keys()) == 6)
@@ -477,3 +606,219 @@ async def test_continue_as_new_carries_the_archive_lane_and_a_forgotten_signal_i
     assert last.archive is not None
     assert holding
     assert holding <= set(last.archive.sequences)
+
+
+def dated_view(event_id: str, occurred_at: datetime, received_at: datetime) -> JourneySignal:
+    """A product view dated by its sender's clock, stamped by the bridge when received."""
+    signal = view(0)
+    assert signal.storefront is not None
+    event = signal.storefront.model_copy(update={"event_id": event_id, "occurred_at": occurred_at})
+    return signal.model_copy(
+        update={
+            "dedupe_key": f"event:{event_id}",
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "storefront": event,
+        }
+    )
+
+
+async def test_a_fast_clock_makes_no_ordinary_signal_doubtful_across_runs(client: Client) -> None:
+    mocks = MockActivities()
+    # Windows the bridge received 20 s apart (an hour ago: the shard trusts its stamps),
+    # two signals each, in a memory of 16 keys (it reaches back 160 s), over runs of ~9
+    # signals; one sender's clock runs 5 minutes ahead
+    base = datetime.now(UTC) - timedelta(hours=1)
+    windows = [
+        [
+            dated_view(f"w{w}-{n}", base + timedelta(seconds=20 * w) - IN_FLIGHT, base)
+            for n in range(2)
+        ]
+        for w in range(28)
+    ]
+    for w, window in enumerate(windows):
+        for signal in window:
+            signal.received_at = base + timedelta(seconds=20 * w)
+    fast = windows[1][1]
+    fast.occurred_at += timedelta(minutes=5)
+    async with shard(client, mocks, seen_capacity=16, max_run_signals=12) as (handle, _):
+        for number, window in enumerate(windows[:26]):
+            await send(handle, *window)
+            await eventually(reaches(2 * number + 2, lambda: len(mocks.delivered_keys())))
+        # When the fast clock's event and one of the first window's are redelivered, after
+        # the memory rolled over past them
+        stamp = base + timedelta(seconds=20 * 26)
+        again = [
+            dated_view(s.dedupe_key.removeprefix("event:"), s.occurred_at, stamp)
+            for s in (fast, windows[0][0])
+        ]
+        await send(handle, *again)
+        await eventually(reaches(54, lambda: len(mocks.delivered_keys())))
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then no ordinary signal was doubtful, and both redeliveries were marked forgotten
+    # (looked up in the dedupe archive, else Insider is asked): the fast clock's key joined
+    # a generation when receipt times reached its date, and was forgotten with it
+    delivered = [s for d in mocks.deliveries for s in d.signals]
+    assert [s.doubt or s.forgotten for s in delivered[:52]] == [False] * 52
+    assert [(s.dedupe_key, s.forgotten) for s in delivered[52:]] == [
+        (windows[0][0].dedupe_key, True),
+        (fast.dedupe_key, True),
+    ]
+    assert stats.runs >= 4
+
+
+async def test_a_cut_short_verdict_is_kept_when_the_delivery_then_fails_before_sending(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+
+    def commercetools_down_once(signals: list[JourneySignal], interrupted: bool) -> DeliveryOutcome:
+        if len(deliverer.calls) <= 3:  # every attempt of the first delivery
+            raise CommercetoolsUnavailable(503, "Service Unavailable", [])
+        return sent(signals, interrupted)
+
+    deliverer = ScriptedDeliverer(commercetools_down_once)
+    signals = [view(1), view(2)]
+    # Given a shard whose task holding two signals died (it may have sent them)
+    async with shard(client, mocks, deliverer=deliverer, cut_short_with=signals) as (handle, _):
+        # When its rebuilt delivery learns that, and then fails before sending (commercetools
+        # down for all its attempts), and the shard delivers again after backing off
+        await eventually(lambda: len(deliverer.calls) == 4, within=30)
+        await eventually(lambda: "settled" in mocks.calls)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then the delivery that failed knew (its attempts were held back as interrupted) ...
+    assert [c.failed for c in deliverer.calls] == [True, True, True, False]
+    assert deliverer.calls[0].interrupted
+    # ... and the verdict outlived it: the batch goes again in doubt, and is settled
+    assert deliverer.calls[3].doubts == [True, True]
+    assert [s.dedupe_key for s in mocks.settlements[0].signals] == [s.dedupe_key for s in signals]
+    assert (stats.failed_deliveries, stats.cut_short) == (1, 1)
+
+
+async def test_every_signal_a_dead_task_held_stays_in_doubt_after_its_first_batch(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    deliverer = ScriptedDeliverer(sent)
+    held = [view(n) for n in range(5)]
+    # Given a shard whose task holding five signals died, delivering two at a time (the
+    # rebuilt shard accepts all five in its first task, after the one that died)
+    rebuilt = shard(client, mocks, deliverer=deliverer, cut_short_with=held, max_batch=2)
+    async with rebuilt as (handle, _):
+        # When the first batch is settled (a workflow task completes meanwhile) and the
+        # others follow, and then a signal arrives the dead task never held
+        await eventually(lambda: len(deliverer.calls) == 3, within=30)
+        later = view(9)
+        await send(handle, later)
+        await eventually(lambda: len(deliverer.calls) == 4)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then all five go in doubt, the first batch as interrupted, the rest by their mark
+    assert deliverer.calls[0].interrupted
+    assert [d for c in deliverer.calls[1:3] for d in c.doubts] == [True, True, True]
+    assert deliverer.calls[3].keys == [later.dedupe_key]
+    assert deliverer.calls[3].doubts == [False]
+    assert stats.cut_short == 1
+
+
+async def test_a_poison_signal_is_dead_lettered_and_the_rest_delivered(client: Client) -> None:
+    mocks = MockActivities()
+    signals = [view(n) for n in range(6)]
+    poison = signals[2]
+
+    def customer_does_not_validate(
+        batch: list[JourneySignal], interrupted: bool
+    ) -> DeliveryOutcome:
+        if poison.dedupe_key in {s.dedupe_key for s in batch}:
+            Customer.model_validate({"id": "c-1"})  # raises, before anything is sent
+        return sent(batch, interrupted)
+
+    deliverer = ScriptedDeliverer(customer_does_not_validate)
+    async with shard(client, mocks, deliverer=deliverer) as (handle, _):
+        # Given a batch whose delivery fails before sending because of one of its signals,
+        # every time
+        await send(handle, *signals)
+        # When the shard has tried it a few times
+        good = [s.dedupe_key for s in signals if s is not poison]
+        await eventually(lambda: sorted(deliverer.delivered_keys()) == sorted(good), within=60)
+        await eventually(lambda: mocks.finished)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then the batch was halved until that signal failed alone, and was parked with its
+    # reason; the others are delivered in order
+    assert [len(c.keys) for c in deliverer.calls] == [6, 6, 6, 3, 1, 1, 1, 3]
+    assert deliverer.delivered_keys() == good
+    [letter] = [letter for book in mocks.finished for letter in book.letters]
+    assert poison.storefront is not None
+    assert letter.record_id == poison.storefront.event_id
+    assert any("version: Field required" in reason for reason in letter.reasons)
+    assert letter.redrive is not None
+    assert letter.redrive["signal"]["dedupe_key"] == poison.dedupe_key
+    assert "failures" not in letter.redrive["signal"]  # a re-drive starts afresh
+    assert stats.dead_lettered == 1
+    assert stats.delivered == 5
+
+
+async def test_a_dependency_down_for_every_batch_parks_nothing(client: Client) -> None:
+    mocks = MockActivities()
+    outage_deliveries = 4  # more than a signal fails before it is parked
+
+    def commercetools_down(batch: list[JourneySignal], interrupted: bool) -> DeliveryOutcome:
+        if len(deliverer.calls) <= 3 * outage_deliveries:  # 3 attempts a delivery
+            raise CommercetoolsUnavailable(503, "Service Unavailable", [])
+        return sent(batch, interrupted)
+
+    deliverer = ScriptedDeliverer(commercetools_down)
+    signals = [view(n) for n in range(6)]
+    async with shard(client, mocks, deliverer=deliverer) as (handle, _):
+        # Given commercetools down for longer than a poison signal is retried
+        await send(handle, *signals)
+        # When it is back
+        await eventually(lambda: deliverer.delivered_keys(), within=90)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then every signal was retried with its whole batch and delivered; nothing was parked
+    assert stats.failed_deliveries == outage_deliveries
+    assert {len(c.keys) for c in deliverer.calls} == {6}
+    assert deliverer.delivered_keys() == [s.dedupe_key for s in signals]
+    assert stats.dead_lettered == 0
+    assert mocks.finished == []
+
+
+async def test_garbage_windows_are_dead_lettered_and_the_shard_goes_on(client: Client) -> None:
+    mocks = MockActivities()
+    good = view(1)
+    nobody = {  # readable, but names no customer, visitor or email
+        "dedupe_key": "message:nobody",
+        "kind": "customer",
+        "type": "CustomerCreated",
+        "occurred_at": "2026-12-01T12:00:00Z",
+        "identity": {},
+    }
+    not_json = b"[{not json" + b"x" * UNREADABLE_KEPT_BYTES
+    garbage: list[tuple[str, list[Any]]] = [
+        ("deliver", [RawValue(Payload(metadata={"encoding": b"json/plain"}, data=not_json))]),
+        ("deliver", [RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b"[" * 5_000))]),
+        ("deliver", [None]),
+        ("deliver", [42]),
+        ("deliver", ["a string"]),
+        ("deliver", [{"dedupe_key": "event:not-in-an-array"}]),
+        ("deliver", [[nobody]]),
+        ("deliver", []),  # no window: nothing to park
+        ("deliver", [[], 5]),  # two windows: an empty one, and 5
+        ("deliver_journeys", [[good.model_dump(mode="json")]]),  # not the shard's signal
+    ]
+    async with shard(client, mocks) as (handle, _):
+        # Given windows that are not JSON arrays of signals, hold a signal of nobody, or
+        # come in signals the shard does not expect
+        for name, args in garbage:
+            await handle.signal(name, args=args)
+        # When a good one follows
+        await send(handle, good)
+        # Then it is delivered, and each of the others is parked with its reason
+        await eventually(lambda: mocks.delivered_keys() == [good.dedupe_key])
+        await eventually(lambda: len([lt for b in mocks.finished for lt in b.letters]) == 9)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    letters = [letter for book in mocks.finished for letter in book.letters]
+    assert all(letter.reasons for letter in letters)
+    assert {"event:not-in-an-array", "message:nobody"} <= {letter.record_id for letter in letters}
+    # And what is kept of a window that is not JSON is bounded
+    assert letters[0].redrive == {"signal": {"value": not_json[:UNREADABLE_KEPT_BYTES].decode()}}
+    assert (stats.received, stats.dead_lettered) == (10, 9)

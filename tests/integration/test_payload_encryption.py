@@ -132,11 +132,18 @@ async def test_histories_hold_no_personal_data_in_clear_and_the_codec_server_rea
         assert (await bridge.post("/events", viewed)).status_code == 202
         await eventually(lambda: len(emu.insider_events()) >= 2)
 
-    # When every history of both task queues is read without the codec
+    # When every history of both task queues is read without the codec (once visibility
+    # lists the backfill and the journey shards)
     queues = f"TaskQueue = '{worker.task_queue}' OR TaskQueue = '{worker.journey_task_queue}'"
-    executions = [(w.id, w.run_id) async for w in client.list_workflows(queues)]
-    assert backfill.id in {workflow_id for workflow_id, _ in executions}
-    assert any("journey" in workflow_id or "shard" in workflow_id for workflow_id, _ in executions)
+
+    async def listed() -> list[tuple[str, str]]:
+        return [(w.id, w.run_id) async for w in client.list_workflows(queues)]
+
+    def complete(executions: list[tuple[str, str]]) -> bool:
+        ids = {workflow_id for workflow_id, _ in executions}
+        return backfill.id in ids and any("journey" in i or "shard" in i for i in ids)
+
+    executions = await eventually(listed, until=complete, what="the backfill and a shard listed")
     raw = b""
     found: list[tuple[str, Payload]] = []
     for workflow_id, run_id in executions:

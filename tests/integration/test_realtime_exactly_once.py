@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,14 @@ from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.deadletters import DeadLetterStore
 from emulators.process import ManagedProcess
 from starters.dlq import redrive
-from tests.bridge_helpers import Bridge, message, seconds_ago, serving_bridge, storefront_event
+from tests.bridge_helpers import (
+    Bridge,
+    message,
+    seconds_ago,
+    serving_bridge,
+    settled_shards,
+    storefront_event,
+)
 from tests.conftest import Emulators, eventually, running_worker, worker_process
 from workflows.journey_shard import JourneyShardWorkflow, ShardStats, shard_workflow_id
 
@@ -77,13 +83,11 @@ def insider_latency(emu: Emulators, milliseconds: float) -> Iterator[None]:
 
 
 async def kill_during_an_upsert(emu: Emulators, worker: ManagedProcess) -> None:
-    """SIGKILL the worker process while Insider is processing one of its upserts."""
-    for _ in range(600):
-        if emu.insider_stats()["in_flight"].get("upsert"):
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("no upsert in flight to cut short")
+    """SIGKILL the worker process while Insider is processing one of its upserts (the
+    emulator's latency must leave time to see it and kill)."""
+    await eventually(
+        lambda: emu.insider_stats()["in_flight"].get("upsert"), what="an upsert to cut short"
+    )
     assert worker.process is not None
     os.killpg(worker.process.pid, signal.SIGKILL)
     worker.process.wait(10)
@@ -107,20 +111,21 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
             await bridge.post("/events", {"events": batch_1})
             await eventually(lambda: len(stored_event_ids(emu)) == 5)
             # When Insider is slow, the next batch is in flight, a third waits behind it,
-            # and the worker dies during that upsert (Insider stores batch 2 after it died)
-            with insider_latency(emu, 2_000):
+            # and the worker dies during that upsert (Insider stores batch 2 after it died;
+            # the upsert takes 10 s, about as long as the dead worker's task takes to time
+            # out anyway: seconds to spare for the steps before the kill on a loaded machine)
+            with insider_latency(emu, 10_000):
                 batch_2 = views(range(5, 10), "b")
                 await bridge.post("/events", {"events": batch_2})
                 await eventually(lambda: emu.insider_stats()["in_flight"].get("upsert"), 10)
                 batch_3 = views(range(10, 15), "c")
                 await bridge.post("/events", {"events": batch_3})
                 await kill_during_an_upsert(emu, first)
-                await eventually(lambda: len(stored_event_ids(emu)) == 10, 10)
+                await eventually(lambda: len(stored_event_ids(emu)) == 10, 30)
             # And a new worker takes over (after the dead one's task times out)
             with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=1):
                 await eventually(lambda: len(stored_event_ids(emu)) == 15, 60)
-                await asyncio.sleep(1)  # anything sent twice would have arrived by now
-                [stats] = await shard_stats(client, journeys, 1)
+                [stats] = (await settled_shards(client, journeys, 1, received=15)).values()
     finally:
         first.stop()
     # Then every event is in Insider once
@@ -134,6 +139,68 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
     assert stats.resent == 5
     assert stats.profile_reads == 10  # one per person in doubt, none for batch 1
     assert emu.insider_stats()["requests"]["profile"] == 10
+
+
+async def stats_when(
+    client: Client, journey_task_queue: str, condition: Callable[[ShardStats], bool], within: float
+) -> ShardStats:
+    """The single shard's statistics, once they meet `condition`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        [stats] = await shard_stats(client, journey_task_queue, 1)
+        if condition(stats):
+            return stats
+        assert asyncio.get_running_loop().time() < deadline, f"shard never got there: {stats}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_delivery_cut_short_and_then_failing_before_sending_is_still_settled(
+    client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
+) -> None:
+    emu = clean_emulators
+    journeys = f"{task_queue}-journeys"
+    customer_id, email, sku = emu.shopper()
+    order = emu.place_order(sku, customerId=customer_id, customerEmail=email)
+    purchase = f"{order.get('orderNumber') or order['id']}/{sku}"
+    first = shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=1).start()
+    try:
+        async with serving_bridge(client, journeys, emu, shards=1) as bridge:
+            # Given one shard that delivered a first batch
+            batch_1 = views(range(5), "a")
+            await bridge.post("/events", {"events": batch_1})
+            await eventually(lambda: len(stored_event_ids(emu)) == 5)
+            # When the worker dies while Insider takes an order's purchase (stored after)
+            with insider_latency(emu, 2_000):
+                created = message("order", order["id"], "OrderCreated", order=order)
+                await post_all(bridge, "/webhooks/commercetools", [created])
+                await kill_during_an_upsert(emu, first)
+                await eventually(lambda: purchase in stored_event_ids(emu), 10)
+            # And commercetools is down when a new worker rebuilds the shard (after the
+            # dead one's task timed out), for every attempt of its first delivery
+            emu.ct_faults(unavailable=True)
+            try:
+                with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=1):
+                    await stats_when(client, journeys, lambda s: s.failed_deliveries > 0, 60)
+                    emu.ct_faults()
+                    # And more events follow once it is back
+                    batch_3 = views(range(5, 10), "c")
+                    await bridge.post("/events", {"events": batch_3})
+                    stats = await stats_when(
+                        client, journeys, lambda s: s.delivered == 11 and s.found_in_insider > 0, 60
+                    )
+            finally:
+                emu.ct_faults()
+    finally:
+        first.stop()
+    assert emu.ct_stats()["unavailable"] > 0, "commercetools was never down"
+    # Then the purchase the dead worker sent is found in Insider, not sent again; the rest
+    # is delivered once, without reading Insider for it
+    stored = stored_event_ids(emu)
+    assert set(stored.values()) == {1}
+    assert set(stored) == {e["event_id"] for e in batch_1 + batch_3} | {purchase}
+    assert stats.cut_short == 1
+    assert stats.found_in_insider == 1
+    assert stats.profile_reads == 1
 
 
 async def test_a_worker_restarted_cleanly_reads_nothing_from_insider(
@@ -177,7 +244,7 @@ async def test_a_worker_killed_while_events_and_orders_flow_loses_and_repeats_no
     first = shard_worker(emu, client, task_queue, tmp_path, "worker-1", shards=4).start()
     try:
         async with serving_bridge(client, journeys, emu, shards=4) as bridge:
-            with insider_latency(emu, 400):
+            with insider_latency(emu, 2_000):
                 # Given events and order messages flowing (30 requests a second)
                 async def flow() -> None:
                     for start in range(0, 300, 10):
@@ -196,8 +263,8 @@ async def test_a_worker_killed_while_events_and_orders_flow_loses_and_repeats_no
             with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=4):
                 expected = 300 + len(orders)
                 await eventually(lambda: len(stored_event_ids(emu)) == expected, 90)
-                await asyncio.sleep(1)
-                stats = await shard_stats(client, journeys, 4)
+                received = len(events) + len(created)
+                stats = list((await settled_shards(client, journeys, 4, received)).values())
     finally:
         first.stop()
     # Then every storefront event and every purchase is in Insider exactly once
@@ -245,8 +312,8 @@ async def test_insider_failing_and_losing_answers_costs_reads_only_for_doubtful_
         # Then each arrives exactly once
         await eventually(lambda: len(stored_event_ids(emu)) == 200 + len(orders), 120)
         emu.insider_faults()
-        await asyncio.sleep(1)
-        stats = await shard_stats(client, journeys, 4)
+        received = len(events) + len(orders)
+        stats = list((await settled_shards(client, journeys, 4, received)).values())
     assert set(stored_event_ids(emu).values()) == {1}
     statuses = emu.insider_stats()["statuses"]
     assert statuses.get("upsert:500", 0) > 0, "no fault was injected"
@@ -275,7 +342,7 @@ async def test_a_poison_event_is_dead_lettered_and_a_redrive_after_the_fix_deliv
         async with CommercetoolsClient(emu.ct_settings()) as ct:
             store = DeadLetterStore(ct)
             # And the sign-in is listed with Insider's reason
-            [letter] = await _letters(store)
+            [letter] = await eventually(store.list, what="the sign-in dead-lettered")
             assert letter.entity == "storefront-event"
             assert letter.record_id == sign_in["event_id"]
             assert any("login is not defined" in reason for reason in letter.reasons)
@@ -285,21 +352,7 @@ async def test_a_poison_event_is_dead_lettered_and_a_redrive_after_the_fix_deliv
             assert report.redriven == [letter.key]
             # Then it is delivered once, and the letter leaves the store
             await eventually(lambda: len(stored_event_ids(emu)) == 12, 30)
-            for _ in range(100):
-                if not await store.list():
-                    break
-                await asyncio.sleep(0.1)
-            assert await store.list() == []
+            await eventually(store.list, until=lambda letters: letters == [], what="no letter")
     stored = stored_event_ids(emu)
     assert stored[sign_in["event_id"]] == 1
     assert set(stored.values()) == {1}
-
-
-async def _letters(store: DeadLetterStore) -> list[Any]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        letters = await store.list()
-        if letters:
-            return letters
-        await asyncio.sleep(0.2)
-    return []

@@ -8,7 +8,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from starters.schedules import (
     memo_of,
     schedule_rows,
 )
-from tests.conftest import Emulators, running_worker
+from tests.conftest import Emulators, eventually, running_worker
 from workflows.backfill import BackfillProgress
 
 pytestmark = pytest.mark.integration
@@ -122,10 +122,11 @@ async def test_schedules_apply_idempotently_update_what_changed_and_drop_what_is
 
 async def _until_listed(client: Client, prefix: str, count: int) -> None:
     """The list comes from visibility, which may lag a write by a moment."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while len(await listed_ids(client, prefix)) < count:
-        assert asyncio.get_running_loop().time() < deadline, "schedules never listed"
-        await asyncio.sleep(0.2)
+    await eventually(
+        lambda: listed_ids(client, prefix),
+        until=lambda ids: len(ids) >= count,
+        what=f"{count} schedules listed",
+    )
 
 
 async def test_a_short_interval_schedule_fires_and_can_be_paused_triggered_and_unpaused(
@@ -133,10 +134,11 @@ async def test_a_short_interval_schedule_fires_and_can_be_paused_triggered_and_u
 ) -> None:
     # Given a catalog, a worker and a catalog reconciliation scheduled every 2 seconds
     clean_emulators.seeder().catalog(2)
+    interval = timedelta(seconds=2)
     reconciliation = ScheduleConfig(
         name="catalog-reconciliation",
         kind="catalog-reconciliation",
-        every_seconds=2,
+        every_seconds=interval.total_seconds(),
         jitter_seconds=0,
         catch_up_window_seconds=10,
     )
@@ -153,16 +155,24 @@ async def test_a_short_interval_schedule_fires_and_can_be_paused_triggered_and_u
         assert progress.status == "completed"
         assert first.workflow_id.startswith(f"{schedule_id}-")
 
-        # When it is paused, Then it stops firing
+        # When it is paused, Then it stops firing: nothing started by an interval after the
+        # next run it was due to start
         report = await act(client, "pause", ["catalog-reconciliation"], False, prefix)
         assert report.done == [schedule_id]
         paused = await described(client, schedule_id)
         assert paused.schedule.state.paused
         actions = paused.info.num_actions
-        await asyncio.sleep(3)
+        past_due = paused.info.next_action_times[0] + interval
+        await eventually(lambda: datetime.now(UTC) > past_due, what=f"past {past_due}")
         assert (await described(client, schedule_id)).info.num_actions == actions
-        # ... and the list shows it paused, with its last run's outcome
-        [row] = await schedule_rows(client, prefix)
+        # ... and the list shows it paused, with its last run's outcome (that run may have
+        # started just before the pause: once it has ended)
+        last = paused.info.recent_actions[-1].action
+        assert isinstance(last, ScheduleActionExecutionStartWorkflow)
+        await client.get_workflow_handle(
+            last.workflow_id, run_id=last.first_execution_run_id
+        ).result()
+        [row] = await eventually(lambda: schedule_rows(client, prefix), what="the schedule listed")
         assert (row.id, row.paused, row.last_outcome) == (schedule_id, True, "COMPLETED")
 
         # When it is triggered while paused, Then it runs once now
@@ -180,15 +190,14 @@ async def _run_started(
     client: Client, schedule_id: str, *, after: int
 ) -> ScheduleActionExecutionStartWorkflow:
     """The newest run the schedule started, once it has started more than `after`."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:
-        info = (await described(client, schedule_id)).info
-        if info.num_actions > after and info.recent_actions:
-            action = info.recent_actions[-1].action
-            assert isinstance(action, ScheduleActionExecutionStartWorkflow)
-            return action
-        assert asyncio.get_running_loop().time() < deadline, f"{schedule_id} did not fire"
-        await asyncio.sleep(0.2)
+    found = await eventually(
+        lambda: described(client, schedule_id),
+        until=lambda found: found.info.num_actions > after and found.info.recent_actions,
+        what=f"{schedule_id} to start run {after + 1}",
+    )
+    action = found.info.recent_actions[-1].action
+    assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+    return action
 
 
 async def test_the_cli_applies_lists_and_refuses_unknown_ids_and_bad_config(

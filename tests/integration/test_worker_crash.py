@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client
 
 from starters.backfill import start_backfill
-from tests.conftest import Emulators, retried_activity_attempts, worker_process
+from tests.conftest import Emulators, eventually, retried_activity_attempts, worker_process
 from tests.integration.test_order_backfill import (
     all_orders,
     expected_purchases,
@@ -41,10 +41,12 @@ async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
         BackfillInput(target="orders", batch_size=50, heartbeat_seconds=3),
     )
     try:
-        for _ in range(2_000):  # wait (at most ~100 s) until the run is well under way
-            if sum(stored_purchases(clean_emulators).values()) >= 600:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: sum(stored_purchases(clean_emulators).values()),
+            100,
+            until=lambda stored: stored >= 600,
+            what="the run well under way (600 purchases stored)",
+        )
         assert first.process is not None
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait(10)

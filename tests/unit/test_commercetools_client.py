@@ -94,6 +94,21 @@ async def test_persistent_503_raises_retryable_typed_error() -> None:
 
 
 @respx.mock
+async def test_429_raises_a_retryable_typed_error() -> None:
+    token_route(respx.mock, "t1")
+    respx.get(f"{API}/shop/orders").mock(
+        return_value=httpx.Response(429, json={"statusCode": 429, "message": "slow down"})
+    )
+    async with CommercetoolsClient(SETTINGS, backoff=FAST, http=mockable_http()) as ct:
+        # When commercetools answers 429 Too Many Requests
+        with pytest.raises(CommercetoolsUnavailable) as caught:
+            await ct.page("orders")
+    # Then it is worth a later retry (the bridge answers 503, an activity is retried)
+    assert caught.value.retryable
+    assert caught.value.status_code == 429
+
+
+@respx.mock
 async def test_403_is_a_non_retryable_auth_error() -> None:
     token_route(respx.mock, "t1")
     respx.get(f"{API}/shop/orders").mock(

@@ -14,34 +14,46 @@ from ct_insider.journeys.archive import (
     unpack,
 )
 from ct_insider.journeys.archive_lane import (
+    MAX_EXPIRED_OBJECTS,
+    MAX_WRITTEN_OBJECTS,
     SWEEP_EVERY,
     SWEEP_MARGIN,
     ArchiveLane,
+    ArchiveWork,
+    max_lane_bytes,
+    max_pending_bytes,
+    max_pending_keys,
     new_lane,
 )
-from ct_insider.journeys.memory import CLOCK_SKEW, DroppedGeneration, SeenKeys
+from ct_insider.journeys.memory import (
+    CLOCK_SKEW_ALLOWANCE,
+    DroppedGeneration,
+    SeenKeys,
+    digest,
+)
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 RETENTION = timedelta(minutes=60)
 
 
-def _lane(max_pending_keys: int = 100_000, ahead_until: int = 0) -> ArchiveLane:
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _lane(max_pending_keys: int = 10**6) -> ArchiveLane:
     return ArchiveLane(
-        new_lane("lane1", ahead_until=ahead_until, now=NOW),
+        new_lane("lane1", NOW),
         shard="shard-000",
         retention=RETENTION,
         max_pending_keys=max_pending_keys,
     )
 
 
-def _dropped(first: int, count: int, at: datetime, ahead_until: int = 0) -> DroppedGeneration:
-    second = int(at.timestamp())
+def _dropped(first: int, count: int, at: datetime) -> DroppedGeneration:
+    """Keys received up to 10 s after `at`."""
     return DroppedGeneration(
-        keys=list(range(first, first + count)),
-        accepted_from=second,
-        accepted_through=second + 10,
-        ahead_until=ahead_until,
+        keys=list(range(first, first + count)), received_through=_ms(at) + 10_000
     )
 
 
@@ -60,15 +72,40 @@ def test_the_memory_hands_every_dropped_generation_to_its_listener() -> None:
     seen = SeenKeys(16)
     dropped: list[DroppedGeneration] = []
     seen.on_drop = dropped.append
-    # When more keys arrive than it holds, a second apart
+    # When more keys arrive than it holds, received a second apart (dated a day earlier:
+    # the sender's date does not matter)
     for key in range(20):
-        seen.add(key, NOW, NOW + timedelta(seconds=key))
-    # Then each generation it let go of is handed out with its keys, sorted, and when
-    # they were accepted on our clock (until the next generation opened)
+        at = NOW + timedelta(seconds=key)
+        seen.remember(key, at - timedelta(days=1), at, at)
+    # Then each generation it let go of is handed out with its keys, sorted, and when the
+    # newest was received on our clock - what the memory now says it forgot through
     assert [g.keys for g in dropped] == [[0, 1], [2, 3]]
-    assert dropped[0].accepted_from == int(NOW.timestamp())
-    assert dropped[0].accepted_through == int(NOW.timestamp()) + 2
+    assert dropped[-1].received_through == _ms(NOW) + 3_000 == seen.forgotten_through
     assert all(key not in seen for g in dropped for key in g.keys)
+
+
+def test_a_key_dated_ahead_is_archived_only_once_released_into_a_generation() -> None:
+    # Given a small memory whose drops are listened to, holding a key dated an hour ahead
+    seen = SeenKeys(16)
+    dropped: list[DroppedGeneration] = []
+    seen.on_drop = dropped.append
+    ahead = digest("ahead")
+    seen.remember(ahead, NOW + timedelta(hours=1), NOW, NOW)
+    # When the memory turns over several times before its date
+    for key in range(40):
+        at = NOW + timedelta(seconds=key)
+        seen.remember(key, at, at, at)
+    # Then it was never dropped (kept apart, recognised)
+    assert ahead in seen
+    assert all(ahead not in g.keys for g in dropped)
+    # And once receipt times reach its date it joins a generation as received then, and is
+    # archived with it when that generation goes
+    later = NOW + timedelta(hours=1)
+    for key in range(100, 140):
+        at = later + timedelta(seconds=key)
+        seen.remember(key, at, at, at)
+    [holding] = [g for g in dropped if ahead in g.keys]
+    assert holding.received_through >= _ms(later)
 
 
 def test_a_large_generation_is_cut_into_bounded_numbered_objects() -> None:
@@ -85,29 +122,21 @@ def test_a_large_generation_is_cut_into_bounded_numbered_objects() -> None:
 
 
 def test_nothing_is_covered_while_a_write_is_pending() -> None:
-    # Given a lane with a dropped generation not yet written
+    # Given a lane started now
     lane = _lane()
+    # Then it covers what is received from now on (what was forgotten before, or taken by a
+    # shard of an earlier start, is not archived)
+    assert lane.covers_from() == _ms(NOW) + 1
+    # When a dropped generation is queued, not yet written
     lane.queue(_dropped(0, 10, NOW))
     # Then a view names no object and covers nothing
     assert lane.view(NOW).covered_from is None
     # When the write is done
-    work = lane.work(NOW)
-    lane.done(work)
-    # Then the lane covers from the second after the first archived generation began
-    # (keys forgotten before it, in that very second too, were never archived)
-    assert lane.covers_from() == int(NOW.timestamp()) + 1
+    lane.done(lane.work(NOW))
+    # Then the coverage is back, and the object is named
+    assert lane.covers_from() == _ms(NOW) + 1
     assert lane.view(NOW).sequences == [0]
     assert lane.work(NOW).empty()
-
-
-def test_coverage_starts_after_what_the_memory_kept_for_future_dates_before_archiving() -> None:
-    # Given a lane started while the memory kept keys dated up to an hour ahead
-    ahead = int((NOW + timedelta(hours=1)).timestamp())
-    lane = _lane(ahead_until=ahead * 1000)
-    lane.queue(_dropped(0, 10, NOW))
-    lane.done(lane.work(NOW))
-    # Then coverage starts after that date, not at the first archived generation
-    assert lane.covers_from() == ahead + 1
 
 
 def test_a_full_queue_gives_up_its_oldest_objects_and_their_coverage() -> None:
@@ -115,18 +144,48 @@ def test_a_full_queue_gives_up_its_oldest_objects_and_their_coverage() -> None:
     lane = _lane(max_pending_keys=20)
     lane.queue(_dropped(0, 10, NOW))
     lane.done(lane.work(NOW))
-    covered_before = lane.covers_from()
     # When three generations of 10 keys are dropped without being written
     later = NOW + timedelta(minutes=1)
     for number in range(3):
         lane.queue(_dropped(100 + 10 * number, 10, later + timedelta(seconds=number)))
     work = lane.work(later)
-    # Then the queue holds at most 20 keys (the oldest generation was given up), and once
-    # written the archive covers only what came after the given-up generation
+    # Then the queue holds two (the oldest generation was given up), and once written the
+    # archive covers only what was received after the given-up generation
     assert [g.sequence for g in work.writes] == [2, 3]
     lane.done(work)
-    assert covered_before is not None
-    assert lane.covers_from() == int(later.timestamp()) + 10 + 1
+    assert lane.covers_from() == _ms(later) + 10_000 + 1
+
+
+def test_a_lane_remembers_a_bounded_number_of_written_objects() -> None:
+    # Given a lane that wrote as many objects as it remembers
+    lane = _lane()
+    for number in range(MAX_WRITTEN_OBJECTS):
+        lane.queue(_dropped(number, 1, NOW + timedelta(seconds=number)))
+    lane.done(lane.work(NOW))
+    assert lane.view(NOW).sequences == list(range(MAX_WRITTEN_OBJECTS))
+    # When one more is written
+    lane.queue(_dropped(10**6, 1, NOW + timedelta(seconds=MAX_WRITTEN_OBJECTS)))
+    lane.done(lane.work(NOW))
+    # Then the oldest is given up: no longer named, and no longer covered
+    assert lane.view(NOW).sequences == list(range(1, MAX_WRITTEN_OBJECTS + 1))
+    assert lane.covers_from() == _ms(NOW) + 10_000 + 1
+
+
+def test_a_queue_of_objects_with_a_long_shard_id_is_bounded_by_bytes_too() -> None:
+    # Given a lane of a shard with a workflow id of 1,000 characters, commercetools down
+    lane = ArchiveLane(
+        new_lane("lane1", NOW), shard="s" * 1_000, retention=RETENTION, max_pending_keys=100
+    )
+    # When a hundred one-key generations are dropped (within the queue's 100 keys)
+    for number in range(100):
+        lane.queue(_dropped(number, 1, NOW + timedelta(seconds=number)))
+    # Then the oldest were given up to keep the queue's JSON within its bound
+    queued = lane.snapshot().queued
+    assert sum(len(g.model_dump_json()) + 1 for g in queued) <= max_pending_bytes(100)
+    assert 0 < len(queued) < 100
+    assert lane.covers_from() is None
+    lane.done(lane.work(NOW))
+    assert lane.covers_from() == _ms(NOW) + (99 - len(queued)) * 1_000 + 10_000 + 1
 
 
 def test_objects_expire_after_the_retention_and_coverage_moves_past_them() -> None:
@@ -142,22 +201,8 @@ def test_objects_expire_after_the_retention_and_coverage_moves_past_them() -> No
     assert work.deletes == [object_key("lane1", 0)]
     lane.done(work)
     assert lane.view(NOW).sequences == [1]
-    assert lane.covers_from() == int(NOW.timestamp()) + 10 + 1
+    assert lane.covers_from() == _ms(NOW) + 10_000 + 1
     assert lane.work(later).empty()
-
-
-def test_an_object_with_a_key_dated_ahead_is_kept_until_the_retention_after_that_date() -> None:
-    # Given an archived generation holding a key a fast clock dated two hours ahead
-    ahead = NOW + timedelta(hours=2)
-    lane = _lane()
-    lane.queue(_dropped(0, 10, NOW, ahead_until=int(ahead.timestamp() * 1000)))
-    lane.done(lane.work(NOW))
-    # Then it outlives the retention of its acceptance, and is named to a delivery of a
-    # signal dated then
-    assert lane.work(NOW + RETENTION + timedelta(minutes=30)).deletes == []
-    assert lane.view(ahead).sequences == [0]
-    # And goes once the retention has passed after that date
-    assert lane.work(ahead + RETENTION + timedelta(seconds=1)).deletes == [object_key("lane1", 0)]
 
 
 def test_a_delivery_is_named_only_the_objects_that_may_hold_its_signals() -> None:
@@ -168,19 +213,53 @@ def test_a_delivery_is_named_only_the_objects_that_may_hold_its_signals() -> Non
     lane.done(lane.work(NOW - timedelta(minutes=1)))
     # When a delivery's oldest forgotten signal happened five minutes ago
     view = lane.view(NOW - timedelta(minutes=5))
-    # Then only the recent object may hold it (it was accepted no earlier than its date
+    # Then only the recent object may hold it (it was received no earlier than its date
     # minus the clock-skew allowance)
     assert view.sequences == [1]
 
 
-def test_a_signal_is_covered_only_if_its_earliest_possible_acceptance_is() -> None:
-    # Given an archive that covers from NOW
-    view = ArchiveView(lane="lane1", sequences=[], covered_from=int(NOW.timestamp()))
-    # Then a signal dated a skew allowance after it is covered, one a second earlier not,
-    # and nothing is covered by a view without coverage
-    assert covered(view, _signal(NOW + CLOCK_SKEW))
-    assert not covered(view, _signal(NOW + CLOCK_SKEW - timedelta(seconds=1)))
+def test_a_signal_is_covered_only_if_its_earliest_possible_receipt_is() -> None:
+    # Given an archive that covers what was received from NOW
+    view = ArchiveView(lane="lane1", sequences=[], covered_from=_ms(NOW))
+    # Then a signal dated the skew allowance (2 s) after it is covered, one a millisecond
+    # earlier not, and nothing is covered by a view without coverage
+    assert covered(view, _signal(NOW + CLOCK_SKEW_ALLOWANCE))
+    assert not covered(view, _signal(NOW + CLOCK_SKEW_ALLOWANCE - timedelta(milliseconds=1)))
     assert not covered(view.model_copy(update={"covered_from": None}), _signal(NOW))
+
+
+def full_lane(seen_capacity: int, shard: str = "shard-000") -> ArchiveLane:
+    """A lane of a memory of this capacity at its largest: its queue full (one full object
+    beside one-key objects, commercetools down), as many written objects as it remembers
+    and as many expired ones whose deletes keep failing."""
+    lane = ArchiveLane(
+        new_lane("lane1", NOW),
+        shard=shard,
+        retention=RETENTION,
+        max_pending_keys=max_pending_keys(seen_capacity),
+    )
+    for number in range(MAX_WRITTEN_OBJECTS * 2):
+        lane.queue(_dropped(number, 1, NOW + timedelta(seconds=number)))
+        lane.done(lane.work(NOW))
+    lane.work(NOW + RETENTION + timedelta(hours=1))  # all expired, none deleted yet
+    for number in range(MAX_WRITTEN_OBJECTS):
+        lane.queue(_dropped(number, 1, NOW + RETENTION + timedelta(hours=1, seconds=number)))
+        lane.done(ArchiveWork(writes=lane.work(NOW).writes))  # the deletes keep failing
+    lane.queue(_dropped(0, seen_capacity // 4, NOW + timedelta(hours=3)))
+    for number in range(seen_capacity // 4):
+        lane.queue(_dropped(10**7 + number, 1, NOW + timedelta(hours=3)))
+    return lane
+
+
+def test_a_full_lane_takes_at_most_its_bound_in_the_carry() -> None:
+    # Given a lane of a default memory at its largest
+    lane = full_lane(30_000)
+    state = lane.snapshot()
+    assert len(state.written) == MAX_WRITTEN_OBJECTS
+    assert len(state.expired) == MAX_EXPIRED_OBJECTS
+    # Then its snapshot stays within the bound the shard's settings count (and close to it)
+    assert max_lane_bytes(30_000) * 0.9 < lane.carried_bytes() <= max_lane_bytes(30_000)
+    assert len(state.model_dump_json()) == lane.carried_bytes()
 
 
 def test_long_expired_objects_of_any_lane_are_swept_every_hour() -> None:

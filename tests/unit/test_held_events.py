@@ -1,4 +1,5 @@
-"""Which sought events an Insider profile already holds: one read, matched by id or count."""
+"""Which sought events an Insider profile already holds: one read, matched by id, by
+fingerprint or by count."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
+
+import pytest
 
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.held import MATCH_PARAMS, READ_SLACK, HeldEventCheck, Sought
@@ -210,3 +213,122 @@ def test_sought_of_extracts_event_id_group_and_product() -> None:
         product_id="S2",
     )
     assert sought_purchase.count_key() == ("purchase", "1001", "S2")
+
+
+# -- fingerprint matching: accounts whose profile reads return default params only --------
+
+
+def _read_view(product_id: str | None, created_date: object) -> dict[str, Any]:
+    """An event as a read that leaves custom params out returns it (no event_id)."""
+    event: dict[str, Any] = {"created_date": created_date}
+    if product_id is not None:
+        event["product_id"] = product_id
+    return event
+
+
+def _views_profile(*events: dict[str, Any]) -> FakeInsider:
+    return FakeInsider({"events": {"product_detail_page_view": list(events)}})
+
+
+async def test_fingerprints_count_two_identical_views_both_held() -> None:
+    # Given a profile holding two views of S1 in the same second (their ids not returned)
+    fake = _views_profile(
+        _read_view("S1", "2026-11-26T18:00:00Z"), _read_view("S1", "2026-11-26T18:00:00Z")
+    )
+    # When both are sought by fingerprint
+    held = await _check(fake).held(PERSON, [_view("e1"), _view("e2")], matching="fingerprint")
+    # Then both are held
+    assert held == [True, True]
+
+
+async def test_fingerprints_count_one_of_two_identical_views_missing() -> None:
+    # Given a profile holding one of two identical views
+    fake = _views_profile(_read_view("S1", "2026-11-26T18:00:00Z"))
+    # When both are sought by fingerprint
+    held = await _check(fake).held(PERSON, [_view("e1"), _view("e2")], matching="fingerprint")
+    # Then one is held and one is to be sent again (k=2 sought, j=1 held: 1 resent)
+    assert held == [True, False]
+
+
+async def test_fingerprints_tell_apart_products() -> None:
+    # Given a profile holding a view of S2 in the second a view of S1 is sought for
+    fake = _views_profile(_read_view("S2", "2026-11-26T18:00:00Z"))
+    s2 = Sought(
+        name="product_detail_page_view",
+        timestamp="2026-11-26T18:00:00Z",
+        event_id="e2",
+        product_id="S2",
+    )
+    # When views of S1 and S2 are sought
+    held = await _check(fake).held(PERSON, [_view("e1"), s2], matching="fingerprint")
+    # Then S2's is held, S1's missing
+    assert held == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("created_date", "held"),
+    [
+        ("2026-11-26T18:00:00Z", True),
+        ("2026-11-26T18:00:00.999Z", True),  # fractional seconds cut off, not rounded up
+        ("2026-11-26T21:00:00+03:00", True),  # an offset: the same instant
+        ("2026-11-26T18:00:00", True),  # no zone: UTC
+        (1795716000, True),  # unix seconds
+        ("2026-11-26T18:00:01Z", False),  # the next second
+        ("2026-11-26T17:59:59.999Z", False),
+        ("2026-11-26T18:00:00+01:00", False),  # an hour earlier
+        ("not a date", False),
+        (None, False),
+    ],
+)
+async def test_fingerprints_compare_timestamps_to_the_second(
+    created_date: object, held: bool
+) -> None:
+    # Given a profile holding a view of S1 read back with this created_date
+    fake = _views_profile(_read_view("S1", created_date))
+    # When a view of S1 sent at 18:00:00Z is sought by fingerprint
+    answer = await _check(fake).held(PERSON, [_view("e1")], matching="fingerprint")
+    # Then it is held exactly when the read's second is the one sent
+    assert answer == [held]
+
+
+async def test_event_id_matching_finds_nothing_where_reads_leave_custom_params_out() -> None:
+    # Given the view is stored, but the read returns default params only
+    fake = _views_profile(_read_view("S1", "2026-11-26T18:00:00Z"))
+    # When it is sought by event_id (an account misjudged) and by fingerprint
+    by_id = await _check(fake).held(PERSON, [_view("e1")], matching="event_id")
+    by_fingerprint = await _check(fake).held(PERSON, [_view("e1")], matching="fingerprint")
+    # Then only the fingerprint recognises it (event_id would send it again)
+    assert (by_id, by_fingerprint) == ([False], [True])
+
+
+async def test_fingerprints_of_events_delivered_before_use_up_matches() -> None:
+    # Given a profile holding one view of S1, known delivered in an earlier round
+    fake = _views_profile(_read_view("S1", "2026-11-26T18:00:00Z"))
+    # When an identical view is sought
+    held = await _check(fake).held(
+        PERSON, [_view("e2")], delivered_before=[_view("e1")], matching="fingerprint"
+    )
+    # Then the stored one is the earlier event's: the sought one is missing
+    assert held == [False]
+
+
+async def test_a_sign_up_is_recognised_by_name_and_second_and_orders_still_by_count() -> None:
+    # Given a profile holding a sign-up (no product) and a purchase, read without custom params
+    fake = FakeInsider(
+        {
+            "events": {
+                "sign_up_confirmation": [_read_view(None, "2026-11-26T18:00:00Z")],
+                "purchase": [_stored_purchase("S1")],
+            }
+        }
+    )
+    sign_up = Sought(name="sign_up_confirmation", timestamp="2026-11-26T18:00:00Z", event_id="m1")
+    late_sign_up = Sought(
+        name="sign_up_confirmation", timestamp="2026-11-26T18:00:05Z", event_id="m2"
+    )
+    # When they are sought by fingerprint, with two purchases
+    held = await _check(fake).held(
+        PERSON, [sign_up, late_sign_up, _purchase("S1"), _purchase("S1")], matching="fingerprint"
+    )
+    # Then the sign-up of that second is held, the other not; one purchase is confirmed
+    assert held == [True, False, True, False]

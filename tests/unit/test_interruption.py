@@ -135,3 +135,31 @@ def test_reading_stops_at_the_answer() -> None:
     # Then reading stopped at the completed task (an older failure is not looked at)
     assert verdict.cut_short_at == 0
     assert consumed == [SCHEDULED, COMPLETED]
+
+
+def test_a_task_completed_after_the_point_asked_about_does_not_hide_a_cut_before_it() -> None:
+    # Given a task that started at event 40 and timed out, and the rebuilt shard's tasks
+    # after it: one started at event 44 and completed, and a later one
+    newest_first = [
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, 48),
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 47),
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 45),
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, 44),
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 43),
+        HistoryEvent(
+            event_type=EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+            event_id=42,
+            workflow_task_timed_out_event_attributes=WorkflowTaskTimedOutEventAttributes(
+                timeout_type=TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE, started_event_id=40
+            ),
+        ),
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, 40),
+        _event(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, 38),
+    ]
+    # When it is read as of the rebuilt shard's first task (event 44), and as of now
+    as_of_rebuild = cut_short(newest_first, Verdict(), as_of=44)
+    as_of_now = cut_short(newest_first, Verdict())
+    # Then the answer about that task stays "cut short at 40"; asked as of now, the shard's
+    # own completed task would hide it
+    assert (as_of_rebuild.decided, as_of_rebuild.cut_short_at) == (True, 40)
+    assert (as_of_now.decided, as_of_now.cut_short_at) == (True, 0)

@@ -16,6 +16,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
 from activities.log_context import LogContextInterceptor
 from ct_insider.logging import configure_logging, get_logger, pii_fingerprint
+from ct_insider.temporal import CORE_LOG_FORWARDING
 
 EMAIL = "jane.doe@example.com"
 
@@ -105,3 +106,38 @@ def test_identifiers_are_not_garbled_by_the_phone_masking(
     [line] = _lines(capsys)
     assert line["customer_id"] == customer_id
     assert line["cursor"] == customer_id
+
+
+@dataclasses.dataclass
+class CoreLine:
+    """A line of the SDK's core, as its log forwarding buffers it."""
+
+    message: str
+    fields: dict[str, Any]
+    target: str = "temporalio_common::payload_limits"
+    time: float = 0.0
+    level: int = logging.WARNING
+
+
+def test_a_core_line_keeps_its_numbers_and_masks_its_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # When the SDK's core warns about a payload's size (as continue-as-new of a busy shard
+    # does), and another core line names an email
+    CORE_LOG_FORWARDING._on_logs(
+        [
+            CoreLine(
+                "[TMPRL1103] Attempted to upload payloads with size that exceeded the "
+                "warning limit.",
+                {"limit": 524288, "size": 1461124},
+            ),
+            CoreLine("poll failed", {"reason": f"unknown user {EMAIL}"}),
+        ]
+    )
+    # Then the size and the limit are fields, as numbers, not masked as phone numbers
+    sizes, other = _lines(capsys)
+    assert sizes["event"].endswith("exceeded the warning limit.")
+    assert (sizes["size"], sizes["limit"]) == (1461124, 524288)
+    assert sizes["logger"].startswith("temporalio.core")
+    # And personal data in a core line's text is still masked
+    assert other["reason"] == f"unknown user {pii_fingerprint(EMAIL)}"

@@ -34,7 +34,7 @@ from ct_insider.transport import api_http_client
 
 on = telemetry.configure_telemetry("probe", serve_metrics=False)
 http = api_http_client(__import__("httpx").Timeout(1.0), system="insider")
-app = create_app(SecretStr("t"), None, None)
+app = create_app(SecretStr("t"), None, None, None)
 print(json.dumps({
     "configured": on,
     "tracer": telemetry.tracer() is not None,
