@@ -3,7 +3,10 @@
 - `deliver_journeys` (a local activity of the shard): one batch to Insider;
 - `settle_journeys` (a regular activity, heartbeating its progress): the users of a batch
   that may or may not have reached Insider;
-- `finish_journeys` (local): bookkeeping a delivery could not finish itself.
+- `finish_journeys` (local): bookkeeping a delivery could not finish itself;
+- `archive_journeys` (local): the shard's dedupe archive: generations its memory let go
+  of written, expired ones deleted, long-expired ones of any shard swept
+  (ct_insider/journeys/archive_lane.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -22,6 +25,8 @@ from activities.interruption import delivery_cut_short
 from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.insider.errors import InsiderError
+from ct_insider.journeys.archive import ArchiveView, DedupeArchive, resolve
+from ct_insider.journeys.archive_lane import ArchiveWork
 from ct_insider.journeys.delivery import Bookkeeping, DeliveryOutcome, JourneyDeliverer
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.settle import DoubtSettler, SettleProgress
@@ -43,6 +48,8 @@ class DeliverInput(BaseModel):
     # The shard's history length in the first task it ran since it was rebuilt: the
     # question is about the tasks before that one (0: before the newest event).
     rebuilt_at: int = 0
+    # The batch holds forgotten signals: where the dedupe archive may have them.
+    archive: ArchiveView | None = None
 
 
 class HistoryCheck(BaseModel):
@@ -56,6 +63,8 @@ class HistoryCheck(BaseModel):
 
 class DeliverResult(HistoryCheck):
     outcome: DeliveryOutcome
+    # Batch indices of the forgotten signals the dedupe archive holds: duplicates, not sent.
+    duplicates: list[int] = Field(default_factory=list)
 
 
 class NotSent(HistoryCheck):
@@ -108,9 +117,12 @@ class FinishInput(BaseModel):
 
 
 class JourneyActivities:
-    def __init__(self, deliverer: JourneyDeliverer, settler: DoubtSettler) -> None:
+    def __init__(
+        self, deliverer: JourneyDeliverer, settler: DoubtSettler, archive: DedupeArchive
+    ) -> None:
         self._deliverer = deliverer
         self._settler = settler
+        self._archive = archive
 
     @activity.defn
     async def deliver_journeys(self, params: DeliverInput) -> DeliverResult:
@@ -121,8 +133,9 @@ class JourneyActivities:
                 check = await self._check_history(params)
             # A retried attempt follows one that may have sent (and then timed out).
             interrupted = check.interruption == "cut-short" or info.attempt > 1
+            duplicates = await resolve(self._archive, params.archive, params.signals)
             outcome = await self._deliverer.deliver(
-                params.lane, params.signals, interrupted=interrupted
+                params.lane, params.signals, interrupted=interrupted, skip=duplicates
             )
         except Exception as exc:  # the deliverer raises only before it sends anything
             log.warning("journey delivery not started", lane=params.lane, error=repr(exc))
@@ -131,7 +144,7 @@ class JourneyActivities:
         stats = outcome.stats
         telemetry.count_records("realtime", "events", sent=stats.events)
         telemetry.count_records("realtime", "profiles", sent=stats.profiles)
-        return DeliverResult(outcome=outcome, **check.model_dump())
+        return DeliverResult(outcome=outcome, duplicates=duplicates, **check.model_dump())
 
     async def _check_history(self, params: DeliverInput) -> HistoryCheck:
         info = activity.info()
@@ -181,4 +194,14 @@ class JourneyActivities:
         try:
             await self._deliverer.finish(params.book)
         except (CommercetoolsError, InsiderError) as exc:
+            raise as_application_error(exc) from exc
+
+    @activity.defn
+    async def archive_journeys(self, params: ArchiveWork) -> None:
+        try:
+            await asyncio.gather(*(self._archive.write(g) for g in params.writes))
+            await self._archive.delete(params.deletes)
+            if params.sweep_before is not None:
+                await self._archive.sweep(params.sweep_before)
+        except CommercetoolsError as exc:
             raise as_application_error(exc) from exc

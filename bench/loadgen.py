@@ -28,6 +28,26 @@ class LeanClient:
             return await asyncio.open_connection(self._host, self._port)
         return await self._pool.get()
 
+    async def _status_line(
+        self, request: bytes
+    ) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+        """Send the request and read its status line. A kept-alive connection the server
+        closed meanwhile (its idle timeout: no answer, nothing of the request read) is
+        replaced by a fresh one and the request sent again on it."""
+        reader, writer = await self._connection()
+        for fresh in (False, True):
+            try:
+                writer.write(request)
+                await writer.drain()
+                status_line = await reader.readline()
+            except ConnectionError:
+                status_line = b""
+            if status_line or fresh:
+                break
+            writer.close()
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+        return status_line, reader, writer
+
     def request(self, path: str, body: Any) -> bytes:
         """The whole request, serialized ahead of time (not on the benchmark's clock)."""
         payload = json.dumps(body, separators=(",", ":")).encode()
@@ -39,10 +59,7 @@ class LeanClient:
         return head + payload
 
     async def send(self, request: bytes) -> int:
-        reader, writer = await self._connection()
-        writer.write(request)
-        await writer.drain()
-        status_line = await reader.readline()
+        status_line, reader, writer = await self._status_line(request)
         length = 0
         while True:
             line = await reader.readline()

@@ -25,8 +25,9 @@ middle of the run, so the new layout takes effect at the middle.
 Every shape also needs p99 < 2 s, 0 lost, 0 duplicated (purchases included), at most 0.05
 Insider upsert requests and 0.5 Temporal history events per event, no Insider profile
 read (skew and redelivery: at most 0.001 per event), and worker peak RSS < 300 MB. The
-redelivery shape prints the shards' dedupe horizon at its rate: redeliveries within it
-must cost no read. Before the connector, bench/temporal_floor.py runs the
+redelivery shape prints the dedupe horizon (with the dedupe archive, its retention less the
+clock-skew allowance, docs/design/realtime.md; without, the shards' memory at its rate):
+redeliveries within it must cost no read. Before the connector, bench/temporal_floor.py runs the
 same traffic through no-op shards (what Temporal alone costs in this design), side by side.
 """
 
@@ -42,6 +43,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ from bench.traffic import SHAPES, Request, Shape, events_in, population, workloa
 from bridge.layout import read_layout
 from ct_insider.config import TemporalSettings
 from ct_insider.journeys.layout import MIN_LEAD_SECONDS
+from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
 from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
@@ -104,8 +107,14 @@ async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[f
 
 
 def dedupe_horizon_minutes(shape: Shape) -> float:
-    """How far back the shards' dedupe memory reaches at the shape's rate (one key per event)."""
-    return round(SHARDS * ShardSettings().seen_capacity / shape.rate / 60, 1)
+    """How far back a redelivery is recognised without reading Insider: with the dedupe
+    archive, its retention less the clock-skew allowance (docs/design/realtime.md); without
+    it, how far the shards' memory reaches at the shape's rate (one key per event)."""
+    settings = ShardSettings()
+    if settings.archive_retention_minutes:
+        allowance = CLOCK_SKEW_ALLOWANCE / timedelta(minutes=1)
+        return round(max(0.0, settings.archive_retention_minutes - allowance), 1)
+    return round(SHARDS * settings.seen_capacity / shape.rate / 60, 1)
 
 
 def stored_keys(stack: Stack) -> list[tuple[str, float]]:
@@ -366,7 +375,15 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         "  shards: "
         + ", ".join(
             f"{name} {result['shard_stats'].get(name, 0)}"
-            for name in ("duplicates", "in_doubt", "cut_short", "failed_deliveries", "runs")
+            for name in (
+                "duplicates",
+                "archived_duplicates",
+                "in_doubt",
+                "cut_short",
+                "failed_deliveries",
+                "archived_objects",
+                "runs",
+            )
         ),
         f"  CPU ms per event        {result['cpu_ms_per_event']}",
     ]
@@ -389,7 +406,10 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         lines.insert(
             0,
             f"  dedupe horizon          {result['dedupe_horizon_minutes']} min at this rate "
-            f"({result['requests_redelivered']} requests posted again 1 to 300 s later)",
+            f"({result['requests_redelivered']} requests posted again 1 to 300 s later; "
+            f"{result['shard_stats'].get('duplicates', 0)} duplicates dropped, "
+            f"{result['shard_stats'].get('archived_duplicates', 0)} of them found in the "
+            "dedupe archive)",
         )
     misses = met(result, shape)
     lines.append("  targets: " + ("all met" if not misses else "MISSED " + "; ".join(misses)))

@@ -35,6 +35,7 @@ from ct_insider.config import CommercetoolsSettings, InsiderSettings
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
+from ct_insider.journeys.archive import ArchiveStore, DedupeArchive
 from ct_insider.journeys.delivery import JourneyDeliverer
 from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
@@ -160,7 +161,11 @@ async def build_workers(
         matching = SettleMatching(
             insider_settings.settle_matching, insider_settings.partner_name, MatchingStore(ct)
         )
-        journeys = JourneyActivities(deliverer, DoubtSettler(insider, deliverer, matching))
+        journeys = JourneyActivities(
+            deliverer,
+            DoubtSettler(insider, deliverer, matching),
+            DedupeArchive(ArchiveStore(ct)),
+        )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
         yield Workers(
@@ -191,6 +196,7 @@ async def build_workers(
                     journeys.settle_journeys,
                     journeys.finish_journeys,
                     announce_layout,
+                    journeys.archive_journeys,
                     catalog_changes.refresh_catalog,
                 ],
                 activations,

@@ -18,6 +18,11 @@ Exactly once, without reading Insider on the steady path:
   carries is bounded by construction (CARRY_BUDGET: settings whose worst case exceeds it
   are refused, pending work beyond its share is delivered first).
 
+Dedupe beyond the memory: each generation of keys the shard's memory lets go of is written
+to the dedupe archive (commercetools custom objects, ct_insider/journeys/archive_lane.py),
+kept `archive_retention_minutes`; a forgotten signal is looked up there by its delivery,
+and Insider is asked only when the archive does not cover it.
+
 Nothing the bridge acknowledged is dropped: a delivery that fails before sending is retried
 with backoff; a signal that makes its batch fail every time is found by splitting the batch
 and dead-lettered, as is what Insider refuses and any window the shard cannot read; no
@@ -52,6 +57,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from ct_insider.deadletters import DeadLetterDraft
     from ct_insider.journeys import sender_clock_keys
+    from ct_insider.journeys.archive_lane import (
+        ArchiveLane,
+        ArchiveLaneSnapshot,
+        max_lane_bytes,
+        max_pending_keys,
+        new_lane,
+    )
     from ct_insider.journeys.delivery import Bookkeeping, DeliveryStats, signal_letter
     from ct_insider.journeys.intake import Verdict, accept, mark_deleted, take_batch
     from ct_insider.journeys.layout import (
@@ -67,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         DELETED_CAPACITY,
         KEY_ADDED_BYTES,
         MemorySnapshot,
+        SeenKeys,
         ShardMemory,
         max_snapshot_bytes,
         memory_with,
@@ -87,6 +100,8 @@ SETTLE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=60)
 )
 MAX_BACKOFF = timedelta(minutes=5)
+# Runs started before the dedupe archive existed replay without it (it adds local activities).
+ARCHIVE_PATCH = "dedupe-archive"
 # A signal in this many deliveries that failed before sending because of a record of their
 # batch is a suspect: its batch is halved after each such failure, and a suspect that fails
 # alone is dead-lettered. Between halvings the shard pauses briefly (no dependency is down).
@@ -109,7 +124,7 @@ MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
 CARRY_BUDGET = 1_500_000
-# The carry besides memory and pending work: shard, settings, statistics (24 counters),
+# The carry besides memory and pending work: shard, settings, statistics (25 counters),
 # JSON framing, and the codec's envelope (key id, nonce, tag).
 CARRY_FIXED_BYTES = 4_096
 
@@ -137,9 +152,14 @@ class ShardSettings(BaseModel):
     max_run_signals: int = Field(default=6_000, ge=1)
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
-    # Pending signals and unfinished bookkeeping carried over continue-as-new, at most
-    # (JSON bytes; during a reshard also the signals held or to forward, and the shard's side
-    # of the change); with more, the shard delivers (hands off, forwards) first. (About a full batch of 250 large
+    # How long the dedupe archive keeps what the memory let go of (0: no archive; forgotten
+    # signals are then settled by reading Insider). The dedupe horizon is this minus the
+    # clock-skew allowance (2 s): see docs/design/realtime.md. At most a week.
+    archive_retention_minutes: float = Field(default=60.0, ge=0, le=7 * 24 * 60)
+    # Pending signals and unfinished bookkeeping carried over continue-as-new, with the dedupe
+    # archive's lane (at most max_lane_bytes, ~140 KB at the default memory), at most (JSON
+    # bytes; during a reshard also the signals held or to forward, and the shard's side of the
+    # change); with more, the shard delivers (hands off, forwards) first. (About a full batch of 250 large
     # storefront events; what the memory leaves of CARRY_BUDGET at the default capacities.)
     pending_max_bytes: int = Field(default=320_000, ge=10_000)
 
@@ -161,12 +181,20 @@ class ShardSettings(BaseModel):
                 "payloads over 2 MiB): lower seen_capacity, identity_capacity, "
                 "deleted_capacity or pending_max_bytes"
             )
+        lane = max_lane_bytes(self.seen_capacity) if self.archive_retention_minutes else 0
+        if self.pending_max_bytes < lane + MAX_SIGNAL_BYTES:
+            raise ValueError(
+                f"pending_max_bytes ({self.pending_max_bytes:,}) leaves no room for a pending "
+                f"signal beside the dedupe archive's lane (up to {lane:,} bytes with this "
+                "seen_capacity): raise it, or set archive_retention_minutes to 0"
+            )
         return self
 
 
 class ShardStats(BaseModel):
     received: int = 0
     duplicates: int = 0
+    archived_duplicates: int = 0  # ... of them recognised by the dedupe archive
     stale: int = 0
     after_deletion: int = 0
     delivered: int = 0  # signals through a delivery
@@ -190,6 +218,7 @@ class ShardStats(BaseModel):
     forwarded: int = 0
     handoff_parts_sent: int = 0
     handoff_parts_received: int = 0
+    archived_objects: int = 0  # generations written to the dedupe archive
 
     def count(self, verdict: Verdict) -> None:
         self.received += 1
@@ -226,6 +255,7 @@ class ShardCarry(BaseModel):
     layout: ShardLayout = Field(default_factory=ShardLayout)
     held: list[JourneySignal] = Field(default_factory=list)
     forwards: list[JourneySignal] = Field(default_factory=list)
+    archive: ArchiveLaneSnapshot | None = None
 
 
 class ShardInput(BaseModel):
@@ -341,6 +371,9 @@ class JourneyShardWorkflow:
         self._rebuild_carry = False
         self._failures = 0
         self._batch_limit = params.settings.max_batch  # smaller while isolating a poison
+        self._archive = self._archive_lane(params.settings, carried.archive)
+        self._archive_failures = 0
+        self._archive_resumes = workflow.now()
         self._run_signals = 0
         # Intake keys (with their dates and when they were received) accepted since the
         # carried state was built (while continuing-as-new).
@@ -355,6 +388,29 @@ class JourneyShardWorkflow:
         # before it that died may have sent any signal the shard had accepted by then - its
         # own signals included, since they are the ones that task held, and more.
         self._rebuilt_at = 0
+
+    def _archive_lane(
+        self, settings: ShardSettings, carried: ArchiveLaneSnapshot | None
+    ) -> ArchiveLane | None:
+        """The dedupe archive's lane, in runs on our clock (a run begun before the memory
+        patch keeps everything as it was)."""
+        if (
+            not settings.archive_retention_minutes
+            or not self._on_our_clock
+            or not workflow.patched(ARCHIVE_PATCH)
+        ):
+            return None
+        seen = self._memory.seen
+        assert isinstance(seen, SeenKeys)  # (on our clock)
+        snapshot = carried or new_lane(workflow.uuid4().hex[:16], workflow.now())
+        lane = ArchiveLane(
+            snapshot,
+            shard=workflow.info().workflow_id,
+            retention=timedelta(minutes=settings.archive_retention_minutes),
+            max_pending_keys=max_pending_keys(settings.seen_capacity),
+        )
+        seen.on_drop = lane.queue
+        return lane
 
     @workflow.signal(dynamic=True)
     def deliver(self, name: str, windows: Sequence[RawValue]) -> None:
@@ -494,6 +550,12 @@ class JourneyShardWorkflow:
     def pending(self) -> int:
         return len(self._pending)
 
+    @workflow.query
+    def archive_covers_from(self) -> int | None:
+        """Unix ms (our clock) since when every key the memory let go of is in the dedupe
+        archive (None: no archive, or a write pending)."""
+        return None if self._archive is None else self._archive.covers_from()
+
     @workflow.run
     async def run(self, params: ShardInput) -> ShardStats:
         settings = params.settings
@@ -525,6 +587,7 @@ class JourneyShardWorkflow:
                             lambda: len(self._pending) >= settings.max_batch,
                             timeout=timedelta(seconds=settings.gather_seconds),
                         )
+                await self._keep_archive()
                 await self._deliver_batch()
             if self._time_to_continue():
                 # The carried state is built now, so that the task that continues-as-new is
@@ -551,9 +614,10 @@ class JourneyShardWorkflow:
         return grown and self._carryable()
 
     def _carryable(self, keys_since_carry: int = 0) -> bool:
-        """Whether pending work fits the carry: the memory is bounded by its capacities;
-        pending work, and what a reshard adds to the carry (signals held for a handoff or
-        to forward, the shard's side of the change), by pending_max_bytes."""
+        """Whether pending work fits the carry beside the archive's lane: the memory is
+        bounded by its capacities; pending work, what a reshard adds to the carry (signals
+        held for a handoff or to forward, the shard's side of the change) and the archive's
+        lane, by pending_max_bytes."""
         work: Iterable[JourneySignal | Bookkeeping] = chain(
             self._unfinished, self._pending, self._held, self._forwards
         )
@@ -562,6 +626,8 @@ class JourneyShardWorkflow:
         room = self._settings.pending_max_bytes - keys_since_carry * KEY_ADDED_BYTES
         if self._layout.change is not None:  # (without one, it is in CARRY_FIXED_BYTES)
             room -= len(to_json(self._layout))
+        if self._archive is not None:
+            room -= self._archive.carried_bytes()
         return fits_carry(work, room)
 
     def _carry(self) -> ShardCarry:
@@ -595,6 +661,7 @@ class JourneyShardWorkflow:
             layout=self._layout,
             held=self._held,
             forwards=self._forwards,
+            archive=self._archive.snapshot() if self._archive is not None else None,
         )
 
     def _resharding(self) -> bool:
@@ -699,6 +766,7 @@ class JourneyShardWorkflow:
             return
         lane = workflow.info().workflow_id
         live = not workflow.unsafe.is_replaying()
+        forgotten = [s.occurred_at for s in batch.signals if s.forgotten]
         try:
             result = await workflow.execute_local_activity_method(
                 JourneyActivities.deliver_journeys,
@@ -707,6 +775,11 @@ class JourneyShardWorkflow:
                     signals=batch.signals,
                     check_interruption=self._check_interruption,
                     rebuilt_at=self._rebuilt_at,
+                    archive=(
+                        self._archive.view(min(forgotten))
+                        if self._archive is not None and forgotten
+                        else None
+                    ),
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=DELIVERY_RETRY,
@@ -731,7 +804,9 @@ class JourneyShardWorkflow:
         self._learn(result, batch.signals, live)
         outcome = result.outcome
         self._stats.deliveries += 1
-        self._stats.delivered += len(batch.signals) - len(outcome.unsent)
+        self._stats.delivered += len(batch.signals) - len(outcome.unsent) - len(result.duplicates)
+        self._stats.duplicates += len(result.duplicates)
+        self._stats.archived_duplicates += len(result.duplicates)
         self._stats.add_delivery(outcome.stats)
         mark_deleted(self._memory, outcome.deleted_identities, workflow.now())
         if outcome.in_doubt:
@@ -805,6 +880,31 @@ class JourneyShardWorkflow:
             self._failures = 0
             self._stats.add_settlement(progress)
             return
+
+    async def _keep_archive(self) -> None:
+        """Write what the memory let go of, delete what expired. A failure holds nothing up:
+        until the archive has caught up, forgotten signals are settled by reading Insider."""
+        if self._archive is None or workflow.now() < self._archive_resumes:
+            return
+        work = self._archive.work(workflow.now())
+        if work.empty():
+            return
+        try:
+            await workflow.execute_local_activity_method(
+                JourneyActivities.archive_journeys,
+                work,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=DELIVERY_RETRY,
+            )
+        except FailureError as err:  # local activities raise the failure itself
+            workflow.logger.warning("dedupe archive not written, retrying later: %s", err)
+            self._archive_failures += 1
+            delay = timedelta(seconds=2 ** min(self._archive_failures, 9))
+            self._archive_resumes = workflow.now() + min(MAX_BACKOFF, delay)
+            return
+        self._archive_failures = 0
+        self._archive.done(work)
+        self._stats.archived_objects += len(work.writes)
 
     async def _finish_bookkeeping(self) -> None:
         book = self._unfinished[0]

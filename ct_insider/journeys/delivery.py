@@ -17,14 +17,15 @@ The contract with the shard (workflows/journey_shard.py), which keeps exactly-on
    finish, never a reason to send again.
 
 A batch whose earlier delivery may have been cut short (the shard was rebuilt after a
-worker died mid-delivery) or that holds signals older than the shard's dedupe memory is
-not sent blindly: its users with events go straight to settlement.
+worker died mid-delivery), or signals older than the shard's dedupe memory that its dedupe
+archive does not cover (archive.py), are not sent blindly: their users with events go
+straight to settlement.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -102,7 +103,7 @@ class DeliveryOutcome(BaseModel):
 
 
 # What the shard sets on a signal: not part of it.
-SHARD_FIELDS: set[str] = {"doubt", "redrive_of", "accepted_in", "failures"}
+SHARD_FIELDS: set[str] = {"doubt", "forgotten", "redrive_of", "accepted_in", "failures"}
 
 
 def dead_letter(
@@ -202,11 +203,17 @@ class JourneyDeliverer:
         )
 
     async def deliver(
-        self, lane: str, signals: list[JourneySignal], *, interrupted: bool = False
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        *,
+        interrupted: bool = False,
+        skip: Collection[int] = (),
     ) -> DeliveryOutcome:
-        """`interrupted`: an earlier execution of this delivery may have sent part of it."""
-        context = await self._context(signals)
-        plan = plan_delivery(signals, context)
+        """`interrupted`: an earlier execution of this delivery may have sent part of it;
+        `skip`: the signals to leave out (duplicates the dedupe archive recognised)."""
+        context = await self._context([s for i, s in enumerate(signals) if i not in skip])
+        plan = plan_delivery(signals, context, skip)
         outcome = DeliveryOutcome()
         outcome.stats.nothing_to_send = len(plan.nothing_to_send)
         if plan.refused:

@@ -8,8 +8,10 @@ Accepting (as signals arrive, in arrival order):
   Deleted) at or below a version already accepted is stale: delivery reads the customer's
   current state anyway;
 - a signal dated before what the dedupe memory still reaches (measured on our clock, see
-  memory.py) is accepted, marked `doubt`: delivery first asks Insider whether it already
-  holds its events.
+  memory.py) is accepted, marked `forgotten`: delivery looks it up in the shard's dedupe
+  archive, and asks Insider whether it already holds its events when the archive does not
+  cover it; one that may repeat a key kept apart for its date and dropped early (never
+  archived) is marked `doubt` at once.
 
 Batching (when the shard delivers): pending signals in order of occurrence (time, then the
 commercetools sequence number), at most `max_batch`; each signal carries the market it
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from ct_insider.journeys.memory import ShardMemory
+from ct_insider.journeys.memory import Forgotten, ShardMemory
 from ct_insider.journeys.signals import JourneySignal, digest, encoded_size
 
 DELETION_TYPES = frozenset({"CustomerDeleted", "ResourceDeleted"})
@@ -43,7 +45,7 @@ def is_deletion(signal: JourneySignal) -> bool:
 
 
 def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict:
-    """Whether the shard takes `signal`; sets `signal.doubt` on one it may have forgotten."""
+    """Whether the shard takes `signal`; marks one it may have forgotten."""
     key = digest(signal.intake_key())
     if key in memory.seen:
         return Verdict.DUPLICATE
@@ -60,7 +62,8 @@ def accept(memory: ShardMemory, signal: JourneySignal, now: datetime) -> Verdict
         if signal.resource_version <= identity.version:
             return Verdict.STALE
         identity.version = signal.resource_version
-    signal.doubt = signal.redrive_of is None and forgotten
+    signal.forgotten = signal.redrive_of is None and forgotten is Forgotten.RECEIVED
+    signal.doubt = signal.redrive_of is None and forgotten is Forgotten.AHEAD
     return Verdict.ACCEPTED
 
 

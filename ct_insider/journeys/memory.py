@@ -21,8 +21,8 @@ the horizon they had when they arrived).
   received. When the memory is full the oldest generation goes, and `forgotten_through`
   becomes when its newest key was received: never in the future. Such a key's signal was
   dated no later than that plus the allowance, and so is any redelivery of it. A signal
-  dated later cannot repeat a forgotten key; one dated at or before may, and is delivered
-  only after asking Insider (`doubt`). A signal dated about when it arrives is never in
+  dated later cannot repeat a forgotten key; one dated at or before may (`Forgotten.RECEIVED`:
+  its delivery looks it up in the dedupe archive, else asks Insider). A signal dated about when it arrives is never in
   doubt as long as the memory reaches back further than the allowance: 30,000 keys at 375
   signals/s reach 80 s.
 - A signal dated further ahead (a fast clock) has its key kept apart with its stated time
@@ -30,12 +30,19 @@ the horizon they had when they arrived).
   it (less the allowance); then the key joins the newest generation as if received then,
   and is forgotten as any other. When more such keys wait than are kept, the soonest-dated
   goes early and `ahead_forgotten_through` records its stated time: a signal that arrives
-  dated ahead, and no later than that, is in doubt; ordinary ones are not compared with
+  dated ahead, and no later than that, is in doubt (`Forgotten.AHEAD`: no archive holds
+  such a key, Insider is asked); ordinary ones are not compared with
   it. (A redelivery of a key dropped so early that arrives after its stated time is not
   recognised: the one repeat the memory can let through, and only after more future-dated
   signals were waiting at once than it keeps apart.)
 - A sender whose clock runs behind by more than the memory reaches has its signals read
   from Insider first: they look like redeliveries from before the horizon.
+
+A generation the memory drops for capacity is handed to `SeenKeys.on_drop` when one listens
+(the shard's dedupe archive, ct_insider/journeys/archive_lane.py, writes it outside the
+workflow): it holds keys received (or released from apart) no later than its newest key's
+receipt, which becomes `forgotten_through`. Keys kept apart never reach it: those dropped
+early are only ever compared through `ahead_forgotten_through`.
 
 The snapshot carried into the next run packs all of it as bytes, in base64: 8 bytes per
 key, 16 per key kept apart, 19 per identity, 8 per deletion (grouped by day), the markets
@@ -62,6 +69,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import IntEnum
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -163,6 +171,18 @@ class MemorySnapshot(BaseModel):
     deleted: str = ""
 
 
+class Forgotten(IntEnum):
+    """Whether a signal may repeat one whose key the memory forgot, and how (falsy: no)."""
+
+    NO = 0
+    # Dated no later than `forgotten_through` plus the allowance: its original, if any, was
+    # in a generation the memory dropped (what the dedupe archive holds, archive_lane.py).
+    RECEIVED = 1
+    # Dated ahead, no later than `ahead_forgotten_through`: its original may be a key kept
+    # apart and dropped early, which no generation (and no archive) ever held.
+    AHEAD = 2
+
+
 class DedupeKeys(Protocol):
     """The dedupe keys a shard remembers (SeenKeys; runs begun before the patch keep the
     memory they began with, journeys/sender_clock_keys.py)."""
@@ -173,7 +193,7 @@ class DedupeKeys(Protocol):
 
     def remember(
         self, key: int, occurred_at: datetime, received_at: datetime | None, now: datetime
-    ) -> bool: ...
+    ) -> Forgotten: ...
 
     def snapshot(self) -> MemorySnapshot: ...
 
@@ -183,6 +203,15 @@ class _Generation:
     opened_at: int  # unix seconds
     latest: int = 0  # unix ms: when its newest key was received
     keys: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class DroppedGeneration:
+    """A generation the memory let go of, for the dedupe archive: its keys and when they
+    were received (or released from apart), on our clock (never the senders')."""
+
+    keys: list[int]  # digests, sorted
+    received_through: int  # unix ms: none of them was received (or released) later
 
 
 def received_moment(received_at: datetime | None, now: datetime) -> datetime:
@@ -206,6 +235,8 @@ class SeenKeys:
         *,
         loaded_at: datetime | None = None,
     ) -> None:
+        # Told of every generation dropped for capacity, when set.
+        self.on_drop: Callable[[DroppedGeneration], None] | None = None
         self._capacity = capacity
         self._generation_size = max(1, capacity // GENERATIONS)
         self._generations: deque[_Generation] = deque()
@@ -247,7 +278,7 @@ class SeenKeys:
 
     def remember(
         self, key: int, occurred_at: datetime, received_at: datetime | None, now: datetime
-    ) -> bool:
+    ) -> Forgotten:
         """Remember `key` of a signal dated `occurred_at` (its sender's clock), received
         by the bridge at `received_at` (ours; None: now) and accepted `now`; whether that
         signal may repeat one whose key was forgotten before."""
@@ -258,18 +289,18 @@ class SeenKeys:
         self._admit(key, _millis(occurred_at), received_ms)
         return doubt
 
-    def may_have_forgotten(self, occurred_at: datetime, received: datetime) -> bool:
+    def may_have_forgotten(self, occurred_at: datetime, received: datetime) -> Forgotten:
         """Whether an earlier delivery of a signal dated `occurred_at`, received
         `received`, may have been forgotten."""
         stated = _millis(occurred_at)
         if _dated_ahead(stated, _millis(received)):
             # Its original, if any, was dated ahead too, and kept apart unless dropped early.
-            return (
-                self.ahead_forgotten_through is not None and stated <= self.ahead_forgotten_through
-            )
-        return (
-            self.forgotten_through is not None and stated <= self.forgotten_through + _ALLOWANCE_MS
-        )
+            early = self.ahead_forgotten_through
+            return Forgotten.AHEAD if early is not None and stated <= early else Forgotten.NO
+        through = self.forgotten_through
+        if through is not None and stated <= through + _ALLOWANCE_MS:
+            return Forgotten.RECEIVED
+        return Forgotten.NO
 
     def _admit(self, key: int, stated: int, received: int) -> None:
         if _dated_ahead(stated, received):
@@ -301,6 +332,8 @@ class SeenKeys:
             dropped = self._generations.popleft()
             self._size -= len(dropped.keys)
             self.forgotten_through = max(self.forgotten_through or 0, dropped.latest)
+            if self.on_drop is not None:
+                self.on_drop(DroppedGeneration(sorted(dropped.keys), dropped.latest))
 
     def inherit(self, snapshot: MemorySnapshot, now: datetime) -> None:
         """Take another shard's keys (a reshard's handoff, read as of `now`) as generations

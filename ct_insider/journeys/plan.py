@@ -17,7 +17,7 @@ and a profile with the new one) gets a second user in a later wave, sent after t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,9 +131,12 @@ def _merged_attributes(first: Attributes | None, second: Attributes | None) -> A
 
 
 class _Planner:
-    def __init__(self, signals: list[JourneySignal], context: DeliveryContext) -> None:
+    def __init__(
+        self, signals: list[JourneySignal], context: DeliveryContext, skip: Collection[int]
+    ) -> None:
         self.signals = signals
         self.context = context
+        self.skip = skip
         self.plan = DeliveryPlan()
         self.deleted: set[str] = set()
         self.orders_planned: set[str] = set()
@@ -168,6 +171,8 @@ class _Planner:
 
     def build(self) -> DeliveryPlan:
         for index, signal in enumerate(self.signals):
+            if index in self.skip:
+                continue
             identity = signal.routing()
             if identity in self.deleted:
                 self.plan.nothing_to_send.append(index)
@@ -344,6 +349,9 @@ class _Planner:
         )
 
 
-def plan_delivery(signals: list[JourneySignal], context: DeliveryContext) -> DeliveryPlan:
-    """`signals` in the order they happened, markets filled in (see intake.take_batch)."""
-    return _Planner(signals, context).build()
+def plan_delivery(
+    signals: list[JourneySignal], context: DeliveryContext, skip: Collection[int] = ()
+) -> DeliveryPlan:
+    """`signals` in the order they happened, markets filled in (see intake.take_batch); the
+    signals at `skip` are left out (duplicates the dedupe archive recognised)."""
+    return _Planner(signals, context, skip).build()

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from ct_insider.journeys.memory import (
     GENERATION_SECONDS,
     GENERATIONS,
+    Forgotten,
     GenerationSnapshot,
     MemorySnapshot,
     _epoch,
@@ -139,9 +140,9 @@ class SenderClockSeenKeys:
 
     def remember(
         self, key: int, occurred_at: datetime, received_at: datetime | None, now: datetime
-    ) -> bool:
+    ) -> Forgotten:
         self.add(key, occurred_at, now)
-        return self.may_have_forgotten(occurred_at)
+        return Forgotten.RECEIVED if self.may_have_forgotten(occurred_at) else Forgotten.NO
 
     def snapshot(self) -> MemorySnapshot:
         return MemorySnapshot(

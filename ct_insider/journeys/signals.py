@@ -86,10 +86,13 @@ class JourneySignal(BaseModel):
     # Set by the bridge: when it received the signal (our clock, not the sender's). How far
     # a shard's dedupe memory reaches is measured by it, never by `occurred_at`.
     received_at: AwareDatetime | None = None
-    # Set by the shard: the signal may repeat a delivery Insider already took - it is older
-    # than what the shard's dedupe memory still reaches, or a delivery that may have sent it
-    # was cut short - so Insider is asked before sending it.
+    # Set by the shard: the signal may repeat a delivery Insider already took - a delivery
+    # that may have sent it was cut short, or it is forgotten and the dedupe archive does
+    # not cover it - so Insider is asked before sending it.
     doubt: bool = False
+    # Set by the shard: it happened before what the shard's dedupe memory still reaches; its
+    # delivery looks it up in the dedupe archive (ct_insider/journeys/archive.py).
+    forgotten: bool = False
     # Set by the shard: its history length when it accepted the signal (0: in an earlier run).
     accepted_in: int = 0
     # Set by the shard: deliveries of it that failed before sending because of a record of

@@ -493,8 +493,14 @@ async def test_a_redelivery_older_than_the_dedupe_memory_is_settled_by_event_id(
         profile = profile_of(clean_emulators, **{"custom.ct_anonymous_id": "a-late"})
         return list((profile or {}).get("events") or [])
 
+    # (Without the dedupe archive, which would recognise the first without reading Insider:
+    # tests/integration/test_dedupe_archive.py.)
     async with serving_bridge(
-        client, worker.journey_task_queue, clean_emulators, seen_capacity=16
+        client,
+        worker.journey_task_queue,
+        clean_emulators,
+        seen_capacity=16,
+        archive_retention_minutes=0,
     ) as bridge:
         # Given an event delivered, then forgotten by a shard whose memory holds 16 keys
         await bridge.post("/events", late)

@@ -21,7 +21,7 @@ import asyncio
 import os
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,6 +53,8 @@ from ct_insider.codec import decode_in_place
 from ct_insider.commercetools.errors import CommercetoolsUnavailable
 from ct_insider.commercetools.models import Customer
 from ct_insider.insider.models import Identifiers
+from ct_insider.journeys.archive import DedupeArchive, unpack
+from ct_insider.journeys.archive_lane import ArchiveWork
 from ct_insider.journeys.delivery import (
     Bookkeeping,
     DeliveryOutcome,
@@ -61,7 +63,7 @@ from ct_insider.journeys.delivery import (
 )
 from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.settle import DoubtSettler, SettleProgress
-from ct_insider.journeys.signals import JourneyIdentity, JourneySignal
+from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, digest
 from ct_insider.journeys.storefront import StorefrontEvent
 from tests.conftest import eventually
 from workers.main import journey_activation_pool, journey_worker
@@ -121,6 +123,8 @@ class MockActivities:
     settlements: list[SettleInput] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     finished: list[Bookkeeping] = field(default_factory=list)
+    archive_failures: int = 0  # the next archive writes that fail
+    archived: list[ArchiveWork] = field(default_factory=list)
 
     @activity.defn(name="deliver_journeys")
     async def deliver(self, params: DeliverInput) -> DeliverResult:
@@ -141,6 +145,14 @@ class MockActivities:
     async def finish(self, params: FinishInput) -> None:
         self.calls.append("finish")
         self.finished.append(params.book)
+
+    @activity.defn(name="archive_journeys")
+    async def archive(self, params: ArchiveWork) -> None:
+        self.calls.append("archive")
+        if self.archive_failures:
+            self.archive_failures -= 1
+            raise ApplicationError("commercetools unreachable", non_retryable=True)
+        self.archived.append(params)
 
     def delivered_keys(self) -> list[str]:
         return [s.dedupe_key for d in self.deliveries for s in d.signals]
@@ -165,7 +177,12 @@ class ScriptedDeliverer(JourneyDeliverer):
         self.calls: list[Delivery] = []
 
     async def deliver(
-        self, lane: str, signals: list[JourneySignal], *, interrupted: bool = False
+        self,
+        lane: str,
+        signals: list[JourneySignal],
+        *,
+        interrupted: bool = False,
+        skip: Collection[int] = (),
     ) -> DeliveryOutcome:
         call = Delivery([s.dedupe_key for s in signals], [s.doubt for s in signals], interrupted)
         self.calls.append(call)
@@ -232,7 +249,10 @@ async def shard(
     deliver: Callable[..., Any] = mocks.deliver
     if deliverer is not None:
         # deliver_journeys never settles: no settler.
-        deliver = JourneyActivities(deliverer, cast(DoubtSettler, None)).deliver_journeys
+        # (No archive: these tests' signals are never forgotten.)
+        deliver = JourneyActivities(
+            deliverer, cast(DoubtSettler, None), cast(DedupeArchive, None)
+        ).deliver_journeys
 
     async def start() -> WorkflowHandle[JourneyShardWorkflow, ShardStats]:
         return await client.start_workflow(
@@ -252,7 +272,7 @@ async def shard(
             client,
             queue,
             [JourneyShardWorkflow],
-            [deliver, mocks.settle, mocks.finish],
+            [deliver, mocks.settle, mocks.finish, mocks.archive],
             activations,
             cache_size,
         ):
@@ -524,6 +544,70 @@ async def test_an_unreadable_signal_is_dead_lettered_and_the_rest_of_its_window_
     assert letter.redrive == {"signal": unreadable}
 
 
+async def test_a_failing_dedupe_archive_holds_no_delivery_up_and_is_written_later(
+    client: Client,
+) -> None:
+    mocks = MockActivities(archive_failures=1)
+    async with shard(client, mocks, seen_capacity=16) as (handle, _):
+        # Given a shard remembering 16 keys, whose first archive write fails
+        signals = [view(number) for number in range(24)]
+        for signal in signals:
+            await send(handle, signal)
+        # Then every signal is delivered all the same
+        await eventually(lambda: len(mocks.delivered_keys()) == 24)
+        assert "archive" in mocks.calls
+        assert not mocks.archived
+
+        # And once its back-off is over, the next delivery writes what the memory let go of
+        async def written() -> bool:
+            await send(handle, view(len(mocks.delivered_keys())))
+            return bool(mocks.archived)
+
+        await eventually(written)
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # (the first write that went through holds what the memory dropped meanwhile, at most
+    # a quarter of its capacity: the oldest generations beyond that were given up)
+    work = mocks.archived[0]
+    archived = [key for g in work.writes for key in unpack(g.keys)]
+    assert 0 < len(archived) <= 4
+    assert set(archived) <= {digest(s.dedupe_key) for s in signals}
+    assert stats.archived_objects >= len(work.writes)
+
+
+async def test_continue_as_new_carries_the_archive_lane_and_a_forgotten_signal_is_looked_up(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(40)]
+    async with shard(client, mocks, seen_capacity=16, max_run_signals=8) as (handle, _):
+        # Given a shard remembering 16 keys, continuing-as-new every few signals, that took
+        # 40 signals one window at a time
+        for number, signal in enumerate(signals):
+            await send(handle, signal)
+            await eventually(reaches(number + 1, lambda: len(mocks.delivered_keys())))
+        # When the first one is delivered again, runs later
+        await send(handle, signals[0])
+        await eventually(reaches(41, lambda: len(mocks.delivered_keys())))
+        stats = await handle.query(JourneyShardWorkflow.stats)
+    # Then what the memory let go of was archived across runs in one lane, numbered on
+    writes = [g for work in mocks.archived for g in work.writes]
+    assert stats.runs >= 3
+    assert len({g.lane for g in writes}) == 1
+    assert [g.sequence for g in writes] == list(range(len(writes)))
+    holding = {g.sequence for g in writes if digest(signals[0].dedupe_key) in unpack(g.keys)}
+    assert {digest(s.dedupe_key) for s in signals[:24]} <= {
+        key for g in writes for key in unpack(g.keys)
+    }
+    # And the redelivery went to its delivery marked forgotten, pointed at the object
+    # holding its key (whether it is a duplicate is the delivery's to find out)
+    last = mocks.deliveries[-1]
+    assert [s.dedupe_key for s in last.signals] == [signals[0].dedupe_key]
+    assert last.signals[0].forgotten
+    assert last.archive is not None
+    assert holding
+    assert holding <= set(last.archive.sequences)
+
+
 def dated_view(event_id: str, occurred_at: datetime, received_at: datetime) -> JourneySignal:
     """A product view dated by its sender's clock, stamped by the bridge when received."""
     signal = view(0)
@@ -571,10 +655,12 @@ async def test_a_fast_clock_makes_no_ordinary_signal_doubtful_across_runs(client
         await send(handle, *again)
         await eventually(reaches(54, lambda: len(mocks.delivered_keys())))
         stats = await handle.query(JourneyShardWorkflow.stats)
-    # Then no ordinary signal was doubtful, and both redeliveries were (Insider is asked)
+    # Then no ordinary signal was doubtful, and both redeliveries were marked forgotten
+    # (looked up in the dedupe archive, else Insider is asked): the fast clock's key joined
+    # a generation when receipt times reached its date, and was forgotten with it
     delivered = [s for d in mocks.deliveries for s in d.signals]
-    assert [s.doubt for s in delivered[:52]] == [False] * 52
-    assert [(s.dedupe_key, s.doubt) for s in delivered[52:]] == [
+    assert [s.doubt or s.forgotten for s in delivered[:52]] == [False] * 52
+    assert [(s.dedupe_key, s.forgotten) for s in delivered[52:]] == [
         (windows[0][0].dedupe_key, True),
         (fast.dedupe_key, True),
     ]

@@ -11,12 +11,14 @@ from pydantic_core import to_json
 
 from ct_insider.config import PayloadCodecSettings
 from ct_insider.deadletters import DeadLetterDraft
+from ct_insider.journeys.archive_lane import max_lane_bytes
 from ct_insider.journeys.delivery import Bookkeeping
 from ct_insider.journeys.layout import MAX_SHARDS, LayoutChange, ShardLayout
 from ct_insider.journeys.memory import memory_with
-from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
+from ct_insider.journeys.signals import MAX_SIGNAL_BYTES, JourneyIdentity, JourneySignal, Market
 from ct_insider.journeys.storefront import StorefrontEvent
 from ct_insider.temporal import data_converter
+from tests.unit.test_dedupe_archive_lane import full_lane
 from tests.unit.test_shard_memory import NOW, full_memory
 from workflows.journey_shard import (
     CARRY_BUDGET,
@@ -72,10 +74,11 @@ def _worst_case_layout() -> ShardLayout:
 
 
 def _worst_case_work(
-    settings: ShardSettings, layout: ShardLayout | None = None
+    settings: ShardSettings, lane_bytes: int, layout: ShardLayout | None = None
 ) -> tuple[list[Bookkeeping], list[JourneySignal]]:
     """Unfinished bookkeeping and pending signals (and, during a reshard, signals held or
-    to forward: the same list, split by the caller) as large as the shard carries them."""
+    to forward: the same list, split by the caller) as large as the shard carries them
+    beside an archive lane of `lane_bytes`."""
     unfinished = [
         Bookkeeping(
             ledger={f"order-{n}": [f"purchase:line-{m}" for m in range(50)] for n in range(20)},
@@ -91,7 +94,7 @@ def _worst_case_work(
             redriven=[f"letter-{n}@1" for n in range(50)],
         )
     ]
-    room = settings.pending_max_bytes - KEYS_SINCE_CARRY * 22
+    room = settings.pending_max_bytes - KEYS_SINCE_CARRY * 22 - lane_bytes
     if layout is not None:
         room -= len(to_json(layout))
     pending: list[JourneySignal] = []
@@ -105,10 +108,11 @@ async def test_the_worst_case_carry_fits_its_budget_through_the_real_converter(
     resharding: bool,
 ) -> None:
     # Given a shard with the default settings, its memory full to every capacity (keys,
-    # keys dated ahead, identities each in a market of its own, deletions), as much pending
-    # work as it carries, keys accepted while it continued, and statistics at their largest;
-    # during a reshard also its side of the change at its largest, and that work split into
-    # pending, held and to-forward signals
+    # keys dated ahead, identities each in a market of its own, deletions), its dedupe
+    # archive's lane at its largest (commercetools down: queue full, deletes failing), as
+    # much pending work as it carries beside them, keys accepted while it continued, and
+    # statistics at their largest; during a reshard also its side of the change at its
+    # largest, and that work split into pending, held and to-forward signals
     settings = ShardSettings()
     memory = full_memory(
         settings.seen_capacity, settings.identity_capacity, settings.deleted_capacity
@@ -118,7 +122,10 @@ async def test_the_worst_case_carry_fits_its_budget_through_the_real_converter(
         (f"event:late-{n}", NOW + timedelta(hours=n % 2), NOW) for n in range(KEYS_SINCE_CARRY)
     ]
     layout = _worst_case_layout() if resharding else ShardLayout()
-    unfinished, work = _worst_case_work(settings, layout if resharding else None)
+    lane = full_lane(settings.seen_capacity, shard="s" * 1000)  # the longest workflow id
+    unfinished, work = _worst_case_work(
+        settings, lane.carried_bytes(), layout if resharding else None
+    )
     split = 3 if resharding else 1
     carried = ShardCarry(
         memory=memory_with(snapshot, since),
@@ -128,6 +135,7 @@ async def test_the_worst_case_carry_fits_its_budget_through_the_real_converter(
         layout=layout,
         held=work[1::split] if resharding else [],
         forwards=work[2::split] if resharding else [],
+        archive=lane.snapshot(),
     )
     # When continue-as-new hands it over, through the worker's converter with encryption
     key = base64.b64encode(b"k" * 32).decode()
@@ -150,6 +158,21 @@ def test_settings_whose_worst_case_exceeds_the_budget_are_refused() -> None:
     # Then the defaults, and what fits, are taken
     assert ShardSettings().max_carry_bytes() <= CARRY_BUDGET
     assert ShardSettings(seen_capacity=60_000, identity_capacity=4_000).seen_capacity == 60_000
+
+
+def test_pending_work_keeps_room_for_a_signal_beside_a_full_archive_lane() -> None:
+    # Given pending work's share too small to hold a full lane and one largest signal
+    share = max_lane_bytes(30_000) + MAX_SIGNAL_BYTES - 1
+    # Then the settings are refused with the archive, and taken without it
+    with pytest.raises(ValidationError, match="dedupe archive's lane"):
+        ShardSettings(pending_max_bytes=share)
+    assert (
+        ShardSettings(
+            pending_max_bytes=share, archive_retention_minutes=0
+        ).archive_retention_minutes
+        == 0
+    )
+    assert ShardSettings(pending_max_bytes=share + 1).pending_max_bytes == share + 1
 
 
 def test_settings_carried_by_runs_before_the_budget_are_read() -> None:

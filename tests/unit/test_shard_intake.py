@@ -115,20 +115,20 @@ def test_a_signal_with_a_seen_dedupe_key_is_a_duplicate() -> None:
 
 
 def test_a_redriven_signal_is_accepted_although_seen_and_never_doubted() -> None:
-    # Given a shard that forgot old signals and then accepted an old one (thus doubtful)
+    # Given a shard that forgot old signals and then accepted an old one (thus forgotten)
     old = NOW - timedelta(hours=2)
     memory = _forgetful_memory(through=NOW - timedelta(hours=1))
     original = _view("e-old", occurred_at=old)
     assert accept(memory, original, NOW) is Verdict.ACCEPTED
-    assert original.doubt
+    assert original.forgotten
     assert digest("e-old") in memory.seen
     # When an operator re-drives it from the dead-letter store
     redriven = _view("e-old", occurred_at=old)
     redriven.redrive_of = "dead-letter-1@3"
     verdict = accept(memory, redriven, NOW)
-    # Then it is accepted and not doubtful, while a plain repeat is still a duplicate
+    # Then it is accepted and not looked up as forgotten, while a plain repeat is still a duplicate
     assert verdict is Verdict.ACCEPTED
-    assert not redriven.doubt
+    assert not redriven.forgotten
     assert accept(memory, _view("e-old", occurred_at=old), NOW) is Verdict.DUPLICATE
     # And re-driving the same version of the letter again is a duplicate too (a retried
     # `dlq retry`), while its next version (it failed again since) goes through
@@ -200,7 +200,7 @@ def test_signals_of_a_deleted_identity_are_deleted() -> None:
     assert others is Verdict.ACCEPTED
 
 
-def test_a_signal_older_than_the_memory_reaches_is_doubtful() -> None:
+def test_a_signal_older_than_the_memory_reaches_is_marked_forgotten() -> None:
     # Given a small memory that forgot signals that happened up to an hour ago
     memory = _forgetful_memory(through=NOW - timedelta(hours=1))
     # When a signal that happened two hours ago arrives, and one that happened now
@@ -208,22 +208,22 @@ def test_a_signal_older_than_the_memory_reaches_is_doubtful() -> None:
     fresh = _view("e-fresh", occurred_at=NOW)
     old_verdict = accept(memory, old, NOW)
     fresh_verdict = accept(memory, fresh, NOW)
-    # Then both are accepted, only the old one marked doubtful
+    # Then both are accepted, only the old one marked forgotten (its delivery looks it up)
     assert old_verdict is Verdict.ACCEPTED
     assert fresh_verdict is Verdict.ACCEPTED
-    assert old.doubt
-    assert not fresh.doubt
+    assert old.forgotten
+    assert not fresh.forgotten
 
 
-def test_nothing_is_doubtful_while_nothing_was_forgotten() -> None:
+def test_nothing_is_marked_forgotten_while_nothing_was_forgotten() -> None:
     # Given a memory with room to spare
     memory = _memory()
     # When a very old signal arrives
     old = _view("e-old", occurred_at=NOW - timedelta(days=30))
     verdict = accept(memory, old, NOW)
-    # Then it is accepted without doubt
+    # Then it is accepted, not marked forgotten
     assert verdict is Verdict.ACCEPTED
-    assert not old.doubt
+    assert not old.forgotten
 
 
 # --- take_batch -----------------------------------------------------------------------------
@@ -355,10 +355,10 @@ def test_a_redelivery_of_a_signal_from_a_fast_clock_is_recognised_until_long_aft
     last = after + timedelta(seconds=40)
     again = _view("e-ahead", occurred_at=ahead)
     assert accept(memory, again, last) is Verdict.ACCEPTED
-    assert again.doubt
+    assert again.forgotten
     fresh = _view("e-fresh", occurred_at=last)
     accept(memory, fresh, last)
-    assert not fresh.doubt
+    assert not fresh.forgotten
 
 
 # --- clock skew -----------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_senders_with_fast_clocks_make_no_ordinary_signal_doubtful() -> None:
         assert accept(memory, signal, now) is Verdict.ACCEPTED
         accepted[signal.dedupe_key] = (signal, lead)
         if not lead:
-            doubtful_ordinary += signal.doubt
+            doubtful_ordinary += signal.doubt or signal.forgotten
     # Then no signal from a sane clock was doubtful (none would be read from Insider)
     assert len(memory.seen) <= SKEW_CAPACITY
     assert doubtful_ordinary == 0
@@ -419,12 +419,14 @@ def test_senders_with_fast_clocks_make_no_ordinary_signal_doubtful() -> None:
             )
             verdict = accept(memory, again, end)
             kind = "hours" if lead > timedelta(hours=1) else "minutes" if lead else "ordinary"
-            verdicts[kind].append("doubt" if again.doubt else verdict.value)
+            verdicts[kind].append(
+                "forgotten" if again.forgotten else "doubt" if again.doubt else verdict.value
+            )
     assert "accepted" not in verdicts["ordinary"] + verdicts["minutes"] + verdicts["hours"]
-    # (the stream is long enough that many were forgotten; keys dated hours ahead are kept
-    # until their date)
-    assert verdicts["ordinary"].count("doubt") > len(verdicts["ordinary"]) * 0.8
-    assert set(verdicts["minutes"]) == {"doubt", "duplicate"}
+    # (the stream is long enough that many were forgotten - from generations, so looked up
+    # in the dedupe archive; keys dated hours ahead are kept until their date)
+    assert verdicts["ordinary"].count("forgotten") > len(verdicts["ordinary"]) * 0.8
+    assert set(verdicts["minutes"]) == {"forgotten", "duplicate"}
     assert set(verdicts["hours"]) == {"duplicate"}
 
 
@@ -449,10 +451,12 @@ def test_a_storefront_dated_hours_ahead_overflows_nothing_into_ordinary_doubt() 
         if lead:
             ahead.append(signal)
         else:
-            doubtful_ordinary += signal.doubt
+            doubtful_ordinary += signal.doubt or signal.forgotten
     # Then no signal from a sane clock was doubtful
     assert doubtful_ordinary == 0
-    # And a redelivery of a future-dated one is recognised or doubtful, never taken as new
+    # And a redelivery of a future-dated one is recognised or doubtful, never taken as new;
+    # doubtful because its key was dropped early from those kept apart, which no generation
+    # held: in doubt at once (Insider is asked), not looked up in the dedupe archive
     end = NOW + timedelta(seconds=count / SKEW_RATE)
     outcomes = []
     for original in ahead:
@@ -463,6 +467,7 @@ def test_a_storefront_dated_hours_ahead_overflows_nothing_into_ordinary_doubt() 
             occurred_at=original.occurred_at,
         )
         verdict = accept(memory, again, end)
+        assert not again.forgotten
         outcomes.append("doubt" if again.doubt else verdict.value)
     assert "accepted" not in outcomes
     assert {"doubt", "duplicate"} <= set(outcomes)  # more than the memory keeps apart
@@ -485,10 +490,10 @@ def test_a_backlog_accepted_at_once_is_measured_by_when_the_bridge_received_it()
         signal.received_at = received
         # When the shard accepts them all at once, once it is back
         assert accept(memory, signal, back) is Verdict.ACCEPTED
-        doubtful += signal.doubt
+        doubtful += signal.doubt or signal.forgotten
     # Then none of them is doubtful, while a redelivery of the first one is
     assert doubtful == 0
     again = _view("e-0", customer_id=None, anonymous_id="v-0", occurred_at=NOW - IN_FLIGHT)
     again.received_at = back
     assert accept(memory, again, back) is Verdict.ACCEPTED
-    assert again.doubt
+    assert again.forgotten
