@@ -79,9 +79,6 @@ class Faults:
     # The next N requests to those buckets lose their answer for sure (then the rate applies).
     lost_answers_next: int = 0
     rate_limited_rate: float = 0.0
-    # Which buckets the injected 429s hit (None: every one), so a test can rate-limit the
-    # upserts alone and leave the profile reads it measures alone.
-    rate_limited_buckets: list[str] | None = None
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
     send_retry_after: bool = True
@@ -189,11 +186,9 @@ class InsiderEmulator:
             )
         cost = PROFILE_READ_COST if bucket == "profile" else 1.0
         wait = self.window.admit(bucket, self.config.limits.get(bucket, 10**9), cost)
-        rate_limited = self.faults.rate_limited_buckets
         if (
             wait is None
             and self.faults.rate_limited_rate
-            and (rate_limited is None or bucket in rate_limited)
             and self.random.random() < self.faults.rate_limited_rate
         ):
             wait = self.faults.retry_after_seconds

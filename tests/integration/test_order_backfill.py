@@ -253,16 +253,11 @@ async def test_backfill_under_5xx_and_lost_answers_makes_progress_and_stores_eac
     ):
         # When the first set is backfilled by a healthy Insider
         healthy, _ = await backfill(Window(until=split))
-        # And the second by one that answers 20% 503, 10% 429 to upserts and loses 10% of
-        # its answers (the first answer surely). The profile reads that settle the lost
-        # answers are not rate-limited: this measures settling, not Retry-After waits.
-        emu.insider_faults(
-            error_rate=0.2,
-            rate_limited_rate=0.1,
-            rate_limited_buckets=["upsert"],
-            lost_answer_rate=0.1,
-            lost_answers_next=1,
-        )
+        # And the second by one that answers 20% 503 and loses 10% of its answers (the first
+        # answer surely). No 429s: this measures settling, not Retry-After waits (the
+        # rate-limit tests of the catalog and the client inject those where they are the
+        # subject).
+        emu.insider_faults(error_rate=0.2, lost_answer_rate=0.1, lost_answers_next=1)
         faulty, result = await backfill(Window(since=split))
         emu.insider_faults()
 
@@ -272,7 +267,6 @@ async def test_backfill_under_5xx_and_lost_answers_makes_progress_and_stores_eac
     stats = emu.insider_stats()
     doubtful = int(stats["statuses"].get("upsert:500", 0))
     assert doubtful > 0, "no fault was injected"
-    assert stats["statuses"].get("upsert:429", 0) > 0, "no 429 was injected"
     # And settling the doubtful requests read at most one profile per order in them (an
     # upsert carrying events holds at most MAX_USERS_PER_EVENT_REQUEST orders)
     assert 0 < successful_profile_reads(emu) <= doubtful * MAX_USERS_PER_EVENT_REQUEST
