@@ -7,6 +7,12 @@ completed workflow task: a task that timed out after it started (START_TO_CLOSE)
 with the id of its started event. Every signal the shard had accepted by then may have been
 sent by it. A clean eviction or restart leaves no such trace, and then the rebuilt shard
 sends without asking Insider anything.
+
+One failure is not a cut: Temporal refusing a continue-as-new because a signal arrived
+meanwhile (cause UNHANDLED_COMMAND). Temporal refuses only a completion that closes the run
+for that, and the shard continues-as-new in a task of its own, after a timer, that runs no
+delivery (workflows/journey_shard.py); taken for a cut, every such refusal under steady
+traffic put hundreds of signals in doubt and cost as many profile reads.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import Client
@@ -43,7 +49,10 @@ def cut_short(newest_first: Iterable[HistoryEvent], verdict: Verdict, as_of: int
             verdict.decided = True
             return verdict
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-            started = event.workflow_task_failed_event_attributes.started_event_id
+            failed = event.workflow_task_failed_event_attributes
+            if failed.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND:
+                continue
+            started = failed.started_event_id
         elif (
             event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
             and event.workflow_task_timed_out_event_attributes.timeout_type

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.api.enums.v1 import EventType, TimeoutType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import (
     HistoryEvent,
     WorkflowTaskFailedEventAttributes,
@@ -28,11 +28,16 @@ def _timed_out(timeout_type: TimeoutType.ValueType, started: int = 0) -> History
     )
 
 
-def _failed(started: int) -> HistoryEvent:
+def _failed(
+    started: int,
+    cause: WorkflowTaskFailedCause.ValueType = (
+        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE
+    ),
+) -> HistoryEvent:
     return HistoryEvent(
         event_type=EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
         workflow_task_failed_event_attributes=WorkflowTaskFailedEventAttributes(
-            started_event_id=started
+            started_event_id=started, cause=cause
         ),
     )
 
@@ -93,6 +98,18 @@ def test_failed_tasks_after_the_last_completed_one_count_from_the_latest_start()
     verdict = cut_short(newest_first, Verdict())
     # Then everything accepted by the latest of them is suspect
     assert (verdict.decided, verdict.cut_short_at) == (True, 36)
+
+
+def test_a_continue_as_new_refused_for_a_signal_that_arrived_is_not_a_cut() -> None:
+    # Given a task whose continue-as-new Temporal refused because a signal arrived meanwhile
+    # (such a task runs no delivery), after a task that died
+    refused = _failed(40, WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND)
+    newest_first = [SCHEDULED, refused, STARTED, SIGNALED, COMPLETED]
+    # When it is read, Then nothing was cut short
+    assert cut_short(newest_first, Verdict()).cut_short_at == 0
+    # And a task that died before the refused one still counts
+    with_cut = [SCHEDULED, refused, STARTED, SCHEDULED, _failed(30), COMPLETED]
+    assert cut_short(with_cut, Verdict()).cut_short_at == 30
 
 
 def test_a_cut_before_the_last_completed_task_does_not_count() -> None:
