@@ -24,7 +24,7 @@ import re
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsNotFound
@@ -33,6 +33,7 @@ from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.held import Matching
 from ct_insider.insider.probe import ProbeAnswer, probe_matching, probe_waits
 from ct_insider.logging import get_logger
+from ct_insider.sync.reports import validation_reasons
 
 log = get_logger(__name__)
 
@@ -55,11 +56,23 @@ class MatchingStore:
         self._container = container
 
     async def get(self, partner_name: str) -> StoredMatching | None:
+        """The stored answer; None when there is none, or none this version can read (edited
+        by hand, or written by a newer `setup`): settling must go on, by the default, rather
+        than fail until someone notices (`doctor` reports the answer it reads)."""
         try:
             obj = await self._ct.get_json(f"custom-objects/{self._container}/{_key(partner_name)}")
         except CommercetoolsNotFound:
             return None
-        return StoredMatching.model_validate(obj["value"])
+        try:
+            return StoredMatching.model_validate(obj.get("value"))
+        except (ValidationError, AttributeError) as exc:
+            log.error(
+                "stored settle matching unreadable: using the default; run `ct-insider setup "
+                "insider` again",
+                container=self._container,
+                reasons=validation_reasons(exc) if isinstance(exc, ValidationError) else [],
+            )
+            return None
 
     async def save(self, partner_name: str, answer: ProbeAnswer, probed_at: datetime) -> None:
         stored = StoredMatching(

@@ -143,3 +143,20 @@ async def test_a_lost_answer_is_settled_per_the_accounts_matching(
         assert (stats.found_in_insider, stats.resent) == (EVENTS, 0)
     else:
         assert (stats.found_in_insider, stats.resent) == (0, EVENTS)
+
+
+@pytest.mark.parametrize("value", [{"matching": "by-magic"}, "not an object", None])
+async def test_a_stored_answer_this_version_cannot_read_falls_back_to_the_default(
+    clean_emulators: Emulators, value: Any
+) -> None:
+    # Given a stored answer edited by hand (or written by a newer `setup`)
+    clean_emulators.ct(
+        "POST",
+        "custom-objects",
+        {"container": "ct-insider-settle-matching", "key": "demo", "value": value},
+    )
+    # When a worker reads it
+    async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
+        stored = await MatchingStore(ct).get("demo")
+    # Then there is none to go by (the default applies) rather than a failure every settlement
+    assert stored is None
