@@ -672,15 +672,24 @@ class JourneyShardWorkflow:
         time (one timer per change)."""
         assert self._layout.change is not None
         handoff_at = self._layout.change.handoff_at
-        delay = self._layout.until_handoff(workflow.now())
-        if delay and self._handoff_timer_at != handoff_at:
+        if self._handoff_timer_at != handoff_at:
             self._handoff_timer_at = handoff_at
-            self._handoff_timer = asyncio.ensure_future(workflow.sleep(delay))
+            delay = self._layout.until_handoff(workflow.now())
+            if delay:
+                self._handoff_timer = asyncio.ensure_future(workflow.sleep(delay))
+        # ... and for a handoff moment moved later (a slow announcement made again): the
+        # timer of the earlier one finds nothing due, and a quiet shard would wait forever.
         await workflow.wait_condition(
             lambda: (
-                bool(self._pending or self._unfinished or self._forwards) or self._handoff_ready()
+                bool(self._pending or self._unfinished or self._forwards)
+                or self._handoff_ready()
+                or self._handoff_moved()
             )
         )
+
+    def _handoff_moved(self) -> bool:
+        change = self._layout.change
+        return change is None or change.handoff_at != self._handoff_timer_at
 
     def _handoff_ready(self) -> bool:
         """The handoff's time has come and nothing of a moving identity is pending here

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -310,3 +310,19 @@ async def test_reshard_through_the_layout_workflow_completes_with_every_handoff(
 
 async def _layout_epoch(client: Client, queue: str, epoch: int) -> bool:
     return (await read_layout(client, queue, 2)).current.epoch == epoch
+
+
+async def test_a_quiet_old_shard_hands_off_at_a_moment_moved_later(client: Client) -> None:
+    mocks = MockActivities()
+    async with shards(client, mocks, 2) as (queue, _):
+        # Given a change announced with its handoff 2 s ahead, then announced again (a slow
+        # announcement) with the handoff 4 s ahead, and no traffic at all
+        now = datetime.now(UTC)
+        change = LayoutChange(
+            epoch=1, old_shards=2, new_shards=4, handoff_at=now + timedelta(seconds=2)
+        )
+        new = (await tell(client, queue, change))[3]
+        later = change.model_copy(update={"handoff_at": now + timedelta(seconds=4)})
+        await tell(client, queue, later)
+        # When both moments pass, Then the quiet old shard 1 has handed off to shard 3
+        await until(lambda: _received(new, 1), "the quiet old shard's handoff", within=60)
