@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.layout import read_layout
 from ct_insider.journeys.layout import (
@@ -40,6 +41,7 @@ from workflows.journey_layout import (
     ReshardRequest,
     layout_memo,
 )
+from workflows.journey_shard import shard_workflow_id
 
 POLL_SECONDS = 1.0
 
@@ -82,10 +84,41 @@ def reshard_request(args: argparse.Namespace) -> ReshardRequest:
     return ReshardRequest(shards=args.shards, lead_seconds=args.lead, grace_seconds=args.grace)
 
 
+async def running(client: Client, workflow_id: str) -> bool:
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def check_configured_count(client: Client, task_queue: str, configured: int) -> None:
+    """Before the first reshard, the layout is created from this process's
+    TEMPORAL_JOURNEY_SHARDS and the bridges route by it at once: a count other than the one
+    they route by today would move identities with no handoff (duplicates, deletions not
+    honoured). The running shards tell: shard `configured` must not run, and shard
+    `configured - 1` must run once any does."""
+    if await running(client, layout_workflow_id(task_queue)):
+        return  # the layout is the layout workflow's, whatever this process is configured with
+    beyond = await running(client, shard_workflow_id(task_queue, configured))
+    short = await running(client, shard_workflow_id(task_queue, 0)) and not await running(
+        client, shard_workflow_id(task_queue, configured - 1)
+    )
+    if beyond or short:
+        raise UsageError(
+            f"TEMPORAL_JOURNEY_SHARDS is {configured} here, but the running journey shards "
+            f"say the bridges route by {'more' if beyond else 'fewer'}: run reshard with the "
+            "bridges' own configuration"
+        )
+
+
 async def reshard(
     client: Client, task_queue: str, configured: int, request: ReshardRequest
 ) -> LayoutStatus:
     """Schedule the change; raises UsageError when the layout workflow refuses it."""
+    await check_configured_count(client, task_queue, configured)
     initial = LayoutStatus(current=Layout(shards=configured))
     handle = await client.start_workflow(
         JourneyLayoutWorkflow.run,

@@ -13,12 +13,14 @@ import pytest
 from temporalio.client import Client
 
 from bridge.layout import LayoutReader, read_layout
-from starters.reshard import reshard
+from ct_insider.journeys.layout import layout_workflow_id
+from starters.output import UsageError
+from starters.reshard import reshard, running
 from tests.bridge_helpers import Bridge, serving_bridge, storefront_event
 from tests.conftest import Emulators, eventually, running_worker
 from tests.integration.test_realtime_exactly_once import stored_event_ids
 from workflows.journey_layout import ReshardRequest
-from workflows.journey_shard import JourneyShardWorkflow, ShardStats, shard_workflow_id
+from workflows.journey_shard import JourneyShardWorkflow, ShardInput, ShardStats, shard_workflow_id
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +125,29 @@ async def settled(client: Client, journeys: str, expected: int) -> list[ShardSta
         what=f"the four shards to deliver {expected} events, nothing pending",
     )
     return list(stats)
+
+
+@pytest.mark.parametrize(("started", "configured", "says"), [(4, 2, "more"), (1, 2, "fewer")])
+async def test_a_first_reshard_from_a_count_the_bridges_do_not_use_is_refused(
+    client: Client, task_queue: str, started: int, configured: int, says: str
+) -> None:
+    # Given `started` journey shards running, as bridges routing by that many start them (no
+    # worker needed: they only have to exist), and no layout workflow yet
+    journeys = f"{task_queue}-journeys"
+    for shard in range(started):
+        await client.start_workflow(
+            JourneyShardWorkflow.run,
+            ShardInput(shard=shard),
+            id=shard_workflow_id(journeys, shard),
+            task_queue=journeys,
+        )
+    try:
+        # When a reshard is asked by a process configured with another count
+        request = ReshardRequest(shards=8, lead_seconds=10, grace_seconds=0.5)
+        with pytest.raises(UsageError, match=f"route by {says}"):
+            await reshard(client, journeys, configured, request)
+        # Then no layout was created for the bridges to follow
+        assert not await running(client, layout_workflow_id(journeys))
+    finally:
+        for shard in range(started):
+            await client.get_workflow_handle(shard_workflow_id(journeys, shard)).terminate()
