@@ -170,11 +170,12 @@ async def test_a_delivery_cut_short_and_then_failing_before_sending_is_still_set
             await bridge.post("/events", {"events": batch_1})
             await eventually(lambda: len(stored_event_ids(emu)) == 5)
             # When the worker dies while Insider takes an order's purchase (stored after)
-            with insider_latency(emu, 2_000):
+            # (10 s of processing: the kill lands inside it however loaded the machine)
+            with insider_latency(emu, 10_000):
                 created = message("order", order["id"], "OrderCreated", order=order)
                 await post_all(bridge, "/webhooks/commercetools", [created])
                 await kill_during_an_upsert(emu, first)
-                await eventually(lambda: purchase in stored_event_ids(emu), 10)
+                await eventually(lambda: purchase in stored_event_ids(emu), 30)
             # And commercetools is down when a new worker rebuilds the shard (after the
             # dead one's task timed out), for every attempt of its first delivery
             emu.ct_faults(unavailable=True)
