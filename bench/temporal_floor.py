@@ -26,7 +26,6 @@ from typing import Any
 import uvloop
 from pydantic import BaseModel
 from temporalio import activity, workflow
-from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.common import RawValue
 from temporalio.service import RPCError
@@ -38,7 +37,7 @@ from bridge.commit import ShardCommitter, TemporalUnavailable
 from bridge.routing import storefront_signal
 from ct_insider.codec_keys import generate_key_entry
 from ct_insider.config import TemporalSettings
-from ct_insider.journeys.signals import JourneySignal
+from ct_insider.journeys.signals import JourneySignal, window_payload
 from ct_insider.journeys.storefront import StorefrontEvent
 from ct_insider.temporal import connect as connect_temporal
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
@@ -97,7 +96,7 @@ class FloorCommitter(ShardCommitter):
     """The bridge's group commit, signalling the floor's shards instead."""
 
     async def signal(self, shard: int, parts: list[bytes]) -> None:
-        payload = Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
+        payload = window_payload(parts)
         try:
             await self.client.start_workflow(
                 FloorShardWorkflow.run,

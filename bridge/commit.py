@@ -33,14 +33,19 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.common import RawValue
 from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.layout import LayoutReader
 from ct_insider import telemetry
-from ct_insider.journeys.signals import JourneySignal, shard_of
+from ct_insider.journeys.signals import (
+    JourneySignal,
+    shard_of,
+    window_has_room,
+    window_part,
+    window_payload,
+)
 from ct_insider.logging import get_logger
 from workflows.journey_shard import (
     JourneyShardWorkflow,
@@ -52,8 +57,6 @@ from workflows.journey_shard import (
 log = get_logger(__name__)
 
 RPC_TIMEOUT = timedelta(seconds=5)
-MAX_SIGNALS_PER_COMMIT = 500
-MAX_BYTES_PER_COMMIT = 1_000_000  # Temporal refuses payloads over 2 MB
 # Windows waiting for their commit while Temporal is slow: beyond, the shard's events get 503.
 MAX_QUEUED_WINDOWS = 8
 BACKLOG_CHECK_SECONDS = 2.0
@@ -80,7 +83,7 @@ class ShardPart:
         horizon on our clock, never the sender's). Raises ValueError for a signal that
         names nobody."""
         signal.received_at = datetime.now(UTC)
-        return cls(signal.routing(), signal.model_dump_json(exclude_defaults=True).encode())
+        return cls(signal.routing(), window_part(signal))
 
 
 @dataclass
@@ -95,11 +98,7 @@ class _Window:
     requests: list[SpanContext] = field(default_factory=list)
 
     def has_room(self, part: bytes) -> bool:
-        if not self.parts:
-            return True  # an event larger than a window still goes, alone
-        return len(self.parts) < MAX_SIGNALS_PER_COMMIT and (
-            self.size + len(part) <= MAX_BYTES_PER_COMMIT
-        )
+        return window_has_room(len(self.parts), self.size, part)
 
 
 class _Lane:
@@ -328,7 +327,7 @@ class ShardCommitter:
         return task
 
     async def signal(self, shard: int, parts: list[bytes]) -> None:
-        payload = Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
+        payload = window_payload(parts)
         try:
             await self.client.start_workflow(
                 JourneyShardWorkflow.run,

@@ -88,7 +88,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from ct_insider.journeys.plan import PlannedUser
     from ct_insider.journeys.settle import SettleProgress
-    from ct_insider.journeys.signals import MAX_SIGNAL_BYTES, JourneySignal
+    from ct_insider.journeys.signals import (
+        MAX_SIGNAL_BYTES,
+        JourneySignal,
+        window_has_room,
+        window_part,
+        window_payload,
+    )
     from ct_insider.sync.reports import validation_reasons
 
 DELIVERY_RETRY = RetryPolicy(
@@ -114,9 +120,6 @@ SIGNALS = TypeAdapter(list[JourneySignal])
 # Handoffs, holds and forwards of a reshard (ct_insider/journeys/layout.py): a shard that
 # was never told of one takes the command path it always took.
 RESHARD_PATCH = "journey-reshard"
-# A forward is a window like the bridge's: at most this many signals, and ~1 MB.
-MAX_SIGNALS_PER_FORWARD = 500
-MAX_BYTES_PER_FORWARD = 1_000_000
 # Runs begun before it measured their dedupe memory's reach by the senders' clocks and
 # carried pending signals without a bound on the whole; they finish as they began.
 MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
@@ -310,24 +313,17 @@ def settle_input(lane: str, batch: list[JourneySignal], users: list[PlannedUser]
 
 
 def _windows(signals: list[JourneySignal]) -> list[Payload]:
-    """Signals as windows the `deliver` signal reads (JSON arrays), within the bounds."""
+    """Signals as windows the `deliver` signal reads, within a window's bounds."""
     windows: list[list[bytes]] = []
     size = 0
     for signal in signals:
-        part = signal.model_dump_json(exclude_defaults=True).encode()
-        if (
-            not windows
-            or len(windows[-1]) >= MAX_SIGNALS_PER_FORWARD
-            or size + len(part) > MAX_BYTES_PER_FORWARD
-        ):
+        part = window_part(signal)
+        if not windows or not window_has_room(len(windows[-1]), size, part):
             windows.append([])
             size = 0
         windows[-1].append(part)
         size += len(part)
-    return [
-        Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
-        for parts in windows
-    ]
+    return [window_payload(parts) for parts in windows]
 
 
 def shard_workflow_id(task_queue: str, shard: int) -> str:

@@ -7,10 +7,12 @@ a customer or order when it delivers, so histories never carry whole orders.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from temporalio.api.common.v1 import Payload
 
 from ct_insider.journeys.storefront import StorefrontEvent
 
@@ -23,6 +25,11 @@ SignalKind = Literal["storefront", "customer", "order"]
 # each (a filled-in market, its flags: < 0.5 KB), the bridge's 1 MB commit windows never
 # hold an oversized one (arithmetic: docs/design/realtime.md, "Budgets").
 MAX_SIGNAL_BYTES = 65_536
+# A window - the `deliver` signal's payload, a JSON array of signals, as the bridge's group
+# commit and a shard forwarding after a reshard send it - holds at most this many signals
+# and bytes (Temporal refuses payloads over 2 MB); a single larger signal still goes, alone.
+MAX_SIGNALS_PER_WINDOW = 500
+MAX_WINDOW_BYTES = 1_000_000
 
 
 class JourneyIdentity(BaseModel):
@@ -133,3 +140,18 @@ def shard_of(routing_key: str, shards: int) -> int:
 def owner_of(identity_digest: int, shards: int) -> int:
     """The shard that owns an identity known by its digest."""
     return identity_digest % shards
+
+
+def window_part(signal: JourneySignal) -> bytes:
+    """A signal as a window carries it: its JSON, fields at their defaults left out."""
+    return signal.model_dump_json(exclude_defaults=True).encode()
+
+
+def window_has_room(parts: int, size: int, part: bytes) -> bool:
+    """Whether a window of `parts` parts and `size` bytes takes one more `part`."""
+    return not parts or (parts < MAX_SIGNALS_PER_WINDOW and size + len(part) <= MAX_WINDOW_BYTES)
+
+
+def window_payload(parts: Sequence[bytes]) -> Payload:
+    """The `deliver` signal's payload: the parts as one JSON array."""
+    return Payload(metadata={"encoding": b"json/plain"}, data=b"[" + b",".join(parts) + b"]")
