@@ -10,7 +10,12 @@ CtCustomerId is set only by runs about a single customer, named by id when they 
 by id (`ct-insider erase --customer <id>`). Syncs, checks and journey shards handle many
 customers at once and do not set it; nor does an erasure started by email.
 
-All are keywords. A server must know them before a workflow sets them (a workflow task
+Timer workflows (cart recovery, replenishment: ct_insider/timers.py) also carry
+
+    CtTimerKind="cart"                                  every open cart-recovery timer
+    CtTimerDueAt < "2026-12-07T00:00:00Z"               timers due before a moment
+
+All are keywords but CtTimerDueAt (a datetime). A server must know them before a workflow sets them (a workflow task
 that upserts an unknown attribute fails and is retried until it is registered), so setup
 registers them: `ensure_search_attributes` (`ct-insider setup temporal`, `make run`), and
 the dev servers started by tests and `make run` get them on their command line.
@@ -18,7 +23,7 @@ the dev servers started by tests and `make run` get them on their command line.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -27,6 +32,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import (
+    SearchAttributeIndexedValueType,
     SearchAttributeKey,
     SearchAttributePair,
     SearchAttributeUpdate,
@@ -37,7 +43,13 @@ ENTITY = SearchAttributeKey.for_keyword("CtEntity")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CtCustomerId")
 RUN_KIND = SearchAttributeKey.for_keyword("CtRunKind")
 OUTCOME = SearchAttributeKey.for_keyword("CtOutcome")
-ALL: tuple[SearchAttributeKey[str], ...] = (ENTITY, CUSTOMER_ID, RUN_KIND, OUTCOME)
+# Set by runs (syncs, checks, shards, ...): RUN_KIND and OUTCOME always.
+RUN_ATTRIBUTES: tuple[SearchAttributeKey[str], ...] = (ENTITY, CUSTOMER_ID, RUN_KIND, OUTCOME)
+# Set by timer workflows: their kind, and when their next timer fires (unset: none armed).
+TIMER_KIND = SearchAttributeKey.for_keyword("CtTimerKind")
+TIMER_DUE_AT = SearchAttributeKey.for_datetime("CtTimerDueAt")
+# Every attribute setup registers.
+ALL: tuple[SearchAttributeKey[Any], ...] = (*RUN_ATTRIBUTES, TIMER_KIND, TIMER_DUE_AT)
 
 RunKind = Literal[
     "backfill", "delta", "check", "catalog-change", "redrive", "journey-shard", "erasure"
@@ -49,6 +61,16 @@ Outcome = Literal["running", "completed", "rejections", "failed", "drift"]
 PATCH_ID = "search-attributes"
 
 
+_TYPE_NAMES = {
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.DATETIME: "Datetime",
+}
+
+
+def _registered_type(key: SearchAttributeKey[Any]) -> IndexedValueType.ValueType:
+    return IndexedValueType.ValueType(key.indexed_value_type.value)
+
+
 class SearchAttributeConflict(Exception):
     """The namespace already has one of our names, registered with another type."""
 
@@ -57,7 +79,7 @@ def dev_server_flags() -> list[str]:
     """`temporal server start-dev` arguments that register every attribute at startup."""
     flags: list[str] = []
     for key in ALL:
-        flags += ["--search-attribute", f"{key.name}=Keyword"]
+        flags += ["--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type]}"]
     return flags
 
 
@@ -72,26 +94,22 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     )
     known = dict(listed.custom_attributes)
     wrong = [
-        key.name
-        for key in ALL
-        if key.name in known and known[key.name] != IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        key.name for key in ALL if key.name in known and known[key.name] != _registered_type(key)
     ]
     if wrong:
         raise SearchAttributeConflict(
-            f"namespace {namespace} has {', '.join(wrong)} registered with a type other than "
-            "Keyword; remove them or use another namespace"
+            f"namespace {namespace} has {', '.join(wrong)} registered with another type than "
+            "ct-insider's; remove them or use another namespace"
         )
-    missing = [key.name for key in ALL if key.name not in known]
+    missing = [key for key in ALL if key.name not in known]
     if missing:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
                 namespace=namespace,
-                search_attributes={
-                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing
-                },
+                search_attributes={key.name: _registered_type(key) for key in missing},
             )
         )
-    return missing
+    return [key.name for key in missing]
 
 
 def run_attributes(

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.deadletters import DeadLetter, DeadLetterStore
 from ct_insider.mapping.config import MappingConfig
-from ct_insider.search_attributes import ALL, ensure_search_attributes
+from ct_insider.search_attributes import RUN_ATTRIBUTES, ensure_search_attributes
 from ct_insider.sync.rejected import dead_lettering, sync_letters
 from ct_insider.sync.reports import Rejection, SyncStats
 from emulators.seed import category_drafts, product_drafts, product_type_draft
@@ -303,7 +303,7 @@ async def test_a_clean_backfill_completes_with_its_attributes_and_progress_detai
         handle.result_run_id,
     )
     described = await handle.describe()
-    keys = {key.name for key in ALL}
+    keys = {key.name for key in RUN_ATTRIBUTES}
     assert {pair.key.name for pair in described.typed_search_attributes} >= keys - {"CtCustomerId"}
 
 

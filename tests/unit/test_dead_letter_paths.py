@@ -178,8 +178,9 @@ def test_search_attribute_values() -> None:
     [outcome] = outcome_update("drift")
     assert (outcome.key.name, outcome.value) == ("CtOutcome", "drift")
     flags = dev_server_flags()
-    assert flags.count("--search-attribute") == 4
+    assert flags.count("--search-attribute") == 6
     assert "CtCustomerId=Keyword" in flags
+    assert "CtTimerDueAt=Datetime" in flags
 
 
 def test_backfill_details_show_each_phase() -> None:
