@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from pydantic import BaseModel
 
@@ -40,3 +40,10 @@ class ArmedTimer(BaseModel):
     key: str  # the cart id, or "<customer key>/<sku>"
     due_at: datetime
     what: str  # e.g. "reminder 1 of 2", "replenishment of SKU-1 (every 30 days, attribute)"
+
+
+class TimerAdmission(Protocol):
+    """Whether a new timer workflow of a kind may start (each kind has a configurable cap
+    on open timers; at the cap, a clear log line and a metric, and the start is refused)."""
+
+    async def admits_new(self, kind: TimerKind) -> bool: ...
