@@ -195,6 +195,43 @@ async def shard_stats(client: Client, task_queue: str) -> dict[str, int]:
     return dict(totals)
 
 
+class HistorySampler:
+    """Each shard's history every half second while the load runs (its run, events, bytes):
+    the peak is what the bridge's backlog limit (BRIDGE_SHARD_BACKLOG_BYTES) compares
+    with, and `trace` shows what a shard did as it neared it."""
+
+    def __init__(self, client: Client, task_queue: str, path: Path) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._path = path
+        self.peak_bytes = 0
+        self.samples: list[dict[str, Any]] = []
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        while True:
+            for shard in range(SHARDS):
+                handle = self._client.get_workflow_handle(
+                    shard_workflow_id(self._task_queue, shard)
+                )
+                with contextlib.suppress(RPCError):
+                    info = (await handle.describe()).raw_description.workflow_execution_info
+                    self.peak_bytes = max(self.peak_bytes, info.history_size_bytes)
+                    self.samples.append(
+                        {
+                            "t": round(time.monotonic() - started, 2),
+                            "shard": shard,
+                            "run": info.execution.run_id[:8],
+                            "events": info.history_length,
+                            "bytes": info.history_size_bytes,
+                        }
+                    )
+            await asyncio.sleep(0.5)
+
+    def save(self) -> None:
+        self._path.write_text("\n".join(json.dumps(sample) for sample in self.samples))
+
+
 def temporal_actions(stack: Stack) -> float | None:
     """The dev server's `action` counter (Temporal Cloud's metering) for the namespace."""
     if stack.temporal_metrics_url is None:
@@ -255,6 +292,8 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
                     if shape.reshard_to
                     else None
                 )
+                sampler = HistorySampler(client, journey_queue, stack.logs / "histories.jsonl")
+                sampling = asyncio.create_task(sampler.run())
                 seconds, refused = await post_on_schedule(bridge_ports, requests)
                 deadline = time.monotonic() + 90
                 while time.monotonic() < deadline:
@@ -262,6 +301,8 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
                         break
                     await asyncio.sleep(0.5)
             await asyncio.sleep(2)  # late duplicates would show up now
+            sampling.cancel()
+            sampler.save()
             stored = stored_keys(stack)
             insider = stack.insider_stats()
             history, runs = await history_events(client, journey_queue)
@@ -319,6 +360,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
         **({"reshard": reshard} if reshard is not None else {}),
         "shard_stats": shards,
+        "peak_shard_history_bytes": sampler.peak_bytes,
     }
 
 
@@ -370,7 +412,8 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         f"  Temporal history/event  {result['temporal_history_events_per_event']} "
         f"({result['temporal_history_events']} events in {result['temporal_workflow_runs']} "
         f"runs; target <= {MAX_HISTORY_EVENTS_PER_EVENT}); actions/event "
-        f"{result['temporal_actions_per_event']}",
+        f"{result['temporal_actions_per_event']}; peak shard history "
+        f"{result['peak_shard_history_bytes'] / 1e6:.1f} MB (the bridge refuses beyond 8 MB)",
         f"  worker peak RSS         {result['worker_peak_rss_mb']} MB",
         "  shards: "
         + ", ".join(

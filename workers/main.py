@@ -68,6 +68,10 @@ SYNC_WORKFLOWS = [
 JOURNEY_WORKFLOWS = [JourneyShardWorkflow, JourneyLayoutWorkflow, CatalogChangeWorkflow]
 # Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
+# How long one activation of a journey-worker workflow may run before the SDK calls it a
+# deadlock (see tolerate_slow_activations): beyond the 10 s workflow task timeout, so a slow
+# activation is never a deadlock, and one slower than the task's timeout is retried as any.
+ACTIVATION_DEADLOCK_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def journey_worker(
     """A worker tuned for the realtime path: short workflow tasks with local activities
     (also used by bench/temporal_floor.py, so its floor is measured with the same
     settings)."""
-    return Worker(
+    worker = Worker(
         client,
         task_queue=task_queue,
         workflows=workflows,
@@ -127,6 +131,33 @@ def journey_worker(
         graceful_shutdown_timeout=timedelta(seconds=20),
         interceptors=[LogContextInterceptor()],
     )
+    tolerate_slow_activations(worker)
+    return worker
+
+
+def tolerate_slow_activations(worker: Worker) -> None:
+    """Let an activation take up to ACTIVATION_DEADLOCK_SECONDS before the SDK calls it a
+    deadlock (its own limit is 2 s of wall time, counted from when the activation is queued
+    for one of the pool's few threads).
+
+    On a busy machine a shard's activation - a few thousand signals taken in, or a carry
+    built - waits behind the others and passes 2 s without blocking on anything; the SDK
+    then fails the task, evicts the shard, and the retry replays the whole run before
+    taking in still more signals: measured under load (bench/realtime.py, skew shape, load
+    average 5), every shard stopped for good this way after 20-60 s. No workflow of this
+    worker blocks (no I/O, reviewed), so a slow activation is only slow; a real hang still
+    shows as a workflow task that times out.
+
+    The SDK has no setting for it (only `debug_mode`, which also runs activations on the
+    event loop's thread): this sets its private attribute, and fails loudly if a new SDK
+    version no longer has it (tests/integration/test_slow_activation.py)."""
+    workflows = getattr(worker, "_workflow_worker", None)
+    if workflows is None or not hasattr(workflows, "_deadlock_timeout_seconds"):
+        raise RuntimeError(
+            "temporalio no longer has Worker._workflow_worker._deadlock_timeout_seconds: "
+            "find the SDK's way to allow slow activations (workers/main.py)"
+        )
+    workflows._deadlock_timeout_seconds = ACTIVATION_DEADLOCK_SECONDS
 
 
 @asynccontextmanager

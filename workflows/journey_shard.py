@@ -123,6 +123,11 @@ RESHARD_PATCH = "journey-reshard"
 # Runs begun before it measured their dedupe memory's reach by the senders' clocks and
 # carried pending signals without a bound on the whole; they finish as they began.
 MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
+# A shard due to continue-as-new whose pending signals do not fit the carry delivers them
+# at once instead of gathering a full batch: each wait let as many new signals arrive as it
+# delivered, the carry kept not fitting, and the history grew past the bridge's backlog
+# limit (503s). Runs without it gathered as before.
+CONTINUE_UNGATHERED = "continue-without-gathering"
 # What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
@@ -577,7 +582,7 @@ class JourneyShardWorkflow:
                 await self._hand_off()
                 continue
             if self._pending:
-                if settings.gather_seconds:
+                if settings.gather_seconds and not self._continue_waits_for_delivery():
                     with contextlib.suppress(TimeoutError):
                         await workflow.wait_condition(
                             lambda: len(self._pending) >= settings.max_batch,
@@ -600,14 +605,21 @@ class JourneyShardWorkflow:
                     )
 
     def _time_to_continue(self) -> bool:
+        return self._grown() and self._carryable()
+
+    def _grown(self) -> bool:
         info = workflow.info()
-        grown = (
+        return (
             self._run_signals >= self._max_run_signals
             or info.get_current_history_length() >= self._settings.max_history_events
             or info.get_current_history_size() >= self._settings.max_history_bytes
             or info.is_continue_as_new_suggested()
         )
-        return grown and self._carryable()
+
+    def _continue_waits_for_delivery(self) -> bool:
+        """Whether the run is due to continue-as-new: what is pending then goes without
+        gathering a batch, so that what remains fits the carry."""
+        return self._grown() and workflow.patched(CONTINUE_UNGATHERED)
 
     def _carryable(self, keys_since_carry: int = 0) -> bool:
         """Whether pending work fits the carry beside the archive's lane: the memory is

@@ -480,6 +480,30 @@ async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
     assert stats.runs >= 3
 
 
+async def test_a_shard_due_to_continue_as_new_delivers_what_is_pending_without_gathering(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(4)]
+    # Given a shard that gathers for ten minutes or 100 signals, and is due to
+    # continue-as-new after four (its threshold is spread to at most 5)
+    async with shard(client, mocks, gather_seconds=600, max_batch=100, max_run_signals=4) as (
+        handle,
+        _,
+    ):
+        # When five signals reach it
+        await send(handle, *signals, view(4))
+        # Then they are delivered long before the gathering would end, and the run continues
+        await eventually(reaches(5, lambda: len(mocks.delivered_keys())))
+        stats = await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.runs >= 1,
+            what="the shard to continue-as-new",
+        )
+    assert stats.delivered == 5
+    assert len(mocks.deliveries) == 1
+
+
 async def test_unfinished_bookkeeping_is_finished_by_the_shard(client: Client) -> None:
     mocks = MockActivities()
     book = Bookkeeping(ledger={"order-1": ["purchase:line-1"]})
