@@ -10,7 +10,12 @@ from temporalio import activity
 from temporalio.client import Client
 
 from ct_insider.journeys.layout import LayoutChange
-from workflows.journey_shard import JourneyShardWorkflow, ShardInput, shard_workflow_id
+from workflows.journey_shard import (
+    SHARD_TASK_TIMEOUT,
+    JourneyShardWorkflow,
+    ShardInput,
+    shard_workflow_id,
+)
 
 
 class AnnounceInput(BaseModel):
@@ -32,6 +37,7 @@ async def announce(client: Client, task_queue: str, change: LayoutChange) -> Non
                 id=shard_workflow_id(task_queue, shard),
                 task_queue=task_queue,
                 start_signal="relayout",
+                task_timeout=SHARD_TASK_TIMEOUT,
                 start_signal_args=[change],
             )
             for shard in range(change.shards())

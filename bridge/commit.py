@@ -48,6 +48,7 @@ from ct_insider.journeys.signals import (
 )
 from ct_insider.logging import get_logger
 from workflows.journey_shard import (
+    SHARD_TASK_TIMEOUT,
     JourneyShardWorkflow,
     ShardInput,
     ShardSettings,
@@ -335,6 +336,7 @@ class ShardCommitter:
                 id=self.workflow_id(shard),
                 task_queue=self.task_queue,
                 start_signal="deliver",
+                task_timeout=SHARD_TASK_TIMEOUT,
                 start_signal_args=[RawValue(payload)],
                 # Answer 503 in seconds rather than hold the senders while Temporal is down.
                 rpc_timeout=RPC_TIMEOUT,

@@ -114,6 +114,13 @@ ARCHIVE_PATCH = "dedupe-archive"
 POISON_ATTEMPTS = 3
 ISOLATION_PAUSE = timedelta(seconds=1)
 DELIVER = "deliver"  # the signal that carries a window
+# A shard's workflow task timeout (Temporal's default is 10 s). On a busy machine a task that
+# replays a run of several MB, or takes in thousands of signals, ran past 10 s: the server
+# timed it out while its delivery was in flight, the shard then held that delivery's batch in
+# doubt (profile reads at Insider's 1,000 a minute), and the run stalled for minutes (bench
+# skew shape at load average 5: 3 such timeouts, 1,702 users in doubt). The cost: a worker
+# that dies in a task holds its shard this long before another worker takes it over.
+SHARD_TASK_TIMEOUT = timedelta(seconds=20)
 # Of a window that is not JSON, the dead letter keeps this much (as text).
 UNREADABLE_KEPT_BYTES = 10_000
 SIGNALS = TypeAdapter(list[JourneySignal])
@@ -601,7 +608,8 @@ class JourneyShardWorkflow:
                 completed = self._complete(carry)
                 if completed is not None:
                     workflow.continue_as_new(
-                        ShardInput(shard=params.shard, settings=settings, carried=completed)
+                        ShardInput(shard=params.shard, settings=settings, carried=completed),
+                        task_timeout=SHARD_TASK_TIMEOUT,
                     )
 
     def _time_to_continue(self) -> bool:

@@ -68,6 +68,7 @@ from ct_insider.journeys.storefront import StorefrontEvent
 from tests.conftest import eventually
 from workers.main import journey_activation_pool, journey_worker
 from workflows.journey_shard import (
+    SHARD_TASK_TIMEOUT,
     UNREADABLE_KEPT_BYTES,
     JourneyShardWorkflow,
     ShardInput,
@@ -474,10 +475,14 @@ async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
             until=lambda stats: stats.received == 15,
             what="the shard to take in all 15 signals",
         )
+        described = await handle.describe()
     # Then they are recognised and nothing is delivered twice
     assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
     assert (stats.received, stats.duplicates, stats.delivered) == (15, 3, 12)
     assert stats.runs >= 3
+    # And the runs it continued as take the shard's task timeout, whatever it started with
+    task_timeout = described.raw_description.execution_config.default_workflow_task_timeout
+    assert task_timeout.ToTimedelta() == SHARD_TASK_TIMEOUT != timedelta(seconds=10)
 
 
 async def test_a_shard_due_to_continue_as_new_delivers_what_is_pending_without_gathering(
