@@ -67,8 +67,9 @@ from bench.loadgen import LeanClient, at_times
 from bench.traffic import SHAPES, Request, Shape, events_in, population, workload
 from bridge.layout import read_layout
 from ct_insider.config import TemporalSettings
+from ct_insider.journeys.archive_lane import MAX_WRITTEN_OBJECTS
 from ct_insider.journeys.layout import MIN_LEAD_SECONDS
-from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE
+from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE, GENERATIONS
 from ct_insider.temporal import connect
 from emulators.process import ManagedProcess, ct_insider_command, free_port
 from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
@@ -113,7 +114,11 @@ def dedupe_horizon_minutes(shape: Shape) -> float:
     settings = ShardSettings()
     if settings.archive_retention_minutes:
         allowance = CLOCK_SKEW_ALLOWANCE / timedelta(minutes=1)
-        return round(max(0.0, settings.archive_retention_minutes - allowance), 1)
+        retained = settings.archive_retention_minutes - allowance
+        # ... and at most MAX_WRITTEN_OBJECTS generations are looked up per shard.
+        generation = max(1, settings.seen_capacity // GENERATIONS)
+        looked_up = MAX_WRITTEN_OBJECTS * generation / (shape.rate / SHARDS) / 60
+        return round(max(0.0, min(retained, looked_up)), 1)
     return round(SHARDS * settings.seen_capacity / shape.rate / 60, 1)
 
 

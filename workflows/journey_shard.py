@@ -135,6 +135,12 @@ MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
 # delivered, the carry kept not fitting, and the history grew past the bridge's backlog
 # limit (503s). Runs without it gathered as before.
 CONTINUE_UNGATHERED = "continue-without-gathering"
+# One delivery per workflow task: a local activity's result is only stored when its task
+# completes, and a shard with a backlog chained delivery after delivery in one task (up to
+# 80% of its timeout, while new signals waited outside it). Under load such a task timed
+# out, and every delivery in it was then in doubt (a profile read per user). Runs without
+# it chained as before.
+ONE_DELIVERY_PER_TASK = "one-delivery-per-task"
 # What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
@@ -396,6 +402,8 @@ class JourneyShardWorkflow:
         # before it that died may have sent any signal the shard had accepted by then - its
         # own signals included, since they are the ones that task held, and more.
         self._rebuilt_at = 0
+        # The history length in the task whose delivery ended last (-1: none yet).
+        self._delivered_in_task = -1
 
     def _archive_lane(
         self, settings: ShardSettings, carried: ArchiveLaneSnapshot | None
@@ -596,6 +604,7 @@ class JourneyShardWorkflow:
                             timeout=timedelta(seconds=settings.gather_seconds),
                         )
                 await self._keep_archive()
+                await self._end_task_after_a_delivery()
                 await self._deliver_batch()
             if self._time_to_continue():
                 # The carried state is built now, so that the task that continues-as-new is
@@ -774,6 +783,14 @@ class JourneyShardWorkflow:
         delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(self._failures, 9)))
         await workflow.sleep(delay)
 
+    async def _end_task_after_a_delivery(self) -> None:
+        """Ends the workflow task (a 1 ms timer) if a delivery already ended in it, so that
+        each delivery's outcome is stored before the next goes out. (The history's length
+        only changes between tasks.)"""
+        task = workflow.info().get_current_history_length()
+        if task == self._delivered_in_task and workflow.patched(ONE_DELIVERY_PER_TASK):
+            await workflow.sleep(timedelta(milliseconds=1))
+
     async def _deliver_batch(self) -> None:
         self._note_rebuild()
         # Runs begun before batches were bounded by bytes replay the batches they made.
@@ -810,6 +827,7 @@ class JourneyShardWorkflow:
                 retry_policy=DELIVERY_RETRY,
             )
         except FailureError as err:  # local activities raise the failure itself
+            self._delivered_in_task = workflow.info().get_current_history_length()
             workflow.logger.warning("journey delivery failed, retrying later: %s", err)
             self._stats.failed_deliveries += 1
             failure = _not_sent(err)
@@ -825,6 +843,7 @@ class JourneyShardWorkflow:
             self._pending = batch.signals + self._pending
             await self._back_off()
             return
+        self._delivered_in_task = workflow.info().get_current_history_length()
         self._failures = 0
         self._learn(result, batch.signals, live)
         outcome = result.outcome

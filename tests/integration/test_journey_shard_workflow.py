@@ -509,6 +509,32 @@ async def test_a_shard_due_to_continue_as_new_delivers_what_is_pending_without_g
     assert len(mocks.deliveries) == 1
 
 
+async def test_a_shard_with_a_backlog_stores_each_delivery_before_the_next(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(6)]
+    # Given a shard that delivers two signals at a time
+    async with shard(client, mocks, gather_seconds=0, max_batch=2) as (handle, _):
+        # When six reach it at once (a backlog of three deliveries)
+        await send(handle, *signals)
+        await eventually(reaches(6, lambda: len(mocks.delivered_keys())))
+        history = [event async for event in handle.fetch_history_events()]
+    # Then each workflow task that completed recorded at most one delivery: a task lost
+    # with its worker can leave only one delivery in doubt
+    deliveries_per_task: list[int] = []
+    for event in history:
+        if event.HasField("workflow_task_completed_event_attributes"):
+            deliveries_per_task.append(0)
+        elif (
+            event.HasField("marker_recorded_event_attributes")
+            and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ):
+            deliveries_per_task[-1] += 1  # (the shard's only local activity here)
+    assert sum(deliveries_per_task) == len(mocks.deliveries) == 3
+    assert max(deliveries_per_task) == 1
+
+
 async def test_unfinished_bookkeeping_is_finished_by_the_shard(client: Client) -> None:
     mocks = MockActivities()
     book = Bookkeeping(ledger={"order-1": ["purchase:line-1"]})
