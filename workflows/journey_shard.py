@@ -135,6 +135,12 @@ MEMORY_ON_OUR_CLOCK = "shard-memory-on-our-clock"
 # delivered, the carry kept not fitting, and the history grew past the bridge's backlog
 # limit (503s). Runs without it gathered as before.
 CONTINUE_UNGATHERED = "continue-without-gathering"
+# Delivery batches bounded by bytes as well as by count; runs begun before replay the
+# batches they made.
+DELIVERY_BATCH_BYTES = "delivery-batch-bytes"
+# A window that is a JSON object, not an array, is read as one signal (a run before read the
+# object's keys as its signals, and failed).
+WINDOW_NOT_AN_ARRAY = "window-not-an-array"
 # One delivery per workflow task: a local activity's result is only stored when its task
 # completes, and a shard with a backlog chained delivery after delivery in one task (up to
 # 80% of its timeout, while new signals waited outside it). Under load such a task timed
@@ -522,8 +528,8 @@ class JourneyShardWorkflow:
             reason = f"window is not JSON ({len(data)} bytes): {exc}"
             self._unreadable(_kept_text(data), [reason])
             return []
-        if not isinstance(window, list) and workflow.patched("window-not-an-array"):
-            window = [window]  # (a run before read a JSON object's keys as its signals)
+        if not isinstance(window, list) and workflow.patched(WINDOW_NOT_AN_ARRAY):
+            window = [window]
         readable = []
         for raw in window:
             try:
@@ -793,9 +799,8 @@ class JourneyShardWorkflow:
 
     async def _deliver_batch(self) -> None:
         self._note_rebuild()
-        # Runs begun before batches were bounded by bytes replay the batches they made.
         max_bytes = (
-            self._settings.max_batch_bytes if workflow.patched("delivery-batch-bytes") else 2**62
+            self._settings.max_batch_bytes if workflow.patched(DELIVERY_BATCH_BYTES) else 2**62
         )
         batch = take_batch(
             self._memory, self._pending, self._batch_limit, workflow.now(), max_bytes
