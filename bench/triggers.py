@@ -27,7 +27,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -223,7 +223,9 @@ def catalog_items(stack: Stack) -> dict[tuple[str, str], dict[str, Any]]:
     return {(item["item_id"], item["locale"]): item for item in body["items"]}
 
 
-def arrival(change: CatalogChangeSpec, items: dict[tuple[str, str], dict[str, Any]]) -> float | None:
+def arrival(
+    change: CatalogChangeSpec, items: dict[tuple[str, str], dict[str, Any]]
+) -> float | None:
     """When Insider came to hold every new value of the change (None: not yet)."""
     latest = 0.0
     for key, values in change.expected.items():
@@ -434,7 +436,9 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                     insider_catalog_429=stack.insider_stats()["statuses"].get("catalog:429", 0)
                     - refused_before,
-                    catalog_change_workflows=await catalog_workflows(client, f"{task_queue}-journeys"),
+                    catalog_change_workflows=await catalog_workflows(
+                        client, f"{task_queue}-journeys"
+                    ),
                     worker_peak_rss_mb=round(rss.peak_mb, 1),
                     cpu_seconds=cpu.spent,
                 )
@@ -536,7 +540,7 @@ def prices_report(result: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TriggerShape:
-    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
     report: Callable[[dict[str, Any]], str]
     misses: Callable[[dict[str, Any]], list[str]]
 
