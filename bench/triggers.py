@@ -12,7 +12,7 @@ to Insider's catalog; then one SKU of each product changes, half of them their p
 three markets (a drop: what Insider's price-drop starter watches), half their stock (0 -> a
 few: back in stock), each change made in commercetools and at once announced to the bridge the
 way a subscription does (one `ProductPriceChanged` per price, one `InventoryEntryQuantitySet`
-without its SKU), at a fixed rate. Latency: the change made in commercetools -> the Insider
+without its SKU), at a fixed rate. Latency: the change sent to commercetools -> the Insider
 emulator holds the new value in every market of the SKU. Target: p99 < 5 s, every value
 arrived, Insider's 60 catalog requests a minute never exceeded. Then the same number of
 changes again with no message at all, caught by the catalog delta sync alone: its latency is
@@ -74,8 +74,12 @@ class CatalogChangeSpec:
     kind: str  # "price" or "stock"
     # (item id, locale) -> {field: value} the Insider item must hold
     expected: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    changed_at: float | None = None  # unix seconds: commercetools answered the change
+    changed_at: float | None = None  # unix seconds: the change was sent to commercetools
     refused: int = 0  # non-2xx answers of the bridge for its messages
+    version: int = 0  # of the product (price) or inventory entry (stock) changed
+    prices: list[dict[str, Any]] = field(default_factory=list)  # the SKU's, for a price change
+    entry_id: str | None = None  # the SKU's inventory entry, for a stock change
+    messages: list[dict[str, Any]] = field(default_factory=list)  # of its last change
 
 
 class CommercetoolsWriter:
@@ -139,36 +143,41 @@ async def all_products(ct: CommercetoolsWriter) -> list[dict[str, Any]]:
             return products
 
 
-def plan_changes(products: list[dict[str, Any]], seed: int) -> list[CatalogChangeSpec]:
-    """One SKU of each product: even positions change price, odd ones stock."""
+def plan_changes(
+    products: list[dict[str, Any]], inventory: dict[str, dict[str, Any]], seed: int
+) -> list[CatalogChangeSpec]:
+    """One SKU of each product: odd positions change price, even ones stock."""
     rng = random.Random(seed)
     changes = []
     for n, product in enumerate(products):
-        variants = [
-            product["masterData"]["current"]["masterVariant"],
-            *product["masterData"]["current"]["variants"],
-        ]
-        variant = rng.choice(variants)
-        changes.append(
-            CatalogChangeSpec(
-                sku=variant["sku"], product_id=product["id"], kind="price" if n % 2 else "stock"
-            )
+        current = product["masterData"]["current"]
+        variant = rng.choice([current["masterVariant"], *current["variants"]])
+        change = CatalogChangeSpec(
+            sku=variant["sku"], product_id=product["id"], kind="price" if n % 2 else "stock"
         )
+        if change.kind == "price":
+            change.version, change.prices = int(product["version"]), list(variant["prices"])
+        else:
+            entry = inventory[change.sku]
+            change.entry_id, change.version = entry["id"], int(entry["version"])
+        changes.append(change)
     return changes
 
 
-async def change_price(
-    ct: CommercetoolsWriter, change: CatalogChangeSpec, cut: int
-) -> tuple[int, list[dict[str, Any]]]:
-    """Lower every market's price of the SKU by `cut` cents (published): (product version,
-    the changed prices)."""
-    product = await ct.call("GET", f"products/{change.product_id}")
+def _variant(product: dict[str, Any], sku: str) -> dict[str, Any]:
     current = product["masterData"]["current"]
-    variant = next(
-        v for v in [current["masterVariant"], *current["variants"]] if v["sku"] == change.sku
+    variant: dict[str, Any] = next(
+        v for v in [current["masterVariant"], *current["variants"]] if v["sku"] == sku
     )
+    return variant
+
+
+async def change_price(ct: CommercetoolsWriter, change: CatalogChangeSpec, cut: int) -> None:
+    """Lower every market's price of the SKU by `cut` cents (published); the messages
+    commercetools would send go to `change.messages`."""
     actions = []
-    for price in variant["prices"]:
+    change.expected = {}
+    for price in change.prices:
         currency = price["value"]["currencyCode"]
         cents = price["value"]["centAmount"] - cut
         actions.append(
@@ -184,38 +193,51 @@ async def change_price(
         )
         change.expected[(change.sku, MARKETS[currency][1])] = {"price": {currency: cents / 100}}
     changed = await ct.call(
-        "POST", f"products/{change.product_id}", {"version": product["version"], "actions": actions}
+        "POST", f"products/{change.product_id}", {"version": change.version, "actions": actions}
     )
-    variant = next(
-        v
-        for v in [
-            changed["masterData"]["current"]["masterVariant"],
-            *changed["masterData"]["current"]["variants"],
-        ]
-        if v["sku"] == change.sku
-    )
-    return int(changed["version"]), list(variant["prices"])
+    change.version = int(changed["version"])
+    change.prices = list(_variant(changed, change.sku)["prices"])
+    # commercetools sends one message per changed price.
+    change.messages = [
+        ct_message(
+            "product",
+            change.product_id,
+            "ProductPriceChanged",
+            change.version,
+            newPrice=price,
+            staged=False,
+        )
+        for price in change.prices
+    ]
 
 
-async def change_stock(
-    ct: CommercetoolsWriter, change: CatalogChangeSpec, entry: dict[str, Any], quantity: int
-) -> dict[str, Any]:
+async def change_stock(ct: CommercetoolsWriter, change: CatalogChangeSpec, quantity: int) -> None:
     """Set the SKU's stock (its inventory entry, no supply channel: every market)."""
-    current = await ct.call("GET", f"inventory/{entry['id']}")
+    assert change.entry_id is not None
     changed: dict[str, Any] = await ct.call(
         "POST",
-        f"inventory/{entry['id']}",
+        f"inventory/{change.entry_id}",
         {
-            "version": current["version"],
+            "version": change.version,
             "actions": [{"action": "changeQuantity", "quantity": quantity}],
         },
     )
-    for _, locale in MARKETS.values():
-        change.expected[(change.sku, locale)] = {
-            "stock_count": quantity,
-            "in_stock": 1 if quantity > 0 else 0,
-        }
-    return changed
+    change.version = int(changed["version"])
+    change.expected = {
+        (change.sku, locale): {"stock_count": quantity, "in_stock": 1 if quantity > 0 else 0}
+        for _, locale in MARKETS.values()
+    }
+    # InventoryEntryQuantitySet names no SKU unless asked to: the bridge reads the entry.
+    change.messages = [
+        ct_message(
+            "inventory-entry",
+            change.entry_id,
+            "InventoryEntryQuantitySet",
+            change.version,
+            newQuantityOnStock=quantity,
+            newAvailableQuantity=quantity,
+        )
+    ]
 
 
 def catalog_items(stack: Stack) -> dict[tuple[str, str], dict[str, Any]]:
@@ -281,7 +303,7 @@ def latency_figures(changes: list[CatalogChangeSpec], arrived: dict[str, float])
 
 
 async def seed_catalog(stack: Stack, products: int) -> None:
-    """N products, and an inventory entry holding 0 for one SKU in two (back in stock later)."""
+    """N products, and an inventory entry holding 0 for each SKU (back in stock later)."""
     skus = await asyncio.to_thread(stack.seeder().catalog, products)
     entries = [{"sku": sku, "quantityOnStock": 0} for sku in skus]
     await asyncio.to_thread(stack.seeder().bulk, "inventory-entry", entries)
@@ -297,12 +319,7 @@ async def inventory_by_sku(ct: CommercetoolsWriter) -> dict[str, dict[str, Any]]
 
 
 async def through_bridge(
-    stack: Stack,
-    ct: CommercetoolsWriter,
-    changes: list[CatalogChangeSpec],
-    inventory: dict[str, dict[str, Any]],
-    bridge_url: str,
-    rate: float,
+    ct: CommercetoolsWriter, changes: list[CatalogChangeSpec], bridge_url: str, rate: float
 ) -> float:
     """Make each change in commercetools and post its messages to the bridge, `rate` changes a
     second; returns the seconds taken."""
@@ -319,42 +336,13 @@ async def through_bridge(
 
     async def send(index: int) -> None:
         change = changes[index]
+        # Before the change is made: a refresh already under way may read it at once.
+        change.changed_at = time.time()
         if change.kind == "price":
-            version, prices = await change_price(ct, change, cut=50)
-            change.changed_at = time.time()
-            # commercetools sends one message per changed price.
-            await asyncio.gather(
-                *(
-                    post(
-                        change,
-                        ct_message(
-                            "product",
-                            change.product_id,
-                            "ProductPriceChanged",
-                            version,
-                            newPrice=price,
-                            staged=False,
-                        ),
-                    )
-                    for price in prices
-                )
-            )
+            await change_price(ct, change, cut=50)
         else:
-            entry = await change_stock(ct, change, inventory[change.sku], quantity=5)
-            change.changed_at = time.time()
-            await post(
-                change,
-                ct_message(
-                    "inventory-entry",
-                    entry["id"],
-                    "InventoryEntryQuantitySet",
-                    int(entry["version"]),
-                    oldQuantityOnStock=0,
-                    newQuantityOnStock=5,
-                    oldAvailableQuantity=0,
-                    newAvailableQuantity=5,
-                ),
-            )
+            await change_stock(ct, change, quantity=5)  # back in stock
+        await asyncio.gather(*(post(change, message) for message in change.messages))
 
     try:
         return await at_times([n / rate for n in range(len(changes))], send)
@@ -363,21 +351,17 @@ async def through_bridge(
 
 
 async def through_delta(
-    ct: CommercetoolsWriter,
-    changes: list[CatalogChangeSpec],
-    inventory: dict[str, dict[str, Any]],
-    rate: float,
+    ct: CommercetoolsWriter, changes: list[CatalogChangeSpec], rate: float
 ) -> float:
-    """The same changes (a second price drop, stock 5 -> 0), with no message to anyone."""
+    """The same SKUs changed again (a second price drop, stock 5 -> 0), no message sent."""
 
     async def send(index: int) -> None:
         change = changes[index]
-        change.expected = {}
+        change.changed_at = time.time()
         if change.kind == "price":
             await change_price(ct, change, cut=25)
         else:
-            await change_stock(ct, change, inventory[change.sku], quantity=0)
-        change.changed_at = time.time()
+            await change_stock(ct, change, quantity=0)
 
     return await at_times([n / rate for n in range(len(changes))], send)
 
@@ -411,8 +395,7 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 ).result()
                 print(f"full catalog sync in {time.monotonic() - started:.1f} s", flush=True)
-                changes = plan_changes(await all_products(ct), seed=17)
-                inventory = await inventory_by_sku(ct)
+                changes = plan_changes(await all_products(ct), await inventory_by_sku(ct), seed=17)
                 processes = {**stack.servers, "worker": worker, "bridge": bridge}
 
                 # Round 1: through the bridge's messages.
@@ -420,7 +403,7 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
                 refused_before = stack.insider_stats()["statuses"].get("catalog:429", 0)
                 with PeakRss(worker.process.pid) as rss, CpuSeconds(processes) as cpu:
                     posting = await through_bridge(
-                        stack, ct, changes, inventory, f"http://127.0.0.1:{bridge_port}", args.rate
+                        ct, changes, f"http://127.0.0.1:{bridge_port}", args.rate
                     )
                     arrived = await await_arrivals(stack, changes, within=args.wait)
                 bridge_figures = latency_figures(changes, arrived)
@@ -452,7 +435,7 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 handle = await start_delta(client, task_queue, delta)
                 requests_before = catalog_requests(stack)
-                posting = await through_delta(ct, changes, inventory, args.rate)
+                posting = await through_delta(ct, changes, args.rate)
                 arrived = await await_arrivals(
                     stack,
                     changes,

@@ -1,5 +1,6 @@
 """Hand signals to Temporal: journey signals through the shards' group commit, catalog
-changes to a workflow per product (rare, so one signal-with-start each)."""
+changes to the few catalog-change workflows (one signal-with-start per workflow named in a
+delivery: workflows/catalog_changes.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class Dispatcher:
         await self._client.start_workflow(
             CatalogChangeWorkflow.run,
             CatalogChangeInput(key=key),
-            id=catalog_change_workflow_id(key),
+            id=catalog_change_workflow_id(self._task_queue, key),
             task_queue=self._task_queue,
             start_signal="changed",
             start_signal_args=[changes],

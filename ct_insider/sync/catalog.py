@@ -8,6 +8,7 @@ hidden, since Insider has no delete.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,6 +40,8 @@ from ct_insider.sync.taxonomy import TaxonomyResolver
 log = get_logger(__name__)
 
 CatalogMode = Literal["full", "changes"]
+# Fingerprint writes (commercetools custom objects) in flight at once per batch.
+FINGERPRINT_WRITES_IN_FLIGHT = 8
 
 
 def projection_of(product: dict[str, Any]) -> dict[str, Any]:
@@ -333,5 +336,17 @@ class CatalogSender:
                 ProductPrints(dict(stored[product_id].prints), stored[product_id].version),
             )
             record.prints[key] = pair
-        for product_id, record in changed.items():
-            await self._fingerprints.save(product_id, record)
+        # Concurrently, a few at a time: one write per product, and a realtime refresh
+        # batches hundreds of products (one after the other they took seconds).
+        slots = asyncio.Semaphore(FINGERPRINT_WRITES_IN_FLIGHT)
+
+        async def save(product_id: str, record: ProductPrints) -> None:
+            async with slots:
+                await self._fingerprints.save(product_id, record)
+
+        outcomes = await asyncio.gather(
+            *(save(p, r) for p, r in changed.items()), return_exceptions=True
+        )
+        for outcome in outcomes:  # every write ended: the first failure goes up
+            if isinstance(outcome, BaseException):
+                raise outcome
