@@ -87,7 +87,7 @@ class CommercetoolsWriter:
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
-        self._http = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32))
+        self._http = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256))
         self._token: str | None = None
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -326,7 +326,7 @@ async def through_bridge(
     http = httpx.AsyncClient(
         timeout=60,
         headers={"Authorization": f"Bearer {TOKEN}"},
-        limits=httpx.Limits(max_connections=32),
+        limits=httpx.Limits(max_connections=256),
     )
 
     async def post(change: CatalogChangeSpec, body: dict[str, Any]) -> None:
