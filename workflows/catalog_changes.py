@@ -53,15 +53,23 @@ class CatalogChange(BaseModel):
     dedupe_key: str
     product_id: str | None = None
     category_id: str | None = None
+    # Stock and standalone prices name a SKU: the refresh finds the products holding it, one
+    # query for a whole batch (the bridge used to query once per message).
+    sku: str | None = None
 
     def workflow_key(self) -> str:
-        if self.product_id:
-            return f"products-{zlib.crc32(self.product_id.encode()) % CATALOG_CHANGE_SHARDS}"
-        return "categories"
+        if self.category_id and not (self.product_id or self.sku):
+            return "categories"
+        product = self.product_id or self.sku or ""
+        return f"products-{zlib.crc32(product.encode()) % CATALOG_CHANGE_SHARDS}"
 
     def subject(self) -> str:
         """What a refresh brings up to date: changes with one subject are one refresh."""
-        return f"product:{self.product_id}" if self.product_id else f"category:{self.category_id}"
+        if self.product_id:
+            return f"product:{self.product_id}"
+        if self.sku:
+            return f"sku:{self.sku}"
+        return f"category:{self.category_id}"
 
 
 class CatalogChangeInput(BaseModel):
@@ -126,6 +134,7 @@ class CatalogChangeWorkflow:
             refresh = CatalogRefresh(
                 product_ids=sorted({c.product_id for c in batch if c.product_id}),
                 category_ids=sorted({c.category_id for c in batch if c.category_id}),
+                skus=sorted({c.sku for c in batch if c.sku}),
             )
             stats = await workflow.execute_activity_method(
                 CatalogActivities.refresh_catalog,

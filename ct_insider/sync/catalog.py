@@ -9,6 +9,7 @@ hidden, since Insider has no delete.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -59,6 +60,11 @@ def projection_of(product: dict[str, Any]) -> dict[str, Any]:
         "createdAt": product.get("createdAt"),
         "lastModifiedAt": product.get("lastModifiedAt"),
     }
+
+
+def _variants(product: dict[str, Any]) -> list[dict[str, Any]]:
+    current = projection_of(product)
+    return [current.get("masterVariant") or {}, *(current.get("variants") or [])]
 
 
 @dataclass
@@ -275,9 +281,17 @@ class CatalogSender:
         found = await self._ct.find_in("products", product_ids, lambda q: f"id in ({q})")
         return found, sorted(set(product_ids) - {str(p["id"]) for p in found})
 
-    async def refresh(self, product_ids: list[str]) -> SyncStats:
-        """Bring these products up to date; a product that no longer exists is hidden."""
-        found, missing = await self._existing(product_ids)
+    async def refresh(self, product_ids: list[str], *, skus: Sequence[str] = ()) -> SyncStats:
+        """Bring these products, and those holding `skus`, up to date; a product that no
+        longer exists is hidden."""
+        found, missing = await self._existing(product_ids) if product_ids else ([], [])
+        if skus:
+            holding = await products_with_skus(self._ct, list(skus))
+            known = {str(p["id"]) for p in found}
+            found += [p for p in holding if str(p["id"]) not in known]
+            held = {str(v.get("sku")) for p in holding for v in _variants(p)}
+            if unknown := sorted(set(skus) - held):
+                log.info("no product holds these SKUs: nothing to refresh", skus=unknown[:20])
         stats = await self.send_products(found, mode="changes") if found else SyncStats()
         if missing:
             stats.add(await self._hide_deleted(missing))
