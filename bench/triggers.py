@@ -12,7 +12,7 @@ to Insider's catalog; then one SKU of each product changes, half of them their p
 three markets (a drop: what Insider's price-drop starter watches), half their stock (0 -> a
 few: back in stock), each change made in commercetools and at once announced to the bridge the
 way a subscription does (one `ProductPriceChanged` per price, one `InventoryEntryQuantitySet`
-without its SKU), at a fixed rate. Latency: the change sent to commercetools -> the Insider
+without its SKU), at a fixed rate. Latency: commercetools answered the change -> the Insider
 emulator holds the new value in every market of the SKU. Target: p99 < 5 s, every value
 arrived, Insider's 60 catalog requests a minute never exceeded. Then the same number of
 changes again with no message at all, caught by the catalog delta sync alone: its latency is
@@ -74,7 +74,7 @@ class CatalogChangeSpec:
     kind: str  # "price" or "stock"
     # (item id, locale) -> {field: value} the Insider item must hold
     expected: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    changed_at: float | None = None  # unix seconds: the change was sent to commercetools
+    changed_at: float | None = None  # unix seconds: commercetools answered the change
     refused: int = 0  # non-2xx answers of the bridge for its messages
     version: int = 0  # of the product (price) or inventory entry (stock) changed
     prices: list[dict[str, Any]] = field(default_factory=list)  # the SKU's, for a price change
@@ -292,6 +292,18 @@ def latency_figures(changes: list[CatalogChangeSpec], arrived: dict[str, float])
     }
     for name, share in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
         figures[f"latency_{name}"] = round(percentile(latency, share), 2) if latency else None
+    # By tenth of the changes (in the order made): a latency growing along the run is a
+    # throughput the path lacks, a flat one its delay.
+    ordered = sorted(
+        (c.changed_at, arrived[c.sku] - c.changed_at)
+        for c in changes
+        if c.sku in arrived and c.changed_at is not None
+    )
+    tenth = max(1, len(ordered) // 10)
+    figures["latency_p99_by_tenth"] = [
+        round(percentile([x for _, x in ordered[start : start + tenth]], 0.99), 2)
+        for start in range(0, len(ordered), tenth)
+    ]
     for kind in ("price", "stock"):
         own = [
             arrived[c.sku] - c.changed_at
@@ -340,12 +352,13 @@ async def through_bridge(
 
     async def send(index: int) -> None:
         change = changes[index]
-        # Before the change is made: a refresh already under way may read it at once.
-        change.changed_at = time.time()
         if change.kind == "price":
             await change_price(ct, change, cut=50)
         else:
             await change_stock(ct, change, quantity=5)  # back in stock
+        # From commercetools' answer (the emulator, loaded, queues the bench's own writes: that
+        # wait is not the connector's); a refresh under way may read it a few ms before.
+        change.changed_at = time.time()
         await asyncio.gather(*(post(change, message) for message in change.messages))
 
     try:
@@ -361,11 +374,11 @@ async def through_delta(
 
     async def send(index: int) -> None:
         change = changes[index]
-        change.changed_at = time.time()
         if change.kind == "price":
             await change_price(ct, change, cut=25)
         else:
             await change_stock(ct, change, quantity=0)
+        change.changed_at = time.time()
 
     return await at_times([n / rate for n in range(len(changes))], send)
 
@@ -439,6 +452,14 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 print(f"through the bridge: {bridge_figures}", flush=True)
 
+                if args.no_delta:
+                    return {
+                        "products": products,
+                        "skus_changed": len(changes),
+                        "rate": args.rate,
+                        "bridge": bridge_figures,
+                        "delta": None,
+                    }
                 # Round 2: the catalog delta sync alone (no message reaches the bridge).
                 delta = DeltaSyncInput(
                     entity="catalog",
@@ -473,16 +494,33 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def catalog_workflows(client: Any, journey_queue: str) -> dict[str, int]:
-    """Catalog-change workflow runs on the journey queue, and their history events."""
+async def catalog_workflows(client: Any, journey_queue: str) -> dict[str, Any]:
+    """Catalog-change workflow runs on the journey queue, their history events, and what
+    their refreshes took (activity started -> completed, seconds)."""
     runs = history = 0
+    refreshes: list[float] = []
     async for execution in client.list_workflows(
         f"TaskQueue = '{journey_queue}' AND CtRunKind = 'catalog-change'"
     ):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        history += (await handle.describe()).history_length
+        started: dict[int, float] = {}
+        async for event in handle.fetch_history_events():
+            history += 1
+            when = event.event_time.ToDatetime().timestamp()
+            if event.HasField("activity_task_started_event_attributes"):
+                started[event.event_id] = when
+            elif event.HasField("activity_task_completed_event_attributes"):
+                attributes = event.activity_task_completed_event_attributes
+                if attributes.started_event_id in started:
+                    refreshes.append(when - started[attributes.started_event_id])
         runs += 1
-    return {"runs": runs, "history_events": history}
+    return {
+        "runs": runs,
+        "history_events": history,
+        "refreshes": len(refreshes),
+        "refresh_seconds_p50": round(percentile(refreshes, 0.5), 2) if refreshes else None,
+        "refresh_seconds_max": round(max(refreshes), 2) if refreshes else None,
+    }
 
 
 def prices_misses(result: dict[str, Any]) -> list[str]:
@@ -496,7 +534,7 @@ def prices_misses(result: dict[str, Any]) -> list[str]:
         misses.append(f"{bridge['messages_refused']} messages refused by the bridge")
     if bridge["insider_catalog_429"]:
         misses.append(f"{bridge['insider_catalog_429']} catalog requests refused 429 by Insider")
-    if result["delta"]["missing"]:
+    if result["delta"] and result["delta"]["missing"]:
         misses.append(f"{result['delta']['missing']} changes never reached Insider by the delta")
     return misses
 
@@ -504,19 +542,30 @@ def prices_misses(result: dict[str, Any]) -> list[str]:
 def prices_report(result: dict[str, Any]) -> str:
     bridge, delta = result["bridge"], result["delta"]
     workflows = bridge["catalog_change_workflows"]
+    delta_line = (
+        f"  catalog delta alone     {delta['arrived']:,} of {delta['changes']:,} arrived; "
+        f"p50 / p99 / max {delta['latency_p50']} / {delta['latency_p99']} / "
+        f"{delta['latency_max']} s (bound: interval {delta['interval_seconds']} s + safety "
+        f"margin {delta['safety_margin_seconds']} s + the window's run), "
+        f"{delta['insider_catalog_requests']} catalog requests"
+        if delta
+        else "  catalog delta alone     not run (--no-delta)"
+    )
     return "\n".join(
         [
             f"  through the bridge      {bridge['arrived']:,} of {bridge['changes']:,} arrived; "
             f"p50 / p95 / p99 / max {bridge['latency_p50']} / {bridge['latency_p95']} / "
             f"{bridge['latency_p99']} / {bridge['latency_max']} s "
             f"(target p99 < {PRICE_TARGET_P99}); p99 price {bridge['latency_p99_price']}, "
-            f"stock {bridge['latency_p99_stock']} s",
+            f"stock {bridge['latency_p99_stock']} s; p99 by tenth {bridge['latency_p99_by_tenth']}",
             f"  Insider catalog         {bridge['insider_catalog_requests']} requests "
             f"({bridge['insider_catalog_requests_per_minute']}/min while arriving; limit "
             f"{CATALOG_REQUESTS_PER_MINUTE}/min), {bridge['insider_catalog_429']} refused 429",
             f"  Temporal                {workflows['runs']} catalog-change runs, "
             f"{workflows['history_events']} history events "
-            f"({workflows['history_events'] / max(1, bridge['changes']):.1f} per change)",
+            f"({workflows['history_events'] / max(1, bridge['changes']):.1f} per change); "
+            f"{workflows['refreshes']} refreshes of p50 {workflows['refresh_seconds_p50']} / max "
+            f"{workflows['refresh_seconds_max']} s",
             f"  posting                 {bridge['posting_seconds']} s at {result['rate']}/s, "
             f"{bridge['messages_refused']} of {bridge['messages_posted']} messages refused, "
             f"bridge answered in p50 {bridge['bridge_answer_p50']} / p99 "
@@ -524,11 +573,7 @@ def prices_report(result: dict[str, Any]) -> str:
             f"stock {bridge['bridge_answer_p99_stock']} s); worker peak RSS "
             f"{bridge['worker_peak_rss_mb']} MB",
             f"  CPU seconds             {bridge['cpu_seconds']}",
-            f"  catalog delta alone     {delta['arrived']:,} of {delta['changes']:,} arrived; "
-            f"p50 / p99 / max {delta['latency_p50']} / {delta['latency_p99']} / "
-            f"{delta['latency_max']} s (bound: interval {delta['interval_seconds']} s + safety "
-            f"margin {delta['safety_margin_seconds']} s + the window's run), "
-            f"{delta['insider_catalog_requests']} catalog requests",
+            delta_line,
         ]
     )
 
@@ -561,6 +606,9 @@ def main() -> int:
         type=float,
         default=DeltaSyncInput.model_fields["interval_seconds"].default,
         help="prices: the catalog delta sync's interval (default: its default)",
+    )
+    parser.add_argument(
+        "--no-delta", action="store_true", help="prices: skip the catalog delta round"
     )
     parser.add_argument(
         "--temporal-address",

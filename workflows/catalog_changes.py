@@ -74,7 +74,9 @@ class CatalogChange(BaseModel):
 
 class CatalogChangeInput(BaseModel):
     key: str
-    coalesce_seconds: float = Field(default=1.0, ge=0)
+    # The first change after a quiet spell waits this long for the rest of its burst; under
+    # load, changes pile up while a refresh runs anyway.
+    coalesce_seconds: float = Field(default=0.5, ge=0)
     idle_seconds: float = Field(default=60.0, gt=0)
     max_refreshes_per_run: int = Field(default=200, ge=1)
     max_products_per_refresh: int = Field(default=MAX_PRODUCTS_PER_REFRESH, ge=1)
