@@ -7,9 +7,9 @@ rules keep history out of live journeys (docs/operations.md, "Backfills and live
 1. The live window (`orders.live_window_hours` of the mapping rules, 72 h by default): an
    order whose newest event is older than that is historical on every path: the backfill
    (which sends everything with skip_hook anyway), the delta sync (e.g. resumed from an old
-   watermark, or a years-old order changed today), a re-drive of a dead letter. Historical
-   orders go out in requests of their own with skip_hook. The realtime bridge delivers orders
-   as commercetools creates them: nothing there is that old.
+   watermark, or a years-old order changed today), a re-drive of a dead letter, and the journey
+   shards (an `OrderImported` message of a migration reaching the bridge). Historical orders
+   go out in requests of their own with skip_hook.
 2. The history mode of a backfill (`ct-insider backfill orders --history attributes`):
    historical orders send their profile only (identifiers and the attributes the order
    carries, e.g. a guest's email), no event at all: for accounts where even skip_hook is not

@@ -11,7 +11,8 @@ from temporalio.client import Client
 
 from ct_insider.mapping.config import MappingConfig
 from starters.backfill import start_backfill
-from tests.conftest import Emulators, running_delta, running_worker, status_when
+from tests.bridge_helpers import message, serving_bridge
+from tests.conftest import Emulators, eventually, running_delta, running_worker, status_when
 from workflows.backfill import BackfillInput
 
 pytestmark = pytest.mark.integration
@@ -133,3 +134,28 @@ async def test_a_backfill_with_history_as_attributes_sends_old_orders_as_profile
     # ledger), still without starting journeys, and the recent one is not sent twice
     assert hooks_by_order(emu) == {old: {True}, old_guest: {True}, new: {True}}
     assert len(emu.insider_events("purchase")) == 3
+
+
+async def test_an_imported_years_old_order_reaching_the_bridge_starts_no_journey(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    # Given a migration importing a customer's order from 3 years ago, and an order from
+    # an hour ago, both announced to the bridge (OrderImported carries the order)
+    old, _, new = given_orders(emu)
+    orders = {o["orderNumber"]: o for o in emu.ct("GET", "orders?limit=10")["results"]}
+    async with (
+        running_worker(client, task_queue, emu, mapping=MAPPING),
+        serving_bridge(client, f"{task_queue}-journeys", emu) as bridge,
+    ):
+        for number in (old, new):
+            order = orders[number]
+            answer = await bridge.post(
+                "/webhooks/commercetools",
+                message("order", order["id"], "OrderImported", order=order),
+            )
+            assert answer.status_code == 202, answer.text
+        # When the journey shards deliver them
+        await eventually(lambda: len(hooks_by_order(emu)) == 2, 60, what="both orders in Insider")
+    # Then the old order went out without starting journeys, the recent one live
+    assert hooks_by_order(emu) == {old: {True}, new: {False}}
