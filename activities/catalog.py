@@ -17,6 +17,7 @@ from ct_insider.sync.reports import SyncStats
 class CatalogRefresh(BaseModel):
     product_ids: list[str] = Field(default_factory=list)
     category_ids: list[str] = Field(default_factory=list)
+    skus: list[str] = Field(default_factory=list)  # refresh the products holding them
 
 
 class CatalogActivities(ConnectorActivities):
@@ -26,8 +27,8 @@ class CatalogActivities(ConnectorActivities):
         Refused items are dead-lettered (a retry adds an attempt to the same letters)."""
         try:
             stats = SyncStats()
-            if params.product_ids:
-                stats.add(await self._catalog.refresh(params.product_ids))
+            if params.product_ids or params.skus:
+                stats.add(await self._catalog.refresh(params.product_ids, skus=params.skus))
             if params.category_ids:
                 stats.add(
                     await self._catalog.send_for_categories(

@@ -22,6 +22,7 @@ from ct_insider.resources import REGISTRY, Sender, synced
 from ct_insider.resources import Resource as Resource  # re-exported: workflows import it here
 from ct_insider.sync.catalog import CatalogMode
 from ct_insider.sync.customers import send_customer_batch
+from ct_insider.sync.history import HistoryMode
 from ct_insider.sync.pipeline import BatchSender, VersionMemory, sync_window
 from ct_insider.sync.rejected import dead_lettering, legacy_path_of_lane
 from ct_insider.sync.reports import SyncStats
@@ -52,6 +53,8 @@ class SyncChunkInput(BaseModel):
     after_id: str | None = None
     batch_size: int = 1_000
     skip_hook: bool = True
+    # Orders older than the live window: their events (with skip_hook) or their profile only.
+    history: HistoryMode = "events"
     # Catalog: "full" sends every item again; "changes" only what differs from Insider.
     catalog_mode: CatalogMode = "changes"
     budget_seconds: float = 10.0
@@ -120,11 +123,17 @@ class SyncActivities(ConnectorActivities):
                 )
             case Sender.ORDERS:
                 return partial(
-                    self._orders.send_batch, lane=params.lane, skip_hook=params.skip_hook
+                    self._orders.send_batch,
+                    lane=params.lane,
+                    skip_hook=params.skip_hook,
+                    history=params.history,
                 )
             case Sender.ORDERS_OF_PAYMENTS:
                 return partial(
-                    self._orders.send_for_payments, lane=params.lane, skip_hook=params.skip_hook
+                    self._orders.send_for_payments,
+                    lane=params.lane,
+                    skip_hook=params.skip_hook,
+                    history=params.history,
                 )
             case Sender.PRODUCTS:
                 return partial(self._catalog.send_products, mode=params.catalog_mode)

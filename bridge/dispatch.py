@@ -1,5 +1,6 @@
 """Hand signals to Temporal: journey signals through the shards' group commit, catalog
-changes to a workflow per product (rare, so one signal-with-start each)."""
+changes to the few catalog-change workflows (one signal-with-start per workflow named in a
+delivery: workflows/catalog_changes.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from bridge.catalog_commit import CatalogCommitter
 from bridge.commit import ShardCommitter, ShardPart, TemporalUnavailable
 from workflows.catalog_changes import (
     CatalogChange,
@@ -24,11 +26,22 @@ RPC_TIMEOUT = timedelta(seconds=5)
 __all__ = ["Dispatcher", "TemporalUnavailable"]
 
 
+# How long catalog changes of concurrent deliveries are gathered into one signal.
+CATALOG_WINDOW_SECONDS = 0.1
+
+
 class Dispatcher:
-    def __init__(self, client: Client, task_queue: str, journeys: ShardCommitter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str,
+        journeys: ShardCommitter,
+        catalog_window_seconds: float = CATALOG_WINDOW_SECONDS,
+    ) -> None:
         self._client = client
         self._task_queue = task_queue
         self.journeys = journeys
+        self.catalog = CatalogCommitter(self._catalog_change, catalog_window_seconds)
 
     async def dispatch(self, signals: Sequence[ShardPart | CatalogChange]) -> int:
         """Return once Temporal stored them all (journey signals as the bridge admitted
@@ -43,7 +56,7 @@ class Dispatcher:
         try:
             shards, *_ = await asyncio.gather(
                 self.journeys.commit_parts(journey_parts) if journey_parts else _none(),
-                *(self._catalog_change(key, batch) for key, batch in by_product.items()),
+                *(self.catalog.commit(key, batch) for key, batch in by_product.items()),
             )
         except (RPCError, RuntimeError) as exc:
             raise TemporalUnavailable(str(exc)) from exc
@@ -53,7 +66,7 @@ class Dispatcher:
         await self._client.start_workflow(
             CatalogChangeWorkflow.run,
             CatalogChangeInput(key=key),
-            id=catalog_change_workflow_id(key),
+            id=catalog_change_workflow_id(self._task_queue, key),
             task_queue=self._task_queue,
             start_signal="changed",
             start_signal_args=[changes],

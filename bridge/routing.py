@@ -12,7 +12,7 @@ from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.commercetools.models import CtModel
 from ct_insider.commercetools.notifications import consumes
-from ct_insider.commercetools.queries import orders_holding_payments, products_with_skus
+from ct_insider.commercetools.queries import orders_holding_payments
 from ct_insider.journeys.envelopes import Notification
 from ct_insider.journeys.intake import DELETION_TYPES
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, Market
@@ -173,7 +173,7 @@ class NotificationRouter:
             return [CatalogChange(dedupe_key=key, product_id=notification.resource_id)]
         if notification.resource_type == "category":
             return [CatalogChange(dedupe_key=key, category_id=notification.resource_id)]
-        # Stock and standalone prices name a SKU: refresh the product that has it.
+        # Stock and standalone prices name a SKU: the products holding it are refreshed.
         sku = notification.payload.get("sku")
         if not sku:
             path = (
@@ -191,12 +191,8 @@ class NotificationRouter:
             sku = resource.get("sku")
         if not sku:
             raise Ignored(f"{notification.type}: no SKU to find the product by")
-        products = await self._read(
-            notification, "products", products_with_skus(self._ct, [str(sku)])
-        )
-        if not products:
-            raise Ignored(f"{notification.type}: no product has SKU {sku}")
-        return [CatalogChange(dedupe_key=key, product_id=str(p["id"])) for p in products]
+        # The catalog-change workflow finds the products holding it, for a whole batch.
+        return [CatalogChange(dedupe_key=key, sku=str(sku))]
 
     def _customer(self, notification: Notification) -> JourneySignal:
         payload = notification.payload

@@ -276,6 +276,32 @@ class BridgeSettings(BaseSettings):
         return value
 
 
+class TimerCapSettings(BaseSettings):
+    """Caps on open timer workflows per kind (ct_insider/timers/cap.py): at its cap a kind
+    starts no new timer workflow, says so in a warning log line and counts each refusal in
+    `ct_insider_timer_starts_refused`."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="TIMERS_")
+
+    max_cart: int = Field(
+        default=250_000,
+        ge=1,
+        description="open cart-recovery timer workflows at most (one per cart with items)",
+    )
+    max_replenishment: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="open replenishment timer workflows at most (one per customer)",
+    )
+    count_cache_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="how long a count of open timer workflows (a Temporal visibility count) "
+        "is reused before it is asked again; starts in between cost no extra call",
+    )
+
+
 SubscriptionDestination = Literal[
     "GoogleCloudPubSub",
     "SQS",

@@ -387,3 +387,41 @@ OPEN_TIMERS = _meter.create_observable_gauge(
     unit="1",
     description="in-process timers waiting to fire: bridge commit windows, upsert lingers",
 )
+
+
+# -- timer workflows (cart recovery, replenishment: ct_insider/timers/) ------------------------
+
+TIMER_STARTS_REFUSED = _meter.create_counter(
+    "ct_insider_timer_starts_refused",
+    unit="1",
+    description="timer workflows not started because their kind was at its cap",
+)
+
+
+class TimerWorkflowSource(Protocol):
+    def open_timer_workflows(self) -> Mapping[str, int]:
+        """Open timer workflows by kind, as last counted."""
+        ...
+
+
+_timer_workflow_sources: weakref.WeakSet[TimerWorkflowSource] = weakref.WeakSet()
+
+
+def track_timer_workflows(source: TimerWorkflowSource) -> None:
+    _timer_workflow_sources.add(source)
+
+
+def _observe_timer_workflows(_options: CallbackOptions) -> Iterable[Observation]:
+    seen: dict[str, int] = {}
+    for source in list(_timer_workflow_sources):
+        for kind, count in source.open_timer_workflows().items():
+            seen[kind] = max(seen.get(kind, 0), count)  # every cap counts the same namespace
+    return [Observation(count, {"kind": kind}) for kind, count in sorted(seen.items())]
+
+
+TIMER_WORKFLOWS_OPEN = _meter.create_observable_gauge(
+    "ct_insider_timer_workflows_open",
+    callbacks=[_observe_timer_workflows],
+    unit="1",
+    description="open timer workflows by kind, as the cap last counted them",
+)

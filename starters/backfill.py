@@ -22,6 +22,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from ct_insider.resources import BACKFILL_CHOICES
+from ct_insider.sync.history import HISTORY_MODES
 from ct_insider.sync.window import Window
 from starters.output import (
     EXIT_CODES_HELP,
@@ -198,6 +199,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     backfill.add_argument("--since", type=timestamp, help="lastModifiedAt lower bound (inclusive)")
     backfill.add_argument("--until", type=timestamp, help="lastModifiedAt upper bound (exclusive)")
     backfill.add_argument("--batch-size", type=int, default=1_000)
+    backfill.add_argument(
+        "--history",
+        choices=HISTORY_MODES,
+        default="events",
+        help="orders older than the live window (orders.live_window_hours): their events, "
+        "sent without starting journeys (default), or their profile attributes only",
+    )
     backfill.add_argument("--wait", action="store_true", help="follow progress until it finishes")
     add_json_flag(backfill)
     backfill.set_defaults(handler=run_backfill)
@@ -215,6 +223,7 @@ async def run_backfill(args: argparse.Namespace) -> int:
             window=Window(since=getattr(args, "since", None), until=getattr(args, "until", None)),
             batch_size=getattr(args, "batch_size", 1_000),
             catalog_mode="full" if getattr(args, "full", True) else "changes",
+            history=getattr(args, "history", "events"),
         )
     except ValueError as exc:
         raise UsageError(f"invalid backfill: {exc}") from None

@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider import resources
     from ct_insider.search_attributes import PATCH_ID, Outcome, outcome_update, run_updates
     from ct_insider.sync.catalog import CatalogMode
+    from ct_insider.sync.history import HistoryMode
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import count_window, sync_chunk
@@ -43,6 +44,9 @@ class BackfillInput(BaseModel):
     batch_size: int = Field(default=1_000, ge=1, le=1_000)
     # Historical data must not fire live journeys.
     skip_hook: bool = True
+    # Orders older than the live window: "events" (sent with skip_hook) or "attributes"
+    # (their profile only, no event): ct_insider/sync/history.py.
+    history: HistoryMode = "events"
     # Catalog only: "full" sends every item again; "changes" sends what differs from Insider
     # (a reconciliation: an unchanged catalog sends nothing).
     catalog_mode: CatalogMode = "full"
@@ -74,6 +78,8 @@ def backfill_workflow_id(params: BackfillInput) -> str:
     name: str = params.target
     if params.target == "catalog":
         name = f"catalog-{params.catalog_mode}"
+    elif params.history == "attributes":
+        name = f"{name}-profiles"  # not the same run as an events backfill of the window
     return f"backfill-{name}-{params.window.slug()}"
 
 
@@ -131,6 +137,7 @@ class BackfillWorkflow:
                     chunk_seconds=params.chunk_seconds,
                     heartbeat_seconds=params.heartbeat_seconds,
                     catalog_mode=params.catalog_mode,
+                    history=params.history,
                 )
                 phase.stats.add(result.stats)
                 phase.cursor = result.cursor

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from ct_insider.deadletters import DeadLetterPath
     from ct_insider.sync.catalog import CatalogMode
+    from ct_insider.sync.history import HistoryMode
     from ct_insider.sync.window import Window
 
 RETRY = RetryPolicy(
@@ -53,6 +54,7 @@ async def sync_chunk(
     known_versions: dict[str, int] | None = None,
     remember_since: datetime | None = None,
     catalog_mode: CatalogMode = "changes",
+    history: HistoryMode = "events",
 ) -> SyncChunkResult:
     """One time-boxed chunk; a crashed worker's chunk resumes on another from its heartbeat.
     `path`: the delivery path its rejected records are dead-lettered under (the workflow
@@ -70,6 +72,7 @@ async def sync_chunk(
             known_versions=known_versions or {},
             remember_since=remember_since,
             catalog_mode=catalog_mode,
+            history=history,
             path=path,
         ),
         start_to_close_timeout=timedelta(seconds=chunk_seconds * 6 + 300),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -38,7 +39,7 @@ from ct_insider.erasure.plan import ErasureRequest
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
 from ct_insider.insider.errors import InsiderBadRequest, InsiderError
-from ct_insider.insider.models import UpsertResult
+from ct_insider.insider.models import UpsertResult, User
 from ct_insider.journeys.plan import (
     Deletion,
     DeliveryContext,
@@ -53,6 +54,7 @@ from ct_insider.journeys.signals import JourneySignal
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.sync.customers import CUSTOMER_EXPAND
+from ct_insider.sync.history import is_historical
 from ct_insider.sync.ledger import LedgerEntry
 from ct_insider.sync.orders import ORDER_EXPAND, OrderEventSender, lookup_customer_uuids
 from ct_insider.sync.reports import validation_reasons
@@ -299,22 +301,51 @@ class JourneyDeliverer:
                     held_back.add(user.identity)
                 else:
                     sendable.append(user)
-            if not sendable:
-                continue
-            states, failure = await self._upsert(lane, signals, sendable, outcome, book)
-            stopped = stopped or failure
-            for user, state in zip(sendable, states, strict=True):
-                if state == "doubt":
-                    outcome.in_doubt.append(user)
-                elif state == "unsent":
-                    outcome.unsent.extend(user.signals)
-                if state != "done":
-                    held_back.add(user.identity)
+            # Users whose events are all older than the live window (e.g. an OrderImported
+            # of a migration) go in a request of their own that starts no journey.
+            for group, skip_hook in self._by_hook(signals, sendable):
+                if stopped is not None:
+                    for user in group:
+                        outcome.unsent.extend(user.signals)
+                        held_back.add(user.identity)
+                    continue
+                states, failure = await self._upsert(
+                    lane, signals, group, outcome, book, skip_hook=skip_hook
+                )
+                stopped = stopped or failure
+                for user, state in zip(group, states, strict=True):
+                    if state == "doubt":
+                        outcome.in_doubt.append(user)
+                    elif state == "unsent":
+                        outcome.unsent.extend(user.signals)
+                    if state != "done":
+                        held_back.add(user.identity)
         if stopped is not None:
             outcome.retry_after = _backoff(stopped)
         await self._delete(lane, plan, held_back, outcome, book, signals)
         outcome.stats.in_doubt = len(outcome.in_doubt)
         outcome.unsent.sort()
+
+    def historical(self, user: User) -> bool:
+        """Whether every event of the upsert lies before the live window: it is sent with
+        skip_hook, starting no journey (ct_insider/sync/history.py)."""
+        window = timedelta(hours=self._mapping.orders.live_window_hours)
+        return is_historical(user, datetime.now(UTC), window)
+
+    def _by_hook(
+        self, signals: list[JourneySignal], users: list[PlannedUser]
+    ) -> list[tuple[list[PlannedUser], bool]]:
+        """(users, skip_hook) groups: a user whose events all lie before the live window
+        (only order events can: storefront events are this moment's) is sent with skip_hook."""
+        live: list[PlannedUser] = []
+        historical: list[PlannedUser] = []
+        for user in users:
+            has_orders = any(signals[s].kind == "order" for s in user.signals)
+            if has_orders and self.historical(user.user()):
+                historical.append(user)
+            else:
+                live.append(user)
+        return [(group, hook) for group, hook in ((live, False), (historical, True)) if group]
 
     async def _upsert(
         self,
@@ -323,13 +354,15 @@ class JourneyDeliverer:
         users: list[PlannedUser],
         outcome: DeliveryOutcome,
         book: Bookkeeping,
+        *,
+        skip_hook: bool = False,
     ) -> tuple[list[UserState], InsiderError | None]:
         """Send users and account for the delivered and refused ones; what became of each,
         and the error that stopped a request Insider surely did not take, if any. A request
         Insider refuses as a whole (400) is tried user by user, and a user it refuses alone
         is dead-lettered: one bad record does not hold up the rest."""
         try:
-            result = await self._coalescer.upsert([u.user() for u in users])
+            result = await self._coalescer.upsert([u.user() for u in users], skip_hook=skip_hook)
         except InsiderBadRequest as exc:
             if exc.maybe_stored:
                 return ["doubt"] * len(users), None
@@ -340,7 +373,9 @@ class JourneyDeliverer:
             states: list[UserState] = []
             stop: InsiderError | None = None
             for user in users:
-                [state], failure = await self._upsert(lane, signals, [user], outcome, book)
+                [state], failure = await self._upsert(
+                    lane, signals, [user], outcome, book, skip_hook=skip_hook
+                )
                 states.append(state)
                 stop = stop or failure
             return states, stop

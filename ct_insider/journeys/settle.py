@@ -139,7 +139,9 @@ class DoubtSettler:
             rest = user.model_copy(update={"events": missing})
             try:
                 result = await self._insider.upsert_users(
-                    [rest.user()], skip_hook=False, repeatable=not missing
+                    [rest.user()],
+                    skip_hook=self._deliverer.historical(rest.user()),
+                    repeatable=not missing,
                 )
             except InsiderError as exc:
                 await self._deliverer.finish(book)

@@ -72,6 +72,15 @@ class OrderEventRules(BaseModel):
         default=True,
         description="custom line items (gift wrap, fees) become purchases (product_id = slug)",
     )
+    # Insider starts live On Event journeys on any event it receives unless the request says
+    # skip_hook: an old event reaching it live (a delta resumed from an old watermark, a
+    # years-old order changed today, a re-driven letter) would start them with stale news.
+    live_window_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="an order whose newest event is older than this never starts live "
+        "journeys: it is sent with skip_hook on every path (backfill, delta, re-drive)",
+    )
     # Imported historical orders carry their real date in completedAt.
     purchase_time: Literal["createdAt", "completedAt"] = Field(
         default="createdAt",

@@ -8,6 +8,8 @@ hidden, since Insider has no delete.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,6 +41,8 @@ from ct_insider.sync.taxonomy import TaxonomyResolver
 log = get_logger(__name__)
 
 CatalogMode = Literal["full", "changes"]
+# Fingerprint writes (commercetools custom objects) in flight at once per batch.
+FINGERPRINT_WRITES_IN_FLIGHT = 8
 
 
 def projection_of(product: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +60,11 @@ def projection_of(product: dict[str, Any]) -> dict[str, Any]:
         "createdAt": product.get("createdAt"),
         "lastModifiedAt": product.get("lastModifiedAt"),
     }
+
+
+def _variants(product: dict[str, Any]) -> list[dict[str, Any]]:
+    current = projection_of(product)
+    return [current.get("masterVariant") or {}, *(current.get("variants") or [])]
 
 
 @dataclass
@@ -272,9 +281,17 @@ class CatalogSender:
         found = await self._ct.find_in("products", product_ids, lambda q: f"id in ({q})")
         return found, sorted(set(product_ids) - {str(p["id"]) for p in found})
 
-    async def refresh(self, product_ids: list[str]) -> SyncStats:
-        """Bring these products up to date; a product that no longer exists is hidden."""
-        found, missing = await self._existing(product_ids)
+    async def refresh(self, product_ids: list[str], *, skus: Sequence[str] = ()) -> SyncStats:
+        """Bring these products, and those holding `skus`, up to date; a product that no
+        longer exists is hidden."""
+        found, missing = await self._existing(product_ids) if product_ids else ([], [])
+        if skus:
+            holding = await products_with_skus(self._ct, list(skus))
+            known = {str(p["id"]) for p in found}
+            found += [p for p in holding if str(p["id"]) not in known]
+            held = {str(v.get("sku")) for p in holding for v in _variants(p)}
+            if unknown := sorted(set(skus) - held):
+                log.info("no product holds these SKUs: nothing to refresh", skus=unknown[:20])
         stats = await self.send_products(found, mode="changes") if found else SyncStats()
         if missing:
             stats.add(await self._hide_deleted(missing))
@@ -333,5 +350,17 @@ class CatalogSender:
                 ProductPrints(dict(stored[product_id].prints), stored[product_id].version),
             )
             record.prints[key] = pair
-        for product_id, record in changed.items():
-            await self._fingerprints.save(product_id, record)
+        # Concurrently, a few at a time: one write per product, and a realtime refresh
+        # batches hundreds of products (one after the other they took seconds).
+        slots = asyncio.Semaphore(FINGERPRINT_WRITES_IN_FLIGHT)
+
+        async def save(product_id: str, record: ProductPrints) -> None:
+            async with slots:
+                await self._fingerprints.save(product_id, record)
+
+        outcomes = await asyncio.gather(
+            *(save(p, r) for p, r in changed.items()), return_exceptions=True
+        )
+        for outcome in outcomes:  # every write ended: the first failure goes up
+            if isinstance(outcome, BaseException):
+                raise outcome

@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,6 +32,7 @@ from ct_insider.mapping import normalize
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import customer_uuid
 from ct_insider.mapping.orders import MappedOrder, OrderContext, map_order
+from ct_insider.sync.history import HistoryMode, as_history, is_historical
 from ct_insider.sync.ledger import (
     DeliveryLedger,
     InFlight,
@@ -202,23 +204,59 @@ class OrderEventSender:
         await self._ledger.record({oid: orders[oid].entry for oid in delivered}, delivered)
 
     async def send_batch(
-        self, records: list[dict[str, Any]], *, lane: str, skip_hook: bool
+        self,
+        records: list[dict[str, Any]],
+        *,
+        lane: str,
+        skip_hook: bool,
+        history: HistoryMode = "events",
     ) -> SyncStats:
-        """Map a batch of orders and deliver each event not yet in the ledger."""
+        """Map a batch of orders and deliver each event not yet in the ledger. Orders older
+        than the live window never start journeys (skip_hook), and in `history="attributes"`
+        send their profile only (ct_insider/sync/history.py)."""
         prepared = await self.prepare(records)
         stats = prepared.stats
-        sendable: list[tuple[PreparedOrder, User]] = []
+        window = timedelta(hours=self._config.orders.live_window_hours)
+        now = datetime.now(UTC)
+        live: list[tuple[PreparedOrder, User]] = []
+        historical: list[tuple[PreparedOrder, User]] = []
+        profiles: list[tuple[str, User]] = []  # (order id, its profile alone)
         for order in prepared.orders.values():
             user = order.user()
             if user is None:
                 stats.skipped += 1  # every event of this order was delivered before
+            elif not is_historical(user, now, window):
+                live.append((order, user))
             else:
-                sendable.append((order, user))
-        for start in range(0, len(sendable), MAX_USERS_PER_EVENT_REQUEST):
-            await self._send_request(
-                sendable[start : start + MAX_USERS_PER_EVENT_REQUEST], lane, skip_hook, stats
-            )
+                stats.historical += 1
+                if history == "events":
+                    historical.append((order, user))
+                elif (profile := as_history(user, history)) is not None:
+                    profiles.append((order.order_id, profile))
+                else:
+                    stats.skipped += 1  # a profile with nothing of its own to send
+        for batch, hook in ((live, skip_hook), (historical, True)):
+            for start in range(0, len(batch), MAX_USERS_PER_EVENT_REQUEST):
+                await self._send_request(
+                    batch[start : start + MAX_USERS_PER_EVENT_REQUEST], lane, hook, stats
+                )
+        if profiles:
+            await self._send_profiles(profiles, stats)
         return stats
+
+    async def _send_profiles(self, profiles: list[tuple[str, User]], stats: SyncStats) -> None:
+        """Historical orders' profiles alone: no event, so nothing for the ledger, and safe
+        to repeat."""
+        result = await self._insider.upsert_users(
+            [user for _, user in profiles], skip_hook=True, repeatable=True
+        )
+        for failure in result.failures:
+            order_id = profiles[failure.index][0]
+            stats.reject(Rejection(record_id=order_id, stage="insider", reasons=failure.reasons))
+            log.warning(
+                "order profile refused by Insider", order_id=order_id, reasons=failure.reasons
+            )
+        stats.sent += len(profiles) - len(result.failures)
 
     async def _send_request(
         self,
@@ -251,7 +289,12 @@ class OrderEventSender:
         stats.events += sum(len(keys) for keys in delivered.values())
 
     async def send_for_payments(
-        self, payments: list[dict[str, Any]], *, lane: str, skip_hook: bool
+        self,
+        payments: list[dict[str, Any]],
+        *,
+        lane: str,
+        skip_hook: bool,
+        history: HistoryMode = "events",
     ) -> SyncStats:
         """Payments changed (e.g. a refund added) without touching their orders'
         lastModifiedAt: send the new events of the orders that hold them."""
@@ -260,7 +303,7 @@ class OrderEventSender:
         )
         if not records:
             return SyncStats()
-        return await self.send_batch(records, lane=lane, skip_hook=skip_hook)
+        return await self.send_batch(records, lane=lane, skip_hook=skip_hook, history=history)
 
     async def recover(self, lane: str, on_progress: Callable[[], None] | None = None) -> int:
         """After a crash or an ambiguous failure: settle the request that was in flight.

@@ -25,6 +25,9 @@ class SyncStats(BaseModel):
     # read but with nothing new to send (same version as last sent; events all delivered)
     skipped: int = 0
     events: int = 0  # Insider events delivered (orders: purchases, refunds, cancellations)
+    # Orders older than the live window (ct_insider/sync/history.py): sent without starting
+    # journeys, or as their profile only.
+    historical: int = 0
     # Events of a request that may have been stored, found in Insider when it was settled.
     found_in_insider: int = 0
     rejected: int = 0
@@ -38,6 +41,7 @@ class SyncStats(BaseModel):
         self.sent += other.sent
         self.skipped += other.skipped
         self.events += other.events
+        self.historical += other.historical
         self.found_in_insider += other.found_in_insider
         self.rejected += other.rejected
         self.failed += other.failed

@@ -216,7 +216,14 @@ app.addHook("preHandler", async (request, reply) => {
 // subscriptions, which the package cannot deliver; tests post those payloads
 // themselves. What they do need is a fast way to create many resources.
 const importers = {
-	"order-import": (repos, ctx, draft) => repos.order.import(ctx, draft),
+	"order-import": async (repos, ctx, draft) => {
+		const created = await repos.order.import(ctx, draft);
+		if (!draft.completedAt) return created;
+		// The API keeps an imported order's completedAt (its real date); 4.4.0 drops it.
+		const dated = { ...created, completedAt: draft.completedAt };
+		await mock._storage.add(ctx.projectKey, "order", dated);
+		return dated;
+	},
 };
 
 app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {

@@ -405,7 +405,7 @@ async def test_a_realtime_catalog_refresh_dead_letters_what_it_rejects(
     handle = await client.start_workflow(
         CatalogChangeWorkflow.run,
         CatalogChangeInput(key=change.workflow_key(), idle_seconds=0.5, pending=[change]),
-        id=catalog_change_workflow_id(change.workflow_key()),
+        id=catalog_change_workflow_id(worker.journey_task_queue, change.workflow_key()),
         task_queue=worker.journey_task_queue,
     )
     stats = await handle.result()

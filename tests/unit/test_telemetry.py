@@ -221,6 +221,29 @@ def test_record_counts_are_labelled_by_entity_and_path(metric_reader: InMemoryMe
     )
 
 
+async def test_timer_starts_refused_at_the_cap_are_counted_and_open_timers_gauged(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    from ct_insider.timers.cap import OpenTimerCap
+
+    async def three_open(_query: str) -> int:
+        return 3
+
+    # Given replenishment timers at their cap of 3
+    cap = OpenTimerCap(three_open, {"cart": 10, "replenishment": 3})
+    # When two more ask to start, and a cart timer
+    assert not await cap.admits_new("replenishment")
+    assert not await cap.admits_new("replenishment")
+    assert await cap.admits_new("cart")
+    # Then two refusals are counted for that kind, and the gauge shows each kind's count
+    assert ({"kind": "replenishment"}, 2) in _points(
+        metric_reader, "ct_insider_timer_starts_refused"
+    )
+    gauge = _points(metric_reader, "ct_insider_timer_workflows_open")
+    assert ({"kind": "replenishment"}, 3) in gauge
+    assert ({"kind": "cart"}, 4) in gauge
+
+
 @pytest.mark.parametrize(
     ("address", "expected"),
     [

@@ -1,0 +1,109 @@
+"""Realtime catalog changes are batched across products: a few workflows, each refresh
+bringing many products up to date (one Insider catalog request), bounded per refresh and in
+what a run carries to the next."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.catalog import CatalogRefresh
+from ct_insider.sync.reports import SyncStats
+from tests.conftest import eventually
+from workflows.catalog_changes import (
+    CATALOG_CHANGE_SHARDS,
+    CatalogChange,
+    CatalogChangeInput,
+    CatalogChangeWorkflow,
+    catalog_change_workflow_id,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class Refreshes:
+    """The refresh activity, recording what each refresh was asked to bring up to date."""
+
+    def __init__(self) -> None:
+        self.batches: list[CatalogRefresh] = []
+
+    @activity.defn(name="refresh_catalog")
+    async def refresh(self, params: CatalogRefresh) -> SyncStats:
+        self.batches.append(params)
+        await asyncio.sleep(0.3)  # a refresh takes a while: changes pile up meanwhile
+        return SyncStats(processed=len(params.product_ids))
+
+
+def test_products_spread_over_a_few_workflows_and_categories_have_their_own() -> None:
+    # Given changes to 1,000 different products and two categories
+    keys = Counter(
+        CatalogChange(dedupe_key=f"m-{n}", product_id=str(uuid.uuid4())).workflow_key()
+        for n in range(1_000)
+    )
+    categories = {
+        CatalogChange(dedupe_key=f"c-{n}", category_id=f"cat-{n}").workflow_key() for n in (1, 2)
+    }
+    # Then they go to CATALOG_CHANGE_SHARDS workflows, each taking a fair share
+    assert set(keys) == {f"products-{n}" for n in range(CATALOG_CHANGE_SHARDS)}
+    assert min(keys.values()) > 1_000 / CATALOG_CHANGE_SHARDS / 2
+    assert categories == {"categories"}
+
+
+async def test_a_burst_of_changes_is_refreshed_in_bounded_batches_each_product_once(
+    client: Client, task_queue: str
+) -> None:
+    refreshes = Refreshes()
+    products = [str(uuid.uuid4()) for _ in range(130)]
+    # Given a catalog-change workflow refreshing at most 50 products at a time and
+    # continuing as new after 2 refreshes
+    params = CatalogChangeInput(
+        key="products-0",
+        coalesce_seconds=0.2,
+        idle_seconds=1.0,
+        max_refreshes_per_run=2,
+        max_products_per_refresh=50,
+    )
+    workflow_id = catalog_change_workflow_id(task_queue, params.key)
+    # When 130 products change in 13 deliveries, and the first 30 of them again, before
+    # a worker takes the first (as when a price import floods the bridge)
+    for start in range(0, 130, 10):
+        changes = [
+            CatalogChange(dedupe_key=f"m-{p}", product_id=p) for p in products[start : start + 10]
+        ]
+        await client.start_workflow(
+            CatalogChangeWorkflow.run,
+            params,
+            id=workflow_id,
+            task_queue=task_queue,
+            start_signal="changed",
+            start_signal_args=[changes],
+        )
+    again = [CatalogChange(dedupe_key=f"again-{p}", product_id=p) for p in products[:30]]
+    await client.get_workflow_handle(workflow_id).signal("changed", again)
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CatalogChangeWorkflow],
+        activities=[refreshes.refresh],
+    ):
+        # (it ends once idle)
+        await client.get_workflow_handle(workflow_id).result()
+    # Then three refreshes bring the 130 products up to date, each product once (a product
+    # changed twice while waiting is refreshed once), none more than 50 at a time
+    assert [len(b.product_ids) for b in refreshes.batches] == [50, 50, 30]
+    assert sorted(p for b in refreshes.batches for p in b.product_ids) == sorted(products)
+    # And the run continued as new after two refreshes, carrying the 30 still pending
+    runs = await eventually(
+        lambda: _runs(client, workflow_id), 30, until=lambda n: n == 2, what="two runs listed"
+    )
+    assert runs == 2
+
+
+async def _runs(client: Client, workflow_id: str) -> int:
+    return len([e async for e in client.list_workflows(f"WorkflowId = '{workflow_id}'")])
