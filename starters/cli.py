@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "starters.codec_server",
     "starters.erase",
     "starters.reshard",
+    "starters.roll",
     "starters.timers",
 )
 

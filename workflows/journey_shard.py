@@ -408,6 +408,7 @@ class JourneyShardWorkflow:
         # before it that died may have sent any signal the shard had accepted by then - its
         # own signals included, since they are the ones that task held, and more.
         self._rebuilt_at = 0
+        self._rolling = False  # asked to continue-as-new (`roll`)
         # The history length in the task whose delivery ended last (-1: none yet).
         self._delivered_in_task = -1
 
@@ -480,6 +481,13 @@ class JourneyShardWorkflow:
                 self._since_carry.append((signal.intake_key(), signal.occurred_at, received))
         elif verdict is not Verdict.DUPLICATE:
             self._drop_letter(signal)
+
+    @workflow.signal
+    def roll(self) -> None:
+        """Continue-as-new at the next moment the carry fits (`ct-insider roll`): a run
+        keeps the rules it began with until then (`workflow.patched`), and a quiet shard may
+        take days to continue by itself."""
+        self._rolling = True
 
     @workflow.signal
     def relayout(self, change: LayoutChange) -> None:
@@ -585,7 +593,9 @@ class JourneyShardWorkflow:
             resharding = self._resharding()
             if not resharding:
                 await workflow.wait_condition(
-                    lambda: bool(self._pending or self._unfinished or self._layout.change)
+                    lambda: bool(
+                        self._pending or self._unfinished or self._layout.change or self._rolling
+                    )
                 )
                 resharding = self._resharding()  # (woken by a reshard's announcement?)
             if resharding:
@@ -633,7 +643,8 @@ class JourneyShardWorkflow:
     def _grown(self) -> bool:
         info = workflow.info()
         return (
-            self._run_signals >= self._max_run_signals
+            self._rolling
+            or self._run_signals >= self._max_run_signals
             or info.get_current_history_length() >= self._settings.max_history_events
             or info.get_current_history_size() >= self._settings.max_history_bytes
             or info.is_continue_as_new_suggested()

@@ -65,6 +65,7 @@ from ct_insider.journeys.plan import PlannedUser
 from ct_insider.journeys.settle import DoubtSettler, SettleProgress
 from ct_insider.journeys.signals import JourneyIdentity, JourneySignal, digest
 from ct_insider.journeys.storefront import StorefrontEvent
+from starters.roll import roll, until_rolled
 from tests.conftest import eventually
 from workers.main import journey_activation_pool, journey_worker
 from workflows.journey_shard import (
@@ -533,6 +534,32 @@ async def test_a_shard_with_a_backlog_stores_each_delivery_before_the_next(
             deliveries_per_task[-1] += 1  # (the shard's only local activity here)
     assert sum(deliveries_per_task) == len(mocks.deliveries) == 3
     assert max(deliveries_per_task) == 1
+
+
+async def test_roll_makes_a_quiet_shard_continue_as_new_with_its_memory(client: Client) -> None:
+    mocks = MockActivities()
+    first = view(1)
+    async with shard(client, mocks) as (handle, _):
+        queue = handle.id.removesuffix("-shard-000")
+        assert shard_workflow_id(queue, 0) == handle.id
+        # Given a quiet shard that delivered a signal, far from continuing by itself
+        await send(handle, first)
+        await eventually(reaches(1, lambda: len(mocks.delivered_keys())))
+        # When an operator rolls the shards (`ct-insider roll --wait`)
+        rolls = await roll(client, queue, configured=1)
+        await asyncio.wait_for(until_rolled(client, rolls, show=False), timeout=30)
+        # Then it runs a new run, which still knows what was delivered
+        await send(handle, first)
+        stats = await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.received == 2,
+            what="the new run to take in the redelivery",
+        )
+    [entry] = rolls
+    assert entry.run_before is not None
+    assert entry.run_after not in (None, entry.run_before)
+    assert (stats.runs, stats.duplicates, stats.delivered) == (2, 1, 1)  # (runs counts the first)
+    assert mocks.delivered_keys() == [first.dedupe_key]
 
 
 async def test_unfinished_bookkeeping_is_finished_by_the_shard(client: Client) -> None:
