@@ -510,19 +510,22 @@ async def test_a_shard_due_to_continue_as_new_delivers_what_is_pending_without_g
     assert len(mocks.deliveries) == 1
 
 
-async def test_a_shard_with_a_backlog_stores_each_delivery_before_the_next(
-    client: Client,
+@pytest.mark.parametrize("per_task", [1, 2])
+async def test_a_shard_with_a_backlog_stores_its_deliveries_every_few(
+    client: Client, per_task: int
 ) -> None:
     mocks = MockActivities()
     signals = [view(number) for number in range(6)]
-    # Given a shard that delivers two signals at a time
-    async with shard(client, mocks, gather_seconds=0, max_batch=2) as (handle, _):
-        # When six reach it at once (a backlog of three deliveries)
+    # Given a shard that delivers one signal at a time, and chains `per_task` deliveries
+    async with shard(
+        client, mocks, gather_seconds=0, max_batch=1, max_deliveries_per_task=per_task
+    ) as (handle, _):
+        # When six reach it at once (a backlog of six deliveries)
         await send(handle, *signals)
         await eventually(reaches(6, lambda: len(mocks.delivered_keys())))
         history = [event async for event in handle.fetch_history_events()]
-    # Then each workflow task that completed recorded at most one delivery: a task lost
-    # with its worker can leave only one delivery in doubt
+    # Then each workflow task that completed recorded at most `per_task` deliveries: a task
+    # lost with its worker can leave no more in doubt
     deliveries_per_task: list[int] = []
     for event in history:
         if event.HasField("workflow_task_completed_event_attributes"):
@@ -532,8 +535,8 @@ async def test_a_shard_with_a_backlog_stores_each_delivery_before_the_next(
             and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
         ):
             deliveries_per_task[-1] += 1  # (the shard's only local activity here)
-    assert sum(deliveries_per_task) == len(mocks.deliveries) == 3
-    assert max(deliveries_per_task) == 1
+    assert sum(deliveries_per_task) == len(mocks.deliveries) == 6
+    assert max(deliveries_per_task) == per_task
 
 
 async def test_roll_makes_a_quiet_shard_continue_as_new_with_its_memory(client: Client) -> None:
