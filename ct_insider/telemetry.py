@@ -45,7 +45,7 @@ from ct_insider.config import ConfigurationError, TelemetrySettings
 
 INSTRUMENTATION_NAME = "ct_insider"
 
-# -- the connector's metrics (names, types and labels are listed in the README) -------------
+# -- the connector's metrics (names, types and labels are listed in docs/operations.md, Observability) -------------
 
 _meter = metrics.get_meter(INSTRUMENTATION_NAME)
 RECORDS_SENT = _meter.create_counter(
