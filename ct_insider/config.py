@@ -472,7 +472,9 @@ class CodecServerSettings(BaseSettings):
     token: SecretStr | None = Field(
         default=None,
         description="bearer token every /encode and /decode request must present (the "
-        "`temporal` CLI's --codec-auth; for the UI see docs/deploy.md, what the Temporal UI can decrypt)",
+        "`temporal` CLI's --codec-auth; the Temporal UI cannot send it: docs/deploy.md, what "
+        "the Temporal UI can decrypt); the stack's codec server refuses to start without it "
+        "unless CODEC_SERVER_OIDC_ISSUER is set",
     )
     insecure_no_auth: bool = Field(
         default=False,

@@ -219,6 +219,10 @@ async def _worker(args: argparse.Namespace) -> int:
     from starters.mapping_rules import mapping_rules
     from workers.main import run_worker
 
+    if args.ready_file is not None:
+        # A restarted container keeps its files: the last run's must not say this one polls,
+        # also when this one stops at its configuration.
+        args.ready_file.unlink(missing_ok=True)
     temporal = load(TemporalSettings)
     ct = load(CommercetoolsSettings)
     insider = load(InsiderSettings)
@@ -229,9 +233,6 @@ async def _worker(args: argparse.Namespace) -> int:
         return 2
     mapping = rules.config
     get_logger(__name__).info(rules.describe())
-    if args.ready_file is not None:
-        # A restarted container keeps its files: the last run's must not say this one polls.
-        args.ready_file.unlink(missing_ok=True)
     client = await connect(temporal, with_metrics=True)
     try:
         await run_worker(

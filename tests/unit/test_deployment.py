@@ -118,6 +118,7 @@ PROCESS_SETTINGS: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
         TemporalSettings,
         CommercetoolsSettings,
         InsiderSettings,
+        MappingSettings,
         PayloadCodecSettings,
         TelemetrySettings,
     ),
@@ -914,3 +915,30 @@ def test_image_builds_pin_every_runtime_dependency() -> None:
             continue
         pinned = pins[_canonical(requirement.name)]
         assert requirement.specifier.contains(pinned, prereleases=True), f"{text}: {pinned}"
+
+
+CONSOLE_SCRIPT = (sys.executable, "-c", "from starters.cli import run; run()")
+
+
+def test_a_codec_key_is_generated_from_the_image_before_any_env_exists(tmp_path: Path) -> None:
+    # Given the image's situation at step 2 of docs/deploy.md: no .env, no settings at all,
+    # an empty working directory (the image's WORKDIR)
+    documented = (ROOT / "docs" / "deploy.md").read_text()
+    assert "docker run --rm ct-insider:0.1.0 codec-server --generate-key 2026-12" in documented
+    # When the console script runs that command
+    done = subprocess.run(
+        [*CONSOLE_SCRIPT, "codec-server", "--generate-key", "2026-12"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+    # Then it prints an entry TEMPORAL_CODEC_KEYS accepts
+    assert done.returncode == 0, done.stderr
+    entry = done.stdout.strip()
+    assert entry.startswith("2026-12:")
+    ring = PayloadCodecSettings(keys=entry).key_ring()  # type: ignore[arg-type]
+    assert ring is not None
+    assert ring.current == "2026-12"

@@ -18,7 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 # How a command starts in the docs: the console script, or the stack's cli service.
-PREFIX = re.compile(r"(?:^|(?<=[\s`(]))(?:ct-insider|docker compose (?:[-\w.]+ )*run --rm (?:--no-deps )?cli)(?= )")
+PREFIX = re.compile(
+    r"(?:^|(?<=[\s`(]))(?:ct-insider|docker compose (?:[-\w.]+ )*run --rm (?:--no-deps )?cli)(?= )"
+)
+
+
+SHELL_BLOCKS = {"sh", "shell", "bash", "console"}
 
 
 @dataclass(frozen=True)
@@ -33,12 +38,15 @@ def _code_spans(line: str) -> list[str]:
 
 def doc_commands(path: Path) -> list[DocCommand]:
     found: list[DocCommand] = []
-    in_block = False
+    in_block = shell = False
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.lstrip().startswith("```"):
             in_block = not in_block
+            shell = in_block and line.strip().removeprefix("```") in SHELL_BLOCKS
             continue
         where = f"{path.relative_to(ROOT)}:{number}"
+        if in_block and not shell:
+            continue  # a diagram, JSON, YAML
         if in_block:
             # A shell line: comments off, then each command of `a && b` or `a; b`
             code = re.sub(r"\s#.*$", "", line)
@@ -66,15 +74,19 @@ def _alternatives(text: str) -> list[list[str]]:
     variants: list[list[str]] = [[]]
     for word in words:
         word = word.removesuffix("...").removesuffix("…")
-        if "|" in word and not word.startswith("--") or re.fullmatch(r"--[\w-]+(\|--[\w-]+)+", word):
+        if ("|" in word and not word.startswith("--")) or re.fullmatch(
+            r"--[\w-]+(\|--[\w-]+)+", word
+        ):
             choices = [c for c in word.split("|") if c]
-            variants = [v + [c] for v in variants for c in choices]
+            variants = [[*v, c] for v in variants for c in choices]
         else:
-            variants = [v + [word] for v in variants]
+            variants = [[*v, word] for v in variants]
     return variants
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
+def _subparsers(
+    parser: argparse.ArgumentParser,
+) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
@@ -83,6 +95,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[a
 
 def check(words: list[str]) -> str | None:
     """None when the words name a command and only its options and choices, else why not."""
+    if words[:1] == ["X"]:
+        return None  # `ct-insider <command>`: any command
     parser = _parser()
     options = {o for a in parser._actions for o in a.option_strings}
     path: list[str] = []
@@ -109,9 +123,11 @@ def check(words: list[str]) -> str | None:
             flag = word.split("=", 1)[0]
             if flag not in options:
                 return f"`ct-insider {' '.join(path)}` has no option {flag}"
-            action = next(a for a in parser._actions if flag in a.option_strings) if any(
-                flag in a.option_strings for a in parser._actions
-            ) else None
+            action = (
+                next(a for a in parser._actions if flag in a.option_strings)
+                if any(flag in a.option_strings for a in parser._actions)
+                else None
+            )
             skip_value = action is not None and action.nargs != 0 and "=" not in word
             continue
         if word.startswith("-") and len(word) == 2:
@@ -121,7 +137,9 @@ def check(words: list[str]) -> str | None:
         if index < len(positionals):
             action = positionals[index]
             if action.choices is not None and word != "X" and word not in action.choices:
-                return f"`ct-insider {' '.join(path)}`: {word!r} is not one of {list(action.choices)}"
+                return (
+                    f"`ct-insider {' '.join(path)}`: {word!r} is not one of {list(action.choices)}"
+                )
             if action.nargs not in ("*", "+", argparse.REMAINDER):
                 index += 1
     return None
@@ -148,7 +166,11 @@ def test_the_checker_refuses_what_the_parser_refuses() -> None:
     assert check(["sync", "deltas"]) is not None
     assert check(["backfill", "customers", "--wiat"]) is not None
     assert check(["backfill", "carts"]) is not None
-    assert _alternatives("erase --customer ID | --email ADDRESS [--wait]") == [
-        ["erase", "--customer", "ID", "--wait"],
-        ["erase", "--email", "ADDRESS", "--wait"],
-    ] or True
+    assert (
+        _alternatives("erase --customer ID | --email ADDRESS [--wait]")
+        == [
+            ["erase", "--customer", "ID", "--wait"],
+            ["erase", "--email", "ADDRESS", "--wait"],
+        ]
+        or True
+    )

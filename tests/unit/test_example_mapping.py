@@ -104,13 +104,18 @@ def test_the_path_setting_stands_in_for_mapping(
 
 
 def test_the_worker_refuses_the_example_before_connecting_to_temporal(
-    production: None, capsys: pytest.CaptureFixture[str]
+    production: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # Given a production environment (Temporal at an address nothing listens on)
+    # Given a production environment (Temporal at an address nothing listens on) and the
+    # ready file a previous run of the container left behind
+    ready = tmp_path / "worker.ready"
+    ready.touch()
     # When the worker starts with the shipped example
-    status = main(["worker", "--mapping", str(EXAMPLE)])
-    # Then it exits 2 with the reason and the fix, never reaching Temporal (which would be 3)
+    status = main(["worker", "--mapping", str(EXAMPLE), "--ready-file", str(ready)])
+    # Then it exits 2 with the reason and the fix, never reaching Temporal (which would be 3),
+    # and no health check takes the old file for this run's
     assert status == 2
+    assert not ready.exists()
     error = capsys.readouterr().err
     assert "refusing the example mapping rules" in error
     assert "docs/deploy.md" in error
