@@ -759,8 +759,9 @@ MEASURED_WORKER_RSS_MB = re.compile(r"worker peak RSS \*\*(\d+) MB\*\*")
 
 
 def _megabytes(limit: str) -> float:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])b?", str(limit).lower()).groups()  # type: ignore[union-attr]
-    return float(number) * {"k": 1 / 1024, "m": 1, "g": 1024}[unit]
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])b?", str(limit).lower())
+    assert match is not None, f"not a compose memory size: {limit}"
+    return float(match[1]) * {"k": 1 / 1024, "m": 1, "g": 1024}[match[2]]
 
 
 def test_every_long_running_service_has_memory_and_cpu_limits_from_the_sizing() -> None:
@@ -939,6 +940,6 @@ def test_a_codec_key_is_generated_from_the_image_before_any_env_exists(tmp_path:
     assert done.returncode == 0, done.stderr
     entry = done.stdout.strip()
     assert entry.startswith("2026-12:")
-    ring = PayloadCodecSettings(keys=entry).key_ring()  # type: ignore[arg-type]
+    ring = PayloadCodecSettings(keys=entry).key_ring()
     assert ring is not None
     assert ring.current == "2026-12"
