@@ -11,7 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 # The same path as in the runtime stage: the console script's shebang points into it.
 RUN python -m venv /opt/ct-insider
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints-runtime.txt ./
 COPY ct_insider ./ct_insider
 COPY bridge ./bridge
 COPY activities ./activities
@@ -19,7 +19,8 @@ COPY workflows ./workflows
 COPY workers ./workers
 COPY starters ./starters
 # Without the `emulators` directory, setuptools' package discovery leaves it out of the wheel.
-RUN /opt/ct-insider/bin/pip install . \
+# The pinned versions of constraints-runtime.txt: a rebuild brings the same packages.
+RUN /opt/ct-insider/bin/pip install --constraint constraints-runtime.txt . \
     && /opt/ct-insider/bin/pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := emulators/commercetools/node_modules/.installed
 
-.PHONY: run test lint typecheck unit integration install clean bench docs
+.PHONY: run test lint typecheck unit integration install clean bench docs lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ integration: install
 docs: install
 	$(BIN)/python -m tools.gen_docs
 	$(BIN)/python -m tools.env_example
+
+# constraints-runtime.txt: the runtime dependencies as a fresh runtime-only install resolves
+# them today (the Dockerfile builds with it).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet .
+	{ sed -n '/^#/p' constraints-runtime.txt; .lock-venv/bin/python -m pip freeze --exclude ct-insider; } > constraints-runtime.txt.new
+	mv constraints-runtime.txt.new constraints-runtime.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .dev emulators/commercetools/node_modules .mypy_cache .ruff_cache .pytest_cache

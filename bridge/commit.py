@@ -257,10 +257,18 @@ class ShardCommitter:
         self._background: set[asyncio.Task[None]] = set()
         self.commits = 0  # signals sent to Temporal (for /stats)
         telemetry.track_open_timers(self)
+        telemetry.track_journey_backlog(self)
 
     def open_timers(self) -> dict[str, int]:
         """Windows open or waiting for their commit (for the ct_insider_open_timers gauge)."""
         return {"commit_window": sum(lane.queued for lane in self._lanes.values())}
+
+    def journey_backlog(self) -> dict[int, float]:
+        """Each shard's history as last described (when events arrived for it), as a
+        fraction of the size at which its events are refused (the backlog gauge)."""
+        return {
+            shard: lane.history_bytes / self.backlog_bytes for shard, lane in self._lanes.items()
+        }
 
     async def commit(self, signals: Sequence[JourneySignal]) -> int:
         return await self.commit_parts([ShardPart.of(signal) for signal in signals])

@@ -242,6 +242,27 @@ class SchedulesSettings(BaseSettings):
     )
 
 
+class MappingSettings(BaseSettings):
+    """The mapping rules (ct_insider/mapping/config.py) the worker, `setup insider` and
+    `doctor` use: a JSON file of the operator's own (--mapping wins over the path here)."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CT_INSIDER_MAPPING_")
+
+    path: Path | None = Field(
+        default=None,
+        description="JSON file of mapping rules, for a command given no --mapping; unset: the "
+        "built-in example rules, which production processes refuse",
+    )
+    # The example rules carry demo markets and shop.example.com URLs: synced into a live
+    # Insider account they would register its locales and send links to nowhere.
+    allow_example: bool = Field(
+        default=False,
+        description="true: sync with the example mapping rules (demo markets, shop.example.com "
+        "URLs): the local dev stack and tests only; otherwise the worker, `setup insider` and "
+        "`doctor` refuse them",
+    )
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="BRIDGE_")
 
@@ -451,7 +472,9 @@ class CodecServerSettings(BaseSettings):
     token: SecretStr | None = Field(
         default=None,
         description="bearer token every /encode and /decode request must present (the "
-        "`temporal` CLI's --codec-auth; for the UI see README, Payload encryption)",
+        "`temporal` CLI's --codec-auth; the Temporal UI cannot send it: docs/deploy.md, what "
+        "the Temporal UI can decrypt); the stack's codec server refuses to start without it "
+        "unless CODEC_SERVER_OIDC_ISSUER is set",
     )
     insecure_no_auth: bool = Field(
         default=False,

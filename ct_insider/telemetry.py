@@ -45,7 +45,7 @@ from ct_insider.config import ConfigurationError, TelemetrySettings
 
 INSTRUMENTATION_NAME = "ct_insider"
 
-# -- the connector's metrics (names, types and labels are listed in the README) -------------
+# -- the connector's metrics (names, types and labels are listed in docs/operations.md, Observability) -------------
 
 _meter = metrics.get_meter(INSTRUMENTATION_NAME)
 RECORDS_SENT = _meter.create_counter(
@@ -386,6 +386,44 @@ OPEN_TIMERS = _meter.create_observable_gauge(
     callbacks=[_observe_open_timers],
     unit="1",
     description="in-process timers waiting to fire: bridge commit windows, upsert lingers",
+)
+
+
+# -- journey shards' backlog, as the bridge sees it (bridge/commit.py) -----------------------
+
+
+class JourneyBacklogSource(Protocol):
+    def journey_backlog(self) -> Mapping[int, float]:
+        """Per journey shard: its history size as last described, as a fraction of the size
+        at which the bridge refuses the shard's events (BRIDGE_SHARD_BACKLOG_BYTES)."""
+        ...
+
+
+_journey_backlog_sources: weakref.WeakSet[JourneyBacklogSource] = weakref.WeakSet()
+
+
+def track_journey_backlog(source: JourneyBacklogSource) -> None:
+    _journey_backlog_sources.add(source)
+
+
+def _observe_journey_backlog(_options: CallbackOptions) -> Iterable[Observation]:
+    seen: dict[int, float] = {}
+    for source in list(_journey_backlog_sources):
+        for shard, fraction in source.journey_backlog().items():
+            seen[shard] = max(seen.get(shard, 0.0), fraction)
+    return [
+        Observation(fraction, {"shard": str(shard)}) for shard, fraction in sorted(seen.items())
+    ]
+
+
+# A shard over 1 is refused (503) until it catches up; a lasting value near it means the
+# workers or Insider cannot keep up with that shard (deploy/prometheus/alerts.yml).
+JOURNEY_BACKLOG = _meter.create_observable_gauge(
+    "ct_insider_journey_shard_backlog",
+    callbacks=[_observe_journey_backlog],
+    unit="1",
+    description="a journey shard's history as a fraction of BRIDGE_SHARD_BACKLOG_BYTES, as the "
+    "bridge last described it (1: its events are refused until it catches up)",
 )
 
 

@@ -65,7 +65,7 @@ class EmulatorWiring:
         return response.json()
 
     def environment(self, temporal_address: str, task_queue: str) -> dict[str, str]:
-        """The variables a `ct-insider worker` process reads (see README, Configuration)."""
+        """The variables a `ct-insider worker` process reads (see docs/operations.md, Configuration)."""
         return {
             "CTP_PROJECT_KEY": self.project_key,
             "CTP_CLIENT_ID": self.client_id,
@@ -82,4 +82,6 @@ class EmulatorWiring:
             "TEMPORAL_NAMESPACE": "default",
             "TEMPORAL_TASK_QUEUE": task_queue,
             "TEMPORAL_JOURNEY_TASK_QUEUE": f"{task_queue}-journeys",
+            # The demo accounts take the example mapping rules a production process refuses.
+            "CT_INSIDER_MAPPING_ALLOW_EXAMPLE": "true",
         }

@@ -65,7 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run the Temporal worker",
         epilog="example: ct-insider worker --mapping mapping.json",
     )
-    worker.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
+    worker.add_argument(
+        "--mapping",
+        type=Path,
+        help="JSON file of mapping rules (default: CT_INSIDER_MAPPING_PATH); the example rules "
+        "are refused unless CT_INSIDER_MAPPING_ALLOW_EXAMPLE=true",
+    )
     worker.add_argument(
         "--ready-file",
         type=Path,
@@ -209,21 +214,26 @@ def _builtin(args: argparse.Namespace) -> int:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from ct_insider.mapping.config import MappingConfigError, load_mapping_config
+    from ct_insider.logging import get_logger
+    from ct_insider.mapping.config import MappingConfigError
     from ct_insider.temporal import connect
+    from starters.mapping_rules import mapping_rules
     from workers.main import run_worker
 
+    if args.ready_file is not None:
+        # A restarted container keeps its files: the last run's must not say this one polls,
+        # also when this one stops at its configuration.
+        args.ready_file.unlink(missing_ok=True)
     temporal = load(TemporalSettings)
     ct = load(CommercetoolsSettings)
     insider = load(InsiderSettings)
     try:
-        mapping = load_mapping_config(args.mapping)
+        rules = mapping_rules(args.mapping)
     except MappingConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.ready_file is not None:
-        # A restarted container keeps its files: the last run's must not say this one polls.
-        args.ready_file.unlink(missing_ok=True)
+    mapping = rules.config
+    get_logger(__name__).info(rules.describe())
     client = await connect(temporal, with_metrics=True)
     try:
         await run_worker(

@@ -74,7 +74,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "and Temporal, the task queues' workers and the schedules",
         epilog="example: ct-insider doctor --json",
     )
-    doctor.add_argument("--mapping", type=Path, help="JSON file of mapping rules (markets)")
+    doctor.add_argument(
+        "--mapping",
+        type=Path,
+        help="JSON file of mapping rules (markets; default: CT_INSIDER_MAPPING_PATH)",
+    )
     add_json_flag(doctor)
     doctor.set_defaults(handler=doctor_command)
 
@@ -197,8 +201,9 @@ async def _insider(
 ) -> list[Verdict]:
     from ct_insider.insider.client import InsiderClient
     from ct_insider.insider.errors import InsiderConfigurationError, InsiderError
-    from ct_insider.mapping.config import MappingConfigError, load_mapping_config
+    from ct_insider.mapping.config import MappingConfigError
     from ct_insider.setup.verify import register_locales, verify_ucd_token
+    from starters.mapping_rules import mapping_rules
 
     if settings is None:
         return [
@@ -206,7 +211,7 @@ async def _insider(
             _skipped("Insider catalog", "token", "configuration"),
         ]
     try:
-        mapping = load_mapping_config(mapping_path)
+        rules = mapping_rules(mapping_path)
     except MappingConfigError as exc:
         return [
             Verdict(
@@ -237,18 +242,28 @@ async def _insider(
 
         return run
 
+    mapping = rules.config
+    # The example rules pass only where CT_INSIDER_MAPPING_ALLOW_EXAMPLE lets them, and say so.
+    rules_verdict = Verdict(
+        system="configuration",
+        check="mapping rules",
+        status="WARN" if rules.example else "OK",
+        detail=rules.describe().removeprefix("mapping rules: "),
+        exit_code=ExitCode.OK,
+    )
     ucd = guarded(verify_ucd_token, "token accepted (a profile read)", "INSIDER_API_KEY")
     catalog = guarded(
         lambda insider: register_locales(insider, mapping),
         f"token accepted; {len(mapping.catalog.markets)} market locales registered",
         "INSIDER_CATALOG_API_KEY",
     )
-    verdicts = list(
+    tokens = list(
         await asyncio.gather(
             _verdict("Insider UCD", "token", ucd), _verdict("Insider catalog", "token", catalog)
         )
     )
-    if verdicts[0].status == "OK":
+    verdicts = [rules_verdict, *tokens]
+    if tokens[0].status == "OK":
         verdicts.append(await _settle_matching(settings, ct_settings))
     return verdicts
 

@@ -57,7 +57,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "exist in InOne",
         epilog="example: ct-insider setup insider --mapping rules.json",
     )
-    insider.add_argument("--mapping", type=Path, help="JSON file of mapping rules")
+    insider.add_argument(
+        "--mapping",
+        type=Path,
+        help="JSON file of your mapping rules (default: CT_INSIDER_MAPPING_PATH); the example "
+        "rules are refused unless CT_INSIDER_MAPPING_ALLOW_EXAMPLE=true",
+    )
     add_json_flag(insider)
     insider.set_defaults(handler=setup_insider)
     temporal = systems.add_parser(
@@ -153,18 +158,22 @@ async def setup_insider(args: argparse.Namespace) -> int:
     from ct_insider.insider.client import InsiderClient
     from ct_insider.insider.errors import InsiderConfigurationError, InsiderError
     from ct_insider.insider.probe import ProbeFailed
-    from ct_insider.mapping.config import MappingConfigError, load_mapping_config
+    from ct_insider.mapping.config import MappingConfigError
     from ct_insider.setup.inone import inone_requirements
     from ct_insider.setup.matching import MatchingStore, check_matching
     from ct_insider.setup.verify import register_locales, verify_ucd_token
+    from starters.mapping_rules import mapping_rules
 
     settings = load(InsiderSettings)
     # The probe's answer is kept in commercetools, where the workers read it.
     ct_settings = load(CommercetoolsSettings)
     try:
-        mapping = load_mapping_config(args.mapping)
+        rules = mapping_rules(args.mapping)
     except MappingConfigError as exc:
         raise UsageError(str(exc)) from None
+    mapping = rules.config
+    if rules.example:  # said before anything is registered in the account (stderr: --json)
+        fail(rules.describe())
     requirements = inone_requirements(mapping)
     matching: MatchingCheck | None = None
     problem: str | None = None
@@ -196,6 +205,8 @@ async def setup_insider(args: argparse.Namespace) -> int:
     if args.json:
         print_json(
             {
+                "mapping": str(rules.path) if rules.path is not None else None,
+                "example_mapping": rules.example,
                 "ucd_token": "ok",
                 "catalog_token": "ok",
                 "locales": locales,
@@ -207,6 +218,8 @@ async def setup_insider(args: argparse.Namespace) -> int:
             }
         )
     else:
+        if not rules.example:
+            stdout().print(rules.describe(), markup=False)
         _print_insider(requirements, locales, created, matching)
     if problem:
         fail(f"setup insider: {problem}")

@@ -30,8 +30,10 @@ ENV_EXAMPLE = ROOT / ".env.example"
 WIDTH = 96
 
 # Optional as fields, required in practice: a validator refuses to run without them unless
-# encryption is switched off explicitly (TEMPORAL_CODEC_DISABLED, local development only).
-FILL_IN = frozenset({"TEMPORAL_CODEC_KEYS"})
+# encryption is switched off explicitly (TEMPORAL_CODEC_DISABLED, local development only), or
+# (the codec server's token) unless single sign-on or a loopback-only dev server replaces it:
+# the stack's codec server would restart forever on a .env filled in without it.
+FILL_IN = frozenset({"TEMPORAL_CODEC_KEYS", "CODEC_SERVER_TOKEN"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,22 @@ COMPOSE_VARIABLES: tuple[ComposeVariable, ...] = (
         "7d",
         "how long Temporal keeps closed workflows in the namespace the stack creates "
         "(TEMPORAL_NAMESPACE)",
+    ),
+    ComposeVariable(
+        "TEMPORAL_UI_PUBLISHED_PORT",
+        "8233",
+        "host port of the Temporal UI (on 127.0.0.1: put a TLS proxy in front for others)",
+    ),
+    ComposeVariable(
+        "TEMPORAL_UI_ORIGIN",
+        "http://localhost:8233",
+        "the Temporal UI's URL as browsers open it; CODEC_SERVER_CORS_ORIGINS must name it",
+    ),
+    ComposeVariable("CODEC_PUBLISHED_PORT", "8081", "host port of the codec server (on 127.0.0.1)"),
+    ComposeVariable(
+        "TEMPORAL_UI_CODEC_ENDPOINT",
+        "http://localhost:8081",
+        "the codec server's URL as the browser running the Temporal UI reaches it",
     ),
     ComposeVariable(
         "TEMPORAL_UI_SSO_ENABLED",

@@ -229,13 +229,30 @@ def _rule_rows(model: type[BaseModel], path: str) -> Iterator[list[str]]:
         yield [_code(dotted), _type_name(annotation), shown, description]
 
 
-def render_mapping() -> str:
+def render_mapping(keep: Callable[[str], bool] = lambda rule: True) -> str:
     from ct_insider.mapping.config import MappingConfig
 
     lines = ["| rule | type | default | meaning |", "| --- | --- | --- | --- |"]
     for row in _rule_rows(MappingConfig, ""):
-        lines.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
+        if keep(row[0].strip("`")):
+            lines.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
     return "\n".join(lines)
+
+
+# docs/deploy.md's tables, one per part of the mapping an operator writes: every rule lands
+# in exactly one of them (tests/unit/test_docs_generated.py).
+def _is_event_name(rule: str) -> bool:
+    return rule.endswith("_event")
+
+
+MAPPING_PARTS: dict[str, Callable[[str], bool]] = {
+    "mapping-customers": lambda rule: (
+        not rule.startswith(("orders.", "catalog.")) and not _is_event_name(rule)
+    ),
+    "mapping-orders": lambda rule: rule.startswith("orders.") and not _is_event_name(rule),
+    "mapping-events": _is_event_name,
+    "mapping-catalog": lambda rule: rule.startswith("catalog."),
+}
 
 
 # --- CLI at a glance -------------------------------------------------------------------------
@@ -269,11 +286,16 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "config": render_config,
     "mapping": render_mapping,
     "cli": render_cli,
+    **{
+        name: (lambda keep=keep: render_mapping(keep))  # type: ignore[misc]
+        for name, keep in MAPPING_PARTS.items()
+    },
 }
 # Which generated regions each document holds.
 TARGETS: dict[str, tuple[str, ...]] = {
     "docs/operations.md": ("config", "mapping"),
     "README.md": ("cli",),
+    "docs/deploy.md": tuple(MAPPING_PARTS),
 }
 
 

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -116,6 +117,14 @@ class OrderEventRules(BaseModel):
 class MappingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # How a deployment knows the shipped example (deploy/ct-insider/mapping.example.json)
+    # from the operator's rules: the example says so, and the operator removes the line.
+    example: bool = Field(
+        default=False,
+        description="true marks the shipped example rules (demo markets): production processes "
+        "refuse them; remove it once the rules are your own",
+    )
+
     uuid_source: Literal["id", "key", "customerNumber", "externalId"] = Field(
         default="id",
         description="the customer field that becomes Insider's uuid (orders look their "
@@ -184,12 +193,55 @@ class MappingConfigError(ValueError):
     pass
 
 
+# RFC 2606 reserves these second-level domains: no shop can serve its products there.
+_EXAMPLE_DOMAIN = re.compile(r"(^|\.)example\.(com|org|net)$")
+EXAMPLE_FILE = "deploy/ct-insider/mapping.example.json"
+
+
+def example_reasons(config: MappingConfig, path: Path | None) -> list[str]:
+    """Why these rules are the example rather than an operator's own (empty: they are not)."""
+    reasons = []
+    if path is None:
+        reasons.append("no mapping file was given (--mapping or CT_INSIDER_MAPPING_PATH)")
+    if config.example:
+        reasons.append('the file says "example": true')
+    host = urlsplit(config.catalog.url_template.replace("{", "").replace("}", "")).hostname
+    if host and _EXAMPLE_DOMAIN.search(host):
+        reasons.append(f"catalog.url_template links to {host}, a reserved example domain")
+    return reasons
+
+
+def operator_mapping(path: Path | None, *, allow_example: bool) -> tuple[MappingConfig, bool]:
+    """The rules a production process syncs with, and whether they are the example: the
+    example (the built-in defaults, a file marked `"example": true`, catalog links to an
+    example domain) is refused unless `allow_example` (CT_INSIDER_MAPPING_ALLOW_EXAMPLE, which
+    the dev stack and the tests set), so demo markets never reach a live Insider account."""
+    config = load_mapping_config(path)
+    reasons = example_reasons(config, path)
+    if reasons and not allow_example:
+        raise MappingConfigError(
+            "refusing the example mapping rules ("
+            + "; ".join(reasons)
+            + "): they would register demo markets and shop.example.com links in a live "
+            f"Insider account. Write your own rules (docs/deploy.md, step 4; {EXAMPLE_FILE} "
+            'shows every rule), remove its "example" line and pass the file with --mapping '
+            "or CT_INSIDER_MAPPING_PATH; for a demo account set "
+            "CT_INSIDER_MAPPING_ALLOW_EXAMPLE=true"
+        )
+    return config, bool(reasons)
+
+
 def load_mapping_config(path: Path | None) -> MappingConfig:
     """The defaults, or the rules in a JSON file; a bad rule names itself in the error."""
     if path is None:
         return MappingConfig()
     try:
         raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MappingConfigError(
+            f"no mapping rules at {path}: write your own there ({EXAMPLE_FILE} shows every "
+            "rule; docs/deploy.md, step 4)"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise MappingConfigError(f"cannot read mapping rules {path}: {exc}") from exc
     try:

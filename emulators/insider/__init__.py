@@ -1,1 +1,1 @@
-"""A faithful emulator of Insider's UCD and Catalog APIs (see README: Insider emulator)."""
+"""A faithful emulator of Insider's UCD and Catalog APIs (see docs/emulators.md)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from emulators.process import free_port
 from tests.conftest import Emulators, run_cli, running_worker
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 PUBSUB = {
     "CT_INSIDER_SUBSCRIPTION_DESTINATION": "GoogleCloudPubSub",
@@ -125,16 +127,28 @@ async def test_setup_commercetools_names_the_missing_standalone_prices_scope(
 
 
 async def test_setup_insider_verifies_tokens_registers_locales_and_lists_inone_schema(
-    client: Client, task_queue: str, clean_emulators: Emulators
+    client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
 ) -> None:
     env = _env(clean_emulators, client, task_queue)
 
-    # When setup insider runs with the default mapping rules
+    # When setup insider runs with the example rules in a production environment (no opt-in)
+    production = {**env, "CT_INSIDER_MAPPING_ALLOW_EXAMPLE": "false"}
+    refused_example = await asyncio.to_thread(run_cli, production, "setup", "insider")
+    # Then it refuses (exit 2) and registers nothing in the account
+    assert refused_example.returncode == 2, refused_example.stderr
+    assert "refusing the example mapping rules" in refused_example.stderr
+    catalog = httpx.get(f"{clean_emulators.insider_url}/_emulator/catalog").json()
+    assert catalog["locales"] == []
+
+    # When setup insider runs with the default mapping rules, opted in as the demo does
     run = await asyncio.to_thread(run_cli, env, "setup", "insider", "--json")
 
-    # Then both tokens are accepted, the markets' locales exist in Insider's catalog ...
+    # Then it says it uses the example, both tokens are accepted, the markets' locales exist
+    # in Insider's catalog ...
     assert run.returncode == 0, run.stderr
+    assert "mapping rules: THE EXAMPLE (no mapping file was given" in run.stderr
     report = json.loads(run.stdout)
+    assert (report["mapping"], report["example_mapping"]) == (None, True)
     assert (report["ucd_token"], report["catalog_token"]) == ("ok", "ok")
     catalog = httpx.get(f"{clean_emulators.insider_url}/_emulator/catalog").json()
     assert {"en_US", "de_DE", "en_GB"} <= set(catalog["locales"])
@@ -152,6 +166,21 @@ async def test_setup_insider_verifies_tokens_registers_locales_and_lists_inone_s
     assert (matching["probed"]["matching"], matching["status"]) == ("event_id", "OK")
     assert _stored_matching(clean_emulators)["matching"] == "event_id"
     assert _probe_profiles(clean_emulators) == []
+
+    # When setup insider takes the operator's rules (their own market), it names the file
+    # and registers that market's locale
+    rules = json.loads((ROOT / "deploy/ct-insider/mapping.example.json").read_text())
+    rules.pop("example")
+    rules["catalog"]["url_template"] = "https://www.shop-retailer.nl/{language}/p/{slug}"
+    rules["catalog"]["markets"] = [{"locale": "nl_NL", "languages": ["nl"], "currency": "EUR"}]
+    own = tmp_path / "mapping.json"
+    own.write_text(json.dumps(rules))
+    theirs = await asyncio.to_thread(run_cli, production, "setup", "insider", "--mapping", str(own))
+    assert theirs.returncode == 0, theirs.stderr
+    assert f"mapping rules: {own}" in theirs.stdout
+    assert "THE EXAMPLE" not in theirs.stdout + theirs.stderr
+    catalog = httpx.get(f"{clean_emulators.insider_url}/_emulator/catalog").json()
+    assert "nl_NL" in catalog["locales"]
 
     # When the catalog token is wrong, setup names the catalog and exits 3
     wrong = {**env, "INSIDER_CATALOG_API_KEY": "not-the-catalog-token"}
@@ -242,12 +271,17 @@ async def test_doctor_passes_with_a_worker_and_pinpoints_a_wrong_insider_token(
         # When the scopes lack standalone prices
         narrow = {**env, "CTP_SCOPES": _scopes_without(clean_emulators, "view_standalone_prices")}
         unscoped = await asyncio.to_thread(run_cli, narrow, "doctor")
+        # When the example rules are in use without the dev stack's opt-in
+        production = {**env, "CT_INSIDER_MAPPING_ALLOW_EXAMPLE": "false"}
+        example = await asyncio.to_thread(run_cli, production, "doctor")
 
     # Then every check passes (schedules may only warn)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     verdicts = json.loads(healthy.stdout)["verdicts"]
     checks = {(v["system"], v["check"]): v["status"] for v in verdicts}
     assert checks.pop(("Temporal", "schedules")) in ("OK", "WARN")
+    # (the example rules, which the emulated demo account opts into, only warn)
+    assert checks.pop(("configuration", "mapping rules")) == "WARN"
     assert set(checks.values()) == {"OK"}
     assert {
         ("commercetools", "token and a read"),
@@ -282,6 +316,14 @@ async def test_doctor_passes_with_a_worker_and_pinpoints_a_wrong_insider_token(
     )
     assert answer.status_code == 403
     assert answer.json()["errors"][0]["code"] == "insufficient_scope"
+    # And with the example rules and no opt-in it fails the mapping rules, exit 2, saying why
+    assert example.returncode == 2, example.stdout
+    [rules_line] = [
+        line for line in example.stdout.splitlines() if line.startswith("FAIL configuration")
+    ]
+    assert "mapping rules" in rules_line
+    assert "refusing the example mapping rules" in " ".join(example.stdout.split())
+    assert _last_line(example.stdout) == "doctor: FAILED: mapping rules (exit 2)"
 
 
 async def test_doctor_names_an_unreachable_temporal_without_a_traceback(

@@ -55,6 +55,7 @@ def test_a_restarted_worker_is_not_ready_before_it_reaches_temporal(tmp_path: Pa
         "INSIDER_CATALOG_API_KEY": "key",
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "TEMPORAL_CODEC_KEYS": generate_key_entry("test"),
+        "CT_INSIDER_MAPPING_ALLOW_EXAMPLE": "true",  # the demo's rules: it should reach Temporal
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(

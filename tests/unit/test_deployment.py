@@ -13,6 +13,7 @@ import sys
 import textwrap
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,18 +28,86 @@ from ct_insider.config import (
     CodecServerSettings,
     CommercetoolsSettings,
     InsiderSettings,
+    MappingSettings,
     PayloadCodecSettings,
-    SchedulesSettings,
     TelemetrySettings,
     TemporalSettings,
 )
-from ct_insider.mapping.config import load_mapping_config
+from ct_insider.mapping.config import MappingConfigError, load_mapping_config, operator_mapping
 from starters.cli import _parser
 from tools.env_example import COMPOSE_VARIABLES, FILL_IN, render, settings_variables
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+class _Reset:
+    """Compose's `!reset`: the merged value is removed."""
+
+
+@dataclass(frozen=True)
+class _Override:
+    """Compose's `!override`: the merged value is this one, not a merge with the base."""
+
+    value: Any
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML with compose's merge tags (Docker Compose 2.24.4+)."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: _Override(
+        loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)  # type: ignore[arg-type]
+    ),
+)
+
+
+def load_compose(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)  # noqa: S506 - SafeLoader plus two tags
+    return loaded
+
+
+# Replaced, not merged, by a later file (compose's merge rules: shell commands and the
+# health check's test).
+_REPLACED = {"command", "entrypoint", "test"}
+
+
+def merge_compose(base: Any, override: Any, key: str = "") -> Any:
+    """Compose's merge of an override file over a base: mappings merge, sequences append
+    (ports, volumes, expose: unique), `!reset` removes and `!override` replaces."""
+    if isinstance(override, _Override):
+        return override.value
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for name, value in override.items():
+            if isinstance(value, _Reset):
+                merged.pop(name, None)
+            elif name in merged:
+                merged[name] = merge_compose(merged[name], value, name)
+            else:
+                merged[name] = value.value if isinstance(value, _Override) else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list) and key not in _REPLACED:
+        return base + [item for item in override if item not in base]
+    return override
+
+
+COMPOSE: dict[str, Any] = load_compose("docker-compose.yml")
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+CLOUD_OVERRIDE = "docker-compose.temporal-cloud.yml"
+
+
+def active(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What `up` starts: services without a profile."""
+    return {name: service for name, service in services.items() if not service.get("profiles")}
+
+
 # Services that run our image (`build: .`), e.g. worker, bridge, codec-server, the setup jobs.
 OURS = {name: service for name, service in SERVICES.items() if "build" in service}
 
@@ -49,6 +118,7 @@ PROCESS_SETTINGS: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
         TemporalSettings,
         CommercetoolsSettings,
         InsiderSettings,
+        MappingSettings,
         PayloadCodecSettings,
         TelemetrySettings,
     ),
@@ -61,9 +131,12 @@ PROCESS_SETTINGS: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
     ),
     ("codec-server",): (PayloadCodecSettings, CodecServerSettings, TelemetrySettings),
     ("setup", "temporal"): (TemporalSettings, PayloadCodecSettings, TelemetrySettings),
-    ("schedules", "apply"): (
-        SchedulesSettings,
+    # `cli` runs doctor unless told otherwise.
+    ("doctor",): (
+        CommercetoolsSettings,
+        InsiderSettings,
         TemporalSettings,
+        MappingSettings,
         PayloadCodecSettings,
         TelemetrySettings,
     ),
@@ -173,7 +246,7 @@ def test_every_service_runs_a_pinned_image_or_builds_ours() -> None:
 
 def test_our_services_run_real_cli_commands() -> None:
     parser = _parser()
-    assert set(OURS) >= {"worker", "bridge", "codec-server", "setup-temporal", "schedules"}
+    assert set(OURS) >= {"worker", "bridge", "codec-server", "setup-temporal", "cli"}
     for name, service in OURS.items():
         command = command_of(service)
         try:
@@ -183,18 +256,57 @@ def test_our_services_run_real_cli_commands() -> None:
         assert command_path(command) in PROCESS_SETTINGS, f"{name}: add its settings classes"
 
 
-def test_the_worker_reads_the_mounted_mapping_rules() -> None:
-    worker = SERVICES["worker"]
-    args = _parser().parse_args(command_of(worker))
+def _on_host(service: dict[str, Any], path: Path) -> Path:
+    """The file of this repository a container path of the service is bind-mounted from."""
     mounts = {
         target: source
-        for source, target, *_ in (str(volume).split(":") for volume in worker["volumes"])
+        for source, target, *_ in (str(volume).split(":") for volume in service["volumes"])
     }
-    folder = next(t for t in mounts if args.mapping.is_relative_to(t))
+    folder = next(t for t in mounts if path.is_relative_to(t))
     assert mounts[folder].startswith("./"), "a bind mount of this repository"
-    rules = ROOT / mounts[folder] / args.mapping.relative_to(folder)
-    assert load_mapping_config(rules).model_dump() is not None  # raises on a bad rule
-    assert all(str(volume).endswith(":ro") for volume in worker["volumes"])
+    assert all(str(volume).endswith(":ro") for volume in service["volumes"])
+    return ROOT / mounts[folder] / path.relative_to(folder)
+
+
+def test_the_worker_and_the_cli_read_the_operators_mapping_not_the_example() -> None:
+    # Given the stack's worker and cli (setup insider, doctor: the same rules as the worker)
+    worker, cli = SERVICES["worker"], SERVICES["cli"]
+    rules = Path(_parser().parse_args(command_of(worker)).mapping)
+    assert environment(cli)["CT_INSIDER_MAPPING_PATH"] == str(rules)
+    # Then neither opts into the example rules: that opt-in is the dev stack's and the tests'
+    for service in (worker, cli):
+        assert "CT_INSIDER_MAPPING_ALLOW_EXAMPLE" not in environment(service)
+    assert "CT_INSIDER_MAPPING_ALLOW_EXAMPLE" not in operator_env()
+    # And the file they read is the operator's to write next to the shipped example, which
+    # is valid, marked, and refused by a production process
+    mapping = _on_host(worker, rules)
+    example = mapping.with_name("mapping.example.json")
+    assert example.exists()
+    assert load_mapping_config(example).example is True  # raises on a bad rule
+    with pytest.raises(MappingConfigError, match="refusing the example mapping rules"):
+        operator_mapping(example, allow_example=False)
+    # And a copy of the example with its marker removed is still refused (shop.example.com)
+    copied = json.loads(example.read_text())
+    copied.pop("example")
+    edited = mapping.parent / ".unmarked-test.json"
+    try:
+        edited.write_text(json.dumps(copied))
+        with pytest.raises(MappingConfigError, match=r"shop\.example\.com"):
+            operator_mapping(edited, allow_example=False)
+    finally:
+        edited.unlink(missing_ok=True)
+
+
+def test_schedules_are_applied_by_a_command_not_on_every_up() -> None:
+    # Given every service `up` starts, on either Temporal
+    for services in (SERVICES, cloud_services()):
+        for name, service in active(services).items():
+            if "build" in service:
+                # Then none of them applies schedules
+                assert command_path(command_of(service)) != ("schedules", "apply"), name
+    # And the operator's cli is not started by `up`, and can run `schedules apply`
+    assert SERVICES["cli"]["profiles"]
+    assert _parser().parse_args(["schedules", "apply"]).command == "schedules"
 
 
 def test_our_services_get_only_settings_variables() -> None:
@@ -229,13 +341,19 @@ def test_ports_agree_with_the_settings() -> None:
         published = [str(p).rsplit(":", 2) for p in service["ports"]]
         assert [int(p[-1]) for p in published] == [port], "publishes the port it listens on"
         assert f"http://127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
-    # The browser calls the codec server: at its published port, from the UI's origin.
+    # The browser calls the codec server: at its published port, from the UI's origin; the
+    # published ports, the UI's origin and its codec endpoint are variables of .env.
     ui_env = environment(ui)
-    codec_host_port = int(str(codec["ports"][0]).split(":")[-2])
+    codec_host_port = int(interpolate(str(codec["ports"][0]), operator_env()).split(":")[-2])
     assert ui_env["TEMPORAL_CODEC_ENDPOINT"] == f"http://localhost:{codec_host_port}"
-    ui_host_port = int(str(ui["ports"][0]).split(":")[-2])
+    ui_host_port = int(interpolate(str(ui["ports"][0]), operator_env()).split(":")[-2])
     origins = str(settings_value(codec, CodecServerSettings, "cors_origins")).split(",")
     assert f"http://localhost:{ui_host_port}" in origins
+    assert ui_env["TEMPORAL_CORS_ORIGINS"] in origins
+    for variable in ("TEMPORAL_CODEC_ENDPOINT", "TEMPORAL_CORS_ORIGINS"):
+        assert "${" in str(ui["environment"][variable]), f"{variable}: a variable of .env"
+    for service in (codec, ui):
+        assert "${" in str(service["ports"][0]), "the published port is a variable of .env"
     # Every process of ours and the UI reach the Temporal frontend the stack runs.
     frontend = f"temporal:{str(SERVICES['temporal']['ports'][0]).split(':')[-1]}"
     assert ui_env["TEMPORAL_ADDRESS"] == frontend
@@ -254,7 +372,7 @@ def test_long_running_services_have_health_checks_and_one_shots_finish() -> None
     for name, service in SERVICES.items():
         one_shot = service.get("restart", "no") == "no"
         if one_shot:
-            assert name in awaited or name == "schedules", f"{name}: nothing waits for it"
+            assert name in awaited or name == "cli", f"{name}: nothing waits for it"
             continue
         assert service["restart"] == "unless-stopped", name
         check = service.get("healthcheck", {})
@@ -282,7 +400,6 @@ def test_dependencies_exist_and_start_in_order() -> None:
         ("temporal-namespace", "setup-temporal"),
         ("setup-temporal", "worker"),
         ("setup-temporal", "bridge"),
-        ("setup-temporal", "schedules"),
     ]:
         assert order.index(before) < order.index(after)
 
@@ -531,3 +648,303 @@ def test_namespace_job_creates_only_a_missing_namespace(
     creates = [line for line in calls.read_text().splitlines() if "namespace create" in line]
     expected = ["operator namespace create --address temporal:7233 -n default --retention 7d"]
     assert creates == (expected if created else [])
+
+
+def cloud_services() -> dict[str, dict[str, Any]]:
+    """The services of docker-compose.yml with docker-compose.temporal-cloud.yml merged."""
+    merged = merge_compose(COMPOSE, load_compose(CLOUD_OVERRIDE))
+    services: dict[str, dict[str, Any]] = merged["services"]
+    return services
+
+
+SELF_HOSTED_TEMPORAL = {
+    "postgresql",
+    "temporal-schema",
+    "temporal",
+    "temporal-namespace",
+    "temporal-ui",
+    "setup-temporal",
+}
+
+
+def test_temporal_cloud_override_starts_without_the_temporal_services() -> None:
+    # Given the stack with the Temporal Cloud override merged in
+    services = cloud_services()
+    up = active(services)
+    # Then `up` starts our long-running services and none of the self-hosted Temporal ones
+    assert set(up) == {"worker", "bridge", "codec-server"}
+    assert set(services) - set(up) == SELF_HOSTED_TEMPORAL | {"cli"}
+    # And nothing it starts (or `run`s: cli) depends on a service that is left out
+    for name in (*up, "cli"):
+        assert not dict(services[name].get("depends_on", {})), f"{name} waits on a removed one"
+    # And nothing left overrides .env's Temporal address, namespace or credentials
+    for name in (*up, "cli"):
+        service = services[name]
+        given = set(environment(service))
+        assert not {
+            v for v in given if v.startswith("TEMPORAL_") and v != "TEMPORAL_METRICS_BIND_ADDRESS"
+        }, name
+        assert given <= set(settings_variables()), f"{name}: {given - set(settings_variables())}"
+        assert service.get("env_file") in (".env", [".env"])
+        # And no variable of the removed database is needed
+        text = json.dumps(service)
+        assert "POSTGRES" not in text, name
+    # And the worker keeps its replicas, limits and metrics, and still reads the mapping
+    worker = services["worker"]
+    assert worker["deploy"] == SERVICES["worker"]["deploy"]
+    assert environment(worker)["INSIDER_PROFILE_UNITS_PER_MINUTE"] == "450"
+    assert worker["command"] == SERVICES["worker"]["command"]
+    assert environment(services["cli"]) == {
+        k: v for k, v in environment(SERVICES["cli"]).items() if k != "TEMPORAL_ADDRESS"
+    }
+
+
+def test_temporal_cloud_settings_the_docs_name_exist_and_reach_the_client(tmp_path: Path) -> None:
+    # Given the variables docs/deploy.md and the override name for Temporal Cloud
+    text = (ROOT / CLOUD_OVERRIDE).read_text() + (ROOT / "docs" / "deploy.md").read_text()
+    named = set(re.findall(r"\bTEMPORAL_[A-Z_]+\b", text))
+    known = set(settings_variables()) | {v.name for v in COMPOSE_VARIABLES}
+    # Then each is a setting (or a variable of the compose file)
+    ui_only = {"TEMPORAL_CODEC_ENDPOINT", "TEMPORAL_CORS_ORIGINS", "TEMPORAL_ADDRESS"}
+    assert named - known - ui_only == set(), named - known
+    for variable in (
+        "TEMPORAL_ADDRESS",
+        "TEMPORAL_NAMESPACE",
+        "TEMPORAL_API_KEY",
+        "TEMPORAL_TLS_CLIENT_CERT_PATH",
+        "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    ):
+        assert variable in named, f"the Cloud docs do not name {variable}"
+    # And the connection uses them: an API key implies TLS, a certificate and key are sent
+    from temporalio.client import TLSConfig
+
+    from ct_insider.temporal import _tls
+
+    with_key = TemporalSettings(address="ns.acct.tmprl.cloud:7233", api_key="k" * 20)
+    assert _tls(with_key) is True
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_bytes(b"CERT")
+    key.write_bytes(b"KEY")
+    mtls = _tls(TemporalSettings(tls_client_cert_path=cert, tls_client_key_path=key))
+    assert isinstance(mtls, TLSConfig)
+    assert (mtls.client_cert, mtls.client_private_key) == (b"CERT", b"KEY")
+    # And the certificates' folder is mounted into every container of ours
+    for name, service in cloud_services().items():
+        if "build" in service:
+            assert "./deploy/ct-insider:/etc/ct-insider:ro" in service["volumes"], name
+
+
+def test_the_codec_server_starts_on_a_stack_filled_in_as_documented() -> None:
+    # Given .env.example copied and its fill-in lines filled in, nothing else
+    env = {**operator_env(), **environment(SERVICES["codec-server"])}
+    assert "CODEC_SERVER_TOKEN" in operator_env(), "its token is a fill-in line"
+    # Then the codec server's settings load (no refusal, no restart loop) and it listens
+    # where the stack publishes it
+    settings = CodecServerSettings.model_validate(
+        {
+            k.removeprefix("CODEC_SERVER_").lower(): v
+            for k, v in env.items()
+            if k.startswith("CODEC_SERVER_")
+        }
+    )
+    assert settings.token is not None
+    assert settings.host == "0.0.0.0"
+    # And without the token it would refuse: the line is needed
+    with pytest.raises(ValueError, match="CODEC_SERVER_TOKEN"):
+        CodecServerSettings.model_validate({"host": "0.0.0.0"})
+
+
+# Peak RSS of a worker process measured by the benchmarks (bench/README.md).
+MEASURED_WORKER_RSS_MB = re.compile(r"worker peak RSS \*\*(\d+) MB\*\*")
+
+
+def _megabytes(limit: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg])b?", str(limit).lower())
+    assert match is not None, f"not a compose memory size: {limit}"
+    return float(match[1]) * {"k": 1 / 1024, "m": 1, "g": 1024}[match[2]]
+
+
+def test_every_long_running_service_has_memory_and_cpu_limits_from_the_sizing() -> None:
+    for name, service in SERVICES.items():
+        if service.get("restart", "no") == "no" and name != "cli":
+            continue
+        limits = service.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert float(limits.get("cpus", 0)) > 0, f"{name}: no CPU limit"
+        assert _megabytes(limits.get("memory", "0m")) > 0, f"{name}: no memory limit"
+    # The worker's: room for twice the largest peak the benchmarks measured, one core (GIL)
+    measured = [
+        int(mb) for mb in MEASURED_WORKER_RSS_MB.findall((ROOT / "bench/README.md").read_text())
+    ]
+    assert measured, "bench/README.md lost its worker peak RSS figures"
+    worker = SERVICES["worker"]["deploy"]["resources"]["limits"]
+    assert _megabytes(worker["memory"]) >= 2 * max(measured)
+    assert float(worker["cpus"]) == 1.0
+
+
+PROMETHEUS = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+ALERTS = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+
+
+def test_prometheus_scrapes_the_metrics_endpoints_the_stack_opens() -> None:
+    # Given the example scrape configuration
+    targets: set[tuple[str, int]] = set()
+    for job in PROMETHEUS["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.add((host, int(port)))
+        for sd in job.get("dns_sd_configs", []):
+            targets |= {(host, int(sd["port"])) for host in sd["names"]}
+    # Then each target is a service that listens there on the stack's network
+    for host, port in targets:
+        service = SERVICES[host]
+        assert str(port) in [str(p) for p in service.get("expose", [])], f"{host}:{port}"
+        env = environment(service)
+        if "build" in service:
+            listening = {
+                env.get(v, "").rsplit(":", 1)[-1]
+                for v in ("CT_INSIDER_METRICS_BIND_ADDRESS", "TEMPORAL_METRICS_BIND_ADDRESS")
+            }
+            assert str(port) in listening, f"{host} does not serve metrics on {port}"
+        else:
+            assert env.get("PROMETHEUS_ENDPOINT", "").endswith(f":{port}"), host
+    # And every process of ours that serves metrics is scraped
+    for name, service in OURS.items():
+        address = environment(service).get("CT_INSIDER_METRICS_BIND_ADDRESS")
+        if address:
+            assert (name, int(address.rsplit(":", 1)[1])) in targets, name
+    assert ALERTS["groups"]
+    assert PROMETHEUS["rule_files"] == ["alerts.yml"]
+
+
+def _exported_metrics() -> str:
+    """A Prometheus scrape of the connector's real instruments after one of each count (in a
+    process of its own: the global meter provider can be set once)."""
+    script = textwrap.dedent(
+        """
+        from prometheus_client import REGISTRY, generate_latest
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from ct_insider import telemetry
+        telemetry.configure_telemetry(
+            "ct-insider-worker", serve_metrics=False, metric_readers=[PrometheusMetricReader()]
+        )
+        telemetry.count_records("journey", "customer", sent=1, rejected=1, dead_lettered=1)
+        telemetry.THROTTLED.add(1, {"system": "insider", "route": "/api/user/v1/upsert"})
+        telemetry.SERVER_ERRORS.add(1, {"system": "insider", "route": "/api/user/v1/upsert"})
+        telemetry.BRIDGE_REQUESTS.add(1, {"route": "/events", "outcome": "unavailable"})
+        # The bridge's committer, its shard 2 described at 6 of its 8 MB backlog limit (no
+        # Temporal client is used until it commits)
+        from bridge.commit import ShardCommitter
+        committer = ShardCommitter(None, "q", shards=4, backlog_bytes=8_000_000)
+        committer._lane(2).history_bytes = 6_000_000
+        print(generate_latest(REGISTRY).decode())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CT_INSIDER_"))},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_alert_rules_use_metrics_and_labels_the_code_exports() -> None:
+    # Given a scrape of what the code exports
+    scraped = _exported_metrics()
+    series = {
+        m["name"]: set(re.findall(r'(\w+)="', m["labels"] or ""))
+        for m in re.finditer(
+            r"^(?P<name>[a-z_:][a-z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? ", scraped, re.M
+        )
+    }
+    rules = [rule for group in ALERTS["groups"] for rule in group["rules"]]
+    # Then there are the three alerts: journey backlog, dead letters, Insider 429s
+    assert [r["alert"] for r in rules] == [
+        "CtInsiderJourneyBacklog",
+        "CtInsiderDeadLetters",
+        "CtInsiderInsiderThrottled",
+    ]
+    for rule in rules:
+        # And every metric an expression reads is a series of the scrape, with the labels
+        # it filters and groups by
+        for metric, selector in re.findall(r"\b(ct_insider_\w+)(\{[^}]*\})?", rule["expr"]):
+            assert metric in series, f"{rule['alert']}: {metric} is not exported"
+            labels = set(re.findall(r"(\w+)=", selector))
+            assert labels <= series[metric], f"{rule['alert']}: {labels - series[metric]}"
+        grouped = re.findall(r"by \(([^)]*)\)", rule["expr"])
+        for names in grouped:
+            wanted = {n.strip() for n in names.split(",")}
+            metric = re.search(r"\b(ct_insider_\w+)", rule["expr"])
+            assert metric is not None
+            assert wanted <= series[metric[1]], rule["alert"]
+        assert re.search(r"\bct_insider_\w+", rule["expr"]), f"{rule['alert']} reads none of ours"
+    # And the label values the rules match are ones the code sets
+    assert "ct_insider_journey_shard_backlog" in rules[0]["expr"]
+    assert re.search(
+        r'^ct_insider_journey_shard_backlog\{[^}]*shard="2"[^}]*\} 0\.75$', scraped, re.M
+    )
+    assert 'system="insider"' in rules[2]["expr"]
+
+
+def _constraints() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints-runtime.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, separator, version = line.partition("==")
+        assert separator, f"not an exact pin: {line}"
+        pins[_canonical(name)] = version.strip()
+    return pins
+
+
+def test_image_builds_pin_every_runtime_dependency() -> None:
+    # Given the constraints the Dockerfile installs with
+    pins = _constraints()
+    build = "\n".join(_dockerfile_stages()["build"])
+    assert "constraints-runtime.txt" in build.split("COPY", 2)[1], "copied into the build"
+    assert "--constraint constraints-runtime.txt ." in build
+    assert "!constraints-runtime.txt" in (ROOT / ".dockerignore").read_text().splitlines()
+    # Then every distribution `pip install .` brings is pinned, and nothing else
+    runtime = runtime_distributions() - {"ct-insider"}
+    assert runtime - set(pins) == set(), f"not pinned: {runtime - set(pins)}"
+    assert set(pins) - runtime == set(), f"not a runtime dependency: {set(pins) - runtime}"
+    # And each pin satisfies what pyproject.toml asks for
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        pinned = pins[_canonical(requirement.name)]
+        assert requirement.specifier.contains(pinned, prereleases=True), f"{text}: {pinned}"
+
+
+CONSOLE_SCRIPT = (sys.executable, "-c", "from starters.cli import run; run()")
+
+
+def test_a_codec_key_is_generated_from_the_image_before_any_env_exists(tmp_path: Path) -> None:
+    # Given the image's situation at step 2 of docs/deploy.md: no .env, no settings at all,
+    # an empty working directory (the image's WORKDIR)
+    documented = (ROOT / "docs" / "deploy.md").read_text()
+    assert "docker run --rm ct-insider:0.1.0 codec-server --generate-key 2026-12" in documented
+    # When the console script runs that command
+    done = subprocess.run(
+        [*CONSOLE_SCRIPT, "codec-server", "--generate-key", "2026-12"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+    # Then it prints an entry TEMPORAL_CODEC_KEYS accepts
+    assert done.returncode == 0, done.stderr
+    entry = done.stdout.strip()
+    assert entry.startswith("2026-12:")
+    ring = PayloadCodecSettings(keys=entry).key_ring()
+    assert ring is not None
+    assert ring.current == "2026-12"

@@ -108,3 +108,16 @@ def test_a_missing_file_or_heading_is_a_broken_link(tmp_path: Path) -> None:
         "README.md: docs/none.md",
         "README.md: bench/README.md#nope",
     ]
+
+
+def test_every_mapping_rule_is_in_exactly_one_table_of_the_deploy_page() -> None:
+    # Given the rules and docs/deploy.md's four tables (customers, orders, events, catalog)
+    rules = [line.split("|")[1].strip() for line in gen_docs.render_mapping().splitlines()[2:]]
+    tables = {name: gen_docs.RENDERERS[name]() for name in gen_docs.MAPPING_PARTS}
+    # Then each rule has a row in exactly one of them, and the page holds all four
+    for rule in rules:
+        holding = [name for name, table in tables.items() if f"\n| {rule} |" in table]
+        assert len(holding) == 1, f"{rule} is in {holding}"
+    assert set(gen_docs.TARGETS["docs/deploy.md"]) == set(gen_docs.MAPPING_PARTS)
+    assert "| `catalog.markets[].channel` |" in tables["mapping-catalog"]
+    assert "| `sign_up_event` |" in tables["mapping-events"]
