@@ -106,7 +106,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     delta.add_argument("target", choices=[*DELTA_ENTITIES, "all"])
-    delta.add_argument("--since", type=timestamp, help="first window start (default: now)")
+    delta.add_argument(
+        "--since",
+        type=timestamp,
+        help="first window start (default: the stored watermark a previous delta or a "
+        "completed backfill left; refused when there is none)",
+    )
     delta.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
     delta.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
     delta.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
@@ -160,14 +165,18 @@ async def run_delta(args: argparse.Namespace) -> int:
     client = await connect(temporal)
     running = {p.entity: await delta_running(client, p.entity) for p in inputs}
     stored = await stored_watermarks([p.entity for p in inputs]) if args.since is None else {}
+    points = {
+        p.entity: resume_point(
+            p.entity, running=running[p.entity], since=args.since, stored=stored.get(p.entity)
+        )
+        for p in inputs
+    }
+    nowhere = [point for point in points.values() if point.source == "none"]
+    if nowhere:  # refused before any starts: "from now" would lose what changed meanwhile
+        raise UsageError("; ".join(point.sentence() for point in nowhere))
     started = []
     for params in inputs:
-        point = resume_point(
-            params.entity,
-            running=running[params.entity],
-            since=args.since,
-            stored=stored.get(params.entity),
-        )
+        point = points[params.entity]
         handle = await start_delta(client, temporal.task_queue, params)
         started.append(
             {

@@ -213,6 +213,7 @@ async def build_workers(
                     erasure.erase_person,
                     watermarks.load_watermark,
                     watermarks.save_watermark,
+                    watermarks.advance_watermark,
                 ],
                 max_concurrent_activities=20,
                 graceful_shutdown_timeout=timedelta(seconds=20),
