@@ -145,6 +145,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 async def run_delta(args: argparse.Namespace) -> int:
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watch import require_search_attributes
     from starters.watermarks import delta_running, resume_point, stored_watermarks
 
     temporal = load(TemporalSettings)
@@ -163,6 +164,7 @@ async def run_delta(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"invalid delta sync: {exc}") from None
     client = await connect(temporal)
+    await require_search_attributes(client)
     running = {p.entity: await delta_running(client, p.entity) for p in inputs}
     stored = await stored_watermarks([p.entity for p in inputs]) if args.since is None else {}
     points = {
