@@ -15,14 +15,17 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.sync.watermarks import CLOCK_SKEW_ALLOWANCE, WatermarkStore
+from starters.delta import start_delta
 from tests.conftest import Emulators, eventually, run_cli
 from workers.main import Workers
-from workflows.delta import delta_workflow_id
+from workflows.delta import DeltaSyncInput, delta_workflow_id
+from workflows.watermarks import NO_WATERMARK_ERROR
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +149,21 @@ async def test_a_backfill_never_moves_a_newer_watermark_back(
         stored = await WatermarkStore(ct).get("customers")
     assert stored is not None
     assert (stored.watermark, stored.workflow_id) == (later, "delta-customers")
+    # ... while an older one moves forward to where the backfill started reading
+    earlier = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+    async with CommercetoolsClient(emu.ct_settings()) as ct:
+        await WatermarkStore(ct).save("customers", earlier, workflow_id="delta-customers")
+    again = await asyncio.to_thread(run_cli, env, "backfill", "customers", "--wait", "--json")
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    read_from = datetime.fromisoformat(report["progress"]["phases"][0]["read_from"])
+    async with CommercetoolsClient(emu.ct_settings()) as ct:
+        moved = await WatermarkStore(ct).get("customers")
+    assert moved is not None
+    assert (moved.watermark, moved.workflow_id) == (
+        read_from - CLOCK_SKEW_ALLOWANCE,
+        report["workflow_id"],
+    )
     # ... while a backfill bounded by --until leaves none where none was
     httpx.post(f"{emu.ct_url}/_emulator/reset").raise_for_status()
     emu.seeder().customers(3)
@@ -167,3 +185,22 @@ async def test_a_backfill_never_moves_a_newer_watermark_back(
         json.loads(bounded.stdout)["workflow_id"]
     ).describe()
     assert described.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_delta_workflow_started_without_any_watermark_fails_saying_what_to_run(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    # Given no watermark stored for orders, When a delta workflow is started without one
+    # (not through the CLI, which refuses first: a script, a schedule)
+    handle = await start_delta(client, worker.task_queue, DeltaSyncInput(entity="orders"))
+    # Then it fails at once instead of starting "from now", saying what to run or pass
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == NO_WATERMARK_ERROR
+    assert "`ct-insider backfill orders --wait`" in cause.message
+    assert "--since" in cause.message
+    # ... having synced no window
+    async with CommercetoolsClient(clean_emulators.ct_settings()) as ct:
+        assert await WatermarkStore(ct).get("orders") is None
