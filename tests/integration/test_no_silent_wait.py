@@ -38,6 +38,7 @@ from ct_insider.search_attributes import ALL
 from starters.backfill import start_backfill
 from starters.watch import WorkflowStuck, watched
 from tests.conftest import Emulators, eventually, run_cli, running_worker, worker_process
+from workers.main import register_search_attributes
 from workflows.backfill import BackfillInput
 from workflows.delta import DeltaSyncWorkflow
 
@@ -126,6 +127,8 @@ async def test_where_registration_is_refused_commands_and_doctor_say_what_to_run
     await _fill_keywords(client)
     clean_emulators.seeder().customers(2)
     env = _env(clean_emulators, client, task_queue)
+    # (the worker's own attempt at its start is refused too, and it runs on)
+    assert await register_search_attributes(client) == []
     async with running_worker(client, task_queue, clean_emulators):
         # When a backfill is started and waited for, and doctor runs
         waited = await asyncio.to_thread(run_cli, env, "backfill", "customers", "--wait")
