@@ -21,6 +21,11 @@ class SaveWatermarkInput(BaseModel):
     watermark: datetime
 
 
+class AdvanceWatermarkInput(BaseModel):
+    entity: str
+    watermark: datetime
+
+
 class WatermarkActivities:
     def __init__(self, store: WatermarkStore) -> None:
         self._store = store
@@ -37,6 +42,20 @@ class WatermarkActivities:
         info = activity.info()
         try:
             await self._store.save(
+                params.entity,
+                params.watermark,
+                workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id,
+            )
+        except CommercetoolsError as exc:
+            raise as_application_error(exc) from exc
+
+    @activity.defn
+    async def advance_watermark(self, params: AdvanceWatermarkInput) -> StoredWatermark:
+        """Store the watermark unless a newer one is stored; returns what is stored after."""
+        info = activity.info()
+        try:
+            return await self._store.advance(
                 params.entity,
                 params.watermark,
                 workflow_id=info.workflow_id,

@@ -16,9 +16,13 @@ Timer workflows (cart recovery, replenishment: ct_insider/timers.py) also carry
     CtTimerDueAt < "2026-12-07T00:00:00Z"               timers due before a moment
 
 All are keywords but CtTimerDueAt (a datetime). A server must know them before a workflow sets them (a workflow task
-that upserts an unknown attribute fails and is retried until it is registered), so setup
-registers them: `ensure_search_attributes` (`ct-insider setup temporal`, `make run`), and
-the dev servers started by tests and `make run` get them on their command line.
+that upserts an unknown attribute fails and is retried until it is registered), so they are
+registered by `ensure_search_attributes`: `ct-insider setup temporal`, the worker at its
+start and every command that starts a workflow, wherever the server lets them (a dev server,
+a self-hosted cluster); the dev servers started by tests and `make run` get them on their
+command line. Where the server refuses (Temporal Cloud answers PERMISSION_DENIED: add them in
+the Cloud UI or with tcld), the commands say so and exit 2 (`SearchAttributesRefused`), and
+`ct-insider doctor` names the missing ones.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from temporalio.common import (
     SearchAttributeUpdate,
     TypedSearchAttributes,
 )
+from temporalio.service import RPCError
 
 ENTITY = SearchAttributeKey.for_keyword("CtEntity")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CtCustomerId")
@@ -75,6 +80,27 @@ class SearchAttributeConflict(Exception):
     """The namespace already has one of our names, registered with another type."""
 
 
+class SearchAttributesRefused(Exception):
+    """The namespace lacks some of our attributes and the server refused to register them."""
+
+    def __init__(self, namespace: str, missing: list[str], reason: str) -> None:
+        super().__init__(
+            f"namespace {namespace} lacks the search attributes {', '.join(missing)} and "
+            f"Temporal refused to register them ({reason}): run `ct-insider setup temporal` "
+            "with credentials allowed to (on Temporal Cloud add them in the Cloud UI or with "
+            f"`tcld namespace search-attributes add`: {cloud_types(missing)})"
+        )
+        self.namespace = namespace
+        self.missing = missing
+        self.reason = reason
+
+
+def cloud_types(names: list[str]) -> str:
+    """`CtEntity=Keyword, ...`: what an operator types into the Cloud UI or tcld."""
+    types = {key.name: _TYPE_NAMES[key.indexed_value_type] for key in ALL}
+    return ", ".join(f"{name}={types[name]}" for name in names)
+
+
 def dev_server_flags() -> list[str]:
     """`temporal server start-dev` arguments that register every attribute at startup."""
     flags: list[str] = []
@@ -83,12 +109,9 @@ def dev_server_flags() -> list[str]:
     return flags
 
 
-async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
-    """Register whichever of our attributes the namespace lacks; returns the names added.
-
-    Idempotent. Needs the operator service (a dev server or a self-hosted cluster; on
-    Temporal Cloud they are added in the Cloud UI or with tcld, and this fails with
-    PERMISSION_DENIED)."""
+async def missing_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Which of our attributes the namespace lacks (raises SearchAttributeConflict for one
+    registered with another type; an RPCError where listing is refused)."""
     listed = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
@@ -101,15 +124,30 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
             f"namespace {namespace} has {', '.join(wrong)} registered with another type than "
             "ct-insider's; remove them or use another namespace"
         )
-    missing = [key for key in ALL if key.name not in known]
+    return [key.name for key in ALL if key.name not in known]
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register whichever of our attributes the namespace lacks; returns the names added.
+
+    Idempotent. Needs the operator service (a dev server or a self-hosted cluster; on
+    Temporal Cloud they are added in the Cloud UI or with tcld, and adding them fails with
+    PERMISSION_DENIED): raises SearchAttributesRefused when adding is refused, an RPCError
+    when even listing them is."""
+    missing = await missing_search_attributes(client, namespace)
     if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=namespace,
-                search_attributes={key.name: _registered_type(key) for key in missing},
+        by_name = {key.name: key for key in ALL}
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=namespace,
+                    search_attributes={name: _registered_type(by_name[name]) for name in missing},
+                )
             )
-        )
-    return [key.name for key in missing]
+        except RPCError as exc:
+            status = exc.status.name if exc.status is not None else "error"
+            raise SearchAttributesRefused(namespace, missing, f"{status}: {exc.message}") from exc
+    return missing
 
 
 def run_attributes(

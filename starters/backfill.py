@@ -215,6 +215,7 @@ async def run_backfill(args: argparse.Namespace) -> int:
     """`backfill` and `sync catalog`: start (or attach), and with --wait report the outcome."""
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watch import require_search_attributes
 
     temporal = load(TemporalSettings)
     try:
@@ -228,8 +229,10 @@ async def run_backfill(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"invalid backfill: {exc}") from None
     client = await connect(temporal)
+    await require_search_attributes(client)
     handle = await start_backfill(client, temporal.task_queue, params)
     final = await report_run(
+        client,
         handle,
         "backfill",
         args,

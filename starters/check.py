@@ -118,6 +118,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 async def run_check(args: argparse.Namespace) -> int:
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watch import require_search_attributes
 
     try:
         params = CheckInput(
@@ -131,6 +132,7 @@ async def run_check(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid check: {exc}") from None
     temporal = load(TemporalSettings)
     client = await connect(temporal)
+    await require_search_attributes(client)
     handle = await start_check(client, temporal.task_queue, params)
-    report = await report_run(handle, "check", args, result_key="report", show=print_report)
+    report = await report_run(client, handle, "check", args, result_key="report", show=print_report)
     return ExitCode.OK if report is None else outcome(report)

@@ -26,6 +26,7 @@ from ct_insider.config import (
 from ct_insider.logging import configure_logging, configure_pii_fingerprints
 from ct_insider.telemetry import configure_telemetry, shutdown_telemetry
 from starters.output import EXIT_CODES_HELP, ExitCode, UsageError, fail, unreachable
+from starters.watch import WorkflowStuck
 
 # Command groups that live in a module of their own: each has `register(commands)`, which
 # adds its parser and sets `handler` (an async function of the parsed arguments -> exit code).
@@ -161,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(handler(args))
         return _builtin(args)
     except UsageError as exc:
+        fail(f"{args.command}: {exc}")
+        return ExitCode.USAGE
+    except WorkflowStuck as exc:
+        # Waiting on would never end; what is wrong is the setup, not the records.
         fail(f"{args.command}: {exc}")
         return ExitCode.USAGE
     except WorkflowFailureError as exc:

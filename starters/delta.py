@@ -106,7 +106,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     delta.add_argument("target", choices=[*DELTA_ENTITIES, "all"])
-    delta.add_argument("--since", type=timestamp, help="first window start (default: now)")
+    delta.add_argument(
+        "--since",
+        type=timestamp,
+        help="first window start (default: the stored watermark a previous delta or a "
+        "completed backfill left; refused when there is none)",
+    )
     delta.add_argument("--interval", type=float, default=60.0, help="seconds between windows")
     delta.add_argument("--margin", type=float, default=15.0, help="seconds behind now")
     delta.add_argument("--overlap", type=float, default=60.0, help="seconds re-read per window")
@@ -140,6 +145,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 async def run_delta(args: argparse.Namespace) -> int:
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watch import require_search_attributes
     from starters.watermarks import delta_running, resume_point, stored_watermarks
 
     temporal = load(TemporalSettings)
@@ -158,16 +164,21 @@ async def run_delta(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"invalid delta sync: {exc}") from None
     client = await connect(temporal)
+    await require_search_attributes(client)
     running = {p.entity: await delta_running(client, p.entity) for p in inputs}
     stored = await stored_watermarks([p.entity for p in inputs]) if args.since is None else {}
+    points = {
+        p.entity: resume_point(
+            p.entity, running=running[p.entity], since=args.since, stored=stored.get(p.entity)
+        )
+        for p in inputs
+    }
+    nowhere = [point for point in points.values() if point.source == "none"]
+    if nowhere:  # refused before any starts: "from now" would lose what changed meanwhile
+        raise UsageError("; ".join(point.sentence() for point in nowhere))
     started = []
     for params in inputs:
-        point = resume_point(
-            params.entity,
-            running=running[params.entity],
-            since=args.since,
-            stored=stored.get(params.entity),
-        )
+        point = points[params.entity]
         handle = await start_delta(client, temporal.task_queue, params)
         started.append(
             {

@@ -198,7 +198,8 @@ def run_dev_stack(state_dir: Path, *, wait: bool = True, port_offset: int = 0) -
 
 
 async def _initial_sync() -> BackfillProgress:
-    """Backfill customers and orders, then keep them current with the delta workflows."""
+    """Backfill customers and orders, then keep them current with the delta workflows (each
+    starts where its backfill started reading: the watermark the completed backfill left)."""
     settings = TemporalSettings()
     client = await connect(settings)
     added = await ensure_search_attributes(client, settings.namespace)

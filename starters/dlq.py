@@ -37,6 +37,7 @@ from starters.output import (
     stdout,
     table,
 )
+from starters.watch import watched
 from workflows.redrive import RedriveInput, RedriveWorkflow, redrive_workflow_id
 
 # How long `dlq retry` waits for the re-drive workflow of sync letters.
@@ -149,7 +150,9 @@ async def redrive_sync(
         task_queue=task_queue,
     )
     try:
-        return handle.id, await asyncio.wait_for(handle.result(), wait_seconds)
+        return handle.id, await asyncio.wait_for(
+            watched(client, handle.id, handle.result()), wait_seconds
+        )
     except TimeoutError:
         raise RedriveStillRunning(handle.id, task_queue) from None
 
@@ -358,11 +361,13 @@ async def run_retry(args: argparse.Namespace) -> int:
     from bridge.commit import TemporalUnavailable
     from ct_insider.config import TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watch import require_search_attributes
 
     _chosen_keys(args)
     temporal = load(TemporalSettings)
     async with _store_client() as ct:
         client = await connect(temporal)
+        await require_search_attributes(client)
         try:
             report = await retry(
                 DeadLetterStore(ct),

@@ -371,8 +371,33 @@ async def _temporal(settings: TemporalSettings | None) -> list[Verdict]:
             return "WARN", f"no schedule named {prefix}*: run `ct-insider schedules apply`"
         return "OK", f"{len(ours)} schedule(s): {', '.join(sorted(ours))}"
 
+    async def search_attributes() -> tuple[Status, str]:
+        from ct_insider.search_attributes import (
+            SearchAttributeConflict,
+            cloud_types,
+            missing_search_attributes,
+        )
+
+        try:
+            missing = await missing_search_attributes(found, settings.namespace)
+        except SearchAttributeConflict as exc:
+            raise CheckFailed(str(exc), ExitCode.USAGE) from exc
+        except RPCError as exc:  # e.g. a Cloud key without the right to list them
+            return "WARN", f"not checked: Temporal refused to list them ({exc.message})"
+        if missing:
+            # Every workflow's task would fail until they exist (a worker adds them where
+            # the server lets it: this one did not, or no worker started yet).
+            raise CheckFailed(
+                f"namespace {settings.namespace} lacks {', '.join(missing)}: run `ct-insider "
+                "setup temporal` (on Temporal Cloud add them in the Cloud UI or with tcld: "
+                f"{cloud_types(missing)})",
+                ExitCode.USAGE,
+            )
+        return "OK", f"namespace {settings.namespace} has every search attribute"
+
     rest = await asyncio.gather(
         _verdict("Temporal", "namespace", namespace),
+        _verdict("Temporal", "search attributes", search_attributes),
         _verdict("Temporal", "task queue", pollers(settings.task_queue)),
         _verdict("Temporal", "journey task queue", pollers(settings.journey_task_queue)),
         _verdict("Temporal", "schedules", schedules),

@@ -109,6 +109,7 @@ async def start_erasure(
 async def run_erase(args: argparse.Namespace) -> int:
     from ct_insider.config import CommercetoolsSettings, TemporalSettings, load
     from ct_insider.temporal import connect
+    from starters.watch import require_search_attributes, watched
 
     request = erasure_request(args.customer, args.email)
     if not args.force:
@@ -118,6 +119,7 @@ async def run_erase(args: argparse.Namespace) -> int:
             raise still_registered(registered)
     temporal = load(TemporalSettings)
     client = await connect(temporal)
+    await require_search_attributes(client)
     handle = await start_erasure(client, temporal.task_queue, request)
     if not args.wait:
         if args.json:
@@ -126,7 +128,7 @@ async def run_erase(args: argparse.Namespace) -> int:
             stdout().print(f"erasure started: workflow {handle.id}", markup=False)
         return ExitCode.OK
     try:
-        report = await handle.result()
+        report = await watched(client, handle.id, handle.result())
     except WorkflowFailureError as exc:
         # e.g. Insider refused the credentials: nothing more is tried until it is fixed
         fail(f"erase: workflow {handle.id} failed: {exc.cause}")

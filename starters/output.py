@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
 from ct_insider.sync.window import parse_timestamp
 
@@ -128,6 +128,7 @@ R = TypeVar("R", bound=BaseModel)
 
 
 async def report_run(
+    client: Client,
     handle: WorkflowHandle[Any, R],
     what: str,
     args: argparse.Namespace,
@@ -137,7 +138,10 @@ async def report_run(
     follow: Callable[[], Awaitable[R]] | None = None,
 ) -> R | None:
     """Say which run started; with --wait, its result (as JSON, or shown, after following
-    its progress on a terminal), returned for the exit status. None when not waited for."""
+    its progress on a terminal), returned for the exit status. None when not waited for.
+    A wait whose workflow keeps failing its tasks ends in WorkflowStuck (starters/watch.py)."""
+    from starters.watch import watched
+
     started = {"workflow_id": handle.id, "run_id": handle.result_run_id}
     if not args.wait:
         if args.json:
@@ -145,7 +149,9 @@ async def report_run(
         else:
             stdout().print(f"{what} workflow {handle.id} (run {handle.result_run_id})")
         return None
-    result = await (handle.result() if args.json or follow is None else follow())
+    result = await watched(
+        client, handle.id, handle.result() if args.json or follow is None else follow()
+    )
     if args.json:
         print_json({**started, result_key: result.model_dump(mode="json")})
     else:

@@ -35,6 +35,7 @@ from starters.output import (
     print_json,
     stdout,
 )
+from starters.watch import require_search_attributes, watched
 from workflows.journey_layout import (
     JourneyLayoutWorkflow,
     LayoutInput,
@@ -129,7 +130,10 @@ async def reshard(
         memo=layout_memo(initial),
     )
     try:
-        return await handle.execute_update(JourneyLayoutWorkflow.reshard, request)
+        # Accepted only by a worker running the workflow: watched, not to wait on silently.
+        return await watched(
+            client, handle.id, handle.execute_update(JourneyLayoutWorkflow.reshard, request)
+        )
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         raise UsageError(getattr(cause, "message", None) or str(cause)) from None
@@ -170,6 +174,8 @@ async def run_reshard(args: argparse.Namespace) -> int:
     request = reshard_request(args) if args.shards is not None else None
     temporal = load(TemporalSettings)
     client = await connect(temporal)
+    if request is not None:
+        await require_search_attributes(client)
     queue = temporal.journey_task_queue
     if request is None:
         status = await read_layout(client, queue, temporal.journey_shards)
@@ -179,8 +185,12 @@ async def run_reshard(args: argparse.Namespace) -> int:
             assert status.next is not None
             if not args.json:
                 stdout().print(describe(status), markup=False)
-            status = await until_complete(
-                client, queue, temporal.journey_shards, status.next.epoch, show=not args.json
+            status = await watched(
+                client,
+                layout_workflow_id(queue),
+                until_complete(
+                    client, queue, temporal.journey_shards, status.next.epoch, show=not args.json
+                ),
             )
     if args.json:
         print_json(status)

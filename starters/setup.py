@@ -272,7 +272,12 @@ async def setup_temporal(args: argparse.Namespace) -> int:
     # Imported here: the module belongs to the search attributes' own change.
     from temporalio.service import RPCError
 
-    from ct_insider.search_attributes import SearchAttributeConflict, ensure_search_attributes
+    from ct_insider.search_attributes import (
+        SearchAttributeConflict,
+        SearchAttributesRefused,
+        cloud_types,
+        ensure_search_attributes,
+    )
     from ct_insider.temporal import connect
 
     settings = load(TemporalSettings)
@@ -282,9 +287,16 @@ async def setup_temporal(args: argparse.Namespace) -> int:
     except SearchAttributeConflict as exc:
         fail(f"setup temporal: {exc}")
         return ExitCode.FAILURES
-    except RPCError as exc:
+    except SearchAttributesRefused as exc:
         # e.g. PERMISSION_DENIED on Temporal Cloud: add them in the Cloud UI or with tcld.
-        fail(f"setup temporal: Temporal refused to register search attributes: {exc.message}")
+        fail(
+            f"setup temporal: Temporal refused to register {', '.join(exc.missing)} "
+            f"({exc.reason}); on Temporal Cloud add them in the Cloud UI or with "
+            f"`tcld namespace search-attributes add`: {cloud_types(exc.missing)}"
+        )
+        return ExitCode.FAILURES
+    except RPCError as exc:
+        fail(f"setup temporal: Temporal refused to list search attributes: {exc.message}")
         return ExitCode.FAILURES
     if args.json:
         print_json({"namespace": settings.namespace, "search_attributes_added": added})

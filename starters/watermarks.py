@@ -1,7 +1,9 @@
 """Where a delta sync resumes from, as `ct-insider sync delta` and `ct-insider status` show it.
 
-A delta started without --since resumes from the watermark its last run stored outside the
-workflow (ct_insider/sync/watermarks.py); only an entity that never synced starts from now.
+A delta started without --since resumes from the watermark its last run, or the last
+completed backfill of its entity, stored outside the workflow (ct_insider/sync/watermarks.py);
+with none stored it is refused, saying what to run or pass (it would otherwise start from
+now and lose what changed since the backfill read its pages).
 """
 
 from __future__ import annotations
@@ -16,22 +18,25 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ct_insider.sync.watermarks import StoredWatermark
 from workflows.delta import delta_workflow_id
+from workflows.watermarks import no_watermark_reason
 
-ResumeSource = Literal["running", "since", "stored", "now"]
+ResumeSource = Literal["running", "since", "stored", "none"]
 
 
 class ResumePoint(BaseModel):
     entity: str
     source: ResumeSource
     watermark: datetime | None = None
+    # The run that left a stored watermark (a delta's, or a backfill's).
+    written_by: str | None = None
 
     def sentence(self) -> str:
         when = self.watermark.isoformat() if self.watermark else "-"
         return {
             "running": "already running: attached to it (see ct-insider status)",
             "since": f"starts from --since {when}",
-            "stored": f"resumes from its stored watermark {when}",
-            "now": "no stored watermark (never synced): starts from now",
+            "stored": f"resumes from its stored watermark {when} (left by {self.written_by})",
+            "none": no_watermark_reason(self.entity),
         }[self.source]
 
 
@@ -43,8 +48,13 @@ def resume_point(
     if since is not None:
         return ResumePoint(entity=entity, source="since", watermark=since)
     if stored is not None:
-        return ResumePoint(entity=entity, source="stored", watermark=stored.watermark)
-    return ResumePoint(entity=entity, source="now")
+        return ResumePoint(
+            entity=entity,
+            source="stored",
+            watermark=stored.watermark,
+            written_by=stored.workflow_id or "-",
+        )
+    return ResumePoint(entity=entity, source="none")
 
 
 async def delta_running(client: Client, entity: str) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from activities.catalog import CatalogActivities
@@ -40,6 +41,11 @@ from ct_insider.journeys.delivery import JourneyDeliverer
 from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.search_attributes import (
+    SearchAttributeConflict,
+    SearchAttributesRefused,
+    ensure_search_attributes,
+)
 from ct_insider.setup.matching import MatchingStore, SettleMatching
 from ct_insider.sync.catalog import CatalogSender
 from ct_insider.sync.fingerprints import FingerprintStore
@@ -213,6 +219,7 @@ async def build_workers(
                     erasure.erase_person,
                     watermarks.load_watermark,
                     watermarks.save_watermark,
+                    watermarks.advance_watermark,
                 ],
                 max_concurrent_activities=20,
                 graceful_shutdown_timeout=timedelta(seconds=20),
@@ -235,6 +242,28 @@ async def build_workers(
         )
 
 
+async def register_search_attributes(client: Client) -> list[str]:
+    """Register the search attributes our workflows set, where the server lets us (a dev
+    server, a self-hosted cluster): without them every workflow task fails and is retried
+    forever. Where it refuses (Temporal Cloud) or they clash, an error says what to run; the
+    worker runs on (the commands and `ct-insider doctor` refuse with the same words)."""
+    try:
+        added = await ensure_search_attributes(client, client.namespace)
+    except (SearchAttributesRefused, SearchAttributeConflict) as exc:
+        log.error("workflows cannot run until this is fixed", reason=str(exc))
+        return []
+    except RPCError as exc:  # cannot even list them: nothing known either way
+        log.warning(
+            "search attributes not checked: Temporal refused to list them",
+            reason=f"{exc.status.name if exc.status else 'error'}: {exc.message}",
+            namespace=client.namespace,
+        )
+        return []
+    if added:
+        log.info("registered search attributes", added=added, namespace=client.namespace)
+    return added
+
+
 async def run_worker(
     client: Client,
     task_queue: str,
@@ -252,6 +281,7 @@ async def run_worker(
         insider_settings,
         mapping,
     ) as workers:
+        await register_search_attributes(client)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -15,8 +16,10 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider.sync.catalog import CatalogMode
     from ct_insider.sync.history import HistoryMode
     from ct_insider.sync.reports import SyncStats
+    from ct_insider.sync.watermarks import CLOCK_SKEW_ALLOWANCE
     from ct_insider.sync.window import Window
     from workflows.chunks import count_window, sync_chunk
+    from workflows.watermarks import leave_watermark
 
 # Each target's phases, from the registry (ct_insider/resources.py): `all` is customers,
 # then orders (their profiles carry the attributes the orders' events then join); the
@@ -35,6 +38,9 @@ class EntityProgress(BaseModel):
     chunks: int = 0
     # Records in the window when the phase started (for the progress bar).
     total: int | None = None
+    # When the phase started reading (workflow time): what changed after may have been
+    # missed by its pages, so a delta started after the backfill starts here.
+    read_from: datetime | None = None
     stats: SyncStats = Field(default_factory=SyncStats)
 
 
@@ -118,7 +124,8 @@ class BackfillWorkflow:
         for phase in progress.phases:
             if phase.status == "completed":
                 continue
-            if phase.total is None:
+            if phase.total is None:  # the phase starts: a run continued-as-new has both
+                phase.read_from = workflow.now()
                 phase.total = await count_window(phase.entity, params.window)
             phase.status = "running"
             while phase.status != "completed":
@@ -153,6 +160,25 @@ class BackfillWorkflow:
                 phase.stats.sent,
                 phase.stats.rejected,
             )
+            await self._leave_watermark(params, progress, phase)
+
+    @staticmethod
+    async def _leave_watermark(
+        params: BackfillInput, progress: BackfillProgress, completed: EntityProgress
+    ) -> None:
+        """Once every phase of a delta entity completed, its delta may start where the
+        earliest of them started reading (less the clock skew allowance: lastModifiedAt is
+        commercetools' clock, ours is the workflow's). Only a window open to "now" covers
+        everything before that moment: a backfill with --until leaves nothing."""
+        entity = resources.synced(completed.entity).delta
+        if entity is None or params.window.until is not None:
+            return
+        phases = [p for p in progress.phases if resources.synced(p.entity).delta == entity]
+        starts = [p.read_from for p in phases if p.status == "completed"]
+        if len(starts) < len(phases) or None in starts:
+            return  # a phase still to run (or one started before read_from was kept)
+        earliest = min(start for start in starts if start is not None)
+        await leave_watermark(entity, earliest - CLOCK_SKEW_ALLOWANCE)
 
     @staticmethod
     def _details(progress: BackfillProgress) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.sync import Resource
@@ -22,7 +23,13 @@ with workflow.unsafe.imports_passed_through():
     from ct_insider.sync.reports import SyncStats
     from ct_insider.sync.window import Window
     from workflows.chunks import sync_chunk
-    from workflows.watermarks import store_watermark, stored_watermark
+    from workflows.watermarks import (
+        NO_WATERMARK_ERROR,
+        NO_WATERMARK_REFUSED_PATCH,
+        no_watermark_reason,
+        store_watermark,
+        stored_watermark,
+    )
 
 
 # Each entity's passes per window, from the registry (ct_insider/resources.py): orders
@@ -50,7 +57,9 @@ class DeltaSyncInput(BaseModel):
     # Live changes should fire journeys, unlike a backfill.
     skip_hook: bool = False
     max_windows_per_run: int = Field(default=200, ge=1)
-    # Where to start when first launched (None: from now on); carried across continue-as-new:
+    # Where to start when first launched (None: the stored watermark a previous run or a
+    # completed backfill left; with none stored the run fails, saying what to pass);
+    # carried across continue-as-new:
     watermark: datetime | None = None
     known_versions: dict[str, int] = Field(default_factory=dict)
     windows: int = 0
@@ -101,13 +110,24 @@ class DeltaSyncWorkflow:
         overlap = timedelta(seconds=state.overlap_seconds)
         if state.watermark is None:
             # Started again after a failure or termination: resume where the last run got
-            # to, never silently from now (None only when no run ever synced a window).
+            # to; first started after a backfill: where the backfill started reading (None
+            # only when neither ever completed).
             state.watermark = await stored_watermark(state.entity)
         for _ in range(state.max_windows_per_run):
             started = workflow.now()
             until = started - margin
             if state.watermark is None:
-                state.watermark = until  # first launch without --since: from now on
+                if workflow.patched(NO_WATERMARK_REFUSED_PATCH):
+                    # "From now on" silently loses what changed since the backfill read
+                    # its pages: nothing says where to start, so say what would.
+                    if searchable:
+                        workflow.upsert_search_attributes(outcome_update("failed"))
+                    raise ApplicationError(
+                        no_watermark_reason(state.entity),
+                        type=NO_WATERMARK_ERROR,
+                        non_retryable=True,
+                    )
+                state.watermark = until  # (runs from before the patch: from now on)
                 await store_watermark(state.entity, until)  # a restart resumes from here
             if until > state.watermark:
                 window = Window(since=state.watermark - overlap, until=until)

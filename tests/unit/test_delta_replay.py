@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 
 from ct_insider.temporal import DATA_CONVERTER
 from workflows.delta import DeltaSyncWorkflow
-from workflows.watermarks import WATERMARK_STORE_PATCH
+from workflows.watermarks import NO_WATERMARK_REFUSED_PATCH, WATERMARK_STORE_PATCH
 
 HISTORIES = sorted((Path(__file__).parent.parent / "fixtures" / "delta_histories").glob("*.json"))
 
@@ -52,3 +52,21 @@ async def test_the_store_unguarded_would_break_their_replay(
     result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
     assert result.replay_failure is not None
     assert "Nondeterminism" in str(result.replay_failure)
+
+
+async def test_refusing_a_delta_without_watermark_unguarded_would_break_a_run_from_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the refusal's patch taken as applied in a history launched "from now"
+    [from_now] = [p for p in HISTORIES if p.stem == "first-launch-from-now"]
+    real = workflow.patched
+    monkeypatch.setattr(
+        workflow,
+        "patched",
+        lambda patch_id: patch_id == NO_WATERMARK_REFUSED_PATCH or real(patch_id),
+    )
+    replayer = Replayer(workflows=[DeltaSyncWorkflow], data_converter=DATA_CONVERTER)
+    # When it replays, Then the refusal would end a run that synced windows: the patch
+    # guards it (test_a_delta_from_before_the_watermark_store_replays replays it as it ran)
+    result = await replayer.replay_workflow(_history(from_now), raise_on_replay_failure=False)
+    assert result.replay_failure is not None

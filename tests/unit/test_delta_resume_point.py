@@ -15,7 +15,9 @@ def test_a_stored_watermark_is_where_a_delta_started_again_resumes() -> None:
     point = resume_point("orders", running=False, since=None, stored=STORED)
 
     assert (point.source, point.watermark) == ("stored", STORED.watermark)
-    assert point.sentence() == "resumes from its stored watermark 2026-05-01T12:00:00+00:00"
+    assert point.sentence() == (
+        "resumes from its stored watermark 2026-05-01T12:00:00+00:00 (left by -)"
+    )
 
 
 def test_since_wins_over_the_stored_watermark() -> None:
@@ -31,8 +33,22 @@ def test_a_running_delta_is_attached_to() -> None:
     assert "attached" in point.sentence()
 
 
-def test_only_an_entity_that_never_synced_starts_from_now() -> None:
+def test_with_no_stored_watermark_nothing_starts_and_the_reason_says_what_to_run() -> None:
+    # Given an entity no delta and no completed backfill ever left a watermark for
     point = resume_point("orders", running=False, since=None, stored=None)
 
-    assert (point.source, point.watermark) == ("now", None)
-    assert "never synced" in point.sentence()
+    # Then it has nowhere to start (never "from now"), and says what to run or pass
+    assert (point.source, point.watermark) == ("none", None)
+    assert "`ct-insider backfill orders --wait`" in point.sentence()
+    assert "--since" in point.sentence()
+    catalog = resume_point("catalog", running=False, since=None, stored=None)
+    assert "`ct-insider sync catalog --wait`" in catalog.sentence()
+
+
+def test_a_watermark_a_backfill_left_names_the_backfill() -> None:
+    stored = STORED.model_copy(update={"workflow_id": "backfill-all-beginning--now"})
+
+    point = resume_point("orders", running=False, since=None, stored=stored)
+
+    assert point.source == "stored"
+    assert point.sentence().endswith("(left by backfill-all-beginning--now)")
