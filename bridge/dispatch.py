@@ -1,5 +1,6 @@
 """Hand signals to Temporal: journey signals through the shards' group commit, catalog
-changes to a workflow per product (rare, so one signal-with-start each)."""
+changes to a workflow per product (rare, so one signal-with-start each), cart signals to a
+workflow per cart (bridge/carts.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from bridge.carts import CartSignal, CartSignaller
 from bridge.commit import ShardCommitter, ShardPart, TemporalUnavailable
 from workflows.catalog_changes import (
     CatalogChange,
@@ -25,29 +27,46 @@ __all__ = ["Dispatcher", "TemporalUnavailable"]
 
 
 class Dispatcher:
-    def __init__(self, client: Client, task_queue: str, journeys: ShardCommitter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str,
+        journeys: ShardCommitter,
+        carts: CartSignaller | None = None,
+    ) -> None:
+        """`carts`: with cart events on (CART_EVENTS_ENABLED)."""
         self._client = client
         self._task_queue = task_queue
         self.journeys = journeys
+        self.carts = carts
 
-    async def dispatch(self, signals: Sequence[ShardPart | CatalogChange]) -> int:
+    async def dispatch(self, signals: Sequence[ShardPart | CatalogChange | CartSignal]) -> int:
         """Return once Temporal stored them all (journey signals as the bridge admitted
         them: bridge/admission.py), with how many workflows were signalled."""
         journey_parts: list[ShardPart] = []
         by_product: dict[str, list[CatalogChange]] = defaultdict(list)
+        cart_signals: list[CartSignal] = []
         for signal in signals:
-            if isinstance(signal, CatalogChange):
+            if isinstance(signal, CartSignal):
+                cart_signals.append(signal)
+            elif isinstance(signal, CatalogChange):
                 by_product[signal.workflow_key()].append(signal)
             else:
                 journey_parts.append(signal)
         try:
-            shards, *_ = await asyncio.gather(
+            shards, carts, *_ = await asyncio.gather(
                 self.journeys.commit_parts(journey_parts) if journey_parts else _none(),
+                self._carts(cart_signals),
                 *(self._catalog_change(key, batch) for key, batch in by_product.items()),
             )
         except (RPCError, RuntimeError) as exc:
             raise TemporalUnavailable(str(exc)) from exc
-        return int(shards or 0) + len(by_product)
+        return int(shards or 0) + int(carts or 0) + len(by_product)
+
+    async def _carts(self, signals: list[CartSignal]) -> int:
+        if not signals or self.carts is None:
+            return 0
+        return await self.carts.send(signals)
 
     async def _catalog_change(self, key: str, changes: list[CatalogChange]) -> None:
         await self._client.start_workflow(

@@ -2,8 +2,8 @@
 
 - the sync queue (`TEMPORAL_TASK_QUEUE`): backfills and delta syncs
 - the journey queue (`TEMPORAL_JOURNEY_TASK_QUEUE`): the journey shards fed by the bridge
-  (and per-product catalog changes), kept apart so a large backfill never delays realtime
-  delivery
+  (and per-product catalog changes, and per-cart workflows: cart events and reminders), kept
+  apart so a large backfill never delays realtime delivery
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
+from activities.cart import CartActivities
 from activities.catalog import CatalogActivities
 from activities.check import CheckActivities
 from activities.erasure import ErasureActivities, ErasureStarter
@@ -30,8 +31,9 @@ from activities.log_context import LogContextInterceptor
 from activities.redrive import RedriveActivities
 from activities.sync import SyncActivities
 from activities.watermarks import WatermarkActivities
+from bridge.commit import ShardCommitter
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.config import CartSettings, CommercetoolsSettings, InsiderSettings
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
@@ -48,6 +50,7 @@ from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
 from ct_insider.sync.watermarks import WatermarkStore
 from workflows.backfill import BackfillWorkflow
+from workflows.cart import CartWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.check import ConsistencyCheckWorkflow
 from workflows.delta import DeltaSyncWorkflow
@@ -65,8 +68,14 @@ SYNC_WORKFLOWS = [
     ConsistencyCheckWorkflow,
     ErasureWorkflow,
 ]
-JOURNEY_WORKFLOWS = [JourneyShardWorkflow, JourneyLayoutWorkflow, CatalogChangeWorkflow]
-# Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
+JOURNEY_WORKFLOWS = [
+    JourneyShardWorkflow,
+    JourneyLayoutWorkflow,
+    CatalogChangeWorkflow,
+    CartWorkflow,
+]
+# Shards stay cached; catalog-change and cart workflows (one per product or cart, mostly
+# asleep: a wake-up of an evicted one replays its short history) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
 
 
@@ -137,7 +146,12 @@ async def build_workers(
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
+    *,
+    journey_shards: int = 4,
+    carts: CartSettings | None = None,
 ) -> AsyncIterator[Workers]:
+    """`journey_shards`: TEMPORAL_JOURNEY_SHARDS (cart events go to the journey shards as
+    the bridge routes); `carts`: CartSettings (cart URL of reminders)."""
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
         insider = await stack.enter_async_context(InsiderClient(insider_settings))
@@ -165,6 +179,14 @@ async def build_workers(
             deliverer,
             DoubtSettler(insider, deliverer, matching),
             DedupeArchive(ArchiveStore(ct)),
+        )
+        cart_events = CartActivities(
+            ct,
+            mapping,
+            # Cart events join the journey shards' windows, batched across carts.
+            ShardCommitter(client, journey_task_queue, shards=journey_shards, window_seconds=0.05),
+            letters,
+            url_template=carts.url_template if carts else None,
         )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
@@ -198,6 +220,8 @@ async def build_workers(
                     announce_layout,
                     journeys.archive_journeys,
                     catalog_changes.refresh_catalog,
+                    cart_events.read_cart,
+                    cart_events.hand_off_cart_events,
                 ],
                 activations,
             ),
@@ -212,6 +236,9 @@ async def run_worker(
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
     ready_file: Path | None = None,
+    *,
+    journey_shards: int = 4,
+    carts: CartSettings | None = None,
 ) -> None:
     async with build_workers(
         client,
@@ -220,6 +247,8 @@ async def run_worker(
         ct_settings,
         insider_settings,
         mapping,
+        journey_shards=journey_shards,
+        carts=carts,
     ) as workers:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
