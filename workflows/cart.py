@@ -230,20 +230,18 @@ class CartWorkflow:
         self._published_due = attributes.get(TIMER_DUE_AT)
         if params.carried is not None:
             self._state.stats.runs += 1
-        clock = asyncio.create_task(self._clock())
-        try:
-            for _ in range(params.max_steps_per_run):
-                await workflow.wait_condition(
-                    lambda: bool(self._pending) or self._wake or self._cancel is not None
-                )
-                ending = await self._step()
-                if ending is not None:
-                    return self._end(*ending)
-                self._publish_due()
-                if workflow.info().is_continue_as_new_suggested():
-                    break
-        finally:
-            clock.cancel()
+        # (Left running when the run ends: cancelling it would only add a TimerCanceled.)
+        self._clock_task = asyncio.create_task(self._clock())
+        for _ in range(params.max_steps_per_run):
+            await workflow.wait_condition(
+                lambda: bool(self._pending) or self._wake or self._cancel is not None
+            )
+            ending = await self._step()
+            if ending is not None:
+                return self._end(*ending)
+            self._publish_due()
+            if workflow.info().is_continue_as_new_suggested():
+                break
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._state.pending = sorted(self._pending)
         workflow.continue_as_new(params.model_copy(update={"carried": self._state}))
@@ -258,8 +256,10 @@ class CartWorkflow:
             return "cancelled", self._cancel.reason
         if self._pending:
             return await self._nudges()
-        self._wake = False
-        return await self._woke()
+        try:
+            return await self._woke()
+        finally:
+            self._wake = False  # (the clock waits for this before it looks again)
 
     async def _nudges(self) -> tuple[Ending, str] | None:
         if "changed" in self._pending and self._params.coalesce_seconds > 0:
@@ -345,6 +345,8 @@ class CartWorkflow:
             if at is not None and at <= workflow.now():
                 return "forgotten", "unchanged for longer than CART_FORGET_AFTER_DAYS"
             return None
+        if due > workflow.now():
+            return None  # moved later since the clock woke: it sleeps the remainder
         armed, version = state.armed_version, state.version
         read = await self._read(check_order=True)
         ending = await self._apply(read)

@@ -15,8 +15,8 @@ from ct_insider.carts.events import (
     SentCart,
     diff_lines,
     observe,
-    reminder_signal,
     remindable,
+    reminder_signal,
 )
 from ct_insider.carts.lines import (
     MAX_CART_LINES,
