@@ -133,6 +133,7 @@ class CartWorkflow:
         self._cancel: CancelTimers | None = None
         self._wake = False
         self._published_due: datetime | None = None
+        self._stepping = False
 
     # -- signals and queries ---------------------------------------------------------
 
@@ -164,6 +165,11 @@ class CartWorkflow:
     @workflow.query
     def stats(self) -> CartStats:
         return self._state.stats
+
+    @workflow.query
+    def busy(self) -> bool:
+        """Whether nudges wait or a step (a burst, a reminder) is under way."""
+        return bool(self._pending) or self._stepping
 
     # -- when to wake ----------------------------------------------------------------
 
@@ -236,7 +242,9 @@ class CartWorkflow:
             await workflow.wait_condition(
                 lambda: bool(self._pending) or self._wake or self._cancel is not None
             )
+            self._stepping = True
             ending = await self._step()
+            self._stepping = False
             if ending is not None:
                 return self._end(*ending)
             self._publish_due()
