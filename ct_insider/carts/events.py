@@ -32,6 +32,20 @@ CART_CLEARED_EVENT = "cart_cleared"
 CART_ABANDONED_EVENT = "cart_abandoned"
 # Items listed in a cart_abandoned event (its arrays); `item_count` counts them all.
 MAX_REMINDER_ITEMS = 50
+# Custom params of cart events (to define in InOne: ct_insider/setup/inone.py).
+CART_EVENT_PARAMS = ("event_id", "channel", "country", "store")
+CART_ABANDONED_PARAMS = (
+    *CART_EVENT_PARAMS,
+    "cart_id",
+    "reminder",
+    "skus",
+    "quantities",
+    "unit_prices",
+    "unit_sale_prices",
+    "item_count",
+    "total",
+    "cart_url",
+)
 
 
 class SentCart(BaseModel):

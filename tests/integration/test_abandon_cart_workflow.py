@@ -190,7 +190,8 @@ async def test_abandon_changes_move_the_reminder_without_cancelling_its_timer(
         for version, quantity in ((3, 2), (4, 3)):
             commerce.carts[cart_id] = raw_cart(cart_id, version, {"A": quantity})
             await cart.nudge("changed")
-            await eventually(lambda v=version: len(commerce.handed) == v - 1, what="the add")
+            sent = version - 1
+            await eventually(lambda: len(commerce.handed), until=sent.__eq__, what="the add")
         # Then each change sent its difference, and the reminder counts from the last one
         quantities = [
             s.cart_event.event_params["quantity"] for s in commerce.handed if s.cart_event
@@ -298,7 +299,9 @@ async def test_abandon_continue_as_new_carries_what_was_sent(client: Client) -> 
         for version in range(1, 6):
             commerce.carts[cart_id] = raw_cart(cart_id, version, {"A": version})
             await cart.nudge("changed")
-            await eventually(lambda v=version: len(commerce.handed) == v, what=f"change {version}")
+            await eventually(
+                lambda: len(commerce.handed), until=version.__eq__, what=f"change {version}"
+            )
         # Then each change sent only its difference, across runs
         assert [s.cart_event.event_params["quantity"] for s in commerce.handed if s.cart_event] == [
             1

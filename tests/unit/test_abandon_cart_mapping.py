@@ -28,6 +28,7 @@ from ct_insider.carts.lines import (
 )
 from ct_insider.journeys.signals import MAX_SIGNAL_BYTES, encoded_size
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.setup.inone import inone_requirements
 from tests.golden import assert_matches_golden, cases, given
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "cart_mapping"
@@ -75,6 +76,16 @@ def mapped(case: str) -> dict[str, Any]:
 @pytest.mark.parametrize("case", cases(FIXTURES))
 def test_abandon_cart_mapping_matches_golden(case: str) -> None:
     assert_matches_golden(FIXTURES, case, mapped(case))
+
+
+@pytest.mark.parametrize("case", cases(FIXTURES))
+def test_abandon_every_cart_custom_param_is_listed_for_inone(case: str) -> None:
+    # Given what InOne must define, When a case's cart events are mapped
+    listed = {event.name: set(event.params) for event in inone_requirements(CONFIG).events}
+    for signal in mapped(case)["signals"]:
+        event = signal["event"]
+        # Then its event and every custom param it carries are listed
+        assert set(event["event_params"].get("custom", {})) <= listed[event["event_name"]]
 
 
 def test_abandon_cart_events_repeat_identically() -> None:
