@@ -42,7 +42,7 @@ def catalog_items() -> set[tuple[str, str]]:
 
 def line_item(sku: str, market: Market) -> dict[str, Any]:
     """The variant as a cart or order line in the market."""
-    line = copy.deepcopy(ORDER["lineItems"][0])
+    line: dict[str, Any] = copy.deepcopy(ORDER["lineItems"][0])
     line["variant"]["sku"] = sku
     line["price"]["value"]["currencyCode"] = market.currency
     line["price"]["discounted"]["value"]["currencyCode"] = market.currency
