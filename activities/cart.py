@@ -1,14 +1,17 @@
 """Cart activities: thin adapters over ct_insider/carts/.
 
-- `read_cart`: one read of the cart (and, for a reminder, whether an order was made from
-  it), as a snapshot the cart's workflow compares with what it sent;
+- `read_cart`: one read of the cart, as a snapshot the cart's workflow compares with what
+  it sent;
 - `hand_off_cart_events`: the cart's events to the journey shards (the bridge's group
-  commit), which deliver them exactly once, batched with every other identity's events.
+  commit), which deliver them exactly once, batched with every other identity's events;
+- `remind_cart`: a due reminder: the cart read again (and whether an order was made from
+  it), and its cart_abandoned handed off if it is still idle - one activity, not two.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Protocol
 
 import httpx
@@ -17,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import as_application_error
+from ct_insider.carts.events import remindable, reminder_signal
 from ct_insider.carts.lines import CartRecord, CartSnapshot, snapshot
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsError
@@ -42,6 +46,19 @@ class CartRead(BaseModel):
     ordered: bool = False  # an order was made from it (asked only with check_order)
     refused: str | None = None  # unreadable: dead-lettered with this reason
     cart_url: str | None = None  # CART_URL_TEMPLATE filled in (reminders carry it)
+
+
+class RemindInput(BaseModel):
+    cart_id: str
+    version: int  # the cart as the workflow last saw it: a newer one is a change, not idle
+    armed_version: int
+    number: int  # 1-based
+    due_at: datetime
+
+
+class RemindResult(BaseModel):
+    read: CartRead
+    reminded: bool = False
 
 
 class HandOffInput(BaseModel):
@@ -73,6 +90,28 @@ class CartActivities:
 
     @activity.defn
     async def read_cart(self, params: ReadCartInput) -> CartRead:
+        return await self._read(params)
+
+    @activity.defn
+    async def remind_cart(self, params: RemindInput) -> RemindResult:
+        """Read the cart and, still idle (same version), Active with items, not ordered,
+        hand its reminder to the shards. A retry reads again: the reminder's id names the
+        inactivity and its number, so the shards take it once whatever the attempts did."""
+        read = await self._read(ReadCartInput(cart_id=params.cart_id, check_order=True))
+        snap = read.snapshot
+        if snap is None or read.ordered or snap.version != params.version or not remindable(snap):
+            return RemindResult(read=read)
+        signal = reminder_signal(
+            snap,
+            armed_version=params.armed_version,
+            number=params.number,
+            due_at=params.due_at,
+            cart_url=read.cart_url,
+        )
+        await self._hand_off_signals(HandOffInput(cart_id=params.cart_id, signals=[signal]))
+        return RemindResult(read=read, reminded=True)
+
+    async def _read(self, params: ReadCartInput) -> CartRead:
         try:
             raw = await self._ct.get_by_id("carts", params.cart_id)
             if raw is None:
@@ -103,6 +142,9 @@ class CartActivities:
 
     @activity.defn
     async def hand_off_cart_events(self, params: HandOffInput) -> int:
+        return await self._hand_off_signals(params)
+
+    async def _hand_off_signals(self, params: HandOffInput) -> int:
         """At least once; the shards drop what they have seen (deterministic ids)."""
         if not params.signals:
             return 0

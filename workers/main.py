@@ -221,6 +221,7 @@ async def build_workers(
                     journeys.archive_journeys,
                     catalog_changes.refresh_catalog,
                     cart_events.read_cart,
+                    cart_events.remind_cart,
                     cart_events.hand_off_cart_events,
                 ],
                 activations,

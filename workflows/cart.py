@@ -31,9 +31,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cart import CartActivities, CartRead, HandOffInput, ReadCartInput
+    from activities.cart import (
+        CartActivities,
+        CartRead,
+        HandOffInput,
+        ReadCartInput,
+        RemindInput,
+    )
     from activities.errors import NON_RETRYABLE_TYPES
-    from ct_insider.carts.events import SentCart, observe, remindable, reminder_signal
+    from ct_insider.carts.events import SentCart, observe
     from ct_insider.journeys.signals import JourneySignal
     from ct_insider.search_attributes import RUN_KIND, TIMER_DUE_AT, TIMER_KIND
     from ct_insider.timers.kinds import (
@@ -283,13 +289,13 @@ class CartWorkflow:
         if "changed" not in nudges:
             return None
         self._state.stats.bursts += 1
-        return await self._apply(await self._read(check_order=False))
+        return await self._apply(await self._read())
 
-    async def _read(self, *, check_order: bool) -> CartRead:
+    async def _read(self) -> CartRead:
         self._state.stats.reads += 1
         return await workflow.execute_activity_method(
             CartActivities.read_cart,
-            ReadCartInput(cart_id=self._params.cart_id, check_order=check_order),
+            ReadCartInput(cart_id=self._params.cart_id),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=_RETRY,
         )
@@ -355,25 +361,28 @@ class CartWorkflow:
             return None
         if due > workflow.now():
             return None  # moved later since the clock woke: it sleeps the remainder
-        armed, version = state.armed_version, state.version
-        read = await self._read(check_order=True)
-        ending = await self._apply(read)
+        armed, number = state.armed_version, state.reminders_sent + 1
+        assert armed is not None
+        state.stats.reads += 1
+        reminding = await workflow.execute_activity_method(
+            CartActivities.remind_cart,
+            RemindInput(
+                cart_id=self._params.cart_id,
+                version=state.version,
+                armed_version=armed,
+                number=number,
+                due_at=due,
+            ),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=_RETRY,
+        )
+        if reminding.reminded:
+            state.reminders_sent = number
+            state.stats.reminders += 1
+            state.stats.events += 1
+        ending = await self._apply(reminding.read)  # a change it found re-arms
         if ending is not None:
             return ending
-        snap = read.snapshot
-        assert snap is not None
-        if snap.version == version and state.armed_version == armed and remindable(snap):
-            assert armed is not None
-            signal = reminder_signal(
-                snap,
-                armed_version=armed,
-                number=state.reminders_sent + 1,
-                due_at=due,
-                cart_url=read.cart_url,
-            )
-            await self._hand_off([signal])
-            state.reminders_sent += 1
-            state.stats.reminders += 1
         at = self._wake_at()
         if at is not None and at <= workflow.now() and self._reminder_due() is not None:
             self._disarm("not remindable")  # never wake in a loop for the same moment
