@@ -57,4 +57,5 @@ bench: install
 	$(BIN)/python -m bench.backfill || status=1; \
 	$(BIN)/python -m bench.realtime || status=1; \
 	$(BIN)/python -m bench.catalog || status=1; \
+	$(BIN)/python -m bench.triggers || status=1; \
 	exit $$status

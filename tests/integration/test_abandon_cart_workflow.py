@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Replayer
 
@@ -341,3 +342,44 @@ async def test_abandon_cost_of_a_reminded_cart_and_its_replay(client: Client) ->
     if os.environ.get("RECORD_CART_HISTORIES"):  # kept for the next versions' replay test
         HISTORIES.mkdir(parents=True, exist_ok=True)
         (HISTORIES / "reminded-then-ordered.json").write_text(history.to_json())
+
+
+@pytest.mark.parametrize(
+    ("state", "ending"), [("Merged", "merged"), ("Ordered", "ordered"), (None, "deleted")]
+)
+async def test_abandon_a_cart_merged_ordered_or_gone_ends_without_a_reminder(
+    client: Client, state: str | None, ending: str
+) -> None:
+    # Given a cart with an item, its reminder armed
+    commerce, cart_id = FakeCommerce(), new_cart_id()
+    commerce.carts[cart_id] = raw_cart(cart_id, 2, {"A": 1})
+    async with cart_worker(client, commerce, cart_id, reminder_delays=[30.0]) as cart:
+        await cart.nudge("changed")
+        await eventually(lambda: len(commerce.handed) == 1, what="the add")
+        # When it is merged into the customer's cart at sign-in, ordered, or deleted
+        if state is None:
+            del commerce.carts[cart_id]
+        else:
+            commerce.carts[cart_id] = raw_cart(cart_id, 3, {"A": 1}, state=state)
+        await cart.nudge("changed")
+        # Then its workflow ends saying why, and nothing more is sent
+        assert (await ended(cart)).ending == ending
+        assert commerce.names() == ["item_added_to_cart"]
+
+
+async def test_abandon_a_frozen_cart_is_not_reminded_until_unfrozen(client: Client) -> None:
+    commerce, cart_id = FakeCommerce(), new_cart_id()
+    commerce.carts[cart_id] = raw_cart(cart_id, 2, {"A": 1}, state="Frozen")
+    async with cart_worker(client, commerce, cart_id, reminder_delays=[1.0]) as cart:
+        # Given a frozen cart with an item: its add is sent, no reminder armed
+        await cart.nudge("changed")
+        await eventually(lambda: len(commerce.handed) == 1, what="the add")
+        assert await cart.handle.query(TIMERS_QUERY, result_type=list[ArmedTimer]) == []
+        # When it is unfrozen
+        commerce.carts[cart_id] = raw_cart(cart_id, 3, {"A": 1})
+        await cart.nudge("changed")
+        # Then its reminder is armed from then, and goes once
+        await eventually(lambda: "cart_abandoned" in commerce.names(), 30, what="the reminder")
+        assert commerce.dedupe_keys()[-1] == f"cart:{cart_id}@3:abandoned:1"
+        await cart.handle.signal(CANCEL_SIGNAL, CancelTimers(reason="test over"))
+        await ended(cart)
