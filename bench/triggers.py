@@ -153,6 +153,7 @@ async def history_per_cart(
     """History events of a sample of carts (every run of each), and the shards' in all."""
     cart_events = cart_runs = reads = bursts = 0
     timer_lateness: list[float] = []
+    hand_offs: list[float] = []
     carts: set[str] = set()
     shard_events = 0
     async for execution in client.list_workflows(f"TaskQueue = '{journey_queue}'"):
@@ -167,7 +168,9 @@ async def history_per_cart(
             carts.add(execution.id)
             cart_events += (await handle.describe()).history_length
             cart_runs += 1
-            timer_lateness.extend(await timers_late(handle))
+            late, handed = await timers_late(handle)
+            timer_lateness.extend(late)
+            hand_offs.extend(handed)
         elif "shard" in execution.id:
             shard_events += (await handle.describe()).history_length
     return {
@@ -182,13 +185,24 @@ async def history_per_cart(
         "timer_fired_late_p99_seconds": round(percentile(timer_lateness, 0.99), 2)
         if timer_lateness
         else None,
+        # From a reminder's timer firing to its event handed to the journey shards.
+        "fired_to_handed_off_p50_seconds": round(percentile(hand_offs, 0.5), 2)
+        if hand_offs
+        else None,
+        "fired_to_handed_off_p99_seconds": round(percentile(hand_offs, 0.99), 2)
+        if hand_offs
+        else None,
     }
 
 
-async def timers_late(handle: WorkflowHandle[Any, Any]) -> list[float]:
-    """For each timer of a run that fired: seconds after it was due."""
+async def timers_late(handle: WorkflowHandle[Any, Any]) -> tuple[list[float], list[float]]:
+    """For each timer of a run that fired: seconds after it was due; and for each reminder:
+    seconds from its timer firing to its hand-off done (activity completed)."""
     due: dict[int, float] = {}
     late: list[float] = []
+    handed: list[float] = []
+    fired_at = 0.0
+    reminding: dict[int, float] = {}
     async for event in handle.fetch_history_events():
         at = event.event_time.ToDatetime().timestamp()
         if event.HasField("timer_started_event_attributes"):
@@ -197,7 +211,16 @@ async def timers_late(handle: WorkflowHandle[Any, Any]) -> list[float]:
         elif event.HasField("timer_fired_event_attributes"):
             started = event.timer_fired_event_attributes.started_event_id
             late.append(at - due.get(started, at))
-    return late
+            fired_at = at
+        elif event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            if name == "remind_cart":
+                reminding[event.event_id] = fired_at
+        elif event.HasField("activity_task_completed_event_attributes"):
+            scheduled = event.activity_task_completed_event_attributes.scheduled_event_id
+            if scheduled in reminding:
+                handed.append(at - reminding[scheduled])
+    return late, handed
 
 
 async def run_carts(shape: CartShape) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """What a timer workflow costs in Temporal, counted from its history: the billed actions
-(a start or continue-as-new, each signal, timer and activity: docs temporal.md) and the
-history events, so tests and bench/triggers.py measure cost the same way."""
+(a start or continue-as-new, each signal, timer and activity, local activities included:
+docs temporal.md) and the history events, so tests and bench/triggers.py measure cost the
+same way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 
+# The marker a local activity's result is recorded in (one per activity, whatever its
+# attempts; the Python SDK's core names it so).
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 _ACTIONS = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
@@ -45,6 +49,11 @@ def history_cost(events: Iterable[HistoryEvent]) -> HistoryCost:
         cost.actions += kind in _ACTIONS
         cost.timers += kind == EventType.EVENT_TYPE_TIMER_STARTED
         cost.timers_cancelled += kind == EventType.EVENT_TYPE_TIMER_CANCELED
-        cost.activities += kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        local = (
+            kind == EventType.EVENT_TYPE_MARKER_RECORDED
+            and event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+        )
+        cost.actions += local
+        cost.activities += kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED or local
         cost.signals += kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
     return cost
