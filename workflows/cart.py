@@ -69,6 +69,9 @@ Ending = Literal[
     "cancelled",
 ]
 DAY = 86_400.0
+# Endings after which the cart may have changed again (nudges arrived while the step ran):
+# the workflow then continues as new to read it, rather than end and drop those signals.
+_RESUMABLE = frozenset({"emptied", "empty", "no identifier"})
 
 
 def cart_workflow_id(cart_id: str) -> str:
@@ -255,8 +258,10 @@ class CartWorkflow:
             self._stepping = True
             ending = await self._step()
             self._stepping = False
-            if ending is not None:
+            if ending is not None and not (self._pending and ending[0] in _RESUMABLE):
                 return self._end(*ending)
+            if ending is not None:
+                break  # a change came meanwhile: the next run reads it (nothing is lost)
             self._publish_due()
             if workflow.info().is_continue_as_new_suggested():
                 break

@@ -383,3 +383,38 @@ async def test_abandon_a_frozen_cart_is_not_reminded_until_unfrozen(client: Clie
         assert commerce.dedupe_keys()[-1] == f"cart:{cart_id}@3:abandoned:1"
         await cart.handle.signal(CANCEL_SIGNAL, CancelTimers(reason="test over"))
         await ended(cart)
+
+
+async def test_abandon_a_change_arriving_as_the_cart_empties_is_not_dropped(
+    client: Client,
+) -> None:
+    # Given a cart with an item
+    commerce, cart_id = FakeCommerce(), new_cart_id()
+    commerce.carts[cart_id] = raw_cart(cart_id, 2, {"A": 1})
+    async with cart_worker(client, commerce, cart_id, reminder_delays=[30.0]) as cart:
+        await cart.nudge("changed")
+        await eventually(lambda: len(commerce.handed) == 1, what="the add")
+        # When it is emptied, and filled again while its workflow reads the empty cart
+        commerce.carts[cart_id] = raw_cart(cart_id, 3, {})
+        refill = raw_cart(cart_id, 4, {"B": 2})
+        real_read = commerce._read
+
+        async def read_then_refill(params: ReadCartInput) -> CartRead:
+            read = await real_read(params)
+            if commerce.carts[cart_id] is not refill:
+                commerce.carts[cart_id] = refill
+                await cart.nudge("changed")  # stored while the read runs
+            return read
+
+        commerce._read = read_then_refill  # type: ignore[method-assign]
+        await cart.nudge("changed")
+        # Then the cart is cleared, and its refill is read and sent all the same
+        await eventually(
+            lambda: commerce.names(),
+            until=lambda names: (
+                names == ["item_added_to_cart", "cart_cleared", "item_added_to_cart"]
+            ),
+            what="the clear and the new add",
+        )
+        assert [s.dedupe_key for s in commerce.handed][-1] == f"cart:{cart_id}@4:B"
+        await cart.handle.signal(CANCEL_SIGNAL, CancelTimers(reason="test over"))
