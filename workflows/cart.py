@@ -124,10 +124,12 @@ class CartResult(BaseModel):
     stats: CartStats
 
 
-# The cart's activities are local: they run inside the workflow task that needs them (a
-# read, a hand-off: short, idempotent), so a burst is one workflow task and a few marker
-# events, not three tasks and an activity's three events each (bench/triggers.py: history
-# events per cart and the server's work nearly halved). Billed as actions all the same.
+# Reads (and a due reminder, whose event id is fixed before it reads) are local activities:
+# they run inside the workflow task that needs them, a marker event each instead of an
+# activity's three events and two more workflow tasks (billed as actions all the same). A
+# workflow task that is lost after one ran simply runs it again: a read sends nothing, and a
+# reminder handed off twice has one id. Handing off the events of a change is a regular
+# activity (see _hand_off).
 _RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(minutes=1),
@@ -310,7 +312,10 @@ class CartWorkflow:
         )
 
     async def _hand_off(self, signals: list[JourneySignal]) -> None:
-        await workflow.execute_local_activity_method(
+        # A regular activity: its input - the events this read called for - is in the history
+        # before anything is sent, so a lost workflow task never re-decides on a newer read
+        # (its events would have other ids than the ones already sent).
+        await workflow.execute_activity_method(
             CartActivities.hand_off_cart_events,
             HandOffInput(cart_id=self._params.cart_id, signals=signals),
             start_to_close_timeout=timedelta(minutes=1),
