@@ -146,7 +146,11 @@ class CartSignaller:
                 raise
         if not any(signal.may_start for signal in signals):
             return  # no workflow follows the cart: nothing to cancel
-        if not await self._admission.admits_new("cart"):
+        try:
+            admitted = await self._admission.admits_new("cart")
+        except Exception as exc:  # (counting open timers asks Temporal): a retry may pass
+            raise RuntimeError(f"cart timer admission not answered: {exc}") from exc
+        if not admitted:
             self.refused += 1
             log.warning(
                 "cart timer cap reached: cart not followed (no cart events, no reminder)",

@@ -389,3 +389,30 @@ async def test_abandon_cart_events_need_cart_events_on(
         # When a cart notification arrives, Then it is acknowledged as not used
         answer = await bridge.post(NOTIFY, shop.notifications[0])
         assert (answer.status_code, answer.json()["status"]) == (202, "ignored")
+
+
+class UnansweredAdmission:
+    """A cap that cannot be asked (e.g. Temporal's visibility down)."""
+
+    async def admits_new(self, kind: TimerKind) -> bool:
+        raise ConnectionError("visibility unreachable")
+
+
+async def test_abandon_a_cap_that_cannot_answer_is_503_so_the_change_is_delivered_again(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    _, _, (sku, *_) = shopper(emu)
+    async with serving_bridge(
+        client,
+        f"{task_queue}-journeys",
+        emu,
+        carts=cart_settings(),
+        timer_admission=UnansweredAdmission(),
+    ) as bridge:
+        # Given a new cart, When the cap cannot say whether it may be followed
+        shop = ShopCart.open(emu, sku, anonymousId="v-4")
+        answer = await bridge.post(NOTIFY, shop.notifications[0])
+        # Then commercetools is told to deliver again (not a 5xx of ours, nothing dropped)
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"]
