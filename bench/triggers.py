@@ -1,11 +1,13 @@
 """Journey triggers from commercetools itself (issue 17).
 
-    make bench   (or: .venv/bin/python -m bench.triggers [--shape prices] [--skus N] [--rate R]
-                  [--delta-interval S] [--temporal-address HOST:PORT])
+    make bench   (or: .venv/bin/python -m bench.triggers [--shape prices|carts] [--skus N]
+                  [--rate R] [--delta-interval S] [--carts N] [--cart-rate R] [--delay S]
+                  [--armed-only] [--temporal-address HOST:PORT])
 
 Each shape runs on a fresh stack (Temporal dev server, both emulators, a `ct-insider worker`
-process; a `ct-insider bridge` process where it needs one) and has its own functions here:
-`run_<shape>`, `<shape>_report` and `<shape>_misses`, registered in `SHAPES`.
+process; a `ct-insider bridge` process where it needs one) and has its own functions:
+`run_<shape>`, `<shape>_report` and `<shape>_misses`, registered in `SHAPES` (prices here,
+carts in bench/cart_triggers.py).
 
 **prices** (price drop and back in stock): N products (3 variants, 3 markets each) are synced
 to Insider's catalog; then one SKU of each product changes, half of them their price in all
@@ -35,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from bench.cart_triggers import carts_missed, carts_report, run_carts_from
 from bench.harness import (
     CpuSeconds,
     PeakRss,
@@ -590,6 +593,7 @@ class TriggerShape:
 
 SHAPES: dict[str, TriggerShape] = {
     "prices": TriggerShape(run_prices, prices_report, prices_misses),
+    "carts": TriggerShape(run_carts_from, carts_report, carts_missed),
 }
 
 
@@ -609,6 +613,19 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-delta", action="store_true", help="prices: skip the catalog delta round"
+    )
+    parser.add_argument("--carts", type=int, default=1_000, help="carts: open carts")
+    parser.add_argument(
+        "--cart-rate",
+        type=float,
+        default=10.0,
+        help="carts: carts notified a second (50/s overloads 2 shared cores: bench/README.md)",
+    )
+    parser.add_argument("--delay", type=int, default=60, help="carts: reminder delay, seconds")
+    parser.add_argument(
+        "--armed-only",
+        action="store_true",
+        help="carts: stop once every cart is armed (memory and cost of N open carts)",
     )
     parser.add_argument(
         "--temporal-address",

@@ -28,6 +28,7 @@ from pydantic import Field, SecretStr, TypeAdapter
 
 from bridge.admission import SignalRefusal, admit
 from bridge.auth import BearerTokenMiddleware
+from bridge.carts import CartSignal, StorefrontCarts
 from bridge.commit import ShardPart
 from bridge.dispatch import Dispatcher, TemporalUnavailable
 from bridge.letters import LetterBox, LettersNotStored, Refusal, signal_refusal
@@ -142,11 +143,11 @@ def create_app(
         if notification is None:
             counters["test_notification"] += 1
             return {"status": "acknowledged", "reason": "subscription test notification"}
-        parts: list[ShardPart | CatalogChange] = []
+        parts: list[ShardPart | CatalogChange | CartSignal] = []
         refusals: list[Refusal] = []
         try:
             for signal in await router.signals(notification):
-                if isinstance(signal, CatalogChange):
+                if isinstance(signal, CatalogChange | CartSignal):
                     parts.append(signal)
                     continue
                 admitted = admit(signal)
@@ -190,16 +191,20 @@ def create_app(
         if not is_json(request.headers.get("content-type")):
             raise RequestRefused(415, "unsupported_media_type", "send JSON: application/json")
         items, at = event_items(parse_json(await read_body(request, MAX_EVENTS_BODY_BYTES)))
-        parts, refused = admitted_events(items, at)
+        carts = StorefrontCarts() if dispatcher.carts is not None else None
+        parts, refused = admitted_events(items, at, carts)
         shards = 0
-        if parts:
+        cart_signals = carts.signals if carts is not None else []
+        if parts or cart_signals:
             try:
-                shards = await dispatcher.dispatch(parts)
+                shards = await dispatcher.dispatch([*parts, *cart_signals])
             except TemporalUnavailable as exc:
                 counters["unavailable"] += 1
                 log.warning("events not accepted", error=str(exc), events=len(parts))
                 return _unavailable(type(exc).__name__)
             counters["events"] += len(parts)
+        if carts is not None and carts.left_to_cart:
+            counters["events_left_to_cart"] += carts.left_to_cart
         for refusal in refused:
             counters[f"events_refused:{refusal['cause']}"] += 1
         if refused:
@@ -212,7 +217,10 @@ def create_app(
                 },
                 status_code=422,
             )
-        return {"status": "accepted", "events": len(parts), "shards": shards}
+        answer: dict[str, Any] = {"status": "accepted", "events": len(parts), "shards": shards}
+        if carts is not None and carts.left_to_cart:
+            answer["left_to_cart"] = carts.left_to_cart  # their carts' changes give them
+        return answer
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -227,6 +235,11 @@ def create_app(
     @app.get("/stats")
     async def stats() -> dict[str, int]:
         stats = {**counters, "journey_commits": dispatcher.journeys.commits}
+        if dispatcher.carts is not None:
+            stats.update(
+                cart_workflows_started=dispatcher.carts.started,
+                cart_starts_refused=dispatcher.carts.refused,
+            )
         status = dispatcher.journeys.layout.latest
         if status is not None:  # the layout it routes by
             layout = status.in_effect(datetime.now(UTC))

@@ -10,6 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bridge.admission import SignalRefusal, admit
+from bridge.carts import StorefrontCarts
 from bridge.commit import ShardPart
 from bridge.routing import storefront_signal
 from ct_insider.journeys.storefront import MAX_EVENTS_PER_REQUEST, StorefrontEvent
@@ -93,16 +94,20 @@ def event_items(body: Any) -> tuple[list[Any], list[str | int] | None]:
 
 
 def admitted_events(
-    items: list[Any], at: list[str | int] | None
+    items: list[Any], at: list[str | int] | None, carts: StorefrontCarts | None = None
 ) -> tuple[list[ShardPart], list[dict[str, Any]]]:
     """Each event validated and admitted on its own: the parts to commit, and for each
-    refused event its index, id, why (cause) and where (detail)."""
+    refused event its index, id, why (cause) and where (detail). With `carts` (cart events
+    on), the events a cart's workflow gives are left to it (bridge/carts.py)."""
     parts: list[ShardPart] = []
     refused: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         where: list[str | int] = ["body"] if at is None else [*at, index]
         try:
-            admitted = admit(storefront_signal(StorefrontEvent.model_validate(item)))
+            event = StorefrontEvent.model_validate(item)
+            if carts is not None and carts.takes(event):
+                continue
+            admitted = admit(storefront_signal(event))
         except ValidationError as exc:
             cause, detail = "invalid", _errors(exc, where)
         else:

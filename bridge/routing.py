@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from bridge.carts import CartSignal, cart_notification_signal, ordered_cart_signal
 from bridge.letters import Refusal, refused_read, subject_letter
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsError
@@ -23,7 +24,7 @@ from workflows.catalog_changes import CatalogChange
 
 # An order deletion arrives with the order change notifications (setup subscribes to them).
 IGNORED_ORDER_TYPES = frozenset({"OrderDeleted", "ResourceDeleted"})
-Routed = JourneySignal | CatalogChange
+Routed = JourneySignal | CatalogChange | CartSignal
 T = TypeVar("T")
 
 
@@ -127,8 +128,10 @@ class NotificationRouter:
     """Turns a commercetools notification into journey signals, reading commercetools only
     when the notification does not say whose it is (e.g. a payment, or no payload)."""
 
-    def __init__(self, ct: CommercetoolsClient) -> None:
+    def __init__(self, ct: CommercetoolsClient, *, carts: bool = False) -> None:
+        """`carts`: CART_EVENTS_ENABLED (cart notifications go to the carts' workflows)."""
         self._ct = ct
+        self._carts = carts
 
     async def signals(self, notification: Notification) -> list[Routed]:
         """Raises Ignored (nothing to do), Unroutable (dead-letter it), or what a retry can
@@ -153,8 +156,10 @@ class NotificationRouter:
     async def _signals(self, notification: Notification) -> list[Routed]:
         kind = notification.resource_type
         # The same list `ct-insider setup commercetools` subscribes to.
-        if not consumes(kind, notification.notification_type, notification.type):
+        if not consumes(kind, notification.notification_type, notification.type, carts=self._carts):
             raise Ignored(f"{notification.type} on {kind or 'unknown'} resources is not used")
+        if kind == "cart":
+            return [cart_notification_signal(notification)]
         if kind == "customer":
             return [self._customer(notification)]
         if kind == "order":
@@ -215,7 +220,7 @@ class NotificationRouter:
             else None,
         )
 
-    async def _order(self, notification: Notification) -> list[JourneySignal]:
+    async def _order(self, notification: Notification) -> list[JourneySignal | CartSignal]:
         if notification.type in IGNORED_ORDER_TYPES:
             raise Ignored(f"{notification.type}: Insider keeps the purchase history")
         order = notification.payload.get("order")
@@ -227,7 +232,14 @@ class NotificationRouter:
             )
             if order is None:
                 raise Gone(f"order {notification.resource_id} no longer exists")
-        return [self._order_signal(notification, order, notification.id)]
+        routed: list[JourneySignal | CartSignal] = [
+            self._order_signal(notification, order, notification.id)
+        ]
+        cart = order.get("cart")
+        if self._carts and isinstance(cart, dict) and isinstance(cart.get("id"), str):
+            # The cart's reminders end with its order (the workflow also checks on reading).
+            routed.append(ordered_cart_signal(cart["id"], notification))
+        return routed
 
     async def _payment(self, notification: Notification) -> list[JourneySignal]:
         orders = await self._read(

@@ -323,6 +323,52 @@ class TimerCapSettings(BaseSettings):
     )
 
 
+class CartSettings(BaseSettings):
+    """Cart events and cart recovery from commercetools carts (docs/operations.md, "Carts").
+    The bridge and the worker read them both."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CART_")
+
+    events_enabled: bool = Field(
+        default=False,
+        description="route commercetools cart changes to a workflow per cart (cart events and "
+        "reminders); `ct-insider setup commercetools` then subscribes to cart changes, and "
+        "storefront add_to_cart / remove_from_cart events naming a cart_id are left to it",
+    )
+    reminder_delays: str = Field(
+        default="60m",
+        description="inactivity before each cart_abandoned reminder, comma-separated, each "
+        "after the previous one (e.g. 60m,24h; units s, m, h, d)",
+    )
+    coalesce_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="how long a cart's workflow gathers a burst of changes before its one "
+        "read of the cart (0: read at once)",
+    )
+    forget_after_days: float = Field(
+        default=90.0,
+        gt=0,
+        le=365,
+        description="a cart with items unchanged this long stops being followed (match the "
+        "project's deleteDaysAfterLastModification of carts)",
+    )
+    url_template: str | None = Field(
+        default=None,
+        description="cart URL sent with cart_abandoned, {cart_id} replaced (e.g. "
+        "https://shop.example.com/cart?id={cart_id}); unset: no URL",
+    )
+
+    @field_validator("reminder_delays")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        from ct_insider.carts.delays import parse_delays
+
+        parse_delays(value)
+        return value
+
+
 SubscriptionDestination = Literal[
     "GoogleCloudPubSub",
     "SQS",

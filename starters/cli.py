@@ -17,6 +17,7 @@ from temporalio.exceptions import FailureError
 
 from ct_insider.config import (
     BridgeSettings,
+    CartSettings,
     CommercetoolsSettings,
     ConfigurationError,
     InsiderSettings,
@@ -249,6 +250,8 @@ async def _worker(args: argparse.Namespace) -> int:
             insider,
             mapping,
             args.ready_file,
+            journey_shards=temporal.journey_shards,
+            carts=load(CartSettings),
         )
     finally:
         if args.ready_file is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ct_insider.config import (
+    CartSettings,
     CommercetoolsSettings,
     InsiderSettings,
     SubscriptionSettings,
@@ -85,7 +86,7 @@ async def setup_commercetools(args: argparse.Namespace) -> int:
     from ct_insider.setup.verify import check_scopes
 
     settings = load(CommercetoolsSettings)
-    draft = subscription_draft(load(SubscriptionSettings))
+    draft = subscription_draft(load(SubscriptionSettings), carts=load(CartSettings).events_enabled)
     try:
         scopes = await check_scopes(settings)
     except CommercetoolsAuthError as exc:

@@ -20,13 +20,16 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from bridge.app import create_app
+from bridge.carts import CartSignaller
 from bridge.commit import ShardCommitter
 from bridge.dispatch import Dispatcher
 from bridge.layout import LayoutReader
 from bridge.routing import NotificationRouter
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CommercetoolsSettings
+from ct_insider.config import CartSettings, CommercetoolsSettings, TimerCapSettings
 from ct_insider.deadletters import DeadLetterStore
+from ct_insider.timers.cap import OpenTimerCap
+from ct_insider.timers.kinds import TimerAdmission
 from tests.conftest import PROJECT_KEY, Emulators, eventually
 from workflows.journey_shard import (
     JourneyShardWorkflow,
@@ -73,10 +76,13 @@ async def serving_bridge(
     shards: int = SHARDS,
     ct_settings: CommercetoolsSettings | None = None,
     layout: LayoutReader | None = None,
+    carts: CartSettings | None = None,
+    timer_admission: TimerAdmission | None = None,
     **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
     """The bridge app served by uvicorn; `ct_settings` replace the emulator's (e.g. fewer
-    scopes), `shard_settings` override ShardSettings."""
+    scopes), `shard_settings` override ShardSettings; `carts` with cart events on (and
+    `timer_admission`, else every cart admitted)."""
     # Listening before uvicorn starts: requests wait in the backlog until it serves them, and
     # no other process can take the port in between.
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -90,10 +96,21 @@ async def serving_bridge(
                 settings=ShardSettings.model_validate(shard_settings),
                 layout=layout,
             )
+            cart_signaller = (
+                CartSignaller(
+                    client,
+                    journey_task_queue,
+                    carts,
+                    timer_admission=timer_admission
+                    or OpenTimerCap.for_client(client, TimerCapSettings()),
+                )
+                if carts is not None and carts.events_enabled
+                else None
+            )
             app = create_app(
                 SecretStr(TOKEN),
-                NotificationRouter(ct),
-                Dispatcher(client, journey_task_queue, committer),
+                NotificationRouter(ct, carts=cart_signaller is not None),
+                Dispatcher(client, journey_task_queue, committer, carts=cart_signaller),
                 DeadLetterStore(ct),
             )
             server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -129,6 +146,23 @@ def message(
         "createdAt": when,
         "lastModifiedAt": when,
         **fields,
+    }
+
+
+def change(
+    resource_type: str, resource_id: str, kind: str, version: int, at: datetime | None = None
+) -> dict[str, Any]:
+    """A commercetools change notification (ResourceCreated/Updated/Deleted), Platform
+    format, without the resource (payload not included)."""
+    when = (at or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "notificationType": kind,
+        "projectKey": PROJECT_KEY,
+        "resource": {"typeId": resource_type, "id": resource_id},
+        "version": version,
+        **({"oldVersion": version - 1} if kind == "ResourceUpdated" else {}),
+        "modifiedAt": when,
+        "payloadNotIncluded": {"reason": "payload too large", "payloadType": resource_type},
     }
 
 

@@ -2,8 +2,8 @@
 
 - the sync queue (`TEMPORAL_TASK_QUEUE`): backfills and delta syncs
 - the journey queue (`TEMPORAL_JOURNEY_TASK_QUEUE`): the journey shards fed by the bridge
-  (and per-product catalog changes), kept apart so a large backfill never delays realtime
-  delivery
+  (and per-product catalog changes, and per-cart workflows: cart events and reminders), kept
+  apart so a large backfill never delays realtime delivery
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
+from activities.cart import CartActivities
 from activities.catalog import CatalogActivities
 from activities.check import CheckActivities
 from activities.erasure import ErasureActivities, ErasureStarter
@@ -31,8 +32,9 @@ from activities.log_context import LogContextInterceptor
 from activities.redrive import RedriveActivities
 from activities.sync import SyncActivities
 from activities.watermarks import WatermarkActivities
+from bridge.commit import ShardCommitter
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.config import CartSettings, CommercetoolsSettings, InsiderSettings
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
@@ -54,6 +56,7 @@ from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
 from ct_insider.sync.watermarks import WatermarkStore
 from workflows.backfill import BackfillWorkflow
+from workflows.cart import CartWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.check import ConsistencyCheckWorkflow
 from workflows.delta import DeltaSyncWorkflow
@@ -71,8 +74,14 @@ SYNC_WORKFLOWS = [
     ConsistencyCheckWorkflow,
     ErasureWorkflow,
 ]
-JOURNEY_WORKFLOWS = [JourneyShardWorkflow, JourneyLayoutWorkflow, CatalogChangeWorkflow]
-# Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
+JOURNEY_WORKFLOWS = [
+    JourneyShardWorkflow,
+    JourneyLayoutWorkflow,
+    CatalogChangeWorkflow,
+    CartWorkflow,
+]
+# Shards stay cached; catalog-change and cart workflows (one per product or cart, mostly
+# asleep: a wake-up of an evicted one replays its short history) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
 # How long one activation of a journey-worker workflow may run before the SDK calls it a
 # deadlock (see tolerate_slow_activations): beyond the 10 s workflow task timeout, so a slow
@@ -174,7 +183,12 @@ async def build_workers(
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
+    *,
+    journey_shards: int = 4,
+    carts: CartSettings | None = None,
 ) -> AsyncIterator[Workers]:
+    """`journey_shards`: TEMPORAL_JOURNEY_SHARDS (cart events go to the journey shards as
+    the bridge routes); `carts`: CartSettings (cart URL of reminders)."""
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
         insider = await stack.enter_async_context(InsiderClient(insider_settings))
@@ -202,6 +216,14 @@ async def build_workers(
             deliverer,
             DoubtSettler(insider, deliverer, matching),
             DedupeArchive(ArchiveStore(ct)),
+        )
+        cart_events = CartActivities(
+            ct,
+            mapping,
+            # Cart events join the journey shards' windows, batched across carts.
+            ShardCommitter(client, journey_task_queue, shards=journey_shards, window_seconds=0.05),
+            letters,
+            url_template=carts.url_template if carts else None,
         )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
@@ -236,6 +258,9 @@ async def build_workers(
                     announce_layout,
                     journeys.archive_journeys,
                     catalog_changes.refresh_catalog,
+                    cart_events.read_cart,
+                    cart_events.remind_cart,
+                    cart_events.hand_off_cart_events,
                 ],
                 activations,
             ),
@@ -272,6 +297,9 @@ async def run_worker(
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
     ready_file: Path | None = None,
+    *,
+    journey_shards: int = 4,
+    carts: CartSettings | None = None,
 ) -> None:
     async with build_workers(
         client,
@@ -280,6 +308,8 @@ async def run_worker(
         ct_settings,
         insider_settings,
         mapping,
+        journey_shards=journey_shards,
+        carts=carts,
     ) as workers:
         await register_search_attributes(client)
         stop = asyncio.Event()

@@ -71,13 +71,31 @@ ALSO_ROUTED_CHANGES: tuple[str, ...] = ("customer", "payment")
 
 CHANGE_NOTIFICATION_TYPES = frozenset({"ResourceCreated", "ResourceUpdated", "ResourceDeleted"})
 
+# With cart events on (CART_EVENTS_ENABLED): every change of a cart (commercetools has no
+# line-item messages; a cart's workflow reads the cart and compares its lines), and the
+# state messages that change whether a cart can be reminded.
+CART_CHANGE_RESOURCE_TYPES: tuple[str, ...] = ("cart",)
+CART_MESSAGE_TYPES: Mapping[str, tuple[str, ...]] = {"cart": ("CartFrozen", "CartUnfrozen")}
 
-def consumes(resource_type: str, notification_type: str, message_type: str) -> bool:
+
+def message_types(carts: bool = False) -> Mapping[str, tuple[str, ...]]:
+    """The messages setup subscribes to (and the bridge routes)."""
+    return {**MESSAGE_TYPES, **CART_MESSAGE_TYPES} if carts else MESSAGE_TYPES
+
+
+def change_resource_types(carts: bool = False) -> tuple[str, ...]:
+    """The resources whose change notifications setup subscribes to."""
+    return CHANGE_RESOURCE_TYPES + (CART_CHANGE_RESOURCE_TYPES if carts else ())
+
+
+def consumes(
+    resource_type: str, notification_type: str, message_type: str, *, carts: bool = False
+) -> bool:
     """Whether the bridge routes a notification (everything setup subscribes to, and the
-    change notifications in ALSO_ROUTED_CHANGES)."""
+    change notifications in ALSO_ROUTED_CHANGES); cart notifications only with `carts`."""
     if notification_type in CHANGE_NOTIFICATION_TYPES:
-        return resource_type in CHANGE_RESOURCE_TYPES or resource_type in ALSO_ROUTED_CHANGES
-    types = MESSAGE_TYPES.get(resource_type)
+        return resource_type in change_resource_types(carts) or resource_type in ALSO_ROUTED_CHANGES
+    types = message_types(carts).get(resource_type)
     if types is None:
         return False
     return types == EVERY_TYPE or message_type in types

@@ -127,6 +127,8 @@ def signal_letter(lane: str, signal: JourneySignal, reasons: list[str]) -> DeadL
         return dead_letter(lane, signal, "storefront-event", signal.storefront.event_id, reasons)
     if signal.kind == "order":
         return dead_letter(lane, signal, "order", signal.resource_id or signal.dedupe_key, reasons)
+    if signal.kind == "cart":
+        return dead_letter(lane, signal, "cart-event", signal.dedupe_key, reasons)
     record = signal.identity.customer_id or signal.resource_id or signal.dedupe_key
     return dead_letter(lane, signal, "customer", record, reasons)
 
@@ -179,7 +181,7 @@ class JourneyDeliverer:
             dict.fromkeys(
                 s.identity.customer_id
                 for s in signals
-                if s.kind == "storefront" and s.identity.customer_id
+                if s.kind in ("storefront", "cart") and s.identity.customer_id
             )
         )
         uuids = await lookup_customer_uuids(self._ct, named, self._mapping)

@@ -182,6 +182,8 @@ class _Planner:
                     self._storefront(index, signal, identity)
                 elif signal.kind == "order":
                     self._order(index, signal, identity)
+                elif signal.kind == "cart":
+                    self._cart(index, signal, identity)
                 elif signal.type in DELETION_TYPES:
                     self._deletion(index, signal, identity)
                 else:
@@ -233,6 +235,35 @@ class _Planner:
                 identity=identity,
                 identifiers=identifiers,
                 events=[PlannedEvent(event=e, signal=index) for e in events],
+                signals=[index],
+            ),
+        )
+
+    def _cart(self, index: int, signal: JourneySignal, identity: str) -> None:
+        assert signal.cart_event is not None
+        identifiers = resolve_identifiers(
+            self.context.config,
+            customer_id=signal.identity.customer_id,
+            email=signal.identity.email,
+            anonymous_id=signal.identity.anonymous_id,
+            customer_uuids=self.context.customer_uuids,
+        )
+        if identifiers.is_empty():
+            self._refuse(
+                index,
+                "cart-event",
+                signal.dedupe_key,
+                [
+                    "no usable identifier: the cart's customer has no uuid and there is no "
+                    "valid email or anonymous id"
+                ],
+            )
+            return
+        self._place(
+            PlannedUser(
+                identity=identity,
+                identifiers=identifiers,
+                events=[PlannedEvent(event=signal.cart_event, signal=index)],
                 signals=[index],
             ),
         )

@@ -14,9 +14,11 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio.api.common.v1 import Payload
 
+from ct_insider.insider.models import Event
 from ct_insider.journeys.storefront import StorefrontEvent
 
-SignalKind = Literal["storefront", "customer", "order"]
+# "cart": an Insider event a cart's workflow worked out (workflows/cart.py), ready to send.
+SignalKind = Literal["storefront", "customer", "order", "cart"]
 
 # The most one journey signal may weigh, measured as the shard's own payloads carry it
 # (`encoded_size`: every field, defaults included). The bridge refuses a bigger one before
@@ -80,6 +82,8 @@ class JourneySignal(BaseModel):
     sequence_number: int | None = None
     market: Market = Field(default_factory=Market)
     storefront: StorefrontEvent | None = None
+    # A cart signal's event, mapped by ct_insider/carts/events.py (bounded: one line each).
+    cart_event: Event | None = None
     # CustomerEmailChanged: the email Insider's profile holds until the change is applied.
     previous_email: str | None = None
     # A deletion: the customer's key / customerNumber / externalId as the message named them

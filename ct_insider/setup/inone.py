@@ -12,6 +12,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ct_insider.carts.events import (
+    CART_ABANDONED_EVENT,
+    CART_ABANDONED_PARAMS,
+    CART_CLEARED_EVENT,
+    CART_EVENT_PARAMS,
+    ITEM_ADDED_EVENT,
+    ITEM_REMOVED_EVENT,
+)
 from ct_insider.journeys.storefront import INSIDER_EVENT_NAMES
 from ct_insider.mapping.config import MappingConfig
 
@@ -92,6 +100,10 @@ def inone_requirements(config: MappingConfig) -> InOneRequirements:
     add(config.sign_up_event, SIGN_UP_PARAMS)
     for storefront_type, name in INSIDER_EVENT_NAMES.items():
         add(name, STOREFRONT_PARAMS + STOREFRONT_EXTRA_PARAMS.get(storefront_type, ()))
+    # Cart events (CART_EVENTS_ENABLED): listed whether or not they are on.
+    for name in (ITEM_ADDED_EVENT, ITEM_REMOVED_EVENT, CART_CLEARED_EVENT):
+        add(name, CART_EVENT_PARAMS)
+    add(CART_ABANDONED_EVENT, CART_ABANDONED_PARAMS)
     events = [
         InOneEvent(name=name, custom=name not in DEFAULT_EVENTS, params=sorted(names))
         for name, names in params.items()

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsNotFound
-from ct_insider.commercetools.notifications import CHANGE_RESOURCE_TYPES, MESSAGE_TYPES
+from ct_insider.commercetools.notifications import change_resource_types, message_types
 from ct_insider.config import SubscriptionSettings
 
 # Destination fields that hold credentials: never printed.
@@ -62,8 +62,9 @@ def destination(settings: SubscriptionSettings) -> dict[str, Any]:
     return {"type": kind, **fields}
 
 
-def subscription_draft(settings: SubscriptionSettings) -> dict[str, Any]:
-    """The SubscriptionDraft: every message and change type the bridge routes."""
+def subscription_draft(settings: SubscriptionSettings, *, carts: bool = False) -> dict[str, Any]:
+    """The SubscriptionDraft: every message and change type the bridge routes (cart
+    changes too with `carts`: CART_EVENTS_ENABLED)."""
     fmt: dict[str, str] = (
         {"type": "CloudEvents", "cloudEventsVersion": "1.0"}
         if settings.format == "CloudEvents"
@@ -74,9 +75,9 @@ def subscription_draft(settings: SubscriptionSettings) -> dict[str, Any]:
         "destination": destination(settings),
         "messages": [
             {"resourceTypeId": resource, "types": list(types)}
-            for resource, types in MESSAGE_TYPES.items()
+            for resource, types in message_types(carts).items()
         ],
-        "changes": [{"resourceTypeId": resource} for resource in CHANGE_RESOURCE_TYPES],
+        "changes": [{"resourceTypeId": resource} for resource in change_resource_types(carts)],
         "format": fmt,
     }
 
