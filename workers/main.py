@@ -28,10 +28,11 @@ from activities.journey import JourneyActivities
 from activities.layout import announce_layout
 from activities.log_context import LogContextInterceptor
 from activities.redrive import RedriveActivities
+from activities.replenishment import ReplenishmentActivities, TemporalReplenishmentTimers
 from activities.sync import SyncActivities
 from activities.watermarks import WatermarkActivities
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CommercetoolsSettings, InsiderSettings
+from ct_insider.config import CommercetoolsSettings, InsiderSettings, ReplenishmentSettings
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
@@ -40,6 +41,9 @@ from ct_insider.journeys.delivery import JourneyDeliverer
 from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.replenishment.planner import ReplenishmentPlanner
+from ct_insider.replenishment.reminders import ReminderSender
+from ct_insider.replenishment.service import Replenishment
 from ct_insider.setup.matching import MatchingStore, SettleMatching
 from ct_insider.sync.catalog import CatalogSender
 from ct_insider.sync.fingerprints import FingerprintStore
@@ -47,6 +51,7 @@ from ct_insider.sync.ledger import DeliveryLedger
 from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
 from ct_insider.sync.watermarks import WatermarkStore
+from ct_insider.timers.kinds import TimerAdmission, TimerKind
 from workflows.backfill import BackfillWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
 from workflows.check import ConsistencyCheckWorkflow
@@ -55,6 +60,7 @@ from workflows.erasure import ErasureWorkflow
 from workflows.journey_layout import JourneyLayoutWorkflow
 from workflows.journey_shard import JourneyShardWorkflow
 from workflows.redrive import RedriveWorkflow
+from workflows.replenishment import ReplenishmentWorkflow
 
 log = get_logger(__name__)
 
@@ -65,7 +71,14 @@ SYNC_WORKFLOWS = [
     ConsistencyCheckWorkflow,
     ErasureWorkflow,
 ]
-JOURNEY_WORKFLOWS = [JourneyShardWorkflow, JourneyLayoutWorkflow, CatalogChangeWorkflow]
+# Replenishment timers run with the realtime path: a reminder is due at its moment, not
+# after a backfill's chunks.
+JOURNEY_WORKFLOWS = [
+    JourneyShardWorkflow,
+    JourneyLayoutWorkflow,
+    CatalogChangeWorkflow,
+    ReplenishmentWorkflow,
+]
 # Shards stay cached; catalog-change workflows (one per product, short-lived) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
 
@@ -129,6 +142,21 @@ def journey_worker(
     )
 
 
+class UncappedTimers:
+    """Admits every new timer workflow. Used only until the lead wires the per-kind cap
+    (see `timer_admission` below)."""
+
+    async def admits_new(self, kind: TimerKind) -> bool:
+        return True
+
+
+def timer_admission(client: Client, replenishment: ReplenishmentSettings) -> TimerAdmission:
+    """WIRING POINT (lead): the `TimerAdmission` the timer workflows' starters consult
+    (the cap per kind: `replenishment.max_open_timers` for replenishment). Replace
+    `UncappedTimers` with the real cap implementation when it is merged."""
+    return UncappedTimers()
+
+
 @asynccontextmanager
 async def build_workers(
     client: Client,
@@ -137,12 +165,30 @@ async def build_workers(
     ct_settings: CommercetoolsSettings,
     insider_settings: InsiderSettings,
     mapping: MappingConfig,
+    replenishment_settings: ReplenishmentSettings | None = None,
+    admission: TimerAdmission | None = None,
 ) -> AsyncIterator[Workers]:
+    """`replenishment_settings`: from the environment when not given; `admission`: the
+    cap on new timer workflows (`timer_admission` when not given)."""
+    refill = replenishment_settings or ReplenishmentSettings()
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
         insider = await stack.enter_async_context(InsiderClient(insider_settings))
         taxonomy = TaxonomyResolver(ct)
-        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping)
+        replenishment = None
+        if refill.enabled:
+            replenishment = Replenishment(
+                ReplenishmentPlanner(ct, refill, mapping.orders.purchase_time),
+                TemporalReplenishmentTimers(
+                    client,
+                    journey_task_queue,
+                    admission or timer_admission(client, refill),
+                    day_seconds=refill.day_seconds,
+                    max_skus=refill.max_skus_per_customer,
+                ),
+                refill,
+            )
+        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping, replenishment)
         catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
         watermarks = WatermarkActivities(WatermarkStore(ct))
@@ -165,6 +211,10 @@ async def build_workers(
             deliverer,
             DoubtSettler(insider, deliverer, matching),
             DedupeArchive(ArchiveStore(ct)),
+        )
+        # Registered even while replenishment is off: timers armed before still fire.
+        reminders = ReplenishmentActivities(
+            ReminderSender(insider, coalescer, matching, letters, refill.event_name)
         )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
@@ -198,6 +248,7 @@ async def build_workers(
                     announce_layout,
                     journeys.archive_journeys,
                     catalog_changes.refresh_catalog,
+                    reminders.send_reminders,
                 ],
                 activations,
             ),
