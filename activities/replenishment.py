@@ -23,6 +23,7 @@ from ct_insider.insider.errors import InsiderError
 from ct_insider.logging import get_logger
 from ct_insider.replenishment.contract import (
     CHANGES_SIGNAL,
+    HISTORY_LIMIT,
     SEND_ACTIVITY,
     WORKFLOW_TYPE,
     ReplenishmentInput,
@@ -54,12 +55,14 @@ class TemporalReplenishmentTimers:
         *,
         day_seconds: float,
         max_skus: int,
+        history_limit: int = HISTORY_LIMIT,
     ) -> None:
         self._client = client
         self._task_queue = task_queue
         self._admission = admission
         self._day_seconds = day_seconds
         self._max_skus = max_skus
+        self._history_limit = history_limit
         self.signals = 0  # signals to open workflows
         self.starts = 0  # signal-with-starts
         self.refused = 0  # starts the admission refused
@@ -99,6 +102,7 @@ class TemporalReplenishmentTimers:
                 customer_key=changes.customer_key,
                 day_seconds=self._day_seconds,
                 max_skus=self._max_skus,
+                history_limit=self._history_limit,
             ),
             id=wid,
             task_queue=self._task_queue,
