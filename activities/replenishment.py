@@ -56,6 +56,7 @@ class TemporalReplenishmentTimers:
         day_seconds: float,
         max_skus: int,
         history_limit: int = HISTORY_LIMIT,
+        send_timeout_seconds: float = 60.0,
     ) -> None:
         self._client = client
         self._task_queue = task_queue
@@ -63,6 +64,7 @@ class TemporalReplenishmentTimers:
         self._day_seconds = day_seconds
         self._max_skus = max_skus
         self._history_limit = history_limit
+        self._send_timeout = send_timeout_seconds
         self.signals = 0  # signals to open workflows
         self.starts = 0  # signal-with-starts
         self.refused = 0  # starts the admission refused
@@ -103,6 +105,7 @@ class TemporalReplenishmentTimers:
                 day_seconds=self._day_seconds,
                 max_skus=self._max_skus,
                 history_limit=self._history_limit,
+                send_timeout_seconds=self._send_timeout,
             ),
             id=wid,
             task_queue=self._task_queue,

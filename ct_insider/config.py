@@ -279,6 +279,13 @@ class ReplenishmentSettings(BaseSettings):
         le=1_000,
         description="SKUs one customer's workflow keeps timers for; bounds its state",
     )
+    send_timeout_seconds: float = Field(
+        default=60.0,
+        ge=5,
+        le=600,
+        description="how long one send of due reminders may take before Temporal retries "
+        "it (a retry after a worker died waits this long; it reads the profile first)",
+    )
     event_name: str = Field(
         default="replenishment_due",
         pattern=r"^[a-z0-9_]{1,64}$",

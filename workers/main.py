@@ -185,6 +185,7 @@ async def build_workers(
                     admission or timer_admission(client, refill),
                     day_seconds=refill.day_seconds,
                     max_skus=refill.max_skus_per_customer,
+                    send_timeout_seconds=refill.send_timeout_seconds,
                 ),
                 refill,
             )

@@ -118,7 +118,7 @@ class ReplenishmentWorkflow:
                 customer_key=self._params.customer_key, identifiers=identifiers, timers=due
             ),
             result_type=ReminderOutcome,
-            start_to_close_timeout=timedelta(minutes=2),
+            start_to_close_timeout=timedelta(seconds=self._params.send_timeout_seconds),
             retry_policy=SEND_RETRY,
         )
         self._timers.mark_sent(due)

@@ -21,6 +21,7 @@ class ReplenishmentInput(BaseModel):
     day_seconds: float = Field(default=86_400.0, gt=0)
     max_skus: int = Field(default=200, ge=1)
     history_limit: int = Field(default=HISTORY_LIMIT, ge=50)
+    send_timeout_seconds: float = Field(default=60.0, gt=0)
     timers: CustomerTimers | None = None  # carried by continue-as-new
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from ct_insider.commercetools.models import LineItem, Order, Payment
 from ct_insider.logging import pii_digest
-from ct_insider.mapping import money, normalize
+from ct_insider.mapping import normalize
 from ct_insider.mapping.orders import MappedOrder
 from ct_insider.replenishment.model import ArmTimer, DisarmTimer, TimerChange
 from ct_insider.replenishment.periods import attribute_days, learned_days, resolve_period
@@ -141,19 +141,23 @@ def _returned_line(order: Order, item_id: str, lines: Mapping[str, LineItem]) ->
 
 
 def fully_refunded(order: Order) -> bool:
-    """Whether the order's successful refund transactions add up to its total."""
-    refunded = 0.0
+    """Whether the order's successful refund transactions add up to its total. Compared in
+    the currency's minor units (centAmount): commercetools-mock gives cart orders a total
+    with fractionDigits 0, so amounts would differ by a factor of 100."""
+    total = order.total_price
+    refunded = 0
     for reference in order.payment_info.payments if order.payment_info else []:
         if reference.obj is None:
             continue
         payment = Payment.model_validate(reference.obj)
         refunded += sum(
-            money.amount(tx.amount)
+            tx.amount.cent_amount
             for tx in payment.transactions
-            if tx.type == "Refund" and tx.state == "Success"
+            if tx.type == "Refund"
+            and tx.state == "Success"
+            and tx.amount.currency_code == total.currency_code
         )
-    total = money.amount(order.total_price)
-    return total > 0 and refunded >= total - 0.005
+    return total.cent_amount > 0 and refunded >= total.cent_amount
 
 
 def skus_without_attribute(

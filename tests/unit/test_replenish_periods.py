@@ -209,12 +209,16 @@ def payment(amount: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("refunded", "disarms"), [(2000, 2), (500, 0)])
+@pytest.mark.parametrize(
+    ("refunded", "disarms", "total_digits"), [(2000, 2, 2), (500, 0, 2), (2000, 2, 0)]
+)
 def test_replenish_payment_refund_disarms_every_line_only_when_full(
-    refunded: int, disarms: int
+    refunded: int, disarms: int, total_digits: int
 ) -> None:
-    # Given an order of 20.00 with a payment refund of `refunded` cents
-    record = order_record(paymentInfo={"payments": [payment(refunded)]})
+    # Given an order of 2000 cents (commercetools-mock writes cart orders' totals with
+    # fractionDigits 0) with a payment refund of `refunded` cents
+    total = {"currencyCode": "USD", "centAmount": 2000, "fractionDigits": total_digits}
+    record = order_record(totalPrice=total, paymentInfo={"payments": [payment(refunded)]})
     changes = changes_of(record, PeriodLookups(attribute="replenishment-days"))
     # Then a full refund disarms both lines, a partial one none (no line to tell)
     assert len(changes.get(f"refund:transaction:tx-{refunded}", [])) == disarms

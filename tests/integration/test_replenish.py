@@ -1,0 +1,254 @@
+"""Replenishment reminders end to end: the real worker against the Temporal dev server and
+both emulators, with a period "day" of one second (CT_INSIDER_REPLENISHMENT_DAY_SECONDS=1,
+allowed for tests only).
+
+Where a timer must not fire during a test its period is 1,000 days (seconds here): no
+machine is that slow, so no outcome depends on timing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from ct_insider.config import ReplenishmentSettings
+from ct_insider.mapping.config import MappingConfig
+from ct_insider.replenishment.contract import ReplenishmentResult
+from ct_insider.timers.kinds import TIMERS_QUERY, ArmedTimer, TimerKind, workflow_id
+from starters.backfill import start_backfill
+from tests.conftest import Emulators, eventually, running_delta, status_when
+from workers.main import Workers, build_workers
+from workflows.backfill import BackfillInput
+
+pytestmark = pytest.mark.integration
+
+NEVER = 1_000  # days (seconds here): cannot run out during a test
+SHORT = 3  # days (seconds here): the reminders a test waits for
+SETTINGS = {"enabled": True, "day_seconds": 1.0, "scaled_for_tests": True}
+
+
+@dataclass
+class Admission:
+    asked: list[TimerKind] = field(default_factory=list)
+
+    async def admits_new(self, kind: TimerKind) -> bool:
+        self.asked.append(kind)
+        return True
+
+
+@asynccontextmanager
+async def replenishing_worker(
+    client: Client,
+    task_queue: str,
+    emu: Emulators,
+    mapping: MappingConfig | None = None,
+    **settings: Any,
+) -> AsyncIterator[Workers]:
+    async with (
+        build_workers(
+            client,
+            task_queue,
+            f"{task_queue}-journeys",
+            emu.ct_settings(),
+            emu.insider_settings(),
+            mapping or MappingConfig(),
+            ReplenishmentSettings.model_validate({**SETTINGS, **settings}),
+            Admission(),
+        ) as built,
+        built.running(),
+    ):
+        yield built
+
+
+def consumable(emu: Emulators, sku: str, days: float | None) -> dict[str, Any]:
+    """A published product whose variant holds `replenishment-days` (None: no attribute)."""
+    emu.seeder().ensure(
+        "product-type",
+        "product-types",
+        {
+            "key": "consumable",
+            "name": "Consumable",
+            "description": "Consumable",
+            "attributes": [
+                {
+                    "name": "replenishment-days",
+                    "label": {"en": "Replenishment days"},
+                    "isRequired": False,
+                    "isSearchable": False,
+                    "type": {"name": "number"},
+                    "attributeConstraint": "None",
+                }
+            ],
+        },
+    )
+    attributes = [] if days is None else [{"name": "replenishment-days", "value": days}]
+    product: dict[str, Any] = emu.ct(
+        "POST",
+        "products",
+        {
+            "productType": {"typeId": "product-type", "key": "consumable"},
+            "name": {"en": f"Coffee {sku}"},
+            "slug": {"en": sku.lower()},
+            "masterVariant": {
+                "sku": sku,
+                "prices": [{"value": {"currencyCode": "USD", "centAmount": 1500}, "country": "US"}],
+                "attributes": attributes,
+            },
+            "publish": True,
+        },
+    )
+    return product
+
+
+def set_days(emu: Emulators, product: dict[str, Any], days: float) -> dict[str, Any]:
+    current = emu.ct("GET", f"products/{product['id']}")
+    changed: dict[str, Any] = emu.ct(
+        "POST",
+        f"products/{product['id']}",
+        {
+            "version": current["version"],
+            "actions": [
+                {
+                    "action": "setAttribute",
+                    "variantId": 1,
+                    "name": "replenishment-days",
+                    "value": days,
+                    "staged": False,
+                },
+            ],
+        },
+    )
+    return changed
+
+
+def reminders(emu: Emulators) -> list[dict[str, Any]]:
+    return emu.insider_events("replenishment_due")
+
+
+def reminder_count(emu: Emulators) -> Counter[str]:
+    """How often Insider holds each reminder, by its event id."""
+    return Counter(str(e["event_params"]["custom"]["event_id"]) for e in reminders(emu))
+
+
+async def armed(client: Client, customer_key: str) -> list[ArmedTimer]:
+    handle = client.get_workflow_handle(workflow_id("replenishment", customer_key))
+    found: list[ArmedTimer] = await handle.query(TIMERS_QUERY, result_type=list[ArmedTimer])
+    return found
+
+
+async def result_of(client: Client, customer_key: str, within: float = 60) -> ReplenishmentResult:
+    """The customer's run's result, once it has ended (polled, `within` seconds)."""
+    handle = client.get_workflow_handle(
+        workflow_id("replenishment", customer_key), result_type=ReplenishmentResult
+    )
+
+    async def status() -> WorkflowExecutionStatus | None:
+        return (await handle.describe()).status
+
+    await eventually(
+        status,
+        within,
+        until=lambda s: s not in (None, WorkflowExecutionStatus.RUNNING),
+        what=f"the replenishment run of {customer_key} ended",
+    )
+    result: ReplenishmentResult = await handle.result()
+    return result
+
+
+async def test_replenish_reminder_fires_after_the_period_moves_on_a_repeat_and_disarms_on_refund(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    [(alice, alice_email), (bob, bob_email), (carol, carol_email)] = emu.seeder().customers(3)
+    beans = consumable(emu, f"BEANS-{uuid.uuid4().hex[:8]}", SHORT)
+    filters = consumable(emu, f"FILTER-{uuid.uuid4().hex[:8]}", NEVER)
+    sku = beans["masterData"]["current"]["masterVariant"]["sku"]
+    filter_sku = filters["masterData"]["current"]["masterVariant"]["sku"]
+    async with (
+        replenishing_worker(client, task_queue, emu) as worker,
+        running_delta(client, worker.task_queue, "orders") as delta,
+    ):
+        # Given Alice buys beans (every 3 days), and Bob and Carol buy filters (every 1,000)
+        alice_order = emu.place_order(sku, quantity=2, customerId=alice, customerEmail=alice_email)
+        bob_first = emu.place_order(filter_sku, customerId=bob, customerEmail=bob_email)
+        carol_order = emu.place_order(filter_sku, customerId=carol, customerEmail=carol_email)
+        await status_when(delta, lambda s: s.totals.events == 3)
+        bob_due = await eventually(lambda: armed(client, bob), until=lambda a: len(a) == 1)
+
+        # When the filters' period becomes 3 days and Bob buys filters again
+        set_days(emu, filters, SHORT)
+        bob_repeat = emu.place_order(filter_sku, customerId=bob, customerEmail=bob_email)
+        # And Carol's filters are refunded in full
+        refund_in_full(emu, carol_order)
+        await status_when(delta, lambda s: s.totals.events == 5)
+
+        # Then Alice gets one reminder after 3 s, about her purchase
+        alice_result = await result_of(client, alice)
+        # And Bob's timer moved to his repeat purchase: one reminder, about it
+        bob_result = await result_of(client, bob)
+        # And Carol's timer was disarmed: her run ended with nothing sent
+        carol_result = await result_of(client, carol)
+
+    assert alice_result == ReplenishmentResult(ended="nothing armed", sent=1)
+    assert bob_result == ReplenishmentResult(ended="nothing armed", sent=1)
+    assert carol_result == ReplenishmentResult(ended="nothing armed", sent=0)
+    by_customer = {e["identifiers"]["uuid"]: e for e in reminders_with_profiles(emu)}
+    assert set(by_customer) == {alice, bob}
+    assert set(reminder_count(emu).values()) == {1}
+    alice_reminder = by_customer[alice]["event"]
+    assert alice_reminder["event_params"]["product_id"] == sku
+    assert alice_reminder["event_params"]["quantity"] == 2
+    custom = alice_reminder["event_params"]["custom"]
+    assert (custom["order_id"], custom["period_days"], custom["period_source"]) == (
+        alice_order["id"],
+        SHORT,
+        "attribute",
+    )
+    assert custom["last_purchase_date"] == alice_order["createdAt"][:19] + "Z"
+    bob_custom = by_customer[bob]["event"]["event_params"]["custom"]
+    assert (bob_custom["order_id"], bob_custom["period_days"]) == (bob_repeat["id"], SHORT)
+    assert bob_first["id"] != bob_repeat["id"]
+    assert bob_due[0].due_at > datetime.now(UTC) + timedelta(seconds=NEVER / 2)
+
+
+def refund_in_full(emu: Emulators, order: dict[str, Any]) -> None:
+    payment = emu.ct(
+        "POST",
+        "payments",
+        {
+            "amountPlanned": order["totalPrice"],
+            "transactions": [
+                {"type": "Charge", "amount": order["totalPrice"], "state": "Success"},
+                {"type": "Refund", "amount": order["totalPrice"], "state": "Success"},
+            ],
+        },
+    )
+    current = emu.ct("GET", f"orders/{order['id']}")
+    emu.ct(
+        "POST",
+        f"orders/{order['id']}",
+        {
+            "version": current["version"],
+            "actions": [
+                {"action": "addPayment", "payment": {"typeId": "payment", "id": payment["id"]}}
+            ],
+        },
+    )
+
+
+def reminders_with_profiles(emu: Emulators) -> list[dict[str, Any]]:
+    """Each reminder with the identifiers of the profile holding it."""
+    found = []
+    for user in emu.insider_users():
+        for event in user.get("events", []):
+            if event["event_name"] == "replenishment_due":
+                found.append({"identifiers": user["identifiers"], "event": event})
+    return found
