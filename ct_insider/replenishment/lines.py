@@ -52,6 +52,7 @@ class PeriodLookups:
     # sku -> this customer's purchase times of it (learning; empty when off)
     history: Mapping[str, Sequence[datetime]] = field(default_factory=dict)
     min_purchases: int = 2
+    day_seconds: float = 86_400.0  # tests scale days down (ReplenishmentSettings)
 
 
 def variant_days(line: LineItem, attribute: str) -> float | None:
@@ -96,7 +97,12 @@ def _arm(
 ) -> ArmTimer | None:
     sku = line.variant.sku or ""
     learned = (
-        learned_days([*lookups.history.get(sku, ()), bought], bought, lookups.min_purchases)
+        learned_days(
+            [*lookups.history.get(sku, ()), bought],
+            bought,
+            lookups.min_purchases,
+            lookups.day_seconds,
+        )
         if sku in lookups.history
         else None
     )

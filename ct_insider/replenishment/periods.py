@@ -58,14 +58,18 @@ def _days(value: object) -> float | None:
 
 
 def learned_days(
-    purchase_times: Sequence[datetime], up_to: datetime, min_purchases: int = 2
+    purchase_times: Sequence[datetime],
+    up_to: datetime,
+    min_purchases: int = 2,
+    day_seconds: float = SECONDS_PER_DAY,
 ) -> float | None:
-    """The median gap (days) between distinct purchases at or before `up_to`; None with
-    fewer than `min_purchases` (at least 2: one gap) or when the median is not positive."""
+    """The median gap (days of `day_seconds`) between distinct purchases at or before
+    `up_to`; None with fewer than `min_purchases` (at least 2: one gap) or when the median
+    is not positive."""
     moments = sorted({t for t in purchase_times if t <= up_to})
     if len(moments) < max(2, min_purchases):
         return None
-    gaps = [(b - a).total_seconds() / SECONDS_PER_DAY for a, b in itertools.pairwise(moments)]
+    gaps = [(b - a).total_seconds() / day_seconds for a, b in itertools.pairwise(moments)]
     median = statistics.median(gaps)
     return median if median > 0 else None
 

@@ -95,6 +95,7 @@ class ReplenishmentPlanner:
                 product_days=product_days,
                 history=histories.get(key, {}),
                 min_purchases=self._settings.learn_min_purchases,
+                day_seconds=self._settings.day_seconds,
             )
             changes = timer_changes(item.order, item.mapped, lookups, self._rule)
             opened = {k: v for k, v in changes.items() if k not in item.delivered}

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from ct_insider.config import ReplenishmentSettings
+from ct_insider.logging import pii_digest
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.replenishment.contract import ReplenishmentResult
 from ct_insider.timers.kinds import TIMERS_QUERY, ArmedTimer, TimerKind, workflow_id
@@ -167,20 +169,27 @@ async def test_replenish_reminder_fires_after_the_period_moves_on_a_repeat_and_d
     client: Client, task_queue: str, clean_emulators: Emulators
 ) -> None:
     emu = clean_emulators
-    [(alice, alice_email), (bob, bob_email), (carol, carol_email)] = emu.seeder().customers(3)
+    customers = emu.seeder().customers(4)
+    [(alice, alice_email), (bob, bob_email), (carol, carol_email), (frank, frank_email)] = customers
     beans = consumable(emu, f"BEANS-{uuid.uuid4().hex[:8]}", SHORT)
     filters = consumable(emu, f"FILTER-{uuid.uuid4().hex[:8]}", NEVER)
     sku = beans["masterData"]["current"]["masterVariant"]["sku"]
     filter_sku = filters["masterData"]["current"]["masterVariant"]["sku"]
+    tea = consumable(emu, f"TEA-{uuid.uuid4().hex[:8]}", None)
+    tea_sku = tea["masterData"]["current"]["masterVariant"]["sku"]
     async with (
         replenishing_worker(client, task_queue, emu) as worker,
         running_delta(client, worker.task_queue, "orders") as delta,
     ):
-        # Given Alice buys beans (every 3 days), and Bob and Carol buy filters (every 1,000)
+        # Given Alice buys beans (every 3 days), Bob and Carol buy filters (every 1,000),
+        # and Frank buys tea (no period attribute)
         alice_order = emu.place_order(sku, quantity=2, customerId=alice, customerEmail=alice_email)
         bob_first = emu.place_order(filter_sku, customerId=bob, customerEmail=bob_email)
         carol_order = emu.place_order(filter_sku, customerId=carol, customerEmail=carol_email)
-        await status_when(delta, lambda s: s.totals.events == 3)
+        frank_first = emu.place_order(tea_sku, customerId=frank, customerEmail=frank_email)
+        await status_when(delta, lambda s: s.totals.events == 4)
+        # ... which armed nothing for Frank: one purchase teaches no interval
+        assert not await started(client, frank)
         bob_due = await eventually(lambda: armed(client, bob), until=lambda a: len(a) == 1)
 
         # When the filters' period becomes 3 days and Bob buys filters again
@@ -188,7 +197,9 @@ async def test_replenish_reminder_fires_after_the_period_moves_on_a_repeat_and_d
         bob_repeat = emu.place_order(filter_sku, customerId=bob, customerEmail=bob_email)
         # And Carol's filters are refunded in full
         refund_in_full(emu, carol_order)
-        await status_when(delta, lambda s: s.totals.events == 5)
+        # And Frank buys tea again
+        frank_again = emu.place_order(tea_sku, customerId=frank, customerEmail=frank_email)
+        await status_when(delta, lambda s: s.totals.events == 7)
 
         # Then Alice gets one reminder after 3 s, about her purchase
         alice_result = await result_of(client, alice)
@@ -196,12 +207,15 @@ async def test_replenish_reminder_fires_after_the_period_moves_on_a_repeat_and_d
         bob_result = await result_of(client, bob)
         # And Carol's timer was disarmed: her run ended with nothing sent
         carol_result = await result_of(client, carol)
+        # And Frank gets one reminder, after the interval he kept (learned)
+        frank_result = await result_of(client, frank)
 
     assert alice_result == ReplenishmentResult(ended="nothing armed", sent=1)
     assert bob_result == ReplenishmentResult(ended="nothing armed", sent=1)
     assert carol_result == ReplenishmentResult(ended="nothing armed", sent=0)
+    assert frank_result == ReplenishmentResult(ended="nothing armed", sent=1)
     by_customer = {e["identifiers"]["uuid"]: e for e in reminders_with_profiles(emu)}
-    assert set(by_customer) == {alice, bob}
+    assert set(by_customer) == {alice, bob, frank}
     assert set(reminder_count(emu).values()) == {1}
     alice_reminder = by_customer[alice]["event"]
     assert alice_reminder["event_params"]["product_id"] == sku
@@ -217,6 +231,11 @@ async def test_replenish_reminder_fires_after_the_period_moves_on_a_repeat_and_d
     assert (bob_custom["order_id"], bob_custom["period_days"]) == (bob_repeat["id"], SHORT)
     assert bob_first["id"] != bob_repeat["id"]
     assert bob_due[0].due_at > datetime.now(UTC) + timedelta(seconds=NEVER / 2)
+    frank_custom = by_customer[frank]["event"]["event_params"]["custom"]
+    gap = (created(frank_again) - created(frank_first)).total_seconds()  # "days" here
+    assert frank_custom["period_source"] == "learned"
+    assert frank_custom["period_days"] == pytest.approx(gap)
+    assert frank_custom["order_id"] == frank_again["id"]
 
 
 def refund_in_full(emu: Emulators, order: dict[str, Any]) -> None:
@@ -252,3 +271,63 @@ def reminders_with_profiles(emu: Emulators) -> list[dict[str, Any]]:
             if event["event_name"] == "replenishment_due":
                 found.append({"identifiers": user["identifiers"], "event": event})
     return found
+
+
+async def started(client: Client, customer_key: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id("replenishment", customer_key)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def created(order: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(order["createdAt"]).replace("Z", "+00:00"))
+
+
+async def test_replenish_backfill_of_old_orders_arms_only_future_timers(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    [dora, eve, gus] = emu.seeder().customers(3)
+    soon = consumable(emu, f"SOON-{uuid.uuid4().hex[:8]}", 2)
+    later = consumable(emu, f"LATER-{uuid.uuid4().hex[:8]}", NEVER)
+    tea = consumable(emu, f"TEA-{uuid.uuid4().hex[:8]}", None)
+    soon_sku, later_sku, tea_sku = (
+        p["masterData"]["current"]["masterVariant"]["sku"] for p in (soon, later, tea)
+    )
+    guest_email = f"guest-{uuid.uuid4().hex[:8]}@example.com"
+    # Given orders placed before the connector ran (commercetools-mock cannot backdate
+    # orders, so "old" is made by waiting): Dora bought what lasts 2 days, Gus bought tea
+    # (no attribute) twice in a row (his learned interval: the gap), Eve and a guest bought
+    # what lasts 1,000 days
+    dora_order = emu.place_order(soon_sku, customerId=dora[0], customerEmail=dora[1])
+    gus_first = emu.place_order(tea_sku, customerId=gus[0], customerEmail=gus[1])
+    gus_again = emu.place_order(tea_sku, customerId=gus[0], customerEmail=gus[1])
+    emu.place_order(later_sku, customerId=eve[0], customerEmail=eve[1])
+    emu.place_order(later_sku, customerEmail=guest_email)
+    # ... and Dora's and Gus's reminders were due before the backfill starts
+    gus_due = created(gus_again) + (created(gus_again) - created(gus_first))
+    past = max(created(dora_order) + timedelta(seconds=2), gus_due)
+    await eventually(lambda: datetime.now(UTC) > past, what="Dora's and Gus's due dates passed")
+
+    # When the orders are backfilled
+    async with replenishing_worker(client, task_queue, emu) as worker:
+        handle = await start_backfill(client, worker.task_queue, BackfillInput(target="orders"))
+        await handle.result()
+        # Then every purchase is in Insider
+        assert len(emu.insider_events("purchase")) == 5
+        # And only the timers still ahead were armed: Eve's and the guest's
+        assert not await started(client, dora[0])
+        assert not await started(client, gus[0])
+        [eve_timer] = await armed(client, eve[0])
+        guest_key = f"guest-{pii_digest(guest_email)[:40]}"
+        [guest_timer] = await armed(client, guest_key)
+    assert eve_timer.what == f"replenishment of {later_sku} (every 1000 days, attribute)"
+    assert guest_timer.key == f"{guest_key}/{later_sku}"
+    assert "example" not in guest_key
+    assert reminders(emu) == []
+    for key in (eve[0], guest_key):
+        await client.get_workflow_handle(workflow_id("replenishment", key)).terminate("test over")
