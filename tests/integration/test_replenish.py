@@ -26,6 +26,7 @@ from ct_insider.mapping.config import MappingConfig
 from ct_insider.replenishment.contract import ReplenishmentResult
 from ct_insider.timers.kinds import TIMERS_QUERY, ArmedTimer, TimerKind, workflow_id
 from starters.backfill import start_backfill
+from tests.bridge_helpers import message, serving_bridge
 from tests.conftest import Emulators, eventually, running_delta, status_when
 from workers.main import Workers, build_workers
 from workflows.backfill import BackfillInput
@@ -331,3 +332,52 @@ async def test_replenish_backfill_of_old_orders_arms_only_future_timers(
     assert reminders(emu) == []
     for key in (eve[0], guest_key):
         await client.get_workflow_handle(workflow_id("replenishment", key)).terminate("test over")
+
+
+async def test_replenish_realtime_orders_arm_once_and_a_cancellation_disarms(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    [(hana, hana_email), (ivan, ivan_email)] = emu.seeder().customers(2)
+    beans = consumable(emu, f"BEANS-{uuid.uuid4().hex[:8]}", SHORT)
+    filters = consumable(emu, f"FILTER-{uuid.uuid4().hex[:8]}", NEVER)
+    beans_sku = beans["masterData"]["current"]["masterVariant"]["sku"]
+    filter_sku = filters["masterData"]["current"]["masterVariant"]["sku"]
+    hana_order = emu.place_order(beans_sku, customerId=hana, customerEmail=hana_email)
+    ivan_order = emu.place_order(filter_sku, customerId=ivan, customerEmail=ivan_email)
+    async with (
+        replenishing_worker(client, task_queue, emu) as worker,
+        serving_bridge(client, worker.journey_task_queue, emu) as bridge,
+    ):
+        # Given both orders reach the bridge, Hana's OrderCreated three times (redelivered)
+        # and once more as another message about the same order
+        hana_created = message("order", hana_order["id"], "OrderCreated", order=hana_order)
+        ivan_created = message("order", ivan_order["id"], "OrderCreated", order=ivan_order)
+        for body in (hana_created, hana_created, ivan_created, hana_created):
+            assert (await bridge.post("/webhooks/commercetools", body)).status_code == 202
+        paid = message("order", hana_order["id"], "OrderPaymentStateChanged", sequence=2)
+        assert (await bridge.post("/webhooks/commercetools", paid)).status_code == 202
+        await eventually(lambda: len(emu.insider_events("purchase")) == 2)
+        await eventually(lambda: armed(client, ivan), until=lambda a: len(a) == 1)
+        # When Ivan's order is cancelled
+        current = emu.ct("GET", f"orders/{ivan_order['id']}")
+        emu.ct(
+            "POST",
+            f"orders/{ivan_order['id']}",
+            {
+                "version": current["version"],
+                "actions": [{"action": "changeOrderState", "orderState": "Cancelled"}],
+            },
+        )
+        cancelled = message(
+            "order", ivan_order["id"], "OrderStateChanged", sequence=2, orderState="Cancelled"
+        )
+        assert (await bridge.post("/webhooks/commercetools", cancelled)).status_code == 202
+        # Then Hana gets one reminder after 3 s, and Ivan's timer is disarmed
+        hana_result = await result_of(client, hana)
+        ivan_result = await result_of(client, ivan)
+    assert hana_result == ReplenishmentResult(ended="nothing armed", sent=1)
+    assert ivan_result == ReplenishmentResult(ended="nothing armed", sent=0)
+    [reminder] = reminders(emu)
+    assert reminder["event_params"]["custom"]["order_id"] == hana_order["id"]
+    assert len(emu.insider_events("cancelled_purchase")) == 1
