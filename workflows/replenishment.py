@@ -72,19 +72,19 @@ class ReplenishmentWorkflow:
 
     @workflow.run
     async def run(self, params: ReplenishmentInput) -> ReplenishmentResult:
-        workflow.upsert_search_attributes(
-            [TIMER_KIND.value_set("replenishment"), RUN_KIND.value_set("replenishment")]
-        )
-        shown_due: datetime | None = None
+        # The starter sets the kind (and continue-as-new carries it): no event for it here.
+        if workflow.info().typed_search_attributes.get(TIMER_KIND) is None:
+            workflow.upsert_search_attributes(
+                [TIMER_KIND.value_set("replenishment"), RUN_KIND.value_set("replenishment")]
+            )
+        shown_due = workflow.info().typed_search_attributes.get(TIMER_DUE_AT)
         while self._cancelled is None:
             earliest = self._timers.earliest_due()
-            if earliest != shown_due:
-                workflow.upsert_search_attributes(
-                    [TIMER_DUE_AT.value_set(earliest) if earliest else TIMER_DUE_AT.value_unset()]
-                )
-                shown_due = earliest
             if earliest is None:
                 break  # nothing armed: a later purchase starts a new run
+            if earliest != shown_due:
+                workflow.upsert_search_attributes([TIMER_DUE_AT.value_set(earliest)])
+                shown_due = earliest
             if self._history_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(params.model_copy(update={"timers": self._timers}))
@@ -99,12 +99,12 @@ class ReplenishmentWorkflow:
                 )
             self._timer_due = None
         await workflow.wait_condition(workflow.all_handlers_finished)
+        ended = [OUTCOME.value_set("completed")]
+        workflow.upsert_search_attributes(
+            [TIMER_DUE_AT.value_unset(), *ended] if shown_due is not None else ended
+        )
         if self._cancelled is not None:
-            workflow.upsert_search_attributes(
-                [TIMER_DUE_AT.value_unset(), OUTCOME.value_set("completed")]
-            )
             return self._result(f"cancelled: {self._cancelled.reason}")
-        workflow.upsert_search_attributes([OUTCOME.value_set("completed")])
         return self._result("nothing armed")
 
     async def _send_due(self, now: datetime) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
@@ -53,6 +54,11 @@ pytestmark = pytest.mark.integration
 
 HISTORIES = Path(__file__).parent.parent / "fixtures" / "replenishment_histories"
 NEVER = 1_000.0  # a period (seconds, here) that cannot run out during a test
+TASK = [
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+]
 
 
 @dataclass
@@ -138,6 +144,24 @@ def arm(
     )
 
 
+E = EventType
+REMINDED_ONCE = [
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+    *TASK,
+    E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,  # CtTimerDueAt
+    E.EVENT_TYPE_TIMER_STARTED,
+    E.EVENT_TYPE_TIMER_FIRED,
+    *TASK,
+    E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    E.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+    E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    *TASK,
+    E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,  # CtTimerDueAt unset, CtOutcome
+    E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+]
+
+
 async def record_history(client: Client, handle: WorkflowHandle[Any, Any]) -> None:
     if not os.environ.get("UPDATE_HISTORIES"):
         return
@@ -169,6 +193,9 @@ async def test_replenish_workflow_reminds_once_after_the_period(client: Client) 
     assert r.sender.sent() == [("SKU-A", "o-1")]
     assert r.sender.calls[0].identifiers == Identifiers(uuid=r.customer)
     assert result == ReplenishmentResult(ended="nothing armed", sent=1)
+    # Cost of a customer's one reminder (docs/operations.md): 19 history events; 3 actions
+    # (the signal-with-start, the timer, the activity)
+    assert [e.event_type for e in (await r.handle().fetch_history()).events] == REMINDED_ONCE
     assert (r.timers.starts, r.timers.signals, r.admission.asked) == (1, 0, ["replenishment"])
     described = await r.handle().describe()
     assert described.typed_search_attributes.get(TIMER_DUE_AT) is None
@@ -301,3 +328,32 @@ async def test_replenish_workflow_continues_as_new_and_keeps_its_timers(client: 
         await r.handle().signal(CANCEL_SIGNAL, CancelTimers(reason="test over"))
         await r.handle().result()
     assert r.sender.sent() == [("SKU-DUE", "o-due")]
+
+
+async def test_replenish_workflow_a_later_purchase_costs_a_signal_and_four_events(
+    client: Client,
+) -> None:
+    async with rig(client) as r:
+        # Given a customer's first purchase, armed
+        await r.send(arm(r.customer, "o-0", NEVER, sku="SKU-0"))
+        await eventually(lambda: r.handle().query(TIMERS_QUERY, result_type=list[ArmedTimer]))
+        before = len((await r.handle().fetch_history()).events)
+        # When 5 more purchases of other SKUs arrive, each due later than the first
+        for n in range(1, 6):
+            await r.send(arm(r.customer, f"o-{n}", NEVER + n, sku=f"SKU-{n}"))
+        armed = await eventually(
+            lambda: r.handle().query(TIMERS_QUERY, result_type=list[ArmedTimer]),
+            until=lambda found: len(found) == 6,
+        )
+        history = (await r.handle().fetch_history()).events
+        await r.handle().signal(CANCEL_SIGNAL, CancelTimers(reason="test over"))
+        await r.handle().result()
+    # Then each cost one signal (one action) and at most four history events (its signal
+    # and a workflow task, which signals arriving together share), and the one timer to
+    # the earliest due date kept running (no new timer, no search attribute update)
+    assert len(armed) == 6
+    assert (r.timers.starts, r.timers.signals) == (1, 5)
+    added = [e.event_type for e in history[before:]]
+    assert added.count(E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) == 5
+    assert set(added) == {E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, *TASK}
+    assert len(added) <= 5 * 4
