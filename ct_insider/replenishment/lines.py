@@ -28,12 +28,18 @@ def customer_key(order: Order) -> str | None:
     guest's email (or anonymous id); never the raw email (it names a Temporal workflow)."""
     if order.customer_id:
         return order.customer_id
-    email = normalize.email(order.customer_email)
-    if email:
-        return "guest-" + pii_digest(email)[:_KEY_HEX]
+    guest = guest_key(order.customer_email)
+    if guest:
+        return guest
     if order.anonymous_id:
         return "anon-" + pii_digest(order.anonymous_id)[:_KEY_HEX]
     return None
+
+
+def guest_key(email: str | None) -> str | None:
+    """A guest's key: a keyed hash of their normalized email (None without a valid one)."""
+    normalized = normalize.email(email)
+    return "guest-" + pii_digest(normalized)[:_KEY_HEX] if normalized else None
 
 
 def purchase_time(order: Order, rule: str) -> datetime:

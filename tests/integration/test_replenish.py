@@ -21,6 +21,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from ct_insider.config import ReplenishmentSettings
+from ct_insider.erasure.eraser import ErasureReport
+from ct_insider.erasure.plan import ErasureRequest, erasure_workflow_id
 from ct_insider.logging import pii_digest
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.replenishment.contract import ReplenishmentResult
@@ -381,3 +383,37 @@ async def test_replenish_realtime_orders_arm_once_and_a_cancellation_disarms(
     [reminder] = reminders(emu)
     assert reminder["event_params"]["custom"]["order_id"] == hana_order["id"]
     assert len(emu.insider_events("cancelled_purchase")) == 1
+
+
+async def test_replenish_timers_of_an_erased_person_are_cancelled(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    [(jo, jo_email)] = emu.seeder().customers(1)
+    filters = consumable(emu, f"FILTER-{uuid.uuid4().hex[:8]}", NEVER)
+    sku = filters["masterData"]["current"]["masterVariant"]["sku"]
+    guest_email = f"guest-{uuid.uuid4().hex[:8]}@example.com"
+    emu.place_order(sku, customerId=jo, customerEmail=jo_email)
+    emu.place_order(sku, customerEmail=guest_email)
+    guest = f"guest-{pii_digest(guest_email)[:40]}"
+    async with replenishing_worker(client, task_queue, emu) as worker:
+        # Given a customer and a guest with armed timers
+        await (
+            await start_backfill(client, worker.task_queue, BackfillInput(target="orders"))
+        ).result()
+        assert len(await armed(client, jo)) == 1
+        assert len(await armed(client, guest)) == 1
+        # When both are erased (by customer id, and by the guest's email)
+        for request in (ErasureRequest(customer_id=jo), ErasureRequest(email=guest_email)):
+            await client.execute_workflow(
+                "ErasureWorkflow",
+                request,
+                id=erasure_workflow_id(request),
+                task_queue=worker.task_queue,
+                result_type=ErasureReport,
+            )
+        # Then their timers were cancelled first: no reminder will recreate a profile
+        jo_result = await result_of(client, jo)
+        guest_result = await result_of(client, guest)
+    assert jo_result == ReplenishmentResult(ended="cancelled: customer erased")
+    assert guest_result == ReplenishmentResult(ended="cancelled: customer erased")
