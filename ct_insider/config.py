@@ -260,9 +260,10 @@ class ReplenishmentSettings(BaseSettings):
         "else on the product)",
     )
     learn: bool = Field(
-        default=True,
+        default=False,
         description="where a SKU has no period attribute, use the median gap between the "
-        "customer's own purchases of it (reads their earlier orders)",
+        "customer's own purchases of it (costs one orders query per customer and batch with "
+        "such a purchase)",
     )
     learn_min_purchases: int = Field(
         default=2, ge=2, le=20, description="purchases of a SKU needed to learn its interval"

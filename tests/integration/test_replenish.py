@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 NEVER = 1_000  # days (seconds here): cannot run out during a test
 SHORT = 3  # days (seconds here): the reminders a test waits for
-SETTINGS = {"enabled": True, "day_seconds": 1.0, "scaled_for_tests": True}
+SETTINGS = {"enabled": True, "learn": True, "day_seconds": 1.0, "scaled_for_tests": True}
 
 
 @dataclass

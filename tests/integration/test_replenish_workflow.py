@@ -233,11 +233,17 @@ async def test_replenish_workflow_redeliveries_arm_once(client: Client) -> None:
         result = await r.handle().result()
         # And once more after its reminder went out (the run has ended)
         await r.send(purchase)
-    # Then one workflow started (and was signalled twice), and one reminder went out: the
-    # late copy is past due and arms nothing
-    assert (r.timers.starts, r.timers.signals) == (1, 2)
-    assert r.sender.sent() == [("SKU-A", "o-1")]
-    assert result.sent == 1
+        # Then one workflow started (and was signalled twice), and one reminder went out:
+        # the late copy is past due and arms nothing
+        assert (r.timers.starts, r.timers.signals) == (1, 2)
+        assert r.sender.sent() == [("SKU-A", "o-1")]
+        assert result.sent == 1
+        # And a new purchase after the run ended starts a new run, which reminds again
+        await r.send(arm(r.customer, "o-2", 2))
+        await eventually(lambda: r.sender.sent(), until=lambda sent: len(sent) == 2)
+        assert await r.handle().result() == ReplenishmentResult(ended="nothing armed", sent=1)
+    assert r.timers.starts == 2
+    assert r.sender.sent() == [("SKU-A", "o-1"), ("SKU-A", "o-2")]
 
 
 async def test_replenish_workflow_disarms_on_a_refund_without_sending(client: Client) -> None:
