@@ -84,9 +84,9 @@ class TemporalReplenishmentTimers:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-        arms = [c for c in changes.changes if isinstance(c, ArmTimer)]
+        arms = [c for c in changes.changes if isinstance(c, ArmTimer) and not c.lapsed]
         if not arms:
-            return  # nothing armed for this customer: nothing to disarm
+            return  # nothing to arm, and no open timer to disarm or supersede
         if not await self._admission.admits_new("replenishment"):
             self.refused += 1
             REFUSED_STARTS.add(1, {"kind": "replenishment"})

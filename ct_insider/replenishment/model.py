@@ -32,6 +32,9 @@ class ArmTimer(BaseModel):
     purchased_at: datetime
     period_days: float
     period_source: PeriodSource
+    # Its reminder was already due when it was delivered (a backfill, a late delivery):
+    # it arms nothing, but still supersedes an earlier purchase's timer.
+    lapsed: bool = False
 
     def purchase(self) -> tuple[datetime, str, str]:
         """Orders purchases: the latest one holds the timer (ties by order, then line)."""

@@ -24,10 +24,11 @@ class ReplenishmentTimers(Protocol):
 def by_customer(
     changes: Sequence[TimerChange], now: datetime, day_seconds: float
 ) -> tuple[list[TimerChanges], int]:
-    """Group changes per customer, in order, leaving out arms already due (a backfill of
-    old orders, a late delivery: the reminder's moment has passed) and lines armed and
-    disarmed in the same delivery (a cancelled order seen for the first time). Returns the
-    groups and how many arms were left out as past due."""
+    """Group changes per customer, in order. Arms already due (a backfill of old orders, a
+    late delivery: the reminder's moment has passed) are marked `lapsed`: they arm nothing
+    but end an earlier purchase's timer. Lines armed and disarmed in the same delivery (a
+    cancelled order seen for the first time) are left out. Returns the groups and how many
+    arms were past due."""
 
     def line(change: TimerChange) -> tuple[str, str, str]:
         return (change.customer_key, change.order_id, change.line_id)
@@ -42,7 +43,7 @@ def by_customer(
                 continue
             if due_at(change.purchased_at, change.period_days, day_seconds) <= now:
                 past_due += 1
-                continue
+                change = change.model_copy(update={"lapsed": True})
         elif line(change) in armed:
             continue
         key = change.customer_key

@@ -19,8 +19,9 @@ from ct_insider.replenishment.model import ArmTimer, DisarmTimer, TimerChange
 from ct_insider.replenishment.periods import due_at
 from ct_insider.timers.kinds import ArmedTimer
 
-Status = Literal["armed", "sent", "disarmed"]
-Applied = Literal["armed", "moved", "disarmed", "unchanged", "refused"]
+# lapsed: superseded by a purchase whose own reminder was already due when it arrived
+Status = Literal["armed", "sent", "disarmed", "lapsed"]
+Applied = Literal["armed", "moved", "disarmed", "lapsed", "unchanged", "refused"]
 
 
 class SkuTimer(BaseModel):
@@ -45,6 +46,13 @@ class CustomerTimers(BaseModel):
         held = self.skus.get(change.sku)
         if held is not None and change.purchase() <= held.purchase.purchase():
             return "unchanged"  # the same purchase again, or an older one
+        if change.lapsed:
+            if held is None or held.status != "armed":
+                return "unchanged"
+            # Bought again since: the earlier purchase's reminder would be about the wrong
+            # one, and this one's moment has passed.
+            held.purchase, held.status = change, "lapsed"
+            return "lapsed"
         if held is None and not self._room_for_one(max_skus):
             self.refused += 1
             return "refused"

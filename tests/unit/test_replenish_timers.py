@@ -121,7 +121,7 @@ def test_replenish_skus_per_customer_are_bounded() -> None:
     assert sorted(timers.skus) == ["B", "C"]
 
 
-def test_replenish_grouping_keeps_only_future_timers_and_drops_lines_undone_at_once() -> None:
+def test_replenish_grouping_marks_past_due_arms_lapsed_and_drops_lines_undone_at_once() -> None:
     now = T0 + timedelta(days=40)
     changes: list[TimerChange] = [
         arm("old", at=T0),  # due at day 30: past
@@ -138,12 +138,29 @@ def test_replenish_grouping_keeps_only_future_timers_and_drops_lines_undone_at_o
     ]
     # When grouped per customer at day 40
     groups, past_due = by_customer(changes, now, DAY)
-    # Then the past-due arm is counted out, the line armed and cancelled at once is dropped
+    # Then the past-due arm is counted and marked lapsed, the line armed and cancelled at
+    # once is dropped
     assert past_due == 1
-    assert {g.customer_key: [(c.action, c.order_id) for c in g.changes] for g in groups} == {
-        "c-2": [("arm", "new")],
-        "c-1": [("disarm", "elsewhere")],
+    assert {
+        g.customer_key: [(c.action, c.order_id, getattr(c, "lapsed", None)) for c in g.changes]
+        for g in groups
+    } == {
+        "c-1": [("arm", "old", True), ("disarm", "elsewhere", None)],
+        "c-2": [("arm", "new", False)],
     }
+
+
+def test_replenish_a_later_purchase_already_due_ends_the_earlier_timer_without_arming() -> None:
+    timers = CustomerTimers(customer_key="c-1")
+    # Given a purchase with a long period, armed
+    timers.apply(arm("o-1", period=60), DAY, 10)
+    # When a later purchase arrives whose own (shorter) reminder was already due
+    late = arm("o-2", at=T0 + timedelta(days=10), period=5).model_copy(update={"lapsed": True})
+    # Then the earlier purchase's timer ends, and nothing is armed
+    assert timers.apply(late, DAY, 10) == "lapsed"
+    assert timers.earliest_due() is None
+    # And a lapsed purchase alone creates no record
+    assert CustomerTimers(customer_key="c-2").apply(late, DAY, 10) == "unchanged"
 
 
 def test_replenish_reminder_event_is_deterministic() -> None:
