@@ -61,6 +61,8 @@ class ReplenishmentWorkflow:
         earliest = self._timers.earliest_due()
         if earliest is None or self._timer_due is None or earliest < self._timer_due:
             self._wake = True
+        elif self._history_long():
+            self._wake = True  # signals alone grow the history: continue as new now
 
     @workflow.signal(name=CANCEL_SIGNAL)
     def cancel(self, request: CancelTimers) -> None:
@@ -109,9 +111,9 @@ class ReplenishmentWorkflow:
 
     async def _send_due(self, now: datetime) -> None:
         due = self._timers.due(now)
-        identifiers = self._timers.identifiers
-        if not due or identifiers is None:
+        if not due:
             return
+        identifiers = self._timers.identifiers or due[-1].purchase.identifiers
         outcome: ReminderOutcome = await workflow.execute_activity(
             SEND_ACTIVITY,
             SendReminders(

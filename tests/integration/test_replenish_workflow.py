@@ -312,13 +312,19 @@ async def test_replenish_workflow_cancelled_by_an_operator_sends_nothing(client:
 
 async def test_replenish_workflow_continues_as_new_and_keeps_its_timers(client: Client) -> None:
     async with rig(client, history_limit=50) as r:
-        # Given 30 SKUs bought one by one (each an earlier due date: the timer restarts),
-        # far more history than a run of 50 events holds
+        # Given 30 SKUs bought one by one (each due later than the last: the running timer
+        # stays, only the history grows), far more history than a run of 50 events holds
         now = datetime.now(UTC)
         first_run = ""
         for n in range(30):
-            await r.send(arm(r.customer, f"o-{n}", NEVER - n, sku=f"SKU-{n:02d}", at=now))
+            await r.send(arm(r.customer, f"o-{n}", NEVER + n, sku=f"SKU-{n:02d}", at=now))
             first_run = first_run or (await r.handle().describe()).run_id
+
+        # Then the run continued as new on its history alone (no timer woke it)
+        async def current_run() -> str | None:
+            return (await r.handle().describe()).run_id
+
+        await eventually(current_run, until=lambda run: run != first_run)
         # When one more SKU falls due in 2 s
         await r.send(arm(r.customer, "o-due", 2, sku="SKU-DUE"))
         # Then its reminder went out once, and the other 30 timers are still armed
