@@ -52,7 +52,14 @@ TIMER_DUE_AT = SearchAttributeKey.for_datetime("CtTimerDueAt")
 ALL: tuple[SearchAttributeKey[Any], ...] = (*RUN_ATTRIBUTES, TIMER_KIND, TIMER_DUE_AT)
 
 RunKind = Literal[
-    "backfill", "delta", "check", "catalog-change", "redrive", "journey-shard", "erasure"
+    "backfill",
+    "delta",
+    "check",
+    "catalog-change",
+    "redrive",
+    "journey-shard",
+    "erasure",
+    "replenishment",
 ]
 # "rejections": finished, but some records were refused (they are in `ct-insider dlq`).
 Outcome = Literal["running", "completed", "rejections", "failed", "drift"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ct_insider.config import (
     CommercetoolsSettings,
     InsiderSettings,
+    ReplenishmentSettings,
     SubscriptionSettings,
     TemporalSettings,
     load,
@@ -165,7 +166,7 @@ async def setup_insider(args: argparse.Namespace) -> int:
         mapping = load_mapping_config(args.mapping)
     except MappingConfigError as exc:
         raise UsageError(str(exc)) from None
-    requirements = inone_requirements(mapping)
+    requirements = inone_requirements(mapping, load(ReplenishmentSettings))
     matching: MatchingCheck | None = None
     problem: str | None = None
     exit_code = ExitCode.OK

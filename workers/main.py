@@ -32,7 +32,12 @@ from activities.replenishment import ReplenishmentActivities, TemporalReplenishm
 from activities.sync import SyncActivities
 from activities.watermarks import WatermarkActivities
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CommercetoolsSettings, InsiderSettings, ReplenishmentSettings
+from ct_insider.config import (
+    CommercetoolsSettings,
+    InsiderSettings,
+    ReplenishmentSettings,
+    load,
+)
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
@@ -170,7 +175,7 @@ async def build_workers(
 ) -> AsyncIterator[Workers]:
     """`replenishment_settings`: from the environment when not given; `admission`: the
     cap on new timer workflows (`timer_admission` when not given)."""
-    refill = replenishment_settings or ReplenishmentSettings()
+    refill = replenishment_settings or load(ReplenishmentSettings)
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
         insider = await stack.enter_async_context(InsiderClient(insider_settings))

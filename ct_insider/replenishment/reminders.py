@@ -31,6 +31,9 @@ log = get_logger(__name__)
 
 # Sends and reads for one customer within one attempt before it gives way to a retry.
 MAX_ROUNDS = 4
+# The reminder's custom params (besides the predefined product_id, name, quantity): they
+# must be defined on the event in InOne (ct_insider/setup/inone.py lists them).
+REMINDER_PARAMS = ("event_id", "last_purchase_date", "period_days", "period_source", "order_id")
 
 
 def reminder_id(timer: SkuTimer) -> str:

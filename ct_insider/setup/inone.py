@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ct_insider.config import ReplenishmentSettings
 from ct_insider.journeys.storefront import INSIDER_EVENT_NAMES
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.replenishment.reminders import REMINDER_PARAMS
 
 # Insider's default (system) events: they exist in every account. checkout_page_view is
 # missing from Insider's default lists, so it is listed as custom: the safer reading.
@@ -75,7 +77,9 @@ class InOneRequirements(BaseModel):
         return [event.name for event in self.events if event.custom]
 
 
-def inone_requirements(config: MappingConfig) -> InOneRequirements:
+def inone_requirements(
+    config: MappingConfig, replenishment: ReplenishmentSettings | None = None
+) -> InOneRequirements:
     attributes = dict(CUSTOMER_ATTRIBUTES)
     for source, target in config.custom_field_attributes.items():
         attributes[target] = f"as the customer custom field {source}"
@@ -92,6 +96,8 @@ def inone_requirements(config: MappingConfig) -> InOneRequirements:
     add(config.sign_up_event, SIGN_UP_PARAMS)
     for storefront_type, name in INSIDER_EVENT_NAMES.items():
         add(name, STOREFRONT_PARAMS + STOREFRONT_EXTRA_PARAMS.get(storefront_type, ()))
+    if replenishment is not None and replenishment.enabled:
+        add(replenishment.event_name, REMINDER_PARAMS)
     events = [
         InOneEvent(name=name, custom=name not in DEFAULT_EVENTS, params=sorted(names))
         for name, names in params.items()

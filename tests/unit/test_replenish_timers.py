@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from ct_insider.config import ReplenishmentSettings
 from ct_insider.insider.models import Identifiers
+from ct_insider.mapping.config import MappingConfig
 from ct_insider.replenishment.model import ArmTimer, DisarmTimer, TimerChange
 from ct_insider.replenishment.port import by_customer
 from ct_insider.replenishment.reminders import reminder_event, reminder_id
 from ct_insider.replenishment.state import CustomerTimers
+from ct_insider.setup.inone import inone_requirements
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = 86_400.0
@@ -184,3 +187,21 @@ def test_replenish_reminder_event_is_deterministic() -> None:
             "order_id": "o-1",
         },
     }
+
+
+def test_replenish_inone_list_holds_the_reminder_event_and_every_param_it_sends() -> None:
+    # Given a reminder as it is sent
+    timers = CustomerTimers(customer_key="c-1")
+    timers.apply(arm(), DAY, 10)
+    [timer] = timers.due(T0 + timedelta(days=30))
+    event = reminder_event(timer, "refill_due")
+    # When the InOne requirements are listed with replenishment on (and off)
+    on = inone_requirements(
+        MappingConfig(), ReplenishmentSettings(enabled=True, event_name="refill_due")
+    )
+    off = inone_requirements(MappingConfig(), ReplenishmentSettings())
+    # Then the custom event and each of its custom params are listed, only when on
+    [listed] = [e for e in on.events if e.name == "refill_due"]
+    assert listed.custom
+    assert set(event.event_params["custom"]) == set(listed.params)
+    assert "refill_due" not in off.custom_events
