@@ -173,12 +173,12 @@ def fully_refunded(order: Order) -> bool:
 
 
 def skus_without_attribute(
-    order: Order, attribute: str, product_days: Mapping[str, float]
+    lines: Sequence[LineItem], attribute: str, product_days: Mapping[str, float]
 ) -> list[str]:
-    """SKUs bought in this order with no attribute period (learning reads their history)."""
+    """SKUs of these lines with no attribute period (learning reads their history)."""
     return [
         line.variant.sku
-        for line in order.line_items
+        for line in lines
         if line.variant.sku
         and variant_days(line, attribute) is None
         and (line.product_id or "") not in product_days

@@ -20,7 +20,7 @@ import httpx
 from pydantic import ValidationError
 
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.commercetools.models import Order
+from ct_insider.commercetools.models import LineItem, Order
 from ct_insider.config import ReplenishmentSettings
 from ct_insider.mapping.orders import MappedOrder
 from ct_insider.replenishment.lines import (
@@ -57,6 +57,15 @@ class OrderToPlan:
             if k.key not in self.delivered and k.key.startswith(_TIMER_KEYS)
         ]
 
+    def bought_lines(self) -> list[LineItem]:
+        """The lines whose purchase is still to be delivered: only they need a period."""
+        open_ = set(self.open_keys())
+        return [
+            line
+            for line in self.order.line_items
+            if line.variant.sku and f"purchase:{line.id}" in open_
+        ]
+
 
 class ReplenishmentPlanner:
     def __init__(
@@ -78,10 +87,8 @@ class ReplenishmentPlanner:
         lacking = [
             line.product_id
             for o in open_orders
-            for line in o.order.line_items
-            if line.product_id
-            and line.variant.sku
-            and attribute_days(line.variant.attributes, attribute) is None
+            for line in o.bought_lines()
+            if line.product_id and attribute_days(line.variant.attributes, attribute) is None
         ]
         product_days = await self._product_days(lacking)
         histories: dict[str, dict[str, list[datetime]]] = {}
@@ -136,7 +143,9 @@ class ReplenishmentPlanner:
         latest: dict[str, datetime] = {}
         sample: dict[str, Order] = {}
         for item in orders:
-            skus = skus_without_attribute(item.order, self._settings.attribute, product_days)
+            skus = skus_without_attribute(
+                item.bought_lines(), self._settings.attribute, product_days
+            )
             if not skus:
                 continue
             key = customer_key(item.order) or ""

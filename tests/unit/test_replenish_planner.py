@@ -15,7 +15,7 @@ from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.orders import OrderContext, map_order
 from ct_insider.replenishment.model import ArmTimer
 from ct_insider.replenishment.planner import OrderToPlan, ReplenishmentPlanner
-from tests.unit.test_replenish_periods import order_record
+from tests.unit.test_replenish_periods import order_record, payment
 
 
 class FakeCommercetools:
@@ -86,4 +86,20 @@ async def test_replenish_planner_reads_nothing_for_purchases_delivered_before() 
     # Given the order's purchases are all in the ledger (a replay), then no plan, no read
     delivered = frozenset({"purchase:line-a", "purchase:line-b"})
     assert await planned(ct, order_record(), delivered, learn=True) == {}
+    assert (ct.product_queries, ct.order_queries) == ([], [])
+
+
+async def test_replenish_planner_reads_nothing_for_a_refund_and_disarms_every_line() -> None:
+    ct = FakeCommercetools({}, [])
+    # Given an order whose purchases were delivered, now refunded in full
+    record = order_record(paymentInfo={"payments": [payment(2000)]})
+    delivered = frozenset({"purchase:line-a", "purchase:line-b"})
+    # When planned with learning on
+    changes = await planned(ct, record, delivered, learn=True)
+    # Then the refund disarms both lines, and nothing was read for it
+    disarms = changes["order-1"]["refund:transaction:tx-2000"]
+    assert [(d.action, d.line_id) for d in disarms] == [
+        ("disarm", "line-a"),
+        ("disarm", "line-b"),
+    ]
     assert (ct.product_queries, ct.order_queries) == ([], [])
