@@ -8,11 +8,13 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities.base import ConnectorActivities
 from activities.errors import as_application_error
+from activities.replenishment import cancel_replenishment
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.erasure.eraser import Eraser, ErasureReport
 from ct_insider.erasure.plan import ErasureRequest, action_for, erasure_workflow_id
 from ct_insider.insider.errors import InsiderError
+from ct_insider.replenishment.lines import guest_key
 
 # workflows/erasure.py imports this module: the workflow is started by its name.
 ERASURE_WORKFLOW = "ErasureWorkflow"
@@ -23,6 +25,10 @@ class ErasureActivities(ConnectorActivities):
     async def erase_person(self, request: ErasureRequest) -> ErasureReport:
         """Safe to retry: what an earlier attempt erased is not found again."""
         eraser = Eraser(self._ct, self._insider, DeadLetterStore(self._ct), self._mapping)
+        # First the person's replenishment timers: a reminder sent after the erasure would
+        # create their profile again.
+        keys = [k for k in (request.customer_id, guest_key(request.email)) if k]
+        await cancel_replenishment(activity.client(), keys, "customer erased")
         try:
             return await eraser.erase(request, action_for(self._mapping))
         except (CommercetoolsError, InsiderError) as exc:

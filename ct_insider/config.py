@@ -263,6 +263,71 @@ class MappingSettings(BaseSettings):
     )
 
 
+class ReplenishmentSettings(BaseSettings):
+    """Replenishment reminders: a durable timer per customer and SKU, armed by purchases
+    (docs/operations.md, "Replenishment reminders")."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CT_INSIDER_REPLENISHMENT_")
+
+    enabled: bool = Field(
+        default=False,
+        description="arm a timer for each purchase of a SKU with a period, and send a "
+        "`replenishment_due` event to the customer's profile when it fires",
+    )
+    attribute: str = Field(
+        default="replenishment-days",
+        min_length=1,
+        description="the product attribute holding a SKU's period in days (on the variant, "
+        "else on the product)",
+    )
+    learn: bool = Field(
+        default=False,
+        description="where a SKU has no period attribute, use the median gap between the "
+        "customer's own purchases of it (costs one orders query per customer and batch with "
+        "such a purchase)",
+    )
+    learn_min_purchases: int = Field(
+        default=2, ge=2, le=20, description="purchases of a SKU needed to learn its interval"
+    )
+    max_skus_per_customer: int = Field(
+        default=200,
+        ge=1,
+        le=1_000,
+        description="SKUs one customer's workflow keeps timers for; bounds its state",
+    )
+    send_timeout_seconds: float = Field(
+        default=60.0,
+        ge=5,
+        le=600,
+        description="how long one send of due reminders may take before Temporal retries "
+        "it (a retry after a worker died waits this long; it reads the profile first)",
+    )
+    event_name: str = Field(
+        default="replenishment_due",
+        pattern=r"^[a-z0-9_]{1,64}$",
+        description="the custom event created in InOne (lowercase)",
+    )
+    day_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="TESTS ONLY: seconds in one period day (e.g. 1 makes a 30-day period "
+        "30 seconds); anything but 86400 is refused unless CT_INSIDER_REPLENISHMENT_"
+        "SCALED_FOR_TESTS is set",
+    )
+    scaled_for_tests: bool = Field(
+        default=False, description="TESTS ONLY: allow a day_seconds other than 86400"
+    )
+
+    @model_validator(mode="after")
+    def _scale_only_in_tests(self) -> ReplenishmentSettings:
+        if self.day_seconds != 86_400.0 and not self.scaled_for_tests:
+            raise ValueError(
+                "CT_INSIDER_REPLENISHMENT_DAY_SECONDS is for tests only: set "
+                "CT_INSIDER_REPLENISHMENT_SCALED_FOR_TESTS=true to use it"
+            )
+        return self
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON, env_prefix="BRIDGE_")
 

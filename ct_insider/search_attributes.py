@@ -57,7 +57,15 @@ TIMER_DUE_AT = SearchAttributeKey.for_datetime("CtTimerDueAt")
 ALL: tuple[SearchAttributeKey[Any], ...] = (*RUN_ATTRIBUTES, TIMER_KIND, TIMER_DUE_AT)
 
 RunKind = Literal[
-    "backfill", "delta", "check", "catalog-change", "redrive", "journey-shard", "erasure", "cart"
+    "backfill",
+    "delta",
+    "check",
+    "catalog-change",
+    "redrive",
+    "journey-shard",
+    "erasure",
+    "replenishment",
+    "cart",
 ]
 # "rejections": finished, but some records were refused (they are in `ct-insider dlq`).
 Outcome = Literal["running", "completed", "rejections", "failed", "drift"]

@@ -12,6 +12,7 @@ from ct_insider.config import (
     CartSettings,
     CommercetoolsSettings,
     InsiderSettings,
+    ReplenishmentSettings,
     SubscriptionSettings,
     TemporalSettings,
     load,
@@ -175,7 +176,7 @@ async def setup_insider(args: argparse.Namespace) -> int:
     mapping = rules.config
     if rules.example:  # said before anything is registered in the account (stderr: --json)
         fail(rules.describe())
-    requirements = inone_requirements(mapping)
+    requirements = inone_requirements(mapping, load(ReplenishmentSettings))
     matching: MatchingCheck | None = None
     problem: str | None = None
     exit_code = ExitCode.OK

@@ -30,11 +30,19 @@ from activities.journey import JourneyActivities
 from activities.layout import announce_layout
 from activities.log_context import LogContextInterceptor
 from activities.redrive import RedriveActivities
+from activities.replenishment import ReplenishmentActivities, TemporalReplenishmentTimers
 from activities.sync import SyncActivities
 from activities.watermarks import WatermarkActivities
 from bridge.commit import ShardCommitter
 from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.config import CartSettings, CommercetoolsSettings, InsiderSettings
+from ct_insider.config import (
+    CartSettings,
+    CommercetoolsSettings,
+    InsiderSettings,
+    ReplenishmentSettings,
+    TimerCapSettings,
+    load,
+)
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.insider.client import InsiderClient
 from ct_insider.insider.coalescer import UpsertCoalescer
@@ -43,6 +51,9 @@ from ct_insider.journeys.delivery import JourneyDeliverer
 from ct_insider.journeys.settle import DoubtSettler
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.replenishment.planner import ReplenishmentPlanner
+from ct_insider.replenishment.reminders import ReminderSender
+from ct_insider.replenishment.service import Replenishment
 from ct_insider.search_attributes import (
     SearchAttributeConflict,
     SearchAttributesRefused,
@@ -55,6 +66,8 @@ from ct_insider.sync.ledger import DeliveryLedger
 from ct_insider.sync.orders import OrderEventSender
 from ct_insider.sync.taxonomy import TaxonomyResolver
 from ct_insider.sync.watermarks import WatermarkStore
+from ct_insider.timers.cap import OpenTimerCap
+from ct_insider.timers.kinds import TimerAdmission
 from workflows.backfill import BackfillWorkflow
 from workflows.cart import CartWorkflow
 from workflows.catalog_changes import CatalogChangeWorkflow
@@ -64,6 +77,7 @@ from workflows.erasure import ErasureWorkflow
 from workflows.journey_layout import JourneyLayoutWorkflow
 from workflows.journey_shard import JourneyShardWorkflow
 from workflows.redrive import RedriveWorkflow
+from workflows.replenishment import ReplenishmentWorkflow
 
 log = get_logger(__name__)
 
@@ -74,14 +88,17 @@ SYNC_WORKFLOWS = [
     ConsistencyCheckWorkflow,
     ErasureWorkflow,
 ]
+# Replenishment timers run with the realtime path: a reminder is due at its moment, not
+# after a backfill's chunks.
 JOURNEY_WORKFLOWS = [
     JourneyShardWorkflow,
     JourneyLayoutWorkflow,
     CatalogChangeWorkflow,
     CartWorkflow,
+    ReplenishmentWorkflow,
 ]
-# Shards stay cached; catalog-change and cart workflows (one per product or cart, mostly
-# asleep: a wake-up of an evicted one replays its short history) fill the rest.
+# Shards stay cached; catalog-change, cart and replenishment workflows (mostly asleep: a
+# wake-up of an evicted one replays its short history) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
 # How long one activation of a journey-worker workflow may run before the SDK calls it a
 # deadlock (see tolerate_slow_activations): beyond the 10 s workflow task timeout, so a slow
@@ -186,14 +203,33 @@ async def build_workers(
     *,
     journey_shards: int = 4,
     carts: CartSettings | None = None,
+    replenishment_settings: ReplenishmentSettings | None = None,
+    admission: TimerAdmission | None = None,
 ) -> AsyncIterator[Workers]:
     """`journey_shards`: TEMPORAL_JOURNEY_SHARDS (cart events go to the journey shards as
-    the bridge routes); `carts`: CartSettings (cart URL of reminders)."""
+    the bridge routes); `carts`: CartSettings (cart URL of reminders);
+    `replenishment_settings`: from the environment when not given; `admission`: the cap on
+    new timer workflows (TIMERS_MAX_*, counted in Temporal's visibility, when not given)."""
+    refill = replenishment_settings or load(ReplenishmentSettings)
     async with AsyncExitStack() as stack:
         ct = await stack.enter_async_context(CommercetoolsClient(ct_settings))
         insider = await stack.enter_async_context(InsiderClient(insider_settings))
         taxonomy = TaxonomyResolver(ct)
-        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping)
+        replenishment = None
+        if refill.enabled:
+            replenishment = Replenishment(
+                ReplenishmentPlanner(ct, refill, mapping.orders.purchase_time),
+                TemporalReplenishmentTimers(
+                    client,
+                    journey_task_queue,
+                    admission or OpenTimerCap.for_client(client, load(TimerCapSettings)),
+                    day_seconds=refill.day_seconds,
+                    max_skus=refill.max_skus_per_customer,
+                    send_timeout_seconds=refill.send_timeout_seconds,
+                ),
+                refill,
+            )
+        orders = OrderEventSender(ct, insider, DeliveryLedger(ct), taxonomy, mapping, replenishment)
         catalog = CatalogSender(ct, insider, taxonomy, mapping.catalog, FingerprintStore(ct))
         sync = SyncActivities(ct, insider, mapping, orders, catalog)
         watermarks = WatermarkActivities(WatermarkStore(ct))
@@ -224,6 +260,10 @@ async def build_workers(
             ShardCommitter(client, journey_task_queue, shards=journey_shards, window_seconds=0.05),
             letters,
             url_template=carts.url_template if carts else None,
+        )
+        # Registered even while replenishment is off: timers armed before still fire.
+        reminders = ReplenishmentActivities(
+            ReminderSender(insider, coalescer, matching, letters, refill.event_name)
         )
         activations = journey_activation_pool()
         stack.callback(activations.shutdown)
@@ -261,6 +301,7 @@ async def build_workers(
                     cart_events.read_cart,
                     cart_events.remind_cart,
                     cart_events.hand_off_cart_events,
+                    reminders.send_reminders,
                 ],
                 activations,
             ),

@@ -53,6 +53,7 @@ from ct_insider.journeys.plan import (
 from ct_insider.journeys.signals import JourneySignal
 from ct_insider.logging import get_logger
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.replenishment.model import TimerChange
 from ct_insider.sync.customers import CUSTOMER_EXPAND
 from ct_insider.sync.history import is_historical
 from ct_insider.sync.ledger import LedgerEntry
@@ -90,9 +91,12 @@ class Bookkeeping(BaseModel):
     ledger: dict[str, list[str]] = Field(default_factory=dict)  # order id -> event keys
     letters: list[DeadLetterDraft] = Field(default_factory=list)
     redriven: list[str] = Field(default_factory=list)  # dead letters delivered now
+    # Replenishment timer changes of the delivered order events (armed before the ledger
+    # lists them; arming again changes nothing).
+    timers: list[TimerChange] = Field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.ledger or self.letters or self.redriven)
+        return not (self.ledger or self.letters or self.redriven or self.timers)
 
 
 class DeliveryOutcome(BaseModel):
@@ -503,6 +507,8 @@ class JourneyDeliverer:
     async def finish(
         self, book: Bookkeeping, entries: dict[str, LedgerEntry] | None = None
     ) -> None:
+        if book.timers:
+            await self._orders.arm(book.timers)
         if book.ledger:
             delivered = {oid: set(keys) for oid, keys in book.ledger.items()}
             await self._orders.ledger.record(entries or {}, delivered)
@@ -532,6 +538,7 @@ def record_in_ledger(events: Sequence[PlannedEvent], book: Bookkeeping) -> None:
     for planned in events:
         if planned.order_id and planned.ledger_key:
             keys[planned.order_id].append(planned.ledger_key)
+            book.timers.extend(planned.timer_changes)
     for order_id, order_keys in keys.items():
         book.ledger.setdefault(order_id, []).extend(order_keys)
 

@@ -32,6 +32,7 @@ from ct_insider.mapping import normalize
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import map_customer, usable_uuid
 from ct_insider.mapping.identifiers import resolve_identifiers
+from ct_insider.replenishment.model import TimerChange
 from ct_insider.sync.orders import PreparedOrder
 
 
@@ -40,6 +41,8 @@ class PlannedEvent(BaseModel):
     signal: int  # index of the signal it came from, in the batch
     order_id: str | None = None  # order events: the ledger entry and key it is recorded under
     ledger_key: str | None = None
+    # Replenishment timer changes its delivery implies (applied with the ledger entry).
+    timer_changes: list[TimerChange] = Field(default_factory=list)
 
 
 class PlannedUser(BaseModel):
@@ -290,7 +293,11 @@ class _Planner:
                 attributes=user.attributes,
                 events=[
                     PlannedEvent(
-                        event=keyed.event, signal=index, order_id=order_id, ledger_key=keyed.key
+                        event=keyed.event,
+                        signal=index,
+                        order_id=order_id,
+                        ledger_key=keyed.key,
+                        timer_changes=list(prepared.timer_changes.get(keyed.key, [])),
                     )
                     for keyed in prepared.mapped.events
                     if keyed.key not in delivered

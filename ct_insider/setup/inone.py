@@ -20,8 +20,10 @@ from ct_insider.carts.events import (
     ITEM_ADDED_EVENT,
     ITEM_REMOVED_EVENT,
 )
+from ct_insider.config import ReplenishmentSettings
 from ct_insider.journeys.storefront import INSIDER_EVENT_NAMES
 from ct_insider.mapping.config import MappingConfig
+from ct_insider.replenishment.reminders import REMINDER_PARAMS
 
 # Insider's default (system) events: they exist in every account. checkout_page_view is
 # missing from Insider's default lists, so it is listed as custom: the safer reading.
@@ -83,7 +85,9 @@ class InOneRequirements(BaseModel):
         return [event.name for event in self.events if event.custom]
 
 
-def inone_requirements(config: MappingConfig) -> InOneRequirements:
+def inone_requirements(
+    config: MappingConfig, replenishment: ReplenishmentSettings | None = None
+) -> InOneRequirements:
     attributes = dict(CUSTOMER_ATTRIBUTES)
     for source, target in config.custom_field_attributes.items():
         attributes[target] = f"as the customer custom field {source}"
@@ -104,6 +108,8 @@ def inone_requirements(config: MappingConfig) -> InOneRequirements:
     for name in (ITEM_ADDED_EVENT, ITEM_REMOVED_EVENT, CART_CLEARED_EVENT):
         add(name, CART_EVENT_PARAMS)
     add(CART_ABANDONED_EVENT, CART_ABANDONED_PARAMS)
+    if replenishment is not None and replenishment.enabled:
+        add(replenishment.event_name, REMINDER_PARAMS)
     events = [
         InOneEvent(name=name, custom=name not in DEFAULT_EVENTS, params=sorted(names))
         for name, names in params.items()

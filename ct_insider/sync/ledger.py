@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.commercetools.errors import CommercetoolsConflict, CommercetoolsNotFound
 from ct_insider.logging import get_logger
+from ct_insider.replenishment.model import TimerChange
 from ct_insider.sync.window import parse_timestamp
 
 log = get_logger(__name__)
@@ -53,6 +54,8 @@ class PendingEvent(BaseModel):
     timestamp: str
     event_group_id: str | None = None
     product_id: str | None = None
+    # Replenishment timer changes its delivery implies (applied once it is confirmed).
+    timer_changes: list[TimerChange] = Field(default_factory=list)
 
 
 class PendingOrder(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +32,9 @@ from ct_insider.mapping import normalize
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import customer_uuid
 from ct_insider.mapping.orders import MappedOrder, OrderContext, map_order
+from ct_insider.replenishment.model import TimerChange
+from ct_insider.replenishment.planner import OrderToPlan
+from ct_insider.replenishment.service import Replenishment
 from ct_insider.sync.history import HistoryMode, as_history, is_historical
 from ct_insider.sync.ledger import (
     DeliveryLedger,
@@ -85,6 +88,8 @@ async def lookup_registered_emails(ct: CommercetoolsClient, emails: Sequence[str
 class PreparedOrder:
     mapped: MappedOrder
     entry: LedgerEntry
+    # event key -> replenishment timer changes its delivery implies (replenishment on)
+    timer_changes: Mapping[str, list[TimerChange]] = field(default_factory=dict)
 
     @property
     def order_id(self) -> str:
@@ -107,6 +112,7 @@ class PreparedOrder:
                     timestamp=keyed.event.timestamp,
                     event_group_id=keyed.event.event_params.get("event_group_id"),
                     product_id=keyed.event.event_params.get("product_id"),
+                    timer_changes=list(self.timer_changes.get(keyed.key, [])),
                 )
                 for keyed in self.mapped.events
             ],
@@ -139,6 +145,7 @@ class OrderEventSender:
         ledger: DeliveryLedger,
         taxonomy: TaxonomyResolver,
         config: MappingConfig,
+        replenishment: Replenishment | None = None,
     ) -> None:
         self._ct = ct
         self._insider = insider
@@ -146,6 +153,7 @@ class OrderEventSender:
         self._taxonomy = taxonomy
         self._config = config
         self._held = HeldEventCheck(insider)
+        self._replenishment = replenishment
 
     @property
     def ledger(self) -> DeliveryLedger:
@@ -180,6 +188,7 @@ class OrderEventSender:
         orders = self._parse(records, prepared.stats)
         context = await self._context(orders)
         mapped_orders: list[MappedOrder] = []
+        parsed: dict[str, Order] = {}
         for order in orders:
             mapped = map_order(order, self._config, context)
             if mapped.warnings:
@@ -192,15 +201,40 @@ class OrderEventSender:
                 log.warning("order rejected", order_id=order.id, reasons=[mapped.rejection])
                 continue
             mapped_orders.append(mapped)
+            parsed[mapped.order_id] = order
         entries = await self._ledger.entries([m.order_id for m in mapped_orders])
+        timers: dict[str, dict[str, list[TimerChange]]] = {}
+        if self._replenishment is not None:
+            timers = await self._replenishment.plan(
+                [
+                    OrderToPlan(parsed[m.order_id], m, entries[m.order_id].delivered)
+                    for m in mapped_orders
+                ]
+            )
         for mapped in mapped_orders:
-            prepared.orders[mapped.order_id] = PreparedOrder(mapped, entries[mapped.order_id])
+            prepared.orders[mapped.order_id] = PreparedOrder(
+                mapped, entries[mapped.order_id], timers.get(mapped.order_id, {})
+            )
         return prepared
+
+    async def arm(self, changes: Sequence[TimerChange]) -> None:
+        """Replenishment timers for events now known to be in Insider (every path calls
+        this before the ledger lists them, so a crash in between re-arms, idempotently)."""
+        if self._replenishment is not None and changes:
+            await self._replenishment.delivered(changes)
 
     async def record(
         self, orders: dict[str, PreparedOrder], delivered: dict[str, set[str]]
     ) -> None:
-        """Add what Insider acknowledged to the ledger."""
+        """Arm replenishment timers of what Insider acknowledged, and add it to the ledger."""
+        await self.arm(
+            [
+                change
+                for oid, keys in delivered.items()
+                for key in sorted(keys)
+                for change in orders[oid].timer_changes.get(key, [])
+            ]
+        )
         await self._ledger.record({oid: orders[oid].entry for oid in delivered}, delivered)
 
     async def send_batch(
@@ -330,6 +364,15 @@ class OrderEventSender:
         confirmed: dict[str, set[str]] = {}
 
         async def save_progress() -> None:
+            await self.arm(
+                [
+                    change
+                    for oid, keys in confirmed.items()
+                    for event in remaining[oid].events
+                    if event.key in keys
+                    for change in event.timer_changes
+                ]
+            )
             await self._ledger.record({oid: entries[oid] for oid in confirmed}, confirmed)
             for oid in confirmed:
                 del remaining[oid]
