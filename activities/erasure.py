@@ -8,7 +8,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities.base import ConnectorActivities
 from activities.errors import as_application_error
-from activities.replenishment import cancel_replenishment
+from activities.timers import cancel_timer_workflows
 from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.erasure.eraser import Eraser, ErasureReport
@@ -25,11 +25,14 @@ class ErasureActivities(ConnectorActivities):
     async def erase_person(self, request: ErasureRequest) -> ErasureReport:
         """Safe to retry: what an earlier attempt erased is not found again."""
         eraser = Eraser(self._ct, self._insider, DeadLetterStore(self._ct), self._mapping)
-        # First the person's replenishment timers: a reminder sent after the erasure would
-        # create their profile again.
-        keys = [k for k in (request.customer_id, guest_key(request.email)) if k]
-        await cancel_replenishment(activity.client(), keys, "customer erased")
         try:
+            # First the person's timers: a replenishment or cart reminder sent after the
+            # erasure would create their profile again.
+            client = activity.client()
+            keys = [k for k in (request.customer_id, guest_key(request.email)) if k]
+            await cancel_timer_workflows(client, "replenishment", keys, "customer erased")
+            carts = await eraser.cart_ids(await eraser.subject(request))
+            await cancel_timer_workflows(client, "cart", carts, "customer erased")
             return await eraser.erase(request, action_for(self._mapping))
         except (CommercetoolsError, InsiderError) as exc:
             raise as_application_error(exc) from exc

@@ -31,7 +31,7 @@ from ct_insider.replenishment.contract import (
 from ct_insider.replenishment.model import ArmTimer, TimerChanges
 from ct_insider.replenishment.reminders import ReminderOutcome, ReminderSender
 from ct_insider.search_attributes import OUTCOME, RUN_KIND, TIMER_KIND
-from ct_insider.timers.kinds import CANCEL_SIGNAL, CancelTimers, TimerAdmission, workflow_id
+from ct_insider.timers.kinds import TimerAdmission, workflow_id
 
 log = get_logger(__name__)
 
@@ -112,22 +112,6 @@ class TemporalReplenishmentTimers:
             ),
         )
         self.starts += 1
-
-
-async def cancel_replenishment(client: Client, customer_keys: Sequence[str], reason: str) -> int:
-    """Cancel these customers' replenishment timers (e.g. before their erasure: a reminder
-    sent after it would create their profile again). Returns how many were open."""
-    cancelled = 0
-    for key in dict.fromkeys(customer_keys):
-        handle = client.get_workflow_handle(workflow_id("replenishment", key))
-        try:
-            await handle.signal(CANCEL_SIGNAL, CancelTimers(reason=reason))
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-            continue
-        cancelled += 1
-    return cancelled
 
 
 class ReplenishmentActivities:

@@ -24,6 +24,9 @@ class SaveWatermarkInput(BaseModel):
 class AdvanceWatermarkInput(BaseModel):
     entity: str
     watermark: datetime
+    # The backfill read only what changed since then (--since): a stored watermark older than
+    # it is left where it is (moving it would skip what changed in between).
+    covered_since: datetime | None = None
 
 
 class WatermarkActivities:
@@ -58,6 +61,7 @@ class WatermarkActivities:
             return await self._store.advance(
                 params.entity,
                 params.watermark,
+                covered_since=params.covered_since,
                 workflow_id=info.workflow_id,
                 run_id=info.workflow_run_id,
             )

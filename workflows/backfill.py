@@ -169,7 +169,8 @@ class BackfillWorkflow:
         """Once every phase of a delta entity completed, its delta may start where the
         earliest of them started reading (less the clock skew allowance: lastModifiedAt is
         commercetools' clock, ours is the workflow's). Only a window open to "now" covers
-        everything before that moment: a backfill with --until leaves nothing."""
+        everything before that moment: a backfill with --until leaves nothing; one with
+        --since does not move a stored watermark older than its --since."""
         entity = resources.synced(completed.entity).delta
         if entity is None or params.window.until is not None:
             return
@@ -178,7 +179,7 @@ class BackfillWorkflow:
         if len(starts) < len(phases) or None in starts:
             return  # a phase still to run (or one started before read_from was kept)
         earliest = min(start for start in starts if start is not None)
-        await leave_watermark(entity, earliest - CLOCK_SKEW_ALLOWANCE)
+        await leave_watermark(entity, earliest - CLOCK_SKEW_ALLOWANCE, params.window.since)
 
     @staticmethod
     def _details(progress: BackfillProgress) -> str:

@@ -72,13 +72,16 @@ async def store_watermark(entity: str, watermark: datetime) -> None:
     )
 
 
-async def leave_watermark(entity: str, watermark: datetime) -> None:
-    """A completed backfill's watermark for `entity`, unless a newer one is stored."""
+async def leave_watermark(
+    entity: str, watermark: datetime, covered_since: datetime | None = None
+) -> None:
+    """A completed backfill's watermark for `entity`, unless a newer one is stored, or one
+    older than `covered_since` (the backfill's --since: it did not read what changed before)."""
     if not workflow.patched(BACKFILL_WATERMARK_PATCH):
         return
     await workflow.execute_activity_method(
         WatermarkActivities.advance_watermark,
-        AdvanceWatermarkInput(entity=entity, watermark=watermark),
+        AdvanceWatermarkInput(entity=entity, watermark=watermark, covered_since=covered_since),
         start_to_close_timeout=TIMEOUT,
         retry_policy=RETRY,
     )

@@ -162,6 +162,17 @@ class Eraser:
             orders.update({o["id"]: o for o in found})
         return collect_subject(self._mapping, request, customer, orders.values(), carts)
 
+    async def cart_ids(self, subject: ErasureSubject) -> list[str]:
+        """The person's carts: theirs as a customer, and their sessions' (anonymous ids)."""
+        carts: list[dict[str, Any]] = []
+        if subject.customer_id:
+            by_customer = f"customerId={json.dumps(subject.customer_id)}"
+            carts += await self._all("carts", by_customer)
+        carts += await self._ct.find_in(
+            "carts", subject.anonymous_ids, lambda quoted: f"anonymousId in ({quoted})"
+        )
+        return list(dict.fromkeys(str(cart["id"]) for cart in carts))
+
     async def _customer(self, request: ErasureRequest) -> dict[str, Any] | None:
         if request.customer_id:
             return await self._ct.get_by_id("customers", request.customer_id)

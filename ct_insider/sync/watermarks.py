@@ -67,16 +67,22 @@ class WatermarkStore:
         entity: str,
         watermark: datetime,
         *,
+        covered_since: datetime | None = None,
         workflow_id: str | None = None,
         run_id: str | None = None,
     ) -> StoredWatermark:
-        """Store `watermark` unless a newer one is stored; returns what is stored after.
+        """Store `watermark` unless a newer one is stored - or, when what was read covers
+        only changes since `covered_since`, unless an older one than that is stored (moving
+        it would skip what changed between the two); returns what is stored after.
 
         Versioned (0: create only), so a delta saving its window meanwhile is never
         overwritten by an older watermark: on a conflict it reads again and compares again."""
         for _ in range(ADVANCE_ATTEMPTS):
             stored, version = await self._read(entity)
-            if stored is not None and stored.watermark >= watermark:
+            if stored is not None and (
+                stored.watermark >= watermark
+                or (covered_since is not None and stored.watermark < covered_since)
+            ):
                 return stored
             wanted = StoredWatermark(
                 entity=entity, watermark=watermark, workflow_id=workflow_id, run_id=run_id

@@ -19,6 +19,8 @@ import pytest
 from temporalio.client import Client
 
 from ct_insider.config import CartSettings
+from ct_insider.erasure.eraser import ErasureReport
+from ct_insider.erasure.plan import ErasureRequest, erasure_workflow_id
 from ct_insider.timers.kinds import TIMERS_QUERY, ArmedTimer, TimerKind
 from tests.bridge_helpers import (
     Bridge,
@@ -416,3 +418,36 @@ async def test_abandon_a_cap_that_cannot_answer_is_503_so_the_change_is_delivere
         # Then commercetools is told to deliver again (not a 5xx of ours, nothing dropped)
         assert answer.status_code == 503
         assert answer.headers["Retry-After"]
+
+
+async def test_abandon_the_carts_of_an_erased_person_are_cancelled_before_the_erasure(
+    client: Client, worker: Workers, clean_emulators: Emulators
+) -> None:
+    emu = clean_emulators
+    customer_id, email, (sku, other, *_) = shopper(emu)
+    async with serving_bridge(
+        client, worker.journey_task_queue, emu, carts=cart_settings("60s")
+    ) as bridge:
+        # Given a customer's cart, and a cart of a session in which they once checked out as
+        # a guest with their email, each with a reminder armed
+        mine = ShopCart.open(emu, sku, customerId=customer_id, customerEmail=email)
+        session = ShopCart.open(emu, other, anonymousId=f"anon-{customer_id}")
+        emu.place_order(sku, anonymousId=f"anon-{customer_id}", customerEmail=email)
+        await post_all(bridge, *mine.notifications, *session.notifications)
+        await eventually(
+            lambda: all(cart_events(emu, shop.id) for shop in (mine, session)),
+            what="both adds",
+        )
+        # When the customer is erased
+        request = ErasureRequest(customer_id=customer_id)
+        await client.execute_workflow(
+            "ErasureWorkflow",
+            request,
+            id=erasure_workflow_id(request),
+            task_queue=worker.task_queue,
+            result_type=ErasureReport,
+        )
+        # Then both carts' workflows ended, cancelled: no reminder recreates the profile
+        for shop in (mine, session):
+            ended = await cart_ended(client, shop.id)
+            assert (ended.ending, ended.reason) == ("cancelled", "customer erased")

@@ -83,3 +83,19 @@ async def test_a_newer_watermark_written_while_it_compared_wins() -> None:
     assert objects.conflicts == 1
     assert (stored.watermark, stored.workflow_id) == (LATE, "delta-customers")
     assert objects.objects["customers"]["value"]["workflow_id"] == "delta-customers"
+
+
+async def test_a_backfill_since_a_moment_leaves_an_older_watermark_where_it_is() -> None:
+    # Given a delta that stopped on April 1st
+    objects = CustomObjects()
+    stopped = datetime(2026, 4, 1, tzinfo=UTC)
+    await _store(objects).save("customers", stopped, workflow_id="delta-customers")
+    # When a backfill of what changed since April 20th completes on May 2nd
+    since = datetime(2026, 4, 20, tzinfo=UTC)
+    stored = await _store(objects).advance("customers", LATE, covered_since=since)
+    # Then the delta still starts on April 1st: April 1st-20th was read by nobody
+    assert (stored.watermark, stored.workflow_id) == (stopped, "delta-customers")
+    # ... while a watermark at or after the backfill's --since moves on
+    await _store(objects).save("customers", since, workflow_id="delta-customers")
+    stored = await _store(objects).advance("customers", LATE, covered_since=since)
+    assert stored.watermark == LATE
