@@ -245,8 +245,12 @@ class ShardCommitter:
         backlog_bytes: int = 8_000_000,
         settings: ShardSettings | None = None,
         layout: LayoutReader | None = None,
+        gauges: bool = True,
     ) -> None:
-        """`shards`: TEMPORAL_JOURNEY_SHARDS, the layout while no reshard created one."""
+        """`shards`: TEMPORAL_JOURNEY_SHARDS, the layout while no reshard created one;
+        `gauges`: report the backlog and open-window gauges (the bridge's committer; not the
+        worker's cart hand-off, whose view would stand beside the bridge's in alert rules
+        that take the maximum over every job)."""
         self.client = client
         self.task_queue = task_queue
         self.layout = layout or LayoutReader(client, task_queue, shards)
@@ -256,8 +260,9 @@ class ShardCommitter:
         self._lanes: dict[int, _Lane] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.commits = 0  # signals sent to Temporal (for /stats)
-        telemetry.track_open_timers(self)
-        telemetry.track_journey_backlog(self)
+        if gauges:
+            telemetry.track_open_timers(self)
+            telemetry.track_journey_backlog(self)
 
     def open_timers(self) -> dict[str, int]:
         """Windows open or waiting for their commit (for the ct_insider_open_timers gauge)."""

@@ -3,8 +3,10 @@
 Timer workflows (cart recovery, replenishment) keep the contract of ct_insider/timers/kinds.py:
 they carry `CtTimerKind` and `CtTimerDueAt`, answer the timers query and end on the cancel
 signal. `list` counts each kind's open ones and lists them from Temporal visibility (no
-workflow is touched), soonest due first, and asks the soonest `--query` of them what they
-have armed (a query each: it needs a worker). `cancel` sends the cancel signal: to the named
+workflow is touched), soonest due first among those listed (visibility returns `--limit` of
+them in its own order: beyond the limit, sooner ones may be left out, and the listing says it
+is truncated), and asks the soonest `--query` of them what they have armed (a query each: it
+needs a worker). `cancel` sends the cancel signal: to the named
 workflows, or to every open one of a kind with `--all --kind K --yes`.
 """
 
@@ -112,8 +114,8 @@ async def list_timers(
     limit: int = DEFAULT_LIMIT,
     queried: int = DEFAULT_QUERIED,
 ) -> TimersListing:
-    """Each kind's count and at most `limit` of its open workflows (soonest due first),
-    the first `queried` of them with what they have armed."""
+    """Each kind's count and at most `limit` of its open workflows (soonest due first among
+    those visibility returned), the first `queried` of them with what they have armed."""
     counts: list[KindCount] = []
     rows: list[TimerRow] = []
     truncated = False
@@ -189,7 +191,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     actions = timers.add_subparsers(dest="action", required=True)
     listing = actions.add_parser(
         "list",
-        help="count and list open timer workflows, soonest due first",
+        help="count and list open timer workflows (soonest due first of those listed)",
         epilog="example: ct-insider timers list --kind cart --json\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -101,8 +101,9 @@ JOURNEY_WORKFLOWS = [
 # wake-up of an evicted one replays its short history) fill the rest.
 JOURNEY_CACHE_SIZE = 1_000
 # How long one activation of a journey-worker workflow may run before the SDK calls it a
-# deadlock (see tolerate_slow_activations): beyond the 10 s workflow task timeout, so a slow
-# activation is never a deadlock, and one slower than the task's timeout is retried as any.
+# deadlock (see tolerate_slow_activations): beyond the workflow task timeouts (10 s, journey
+# shards 20 s), so a slow activation is never a deadlock, and one slower than its task's
+# timeout is retried as any.
 ACTIVATION_DEADLOCK_SECONDS = 30
 
 
@@ -257,7 +258,13 @@ async def build_workers(
             ct,
             mapping,
             # Cart events join the journey shards' windows, batched across carts.
-            ShardCommitter(client, journey_task_queue, shards=journey_shards, window_seconds=0.05),
+            ShardCommitter(
+                client,
+                journey_task_queue,
+                shards=journey_shards,
+                window_seconds=0.05,
+                gauges=False,
+            ),
             letters,
             url_template=carts.url_template if carts else None,
         )
