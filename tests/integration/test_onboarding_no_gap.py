@@ -48,14 +48,16 @@ def _names(emu: Emulators) -> dict[str, Any]:
     return {u["identifiers"]["uuid"]: u["attributes"].get("name") for u in emu.insider_users()}
 
 
-async def _delta_exists(client: Client) -> bool:
+async def _delta_run(client: Client) -> str | None:
+    """The latest run of the customers' delta (its id is not per task queue: earlier tests
+    of the session may have left one), None if there never was one."""
     try:
-        await client.get_workflow_handle(delta_workflow_id("customers")).describe()
+        described = await client.get_workflow_handle(delta_workflow_id("customers")).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
+            return None
         raise
-    return True
+    return described.run_id
 
 
 async def test_changes_during_and_after_a_backfill_reach_insider_through_the_delta_without_since(
@@ -66,13 +68,20 @@ async def test_changes_during_and_after_a_backfill_reach_insider_through_the_del
     customers = sorted(emu.seeder().customers(12))
     first_page, after_page = customers[0][0], customers[1][0]
 
-    # Given no watermark anywhere: a delta without --since is refused, saying what to do
+    # Given no watermark anywhere and no delta running (one an earlier test left is stopped)
+    handle = client.get_workflow_handle(delta_workflow_id("customers"))
+    if await _delta_run(client) is not None:
+        described = await handle.describe()
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("a test needs no customers delta running")
+    # ... a delta without --since is refused, saying what to do, and starts nothing
+    before = await _delta_run(client)
     refused = await asyncio.to_thread(run_cli, env, "sync", "delta", "customers", *TIMING)
     assert refused.returncode == 2, refused.stderr
     assert "no stored watermark" in refused.stderr
     assert "`ct-insider backfill customers --wait`" in refused.stderr
     assert "--since" in refused.stderr
-    assert not await _delta_exists(client)
+    assert await _delta_run(client) == before
 
     # When a backfill reads its first page (of 5, by id) while Insider answers 429 ...
     emu.insider_faults(rate_limited_rate=1.0, retry_after_seconds=1.0)
