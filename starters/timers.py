@@ -164,13 +164,15 @@ async def cancel_timers(
 ) -> CancelReport:
     """Send the cancel signal to each named timer workflow (of `kind`, when given)."""
     report = CancelReport()
-    slots = asyncio.Semaphore(SIGNALS_IN_FLIGHT)
+    # SIGNALS_IN_FLIGHT senders take the ids in turn: a cap's worth of ids (250,000) never
+    # becomes as many coroutines at once.
+    queue = iter(dict.fromkeys(workflow_ids))
 
-    async def cancel(workflow_id: str) -> None:
-        async with slots:
+    async def sender() -> None:
+        for workflow_id in queue:
             await _cancel_one(client, workflow_id, kind, reason, report)
 
-    await asyncio.gather(*(cancel(w) for w in dict.fromkeys(workflow_ids)))
+    await asyncio.gather(*(sender() for _ in range(SIGNALS_IN_FLIGHT)))
     for names in (report.cancelled, report.not_found, report.not_running, report.not_a_timer):
         names.sort()
     return report
