@@ -61,6 +61,8 @@ RPC_TIMEOUT = timedelta(seconds=5)
 # Windows waiting for their commit while Temporal is slow: beyond, the shard's events get 503.
 MAX_QUEUED_WINDOWS = 8
 BACKLOG_CHECK_SECONDS = 2.0
+# A shard's backlog is reported this long after it was last described.
+BACKLOG_REPORTED_SECONDS = 60.0
 
 
 class TemporalUnavailable(Exception):
@@ -113,7 +115,7 @@ class _Lane:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.history_bytes = 0
-        self._checked = 0.0
+        self.checked_at = 0.0
 
     async def add(self, signals: list[tuple[str, bytes]], epoch: int) -> None:
         """Add (routing key, signal) pairs routed by layout `epoch`; return once stored."""
@@ -179,8 +181,8 @@ class _Lane:
 
     def _check_backlog(self) -> None:
         now = time.monotonic()
-        if now - self._checked >= BACKLOG_CHECK_SECONDS:
-            self._checked = now
+        if now - self.checked_at >= BACKLOG_CHECK_SECONDS:
+            self.checked_at = now
             self._committer.spawn(self._describe())
 
     async def _describe(self) -> None:
@@ -269,10 +271,15 @@ class ShardCommitter:
         return {"commit_window": sum(lane.queued for lane in self._lanes.values())}
 
     def journey_backlog(self) -> dict[int, float]:
-        """Each shard's history as last described (when events arrived for it), as a
-        fraction of the size at which its events are refused (the backlog gauge)."""
+        """Each shard's history as described lately (when events arrived for it), as a
+        fraction of the size at which its events are refused (the backlog gauge). A shard
+        with no events for a while is left out: its last value may be long gone (it
+        continued-as-new, or a reshard retired it), and an alert on it would never clear."""
+        recent = time.monotonic() - BACKLOG_REPORTED_SECONDS
         return {
-            shard: lane.history_bytes / self.backlog_bytes for shard, lane in self._lanes.items()
+            shard: lane.history_bytes / self.backlog_bytes
+            for shard, lane in self._lanes.items()
+            if lane.checked_at >= recent
         }
 
     async def commit(self, signals: Sequence[JourneySignal]) -> int:

@@ -822,6 +822,7 @@ def _exported_metrics() -> str:
     process of its own: the global meter provider can be set once)."""
     script = textwrap.dedent(
         """
+        import time
         from prometheus_client import REGISTRY, generate_latest
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from ct_insider import telemetry
@@ -837,6 +838,7 @@ def _exported_metrics() -> str:
         from bridge.commit import ShardCommitter
         committer = ShardCommitter(None, "q", shards=4, backlog_bytes=8_000_000)
         committer._lane(2).history_bytes = 6_000_000
+        committer._lane(2).checked_at = time.monotonic()
         print(generate_latest(REGISTRY).decode())
         """
     )
