@@ -42,8 +42,11 @@ MAX_PRODUCTS_PER_REFRESH = 500
 # Pending changes a run hands to the next at most (~130 bytes each: ~260 KB); while more are
 # pending it refreshes on instead of continuing as new.
 MAX_CARRIED_CHANGES = 2_000
-# History events after which a run continues as new once its pending changes fit.
+# History events, or bytes, after which a run continues as new once its pending changes fit
+# (a `changed` signal of 500 changes is ~65 KB: a flood of them grows the history by bytes
+# long before by events).
 MAX_HISTORY_EVENTS = 10_000
+MAX_HISTORY_BYTES = 4_000_000
 # Runs before this patch ran one workflow per product and continued as new after
 # max_refreshes_per_run only.
 BATCHED_PATCH = "catalog-changes-batched"
@@ -161,9 +164,12 @@ class CatalogChangeWorkflow:
             return refreshes < params.max_refreshes_per_run
         if len(self._pending) > MAX_CARRIED_CHANGES:
             return True
+        info = workflow.info()
         return (
             refreshes < params.max_refreshes_per_run
-            and workflow.info().get_current_history_length() < MAX_HISTORY_EVENTS
+            and info.get_current_history_length() < MAX_HISTORY_EVENTS
+            and info.get_current_history_size() < MAX_HISTORY_BYTES
+            and not info.is_continue_as_new_suggested()
         )
 
     @workflow.query

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.catalog import CatalogRefresh
 from ct_insider.sync.reports import SyncStats
@@ -107,3 +107,48 @@ async def test_a_burst_of_changes_is_refreshed_in_bounded_batches_each_product_o
 
 async def _runs(client: Client, workflow_id: str) -> int:
     return len([e async for e in client.list_workflows(f"WorkflowId = '{workflow_id}'")])
+
+
+async def test_a_flood_of_changes_continues_as_new_by_history_bytes(
+    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workflows.catalog_changes as catalog_changes
+
+    refreshes = Refreshes()
+    # Given a catalog-change workflow whose runs may grow to 40 KB of history (in production
+    # 4 MB) and may refresh 100 times
+    monkeypatch.setattr(catalog_changes, "MAX_HISTORY_BYTES", 40_000)
+    params = CatalogChangeInput(
+        key="products-0", coalesce_seconds=0.1, idle_seconds=1.0, max_refreshes_per_run=100
+    )
+    workflow_id = catalog_change_workflow_id(task_queue, params.key)
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CatalogChangeWorkflow],
+        activities=[refreshes.refresh],
+        # (the sandbox would import the module afresh, without the bound set above)
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        # When deliveries of 50 changes each (~6 KB) keep arriving
+        for delivery in range(12):
+            changes = [
+                CatalogChange(dedupe_key=f"m-{delivery}-{n}", product_id=str(uuid.uuid4()))
+                for n in range(50)
+            ]
+            await client.start_workflow(
+                CatalogChangeWorkflow.run,
+                params,
+                id=workflow_id,
+                task_queue=task_queue,
+                start_signal="changed",
+                start_signal_args=[changes],
+            )
+            await asyncio.sleep(0.2)
+        await client.get_workflow_handle(workflow_id).result()
+    # Then every product was refreshed, and the workflow continued as new by bytes
+    assert sum(len(b.product_ids) for b in refreshes.batches) == 600
+    runs = await eventually(
+        lambda: _runs(client, workflow_id), 30, until=lambda n: n >= 2, what="two runs listed"
+    )
+    assert runs >= 2
