@@ -17,7 +17,7 @@ and a profile with the new one) gets a second user in a later wave, sent after t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,6 +215,26 @@ class _Planner:
         events = map_storefront_event(
             signal.storefront, currency=market.currency, language=market.language, custom=custom
         )
+        self._place_events(
+            index, signal, identity, events, ("storefront-event", signal.storefront.event_id)
+        )
+
+    def _cart(self, index: int, signal: JourneySignal, identity: str) -> None:
+        assert signal.cart_event is not None
+        self._place_events(
+            index, signal, identity, [signal.cart_event], ("cart-event", signal.dedupe_key)
+        )
+
+    def _place_events(
+        self,
+        index: int,
+        signal: JourneySignal,
+        identity: str,
+        events: Sequence[Event],
+        record: tuple[str, str],
+    ) -> None:
+        """Plan `events` for the signal's person, or refuse the signal (`record`: its kind
+        and id, as the dead letter names them) when it names nobody Insider can tell."""
         identifiers = resolve_identifiers(
             self.context.config,
             customer_id=signal.identity.customer_id,
@@ -223,10 +243,11 @@ class _Planner:
             customer_uuids=self.context.customer_uuids,
         )
         if identifiers.is_empty():
+            kind, record_id = record
             self._refuse(
                 index,
-                "storefront-event",
-                signal.storefront.event_id,
+                kind,
+                record_id,
                 [
                     "no usable identifier: the customer has no uuid and there is no valid "
                     "email or anonymous id"
@@ -238,35 +259,6 @@ class _Planner:
                 identity=identity,
                 identifiers=identifiers,
                 events=[PlannedEvent(event=e, signal=index) for e in events],
-                signals=[index],
-            ),
-        )
-
-    def _cart(self, index: int, signal: JourneySignal, identity: str) -> None:
-        assert signal.cart_event is not None
-        identifiers = resolve_identifiers(
-            self.context.config,
-            customer_id=signal.identity.customer_id,
-            email=signal.identity.email,
-            anonymous_id=signal.identity.anonymous_id,
-            customer_uuids=self.context.customer_uuids,
-        )
-        if identifiers.is_empty():
-            self._refuse(
-                index,
-                "cart-event",
-                signal.dedupe_key,
-                [
-                    "no usable identifier: the cart's customer has no uuid and there is no "
-                    "valid email or anonymous id"
-                ],
-            )
-            return
-        self._place(
-            PlannedUser(
-                identity=identity,
-                identifiers=identifiers,
-                events=[PlannedEvent(event=signal.cart_event, signal=index)],
                 signals=[index],
             ),
         )
