@@ -503,7 +503,7 @@ async def test_a_shard_due_to_continue_as_new_delivers_what_is_pending_without_g
         await eventually(reaches(5, lambda: len(mocks.delivered_keys())))
         stats = await eventually(
             lambda: handle.query(JourneyShardWorkflow.stats),
-            until=lambda stats: stats.runs >= 1,
+            until=lambda stats: stats.runs >= 2,  # (runs counts the first)
             what="the shard to continue-as-new",
         )
     assert stats.delivered == 5
@@ -522,21 +522,30 @@ async def test_a_shard_with_a_backlog_stores_its_deliveries_every_few(
     ) as (handle, _):
         # When six reach it at once (a backlog of six deliveries)
         await send(handle, *signals)
-        await eventually(reaches(6, lambda: len(mocks.delivered_keys())))
-        history = [event async for event in handle.fetch_history_events()]
+        # (a delivery's marker is stored when its task completes, after the delivery ran)
+        deliveries_per_task = await eventually(
+            lambda: _deliveries_per_task(handle),
+            until=lambda counts: sum(counts) == 6,
+            what="six deliveries recorded in the history",
+        )
     # Then each workflow task that completed recorded at most `per_task` deliveries: a task
     # lost with its worker can leave no more in doubt
-    deliveries_per_task: list[int] = []
-    for event in history:
+    assert len(mocks.deliveries) == 6
+    assert max(deliveries_per_task) == per_task
+
+
+async def _deliveries_per_task(handle: WorkflowHandle[Any, Any]) -> list[int]:
+    """The local activities (deliveries) each completed workflow task recorded."""
+    counts: list[int] = []
+    async for event in handle.fetch_history_events():
         if event.HasField("workflow_task_completed_event_attributes"):
-            deliveries_per_task.append(0)
+            counts.append(0)
         elif (
             event.HasField("marker_recorded_event_attributes")
             and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
         ):
-            deliveries_per_task[-1] += 1  # (the shard's only local activity here)
-    assert sum(deliveries_per_task) == len(mocks.deliveries) == 6
-    assert max(deliveries_per_task) == per_task
+            counts[-1] += 1  # (the shard's only local activity here)
+    return counts
 
 
 async def test_roll_makes_a_quiet_shard_continue_as_new_with_its_memory(client: Client) -> None:
