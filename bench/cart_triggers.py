@@ -28,9 +28,11 @@ import httpx
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from bench.harness import (
+    BRIDGE_TOKEN,
     CpuSeconds,
     PeakRss,
     Stack,
+    bridge_process,
     local_stack,
     percentile,
     worker_process,
@@ -39,10 +41,9 @@ from bench.loadgen import at_times
 from bench.realtime import temporal_actions
 from ct_insider.config import TemporalSettings
 from ct_insider.temporal import connect
-from emulators.process import ManagedProcess, ct_insider_command, free_port
+from emulators.process import free_port
 from workflows.cart import CartWorkflow
 
-TOKEN = "bench-bridge-token-0123456789"
 SHARDS = 4
 LATENESS_TARGET_SECONDS = 5.0
 
@@ -111,7 +112,9 @@ def created(cart: dict[str, Any]) -> dict[str, Any]:
 async def notify(port: int, carts: list[dict[str, Any]], rate: float) -> tuple[float, int]:
     """Each cart's ResourceCreated, posted at `rate` per second; (seconds, refused)."""
     refused = 0
-    async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+    async with httpx.AsyncClient(
+        timeout=60, headers={"Authorization": f"Bearer {BRIDGE_TOKEN}"}
+    ) as http:
 
         async def send(index: int) -> None:
             nonlocal refused
@@ -215,13 +218,7 @@ async def run_carts(shape: CartShape) -> dict[str, Any]:
             "CART_REMINDER_DELAYS": f"{shape.delay_seconds}s",
             "CART_COALESCE_SECONDS": "1",
         }
-        bridge = ManagedProcess(
-            "bridge",
-            ct_insider_command("--log-level", "WARNING", "bridge"),
-            health_url=f"http://127.0.0.1:{port}/healthz",
-            env={**env, "BRIDGE_TOKEN": TOKEN, "BRIDGE_PORT": str(port)},
-            log_path=stack.logs / "bridge.log",
-        )
+        bridge = bridge_process(stack, env, port)
         client = await connect(TemporalSettings(address=stack.temporal_address))
         actions_before = temporal_actions(stack)
         with worker_process(stack, task_queue, env=env) as worker, bridge:

@@ -188,6 +188,24 @@ class CpuSeconds:
         self.spent["benchmark client"] = round(self._own_cpu() - self._own, 1)
 
 
+# The bridges the benchmarks start take this token.
+BRIDGE_TOKEN = "bench-bridge-token-0123456789"
+
+
+def bridge_process(
+    stack: Stack, env: dict[str, str], port: int, log_name: str = "bridge"
+) -> ManagedProcess:
+    """A `ct-insider bridge` process on `port` with the worker's `env` (healthy once it
+    answers /healthz)."""
+    return ManagedProcess(
+        "bridge",
+        ct_insider_command("--log-level", "WARNING", "bridge"),
+        health_url=f"http://127.0.0.1:{port}/healthz",
+        env={**env, "BRIDGE_TOKEN": BRIDGE_TOKEN, "BRIDGE_PORT": str(port)},
+        log_path=stack.logs / f"{log_name}.log",
+    )
+
+
 def worker_process(
     stack: Stack, task_queue: str, name: str = "worker", env: dict[str, str] | None = None
 ) -> ManagedProcess:

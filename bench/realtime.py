@@ -54,9 +54,11 @@ from temporalio.service import RPCError
 
 from bench import temporal_floor
 from bench.harness import (
+    BRIDGE_TOKEN,
     CpuSeconds,
     PeakRss,
     Stack,
+    bridge_process,
     delivery_figures,
     local_stack,
     machine,
@@ -71,10 +73,9 @@ from ct_insider.journeys.archive_lane import MAX_WRITTEN_OBJECTS
 from ct_insider.journeys.layout import MIN_LEAD_SECONDS
 from ct_insider.journeys.memory import CLOCK_SKEW_ALLOWANCE, GENERATIONS
 from ct_insider.temporal import connect
-from emulators.process import ManagedProcess, ct_insider_command, free_port
+from emulators.process import ct_insider_command, free_port
 from workflows.journey_shard import JourneyShardWorkflow, ShardSettings, shard_workflow_id
 
-TOKEN = "bench-bridge-token-0123456789"
 TARGET_P99 = 2.0
 MAX_UPSERTS_PER_EVENT = 0.05
 MAX_HISTORY_EVENTS_PER_EVENT = 0.5
@@ -87,7 +88,7 @@ async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[f
     """Send each request at its `send_at`, to the bridges in turn; returns (seconds taken,
     non-2xx answers)."""
     failures = 0
-    bridges = [LeanClient("127.0.0.1", port, TOKEN) for port in ports]
+    bridges = [LeanClient("127.0.0.1", port, BRIDGE_TOKEN) for port in ports]
     wire = [
         bridges[n % len(bridges)].request(request.path, request.body)
         for n, request in enumerate(requests)
@@ -272,12 +273,8 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
             "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
         }
         bridges = {
-            f"bridge-{n}" if shape.bridges > 1 else "bridge": ManagedProcess(
-                "bridge",
-                ct_insider_command("--log-level", "WARNING", "bridge"),
-                health_url=f"http://127.0.0.1:{port}/healthz",
-                env={**env, "BRIDGE_TOKEN": TOKEN, "BRIDGE_PORT": str(port)},
-                log_path=stack.logs / f"bridge-{n}.log",
+            f"bridge-{n}" if shape.bridges > 1 else "bridge": bridge_process(
+                stack, env, port, log_name=f"bridge-{n}"
             )
             for n, port in enumerate(bridge_ports)
         }

@@ -39,9 +39,11 @@ import httpx
 
 from bench.cart_triggers import carts_missed, carts_report, run_carts_from
 from bench.harness import (
+    BRIDGE_TOKEN,
     CpuSeconds,
     PeakRss,
     Stack,
+    bridge_process,
     local_stack,
     machine,
     percentile,
@@ -51,13 +53,12 @@ from bench.harness import (
 from bench.loadgen import LeanClient, at_times
 from ct_insider.config import TemporalSettings
 from ct_insider.temporal import connect
-from emulators.process import ManagedProcess, ct_insider_command, free_port
+from emulators.process import free_port
 from starters.backfill import start_backfill
 from starters.delta import start_delta
 from workflows.backfill import BackfillInput
 from workflows.delta import DeltaSyncInput
 
-TOKEN = "bench-bridge-token-0123456789"
 WEBHOOK = "/webhooks/commercetools"
 
 # -- shape: prices ---------------------------------------------------------------------------
@@ -344,7 +345,7 @@ async def through_bridge(
     second; returns the seconds taken. `answers` gets how long each post took to answer."""
     # The lean load generator of bench/realtime.py: httpx cost the bench more CPU than the
     # bridge (it shares the cores measured).
-    http = LeanClient("127.0.0.1", bridge_port, TOKEN, connections=128)
+    http = LeanClient("127.0.0.1", bridge_port, BRIDGE_TOKEN, connections=128)
 
     async def post(change: CatalogChangeSpec, body: dict[str, Any]) -> None:
         started = time.monotonic()
@@ -397,13 +398,7 @@ async def run_prices(args: argparse.Namespace) -> dict[str, Any]:
         client = await connect(TemporalSettings(address=stack.temporal_address))
         env = stack.worker_env(task_queue)
         bridge_port = free_port()
-        bridge = ManagedProcess(
-            "bridge",
-            ct_insider_command("--log-level", "WARNING", "bridge"),
-            health_url=f"http://127.0.0.1:{bridge_port}/healthz",
-            env={**env, "BRIDGE_TOKEN": TOKEN, "BRIDGE_PORT": str(bridge_port)},
-            log_path=stack.logs / "bridge.log",
-        )
+        bridge = bridge_process(stack, env, bridge_port)
         ct = CommercetoolsWriter(stack)
         try:
             with worker_process(stack, task_queue, env=env) as worker, bridge:
