@@ -85,14 +85,19 @@ def reshard_request(args: argparse.Namespace) -> ReshardRequest:
     return ReshardRequest(shards=args.shards, lead_seconds=args.lead, grace_seconds=args.grace)
 
 
-async def running(client: Client, workflow_id: str) -> bool:
+async def running_run(client: Client, workflow_id: str) -> str | None:
+    """The id of the workflow's run while one is running, else None."""
     try:
         description = await client.get_workflow_handle(workflow_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
+            return None
         raise
-    return description.status == WorkflowExecutionStatus.RUNNING
+    return description.run_id if description.status == WorkflowExecutionStatus.RUNNING else None
+
+
+async def running(client: Client, workflow_id: str) -> bool:
+    return await running_run(client, workflow_id) is not None
 
 
 async def check_configured_count(client: Client, task_queue: str, configured: int) -> None:

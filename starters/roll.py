@@ -16,8 +16,7 @@ import argparse
 import asyncio
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from bridge.layout import read_layout
 from starters.output import (
@@ -28,6 +27,7 @@ from starters.output import (
     print_json,
     stdout,
 )
+from starters.reshard import running_run
 from workflows.journey_shard import JourneyShardWorkflow, shard_workflow_id
 
 POLL_SECONDS = 1.0
@@ -53,16 +53,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=run_roll)
 
 
-async def _running_run(client: Client, workflow_id: str) -> str | None:
-    try:
-        described = await client.get_workflow_handle(workflow_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return described.run_id if described.status == WorkflowExecutionStatus.RUNNING else None
-
-
 async def roll(client: Client, task_queue: str, configured: int) -> list[ShardRoll]:
     """Signal `roll` to every running shard of the current layout."""
     status = await read_layout(client, task_queue, configured)
@@ -73,7 +63,7 @@ async def roll(client: Client, task_queue: str, configured: int) -> list[ShardRo
         for shard in range(status.current.shards)
     ]
     for entry in rolls:
-        entry.run_before = await _running_run(client, entry.workflow_id)
+        entry.run_before = await running_run(client, entry.workflow_id)
         if entry.run_before is not None:
             await client.get_workflow_handle(entry.workflow_id, run_id=entry.run_before).signal(
                 JourneyShardWorkflow.roll
@@ -85,7 +75,7 @@ async def until_rolled(client: Client, rolls: list[ShardRoll], *, show: bool) ->
     waiting = [entry for entry in rolls if entry.run_before is not None]
     while waiting:
         for entry in list(waiting):
-            run = await _running_run(client, entry.workflow_id)
+            run = await running_run(client, entry.workflow_id)
             if run is not None and run != entry.run_before:
                 entry.run_after = run
                 waiting.remove(entry)
