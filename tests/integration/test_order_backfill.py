@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -240,25 +239,24 @@ async def test_backfill_under_5xx_and_lost_answers_makes_progress_and_stores_eac
     seeder.orders(394, customers, skus, first_number=394)
     orders = all_orders(emu)
 
-    async def backfill(window: Window) -> tuple[float, BackfillProgress]:
-        started = time.monotonic()
+    async def backfill(window: Window) -> BackfillProgress:
         handle = await start_backfill(
             client, task_queue, BackfillInput(target="orders", window=window)
         )
-        result = await handle.result()
-        return time.monotonic() - started, result
+        return await handle.result()
 
     async with running_worker(
         client, task_queue, emu, profile_units_per_minute=50_000, settle_grace_seconds=0.2
     ):
         # When the first set is backfilled by a healthy Insider
-        healthy, _ = await backfill(Window(until=split))
+        await backfill(Window(until=split))
+        healthy_upserts = upsert_requests(emu)
         # And the second by one that answers 20% 503 and loses 10% of its answers (the first
         # answer surely). No 429s: this measures settling, not Retry-After waits (the
         # rate-limit tests of the catalog and the client inject those where they are the
         # subject).
         emu.insider_faults(error_rate=0.2, lost_answer_rate=0.1, lost_answers_next=1)
-        faulty, result = await backfill(Window(since=split))
+        result = await backfill(Window(since=split))
         emu.insider_faults()
 
     # Then every purchase is stored once
@@ -270,13 +268,23 @@ async def test_backfill_under_5xx_and_lost_answers_makes_progress_and_stores_eac
     # And settling the doubtful requests read at most one profile per order in them (an
     # upsert carrying events holds at most MAX_USERS_PER_EVENT_REQUEST orders)
     assert 0 < successful_profile_reads(emu) <= doubtful * MAX_USERS_PER_EVENT_REQUEST
-    # And it finished within a small multiple of the healthy run, plus the waits Insider
-    # imposed (Retry-After is whole seconds; no client can finish sooner than it allows)
-    imposed = sum(stats["imposed_wait_seconds"].values())
+    # And it made progress: counted in requests, not wall time (a loaded CI machine stretches
+    # every settle). Each faulty answer costs at most one resend of what was missing, so the
+    # faulty run sends what the healthy one sent plus about one request per faulty answer; a
+    # client that resent whole batches or stored ones again sends far more. Faulty answers are
+    # counted as they happen, so the bound holds whatever the random draw.
+    faulty_upserts = upsert_requests(emu) - healthy_upserts
     print(
-        f"backfill of 394 orders: healthy {healthy:.1f} s, faulty {faulty:.1f} s, imposed {imposed} s"
+        f"backfill of 394 orders: healthy {healthy_upserts} upserts, faulty {faulty_upserts} "
+        f"upserts of which {doubtful} answered 500 or lost"
     )
-    assert faulty < 10 * max(healthy, 1.0) + imposed
+    assert healthy_upserts > 0
+    assert faulty_upserts <= 2 * healthy_upserts + 2 * doubtful
+
+
+def upsert_requests(emulators: Emulators) -> int:
+    statuses = emulators.insider_stats()["statuses"]
+    return sum(int(count) for key, count in statuses.items() if key.startswith("upsert:"))
 
 
 async def test_orders_delta_under_5xx_and_lost_answers_stores_each_purchase_once(
