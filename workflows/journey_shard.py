@@ -147,6 +147,12 @@ WINDOW_NOT_AN_ARRAY = "window-not-an-array"
 # waited outside it). Under load such a task timed out, and every delivery in it was then in
 # doubt (a profile read per user). Runs without it chain as before.
 DELIVERIES_PER_TASK = "deliveries-per-task"
+# Continue-as-new measures the carry it completes (JSON, against CARRY_BUDGET) instead of
+# bounding pending work by pending_max_bytes beside a memory assumed full: a busy shard's
+# signals that arrived while the carry was built (~180 KB of room beside the archive's lane)
+# kept not fitting while its memory, a quarter full, left ~800 KB unused, and the run grew to
+# 8 MB of history (bench skew shape: 1,009 requests refused). Runs without it keep the rule.
+CARRY_MEASURED = "carry-measured"
 # What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
@@ -193,6 +199,8 @@ class ShardSettings(BaseModel):
     # bytes; during a reshard also the signals held or to forward, and the shard's side of the
     # change); with more, the shard delivers (hands off, forwards) first. (About a full batch of 250 large
     # storefront events; what the memory leaves of CARRY_BUDGET at the default capacities.)
+    # Runs since `carry-measured` carry what their memory leaves of CARRY_BUDGET now (at
+    # least this much), measured when continue-as-new completes the carry.
     pending_max_bytes: int = Field(default=320_000, ge=10_000)
 
     def max_carry_bytes(self) -> int:
@@ -306,6 +314,12 @@ def fits_carry(work: Iterable[JourneySignal | Bookkeeping], room: int) -> bool:
     return True
 
 
+def within_carry_budget(carry: ShardCarry) -> bool:
+    """Whether continue-as-new may hand `carry` over: its JSON, with what the input holds
+    besides (shard, settings, the codec's envelope), within CARRY_BUDGET."""
+    return len(to_json(carry)) + CARRY_FIXED_BYTES <= CARRY_BUDGET
+
+
 def _not_sent(failure: BaseException) -> NotSent | None:
     """What a failed delivery that stopped before sending anything reported (see
     activities/journey); None: it failed otherwise, and may have sent."""
@@ -369,6 +383,7 @@ class JourneyShardWorkflow:
         settings = self._settings = params.settings
         # A run begun before the patch keeps the dedupe memory and carry rule it began with.
         self._on_our_clock = workflow.patched(MEMORY_ON_OUR_CLOCK)
+        self._carry_measured = self._on_our_clock and workflow.patched(CARRY_MEASURED)
         self._memory = ShardMemory(
             seen_capacity=settings.seen_capacity,
             identity_capacity=settings.identity_capacity,
@@ -663,16 +678,21 @@ class JourneyShardWorkflow:
         return self._grown() and workflow.patched(CONTINUE_UNGATHERED)
 
     def _carryable(self, keys_since_carry: int = 0) -> bool:
-        """Whether pending work fits the carry beside the archive's lane: the memory is
-        bounded by its capacities; pending work, what a reshard adds to the carry (signals
-        held for a handoff or to forward, the shard's side of the change) and the archive's
-        lane, by pending_max_bytes."""
+        """Whether pending work fits the carry beside the archive's lane: pending work,
+        what a reshard adds to the carry (signals held for a handoff or to forward, the
+        shard's side of the change) and the archive's lane take what the memory leaves of
+        CARRY_BUDGET (runs before `carry-measured`: pending_max_bytes, the memory taken as
+        full)."""
         work: Iterable[JourneySignal | Bookkeeping] = chain(
             self._unfinished, self._pending, self._held, self._forwards
         )
         if not self._on_our_clock:
             return sender_clock_keys.carryable([*self._pending, *self._held, *self._forwards])
         room = self._settings.pending_max_bytes - keys_since_carry * KEY_ADDED_BYTES
+        if self._carry_measured:
+            # (What the memory holds now, not its capacities: continue-as-new measures the
+            # carry it completes, this only decides when to try.)
+            room = CARRY_BUDGET - CARRY_FIXED_BYTES - self._memory.snapshot_bytes_bound()
         if self._layout.change is not None:  # (without one, it is in CARRY_FIXED_BYTES)
             room -= len(to_json(self._layout))
         if self._archive is not None:
@@ -690,10 +710,9 @@ class JourneyShardWorkflow:
         join the memory), pending work, statistics; None when what arrived meanwhile does
         not fit (the shard delivers first)."""
         since_carry, self._since_carry = self._since_carry or [], None
-        if self._on_our_clock and not self._carryable(len(since_carry)):
+        measured = self._carry_measured
+        if self._on_our_clock and not measured and not self._carryable(len(since_carry)):
             return None
-        for signal in self._pending:
-            signal.accepted_in = 0  # before any task of the next run
         memory = carry.memory
         if self._rebuild_carry:
             # A handoff merged meanwhile: the memory is snapshotted again (still within its
@@ -702,7 +721,7 @@ class JourneyShardWorkflow:
             self._since_carry = None
         elif since_carry:
             memory = memory_with(memory, since_carry)
-        return ShardCarry(
+        completed = ShardCarry(
             memory=memory,
             pending=self._pending,
             unfinished=self._unfinished,
@@ -712,6 +731,11 @@ class JourneyShardWorkflow:
             forwards=self._forwards,
             archive=self._archive.snapshot() if self._archive is not None else None,
         )
+        if measured and not within_carry_budget(completed):
+            return None
+        for signal in self._pending:
+            signal.accepted_in = 0  # before any task of the next run (fewer digits than measured)
+        return completed
 
     def _resharding(self) -> bool:
         return self._layout.change is not None and workflow.patched(RESHARD_PATCH)

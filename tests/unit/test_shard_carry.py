@@ -27,6 +27,7 @@ from workflows.journey_shard import (
     ShardSettings,
     ShardStats,
     fits_carry,
+    within_carry_budget,
 )
 
 KEYS_SINCE_CARRY = 500  # accepted while the carry was being completed
@@ -188,3 +189,43 @@ def test_settings_carried_by_runs_before_the_budget_are_read() -> None:
     # Then they take the bounds of today
     assert settings.pending_max_bytes == ShardSettings().pending_max_bytes
     assert settings.max_carry_bytes() <= CARRY_BUDGET
+
+
+async def test_a_carry_measured_within_the_budget_fits_it_through_the_real_converter() -> None:
+    # Given a shard whose memory is a quarter full (a busy shop's shard: its identities
+    # turn over, its capacity is sized for the worst case), its archive lane full, and
+    # more pending signals than pending_max_bytes allows beside a full memory
+    settings = ShardSettings()
+    memory = full_memory(
+        settings.seen_capacity, settings.identity_capacity // 4, settings.deleted_capacity // 4
+    )
+    lane = full_lane(settings.seen_capacity, shard="s" * 1000)
+
+    def carry(pending: list[JourneySignal]) -> ShardCarry:
+        return ShardCarry(
+            memory=memory.snapshot(NOW - timedelta(days=1), NOW),
+            pending=pending,
+            stats=ShardStats(**dict.fromkeys(ShardStats.model_fields, 10**18)),
+            archive=lane.snapshot(),
+        )
+
+    signals = [_largest_signal(n) for n in range(CARRY_BUDGET // MAX_SIGNAL_BYTES * 4)]
+    fits, over = 0, len(signals)  # (the most signals the rule accepts, by bisection)
+    while over - fits > 1:
+        middle = (fits + over) // 2
+        fits, over = (
+            (middle, over) if within_carry_budget(carry(signals[:middle])) else (fits, middle)
+        )
+    pending = signals[:fits]
+    assert not within_carry_budget(carry(signals[: fits + 1]))
+    # Then the measured rule carries far more than the fixed share would
+    assert fits_carry(pending, settings.pending_max_bytes) is False
+    assert len(to_json(pending)) > 2 * settings.pending_max_bytes
+    # And the largest carry it accepts, through the worker's converter with encryption, is
+    # within the budget
+    key = base64.b64encode(b"k" * 32).decode()
+    converter = data_converter(PayloadCodecSettings(keys=SecretStr(f"key-1:{key}")))
+    [payload] = await converter.encode(
+        [ShardInput(shard=999, settings=settings, carried=carry(pending))]
+    )
+    assert CARRY_BUDGET - 2 * MAX_SIGNAL_BYTES < payload.ByteSize() <= CARRY_BUDGET
