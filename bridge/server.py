@@ -15,6 +15,7 @@ from ct_insider.config import (
     BridgeSettings,
     CartSettings,
     CommercetoolsSettings,
+    ShardBacklogSettings,
     TemporalSettings,
     TimerCapSettings,
     load,
@@ -49,7 +50,7 @@ async def serve(
                     temporal.journey_task_queue,
                     shards=temporal.journey_shards,
                     window_seconds=bridge.commit_window_ms / 1000,
-                    backlog_bytes=bridge.shard_backlog_bytes,
+                    backlog_bytes=load(ShardBacklogSettings).shard_backlog_bytes,
                 ),
                 carts=CartSignaller(
                     client,

@@ -346,13 +346,6 @@ class BridgeSettings(BaseSettings):
         description="how long the bridge gathers events for a journey shard before storing "
         "them in Temporal as one signal (0: one signal per request)",
     )
-    shard_backlog_bytes: int = Field(
-        default=8_000_000,
-        ge=1_000_000,
-        le=40_000_000,
-        description="a journey shard with more history than this is behind: its events are "
-        "answered 503 until it catches up",
-    )
 
     @field_validator("token")
     @classmethod
@@ -360,6 +353,21 @@ class BridgeSettings(BaseSettings):
         if len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+
+class ShardBacklogSettings(BaseSettings):
+    """When a journey shard is behind, read by everything that hands it events: the bridge,
+    and workers handing it cart events."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="BRIDGE_")
+
+    shard_backlog_bytes: int = Field(
+        default=8_000_000,
+        ge=1_000_000,
+        le=40_000_000,
+        description="a journey shard with more history than this is behind: its events are "
+        "answered 503 (cart events wait) until it catches up",
+    )
 
 
 class TimerCapSettings(BaseSettings):

@@ -40,6 +40,7 @@ from ct_insider.config import (
     CommercetoolsSettings,
     InsiderSettings,
     ReplenishmentSettings,
+    ShardBacklogSettings,
     TimerCapSettings,
     load,
 )
@@ -263,6 +264,7 @@ async def build_workers(
                 journey_task_queue,
                 shards=journey_shards,
                 window_seconds=0.05,
+                backlog_bytes=load(ShardBacklogSettings).shard_backlog_bytes,
                 gauges=False,
             ),
             letters,
