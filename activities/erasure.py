@@ -31,9 +31,10 @@ class ErasureActivities(ConnectorActivities):
             client = activity.client()
             keys = [k for k in (request.customer_id, guest_key(request.email)) if k]
             await cancel_timer_workflows(client, "replenishment", keys, "customer erased")
-            carts = await eraser.cart_ids(await eraser.subject(request))
+            subject = await eraser.subject(request)
+            carts = await eraser.cart_ids(subject)
             await cancel_timer_workflows(client, "cart", carts, "customer erased")
-            return await eraser.erase(request, action_for(self._mapping))
+            return await eraser.erase(request, action_for(self._mapping), subject=subject)
         except (CommercetoolsError, InsiderError) as exc:
             raise as_application_error(exc) from exc
 

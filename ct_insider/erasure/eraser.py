@@ -111,10 +111,18 @@ class Eraser:
         self._letters = letters
         self._mapping = mapping
 
-    async def erase(self, request: ErasureRequest, action: ErasureAction) -> ErasureReport:
+    async def erase(
+        self,
+        request: ErasureRequest,
+        action: ErasureAction,
+        *,
+        subject: ErasureSubject | None = None,
+    ) -> ErasureReport:
         """Raises only what is worth trying again (an unreachable system, 401/403); a
-        profile Insider refuses to erase is reported in `failures`."""
-        subject = await self.subject(request)
+        profile Insider refuses to erase is reported in `failures`. `subject`: the person
+        as `subject(request)` read them already (read otherwise)."""
+        if subject is None:
+            subject = await self.subject(request)
         report = ErasureReport(
             customer_id=subject.customer_id, action=action, orders=len(subject.order_ids)
         )

@@ -11,7 +11,7 @@ from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.erasure import eraser as eraser_module
 from ct_insider.erasure.eraser import Eraser, ErasureReport
-from ct_insider.erasure.plan import ErasureAction, ErasureSubject
+from ct_insider.erasure.plan import ErasureAction, ErasureRequest, ErasureSubject
 from ct_insider.insider.client import InsiderClient
 from ct_insider.mapping.config import MappingConfig
 
@@ -148,3 +148,30 @@ async def test_an_anonymization_without_insider_id_happens_once() -> None:
     assert insider.anonymized == ["guest@example.com"]
     assert len(report.profiles) == 1
     assert not report.failed
+
+
+class NoLetters:
+    async def list(self) -> tuple[Any, ...]:
+        return ()
+
+    async def delete(self, keys: object) -> None:
+        assert keys == []
+
+
+async def test_a_subject_already_read_is_erased_without_reading_commercetools_again() -> None:
+    # Given a person the erasure activity already read from commercetools (to cancel their
+    # cart timers), and an eraser whose commercetools client must not be used
+    insider = ScriptedInsider()
+    insider.add("c-1", iid="i-a", uuid="c-1")
+    eraser = Eraser(
+        cast(CommercetoolsClient, object()),
+        cast(InsiderClient, insider),
+        cast(DeadLetterStore, NoLetters()),
+        MappingConfig(),
+    )
+    subject = ErasureSubject(customer_id="c-1", uuids=["c-1"])
+    # When they are erased with that subject
+    report = await eraser.erase(ErasureRequest(customer_id="c-1"), "delete", subject=subject)
+    # Then their profile is deleted (commercetools was not asked: its client has no methods)
+    assert insider.deleted == ["c-1"]
+    assert report.customer_id == "c-1"
