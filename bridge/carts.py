@@ -21,12 +21,12 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridge.history import RPC_TIMEOUT
 from ct_insider.carts.delays import parse_delays
 from ct_insider.config import CartSettings
 from ct_insider.journeys.envelopes import Notification
@@ -38,7 +38,6 @@ from workflows.cart import CART_SIGNAL, DAY, CartInput, CartNudge, CartWorkflow,
 
 log = get_logger(__name__)
 
-RPC_TIMEOUT = timedelta(seconds=5)
 LEFT_TO_CART = frozenset({"add_to_cart", "remove_from_cart"})
 
 

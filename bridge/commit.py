@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -35,8 +35,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 from temporalio.client import Client
 from temporalio.common import RawValue
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from bridge.history import HISTORY_CHECK_SECONDS, RPC_TIMEOUT, described_history_bytes
 from bridge.layout import LayoutReader
 from ct_insider import telemetry
 from ct_insider.journeys.signals import (
@@ -57,10 +58,8 @@ from workflows.journey_shard import (
 
 log = get_logger(__name__)
 
-RPC_TIMEOUT = timedelta(seconds=5)
 # Windows waiting for their commit while Temporal is slow: beyond, the shard's events get 503.
 MAX_QUEUED_WINDOWS = 8
-BACKLOG_CHECK_SECONDS = 2.0
 # A shard's backlog is reported this long after it was last described.
 BACKLOG_REPORTED_SECONDS = 60.0
 
@@ -181,22 +180,15 @@ class _Lane:
 
     def _check_backlog(self) -> None:
         now = time.monotonic()
-        if now - self.checked_at >= BACKLOG_CHECK_SECONDS:
+        if now - self.checked_at >= HISTORY_CHECK_SECONDS:
             self.checked_at = now
             self._committer.spawn(self._describe())
 
     async def _describe(self) -> None:
-        try:
-            described = await self._committer.client.get_workflow_handle(
-                self._committer.workflow_id(self.shard)
-            ).describe(rpc_timeout=RPC_TIMEOUT)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                self.history_bytes = 0
-            return
-        except RuntimeError:
-            return
-        self.history_bytes = described.raw_description.workflow_execution_info.history_size_bytes
+        workflow_id = self._committer.workflow_id(self.shard)
+        size = await described_history_bytes(self._committer.client, workflow_id)
+        if size is not None:
+            self.history_bytes = size
 
 
 def _settle(committed: asyncio.Future[None], moved: asyncio.Future[None]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -16,20 +15,28 @@ from temporalio.service import RPCError
 from bridge.carts import CartSignal, CartSignaller
 from bridge.catalog_commit import CatalogCommitter
 from bridge.commit import ShardCommitter, ShardPart, TemporalUnavailable
+from bridge.history import RPC_TIMEOUT, HistoryWatch
 from workflows.catalog_changes import (
+    MAX_HISTORY_BYTES,
     CatalogChange,
     CatalogChangeInput,
     CatalogChangeWorkflow,
     catalog_change_workflow_id,
 )
 
-RPC_TIMEOUT = timedelta(seconds=5)
-
-__all__ = ["Dispatcher", "TemporalUnavailable"]
+__all__ = ["CatalogBacklogged", "Dispatcher", "TemporalUnavailable"]
 
 
 # How long catalog changes of concurrent deliveries are gathered into one signal.
 CATALOG_WINDOW_SECONDS = 0.1
+# A catalog-change workflow with more history than this is behind (a price import of more
+# changes than it refreshes meanwhile: it continues-as-new only once what is pending fits its
+# carry): its changes are answered 503 until it caught up, far from Temporal's 50 MB.
+CATALOG_BACKLOG_BYTES = 2 * MAX_HISTORY_BYTES
+
+
+class CatalogBacklogged(TemporalUnavailable):
+    """The catalog-change workflow is far behind; the sender must deliver again later."""
 
 
 class Dispatcher:
@@ -46,6 +53,7 @@ class Dispatcher:
         self._task_queue = task_queue
         self.journeys = journeys
         self.catalog = CatalogCommitter(self._catalog_change, catalog_window_seconds)
+        self._catalog_histories = HistoryWatch(client)
         self.carts = carts
 
     async def dispatch(self, signals: Sequence[ShardPart | CatalogChange | CartSignal]) -> int:
@@ -61,6 +69,8 @@ class Dispatcher:
                 by_product[signal.workflow_key()].append(signal)
             else:
                 journey_parts.append(signal)
+        for key in by_product:  # refused before anything of the delivery is stored
+            self._refuse_if_catalog_behind(key)
         try:
             shards, carts, *_ = await asyncio.gather(
                 self.journeys.commit_parts(journey_parts) if journey_parts else _none(),
@@ -75,6 +85,14 @@ class Dispatcher:
         if not signals or self.carts is None:
             return 0
         return await self.carts.send(signals)
+
+    def _refuse_if_catalog_behind(self, key: str) -> None:
+        workflow_id = catalog_change_workflow_id(self._task_queue, key)
+        size = self._catalog_histories.history_bytes(workflow_id)
+        if size > CATALOG_BACKLOG_BYTES:
+            raise CatalogBacklogged(
+                f"catalog-change workflow {workflow_id} is behind ({size:,} bytes of history)"
+            )
 
     async def _catalog_change(self, key: str, changes: list[CatalogChange]) -> None:
         await self._client.start_workflow(

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.catalog import CatalogRefresh
+from bridge.commit import ShardCommitter
+from bridge.dispatch import Dispatcher
 from ct_insider.sync.reports import SyncStats
 from tests.conftest import eventually
 from workflows.catalog_changes import (
@@ -152,3 +155,53 @@ async def test_a_flood_of_changes_continues_as_new_by_history_bytes(
         lambda: _runs(client, workflow_id), 30, until=lambda n: n >= 2, what="two runs listed"
     )
     assert runs >= 2
+
+
+async def test_a_catalog_workflow_far_behind_gets_its_changes_refused_before_they_are_stored(
+    client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.dispatch as dispatch
+
+    # Given the bridge's dispatcher (real Temporal, no worker: the workflow only grows) and a
+    # catalog-change workflow that holds one delivery
+    dispatcher = Dispatcher(
+        client, task_queue, ShardCommitter(client, task_queue, shards=1, gauges=False)
+    )
+    product = str(uuid.uuid4())
+    change = CatalogChange(dedupe_key="m-1", product_id=product)
+    workflow_id = catalog_change_workflow_id(task_queue, change.workflow_key())
+    await dispatcher.dispatch([change])
+    handle = client.get_workflow_handle(workflow_id)
+    size = (await handle.describe()).raw_description.workflow_execution_info.history_size_bytes
+    # When its history is beyond what the bridge lets a catalog workflow hold (in production
+    # 8 MB: a price import larger than it refreshes meanwhile)
+    monkeypatch.setattr(dispatch, "CATALOG_BACKLOG_BYTES", size - 1)
+
+    async def refused() -> bool:
+        try:
+            await dispatcher.dispatch([CatalogChange(dedupe_key="m-2", product_id=product)])
+        except dispatch.CatalogBacklogged:
+            return True
+        return False
+
+    # Then its next changes are refused (503 for the sender), once the bridge described it
+    assert await eventually(refused, 15, what="changes refused")
+    # And a refused delivery adds nothing to the workflow's history
+    before = await signals_stored(handle)
+    assert await refused()
+    assert await signals_stored(handle) == before
+    # And once it caught up, changes are taken again
+    monkeypatch.setattr(dispatch, "CATALOG_BACKLOG_BYTES", 10**9)
+    await dispatcher.dispatch([CatalogChange(dedupe_key="m-3", product_id=product)])
+    assert await signals_stored(handle) == before + 1
+    await handle.terminate()
+
+
+async def signals_stored(handle: WorkflowHandle[Any, Any]) -> int:
+    return len(
+        [
+            e
+            async for e in handle.fetch_history_events()
+            if e.HasField("workflow_execution_signaled_event_attributes")
+        ]
+    )
