@@ -70,7 +70,11 @@ class InsiderSettings(BaseSettings):
         default="https://catalog.api.useinsider.com", description="Catalog API base URL"
     )
     catalog_requests_per_minute: int = Field(
-        default=60, ge=1, description="client-side pacing of catalog requests (Insider allows 60)"
+        default=60,
+        ge=1,
+        description="catalog requests this process may send per minute (Insider allows 60 per "
+        "account; with several worker processes, divide it among them: a 429 is waited out "
+        "as its Retry-After says, but costs the request)",
     )
     upsert_linger_ms: int = Field(
         default=50,
