@@ -199,8 +199,8 @@ class ShardSettings(BaseModel):
     # bytes; during a reshard also the signals held or to forward, and the shard's side of the
     # change); with more, the shard delivers (hands off, forwards) first. (About a full batch of 250 large
     # storefront events; what the memory leaves of CARRY_BUDGET at the default capacities.)
-    # Runs since `carry-measured` carry what their memory leaves of CARRY_BUDGET now (at
-    # least this much), measured when continue-as-new completes the carry.
+    # A shard tries to continue-as-new once its pending work fits this; what arrives while it
+    # builds the carry may take what its memory leaves of CARRY_BUDGET (`carry-measured`).
     pending_max_bytes: int = Field(default=320_000, ge=10_000)
 
     def max_carry_bytes(self) -> int:
@@ -678,21 +678,17 @@ class JourneyShardWorkflow:
         return self._grown() and workflow.patched(CONTINUE_UNGATHERED)
 
     def _carryable(self, keys_since_carry: int = 0) -> bool:
-        """Whether pending work fits the carry beside the archive's lane: pending work,
-        what a reshard adds to the carry (signals held for a handoff or to forward, the
-        shard's side of the change) and the archive's lane take what the memory leaves of
-        CARRY_BUDGET (runs before `carry-measured`: pending_max_bytes, the memory taken as
-        full)."""
+        """Whether pending work fits the carry beside the archive's lane: the memory is
+        bounded by its capacities; pending work, what a reshard adds to the carry (signals
+        held for a handoff or to forward, the shard's side of the change) and the archive's
+        lane, by pending_max_bytes. (Since `carry-measured` this only decides when to try:
+        what arrives while the carry is built may take what the memory leaves.)"""
         work: Iterable[JourneySignal | Bookkeeping] = chain(
             self._unfinished, self._pending, self._held, self._forwards
         )
         if not self._on_our_clock:
             return sender_clock_keys.carryable([*self._pending, *self._held, *self._forwards])
         room = self._settings.pending_max_bytes - keys_since_carry * KEY_ADDED_BYTES
-        if self._carry_measured:
-            # (What the memory holds now, not its capacities: continue-as-new measures the
-            # carry it completes, this only decides when to try.)
-            room = CARRY_BUDGET - CARRY_FIXED_BYTES - self._memory.snapshot_bytes_bound()
         if self._layout.change is not None:  # (without one, it is in CARRY_FIXED_BYTES)
             room -= len(to_json(self._layout))
         if self._archive is not None:

@@ -134,20 +134,13 @@ def ahead_capacity(seen_capacity: int) -> int:
 def max_snapshot_bytes(seen_capacity: int, identity_capacity: int, deleted_capacity: int) -> int:
     """The most JSON a snapshot of a memory of these capacities takes (keys accepted
     while the carry was completed are the carry's, see KEY_ADDED_BYTES)."""
-    return _snapshot_bytes(
-        seen_capacity, ahead_capacity(seen_capacity), identity_capacity, deleted_capacity
-    )
-
-
-def _snapshot_bytes(keys: int, ahead: int, identities: int, deleted: int) -> int:
-    """The most JSON a snapshot holding this many of each takes."""
     return (
         SNAPSHOT_FRAMING_BYTES
-        + _b64_bytes(_KEY * keys)
-        + _b64_bytes(_AHEAD.size * ahead)
-        + _b64_bytes(_IDENTITY.size * identities)
+        + _b64_bytes(_KEY * seen_capacity)
+        + _b64_bytes(_AHEAD.size * ahead_capacity(seen_capacity))
+        + _b64_bytes(_IDENTITY.size * identity_capacity)
         + MARKETS_MAX_BYTES
-        + _b64_bytes(_KEY * deleted)
+        + _b64_bytes(_KEY * deleted_capacity)
     )
 
 
@@ -282,11 +275,6 @@ class SeenKeys:
     def __len__(self) -> int:
         """Keys in generations (those kept apart by their date are not counted)."""
         return self._size
-
-    @property
-    def ahead_count(self) -> int:
-        """Keys kept apart by their date."""
-        return len(self._ahead)
 
     def remember(
         self, key: int, occurred_at: datetime, received_at: datetime | None, now: datetime
@@ -463,10 +451,6 @@ class Identities:
     def __len__(self) -> int:
         return len(self._states)
 
-    @property
-    def deleted_count(self) -> int:
-        return len(self._deleted)
-
     def _intern(self, market: Market) -> Market:
         return self._markets.setdefault(market, market)
 
@@ -593,17 +577,6 @@ class ShardMemory:
                 "identities": identities,
                 "deleted_on": self.identities.deleted_snapshot(now),
             }
-        )
-
-    def snapshot_bytes_bound(self) -> int:
-        """The most JSON its snapshot takes now (a busy shard's memory is far from its
-        capacities: its identities turn over)."""
-        seen = self.seen
-        if not isinstance(seen, SeenKeys):
-            raise TypeError("a memory on its senders' clocks is bounded by its capacities")
-        identities = self.identities
-        return _snapshot_bytes(
-            len(seen), seen.ahead_count, len(identities), identities.deleted_count
         )
 
     def handoff(

@@ -6,7 +6,6 @@ import base64
 import struct
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from pydantic_core import to_json
 
 from ct_insider.journeys.memory import (
@@ -413,29 +412,6 @@ def test_a_full_memory_snapshot_stays_within_the_bound_its_capacities_give() -> 
     assert len(to_json(snapshot.markets)) <= MARKETS_MAX_BYTES
     bound = max_snapshot_bytes(*capacities)
     assert bound * 0.97 < size <= bound
-
-
-@pytest.mark.parametrize("fill", [0.0, 0.25, 1.0])
-def test_a_memory_bounds_its_snapshot_by_what_it_holds_now(fill: float) -> None:
-    # Given a memory of the shard's default capacities, filled to a share of each (a busy
-    # shop's shard: identities turn over, few are deleted)
-    capacities = (30_000, 20_000, DELETED_CAPACITY)
-    full = full_memory(*(int(c * fill) for c in capacities))
-    memory = ShardMemory(
-        seen_capacity=capacities[0],
-        identity_capacity=capacities[1],
-        deleted_capacity=capacities[2],
-        snapshot=full.snapshot(NOW - timedelta(days=1), NOW),
-        now=NOW,
-    )
-    # When it bounds its snapshot now, and the snapshot is serialized as Temporal carries it
-    bound = memory.snapshot_bytes_bound()
-    size = len(to_json(memory.snapshot(NOW - timedelta(days=1), NOW)))
-    # Then the snapshot is within that bound, itself within the capacities' bound (equal to
-    # it when full), and the bound grows with what the memory holds
-    assert size <= bound <= max_snapshot_bytes(*capacities)
-    assert (bound == max_snapshot_bytes(*capacities)) == (fill == 1.0)
-    assert bound < size + max_snapshot_bytes(*capacities) * 0.05
 
 
 def test_markets_beyond_their_share_are_left_to_the_least_recently_seen() -> None:
