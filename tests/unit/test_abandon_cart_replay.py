@@ -11,13 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
 
-from ct_insider.temporal import DATA_CONVERTER
+from tests.replay_helpers import recorded_histories, replay_failure
 from workflows.cart import CartWorkflow
 
-HISTORIES = sorted((Path(__file__).parent.parent / "fixtures" / "cart_histories").glob("*.json"))
+HISTORIES = recorded_histories("cart_histories")
 
 
 def test_abandon_recorded_cart_histories_exist() -> None:
@@ -26,10 +24,7 @@ def test_abandon_recorded_cart_histories_exist() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_abandon_recorded_cart_histories_replay(path: Path) -> None:
-    # Given a cart history recorded by an earlier version
-    history = WorkflowHistory.from_json(path.stem, path.read_text())  # noqa: ASYNC240
-    # When it replays on today's code
-    replayer = Replayer(workflows=[CartWorkflow], data_converter=DATA_CONVERTER)
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    # Given a cart history recorded by an earlier version, When it replays on today's code
+    failure = await replay_failure(CartWorkflow, path)
     # Then it replays without nondeterminism
-    assert result.replay_failure is None, result.replay_failure
+    assert failure is None, failure

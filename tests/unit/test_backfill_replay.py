@@ -12,20 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio import workflow
-from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
 
-from ct_insider.temporal import DATA_CONVERTER
+from tests.replay_helpers import (
+    FIXTURES,
+    patch_taken_as_applied,
+    recorded_histories,
+    replay_failure,
+)
 from workflows.backfill import BackfillWorkflow
 from workflows.watermarks import BACKFILL_WATERMARK_PATCH
 
-FOLDER = Path(__file__).parent.parent / "fixtures" / "backfill_histories"
-HISTORIES = sorted(FOLDER.glob("*.json"))
-
-
-def _history(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text())
+FOLDER = FIXTURES / "backfill_histories"
+HISTORIES = recorded_histories("backfill_histories")
 
 
 def test_recorded_histories_exist() -> None:
@@ -34,28 +32,19 @@ def test_recorded_histories_exist() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_backfill_from_before_the_watermark_replays(path: Path) -> None:
-    replayer = Replayer(workflows=[BackfillWorkflow], data_converter=DATA_CONVERTER)
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    failure = await replay_failure(BackfillWorkflow, path)
+    assert failure is None, f"{path.name}: {failure}"
 
 
 async def test_the_watermark_unguarded_would_break_a_running_backfill(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given the patch taken as applied in a history whose phases completed in one run
-    real = workflow.patched
-    monkeypatch.setattr(
-        workflow,
-        "patched",
-        lambda patch_id: patch_id == BACKFILL_WATERMARK_PATCH or real(patch_id),
-    )
-    replayer = Replayer(workflows=[BackfillWorkflow], data_converter=DATA_CONVERTER)
+    patch_taken_as_applied(monkeypatch, BACKFILL_WATERMARK_PATCH)
     # When it replays, Then the watermark activity makes it nondeterministic
-    result = await replayer.replay_workflow(
-        _history(FOLDER / "all-open-window.json"), raise_on_replay_failure=False
-    )
-    assert result.replay_failure is not None
-    assert "Nondeterminism" in str(result.replay_failure)
+    failure = await replay_failure(BackfillWorkflow, FOLDER / "all-open-window.json")
+    assert failure is not None
+    assert "Nondeterminism" in str(failure)
 
 
 async def test_phases_carried_without_a_start_leave_no_watermark(
@@ -63,14 +52,8 @@ async def test_phases_carried_without_a_start_leave_no_watermark(
 ) -> None:
     # Given the patch taken as applied, a run whose phase started before continue-as-new
     # (carried without read_from) replays unchanged: no moment to trust, no watermark
-    real = workflow.patched
-    monkeypatch.setattr(
-        workflow,
-        "patched",
-        lambda patch_id: patch_id == BACKFILL_WATERMARK_PATCH or real(patch_id),
+    patch_taken_as_applied(monkeypatch, BACKFILL_WATERMARK_PATCH)
+    failure = await replay_failure(
+        BackfillWorkflow, FOLDER / "customers-after-continue-as-new.json"
     )
-    replayer = Replayer(workflows=[BackfillWorkflow], data_converter=DATA_CONVERTER)
-    result = await replayer.replay_workflow(
-        _history(FOLDER / "customers-after-continue-as-new.json"), raise_on_replay_failure=False
-    )
-    assert result.replay_failure is None, result.replay_failure
+    assert failure is None, failure

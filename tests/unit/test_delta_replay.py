@@ -12,19 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from temporalio import workflow
-from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
 
-from ct_insider.temporal import DATA_CONVERTER
+from tests.replay_helpers import patch_taken_as_applied, recorded_histories, replay_failure
 from workflows.delta import DeltaSyncWorkflow
 from workflows.watermarks import NO_WATERMARK_REFUSED_PATCH, WATERMARK_STORE_PATCH
 
-HISTORIES = sorted((Path(__file__).parent.parent / "fixtures" / "delta_histories").glob("*.json"))
-
-
-def _history(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text())
+HISTORIES = recorded_histories("delta_histories")
 
 
 def test_recorded_histories_exist() -> None:
@@ -33,9 +26,8 @@ def test_recorded_histories_exist() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_delta_from_before_the_watermark_store_replays(path: Path) -> None:
-    replayer = Replayer(workflows=[DeltaSyncWorkflow], data_converter=DATA_CONVERTER)
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    failure = await replay_failure(DeltaSyncWorkflow, path)
+    assert failure is None, f"{path.name}: {failure}"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -43,15 +35,11 @@ async def test_the_store_unguarded_would_break_their_replay(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the watermark store's patch taken as applied in every history
-    real = workflow.patched
-    monkeypatch.setattr(
-        workflow, "patched", lambda patch_id: patch_id == WATERMARK_STORE_PATCH or real(patch_id)
-    )
-    replayer = Replayer(workflows=[DeltaSyncWorkflow], data_converter=DATA_CONVERTER)
+    patch_taken_as_applied(monkeypatch, WATERMARK_STORE_PATCH)
     # When an old history replays, Then the store's activities make it nondeterministic
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
-    assert result.replay_failure is not None
-    assert "Nondeterminism" in str(result.replay_failure)
+    failure = await replay_failure(DeltaSyncWorkflow, path)
+    assert failure is not None
+    assert "Nondeterminism" in str(failure)
 
 
 async def test_refusing_a_delta_without_watermark_unguarded_would_break_a_run_from_now(
@@ -59,14 +47,7 @@ async def test_refusing_a_delta_without_watermark_unguarded_would_break_a_run_fr
 ) -> None:
     # Given the refusal's patch taken as applied in a history launched "from now"
     [from_now] = [p for p in HISTORIES if p.stem == "first-launch-from-now"]
-    real = workflow.patched
-    monkeypatch.setattr(
-        workflow,
-        "patched",
-        lambda patch_id: patch_id == NO_WATERMARK_REFUSED_PATCH or real(patch_id),
-    )
-    replayer = Replayer(workflows=[DeltaSyncWorkflow], data_converter=DATA_CONVERTER)
+    patch_taken_as_applied(monkeypatch, NO_WATERMARK_REFUSED_PATCH)
     # When it replays, Then the refusal would end a run that synced windows: the patch
     # guards it (test_a_delta_from_before_the_watermark_store_replays replays it as it ran)
-    result = await replayer.replay_workflow(_history(from_now), raise_on_replay_failure=False)
-    assert result.replay_failure is not None
+    assert await replay_failure(DeltaSyncWorkflow, from_now) is not None

@@ -15,17 +15,11 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
-from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from ct_insider.temporal import DATA_CONVERTER
+from tests.replay_helpers import recorded_histories, replay_failure
 from workflows.journey_shard import JourneyShardWorkflow, ShardInput
 
-HISTORIES = sorted((Path(__file__).parent.parent / "fixtures" / "histories").glob("*.json"))
-
-
-def _history(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text())
+HISTORIES = recorded_histories("histories")
 
 
 def test_recorded_histories_exist() -> None:
@@ -34,13 +28,8 @@ def test_recorded_histories_exist() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_recorded_shard_history_replays(path: Path) -> None:
-    replayer = Replayer(
-        workflows=[JourneyShardWorkflow],
-        data_converter=DATA_CONVERTER,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    failure = await replay_failure(JourneyShardWorkflow, path, sandboxed=False)
+    assert failure is None, f"{path.name}: {failure}"
 
 
 @workflow.defn(name="JourneyShardWorkflow")
@@ -59,12 +48,7 @@ class ShardThatSleepsFirst:
 async def test_an_incompatible_change_fails_the_replay() -> None:
     # Given a history recorded with deliveries (local activity markers)
     [path] = [p for p in HISTORIES if p.stem.startswith("test_a_run_asks_once")]
-    replayer = Replayer(
-        workflows=[ShardThatSleepsFirst],
-        data_converter=DATA_CONVERTER,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
     # When it is replayed on code that starts a timer instead
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
+    failure = await replay_failure(ShardThatSleepsFirst, path, sandboxed=False)
     # Then the replay reports the nondeterminism
-    assert result.replay_failure is not None
+    assert failure is not None

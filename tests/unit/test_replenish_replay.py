@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
-from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from ct_insider.replenishment.contract import CHANGES_SIGNAL, WORKFLOW_TYPE, ReplenishmentInput
 from ct_insider.replenishment.model import TimerChanges
-from ct_insider.temporal import DATA_CONVERTER
+from tests.replay_helpers import recorded_histories, replay_failure
 from workflows.replenishment import ReplenishmentWorkflow
 
-HISTORIES = sorted(
-    (Path(__file__).parent.parent / "fixtures" / "replenishment_histories").glob("*.json")
-)
-
-
-def _history(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text())
+HISTORIES = recorded_histories("replenishment_histories")
 
 
 def test_replenish_recorded_histories_exist() -> None:
@@ -36,13 +28,8 @@ def test_replenish_recorded_histories_exist() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replenish_recorded_history_replays(path: Path) -> None:
-    replayer = Replayer(
-        workflows=[ReplenishmentWorkflow],
-        data_converter=DATA_CONVERTER,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+    failure = await replay_failure(ReplenishmentWorkflow, path, sandboxed=False)
+    assert failure is None, f"{path.name}: {failure}"
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
@@ -61,11 +48,6 @@ class SleepsFirst:
 async def test_replenish_replay_catches_an_incompatible_change() -> None:
     # Given the history of a reminder sent, replayed on code that sleeps first
     [path] = [p for p in HISTORIES if "reminds_once" in p.stem]
-    replayer = Replayer(
-        workflows=[SleepsFirst],
-        data_converter=DATA_CONVERTER,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
+    failure = await replay_failure(SleepsFirst, path, sandboxed=False)
     # Then the replay reports the nondeterminism
-    assert result.replay_failure is not None
+    assert failure is not None
