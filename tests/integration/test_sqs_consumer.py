@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 from temporalio.client import Client
@@ -27,7 +30,8 @@ from bridge.sqs import SqsConsumer, SqsQueue
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import SqsSettings
 from ct_insider.deadletters import DeadLetterStore
-from tests.bridge_helpers import as_cloudevent, message
+from emulators.process import ManagedProcess, ct_insider_command, free_port
+from tests.bridge_helpers import TOKEN, as_cloudevent, message
 from tests.conftest import Emulators, eventually
 from workers.main import Workers
 
@@ -247,3 +251,52 @@ async def test_a_message_not_committed_stays_on_the_queue_and_is_taken_later(
         assert run.counters["sqs_taken"] == 2
         assert run.counters["unavailable"] >= 1
     assert profile_of(emu, first_id) is not None
+
+
+async def test_the_consume_sqs_command_takes_messages_serves_stats_and_stops_on_sigterm(
+    client: Client,
+    worker: Workers,
+    clean_emulators: Emulators,
+    queue: Queue,
+    sqs_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    emu = clean_emulators
+    [(customer_id, _)] = emu.seeder().customers(1)
+    customer = emu.ct("GET", f"customers/{customer_id}")
+    # Given a CustomerCreated message on the queue
+    queue.put(message("customer", customer_id, "CustomerCreated", customer=customer))
+    # When `ct-insider consume sqs` runs as operators run it (AWS credentials inherited from
+    # the environment: the standard chain)
+    port = free_port()
+    target = client.service_client.config.target_host
+    process = ManagedProcess(
+        "sqs consumer",
+        ct_insider_command("consume", "sqs"),
+        health_url=f"http://127.0.0.1:{port}/healthz",
+        env={
+            **emu.environment(target, worker.task_queue),
+            "BRIDGE_TOKEN": TOKEN,
+            "BRIDGE_PORT": str(port),
+            "SQS_QUEUE_URL": queue.url,
+            "SQS_REGION": REGION,
+            "SQS_ENDPOINT_URL": sqs_endpoint,
+            "SQS_WAIT_SECONDS": "1",
+        },
+        log_path=tmp_path / "consume-sqs.log",
+    )
+    await asyncio.to_thread(process.start)
+    try:
+        # Then the customer reaches Insider, the message is deleted, and /stats counts it
+        await eventually(lambda: profile_of(emu, customer_id), what="the profile in Insider")
+        await eventually(queue.held, until=lambda held: held == 0, what="an empty queue")
+        async with httpx.AsyncClient() as http:
+            stats = (await http.get(f"http://127.0.0.1:{port}/stats")).json()
+        assert stats["sqs_taken"] == 1
+        assert stats["accepted:CustomerCreated"] == 1
+    finally:
+        # And on SIGTERM it stops by itself (not killed after the stop timeout)
+        await asyncio.to_thread(process.stop)
+    assert process.process is not None
+    assert process.process.returncode != -signal.SIGKILL
+    assert "Traceback" not in (tmp_path / "consume-sqs.log").read_text()
