@@ -4,6 +4,8 @@
   push, EventBridge)
 - POST (and OPTIONS) /webhooks/eventgrid: Azure Event Grid deliveries and handshakes
   (bridge/eventgrid.py)
+- POST /webhooks/sns: Amazon SNS HTTPS deliveries and subscription confirmation
+  (bridge/sns.py)
 - POST /events: storefront events, one or a batch
 - GET /healthz, /readyz; GET /stats (counters)
 
@@ -45,6 +47,7 @@ from bridge.reading import (
     read_body,
 )
 from bridge.routing import NotificationRouter
+from bridge.sns import SubscriptionConfirmer, sns_routes
 from ct_insider import telemetry
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
@@ -105,7 +108,11 @@ def create_app(
     router: NotificationRouter,
     dispatcher: Dispatcher,
     letters: DeadLetterStore,
+    *,
+    sns_confirmer: SubscriptionConfirmer | None = None,
 ) -> FastAPI:
+    """`sns_confirmer`: where SNS subscription confirmations may be visited (default: SNS's
+    own endpoints)."""
     app = BridgeApi(
         title="ct-insider bridge",
         summary="commercetools subscription deliveries and storefront events to Insider journeys",
@@ -147,6 +154,7 @@ def create_app(
         return taken.answer()
 
     app.include_router(eventgrid_routes(deliveries))
+    app.include_router(sns_routes(deliveries, sns_confirmer or SubscriptionConfirmer()))
 
     @app.post(
         "/events",

@@ -13,7 +13,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ct_insider import telemetry
 
 ROUTES = frozenset(
-    {"/webhooks/commercetools", "/webhooks/eventgrid", "/events", "/healthz", "/readyz", "/stats"}
+    {
+        "/webhooks/commercetools",
+        "/webhooks/eventgrid",
+        "/webhooks/sns",
+        "/events",
+        "/healthz",
+        "/readyz",
+        "/stats",
+    }
 )
 
 

@@ -45,6 +45,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.delivery import Deliveries, NotTaken, unreadable_refusal
+from bridge.sns import sns_message
 from ct_insider import telemetry
 from ct_insider.config import SqsSettings
 from ct_insider.journeys.envelopes import EnvelopeError, Notification, parse_delivery
@@ -71,14 +72,8 @@ def sqs_notification(body: str) -> Notification | None:
         raise EnvelopeError("malformed JSON: nested too deeply") from None
     except ValueError as exc:
         raise EnvelopeError(f"malformed JSON: {exc}") from None
-    if (
-        isinstance(parsed, dict)
-        and parsed.get("Type") == "Notification"
-        and "TopicArn" in parsed
-        and isinstance(parsed.get("Message"), str)
-    ):  # an SNS envelope (a queue subscribed to a topic without raw message delivery)
-        return sqs_notification(parsed["Message"])
-    return parse_delivery(parsed)
+    # A queue subscribed to an SNS topic without raw message delivery holds SNS envelopes.
+    return parse_delivery(sns_message(parsed))
 
 
 def retry_delay(attempt: int, settings: SqsSettings) -> float:

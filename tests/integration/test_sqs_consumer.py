@@ -9,7 +9,7 @@ import json
 import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from temporalio.client import Client
 
 from bridge.commit import ShardCommitter
@@ -31,36 +30,27 @@ from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import SqsSettings
 from ct_insider.deadletters import DeadLetterStore
 from emulators.process import ManagedProcess, ct_insider_command, free_port
+from tests.aws_helpers import REGION, aws_endpoint, aws_env
 from tests.bridge_helpers import TOKEN, as_cloudevent, message
 from tests.conftest import Emulators, eventually
 from workers.main import Workers
 
 if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
+
+__all__ = ["aws_endpoint", "aws_env"]  # fixtures
 
 pytestmark = pytest.mark.integration
 
-REGION = "us-east-1"
 
+@dataclass
+class Topic:
+    arn: str
+    sns: SNSClient
 
-@pytest.fixture(scope="module")
-def sqs_endpoint() -> Iterator[str]:
-    """An SQS server on 127.0.0.1, on a port the system picks."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Credentials from the standard chain (the environment), as in production."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    def publish(self, Message: str) -> None:
+        self.sns.publish(TopicArn=self.arn, Message=Message)
 
 
 @dataclass
@@ -71,6 +61,16 @@ class Queue:
     def put(self, body: Any) -> None:
         text = body if isinstance(body, str) else json.dumps(body)
         self.sqs.send_message(QueueUrl=self.url, MessageBody=text)
+
+    def subscribe_to_topic(self, endpoint: str) -> Topic:
+        """A new SNS topic that delivers to this queue (as SNS envelopes: no raw delivery)."""
+        sns: SNSClient = boto3.session.Session(region_name=REGION).client(
+            "sns", endpoint_url=endpoint
+        )
+        arn = sns.create_topic(Name=f"ct-{uuid.uuid4().hex}")["TopicArn"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])
+        sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
+        return Topic(arn, sns)
 
     def held(self) -> int:
         """Messages on the queue, visible or in flight."""
@@ -84,9 +84,9 @@ class Queue:
 
 
 @pytest.fixture
-def queue(sqs_endpoint: str, aws_env: None) -> Queue:
+def queue(aws_endpoint: str, aws_env: None) -> Queue:
     sqs: SQSClient = boto3.session.Session(region_name=REGION).client(
-        "sqs", endpoint_url=sqs_endpoint
+        "sqs", endpoint_url=aws_endpoint
     )
     url = sqs.create_queue(QueueName=f"ct-{uuid.uuid4().hex}")["QueueUrl"]
     return Queue(url, sqs)
@@ -106,7 +106,7 @@ async def consuming(
     journey_task_queue: str,
     emu: Emulators,
     queue: Queue,
-    sqs_endpoint: str,
+    aws_endpoint: str,
     *,
     shards: int = 4,
 ) -> AsyncIterator[Consuming]:
@@ -114,7 +114,7 @@ async def consuming(
     settings = SqsSettings(
         queue_url=queue.url,
         region=REGION,
-        endpoint_url=sqs_endpoint,
+        endpoint_url=aws_endpoint,
         wait_seconds=1,
         retry_min_seconds=0.2,
         retry_max_seconds=1,
@@ -151,25 +151,19 @@ async def test_messages_reach_insider_and_poison_is_dead_lettered_then_deleted(
     worker: Workers,
     clean_emulators: Emulators,
     queue: Queue,
-    sqs_endpoint: str,
+    aws_endpoint: str,
 ) -> None:
     emu = clean_emulators
     customer_id, email, sku = emu.shopper()
     customer = emu.ct("GET", f"customers/{customer_id}")
     order = emu.place_order(sku, quantity=2, customerId=customer_id, customerEmail=email)
     # Given commercetools' messages on the queue: a customer created (CloudEvents format), its
-    # order created (Platform format) inside an SNS envelope (a queue subscribed to a topic),
-    # the subscription's test notification, and two poison messages: not JSON, and JSON that
-    # is no commercetools delivery
+    # order created (Platform format) published to an SNS topic the queue is subscribed to
+    # (SNS envelopes), the subscription's test notification, and two poison messages: not
+    # JSON, and JSON that is no commercetools delivery
     queue.put(as_cloudevent(message("customer", customer_id, "CustomerCreated", customer=customer)))
-    queue.put(
-        {
-            "Type": "Notification",
-            "MessageId": str(uuid.uuid4()),
-            "TopicArn": f"arn:aws:sns:{REGION}:000000000000:ct",
-            "Message": json.dumps(message("order", order["id"], "OrderCreated", order=order)),
-        }
-    )
+    topic = queue.subscribe_to_topic(aws_endpoint)
+    topic.publish(json.dumps(message("order", order["id"], "OrderCreated", order=order)))
     queue.put(
         {
             "notificationType": "ResourceCreated",
@@ -184,7 +178,7 @@ async def test_messages_reach_insider_and_poison_is_dead_lettered_then_deleted(
     assert queue.held() == 5
 
     # When the consumer runs
-    async with consuming(client, worker.journey_task_queue, emu, queue, sqs_endpoint) as run:
+    async with consuming(client, worker.journey_task_queue, emu, queue, aws_endpoint) as run:
         # Then the customer's profile has its sign-up and its purchase
         profile = await eventually(
             lambda: profile_of(emu, customer_id),
@@ -219,14 +213,14 @@ async def test_a_message_not_committed_stays_on_the_queue_and_is_taken_later(
     worker: Workers,
     clean_emulators: Emulators,
     queue: Queue,
-    sqs_endpoint: str,
+    aws_endpoint: str,
 ) -> None:
     emu = clean_emulators
     [(first_id, _), (second_id, _)] = emu.seeder().customers(2)
     first, second = (emu.ct("GET", f"customers/{i}") for i in (first_id, second_id))
     # Given a consumer on one journey shard, whose first message is stored
     async with consuming(
-        client, worker.journey_task_queue, emu, queue, sqs_endpoint, shards=1
+        client, worker.journey_task_queue, emu, queue, aws_endpoint, shards=1
     ) as run:
         queue.put(message("customer", first_id, "CustomerCreated", customer=first))
         await eventually(lambda: run.counters["sqs_taken"] == 1, what="the first message taken")
@@ -258,7 +252,7 @@ async def test_the_consume_sqs_command_takes_messages_serves_stats_and_stops_on_
     worker: Workers,
     clean_emulators: Emulators,
     queue: Queue,
-    sqs_endpoint: str,
+    aws_endpoint: str,
     tmp_path: Path,
 ) -> None:
     emu = clean_emulators
@@ -280,7 +274,7 @@ async def test_the_consume_sqs_command_takes_messages_serves_stats_and_stops_on_
             "BRIDGE_PORT": str(port),
             "SQS_QUEUE_URL": queue.url,
             "SQS_REGION": REGION,
-            "SQS_ENDPOINT_URL": sqs_endpoint,
+            "SQS_ENDPOINT_URL": aws_endpoint,
             "SQS_WAIT_SECONDS": "1",
         },
         log_path=tmp_path / "consume-sqs.log",
