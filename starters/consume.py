@@ -13,13 +13,17 @@ from ct_insider.config import (
     load,
 )
 from ct_insider.logging import get_logger
-from starters.output import ExitCode
+from starters.output import ExitCode, UsageError
 
 log = get_logger(__name__)
 
 
 async def consume_sqs(args: argparse.Namespace) -> int:
     sqs = load(SqsSettings)
+    import boto3
+
+    if boto3.session.Session(region_name=sqs.region).region_name is None:
+        raise UsageError("no AWS region: set SQS_REGION (or AWS_REGION, or a profile's region)")
     bridge, temporal, ct = load(BridgeSettings), load(TemporalSettings), load(CommercetoolsSettings)
     from bridge.server import serve
 

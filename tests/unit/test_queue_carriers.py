@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from bridge.reading import RequestRefused
 from bridge.sqs import MAX_VISIBILITY_SECONDS, retry_delay, sqs_notification, visibility_delay
 from ct_insider.config import SqsSettings
 from ct_insider.journeys.envelopes import EnvelopeError
+from starters.cli import main
+from starters.output import ExitCode
 from tests.bridge_helpers import as_cloudevent, message
 
 SUBSCRIPTION_TEST = {
@@ -118,3 +121,17 @@ def test_a_subscription_validation_gives_its_code_or_a_precise_422() -> None:
         with pytest.raises(RequestRefused) as refused:
             validation_code(body)
         assert refused.value.status == 422
+
+
+def test_consume_sqs_without_a_region_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a queue URL but no region anywhere in the AWS chain
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("SQS_QUEUE_URL", "https://sqs.example/123/ct")
+    for name in ("SQS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    # When the consumer starts, Then it stops with exit 2 saying what to set
+    assert main(["consume", "sqs"]) == ExitCode.USAGE
+    assert "set SQS_REGION" in capsys.readouterr().err
