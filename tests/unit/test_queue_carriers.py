@@ -3,17 +3,29 @@ the SQS consumer's backoff bounds (bridge/sqs.py, bridge/eventgrid.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
-from bridge.eventgrid import VALIDATION_EVENT, eventgrid_notification, validation_code
+from bridge.delivery import Deliveries, Taken
+from bridge.eventgrid import (
+    CONCURRENT_EVENTS,
+    PATH,
+    VALIDATION_EVENT,
+    eventgrid_notification,
+    eventgrid_routes,
+    validation_code,
+)
 from bridge.reading import RequestRefused
 from bridge.sqs import MAX_VISIBILITY_SECONDS, retry_delay, sqs_notification, visibility_delay
 from ct_insider.config import SqsSettings
-from ct_insider.journeys.envelopes import EnvelopeError
+from ct_insider.journeys.envelopes import EnvelopeError, Notification
 from starters.cli import main
 from starters.output import ExitCode
 from tests.bridge_helpers import as_cloudevent, message
@@ -135,3 +147,39 @@ def test_consume_sqs_without_a_region_is_a_usage_error(
     # When the consumer starts, Then it stops with exit 2 saying what to set
     assert main(["consume", "sqs"]) == ExitCode.USAGE
     assert "set SQS_REGION" in capsys.readouterr().err
+
+
+class CountingDeliveries(Deliveries):
+    """Takes every notification, counting how many are being taken at once."""
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.in_flight = 0
+        self.most_at_once = 0
+        self.taken = 0
+
+    async def take(self, notification: Notification | None) -> Taken:
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        await asyncio.sleep(0.001)  # as a commit window would, every event waits together
+        self.in_flight -= 1
+        self.taken += 1
+        return Taken("accepted", signals=1)
+
+
+async def test_an_eventgrid_batch_of_the_largest_size_is_taken_a_slice_at_a_time() -> None:
+    # Given the route over deliveries that count what is taken at once
+    deliveries = CountingDeliveries()
+    app = FastAPI()
+    app.include_router(eventgrid_routes(deliveries))
+    # When Event Grid sends its largest batch (5,000 events)
+    platform = message("order", "o-1", "OrderCreated")
+    batch = [{"id": str(i), "eventType": "OrderCreated", "data": platform} for i in range(5000)]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://bridge"
+    ) as http:
+        answer = await http.post(PATH, json=batch, headers={"aeg-event-type": "Notification"})
+    # Then every event is taken, never more than one slice at once
+    assert answer.status_code == 202, answer.text
+    assert (deliveries.taken, answer.json()["signals"]) == (5000, 5000)
+    assert deliveries.most_at_once == CONCURRENT_EVENTS
