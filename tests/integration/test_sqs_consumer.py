@@ -175,7 +175,10 @@ async def test_messages_reach_insider_and_poison_is_dead_lettered_then_deleted(
     )
     queue.put("this is not JSON")
     queue.put({"hello": "world"})
-    assert queue.held() == 5
+    # And one well-formed but unroutable: an order that names nobody (no journey owns it)
+    nobodys = emu.place_order(sku)
+    queue.put(message("order", nobodys["id"], "OrderCreated", order=nobodys))
+    assert queue.held() == 6
 
     # When the consumer runs
     async with consuming(client, worker.journey_task_queue, emu, queue, aws_endpoint) as run:
@@ -195,17 +198,23 @@ async def test_messages_reach_insider_and_poison_is_dead_lettered_then_deleted(
         "sign_up_confirmation",
     ]
     assert profile["identifiers"]["email"] == email
-    assert (counters["sqs_taken"], counters["sqs_poison"]) == (3, 2)
+    assert (counters["sqs_taken"], counters["sqs_poison"]) == (3, 3)
     assert counters["dead_lettered:unreadable"] == 2
+    assert counters["dead_lettered:names_nobody"] == 1
     assert counters["test_notification"] == 1
-    # And each poison message has a letter naming it and saying why (never its body)
-    assert len(letters) == 2
-    reasons = sorted(letter.reasons[0] for letter in letters)
-    assert all(letter.entity == "notification" and letter.path == "realtime" for letter in letters)
-    assert all(letter.record_id.startswith("sqs:") for letter in letters)
-    assert "malformed JSON" in reasons[1] or "malformed JSON" in reasons[0]
+    # And each unreadable message has a letter naming it and saying why (never its body)
+    unreadable = [letter for letter in letters if letter.entity == "notification"]
+    reasons = [letter.reasons[0] for letter in unreadable]
+    assert len(unreadable) == 2
+    assert all(letter.path == "realtime" for letter in unreadable)
+    assert all(letter.record_id.startswith("sqs:") for letter in unreadable)
+    assert any("malformed JSON" in reason for reason in reasons)
     assert any("notificationType is missing" in reason for reason in reasons)
     assert not any("world" in reason for reason in reasons)
+    # And the unroutable order has the letter a webhook delivery of it would get (re-drivable)
+    [order_letter] = [letter for letter in letters if letter.entity != "notification"]
+    assert (order_letter.entity, order_letter.record_id) == ("order", nobodys["id"])
+    assert "names no customer, visitor or email" in order_letter.reasons[0]
 
 
 async def test_a_message_not_committed_stays_on_the_queue_and_is_taken_later(
