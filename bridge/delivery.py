@@ -1,6 +1,6 @@
 """One commercetools notification taken in, whatever carried it: the HTTP webhook
-(bridge/app.py), an Azure Event Grid delivery (bridge/eventgrid.py) or a message pulled
-from SQS (bridge/sqs.py). Every path routes, admits, commits and dead-letters the same way,
+(bridge/app.py), an Azure Event Grid delivery (bridge/eventgrid.py), an Amazon SNS HTTPS
+delivery (bridge/sns.py) or a message pulled from SQS (bridge/sqs.py). Every path routes, admits, commits and dead-letters the same way,
 so each gives the same guarantee: a notification is taken once Temporal stored its signals
 (or the dead-letter store its letters); otherwise `NotTaken` says the carrier must deliver
 it again.
