@@ -2,7 +2,8 @@
 
 A commercetools `SNS` subscription publishes to a topic; an HTTPS subscription of that topic
 delivers to this route (authenticated like the other routes: the endpoint URL carries
-`?token=<BRIDGE_TOKEN>`). What SNS sends, each a JSON body (sent as text/plain):
+`?token=<BRIDGE_TOKEN>`; the token is the check, as on every route: SNS's message signatures
+are not verified). What SNS sends, each a JSON body (sent as text/plain):
 
 - `Type: SubscriptionConfirmation`: the bridge confirms by visiting its `SubscribeURL`, only
   on an SNS endpoint (https://sns.<region>.amazonaws.com...): answered 200 once SNS took
