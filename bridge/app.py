@@ -2,10 +2,14 @@
 
 - POST /webhooks/commercetools: subscription deliveries (Platform, CloudEvents, Pub/Sub
   push, EventBridge)
+- POST (and OPTIONS) /webhooks/eventgrid: Azure Event Grid deliveries and handshakes
+  (bridge/eventgrid.py)
+- POST /webhooks/sns: Amazon SNS HTTPS deliveries and subscription confirmation
+  (bridge/sns.py)
 - POST /events: storefront events, one or a batch
 - GET /healthz, /readyz; GET /stats (counters)
 
-Both POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_TOKEN>`.
+The POST routes need `Authorization: Bearer <BRIDGE_TOKEN>` or `?token=<BRIDGE_TOKEN>`.
 What an answer tells the sender:
 - 2xx: Temporal has durably stored the signals. A commercetools delivery that is well-formed
   but that no journey can take is in the dead-letter store, with why (bridge/letters.py);
@@ -21,17 +25,16 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr, TypeAdapter
 
-from bridge.admission import SignalRefusal, admit
 from bridge.auth import BearerTokenMiddleware
-from bridge.carts import CartSignal, StorefrontCarts
-from bridge.commit import ShardPart
+from bridge.carts import StorefrontCarts
+from bridge.delivery import Deliveries, NotTaken
 from bridge.dispatch import Dispatcher, TemporalUnavailable
-from bridge.letters import LetterBox, LettersNotStored, Refusal, signal_refusal
+from bridge.eventgrid import eventgrid_routes
+from bridge.letters import LetterBox
 from bridge.observability import RequestTelemetry
 from bridge.reading import (
     MAX_DELIVERY_BODY_BYTES,
@@ -43,9 +46,9 @@ from bridge.reading import (
     parse_json,
     read_body,
 )
-from bridge.routing import Ignored, NotificationRouter, Unroutable
+from bridge.routing import NotificationRouter
+from bridge.sns import SubscriptionConfirmer, sns_routes
 from ct_insider import telemetry
-from ct_insider.commercetools.errors import CommercetoolsError
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
 from ct_insider.journeys.storefront import (
@@ -54,7 +57,6 @@ from ct_insider.journeys.storefront import (
     StorefrontEvent,
 )
 from ct_insider.logging import get_logger
-from workflows.catalog_changes import CatalogChange
 
 log = get_logger(__name__)
 
@@ -106,15 +108,20 @@ def create_app(
     router: NotificationRouter,
     dispatcher: Dispatcher,
     letters: DeadLetterStore,
+    *,
+    sns_confirmer: SubscriptionConfirmer | None = None,
 ) -> FastAPI:
+    """`sns_confirmer`: where SNS subscription confirmations may be visited (default: SNS's
+    own endpoints)."""
     app = BridgeApi(
         title="ct-insider bridge",
         summary="commercetools subscription deliveries and storefront events to Insider journeys",
         version="1",
     )
     counters: Counter[str] = Counter()
-    letter_box = LetterBox(letters, counters)
+    deliveries = Deliveries(router, dispatcher, LetterBox(letters, counters), counters)
 
+    app.state.deliveries = deliveries  # for a queue consumer beside the routes (bridge/sqs.py)
     app.add_middleware(BearerTokenMiddleware, token=token, counters=counters)
     if telemetry.active():  # outermost: it sees the 401s too
         app.add_middleware(RequestTelemetry)
@@ -140,46 +147,14 @@ def create_app(
             )
         except EnvelopeError as exc:
             raise RequestRefused(422, "invalid", str(exc)) from None
-        if notification is None:
-            counters["test_notification"] += 1
-            return {"status": "acknowledged", "reason": "subscription test notification"}
-        parts: list[ShardPart | CatalogChange | CartSignal] = []
-        refusals: list[Refusal] = []
         try:
-            for signal in await router.signals(notification):
-                if isinstance(signal, CatalogChange | CartSignal):
-                    parts.append(signal)
-                    continue
-                admitted = admit(signal)
-                if isinstance(admitted, SignalRefusal):
-                    refusals.append(signal_refusal(notification, signal, admitted))
-                else:
-                    parts.append(admitted)
-            if parts:
-                await dispatcher.dispatch(parts)
-        except Ignored as ignored:
-            counters[f"{ignored.counter}:{notification.type}"] += 1
-            return {"status": ignored.counter, "reason": ignored.reason}
-        except Unroutable as unroutable:
-            refusals.append(unroutable.refusal)
-        except (TemporalUnavailable, CommercetoolsError, httpx.TransportError) as exc:
-            # What a retry can fix: the router lets only those commercetools errors through.
-            counters["unavailable"] += 1
-            log.warning("delivery not accepted", error=str(exc), type=notification.type)
-            return _unavailable(type(exc).__name__)
-        if refusals:
-            try:
-                await letter_box.post(refusals)
-            except LettersNotStored:
-                counters["unavailable"] += 1
-                return _unavailable(LettersNotStored.__name__)
-        if parts:
-            counters[f"accepted:{notification.type}"] += 1
-        return {
-            "status": "accepted" if parts else "dead-lettered",
-            "signals": len(parts),
-            "dead_lettered": [{"key": r.letter.key, "cause": r.cause} for r in refusals],
-        }
+            taken = await deliveries.take(notification)
+        except NotTaken as exc:
+            return _unavailable(exc.reason)
+        return taken.answer()
+
+    app.include_router(eventgrid_routes(deliveries))
+    app.include_router(sns_routes(deliveries, sns_confirmer or SubscriptionConfirmer()))
 
     @app.post(
         "/events",

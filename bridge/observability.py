@@ -12,7 +12,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ct_insider import telemetry
 
-ROUTES = frozenset({"/webhooks/commercetools", "/events", "/healthz", "/readyz", "/stats"})
+ROUTES = frozenset(
+    {
+        "/webhooks/commercetools",
+        "/webhooks/eventgrid",
+        "/webhooks/sns",
+        "/events",
+        "/healthz",
+        "/readyz",
+        "/stats",
+    }
+)
 
 
 def outcome_of(status: int) -> str:

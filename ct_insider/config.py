@@ -374,6 +374,53 @@ class ShardBacklogSettings(BaseSettings):
     )
 
 
+class SqsSettings(BaseSettings):
+    """`ct-insider consume sqs`: the queue a commercetools `SQS` subscription delivers to,
+    pulled into the bridge's group commit (bridge/sqs.py). Credentials come from the
+    standard AWS chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a web
+    identity, a container or instance role): none are settings of ours."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="SQS_")
+
+    queue_url: str = Field(
+        min_length=1,
+        description="URL of the queue to consume (the subscription's "
+        "CT_INSIDER_SUBSCRIPTION_SQS_QUEUE_URL); required by `ct-insider consume sqs`",
+    )
+    region: str | None = Field(
+        default=None, description="AWS region of the queue; unset: the AWS chain's (AWS_REGION)"
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="SQS endpoint to call instead of the region's (a VPC endpoint, a test server)",
+    )
+    wait_seconds: int = Field(
+        default=20, ge=1, le=20, description="long polling: how long a receive waits for messages"
+    )
+    batch_size: int = Field(
+        default=10, ge=1, le=10, description="messages received (and deleted) per request"
+    )
+    retry_min_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=900,
+        description="a message not taken (Temporal away, a shard behind) is received again after "
+        "this, doubled on each receive, at most SQS_RETRY_MAX_SECONDS",
+    )
+    retry_max_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=43_200,
+        description="the longest wait before a message not taken is received again",
+    )
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> SqsSettings:
+        if self.retry_min_seconds > self.retry_max_seconds:
+            raise ValueError("SQS_RETRY_MIN_SECONDS is over SQS_RETRY_MAX_SECONDS")
+        return self
+
+
 class TimerCapSettings(BaseSettings):
     """Caps on open timer workflows per kind (ct_insider/timers/cap.py): at its cap a kind
     starts no new timer workflow, says so in a warning log line and counts each refusal in

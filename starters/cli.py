@@ -44,6 +44,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "starters.reshard",
     "starters.roll",
     "starters.timers",
+    "starters.consume",
 )
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
@@ -189,7 +190,11 @@ def _configure_telemetry(command: str) -> None:
     Prometheus endpoint."""
     if command in ("emulate", "dev"):
         return
-    service = {"worker": "ct-insider-worker", "bridge": "ct-insider-bridge"}.get(command)
+    service = {
+        "worker": "ct-insider-worker",
+        "bridge": "ct-insider-bridge",
+        "consume": "ct-insider-bridge",  # the bridge, pulling a queue into it
+    }.get(command)
     configure_telemetry(service or "ct-insider-cli", serve_metrics=service is not None)
 
 

@@ -50,6 +50,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "ct-insider setup commercetools --json",
     )
     ct.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    ct.add_argument(
+        "--scopes-only",
+        action="store_true",
+        help="check the API client's scopes, leave the Subscription alone (also what runs "
+        "when CT_INSIDER_SUBSCRIPTION_DESTINATION is unset: no realtime)",
+    )
     add_json_flag(ct)
     ct.set_defaults(handler=setup_commercetools)
     insider = systems.add_parser(
@@ -87,12 +93,24 @@ async def setup_commercetools(args: argparse.Namespace) -> int:
     from ct_insider.setup.verify import check_scopes
 
     settings = load(CommercetoolsSettings)
-    draft = subscription_draft(load(SubscriptionSettings), carts=load(CartSettings).events_enabled)
+    subscription = None if args.scopes_only else realtime_subscription()
+    draft = (
+        subscription_draft(subscription, carts=load(CartSettings).events_enabled)
+        if subscription is not None
+        else None
+    )
     try:
         scopes = await check_scopes(settings)
     except CommercetoolsAuthError as exc:
         fail(f"commercetools refused the API client's credentials: {exc}")
         return ExitCode.UNREACHABLE
+    if draft is None:
+        skipped = (
+            "--scopes-only"
+            if args.scopes_only
+            else "CT_INSIDER_SUBSCRIPTION_DESTINATION is not set (no realtime)"
+        )
+        return _scopes_alone(scopes.model_dump(mode="json"), skipped, json_output=args.json)
     # Subscriptions need a scope the worker does not: asked for only here.
     managing = settings.model_copy(
         update={"scopes": f"manage_subscriptions:{settings.project_key}"}
@@ -140,6 +158,43 @@ async def setup_commercetools(args: argparse.Namespace) -> int:
             + ", ".join(f"{m.scope} ({m.where})" for m in scopes.missing)
         )
     return ExitCode.FAILURES if failed else ExitCode.OK
+
+
+def realtime_subscription() -> SubscriptionSettings | None:
+    """The Subscription's settings; None while no destination is set (no realtime: the
+    connector runs on backfills and delta syncs alone). A destination set but incomplete
+    or invalid stops the command, naming the variables (exit 2)."""
+    from pydantic import ValidationError
+
+    try:
+        return SubscriptionSettings()
+    except ValidationError as exc:
+        if any(e["type"] == "missing" and e["loc"] == ("destination",) for e in exc.errors()):
+            return None
+    return load(SubscriptionSettings)
+
+
+def _scopes_alone(scopes: dict[str, Any], skipped: str, *, json_output: bool) -> int:
+    if json_output:
+        print_json(
+            {
+                "ok": not scopes["missing"],
+                "scopes": scopes,
+                "subscription": None,
+                "subscription_skipped": skipped,
+                "problem": None,
+            }
+        )
+    else:
+        _print_scopes(scopes)
+        stdout().print(f"subscription: not checked ({skipped})", markup=False)
+    if scopes["missing"]:
+        fail(
+            "setup commercetools: missing scopes "
+            + ", ".join(f"{m['scope']} ({m['where']})" for m in scopes["missing"])
+        )
+        return ExitCode.FAILURES
+    return ExitCode.OK
 
 
 def _print_scopes(scopes: dict[str, Any]) -> None:

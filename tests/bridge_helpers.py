@@ -25,6 +25,7 @@ from bridge.commit import ShardCommitter
 from bridge.dispatch import Dispatcher
 from bridge.layout import LayoutReader
 from bridge.routing import NotificationRouter
+from bridge.sns import SubscriptionConfirmer
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import CartSettings, CommercetoolsSettings, TimerCapSettings
 from ct_insider.deadletters import DeadLetterStore
@@ -78,6 +79,7 @@ async def serving_bridge(
     layout: LayoutReader | None = None,
     carts: CartSettings | None = None,
     timer_admission: TimerAdmission | None = None,
+    sns_confirmer: SubscriptionConfirmer | None = None,
     **shard_settings: Any,
 ) -> AsyncIterator[Bridge]:
     """The bridge app served by uvicorn; `ct_settings` replace the emulator's (e.g. fewer
@@ -112,6 +114,7 @@ async def serving_bridge(
                 NotificationRouter(ct, carts=cart_signaller is not None),
                 Dispatcher(client, journey_task_queue, committer, carts=cart_signaller),
                 DeadLetterStore(ct),
+                sns_confirmer=sns_confirmer,
             )
             server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
             task = asyncio.create_task(server.serve(sockets=[listener]))

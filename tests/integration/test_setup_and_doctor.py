@@ -126,6 +126,38 @@ async def test_setup_commercetools_names_the_missing_standalone_prices_scope(
     assert "Traceback" not in run.stderr
 
 
+async def test_setup_commercetools_without_realtime_checks_the_scopes_alone(
+    client: Client, task_queue: str, clean_emulators: Emulators
+) -> None:
+    # Given no subscription destination (the connector runs without realtime)
+    env = _env(clean_emulators, client, task_queue)
+    assert not any(name.startswith("CT_INSIDER_SUBSCRIPTION_") for name in env)
+
+    # When setup runs
+    run = await asyncio.to_thread(run_cli, env, "setup", "commercetools", "--json")
+
+    # Then it checks the scopes, says why the subscription was left alone, and creates none
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["ok"], report["subscription"]) == (True, None)
+    assert "CT_INSIDER_SUBSCRIPTION_DESTINATION is not set" in report["subscription_skipped"]
+    assert clean_emulators.ct("GET", "subscriptions")["results"] == []
+
+    # When the scopes lack one, with --scopes-only and a destination set
+    project = clean_emulators.project_key
+    fewer = " ".join(f"{n}:{project}" for n in default_scope_names() if n != "view_orders")
+    narrow = {**env, **PUBSUB, "CTP_SCOPES": fewer}
+    lacking = await asyncio.to_thread(
+        run_cli, narrow, "setup", "commercetools", "--scopes-only", "--json"
+    )
+    # Then it exits 1 naming the scope, and still creates no subscription
+    assert lacking.returncode == 1, lacking.stderr
+    missing = json.loads(lacking.stdout)["scopes"]["missing"]
+    assert [m["scope"] for m in missing] == [f"view_orders:{project}"]
+    assert json.loads(lacking.stdout)["subscription_skipped"] == "--scopes-only"
+    assert clean_emulators.ct("GET", "subscriptions")["results"] == []
+
+
 async def test_setup_insider_verifies_tokens_registers_locales_and_lists_inone_schema(
     client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starters.cli import _parser, commands_of
 
-SERVERS = {"worker", "bridge", "emulate", "dev"}
+SERVERS = {"worker", "bridge", "consume", "emulate", "dev"}
 
 
 def test_commands_are_found() -> None:

@@ -30,6 +30,7 @@ from ct_insider.config import (
     InsiderSettings,
     MappingSettings,
     PayloadCodecSettings,
+    SqsSettings,
     TelemetrySettings,
     TemporalSettings,
 )
@@ -123,6 +124,14 @@ PROCESS_SETTINGS: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
         TelemetrySettings,
     ),
     ("bridge",): (
+        BridgeSettings,
+        TemporalSettings,
+        CommercetoolsSettings,
+        PayloadCodecSettings,
+        TelemetrySettings,
+    ),
+    ("consume", "sqs"): (
+        SqsSettings,
         BridgeSettings,
         TemporalSettings,
         CommercetoolsSettings,
@@ -667,18 +676,23 @@ SELF_HOSTED_TEMPORAL = {
 }
 
 
+# Our services `up` leaves out unless asked: the operator's cli, the SQS consumer (profile sqs).
+OPT_IN = {"cli", "sqs-consumer"}
+
+
 def test_temporal_cloud_override_starts_without_the_temporal_services() -> None:
     # Given the stack with the Temporal Cloud override merged in
     services = cloud_services()
     up = active(services)
     # Then `up` starts our long-running services and none of the self-hosted Temporal ones
     assert set(up) == {"worker", "bridge", "codec-server"}
-    assert set(services) - set(up) == SELF_HOSTED_TEMPORAL | {"cli"}
-    # And nothing it starts (or `run`s: cli) depends on a service that is left out
-    for name in (*up, "cli"):
+    assert set(services) - set(up) == SELF_HOSTED_TEMPORAL | OPT_IN
+    # And nothing it starts (or `run`s: cli, or starts by its profile) depends on a service
+    # that is left out
+    for name in (*up, *OPT_IN):
         assert not dict(services[name].get("depends_on", {})), f"{name} waits on a removed one"
     # And nothing left overrides .env's Temporal address, namespace or credentials
-    for name in (*up, "cli"):
+    for name in (*up, *OPT_IN):
         service = services[name]
         given = set(environment(service))
         assert not {
