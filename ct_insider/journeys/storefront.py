@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from ct_insider.insider.models import Event
 from ct_insider.mapping import money, normalize
@@ -35,6 +35,17 @@ INSIDER_EVENT_NAMES: dict[str, str] = {
     "wishlist_remove": "item_removed_from_wishlist",
     "sign_in": "login",
 }
+
+
+def _exact_json_number(value: Decimal) -> Decimal:
+    money.json_number(value)  # InexactAmount (a ValueError): the event is refused, 422
+    return value
+
+
+# An amount Insider gets exactly as sent: refused at the door otherwise (a price like
+# 0.12345678901234567 or 1e400 could only be sent rounded, or not at all).
+Amount = Annotated[Decimal, AfterValidator(_exact_json_number)]
+
 _NEEDS_SKU = {"product_view", "add_to_cart", "remove_from_cart", "wishlist_add", "wishlist_remove"}
 _NEEDS_CART = {"cart_view", "checkout_started"}
 
@@ -60,8 +71,8 @@ class EventProduct(BaseModel):
 
     sku: str = Field(min_length=1, max_length=256)
     quantity: int = Field(default=1, ge=1)
-    price: Decimal | None = Field(default=None, ge=0, description="unit price before discounts")
-    sale_price: Decimal | None = Field(default=None, ge=0, description="unit price paid")
+    price: Amount | None = Field(default=None, ge=0, description="unit price before discounts")
+    sale_price: Amount | None = Field(default=None, ge=0, description="unit price paid")
     name: str | None = Field(default=None, max_length=1024)
     image_url: str | None = Field(default=None, max_length=2048)
     url: str | None = Field(default=None, max_length=2048)
@@ -100,8 +111,8 @@ class StorefrontEvent(BaseModel):
     identity: EventIdentity
     sku: str | None = Field(default=None, min_length=1, max_length=256)
     quantity: int | None = Field(default=None, ge=1)
-    price: Decimal | None = Field(default=None, ge=0)
-    sale_price: Decimal | None = Field(default=None, ge=0)
+    price: Amount | None = Field(default=None, ge=0)
+    sale_price: Amount | None = Field(default=None, ge=0)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     locale: str | None = Field(default=None, max_length=16)
     url: str | None = Field(default=None, max_length=2048)
@@ -111,7 +122,7 @@ class StorefrontEvent(BaseModel):
         default_factory=list, max_length=20, description="path, root first"
     )
     cart_id: str | None = Field(default=None, max_length=256)
-    cart_total: Decimal | None = Field(default=None, ge=0)
+    cart_total: Amount | None = Field(default=None, ge=0)
     products: list[EventProduct] = Field(
         default_factory=list,
         max_length=100,
@@ -129,6 +140,16 @@ class StorefrontEvent(BaseModel):
             raise ValueError(f"{self.type} needs cart_id")
         if self.type in _NEEDS_CART and not self.currency:
             raise ValueError(f"{self.type} needs currency")
+        if self.type in _NEEDS_CART:
+            # Each line is an event of its own, which Insider refuses without unit_sale_price.
+            unpriced = [
+                n for n, p in enumerate(self.products) if p.price is None and p.sale_price is None
+            ]
+            if unpriced:
+                raise ValueError(
+                    f"{self.type} products {unpriced} need price or sale_price "
+                    "(Insider requires a unit sale price on each line)"
+                )
         return self
 
 

@@ -170,8 +170,11 @@ def map_variant(
             rejection=f"no {', '.join(missing)} for {market.locale}",
         )
     assert price is not None
-    original = money.amount(price.value)
-    current = money.amount(price.discounted.value) if price.discounted else original
+    try:
+        original = money.amount(price.value)
+        current = money.amount(price.discounted.value) if price.discounted else original
+    except money.InexactAmount as exc:
+        return CatalogItem(variant.sku, market.locale, None, rejection=f"price: {exc}")
     in_stock, stock_count = _stock(variant, inventory)
     categories = [c for c in (normalize.localized(n, languages) for n in taxonomy) if c]
     extra = {

@@ -66,7 +66,9 @@ def insider_language(locale: str | None, country: str | None = None) -> str | No
 
 
 def country_code(value: str | None) -> str | None:
-    if value and len(value) == 2 and value.isalpha():
+    """ISO 3166-1 alpha-2, upper case; None for anything else (`isalpha` alone let through
+    non-ASCII letters such as `ÄÖ`, which Insider refuses as a country)."""
+    if value and len(value) == 2 and value.isascii() and value.isalpha():
         return value.upper()
     return None
 
