@@ -34,6 +34,7 @@ from bridge.dispatch import Dispatcher, TemporalUnavailable
 from bridge.letters import LetterBox, LettersNotStored, Refusal, signal_refusal
 from bridge.observability import RequestTelemetry
 from bridge.reading import (
+    BODY_READ_TIMEOUT_SECONDS,
     MAX_DELIVERY_BODY_BYTES,
     MAX_EVENTS_BODY_BYTES,
     RequestRefused,
@@ -70,8 +71,9 @@ EVENTS_BODY: TypeAdapter[Any] = TypeAdapter(
 
 
 ANSWERS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "not JSON (syntax, not UTF-8, nested too deeply)"},
+    400: {"description": "not JSON (syntax, not UTF-8, nested too deeply, half a surrogate pair)"},
     401: {"description": "missing or wrong bearer token"},
+    408: {"description": "the body did not arrive in time (a slow or stalled sender)"},
     413: {"description": "body over the route's limit"},
     422: {"description": "wrong as it is: the failing fields (a batch: each refused event)"},
     503: {"description": "not accepted, deliver again after Retry-After"},
@@ -106,7 +108,10 @@ def create_app(
     router: NotificationRouter,
     dispatcher: Dispatcher,
     letters: DeadLetterStore,
+    *,
+    body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
 ) -> FastAPI:
+    """`body_timeout_seconds`: how long a request's body may take to arrive (408 beyond)."""
     app = BridgeApi(
         title="ct-insider bridge",
         summary="commercetools subscription deliveries and storefront events to Insider journeys",
@@ -136,7 +141,7 @@ def create_app(
     async def commercetools_delivery(request: Request) -> Any:
         try:
             notification = parse_delivery(
-                parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES))
+                parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES, body_timeout_seconds))
             )
         except EnvelopeError as exc:
             raise RequestRefused(422, "invalid", str(exc)) from None
@@ -190,7 +195,8 @@ def create_app(
     async def storefront_events(request: Request) -> Any:
         if not is_json(request.headers.get("content-type")):
             raise RequestRefused(415, "unsupported_media_type", "send JSON: application/json")
-        items, at = event_items(parse_json(await read_body(request, MAX_EVENTS_BODY_BYTES)))
+        body = await read_body(request, MAX_EVENTS_BODY_BYTES, body_timeout_seconds)
+        items, at = event_items(parse_json(body))
         carts = StorefrontCarts() if dispatcher.carts is not None else None
         parts, refused = admitted_events(items, at, carts)
         shards = 0
