@@ -47,6 +47,7 @@ from bridge.reading import (
 from bridge.routing import Ignored, NotificationRouter, Unroutable
 from ct_insider import telemetry
 from ct_insider.commercetools.errors import CommercetoolsError
+from ct_insider.commercetools.models import ChangeDelivery, MessageDelivery
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
 from ct_insider.journeys.storefront import (
@@ -70,6 +71,54 @@ EVENTS_BODY: TypeAdapter[Any] = TypeAdapter(
 )
 
 
+# What /webhooks/commercetools documents (read by hand too: bridge/reading.py,
+# ct_insider/journeys/envelopes.py): a Platform delivery (a Message or a change), as it is,
+# as CloudEvents, or wrapped by Pub/Sub push or EventBridge.
+PLATFORM_DELIVERY: TypeAdapter[Any] = TypeAdapter(MessageDelivery | ChangeDelivery)
+
+
+def _delivery_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The delivery body's JSON schema, and the component schemas it refers to."""
+    platform = PLATFORM_DELIVERY.json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = platform.pop("$defs", {})
+    # notificationType has a default in the model but every delivery names it (the router
+    # tells messages from changes by it).
+    message = defs["MessageDelivery"]
+    message["required"] = sorted({*message.get("required", []), "notificationType"})
+    cloudevent = {
+        "type": "object",
+        "title": "CloudEvents delivery",
+        "required": ["specversion", "data"],
+        "properties": {"specversion": {"const": "1.0"}, "data": platform},
+    }
+    pubsub = {
+        "type": "object",
+        "title": "Pub/Sub push",
+        "required": ["message"],
+        "properties": {
+            "message": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "description": "a Platform or CloudEvents delivery: JSON, base64",
+                    },
+                },
+            },
+            "subscription": {"type": "string"},
+        },
+    }
+    eventbridge = {
+        "type": "object",
+        "title": "EventBridge event",
+        "required": ["detail-type", "detail"],
+        "properties": {"detail-type": {"type": "string"}, "detail": platform},
+    }
+    return {"anyOf": [platform, cloudevent, pubsub, eventbridge]}, defs
+
+
 ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {"description": "not JSON (syntax, not UTF-8, nested too deeply, half a surrogate pair)"},
     401: {"description": "missing or wrong bearer token"},
@@ -90,7 +139,8 @@ def _unavailable(reason: str) -> JSONResponse:
 
 class BridgeApi(FastAPI):
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document, plus the /events body (read by hand, event by event)."""
+        """FastAPI's document, plus the bodies of /events (read by hand, event by event) and
+        of /webhooks/commercetools (read by hand, in any envelope)."""
         if self.openapi_schema is None:
             schema = super().openapi()
             body = EVENTS_BODY.json_schema(ref_template="#/components/schemas/{model}")
@@ -99,6 +149,12 @@ class BridgeApi(FastAPI):
             schema["paths"]["/events"]["post"]["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": body}},
+            }
+            delivery, defs = _delivery_schema()
+            components.update(defs)
+            schema["paths"]["/webhooks/commercetools"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": delivery}},
             }
         return self.openapi_schema or {}
 
