@@ -19,7 +19,7 @@ from ct_insider.mapping.config import MappingConfig
 from ct_insider.mapping.customers import map_customer
 from ct_insider.mapping.orders import OrderContext, map_order
 from ct_insider.replenishment.periods import MAX_PERIOD_DAYS, attribute_days, due_at
-from emulators.insider.validation import validate_user
+from emulators.insider.validation import validate_catalog_item, validate_user
 
 AT = "2026-11-26T18:30:00Z"
 LONG_MAX = 2**63 - 1  # commercetools' centAmount is a Long
@@ -186,3 +186,67 @@ def test_an_absurd_period_is_no_period_and_a_due_date_never_overflows() -> None:
     assert attribute_days([{"name": "days", "value": MAX_PERIOD_DAYS}], "days") == MAX_PERIOD_DAYS
     late = datetime(9999, 12, 1, tzinfo=UTC)
     assert due_at(late, MAX_PERIOD_DAYS, 86_400.0) == datetime.max.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("https://img.test/ü 1.png", "https://img.test/%C3%BC%201.png"),
+        (" HTTPS://img.test/a.jpg ", "https://img.test/a.jpg"),
+        ("//cdn.test/a.jpg", "https://cdn.test/a.jpg"),
+        ("https://img.test/a%20b.jpg?w=1&h=2#x", "https://img.test/a%20b.jpg?w=1&h=2#x"),
+        ("ftp://img.test/a.jpg", None),
+        ("/images/a.jpg", None),
+        ("https://", None),
+        ("", None),
+    ],
+)
+def test_a_url_is_sent_as_the_catalog_takes_it_or_not_at_all(given: str, sent: str | None) -> None:
+    # Given an image URL as commercetools holds it, When normalized, Then Insider takes it
+    assert normalize.web_url(given) == sent
+    if sent is not None:
+        assert (
+            validate_catalog_item(
+                {"item_id": "x", "locale": "en_US", "image_url": sent}, {"en_US"}, partial=True
+            )
+            == []
+        )
+
+
+def _variant_product(sku: str, images: list[str]) -> ProductProjection:
+    return ProductProjection.model_validate(
+        {
+            "id": "p-1",
+            "version": 1,
+            "name": {"en": "Tea"},
+            "slug": {"en": "tea"},
+            "masterVariant": {
+                "id": 1,
+                "sku": sku,
+                "images": [{"url": url} for url in images],
+                "prices": [{"value": _money(100, currency="USD")}],
+            },
+        }
+    )
+
+
+def test_a_sku_over_insiders_item_id_limit_is_a_rejected_item() -> None:
+    # Given variants with a 128- and a 129-character SKU, and a first image Insider cannot show
+    rules = CatalogRules.model_validate(
+        {"markets": [{"locale": "en_US", "languages": ["en"], "currency": "USD"}]}
+    )
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    images = ["ftp://img.test/a.jpg", "https://img.test/b c.jpg"]
+    [fits] = map_product(
+        _variant_product("S" * 128, images), rules, taxonomy=[], inventory={}, at=at
+    )
+    [over] = map_product(
+        _variant_product("S" * 129, images), rules, taxonomy=[], inventory={}, at=at
+    )
+    # Then the first is an item Insider accepts, with the first image it can show
+    assert fits.item is not None
+    assert fits.item["image_url"] == "https://img.test/b%20c.jpg"
+    assert validate_catalog_item(fits.item, {"en_US"}, partial=False) == []
+    # And the second is rejected with the reason
+    assert over.item is None
+    assert over.rejection == "SKU longer than 128 characters (Insider's item_id limit)"
