@@ -14,7 +14,7 @@ from bridge.carts import StorefrontCarts
 from bridge.commit import ShardPart
 from bridge.routing import storefront_signal
 from ct_insider.journeys.envelopes import strict_json
-from ct_insider.journeys.storefront import MAX_EVENTS_PER_REQUEST, StorefrontEvent
+from ct_insider.journeys.storefront import INTAKE, MAX_EVENTS_PER_REQUEST, StorefrontEvent
 
 # Read at most this much of a request (413 beyond): a full batch of 500 ordinary events is
 # ~0.5 MB of JSON, one of 100 cart views of 100 lines ~3.5 MB; a delivery, a Pub/Sub message
@@ -115,7 +115,7 @@ def admitted_events(
     for index, item in enumerate(items):
         where: list[str | int] = ["body"] if at is None else [*at, index]
         try:
-            event = StorefrontEvent.model_validate(item)
+            event = StorefrontEvent.model_validate(item, context=INTAKE)
             if carts is not None and carts.takes(event):
                 continue
             admitted = admit(storefront_signal(event))

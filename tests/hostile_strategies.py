@@ -82,6 +82,13 @@ def iso(moment: datetime) -> str:
 
 
 TIMESTAMPS = MOMENTS.map(iso)
+# A storefront's clock can say anything: the calendar's edges, with offsets.
+ANY_MOMENT = st.one_of(
+    st.datetimes(timezones=TIMEZONES).map(iso),
+    st.sampled_from(
+        ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "0999-01-01T00:00:00Z"]
+    ),
+)
 # Resource ids: commercetools gives UUIDs; any non-empty text here.
 IDS = st.sampled_from(["1f3c9a52-2d7e-4b1a-9c3e-5a6b7c8d9e0f", " ", "ü-∑"]) | st.text(
     st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12
@@ -523,7 +530,7 @@ def storefront_event(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "event_id": draw(st.text(min_size=1, max_size=128)),
         "type": kind,
-        "occurred_at": draw(TIMESTAMPS),
+        "occurred_at": draw(TIMESTAMPS | ANY_MOMENT),
         "identity": identity,
     }
     if kind in {"product_view", "add_to_cart", "remove_from_cart", "wishlist_add"} or (

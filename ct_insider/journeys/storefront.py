@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from ct_insider.insider.models import Event
 from ct_insider.mapping import money, normalize
@@ -37,14 +46,45 @@ INSIDER_EVENT_NAMES: dict[str, str] = {
 }
 
 
-def _exact_json_number(value: Decimal) -> Decimal:
-    money.json_number(value)  # InexactAmount (a ValueError): the event is refused, 422
+# The bridge validates what arrives with this context: the rules it adds hold for new events
+# only. A StorefrontEvent is also the payload of signals Temporal stores: decoding one the
+# bridge accepted before a rule existed must not fail in a workflow (its mapping refuses it
+# instead, with the reason, and the journey dead-letters it).
+INTAKE: dict[str, bool] = {"intake": True}
+
+
+def _at_intake(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("intake"))
+
+
+def _exact_json_number(value: Decimal, info: ValidationInfo) -> Decimal:
+    if _at_intake(info):
+        money.json_number(value)  # InexactAmount (a ValueError): the event is refused, 422
     return value
 
 
 # An amount Insider gets exactly as sent: refused at the door otherwise (a price like
 # 0.12345678901234567 or 1e400 could only be sent rounded, or not at all).
 Amount = Annotated[Decimal, AfterValidator(_exact_json_number)]
+
+# The moments an event may carry: Insider dates events in UTC, and nothing before the Unix
+# epoch happened on a storefront (a year-1 or year-9999 moment with an offset is not even a
+# datetime once moved to UTC).
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _event_moment(value: datetime, info: ValidationInfo) -> datetime:
+    if not _at_intake(info):
+        return value
+    try:
+        in_range = EARLIEST_EVENT <= value.astimezone(UTC) < LATEST_EVENT
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError("occurred_at must be a moment from 1970 to 9998 (UTC)")
+    return value
+
 
 _NEEDS_SKU = {"product_view", "add_to_cart", "remove_from_cart", "wishlist_add", "wishlist_remove"}
 _NEEDS_CART = {"cart_view", "checkout_started"}
@@ -107,7 +147,7 @@ class StorefrontEvent(BaseModel):
 
     event_id: str = Field(min_length=1, max_length=128, description="idempotency key")
     type: StorefrontEventType
-    occurred_at: AwareDatetime
+    occurred_at: Annotated[AwareDatetime, AfterValidator(_event_moment)]
     identity: EventIdentity
     sku: str | None = Field(default=None, min_length=1, max_length=256)
     quantity: int | None = Field(default=None, ge=1)
@@ -133,14 +173,14 @@ class StorefrontEvent(BaseModel):
     store: str | None = Field(default=None, max_length=256)
 
     @model_validator(mode="after")
-    def _fields_for_type(self) -> StorefrontEvent:
+    def _fields_for_type(self, info: ValidationInfo) -> StorefrontEvent:
         if self.type in _NEEDS_SKU and not self.sku:
             raise ValueError(f"{self.type} needs sku")
         if self.type in _NEEDS_CART and not self.cart_id:
             raise ValueError(f"{self.type} needs cart_id")
         if self.type in _NEEDS_CART and not self.currency:
             raise ValueError(f"{self.type} needs currency")
-        if self.type in _NEEDS_CART:
+        if self.type in _NEEDS_CART and _at_intake(info):
             # Each line is an event of its own, which Insider refuses without unit_sale_price.
             unpriced = [
                 n for n, p in enumerate(self.products) if p.price is None and p.sale_price is None

@@ -56,7 +56,8 @@ def timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with a Z and whole seconds (fractional seconds are not confirmed)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime: its %Y writes the year 999 as `999`, which is no RFC 3339 date.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def insider_language(locale: str | None, country: str | None = None) -> str | None:

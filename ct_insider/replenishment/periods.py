@@ -13,7 +13,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ct_insider.commercetools.models import Attribute
@@ -92,8 +92,9 @@ def resolve_period(
 
 def due_at(purchased_at: datetime, period_days: float, day_seconds: float) -> datetime:
     """When a purchase's reminder is due; `day_seconds` is 86,400 but in tests. A due date
-    past the calendar's end (a purchase dated in year 9999) is never: datetime.max."""
+    past the calendar's end (a purchase dated in year 9999) is never: datetime.max in UTC
+    (in UTC: moved to any zone west of it, datetime.max would overflow again)."""
     try:
         return purchased_at + timedelta(seconds=period_days * day_seconds)
     except OverflowError:
-        return datetime.max.replace(tzinfo=purchased_at.tzinfo)
+        return datetime.max.replace(tzinfo=UTC)

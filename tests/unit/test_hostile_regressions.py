@@ -3,7 +3,7 @@ each case is the smallest input that broke a mapper."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from ct_insider.carts.lines import CartRecord, snapshot
 from ct_insider.commercetools.models import Customer, Order, ProductProjection
-from ct_insider.journeys.storefront import StorefrontEvent
+from ct_insider.journeys.storefront import INTAKE, StorefrontEvent
 from ct_insider.mapping import money, normalize
 from ct_insider.mapping.catalog import CatalogRules, map_product
 from ct_insider.mapping.config import MappingConfig
@@ -163,7 +163,7 @@ def test_a_storefront_price_no_double_carries_is_refused(price: str) -> None:
     document = _storefront(type="product_view", sku="S", price=price)
     # When validated, Then it is refused (the bridge's 422) with the reason
     with pytest.raises(ValidationError, match="more digits than a JSON double keeps exactly"):
-        StorefrontEvent.model_validate(document)
+        StorefrontEvent.model_validate(document, context=INTAKE)
 
 
 def test_a_cart_view_line_without_a_price_is_refused() -> None:
@@ -172,10 +172,12 @@ def test_a_cart_view_line_without_a_price_is_refused() -> None:
     document = _storefront(type="cart_view", cart_id="c", currency="EUR", products=products)
     # When validated, Then it is refused, naming the line
     with pytest.raises(ValidationError, match=r"cart_view products \[1\] need price or sale_price"):
-        StorefrontEvent.model_validate(document)
+        StorefrontEvent.model_validate(document, context=INTAKE)
     # And a sale price alone is enough
     products[1]["sale_price"] = "2"
-    assert StorefrontEvent.model_validate(document).products[1].sale_price == Decimal(2)
+    assert StorefrontEvent.model_validate(document, context=INTAKE).products[
+        1
+    ].sale_price == Decimal(2)
 
 
 def test_an_absurd_period_is_no_period_and_a_due_date_never_overflows() -> None:
@@ -184,8 +186,10 @@ def test_an_absurd_period_is_no_period_and_a_due_date_never_overflows() -> None:
     # Then the period is ignored, the longest accepted one stays, and the due date is "never"
     assert attribute_days(attributes, "days") is None
     assert attribute_days([{"name": "days", "value": MAX_PERIOD_DAYS}], "days") == MAX_PERIOD_DAYS
-    late = datetime(9999, 12, 1, tzinfo=UTC)
-    assert due_at(late, MAX_PERIOD_DAYS, 86_400.0) == datetime.max.replace(tzinfo=UTC)
+    late = datetime(9999, 12, 1, tzinfo=timezone(timedelta(hours=-12)))
+    never = due_at(late, MAX_PERIOD_DAYS, 86_400.0)
+    assert never == datetime.max.replace(tzinfo=UTC)
+    assert normalize.timestamp(never) == "9999-12-31T23:59:59Z"  # its reminder can be written
 
 
 @pytest.mark.parametrize(
@@ -250,3 +254,37 @@ def test_a_sku_over_insiders_item_id_limit_is_a_rejected_item() -> None:
     # And the second is rejected with the reason
     assert over.item is None
     assert over.rejection == "SKU longer than 128 characters (Insider's item_id limit)"
+
+
+@pytest.mark.parametrize(
+    "moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "0999-01-01T00:00:00Z"]
+)
+def test_a_storefront_moment_outside_1970_to_9998_is_refused(moment: str) -> None:
+    # Given a product view dated at the calendar's edge (its UTC moment overflows, or is no
+    # RFC 3339 date Insider reads)
+    document = _storefront(type="product_view", sku="S", occurred_at=moment)
+    # When the bridge validates it, Then it is refused with the reason
+    with pytest.raises(ValidationError, match="occurred_at must be a moment from 1970 to 9998"):
+        StorefrontEvent.model_validate(document, context=INTAKE)
+
+
+def test_stored_events_decode_whatever_rules_intake_added_since() -> None:
+    # Given events the bridge accepted before its intake rules existed, as a Temporal payload
+    # holds them (decoded without the intake context)
+    stored = [
+        _storefront(type="product_view", sku="S", occurred_at="0999-01-01T00:00:00Z"),
+        _storefront(type="product_view", sku="S", price="0.12345678901234567"),
+        _storefront(type="cart_view", cart_id="c", currency="EUR", products=[{"sku": "A"}]),
+    ]
+    # When decoded, Then none fails (a workflow decoding it would stall)
+    for document in stored:
+        assert StorefrontEvent.model_validate(document).event_id == "e-1"
+
+
+def test_a_timestamp_always_has_a_four_digit_year() -> None:
+    # Given moments before the year 1000 and ordinary ones
+    # Then each is written as RFC 3339 in UTC with whole seconds
+    assert normalize.timestamp(datetime(999, 1, 1, tzinfo=UTC)) == "0999-01-01T00:00:00Z"
+    moment = datetime(2026, 11, 26, 18, 30, 0, 250_000, tzinfo=UTC)
+    assert normalize.timestamp(moment) == "2026-11-26T18:30:00Z"
+    assert normalize.timestamp(datetime(2026, 11, 26, 18, 30)) == "2026-11-26T18:30:00Z"
