@@ -91,10 +91,10 @@ def resolve_period(
 
 
 def due_at(purchased_at: datetime, period_days: float, day_seconds: float) -> datetime:
-    """When a purchase's reminder is due; `day_seconds` is 86,400 but in tests. A due date
-    past the calendar's end (a purchase dated in year 9999) is never: datetime.max in UTC
-    (in UTC: moved to any zone west of it, datetime.max would overflow again)."""
+    """When a purchase's reminder is due, in UTC; `day_seconds` is 86,400 but in tests. A due
+    date past the calendar's end is never: datetime.max in UTC. (In UTC, because a moment near
+    the end in a zone west of UTC overflows when its reminder's timestamp is written in UTC.)"""
     try:
-        return purchased_at + timedelta(seconds=period_days * day_seconds)
+        return purchased_at.astimezone(UTC) + timedelta(seconds=period_days * day_seconds)
     except OverflowError:
         return datetime.max.replace(tzinfo=UTC)

@@ -190,6 +190,9 @@ def test_an_absurd_period_is_no_period_and_a_due_date_never_overflows() -> None:
     never = due_at(late, MAX_PERIOD_DAYS, 86_400.0)
     assert never == datetime.max.replace(tzinfo=UTC)
     assert normalize.timestamp(never) == "9999-12-31T23:59:59Z"  # its reminder can be written
+    # And a due date near the end, west of UTC, is one its reminder can be written for too
+    west = datetime(9999, 12, 1, tzinfo=timezone(timedelta(hours=-12)))
+    assert normalize.timestamp(due_at(west, 30.9, 86_400.0)) == "9999-12-31T23:59:59Z"
 
 
 @pytest.mark.parametrize(
