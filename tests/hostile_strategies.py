@@ -453,7 +453,7 @@ def cart(draw: st.DrawFn) -> dict[str, Any]:
     lines = draw(
         st.one_of(
             st.lists(line_item(currency), max_size=5),
-            st.tuples(line_item(currency), st.integers(150, 400)).map(
+            st.tuples(line_item(currency), st.integers(190, 260)).map(
                 lambda pair: [
                     {**pair[0], "id": f"li-{n}", "variant": {"id": 1, "sku": f"S{n}"}}
                     for n in range(pair[1])
