@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := emulators/commercetools/node_modules/.installed
 
-.PHONY: run test lint typecheck unit integration install clean bench docs lock
+.PHONY: run test lint typecheck unit integration install clean bench docs lock reliability-hostile
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ unit: install
 
 integration: install
 	$(BIN)/pytest tests/integration
+
+# The hostile-input property tests (every mapper against the Insider emulator's validation,
+# the bridge fuzzed from its OpenAPI document) with many more random examples than the
+# derandomized `fast` profile of `make test` (tests/conftest.py); a few minutes.
+reliability-hostile: install
+	HYPOTHESIS_PROFILE=reliability $(BIN)/pytest tests/unit/test_hostile_mapping.py tests/unit/test_bridge_schema_fuzz.py
 
 # The configuration, mapping-rules and CLI tables of docs/operations.md and README.md, from
 # the code; tests/unit/test_docs_generated.py fails while they are stale. Also .env.example

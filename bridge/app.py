@@ -37,6 +37,7 @@ from bridge.eventgrid import eventgrid_routes
 from bridge.letters import LetterBox
 from bridge.observability import RequestTelemetry
 from bridge.reading import (
+    BODY_READ_TIMEOUT_SECONDS,
     MAX_DELIVERY_BODY_BYTES,
     MAX_EVENTS_BODY_BYTES,
     RequestRefused,
@@ -49,6 +50,7 @@ from bridge.reading import (
 from bridge.routing import NotificationRouter
 from bridge.sns import SubscriptionConfirmer, sns_routes
 from ct_insider import telemetry
+from ct_insider.commercetools.models import ChangeDelivery, MessageDelivery
 from ct_insider.deadletters import DeadLetterStore
 from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
 from ct_insider.journeys.storefront import (
@@ -71,9 +73,58 @@ EVENTS_BODY: TypeAdapter[Any] = TypeAdapter(
 )
 
 
+# What /webhooks/commercetools documents (read by hand too: bridge/reading.py,
+# ct_insider/journeys/envelopes.py): a Platform delivery (a Message or a change), as it is,
+# as CloudEvents, or wrapped by Pub/Sub push or EventBridge.
+PLATFORM_DELIVERY: TypeAdapter[Any] = TypeAdapter(MessageDelivery | ChangeDelivery)
+
+
+def _delivery_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The delivery body's JSON schema, and the component schemas it refers to."""
+    platform = PLATFORM_DELIVERY.json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = platform.pop("$defs", {})
+    # notificationType has a default in the model but every delivery names it (the router
+    # tells messages from changes by it).
+    message = defs["MessageDelivery"]
+    message["required"] = sorted({*message.get("required", []), "notificationType"})
+    cloudevent = {
+        "type": "object",
+        "title": "CloudEvents delivery",
+        "required": ["specversion", "data"],
+        "properties": {"specversion": {"const": "1.0"}, "data": platform},
+    }
+    pubsub = {
+        "type": "object",
+        "title": "Pub/Sub push",
+        "required": ["message"],
+        "properties": {
+            "message": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "description": "a Platform or CloudEvents delivery: JSON, base64",
+                    },
+                },
+            },
+            "subscription": {"type": "string"},
+        },
+    }
+    eventbridge = {
+        "type": "object",
+        "title": "EventBridge event",
+        "required": ["detail-type", "detail"],
+        "properties": {"detail-type": {"type": "string"}, "detail": platform},
+    }
+    return {"anyOf": [platform, cloudevent, pubsub, eventbridge]}, defs
+
+
 ANSWERS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "not JSON (syntax, not UTF-8, nested too deeply)"},
+    400: {"description": "not JSON (syntax, not UTF-8, nested too deeply, half a surrogate pair)"},
     401: {"description": "missing or wrong bearer token"},
+    408: {"description": "the body did not arrive in time (a slow or stalled sender)"},
     413: {"description": "body over the route's limit"},
     422: {"description": "wrong as it is: the failing fields (a batch: each refused event)"},
     503: {"description": "not accepted, deliver again after Retry-After"},
@@ -90,7 +141,8 @@ def _unavailable(reason: str) -> JSONResponse:
 
 class BridgeApi(FastAPI):
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document, plus the /events body (read by hand, event by event)."""
+        """FastAPI's document, plus the bodies of /events (read by hand, event by event) and
+        of /webhooks/commercetools (read by hand, in any envelope)."""
         if self.openapi_schema is None:
             schema = super().openapi()
             body = EVENTS_BODY.json_schema(ref_template="#/components/schemas/{model}")
@@ -99,6 +151,12 @@ class BridgeApi(FastAPI):
             schema["paths"]["/events"]["post"]["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": body}},
+            }
+            delivery, defs = _delivery_schema()
+            components.update(defs)
+            schema["paths"]["/webhooks/commercetools"]["post"]["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": delivery}},
             }
         return self.openapi_schema or {}
 
@@ -110,9 +168,11 @@ def create_app(
     letters: DeadLetterStore,
     *,
     sns_confirmer: SubscriptionConfirmer | None = None,
+    body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
 ) -> FastAPI:
     """`sns_confirmer`: where SNS subscription confirmations may be visited (default: SNS's
-    own endpoints)."""
+    own endpoints); `body_timeout_seconds`: how long a request's body may take to arrive
+    (408 beyond)."""
     app = BridgeApi(
         title="ct-insider bridge",
         summary="commercetools subscription deliveries and storefront events to Insider journeys",
@@ -143,7 +203,7 @@ def create_app(
     async def commercetools_delivery(request: Request) -> Any:
         try:
             notification = parse_delivery(
-                parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES))
+                parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES, body_timeout_seconds))
             )
         except EnvelopeError as exc:
             raise RequestRefused(422, "invalid", str(exc)) from None
@@ -165,7 +225,8 @@ def create_app(
     async def storefront_events(request: Request) -> Any:
         if not is_json(request.headers.get("content-type")):
             raise RequestRefused(415, "unsupported_media_type", "send JSON: application/json")
-        items, at = event_items(parse_json(await read_body(request, MAX_EVENTS_BODY_BYTES)))
+        body = await read_body(request, MAX_EVENTS_BODY_BYTES, body_timeout_seconds)
+        items, at = event_items(parse_json(body))
         carts = StorefrontCarts() if dispatcher.carts is not None else None
         parts, refused = admitted_events(items, at, carts)
         shards = 0

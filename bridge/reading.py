@@ -3,7 +3,7 @@ one by one (a refused event does not take the others with it)."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import Request
@@ -13,13 +13,17 @@ from bridge.admission import SignalRefusal, admit
 from bridge.carts import StorefrontCarts
 from bridge.commit import ShardPart
 from bridge.routing import storefront_signal
-from ct_insider.journeys.storefront import MAX_EVENTS_PER_REQUEST, StorefrontEvent
+from ct_insider.journeys.envelopes import strict_json
+from ct_insider.journeys.storefront import INTAKE, MAX_EVENTS_PER_REQUEST, StorefrontEvent
 
 # Read at most this much of a request (413 beyond): a full batch of 500 ordinary events is
 # ~0.5 MB of JSON, one of 100 cart views of 100 lines ~3.5 MB; a delivery, a Pub/Sub message
 # (10 MB) in base64.
 MAX_EVENTS_BODY_BYTES = 4 * 1024 * 1024
 MAX_DELIVERY_BODY_BYTES = 16 * 1024 * 1024
+# A body must arrive within this (408 beyond): uvicorn bounds no body read, so a client
+# sending a byte a minute would hold its connection and a task forever. 16 MB at 1 MB/s fits.
+BODY_READ_TIMEOUT_SECONDS = 30.0
 
 
 class RequestRefused(Exception):
@@ -51,24 +55,31 @@ def _errors(exc: ValidationError, at: list[str | int]) -> list[dict[str, Any]]:
     return [{"loc": [*at, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) once it grows over `limit`: never more is held."""
+async def read_body(
+    request: Request, limit: int, timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS
+) -> bytes:
+    """The body, refused (413) once it grows over `limit`: never more is held; refused
+    (408) when it has not all arrived within `timeout_seconds` (a slow or stalled sender)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestRefused(413, "too_large", f"the body is over {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestRefused(413, "too_large", f"the body is over {limit:,} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestRefused(
+            408, "slow_body", f"the body did not arrive within {timeout_seconds:g} s"
+        ) from None
     return b"".join(chunks)
 
 
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except RecursionError:
-        raise RequestRefused(400, "malformed", "malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # also not UTF-8 (UnicodeDecodeError)
+        return strict_json(body)
+    except ValueError as exc:  # also not UTF-8, nested too deeply, half a surrogate pair
         raise RequestRefused(400, "malformed", f"malformed JSON: {exc}") from None
 
 
@@ -104,7 +115,7 @@ def admitted_events(
     for index, item in enumerate(items):
         where: list[str | int] = ["body"] if at is None else [*at, index]
         try:
-            event = StorefrontEvent.model_validate(item)
+            event = StorefrontEvent.model_validate(item, context=INTAKE)
             if carts is not None and carts.takes(event):
                 continue
             admitted = admit(storefront_signal(event))

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from hypothesis import settings
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -41,6 +42,14 @@ from workers.main import Workers, build_workers
 from workflows.delta import DeltaStatus, DeltaSyncInput, DeltaSyncWorkflow
 
 PROJECT_KEY = "test-project"
+
+# Property tests: `fast` in `make test` draws the same examples every run (derandomized), so
+# a failure there is a defect of the code, never an unlucky draw on an unrelated change; the
+# examples still explore (hostile strategies: tests/hostile_strategies.py). `reliability`
+# (HYPOTHESIS_PROFILE=reliability, `make reliability-hostile`) draws many more, at random.
+settings.register_profile("fast", max_examples=60, deadline=None, derandomize=True)
+settings.register_profile("reliability", max_examples=2_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 # Tests run with payload encryption on, under a key of their own: in-process clients and
 # workers read it from here, `ct-insider` subprocesses inherit it.

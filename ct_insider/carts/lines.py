@@ -57,7 +57,8 @@ class CartSnapshot(BaseModel):
     market: Market
     lines: list[CartLine] = Field(default_factory=list, max_length=MAX_CART_LINES)
     total: float | None = None
-    # Lines not followed: no SKU (custom line items), or beyond MAX_CART_LINES.
+    # Lines not followed: no SKU (custom line items), no positive quantity, an amount no JSON
+    # double carries exactly, or beyond MAX_CART_LINES.
     skipped_lines: int = 0
 
     def routing_key(self) -> str | None:
@@ -105,13 +106,17 @@ def _line(item: _CartLineItem, config: MappingConfig, languages: list[str]) -> C
     sku = item.variant.sku
     if not sku or len(sku) > MAX_SKU_CHARS or item.quantity < 1:
         return None
-    sale = (
-        money.per_unit(item.total_price, item.quantity)
-        if item.total_price
-        else money.amount(
-            item.price.discounted.value if item.price.discounted else item.price.value
+    try:
+        sale = (
+            money.per_unit(item.total_price, item.quantity)
+            if item.total_price
+            else money.amount(
+                item.price.discounted.value if item.price.discounted else item.price.value
+            )
         )
-    )
+        unit_price = money.amount(item.price.value)
+    except money.InexactAmount:
+        return None  # counted as skipped, like a line without a SKU
     slug = normalize.localized(item.product_slug, languages) if item.product_slug else None
     url = (
         config.catalog.url_template.format(language=languages[0].split("-")[0], slug=slug)
@@ -121,13 +126,21 @@ def _line(item: _CartLineItem, config: MappingConfig, languages: list[str]) -> C
     return CartLine(
         sku=sku,
         quantity=item.quantity,
-        unit_price=money.amount(item.price.value),
+        unit_price=unit_price,
         unit_sale_price=sale,
         currency=item.price.value.currency_code,
         name=_cut(normalize.localized(item.name, languages), MAX_NAME_CHARS),
         image_url=_cut(item.variant.images[0].url if item.variant.images else None, MAX_URL_CHARS),
         url=_cut(url, MAX_URL_CHARS),
     )
+
+
+def _total(total: Money | None) -> float | None:
+    """The cart's total, None when there is none or no JSON double carries it exactly."""
+    try:
+        return money.amount(total) if total else None
+    except money.InexactAmount:
+        return None
 
 
 def _channel(cart: CartRecord, config: MappingConfig) -> str:
@@ -175,6 +188,6 @@ def snapshot(cart: CartRecord, config: MappingConfig) -> CartSnapshot:
             store=cart.store.key if cart.store else None,
         ),
         lines=sorted(by_sku.values(), key=lambda line: line.sku),
-        total=money.amount(cart.total_price) if cart.total_price else None,
+        total=_total(cart.total_price),
         skipped_lines=skipped,
     )

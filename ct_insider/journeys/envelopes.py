@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -102,12 +103,33 @@ def _platform(body: Any, envelope: EnvelopeFormat) -> Notification | None:
     raise EnvelopeError(f"unknown notificationType {kind!r}")
 
 
+# A \u escape of a UTF-16 surrogate (\ud800-\udfff): json.loads takes a lone one as a
+# character no UTF-8 text can hold; answering or storing it fails later (a 500, a payload).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def strict_json(data: bytes) -> Any:
+    """json.loads, with a ValueError also for what it lets through but no UTF-8 text holds
+    (half a surrogate pair) and for nesting too deep to parse (not a RecursionError)."""
+    try:
+        value = json.loads(data)
+        # Only a body with a surrogate escape pays for the check (an emoji sent escaped is
+        # a valid pair; a lone half is no character).
+        if _SURROGATE_ESCAPE.search(data):
+            json.dumps(value, ensure_ascii=False).encode()
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError("a \\u escape names half a surrogate pair") from None
+    return value
+
+
 def _decoded_pubsub_data(message: dict[str, Any]) -> Any:
     data = message.get("data")
     if not isinstance(data, str):
         raise EnvelopeError("Pub/Sub push: message.data must be a base64 string")
     try:
-        return json.loads(base64.b64decode(data, validate=True))
+        return strict_json(base64.b64decode(data, validate=True))
     except (binascii.Error, ValueError) as exc:
         raise EnvelopeError(f"Pub/Sub push: message.data is not base64 JSON ({exc})") from exc
 

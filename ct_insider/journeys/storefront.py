@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 from ct_insider.insider.models import Event
 from ct_insider.mapping import money, normalize
@@ -35,6 +44,48 @@ INSIDER_EVENT_NAMES: dict[str, str] = {
     "wishlist_remove": "item_removed_from_wishlist",
     "sign_in": "login",
 }
+
+
+# The bridge validates what arrives with this context: the rules it adds hold for new events
+# only. A StorefrontEvent is also the payload of signals Temporal stores: decoding one the
+# bridge accepted before a rule existed must not fail in a workflow (its mapping refuses it
+# instead, with the reason, and the journey dead-letters it).
+INTAKE: dict[str, bool] = {"intake": True}
+
+
+def _at_intake(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("intake"))
+
+
+def _exact_json_number(value: Decimal, info: ValidationInfo) -> Decimal:
+    if _at_intake(info):
+        money.json_number(value)  # InexactAmount (a ValueError): the event is refused, 422
+    return value
+
+
+# An amount Insider gets exactly as sent: refused at the door otherwise (a price like
+# 0.12345678901234567 or 1e400 could only be sent rounded, or not at all).
+Amount = Annotated[Decimal, AfterValidator(_exact_json_number)]
+
+# The moments an event may carry: Insider dates events in UTC, and nothing before the Unix
+# epoch happened on a storefront (a year-1 or year-9999 moment with an offset is not even a
+# datetime once moved to UTC).
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _event_moment(value: datetime, info: ValidationInfo) -> datetime:
+    if not _at_intake(info):
+        return value
+    try:
+        in_range = EARLIEST_EVENT <= value.astimezone(UTC) < LATEST_EVENT
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise ValueError("occurred_at must be a moment from 1970 to 9998 (UTC)")
+    return value
+
+
 _NEEDS_SKU = {"product_view", "add_to_cart", "remove_from_cart", "wishlist_add", "wishlist_remove"}
 _NEEDS_CART = {"cart_view", "checkout_started"}
 
@@ -60,8 +111,8 @@ class EventProduct(BaseModel):
 
     sku: str = Field(min_length=1, max_length=256)
     quantity: int = Field(default=1, ge=1)
-    price: Decimal | None = Field(default=None, ge=0, description="unit price before discounts")
-    sale_price: Decimal | None = Field(default=None, ge=0, description="unit price paid")
+    price: Amount | None = Field(default=None, ge=0, description="unit price before discounts")
+    sale_price: Amount | None = Field(default=None, ge=0, description="unit price paid")
     name: str | None = Field(default=None, max_length=1024)
     image_url: str | None = Field(default=None, max_length=2048)
     url: str | None = Field(default=None, max_length=2048)
@@ -96,12 +147,12 @@ class StorefrontEvent(BaseModel):
 
     event_id: str = Field(min_length=1, max_length=128, description="idempotency key")
     type: StorefrontEventType
-    occurred_at: AwareDatetime
+    occurred_at: Annotated[AwareDatetime, AfterValidator(_event_moment)]
     identity: EventIdentity
     sku: str | None = Field(default=None, min_length=1, max_length=256)
     quantity: int | None = Field(default=None, ge=1)
-    price: Decimal | None = Field(default=None, ge=0)
-    sale_price: Decimal | None = Field(default=None, ge=0)
+    price: Amount | None = Field(default=None, ge=0)
+    sale_price: Amount | None = Field(default=None, ge=0)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     locale: str | None = Field(default=None, max_length=16)
     url: str | None = Field(default=None, max_length=2048)
@@ -111,7 +162,7 @@ class StorefrontEvent(BaseModel):
         default_factory=list, max_length=20, description="path, root first"
     )
     cart_id: str | None = Field(default=None, max_length=256)
-    cart_total: Decimal | None = Field(default=None, ge=0)
+    cart_total: Amount | None = Field(default=None, ge=0)
     products: list[EventProduct] = Field(
         default_factory=list,
         max_length=100,
@@ -122,13 +173,23 @@ class StorefrontEvent(BaseModel):
     store: str | None = Field(default=None, max_length=256)
 
     @model_validator(mode="after")
-    def _fields_for_type(self) -> StorefrontEvent:
+    def _fields_for_type(self, info: ValidationInfo) -> StorefrontEvent:
         if self.type in _NEEDS_SKU and not self.sku:
             raise ValueError(f"{self.type} needs sku")
         if self.type in _NEEDS_CART and not self.cart_id:
             raise ValueError(f"{self.type} needs cart_id")
         if self.type in _NEEDS_CART and not self.currency:
             raise ValueError(f"{self.type} needs currency")
+        if self.type in _NEEDS_CART and _at_intake(info):
+            # Each line is an event of its own, which Insider refuses without unit_sale_price.
+            unpriced = [
+                n for n, p in enumerate(self.products) if p.price is None and p.sale_price is None
+            ]
+            if unpriced:
+                raise ValueError(
+                    f"{self.type} products {unpriced} need price or sale_price "
+                    "(Insider requires a unit sale price on each line)"
+                )
         return self
 
 

@@ -20,6 +20,8 @@ from ct_insider.mapping import money, normalize
 from ct_insider.mapping.attributes import attribute_value
 
 _LOCALE = re.compile(r"^[a-z]{2,3}_[A-Z]{2}(:[A-Za-z0-9_-]+)?$")
+# Insider's limit on a catalog item_id (a variant's SKU).
+MAX_ITEM_ID_CHARS = 128
 
 
 class Market(BaseModel):
@@ -146,12 +148,20 @@ def map_variant(
         return CatalogItem(
             f"{product.id}/{variant.id}", market.locale, None, rejection="variant has no SKU"
         )
+    if len(variant.sku) > MAX_ITEM_ID_CHARS:
+        return CatalogItem(
+            variant.sku,
+            market.locale,
+            None,
+            rejection=f"SKU longer than {MAX_ITEM_ID_CHARS} characters (Insider's item_id limit)",
+        )
     name = normalize.localized(product.name, languages)
     slug = normalize.localized(product.slug, languages)
-    url = (
+    url = normalize.web_url(
         rules.url_template.format(language=languages[0].split("-")[0], slug=slug) if slug else None
     )
-    image = variant.images[0].url if variant.images else None
+    # The first image Insider can show (an ftp: or relative one cannot be).
+    image = next((shown for i in variant.images if (shown := normalize.web_url(i.url))), None)
     # Standalone prices when the product says so, or when it has no embedded prices.
     use_standalone = product.price_mode == "Standalone" or not variant.prices
     price = select_price(
@@ -170,8 +180,11 @@ def map_variant(
             rejection=f"no {', '.join(missing)} for {market.locale}",
         )
     assert price is not None
-    original = money.amount(price.value)
-    current = money.amount(price.discounted.value) if price.discounted else original
+    try:
+        original = money.amount(price.value)
+        current = money.amount(price.discounted.value) if price.discounted else original
+    except money.InexactAmount as exc:
+        return CatalogItem(variant.sku, market.locale, None, rejection=f"price: {exc}")
     in_stock, stock_count = _stock(variant, inventory)
     categories = [c for c in (normalize.localized(n, languages) for n in taxonomy) if c]
     extra = {

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from urllib.parse import quote
 
 import phonenumbers
 
 # Insider's own validation patterns (from its error messages).
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _LOCALE = re.compile(r"^([a-zA-Z]{2,3})(?:[-_]([a-zA-Z]{2}))?$")
+_WEB_SCHEME = re.compile(r"^(https?)://", re.IGNORECASE)
+# Insider's catalog pattern for url and image_url.
+_CATALOG_URL = re.compile(r"^https?://\S+$")
+# What a URL keeps as it is: its delimiters and existing %-escapes; the rest (whitespace,
+# non-ASCII, quotes, braces) is percent-encoded.
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 def email(value: str | None) -> str | None:
@@ -49,7 +56,8 @@ def timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with a Z and whole seconds (fractional seconds are not confirmed)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime: its %Y writes the year 999 as `999`, which is no RFC 3339 date.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def insider_language(locale: str | None, country: str | None = None) -> str | None:
@@ -65,8 +73,26 @@ def insider_language(locale: str | None, country: str | None = None) -> str | No
     return f"{language}_{region.upper()}"
 
 
+def web_url(value: str | None) -> str | None:
+    """An http(s) URL as Insider's catalog takes it (`^https?://\\S+$`): trimmed, the scheme
+    in lower case, a protocol-relative `//host/...` given https, whitespace and non-ASCII
+    percent-encoded; None for no URL or another scheme (ftp:, a bare path)."""
+    if not value or not value.strip():
+        return None
+    cleaned = value.strip()
+    if cleaned.startswith("//"):
+        cleaned = "https:" + cleaned
+    scheme = _WEB_SCHEME.match(cleaned)
+    if scheme is None:
+        return None
+    url = scheme.group(1).lower() + "://" + quote(cleaned[scheme.end() :], safe=_URL_SAFE)
+    return url if _CATALOG_URL.match(url) else None
+
+
 def country_code(value: str | None) -> str | None:
-    if value and len(value) == 2 and value.isalpha():
+    """ISO 3166-1 alpha-2, upper case; None for anything else (`isalpha` alone let through
+    non-ASCII letters such as `ÄÖ`, which Insider refuses as a country)."""
+    if value and len(value) == 2 and value.isascii() and value.isalpha():
         return value.upper()
     return None
 

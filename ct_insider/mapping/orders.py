@@ -315,6 +315,15 @@ class _OrderMapper:
 
 def map_order(order: Order, config: MappingConfig, context: OrderContext) -> MappedOrder:
     """Every event the order's current state implies; the ledger decides which are new."""
+    try:
+        return _map_order(order, config, context)
+    except money.InexactAmount as exc:
+        # One amount that cannot be sent exactly refuses the order (a sync would otherwise
+        # retry it forever); none of its events is sent with a wrong amount.
+        return MappedOrder(order.id, None, None, [], rejection=f"{exc}: the order is not sent")
+
+
+def _map_order(order: Order, config: MappingConfig, context: OrderContext) -> MappedOrder:
     mapper = _OrderMapper(order, config, context)
     identifiers = mapper.identifiers()
     if identifiers.is_empty():

@@ -13,13 +13,16 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ct_insider.commercetools.models import Attribute
 from ct_insider.replenishment.model import PeriodSource
 
 SECONDS_PER_DAY = 86_400.0
+# A period longer than this is no replenishment (a typo, `1e9`): it is ignored like a text.
+# Bounded too so a due date is always a datetime (a timedelta of 1e9 days overflows).
+MAX_PERIOD_DAYS = 3_660.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def _days(value: object) -> float | None:
             return None
     else:
         return None
-    return days if math.isfinite(days) and days > 0 else None
+    return days if math.isfinite(days) and 0 < days <= MAX_PERIOD_DAYS else None
 
 
 def learned_days(
@@ -88,5 +91,10 @@ def resolve_period(
 
 
 def due_at(purchased_at: datetime, period_days: float, day_seconds: float) -> datetime:
-    """When a purchase's reminder is due; `day_seconds` is 86,400 but in tests."""
-    return purchased_at + timedelta(seconds=period_days * day_seconds)
+    """When a purchase's reminder is due, in UTC; `day_seconds` is 86,400 but in tests. A due
+    date past the calendar's end is never: datetime.max in UTC. (In UTC, because a moment near
+    the end in a zone west of UTC overflows when its reminder's timestamp is written in UTC.)"""
+    try:
+        return purchased_at.astimezone(UTC) + timedelta(seconds=period_days * day_seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)

@@ -713,7 +713,9 @@ async def test_a_batch_with_refused_events_stores_the_others_and_lists_each_refu
         for n in range(2)
     ]
     nobody = {**storefront_event("product_view", visitor, seconds_ago(20), sku="S"), "identity": {}}
-    lines = [{"sku": f"SKU-{n}", "name": "a long product name " * 40} for n in range(100)]
+    lines = [
+        {"sku": f"SKU-{n}", "price": "1", "name": "a long product name " * 40} for n in range(100)
+    ]
     oversized = storefront_event(
         "cart_view", visitor, seconds_ago(10), cart_id="c-1", currency="EUR", products=lines
     )
@@ -765,7 +767,9 @@ async def test_bad_input_never_gets_a_5xx(
     nobody, payment = paid_order(emu, sku)
     visitor = {"anonymous_id": "a-bad"}
     event = storefront_event("product_view", visitor, seconds_ago(5), sku="S")
-    huge_lines = [{"sku": f"SKU-{n}", "name": "n" * 1024, "url": "u" * 2048} for n in range(100)]
+    huge_lines = [
+        {"sku": f"SKU-{n}", "price": "1", "name": "n" * 1024, "url": "u" * 2048} for n in range(100)
+    ]
     oversized = storefront_event(
         "cart_view", visitor, seconds_ago(5), cart_id="c", currency="EUR", products=huge_lines
     )

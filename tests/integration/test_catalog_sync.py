@@ -218,7 +218,8 @@ async def test_rate_limits_and_refused_items_lose_nothing(
     emu.seeder().catalog(10)
     products = emu.ct("GET", "products?sort=id+asc")["results"]
     broken = products[0]
-    # An image URL Insider refuses (not http/https): reported per item and market.
+    # An image URL Insider refuses (not http/https): the mapping finds no image it can show,
+    # and reports the item per market (before Insider sees it).
     master = broken["masterData"]["current"]["masterVariant"]
     emu.ct(
         "POST",
@@ -251,7 +252,8 @@ async def test_rate_limits_and_refused_items_lose_nothing(
     phase, _ = result.phases
     refused = {r.record_id for r in phase.stats.rejections}
     assert refused == {f"{master['sku']}@{locale}" for locale in ("en_US", "de_DE", "en_GB")}
-    assert all(r.stage == "insider" for r in phase.stats.rejections)
+    assert all(r.stage == "mapping" for r in phase.stats.rejections)
+    assert all(r.reasons[0].startswith("no image for ") for r in phase.stats.rejections)
     assert phase.stats.sent == 90 - 3
     assert len(catalog(emu)) == 90 - 3
 
