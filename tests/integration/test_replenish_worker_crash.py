@@ -31,8 +31,8 @@ ENV = {
     "CT_INSIDER_REPLENISHMENT_ENABLED": "true",
     "CT_INSIDER_REPLENISHMENT_DAY_SECONDS": "1",
     "CT_INSIDER_REPLENISHMENT_SCALED_FOR_TESTS": "true",
-    # A send cut short is retried after this; Insider's slowest answer here (4 s) is
-    # shorter, so the retry's profile read sees what the cut-short send stored.
+    # A send cut short is retried after this; Insider stores the cut-short send as soon as
+    # the worker is dead, so the retry's profile read sees what it stored.
     "CT_INSIDER_REPLENISHMENT_SEND_TIMEOUT_SECONDS": "10",
     "INSIDER_SETTLE_GRACE_SECONDS": "0.5",
 }
@@ -61,14 +61,15 @@ async def test_replenish_worker_killed_while_timers_are_pending_loses_and_duplic
         await backfill.result()
         for key in keys:
             assert len(await armed(client, key)) == 1
-        # When Insider is slow (4 s an upsert) and the worker dies while it takes the first
-        # reminders (stored after)
-        emu.insider_faults(latency_ms=4_000)
+        # When the worker dies while Insider takes the first reminders (it holds them until
+        # the worker is dead, then stores them: the kill lands inside the send whatever the
+        # machine's load)
+        emu.insider_faults(hold_after=0)
         try:
             await eventually(
-                lambda: emu.insider_stats()["in_flight"].get("upsert"),
+                lambda: emu.insider_stats()["held"].get("upsert"),
                 FIRST_DUE * 3,
-                what="a reminder upsert to cut short",
+                what="a reminder upsert held, to cut short",
             )
             assert worker_1.process is not None
             os.killpg(worker_1.process.pid, signal.SIGKILL)
