@@ -437,13 +437,10 @@ async def shard_stats_when(
     check: Callable[[ShardStats], bool],
     within: float = 20.0,
 ) -> ShardStats:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        stats = await handle.query(JourneyShardWorkflow.stats)
-        if check(stats):
-            return stats
-        assert asyncio.get_running_loop().time() < deadline, f"shard stats: {stats}"
-        await asyncio.sleep(0.2)
+    stats: ShardStats = await eventually(
+        lambda: handle.query(JourneyShardWorkflow.stats), within, until=check, what="shard stats"
+    )
+    return stats
 
 
 async def test_shard_dedupe_survives_continue_as_new(
