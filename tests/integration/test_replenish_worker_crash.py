@@ -36,26 +36,31 @@ ENV = {
     "CT_INSIDER_REPLENISHMENT_SEND_TIMEOUT_SECONDS": "10",
     "INSIDER_SETTLE_GRACE_SECONDS": "0.5",
 }
-FIRST_DUE = 12  # "days" (seconds here) after the purchase: the reminders the kill cuts
-LATER_DUE = 30  # the timers still pending when the worker dies
+# "Days" (seconds here) after the purchase. The backfill arms every timer well before the
+# first are due, and the kill lands well before the later ones: seconds of margin each way
+# (the worker is up before the purchases, so its start takes none of them).
+FIRST_DUE = 10  # the reminders the kill cuts
+LATER_DUE = 26  # the timers still pending when the worker dies
 
 
 async def test_replenish_worker_killed_while_timers_are_pending_loses_and_duplicates_none(
     client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
 ) -> None:
     emu = clean_emulators
-    customers = emu.seeder().customers(10)
-    first = consumable(emu, f"FIRST-{uuid.uuid4().hex[:8]}", FIRST_DUE)
-    later = consumable(emu, f"LATER-{uuid.uuid4().hex[:8]}", LATER_DUE)
-    skus = [p["masterData"]["current"]["masterVariant"]["sku"] for p in (first, later)]
-    # Given 10 customers' purchases: 5 due in 12 s, 5 in 30 s
-    orders = [
-        emu.place_order(skus[n % 2], customerId=customer_id, customerEmail=email)
-        for n, (customer_id, email) in enumerate(customers)
-    ]
-    keys = [customer_id for customer_id, _ in customers]
+    # (the worker is up before the purchases: a loaded machine's slow start eats into no due
+    # time)
     worker_1 = worker_process(emu, client, task_queue, tmp_path, "worker-1", **ENV).start()
     try:
+        customers = emu.seeder().customers(10)
+        first = consumable(emu, f"FIRST-{uuid.uuid4().hex[:8]}", FIRST_DUE)
+        later = consumable(emu, f"LATER-{uuid.uuid4().hex[:8]}", LATER_DUE)
+        skus = [p["masterData"]["current"]["masterVariant"]["sku"] for p in (first, later)]
+        # Given 10 customers' purchases: 5 due in 10 s, 5 in 26 s
+        orders = [
+            emu.place_order(skus[n % 2], customerId=customer_id, customerEmail=email)
+            for n, (customer_id, email) in enumerate(customers)
+        ]
+        keys = [customer_id for customer_id, _ in customers]
         # ... backfilled on a worker process, which armed their timers
         backfill = await start_backfill(client, task_queue, BackfillInput(target="orders"))
         await backfill.result()
