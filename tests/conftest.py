@@ -268,6 +268,14 @@ async def eventually(
         await asyncio.sleep(0.2)
 
 
+async def clock_past(moment: datetime) -> None:
+    """Until this machine's clock (the one commercetools, Temporal and the workers read) is
+    past `moment`: the condition a sleep would only stand in for."""
+    await eventually(
+        lambda: datetime.now(UTC) > moment, 60, what=f"the clock past {moment.isoformat()}"
+    )
+
+
 def _code_of(function: Callable[..., object]) -> str:
     try:
         return " ".join(inspect.getsource(function).split())
