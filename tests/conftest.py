@@ -260,7 +260,9 @@ async def eventually(
 ) -> Any:
     """Poll `observe()` (a function or a coroutine function) until `until` holds for what it
     returns - by default until that is truthy - and return it. Fails after `within` seconds
-    saying what was awaited (`what`, else the code of `observe`) and what was seen last."""
+    saying what was awaited (`what`, else the code of `observe`; and the code of `until`) and
+    what was seen last. `within` is a guard against a hang, not a time bound: make it generous
+    (a loaded machine stretches every step), and bound the work itself by counting it."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
         seen = observe()
@@ -268,10 +270,19 @@ async def eventually(
         if until(observed):
             return observed
         if asyncio.get_running_loop().time() >= deadline:
-            raise AssertionError(
-                f"not within {within:g} s: {what or _code_of(observe)}; last seen: {observed!r}"
-            )
+            awaited = what or _code_of(observe)
+            if until is not bool:
+                awaited += f", until {_code_of(until)}"
+            raise AssertionError(f"not within {within:g} s: {awaited}; last seen: {observed!r}")
         await asyncio.sleep(0.2)
+
+
+async def clock_past(moment: datetime) -> None:
+    """Until this machine's clock (the one commercetools, Temporal and the workers read) is
+    past `moment`: the condition a sleep would only stand in for."""
+    await eventually(
+        lambda: datetime.now(UTC) > moment, 60, what=f"the clock past {moment.isoformat()}"
+    )
 
 
 def _code_of(function: Callable[..., object]) -> str:

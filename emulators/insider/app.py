@@ -81,6 +81,12 @@ class Faults:
     rate_limited_rate: float = 0.0
     retry_after_seconds: float = 1.0
     latency_ms: float = 0.0
+    # Requests to `hold_buckets` after the first `hold_after` (counted from when these faults
+    # were set) are received, then held - not processed - until the faults are set again:
+    # a test can kill a sender while its request is surely in Insider's hands, whatever the
+    # machine's load (a latency only makes that likely).
+    hold_after: int | None = None
+    hold_buckets: list[str] = field(default_factory=lambda: ["upsert"])
     send_retry_after: bool = True
     # Custom events not (yet) defined in InOne: users carrying one are refused, as Insider
     # refuses what its schema does not know.
@@ -156,6 +162,10 @@ class InsiderEmulator:
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()  # requests being processed, per bucket
+        self.held: Counter[str] = Counter()  # requests held by `Faults.hold_after`, per bucket
+        self._hold_counted: Counter[str] = Counter()  # requests counted against hold_after
+        # Set when the faults holding requests are replaced: the held requests go on.
+        self._released = asyncio.Event()
         self.random = random.Random(self.config.seed)
         # Seconds of Retry-After sent, per bucket: the waits Insider imposed, which a test's
         # time bound must allow for (they are not the connector's doing).
@@ -233,6 +243,7 @@ class InsiderEmulator:
                 self.statuses[f"{bucket}:{refused.status_code}"] += 1
                 return refused
             body, bad = await self._json_body(request)
+            await self._hold(bucket)
             if self.faults.latency_ms:
                 # Processing time: the request was received whole, so a sender that dies
                 # now has still sent it (its users are stored when this ends).
@@ -253,6 +264,25 @@ class InsiderEmulator:
             return response
 
         return endpoint
+
+    async def _hold(self, bucket: str) -> None:
+        hold_after = self.faults.hold_after
+        if hold_after is None or bucket not in self.faults.hold_buckets:
+            return
+        self._hold_counted[bucket] += 1
+        if self._hold_counted[bucket] <= hold_after:
+            return
+        released = self._released  # replaced (and set) when the faults change
+        self.held[bucket] += 1
+        try:
+            await released.wait()
+        finally:
+            self.held[bucket] -= 1
+
+    def _release_held(self) -> None:
+        self._released.set()
+        self._released = asyncio.Event()
+        self._hold_counted.clear()
 
     # -- UCD ---------------------------------------------------------------------------
 
@@ -485,6 +515,7 @@ class InsiderEmulator:
                 "statuses": dict(self.statuses),
                 "imposed_wait_seconds": dict(self.imposed_waits),
                 "in_flight": {k: v for k, v in self.in_flight.items() if v},
+                "held": {k: v for k, v in self.held.items() if v},
                 "users": len(self.state.profiles),
                 "events": sum(len(p.events) for p in self.state.profiles.values()),
                 "catalog_items": len(self.state.catalog),
@@ -494,6 +525,7 @@ class InsiderEmulator:
     async def reset(self, _request: Request) -> Response:
         self.state.reset()
         self.faults = Faults()
+        self._release_held()
         self.reads = AccountReads()
         self.window = SlidingWindow()
         self.requests.clear()
@@ -508,6 +540,7 @@ class InsiderEmulator:
         try:
             body = await request.json()
             self.faults = Faults(**body)
+            self._release_held()
         except (ValueError, TypeError) as exc:
             return _error(400, {"error": f"invalid faults: {exc}"})
         return JSONResponse(self.faults.__dict__)

@@ -437,13 +437,14 @@ async def shard_stats_when(
     check: Callable[[ShardStats], bool],
     within: float = 20.0,
 ) -> ShardStats:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        stats = await handle.query(JourneyShardWorkflow.stats)
-        if check(stats):
-            return stats
-        assert asyncio.get_running_loop().time() < deadline, f"shard stats: {stats}"
-        await asyncio.sleep(0.2)
+    stats: ShardStats = await eventually(
+        lambda: handle.query(JourneyShardWorkflow.stats), within, until=check, what="shard stats"
+    )
+    return stats
+
+
+def delivered_at_least(count: int) -> Callable[[ShardStats], bool]:
+    return lambda stats: stats.delivered >= count
 
 
 async def test_shard_dedupe_survives_continue_as_new(
@@ -457,16 +458,17 @@ async def test_shard_dedupe_survives_continue_as_new(
     async with serving_bridge(
         client, worker.journey_task_queue, clean_emulators, max_history_events=100
     ) as bridge:
-        # Given a shard that continues-as-new every 100 history events
+        # Given a shard that continues-as-new every 100 history events (its events delivered
+        # three at a time)
+        handle = shard_handle(client, worker.journey_task_queue, "anonymous-a-can")
         for start in range(0, 12, 3):
             await bridge.post("/events", {"events": events[start : start + 3]})
-            await asyncio.sleep(0.3)
+            await shard_stats_when(handle, delivered_at_least(start + 3))
         for n in range(80):  # other visitors' traffic on every shard grows the histories
             await bridge.post(
                 "/events",
                 storefront_event("listing_view", {"anonymous_id": f"o-{n}"}, seconds_ago(50)),
             )
-        handle = shard_handle(client, worker.journey_task_queue, "anonymous-a-can")
         # When early events are delivered again, after continue-as-new
         await bridge.post("/events", {"events": events[:6]})
         # Then they are recognised: Insider holds each of the 12 events once

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from starters.backfill import start_backfill
 from tests.bridge_helpers import message, serving_bridge
-from tests.conftest import Emulators, eventually, running_delta, status_when
+from tests.conftest import Emulators, clock_past, eventually, running_delta, status_when
 from workers.main import Workers
 from workflows.backfill import BackfillInput, BackfillProgress
 
@@ -103,7 +103,8 @@ async def test_delta_sends_only_what_changed_and_hides_what_is_gone(
     emu = clean_emulators
     await synced_catalog(emu, client, worker, products=5)
     before = catalog_requests(emu)
-    await asyncio.sleep(1)  # past the delta's safety margin: the window holds every product
+    # (past the delta's safety margin of 0.3 s: its first window holds every product)
+    await clock_past(datetime.now(UTC) + timedelta(seconds=0.5))
 
     async with running_delta(client, worker.task_queue, "catalog") as handle:
         # Given no change in commercetools, a window over every product sends nothing

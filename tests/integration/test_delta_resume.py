@@ -11,13 +11,15 @@ from temporalio.client import Client
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.sync.watermarks import WatermarkStore
-from tests.conftest import Emulators, run_cli, status_when
+from ct_insider.sync.window import parse_timestamp
+from tests.conftest import Emulators, clock_past, run_cli, status_when
 from workers.main import Workers
 from workflows.delta import delta_workflow_id
 
 pytestmark = pytest.mark.integration
 
 OVERLAP = 0.5
+MARGIN = 0.3
 
 
 async def _stored(emu: Emulators) -> datetime | None:
@@ -45,7 +47,7 @@ async def test_a_terminated_delta_started_again_resumes_from_its_stored_watermar
 ) -> None:
     emu = clean_emulators
     env = emu.environment(client.service_client.config.target_host, worker.task_queue)
-    timing = ["--interval", "0.5", "--margin", "0.3", "--overlap", str(OVERLAP)]
+    timing = ["--interval", "0.5", "--margin", str(MARGIN), "--overlap", str(OVERLAP)]
     # Given customers synced by a delta that was then terminated
     customers = emu.seeder().customers(5)
     first = await asyncio.to_thread(
@@ -78,7 +80,9 @@ async def test_a_terminated_delta_started_again_resumes_from_its_stored_watermar
         },
     )
     [(late_id, _)] = emu.seeder().customers(1, seed=2, prefix="late")
-    await asyncio.sleep(2.0)  # a restart "from now" would start well after these changes
+    # (past the margin and overlap: a restart "from now" would start after these changes)
+    late = parse_timestamp(emu.ct("GET", f"customers/{late_id}")["lastModifiedAt"])
+    await clock_past(late + timedelta(seconds=MARGIN + OVERLAP + 0.2))
 
     # ... and the delta is started again without --since
     again = await asyncio.to_thread(run_cli, env, "sync", "delta", "customers", "--json", *timing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from ct_insider.insider.errors import InsiderConfigurationError, InsiderRateLimi
 from ct_insider.insider.models import Attributes, CatalogLocale, Event, Identifiers, User
 from ct_insider.logging import pii_fingerprint
 from ct_insider.retry import Backoff
-from tests.conftest import Emulators
+from tests.conftest import Emulators, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -330,3 +331,40 @@ async def test_profile_reads_return_custom_params_unless_switched_to_default_par
         again = await insider.read_profile({"uuid": "c-1"}, events=wanted)
     assert again is not None
     assert again["events"][view.event_name][0]["event_id"] == "e-1"
+
+
+async def test_held_upserts_are_stored_only_once_the_faults_change(
+    clean_emulators: Emulators,
+) -> None:
+    emu = clean_emulators
+    # Given an emulator that holds upserts after the first one
+    emu.insider_faults(hold_after=1)
+    users = [
+        User(identifiers=Identifiers(uuid=f"held-{n}"), attributes=Attributes(name="Held"))
+        for n in range(3)
+    ]
+    async with httpx.AsyncClient(base_url=emu.insider_url, headers=HEADERS, timeout=60) as http:
+
+        async def upsert(user: User) -> httpx.Response:
+            body = {"users": [user.model_dump(exclude_none=True)]}
+            return await http.post("/api/user/v1/upsert", json=body)
+
+        # When three upserts are sent one after another
+        assert (await upsert(users[0])).status_code == 200
+        held = [asyncio.create_task(upsert(user)) for user in users[1:]]
+        # Then the first is stored, the others are received and held, not stored
+        stats = await eventually(
+            emu.insider_stats, until=lambda stats: stats["held"].get("upsert") == 2
+        )
+        assert stats["in_flight"] == {"upsert": 2}
+        assert [u["identifiers"]["uuid"] for u in emu.insider_users()] == ["held-0"]
+        assert not any(task.done() for task in held)
+        # When the faults are set again, Then the held ones are stored and answered
+        emu.insider_faults()
+        assert [(await task).status_code for task in held] == [200, 200]
+    assert sorted(u["identifiers"]["uuid"] for u in emu.insider_users()) == [
+        "held-0",
+        "held-1",
+        "held-2",
+    ]
+    assert emu.insider_stats()["held"] == {}

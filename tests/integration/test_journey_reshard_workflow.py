@@ -142,10 +142,7 @@ async def shards(
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"not in time: {what}"
-        await asyncio.sleep(0.2)
+    await eventually(check, within, what=what)
 
 
 async def stats(handle: Shard) -> ShardStats:

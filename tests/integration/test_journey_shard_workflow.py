@@ -127,6 +127,9 @@ class MockActivities:
     finished: list[Bookkeeping] = field(default_factory=list)
     archive_failures: int = 0  # the next archive writes that fail
     archived: list[ArchiveWork] = field(default_factory=list)
+    # Set: settlements wait for it (a test holds one open until later signals reached the
+    # shard), not for a guessed while.
+    settle_gate: asyncio.Event | None = None
 
     @activity.defn(name="deliver_journeys")
     async def deliver(self, params: DeliverInput) -> DeliverResult:
@@ -139,7 +142,8 @@ class MockActivities:
     async def settle(self, params: SettleInput) -> SettleProgress:
         self.settlements.append(params)
         self.calls.append("settle")
-        await asyncio.sleep(0.3)  # a settlement takes a while: nothing may overtake it
+        if self.settle_gate is not None:
+            await self.settle_gate.wait()
         self.calls.append("settled")
         return SettleProgress(settled=list(range(len(params.users))), found=len(params.users))
 
@@ -314,6 +318,19 @@ async def send(
     )
 
 
+async def task_completed_after_last_signal(
+    handle: WorkflowHandle[JourneyShardWorkflow, ShardStats],
+) -> bool:
+    """Whether the history shows a workflow task completed after the latest signal."""
+    signalled = completed = -1
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_execution_signaled_event_attributes"):
+            signalled = event.event_id
+        elif event.HasField("workflow_task_completed_event_attributes"):
+            completed = event.event_id
+    return signalled >= 0 and completed > signalled
+
+
 async def test_a_doubt_is_settled_before_anything_later_is_delivered(client: Client) -> None:
     mocks = MockActivities()
     first = view(1)
@@ -325,12 +342,16 @@ async def test_a_doubt_is_settled_before_anything_later_is_delivered(client: Cli
         return DeliverResult(outcome=DeliveryOutcome(in_doubt=[doubtful]))
 
     mocks.script.append(in_doubt)
+    mocks.settle_gate = asyncio.Event()
     async with shard(client, mocks) as (handle, _):
         # Given a delivery whose request may have been stored
         await send(handle, first)
         await eventually(lambda: "settle" in mocks.calls)
-        # When more signals arrive while it is being settled
+        # When more signals arrive while it is being settled (and the shard has run a task
+        # on them: the moment a delivery could overtake the settlement)
         await send(handle, view(2))
+        await eventually(lambda: task_completed_after_last_signal(handle), what="signal handled")
+        mocks.settle_gate.set()
         # Then they are delivered only after the settlement finished
         await eventually(lambda: len(mocks.deliveries) == 2)
         stats = await handle.query(JourneyShardWorkflow.stats)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,8 +21,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.sync.watermarks import CLOCK_SKEW_ALLOWANCE, WatermarkStore
+from ct_insider.sync.window import parse_timestamp
 from starters.delta import start_delta
-from tests.conftest import Emulators, eventually, run_cli
+from tests.conftest import Emulators, clock_past, eventually, run_cli
 from workers.main import Workers
 from workflows.delta import DeltaSyncInput, delta_workflow_id
 from workflows.watermarks import NO_WATERMARK_ERROR
@@ -30,6 +31,7 @@ from workflows.watermarks import NO_WATERMARK_ERROR
 pytestmark = pytest.mark.integration
 
 TIMING = ["--interval", "0.5", "--margin", "0.3", "--overlap", "0.5"]
+MARGIN_AND_OVERLAP = timedelta(seconds=0.3 + 0.5 + 0.2)  # (and a fifth of a second more)
 
 
 def _rename(emu: Emulators, customer_id: str, first_name: str) -> None:
@@ -107,7 +109,8 @@ async def test_changes_during_and_after_a_backfill_reach_insider_through_the_del
     _rename(emu, after_page, "RenamedAfterBackfill")
     [(late_id, _)] = emu.seeder().customers(1, seed=2, prefix="late")
     # (past the margin and overlap: a delta "from now" would start after these changes)
-    await asyncio.sleep(2.0)
+    late = parse_timestamp(emu.ct("GET", f"customers/{late_id}")["lastModifiedAt"])
+    await clock_past(late + MARGIN_AND_OVERLAP)
 
     # Then the backfill left the watermark where its reading started, less the skew allowance
     async with CommercetoolsClient(emu.ct_settings()) as ct:

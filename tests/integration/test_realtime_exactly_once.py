@@ -82,12 +82,26 @@ def insider_latency(emu: Emulators, milliseconds: float) -> Iterator[None]:
         emu.insider_faults()
 
 
+@contextmanager
+def insider_holding_upserts(emu: Emulators, **faults: object) -> Iterator[None]:
+    """Insider receives every upsert whole and holds it until the block ends, then stores it
+    (`faults` apply meanwhile and after): a worker killed meanwhile dies with its upsert
+    surely in Insider's hands, however loaded the machine (a latency only made it likely)."""
+    emu.insider_faults(**faults, hold_after=0)
+    try:
+        yield
+    finally:
+        emu.insider_faults(**faults)
+
+
+def held_upserts(emu: Emulators) -> int:
+    return int(emu.insider_stats()["held"].get("upsert", 0))
+
+
 async def kill_during_an_upsert(emu: Emulators, worker: ManagedProcess) -> None:
-    """SIGKILL the worker process while Insider is processing one of its upserts (the
-    emulator's latency must leave time to see it and kill)."""
-    await eventually(
-        lambda: emu.insider_stats()["in_flight"].get("upsert"), what="an upsert to cut short"
-    )
+    """SIGKILL the worker process while Insider holds one of its upserts (in a block of
+    insider_holding_upserts): the upsert is stored after the worker died."""
+    await eventually(lambda: held_upserts(emu), what="an upsert held, to cut short")
     assert worker.process is not None
     os.killpg(worker.process.pid, signal.SIGKILL)
     worker.process.wait(10)
@@ -110,18 +124,16 @@ async def test_a_delivery_cut_short_by_a_dying_worker_is_settled_and_only_the_mi
             batch_1 = views(range(0, 5), "a")
             await bridge.post("/events", {"events": batch_1})
             await eventually(lambda: len(stored_event_ids(emu)) == 5)
-            # When Insider is slow, the next batch is in flight, a third waits behind it,
-            # and the worker dies during that upsert (Insider stores batch 2 after it died;
-            # the upsert takes 10 s, about as long as the dead worker's task takes to time
-            # out anyway: seconds to spare for the steps before the kill on a loaded machine)
-            with insider_latency(emu, 10_000):
+            # When the next batch is in Insider's hands (held there), a third waits behind
+            # it, and the worker dies during that upsert (Insider stores batch 2 after it died)
+            with insider_holding_upserts(emu):
                 batch_2 = views(range(5, 10), "b")
                 await bridge.post("/events", {"events": batch_2})
-                await eventually(lambda: emu.insider_stats()["in_flight"].get("upsert"), 10)
+                await eventually(lambda: held_upserts(emu), what="batch 2 held by Insider")
                 batch_3 = views(range(10, 15), "c")
                 await bridge.post("/events", {"events": batch_3})
                 await kill_during_an_upsert(emu, first)
-                await eventually(lambda: len(stored_event_ids(emu)) == 10, 30)
+            await eventually(lambda: len(stored_event_ids(emu)) == 10, 30)
             # And a new worker takes over (after the dead one's task times out)
             with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=1):
                 await eventually(lambda: len(stored_event_ids(emu)) == 15, 60)
@@ -145,13 +157,15 @@ async def stats_when(
     client: Client, journey_task_queue: str, condition: Callable[[ShardStats], bool], within: float
 ) -> ShardStats:
     """The single shard's statistics, once they meet `condition`."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
+
+    async def single_shard() -> ShardStats:
         [stats] = await shard_stats(client, journey_task_queue, 1)
-        if condition(stats):
-            return stats
-        assert asyncio.get_running_loop().time() < deadline, f"shard never got there: {stats}"
-        await asyncio.sleep(0.2)
+        return stats
+
+    stats: ShardStats = await eventually(
+        single_shard, within, until=condition, what="the shard's statistics"
+    )
+    return stats
 
 
 async def test_a_delivery_cut_short_and_then_failing_before_sending_is_still_settled(
@@ -170,12 +184,11 @@ async def test_a_delivery_cut_short_and_then_failing_before_sending_is_still_set
             await bridge.post("/events", {"events": batch_1})
             await eventually(lambda: len(stored_event_ids(emu)) == 5)
             # When the worker dies while Insider takes an order's purchase (stored after)
-            # (10 s of processing: the kill lands inside it however loaded the machine)
-            with insider_latency(emu, 10_000):
+            with insider_holding_upserts(emu):
                 created = message("order", order["id"], "OrderCreated", order=order)
                 await post_all(bridge, "/webhooks/commercetools", [created])
                 await kill_during_an_upsert(emu, first)
-                await eventually(lambda: purchase in stored_event_ids(emu), 30)
+            await eventually(lambda: purchase in stored_event_ids(emu), 30)
             # And commercetools is down when a new worker rebuilds the shard (after the
             # dead one's task timed out), for every attempt of its first delivery
             emu.ct_faults(unavailable=True)
@@ -257,8 +270,9 @@ async def test_a_worker_killed_while_events_and_orders_flow_loses_and_repeats_no
                 sender = asyncio.create_task(flow())
                 # When the worker is killed mid-upsert, with traffic still coming
                 await eventually(lambda: len(stored_event_ids(emu)) >= 60, 30)
-                await kill_during_an_upsert(emu, first)
-                at_kill = sum(stored_event_ids(emu).values())
+                with insider_holding_upserts(emu, latency_ms=2_000):
+                    await kill_during_an_upsert(emu, first)
+                    at_kill = sum(stored_event_ids(emu).values())
                 await sender
             # And a new worker starts
             with shard_worker(emu, client, task_queue, tmp_path, "worker-2", shards=4):

@@ -31,44 +31,50 @@ ENV = {
     "CT_INSIDER_REPLENISHMENT_ENABLED": "true",
     "CT_INSIDER_REPLENISHMENT_DAY_SECONDS": "1",
     "CT_INSIDER_REPLENISHMENT_SCALED_FOR_TESTS": "true",
-    # A send cut short is retried after this; Insider's slowest answer here (4 s) is
-    # shorter, so the retry's profile read sees what the cut-short send stored.
+    # A send cut short is retried after this; Insider stores the cut-short send as soon as
+    # the worker is dead, so the retry's profile read sees what it stored.
     "CT_INSIDER_REPLENISHMENT_SEND_TIMEOUT_SECONDS": "10",
     "INSIDER_SETTLE_GRACE_SECONDS": "0.5",
 }
-FIRST_DUE = 12  # "days" (seconds here) after the purchase: the reminders the kill cuts
-LATER_DUE = 30  # the timers still pending when the worker dies
+# "Days" (seconds here) after the purchase. The backfill arms every timer well before the
+# first are due, and the kill lands well before the later ones: seconds of margin each way
+# (the worker is up before the purchases, so its start takes none of them).
+FIRST_DUE = 10  # the reminders the kill cuts
+LATER_DUE = 26  # the timers still pending when the worker dies
 
 
 async def test_replenish_worker_killed_while_timers_are_pending_loses_and_duplicates_none(
     client: Client, task_queue: str, clean_emulators: Emulators, tmp_path: Path
 ) -> None:
     emu = clean_emulators
-    customers = emu.seeder().customers(10)
-    first = consumable(emu, f"FIRST-{uuid.uuid4().hex[:8]}", FIRST_DUE)
-    later = consumable(emu, f"LATER-{uuid.uuid4().hex[:8]}", LATER_DUE)
-    skus = [p["masterData"]["current"]["masterVariant"]["sku"] for p in (first, later)]
-    # Given 10 customers' purchases: 5 due in 12 s, 5 in 30 s
-    orders = [
-        emu.place_order(skus[n % 2], customerId=customer_id, customerEmail=email)
-        for n, (customer_id, email) in enumerate(customers)
-    ]
-    keys = [customer_id for customer_id, _ in customers]
+    # (the worker is up before the purchases: a loaded machine's slow start eats into no due
+    # time)
     worker_1 = worker_process(emu, client, task_queue, tmp_path, "worker-1", **ENV).start()
     try:
+        customers = emu.seeder().customers(10)
+        first = consumable(emu, f"FIRST-{uuid.uuid4().hex[:8]}", FIRST_DUE)
+        later = consumable(emu, f"LATER-{uuid.uuid4().hex[:8]}", LATER_DUE)
+        skus = [p["masterData"]["current"]["masterVariant"]["sku"] for p in (first, later)]
+        # Given 10 customers' purchases: 5 due in 10 s, 5 in 26 s
+        orders = [
+            emu.place_order(skus[n % 2], customerId=customer_id, customerEmail=email)
+            for n, (customer_id, email) in enumerate(customers)
+        ]
+        keys = [customer_id for customer_id, _ in customers]
         # ... backfilled on a worker process, which armed their timers
         backfill = await start_backfill(client, task_queue, BackfillInput(target="orders"))
         await backfill.result()
         for key in keys:
             assert len(await armed(client, key)) == 1
-        # When Insider is slow (4 s an upsert) and the worker dies while it takes the first
-        # reminders (stored after)
-        emu.insider_faults(latency_ms=4_000)
+        # When the worker dies while Insider takes the first reminders (it holds them until
+        # the worker is dead, then stores them: the kill lands inside the send whatever the
+        # machine's load)
+        emu.insider_faults(hold_after=0)
         try:
             await eventually(
-                lambda: emu.insider_stats()["in_flight"].get("upsert"),
+                lambda: emu.insider_stats()["held"].get("upsert"),
                 FIRST_DUE * 3,
-                what="a reminder upsert to cut short",
+                what="a reminder upsert held, to cut short",
             )
             assert worker_1.process is not None
             os.killpg(worker_1.process.pid, signal.SIGKILL)

@@ -5,7 +5,6 @@ emulator stores: the bridge and the worker in-process, against the Temporal dev 
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
@@ -16,7 +15,7 @@ from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.insider.client import InsiderClient
 from ct_insider.setup.matching import MatchingStore, check_matching
 from tests.bridge_helpers import message, seconds_ago, serving_bridge, storefront_event
-from tests.conftest import Emulators, running_worker
+from tests.conftest import Emulators, eventually, running_worker
 from workflows.journey_shard import JourneyShardWorkflow, ShardStats, shard_workflow_id
 
 pytestmark = pytest.mark.integration
@@ -74,13 +73,13 @@ async def settled(client: Client, journeys: str) -> ShardStats:
     handle = client.get_workflow_handle_for(
         JourneyShardWorkflow.run, shard_workflow_id(journeys, 0)
     )
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:
-        stats = await handle.query(JourneyShardWorkflow.stats)
-        if stats.found_in_insider + stats.resent >= EVENTS:
-            return stats
-        assert asyncio.get_running_loop().time() < deadline, f"not settled: {stats}"
-        await asyncio.sleep(0.2)
+    stats: ShardStats = await eventually(
+        lambda: handle.query(JourneyShardWorkflow.stats),
+        60,
+        until=lambda stats: stats.found_in_insider + stats.resent >= EVENTS,
+        what="the shard settled",
+    )
+    return stats
 
 
 async def store_the_probe(emu: Emulators) -> None:

@@ -47,10 +47,18 @@ async def test_killed_worker_is_replaced_and_no_purchase_event_is_duplicated(
             until=lambda stored: stored >= 600,
             what="the run well under way (600 purchases stored)",
         )
+        # (while Insider holds one of its upserts: the kill lands inside a chunk's activity
+        # whatever the machine's load; Insider stores that upsert after the worker died)
+        clean_emulators.insider_faults(latency_ms=40, hold_after=0)
+        await eventually(
+            lambda: clean_emulators.insider_stats()["held"].get("upsert"),
+            what="an upsert held, to cut short",
+        )
         assert first.process is not None
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait(10)
         at_kill = sum(stored_purchases(clean_emulators).values())
+        clean_emulators.insider_faults(latency_ms=40)
         # ... and a new worker starts
         with worker_process(clean_emulators, client, task_queue, tmp_path, "worker-2"):
             result = await asyncio.wait_for(handle.result(), timeout=180)
