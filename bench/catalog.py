@@ -9,6 +9,12 @@ which nothing changed, and a reconciliation (`sync catalog`: every product re-re
 compared with what Insider holds) with nothing changed. Targets (issue 5): full sync >= 0.8 of the bare loop;
 the no-change re-sync < 10% of the full sync's time with zero records sent; worker peak
 RSS < 300 MB.
+
+    .venv/bin/python -m bench.catalog --sizes 2000,6000,18000 [--temporal] [--profile]
+
+instead compares, across catalog sizes, the CPU seconds per 1,000 items of each process (ours,
+both emulators, Temporal) in a bare full sync and a bare reconciliation (and with --temporal
+the reconciliation through a worker): whose work grows faster than the catalog (issue 19).
 """
 
 from __future__ import annotations
