@@ -60,6 +60,8 @@ async def prefetched(
     ahead when the consumer stops early (a chunk's time budget spent) is read for nothing,
     and read again by the next chunk.
     """
+    # Unbounded, yet never holds more than depth + 1 items: nothing is read unless
+    # `may_read()` (read <= asked + depth).
     queue: asyncio.Queue[tuple[bool, T | Exception | None]] = asyncio.Queue()
     asked = 0  # items the consumer asked for
     read = 0  # items read from the source
@@ -154,9 +156,9 @@ async def sync_window(
     started = time.monotonic()
     cursor = after_id
     # The longest a batch took so far: the next batch is read ahead only if the one in
-    # hand will likely end within the budget (a chunk's last batch read ahead one more,
-    # which the next chunk read again: as the catalog grew and batches got slower, up to
-    # two reads of every product, issue 19).
+    # hand will likely end within the budget (a chunk's budget ran out with two batches
+    # read ahead, which the next chunk read again: as the catalog grew and batches got
+    # slower, up to three reads of every product, issue 19).
     slowest = 0.0
 
     def budget_left_after_this_batch() -> bool:
