@@ -9,12 +9,19 @@ which nothing changed, and a reconciliation (`sync catalog`: every product re-re
 compared with what Insider holds) with nothing changed. Targets (issue 5): full sync >= 0.8 of the bare loop;
 the no-change re-sync < 10% of the full sync's time with zero records sent; worker peak
 RSS < 300 MB.
+
+    .venv/bin/python -m bench.catalog --sizes 2000,6000,18000 [--temporal] [--profile]
+
+instead compares, across catalog sizes, the CPU seconds per 1,000 items of each process (ours,
+both emulators, Temporal) in a bare full sync and a bare reconciliation (and with --temporal
+the reconciliation through a worker): whose work grows faster than the catalog (issue 19).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import statistics
 import sys
 import time
@@ -25,11 +32,19 @@ from typing import Any
 
 from activities.sync import path_of
 from bench.backfill import connect_when_up
-from bench.harness import PeakRss, Stack, local_stack, machine, save, worker_process
+from bench.harness import (
+    CpuSeconds,
+    PeakRss,
+    Stack,
+    local_stack,
+    machine,
+    save,
+    worker_process,
+)
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.insider.client import InsiderClient
 from ct_insider.mapping.config import MappingConfig
-from ct_insider.sync.catalog import CatalogSender
+from ct_insider.sync.catalog import CatalogMode, CatalogSender
 from ct_insider.sync.fingerprints import FingerprintStore
 from ct_insider.sync.pipeline import sync_window
 from ct_insider.sync.taxonomy import TaxonomyResolver
@@ -44,7 +59,9 @@ TARGET_NO_CHANGE_SHARE = 0.10
 TARGET_RSS_MB = 300
 
 
-async def bare_full_sync(stack: Stack) -> tuple[float, int]:
+async def bare_full_sync(stack: Stack, mode: CatalogMode = "full") -> tuple[float, int]:
+    """A full sync (or, with mode "changes", a reconciliation) in this process, no Temporal:
+    (seconds, items sent)."""
     async with (
         CommercetoolsClient(stack.ct_settings()) as ct,
         InsiderClient(stack.insider_settings()) as insider,
@@ -55,7 +72,7 @@ async def bare_full_sync(stack: Stack) -> tuple[float, int]:
         started = time.monotonic()
 
         async def send(records: list[dict[str, Any]]) -> Any:
-            return await sender.send_products(records, mode="full")
+            return await sender.send_products(records, mode=mode)
 
         outcome = await sync_window(
             ct, "products", send, window=Window(), after_id=None, batch_size=1_000
@@ -72,14 +89,18 @@ async def bare_full_sync(stack: Stack) -> tuple[float, int]:
         return time.monotonic() - started, outcome.stats.sent + sweep.stats.sent
 
 
-async def temporal_sync(stack: Stack, mode: str) -> tuple[float, int, int, float]:
-    """(seconds, items sent, Insider catalog requests, worker peak RSS MB)."""
+async def temporal_sync(
+    stack: Stack, mode: str, cpu: dict[str, float] | None = None
+) -> tuple[float, int, int, float]:
+    """(seconds, items sent, Insider catalog requests, worker peak RSS MB); `cpu` receives
+    the CPU seconds each process (the worker's included) spent in the run."""
     client = await connect_when_up(stack.temporal_address)
     task_queue = f"bench-{uuid.uuid4()}"
     requests_before = _catalog_requests(stack)
     with worker_process(stack, task_queue) as worker:
         assert worker.process is not None
-        with PeakRss(worker.process.pid) as rss:
+        processes = {**stack.servers, "worker": worker}
+        with PeakRss(worker.process.pid) as rss, CpuSeconds(processes) as spent:
             started = time.monotonic()
             handle = await start_backfill(
                 client,
@@ -90,6 +111,8 @@ async def temporal_sync(stack: Stack, mode: str) -> tuple[float, int, int, float
             )
             result = await handle.result()
             elapsed = time.monotonic() - started
+    if cpu is not None:
+        cpu.update(spent.spent)
     return elapsed, result.stats.sent, _catalog_requests(stack) - requests_before, rss.peak_mb
 
 
@@ -181,10 +204,111 @@ async def run(products: int) -> dict[str, Any]:
     }
 
 
+# Process names in the scale comparison's table, in order; "ours" is this process in the
+# bare phases and the worker process in the Temporal one.
+SCALE_PROCESSES = ("ours", "commercetools emulator", "insider emulator", "temporal")
+
+
+async def scale_run(products: int, temporal: bool, profile: bool = False) -> dict[str, Any]:
+    """CPU seconds per 1,000 items of each process, per phase, for one catalog size: shows
+    whose work grows faster than the catalog (issue 19)."""
+    logs = Path(f".dev/bench-logs/catalog-scale-{products}")
+    with local_stack(logs) as stack:
+        variants = len(stack.seeder().catalog(products))
+        items = variants * len(MappingConfig().catalog.markets)
+        await bare_full_sync(stack)  # warm-up: the fingerprint store as full as in a re-sync
+        phases: dict[str, dict[str, Any]] = {}
+
+        def record(
+            phase: str, seconds: float, sent: int, spent: dict[str, float], scanned: int
+        ) -> None:
+            spent = {
+                ("ours" if k in ("benchmark client", "worker") else k): v for k, v in spent.items()
+            }
+            phases[phase] = {
+                "seconds": round(seconds, 2),
+                "items_sent": sent,
+                "cpu_seconds": spent,
+                "commercetools_objects_scanned_per_item": round(scanned / items, 2),
+                "cpu_seconds_per_1000_items": {
+                    name: round(1000 * spent.get(name, 0.0) / items, 3) for name in SCALE_PROCESSES
+                },
+            }
+            per_1000 = phases[phase]["cpu_seconds_per_1000_items"]
+            print(
+                f"{products:>7,} products {phase:<24} {seconds:7.1f} s  CPU s / 1,000 items: "
+                + ", ".join(f"{name} {value:.3f}" for name, value in per_1000.items())
+                + f"; commercetools objects scanned per item {scanned / items:.1f}",
+                flush=True,
+            )
+
+        bare: tuple[tuple[str, CatalogMode], ...] = (
+            ("bare full sync", "full"),
+            ("bare reconciliation", "changes"),
+        )
+        for phase, mode in bare:
+            stack.reset_insider()
+            profiler = cProfile.Profile() if profile else None
+            scanned = stack.ct_scanned()
+            with CpuSeconds(stack.servers) as cpu:
+                if profiler is not None:
+                    profiler.enable()
+                seconds, sent = await bare_full_sync(stack, mode)
+                if profiler is not None:
+                    profiler.disable()
+            record(phase, seconds, sent, cpu.spent, stack.ct_scanned() - scanned)
+            if profiler is not None:
+                path = logs / f"{phase.replace(' ', '-')}.prof"
+                profiler.dump_stats(path)
+                print(f"  profile of this process: {path}", flush=True)
+        if temporal:
+            spent: dict[str, float] = {}
+            scanned = stack.ct_scanned()
+            seconds, sent, _, _ = await temporal_sync(stack, "changes", spent)
+            spent.pop("benchmark client", None)
+            record("temporal reconciliation", seconds, sent, spent, stack.ct_scanned() - scanned)
+    return {"products": products, "variants": variants, "items": items, "phases": phases}
+
+
+def scale_main(sizes: list[int], temporal: bool, profile: bool) -> int:
+    runs = [asyncio.run(scale_run(size, temporal, profile)) for size in sizes]
+    print(
+        f"\n{'products':>9} {'items':>9} {'phase':<24} "
+        + " ".join(f"{n[:14]:>14}" for n in SCALE_PROCESSES)
+    )
+    for result in runs:
+        for phase, figures in result["phases"].items():
+            per_1000 = figures["cpu_seconds_per_1000_items"]
+            print(
+                f"{result['products']:>9,} {result['items']:>9,} {phase:<24} "
+                + " ".join(f"{per_1000[n]:>14.3f}" for n in SCALE_PROCESSES)
+            )
+    print(f"  saved to {save('catalog-scale', {'sizes': runs})}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=6_667)
+    parser.add_argument(
+        "--sizes",
+        help="comma-separated product counts: instead of the targets, compare CPU seconds per "
+        "1,000 items of each process across these sizes (e.g. 2000,6000,18000)",
+    )
+    parser.add_argument(
+        "--temporal",
+        action="store_true",
+        help="with --sizes: also run the reconciliation through Temporal (a worker process)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --sizes: cProfile this process in the bare phases (.prof files in the logs; "
+        "the profiler's overhead inflates that run's figures)",
+    )
     args = parser.parse_args()
+    if args.sizes:
+        return scale_main([int(s) for s in args.sizes.split(",")], args.temporal, args.profile)
     result = asyncio.run(run(args.products))
     info = machine()
     print(

@@ -54,6 +54,11 @@ class Stack(EmulatorWiring):
         stats: dict[str, Any] = httpx.get(f"{self.insider_url}/_emulator/stats", timeout=60).json()
         return stats
 
+    def ct_scanned(self) -> int:
+        """Stored objects the commercetools emulator has evaluated query predicates on."""
+        stats = httpx.get(f"{self.ct_url}/_emulator/stats", timeout=60).json()
+        return int(stats.get("scanned", 0))
+
     def worker_env(self, task_queue: str) -> dict[str, str]:
         return self.environment(self.temporal_address, task_queue)
 
@@ -183,9 +188,9 @@ class CpuSeconds:
 
     def __exit__(self, *_: object) -> None:
         self.spent = {
-            name: round(self._cpu(p) - self._before[name], 1) for name, p in self._processes.items()
+            name: round(self._cpu(p) - self._before[name], 2) for name, p in self._processes.items()
         }
-        self.spent["benchmark client"] = round(self._own_cpu() - self._own, 1)
+        self.spent["benchmark client"] = round(self._own_cpu() - self._own, 2)
 
 
 # The bridges the benchmarks start take this token.

@@ -125,7 +125,8 @@ class Emulators(EmulatorWiring):
         httpx.post(f"{self.ct_url}/_emulator/faults", json=body).raise_for_status()
 
     def ct_stats(self) -> dict[str, int]:
-        """`unavailable`: requests answered 503 by an outage ct_faults set."""
+        """`unavailable`: requests answered 503 by an outage ct_faults set; `scanned`: stored
+        objects query predicates were evaluated on (both since the last reset)."""
         stats: dict[str, int] = httpx.get(f"{self.ct_url}/_emulator/stats").json()
         return stats
 

@@ -48,13 +48,39 @@ async def raw_batches(
         yield RawBatch(pending, None)
 
 
-async def prefetched(source: AsyncIterator[T], depth: int = 1) -> AsyncIterator[T]:
-    """Read ahead of the consumer, so commercetools reads overlap Insider writes."""
-    queue: asyncio.Queue[tuple[bool, T | Exception | None]] = asyncio.Queue(maxsize=depth)
+async def prefetched(
+    source: AsyncIterator[T],
+    depth: int = 1,
+    read_ahead: Callable[[], bool] = lambda: True,
+) -> AsyncIterator[T]:
+    """Read ahead of the consumer, so commercetools reads overlap Insider writes.
+
+    At most `depth` items are read beyond those the consumer asked for, and none while
+    `read_ahead()` is false (asked each time the consumer takes an item): what is read
+    ahead when the consumer stops early (a chunk's time budget spent) is read for nothing,
+    and read again by the next chunk.
+    """
+    # Unbounded, yet never holds more than depth + 1 items: nothing is read unless
+    # `may_read()` (read <= asked + depth).
+    queue: asyncio.Queue[tuple[bool, T | Exception | None]] = asyncio.Queue()
+    asked = 0  # items the consumer asked for
+    read = 0  # items read from the source
+    changed = asyncio.Condition()  # the consumer asked for one more
+
+    def may_read() -> bool:
+        return read < asked or (read < asked + depth and read_ahead())
 
     async def produce() -> None:
+        nonlocal read
         try:
-            async for item in source:
+            while True:
+                async with changed:
+                    await changed.wait_for(may_read)
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    break
+                read += 1
                 await queue.put((True, item))
             await queue.put((False, None))
         except Exception as exc:  # handed to the consumer, which re-raises it
@@ -64,6 +90,9 @@ async def prefetched(source: AsyncIterator[T], depth: int = 1) -> AsyncIterator[
     task = asyncio.create_task(produce())
     try:
         while True:
+            async with changed:
+                asked += 1
+                changed.notify()
             has_item, item = await queue.get()
             if not has_item:
                 if isinstance(item, Exception):
@@ -126,9 +155,24 @@ async def sync_window(
     stats = SyncStats()
     started = time.monotonic()
     cursor = after_id
-    batches = prefetched(raw_batches(ct, resource, window, after_id, batch_size, expand))
+    # The longest a batch took so far: the next batch is read ahead only if the one in
+    # hand will likely end within the budget (a chunk's budget ran out with two batches
+    # read ahead, which the next chunk read again: as the catalog grew and batches got
+    # slower, up to three reads of every product, issue 19).
+    slowest = 0.0
+
+    def budget_left_after_this_batch() -> bool:
+        if budget_seconds is None:
+            return True
+        return time.monotonic() - started + slowest < budget_seconds
+
+    batches = prefetched(
+        raw_batches(ct, resource, window, after_id, batch_size, expand),
+        read_ahead=budget_left_after_this_batch,
+    )
     try:
         async for batch in batches:
+            batch_started = time.monotonic()
             records = batch.records
             if memory is not None:
                 fresh = [r for r in records if not memory.unchanged(r)]
@@ -141,6 +185,7 @@ async def sync_window(
                 for record in batch.records:
                     memory.note(record)
             cursor = batch.cursor
+            slowest = max(slowest, time.monotonic() - batch_started)
             stats.busy_seconds = time.monotonic() - started
             if on_batch is not None:
                 on_batch(stats, cursor)

@@ -14,6 +14,13 @@
 //  * Every query deep-copies the whole collection before filtering it (O(N) copies per
 //    page), which makes paging 50,000 customers take minutes; our storage filters the
 //    stored objects and copies only the page it returns.
+//  * Every query also evaluates its predicate on every stored object, so a lookup of 100
+//    ids or custom-object keys (`id in (...)`, `container="c" and key in (...)`) costs the
+//    whole collection: a catalog sync's lookups then grow with the catalog (O(N) each,
+//    O(N^2) per sync; issue 19). A predicate that is exactly such a lookup (optionally
+//    with the id cursor) is evaluated on the listed objects only - the same predicate, so
+//    the same answer. GET /_emulator/stats counts the objects predicates were evaluated on
+//    (`scanned`), so tests can bound the emulator's work per record.
 //  * Tokens are checked for existence only; a request outside the token's scopes gets
 //    commercetools' 403 insufficient_scope here, so scope checks can be tested.
 //  * Subscriptions accept only setKey in 4.4.0; changeDestination, setMessages and
@@ -42,15 +49,48 @@ const { values: args } = parseArgs({
 
 const requestSort = new AsyncLocalStorage();
 const uncopiedScan = new AsyncLocalStorage();
-const bulkCustomerCreate = new AsyncLocalStorage();
+// Inside our query only: the ids of the objects the predicate can match (null: all).
+const candidateScan = new AsyncLocalStorage();
 const copy = (value) => JSON.parse(JSON.stringify(value)); // the package's own cloneObject
+
+// A predicate that can only match listed objects, as our client writes it (no escapes in
+// the quoted values; anything else is evaluated on the whole collection, as before).
+const quotedList = String.raw`"[^"\\]*"(?:\s*,\s*"[^"\\]*")*`;
+const cursorTail = String.raw`(?:\s+and\s+id\s*>\s*"[^"\\]*")?`;
+const idLookup = new RegExp(String.raw`^\(?\s*id\s+in\s*\((${quotedList})\)\s*\)?${cursorTail}$`);
+const keyLookup = new RegExp(
+	String.raw`^\(?\s*container\s*=\s*("[^"\\]*")\s+and\s+key\s+in\s*\((${quotedList})\)\s*\)?${cursorTail}$`,
+);
+const unquoted = (list) => Array.from(list.matchAll(/"([^"\\]*)"/g), (m) => m[1]);
+const bulkCustomerCreate = new AsyncLocalStorage();
 
 class EmulatorStorage extends InMemoryStorage {
 	// Inside our query only: the stored objects themselves, not deep copies.
 	async all(projectKey, typeId) {
 		if (!uncopiedScan.getStore()) return super.all(projectKey, typeId);
 		const store = (await this.forProjectKey(projectKey))[typeId];
-		return store ? Array.from(store._map.values()) : [];
+		if (!store) return [];
+		const candidates = candidateScan.getStore();
+		const objects = candidates
+			? candidates.map((id) => store._map.get(id)).filter((object) => object !== undefined)
+			: Array.from(store._map.values());
+		stats.scanned += objects.length;
+		return objects;
+	}
+
+	// The ids of the only objects `where` can match, or null when it is not a lookup.
+	candidates(projectKey, typeId, predicates) {
+		// The service hands the `where` parameters over as a list (each one must hold).
+		const where = Array.isArray(predicates) && predicates.length === 1 ? predicates[0] : predicates;
+		if (typeof where !== "string") return null;
+		const byId = idLookup.exec(where);
+		if (byId) return [...new Set(unquoted(byId[1]))];
+		const byKey = typeId === "key-value-document" ? keyLookup.exec(where) : null;
+		if (!byKey) return null;
+		const container = JSON.parse(byKey[1]);
+		const index = this._customObjectIndex.get(projectKey);
+		const ids = unquoted(byKey[2]).map((key) => index?.get(`${container}\0${key}`));
+		return [...new Set(ids.filter((id) => id !== undefined))];
 	}
 
 	async query(projectKey, typeId, params) {
@@ -64,8 +104,11 @@ class EmulatorStorage extends InMemoryStorage {
 			sort !== undefined && params.sort === undefined ? { ...params, sort } : params;
 		// 4.4.0 deep-copies the whole collection on every query; filter and page the stored
 		// objects instead and copy only the page that leaves (query does not mutate them).
+		const candidates = this.candidates(projectKey, typeId, effective.where);
 		const page = await uncopiedScan.run(true, () =>
-			super.query(projectKey, typeId, { ...effective, expand: undefined }),
+			candidateScan.run(candidates, () =>
+				super.query(projectKey, typeId, { ...effective, expand: undefined }),
+			),
 		);
 		let results = page.results.map(copy);
 		if (effective.expand !== undefined) {
@@ -168,7 +211,7 @@ app.addHook("preHandler", async (request, reply) => {
 });
 
 let faults = { unavailable: false };
-const stats = { unavailable: 0 };
+const stats = { unavailable: 0, scanned: 0 };
 
 app.addHook("onRequest", async (request, reply) => {
 	const path = request.url.split("?")[0];
@@ -264,6 +307,7 @@ app.post("/_emulator/reset", async (_request, reply) => {
 	await mock.clear();
 	faults = { unavailable: false };
 	stats.unavailable = 0;
+	stats.scanned = 0;
 	return reply.status(204).send();
 });
 
