@@ -184,6 +184,9 @@ class ShardSettings(BaseModel):
     # costs a round trip through Temporal (batched shape side by side, 1 per task: 660 events/s
     # against 1,438/s chaining; bench/README.md).
     max_deliveries_per_task: int = Field(default=4, ge=1)
+    # A failed delivery (or archive write) waits 2^n of these, n failures in a row (at most 5
+    # minutes): tests make it short.
+    backoff_unit_seconds: float = Field(default=1.0, gt=0, le=1.0)
     seen_capacity: int = Field(default=30_000, ge=16)  # dedupe keys remembered
     identity_capacity: int = Field(default=20_000, ge=1)
     identity_idle_seconds: float = Field(default=24 * 3600, gt=0)  # then forgotten at CAN
@@ -840,9 +843,12 @@ class JourneyShardWorkflow:
     def _task_queue() -> str:
         return workflow.info().task_queue
 
+    def _backoff(self, failures: int) -> timedelta:
+        return timedelta(seconds=self._settings.backoff_unit_seconds * 2 ** min(failures, 9))
+
     async def _back_off(self) -> None:
         self._failures += 1
-        delay = min(MAX_BACKOFF, timedelta(seconds=2 ** min(self._failures, 9)))
+        delay = min(MAX_BACKOFF, self._backoff(self._failures))
         await workflow.sleep(delay)
 
     async def _end_task_after_a_delivery(self) -> None:
@@ -1014,7 +1020,7 @@ class JourneyShardWorkflow:
         except FailureError as err:  # local activities raise the failure itself
             workflow.logger.warning("dedupe archive not written, retrying later: %s", err)
             self._archive_failures += 1
-            delay = timedelta(seconds=2 ** min(self._archive_failures, 9))
+            delay = self._backoff(self._archive_failures)
             self._archive_resumes = workflow.now() + min(MAX_BACKOFF, delay)
             return
         self._archive_failures = 0

@@ -883,7 +883,8 @@ async def test_a_dependency_down_for_every_batch_parks_nothing(client: Client) -
 
     deliverer = ScriptedDeliverer(commercetools_down)
     signals = [view(n) for n in range(6)]
-    async with shard(client, mocks, deliverer=deliverer) as (handle, _):
+    # (back-off between failed deliveries 0.1, 0.2, 0.4 ... s rather than 1, 2, 4 ... s)
+    async with shard(client, mocks, deliverer=deliverer, backoff_unit_seconds=0.05) as (handle, _):
         # Given commercetools down for longer than a poison signal is retried
         await send(handle, *signals)
         # When it is back
