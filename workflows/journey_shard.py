@@ -325,11 +325,17 @@ class ShardInput(BaseModel):
     carried: ShardCarry | None = None
 
 
-def fits_carry(work: Iterable[JourneySignal | Bookkeeping], room: int) -> bool:
+def fits_carry(
+    work: Iterable[JourneySignal | Bookkeeping], room: int, *, compact: bool = True
+) -> bool:
     """Whether pending work takes at most `room` bytes of the carry (as JSON, as the
-    payload converter writes it)."""
+    payload converter writes it). `compact=False`: signals measured whole, as runs begun
+    before `carry-measured` measured them (their decisions replay as they were taken)."""
     for item in work:
-        room -= len(to_json(carried_signal(item) if isinstance(item, JourneySignal) else item))
+        if compact and isinstance(item, JourneySignal):
+            room -= len(to_json(carried_signal(item)))
+        else:
+            room -= len(to_json(item))
         if room < 0:
             return False
     return True
@@ -714,7 +720,7 @@ class JourneyShardWorkflow:
             room -= len(to_json(self._layout))
         if self._archive is not None:
             room -= self._archive.carried_bytes()
-        return fits_carry(work, room)
+        return fits_carry(work, room, compact=self._carry_measured)
 
     def _carry(self) -> ShardCarry:
         idle = timedelta(seconds=self._settings.identity_idle_seconds)

@@ -26,6 +26,7 @@ from workflows.journey_shard import (
     ShardInput,
     ShardSettings,
     ShardStats,
+    carried_signal,
     fits_carry,
     within_carry_budget,
 )
@@ -229,3 +230,29 @@ async def test_a_carry_measured_within_the_budget_fits_it_through_the_real_conve
         [ShardInput(shard=999, settings=settings, carried=carry(pending))]
     )
     assert CARRY_BUDGET - 2 * MAX_SIGNAL_BYTES < payload.ByteSize() <= CARRY_BUDGET
+
+
+def test_runs_before_the_measured_carry_measure_pending_signals_whole() -> None:
+    # Given ordinary storefront events whose compact form fits a room their whole JSON does not
+    event = _largest_signal(0).storefront
+    assert event is not None
+    signals = [
+        _largest_signal(n).model_copy(
+            update={
+                "storefront": event.model_copy(
+                    update={"name": "Shoe", "url": None, "categories": [], "sku": f"SKU-{n}"}
+                ),
+                "identity": JourneyIdentity(anonymous_id=f"visitor-{n}"),
+                "market": Market(),
+            }
+        )
+        for n in range(100)
+    ]
+    whole = sum(len(to_json(s)) for s in signals)
+    compact = sum(len(to_json(carried_signal(s))) for s in signals)
+    room = (whole + compact) // 2
+    # Then a run since `carry-measured` finds them carryable, and one begun before, measuring
+    # as it measured when it decided (a replay must decide the same), does not
+    assert compact < room < whole
+    assert fits_carry(signals, room)
+    assert not fits_carry(signals, room, compact=False)
