@@ -21,7 +21,6 @@ A queue subscribed to the topic holds the same envelopes: the SQS consumer unwra
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +31,7 @@ from fastapi.responses import JSONResponse
 
 from bridge.delivery import Deliveries, NotTaken
 from bridge.reading import MAX_DELIVERY_BODY_BYTES, RequestRefused, parse_json, read_body
-from ct_insider.journeys.envelopes import EnvelopeError, parse_delivery
+from ct_insider.journeys.envelopes import EnvelopeError, envelope_json, parse_delivery
 from ct_insider.logging import get_logger
 
 log = get_logger(__name__)
@@ -60,14 +59,7 @@ def sns_message(body: Any) -> Any:
     message = body.get("Message")
     if not isinstance(message, str):
         raise EnvelopeError("SNS notification: Message must be a string")
-    try:
-        return json.loads(message)
-    except RecursionError:
-        raise EnvelopeError(
-            "SNS notification: Message is malformed JSON (nested too deeply)"
-        ) from None
-    except ValueError as exc:
-        raise EnvelopeError(f"SNS notification: Message is malformed JSON ({exc})") from None
+    return envelope_json(message.encode(errors="surrogatepass"), "SNS notification: Message")
 
 
 class SubscriptionNotConfirmed(Exception):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from collections import Counter
@@ -48,7 +47,12 @@ from bridge.delivery import Deliveries, NotTaken, unreadable_refusal
 from bridge.sns import sns_message
 from ct_insider import telemetry
 from ct_insider.config import SqsSettings
-from ct_insider.journeys.envelopes import EnvelopeError, Notification, parse_delivery
+from ct_insider.journeys.envelopes import (
+    EnvelopeError,
+    Notification,
+    envelope_json,
+    parse_delivery,
+)
 from ct_insider.logging import get_logger
 
 if TYPE_CHECKING:
@@ -60,18 +64,16 @@ log = get_logger(__name__)
 CARRIER = "sqs"
 # SQS: ChangeMessageVisibility takes whole seconds, at most 12 hours.
 MAX_VISIBILITY_SECONDS = 43_200
+# A message whose taking fails unexpectedly (a defect, an answer nobody foresaw) is left on the
+# queue this many receives, then dead-lettered: never the consumer's end, never a loop.
+MAX_FAILED_RECEIVES = 5
 Outcome = Literal["taken", "poison", "not_taken"]
 
 
 def sqs_notification(body: str) -> Notification | None:
     """The notification of a message body (None: the subscription's test notification).
     Raises EnvelopeError."""
-    try:
-        parsed: Any = json.loads(body)
-    except RecursionError:
-        raise EnvelopeError("malformed JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise EnvelopeError(f"malformed JSON: {exc}") from None
+    parsed = envelope_json(body.encode(errors="surrogatepass"), "SQS message body")
     # A queue subscribed to an SNS topic without raw message delivery holds SNS envelopes.
     return parse_delivery(sns_message(parsed))
 
@@ -258,7 +260,26 @@ class SqsConsumer:
         except NotTaken as exc:
             log.info("SQS message not taken, received again later", reason=exc.reason)
             return "not_taken"
+        except Exception as exc:  # (its text may hold the message's data: not logged)
+            return await self._failed(message, type(exc).__name__)
         return "poison" if taken.status == "dead-lettered" else "taken"
+
+    async def _failed(self, message: ReceivedMessage, error: str) -> Outcome:
+        log.error(
+            "SQS message could not be taken",
+            message_id=message.message_id,
+            error=error,
+            receives=message.receive_count,
+        )
+        self.counters["sqs_failed"] += 1
+        if message.receive_count < MAX_FAILED_RECEIVES:
+            return "not_taken"
+        reason = f"taking it failed on {message.receive_count} receives ({error})"
+        try:
+            await self._deliveries.refuse([unreadable_refusal(CARRIER, message.message_id, reason)])
+        except NotTaken:
+            return "not_taken"
+        return "poison"
 
     async def _pause(self, failures: int) -> None:
         delay = retry_delay(failures, self._settings)

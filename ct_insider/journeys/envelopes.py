@@ -124,6 +124,14 @@ def strict_json(data: bytes) -> Any:
     return value
 
 
+def envelope_json(data: bytes, what: str) -> Any:
+    """`data` as strict JSON (strict_json); EnvelopeError naming `what` if it is none."""
+    try:
+        return strict_json(data)
+    except ValueError as exc:
+        raise EnvelopeError(f"{what} is malformed JSON ({exc})") from None
+
+
 def _decoded_pubsub_data(message: dict[str, Any]) -> Any:
     data = message.get("data")
     if not isinstance(data, str):

@@ -7,7 +7,9 @@ import asyncio
 import json
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -22,8 +24,18 @@ from bridge.eventgrid import (
     eventgrid_routes,
     validation_code,
 )
+from bridge.letters import Refusal
 from bridge.reading import RequestRefused
-from bridge.sqs import MAX_VISIBILITY_SECONDS, retry_delay, sqs_notification, visibility_delay
+from bridge.sqs import (
+    MAX_FAILED_RECEIVES,
+    MAX_VISIBILITY_SECONDS,
+    ReceivedMessage,
+    SqsConsumer,
+    SqsQueue,
+    retry_delay,
+    sqs_notification,
+    visibility_delay,
+)
 from ct_insider.config import SqsSettings
 from ct_insider.journeys.envelopes import EnvelopeError, Notification
 from starters.cli import main
@@ -183,3 +195,62 @@ async def test_an_eventgrid_batch_of_the_largest_size_is_taken_a_slice_at_a_time
     assert answer.status_code == 202, answer.text
     assert (deliveries.taken, answer.json()["signals"]) == (5000, 5000)
     assert deliveries.most_at_once == CONCURRENT_EVENTS
+
+
+class FailingDeliveries(Deliveries):
+    """Deliveries whose taking fails with a defect; letters are kept."""
+
+    def __init__(self) -> None:
+        self.counters = Counter()
+        self.letters_posted: list[Refusal] = []
+
+    async def take(self, notification: Notification | None) -> Taken:
+        raise TypeError("a defect, its text holding the customer's jane@example.com")
+
+    async def refuse(self, refusals: Sequence[Refusal]) -> None:
+        self.letters_posted.extend(refusals)
+
+
+class NoQueue:
+    url = "queue"
+
+    async def delete(self, handles: Sequence[str]) -> int:
+        return 0
+
+    async def postpone(self, handles: Sequence[tuple[str, int]]) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("receives", [1, MAX_FAILED_RECEIVES - 1, MAX_FAILED_RECEIVES])
+async def test_a_message_whose_taking_fails_stays_then_is_dead_lettered_never_ending_the_consumer(
+    receives: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a consumer whose deliveries fail unexpectedly (a defect, an answer nobody foresaw)
+    deliveries = FailingDeliveries()
+    consumer = SqsConsumer(cast(SqsQueue, NoQueue()), deliveries, SqsSettings(queue_url="q"))
+    body = json.dumps(message("customer", "c-1", "CustomerCreated"))
+    received = ReceivedMessage(message_id="m-1", handle="h-1", receive_count=receives, body=body)
+    # When a batch holding a message received that many times is taken
+    [outcome] = await consumer.take_batch([received])
+    # Then it is left on the queue until its receives reach the limit, then dead-lettered (as
+    # unreadable, naming the SQS message and the error's type, never its text)
+    if receives < MAX_FAILED_RECEIVES:
+        assert (outcome, deliveries.letters_posted) == ("not_taken", [])
+    else:
+        assert outcome == "poison"
+        [letter] = deliveries.letters_posted
+        assert letter.letter.record_id == "sqs:m-1"
+        assert "TypeError" in letter.letter.reasons[0]
+    assert consumer.counters["sqs_failed"] == 1
+    assert "jane@example.com" not in capsys.readouterr().out
+
+
+def test_half_a_surrogate_pair_in_an_sqs_body_or_its_sns_message_is_unreadable() -> None:
+    # Given a delivery whose id holds a \u escape of half a surrogate pair (valid JSON, no
+    # character: the bridge would fail storing or answering it), as it is and wrapped by SNS
+    delivery = json.dumps(message("customer", "c-\ud800", "CustomerCreated"))
+    assert "\\ud800" in delivery
+    for body in (delivery, sns_envelope(delivery)):
+        # When the consumer reads it, Then it is unreadable (a letter), never a crash
+        with pytest.raises(EnvelopeError, match="half a surrogate pair"):
+            sqs_notification(body)
