@@ -31,7 +31,7 @@ from pydantic import Field, SecretStr, TypeAdapter
 
 from bridge.auth import BearerTokenMiddleware
 from bridge.carts import StorefrontCarts
-from bridge.delivery import Deliveries, NotTaken
+from bridge.delivery import Deliveries, NotTaken, unavailable
 from bridge.dispatch import Dispatcher, TemporalUnavailable
 from bridge.eventgrid import eventgrid_routes
 from bridge.letters import LetterBox
@@ -62,7 +62,6 @@ from ct_insider.logging import get_logger
 
 log = get_logger(__name__)
 
-RETRY_AFTER_SECONDS = "5"
 
 # What /events documents (OpenAPI): one event, {"events": [...]}, or an array (the body is
 # read event by event: bridge/reading.py).
@@ -129,14 +128,6 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
     422: {"description": "wrong as it is: the failing fields (a batch: each refused event)"},
     503: {"description": "not accepted, deliver again after Retry-After"},
 }
-
-
-def _unavailable(reason: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": "temporarily unavailable, deliver again", "reason": reason},
-        status_code=503,
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
 
 
 class BridgeApi(FastAPI):
@@ -210,7 +201,7 @@ def create_app(
         try:
             taken = await deliveries.take(notification)
         except NotTaken as exc:
-            return _unavailable(exc.reason)
+            return unavailable(exc.reason)
         return taken.answer()
 
     app.include_router(eventgrid_routes(deliveries))
@@ -237,7 +228,7 @@ def create_app(
             except TemporalUnavailable as exc:
                 counters["unavailable"] += 1
                 log.warning("events not accepted", error=str(exc), events=len(parts))
-                return _unavailable(type(exc).__name__)
+                return unavailable(type(exc).__name__)
             counters["events"] += len(parts)
         if carts is not None and carts.left_to_cart:
             counters["events_left_to_cart"] += carts.left_to_cart

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from fastapi.responses import JSONResponse
 
 from bridge.admission import SignalRefusal, admit
 from bridge.carts import CartSignal
@@ -37,6 +38,19 @@ from workflows.catalog_changes import CatalogChange
 log = get_logger(__name__)
 
 TEST_NOTIFICATION = "subscription test notification"
+
+
+# What a 503 tells the sender to wait before delivering again.
+RETRY_AFTER_SECONDS = "5"
+
+
+def unavailable(reason: str) -> JSONResponse:
+    """The answer to what a retry can fix: 503 with Retry-After."""
+    return JSONResponse(
+        {"error": "temporarily unavailable, deliver again", "reason": reason},
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
 
 
 class NotTaken(Exception):

@@ -16,12 +16,13 @@ request, the handshakes too). What Event Grid sends:
 - `aeg-event-type: SubscriptionDeletion`: acknowledged.
 
 Each event is taken like a webhook delivery (bridge/delivery.py). The answer is for the
-whole batch, as Event Grid retries or dead-letters a batch whole: 202 once every readable
-event is stored (or dead-lettered in our store); 503 with Retry-After if any could not be
-(Event Grid sends the batch again: what was stored is deduplicated by the journey shards);
-422 naming the events that are no commercetools delivery (the others are stored all the
-same; Event Grid does not retry a 4xx but dead-letters the batch to its own storage, if
-the event subscription has a dead-letter destination).
+whole batch, as Event Grid retries or dead-letters a batch whole: 202 once every event is
+stored, or dead-lettered in our store (an event that is no commercetools delivery becomes a
+letter naming its id and why, as an unreadable SQS message does: Event Grid retries a 422 like
+a 5xx, so refusing it would send the whole batch again for a day); 503 with Retry-After if
+any could not be (Event Grid sends the batch again: journey signals stored are deduplicated by
+the shards; catalog changes and cart signals are taken again, which they bear). 422 only for
+a body that holds no event at all.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from bridge.delivery import Deliveries, NotTaken, Taken
+from bridge.delivery import Deliveries, NotTaken, Taken, unavailable, unreadable_refusal
+from bridge.letters import Refusal
 from bridge.reading import MAX_DELIVERY_BODY_BYTES, RequestRefused, parse_json, read_body
 from ct_insider.journeys.envelopes import EnvelopeError, Notification, parse_delivery
 from ct_insider.logging import get_logger
@@ -40,12 +42,12 @@ from ct_insider.logging import get_logger
 log = get_logger(__name__)
 
 PATH = "/webhooks/eventgrid"
+CARRIER = "eventgrid"  # in the letters of events that are no commercetools delivery
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 # Events of one batch taken at once: each waits for its shard's commit window, so a batch
 # of Event Grid's maximum (5,000) goes through a slice at a time rather than filling the
 # shards' queues of windows (bridge/commit.py MAX_QUEUED_WINDOWS) in one go.
 CONCURRENT_EVENTS = 100
-RETRY_AFTER_SECONDS = "5"
 
 
 def eventgrid_notification(event: Any) -> Notification | None:
@@ -98,7 +100,7 @@ def eventgrid_routes(deliveries: Deliveries) -> APIRouter:
             400: {"description": "not JSON"},
             401: {"description": "missing or wrong bearer token"},
             413: {"description": "body over the route's limit"},
-            422: {"description": "events that are no commercetools delivery (the rest stored)"},
+            422: {"description": "a body that holds no event"},
             503: {"description": "not accepted, deliver the batch again after Retry-After"},
         },
     )
@@ -116,20 +118,20 @@ def eventgrid_routes(deliveries: Deliveries) -> APIRouter:
         events: list[Any] = body if isinstance(body, list) else [body]
         if not events:
             raise RequestRefused(422, "invalid", "an empty batch")
-        refused: list[dict[str, Any]] = []
+        unreadable: list[Refusal] = []
         readable: list[Notification | None] = []
         for index, event in enumerate(events):
             try:
                 readable.append(eventgrid_notification(event))
             except EnvelopeError as exc:
                 event_id = event.get("id") if isinstance(event, dict) else None
-                refused.append(
-                    {
-                        "index": index,
-                        "id": event_id if isinstance(event_id, str) else None,
-                        "error": str(exc),
-                    }
-                )
+                name = event_id if isinstance(event_id, str) else f"#{index}"
+                unreadable.append(unreadable_refusal(CARRIER, name[:200], str(exc)))
+        try:
+            if unreadable:
+                await deliveries.refuse(unreadable)
+        except NotTaken as exc:
+            return unavailable(exc.reason)
         taken: list[Taken] = []
         for start in range(0, len(readable), CONCURRENT_EVENTS):
             results = await asyncio.gather(
@@ -138,14 +140,7 @@ def eventgrid_routes(deliveries: Deliveries) -> APIRouter:
             )
             for result in results:
                 if isinstance(result, NotTaken):
-                    return JSONResponse(
-                        {
-                            "error": "temporarily unavailable, deliver again",
-                            "reason": result.reason,
-                        },
-                        status_code=503,
-                        headers={"Retry-After": RETRY_AFTER_SECONDS},
-                    )
+                    return unavailable(result.reason)
                 if isinstance(result, BaseException):
                     raise result
                 taken.append(result)
@@ -155,17 +150,9 @@ def eventgrid_routes(deliveries: Deliveries) -> APIRouter:
             "signals": sum(t.signals for t in taken),
             "statuses": {s: sum(t.status == s for t in taken) for s in {t.status for t in taken}},
         }
-        if refused:
-            counters["eventgrid_refused"] += len(refused)
-            return JSONResponse(
-                {
-                    "error": f"{len(refused)} of {len(events)} events are no commercetools "
-                    "delivery, the others stored",
-                    **outcome,
-                    "refused": refused,
-                },
-                status_code=422,
-            )
+        if unreadable:
+            counters["eventgrid_unreadable"] += len(unreadable)
+            outcome["dead_lettered"] = [r.letter.record_id for r in unreadable]
         return {"status": "accepted", **outcome}
 
     return routes

@@ -29,7 +29,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bridge.delivery import Deliveries, NotTaken
+from bridge.delivery import Deliveries, NotTaken, unavailable, unreadable_refusal
 from bridge.reading import MAX_DELIVERY_BODY_BYTES, RequestRefused, parse_json, read_body
 from ct_insider.journeys.envelopes import EnvelopeError, envelope_json, parse_delivery
 from ct_insider.logging import get_logger
@@ -37,10 +37,10 @@ from ct_insider.logging import get_logger
 log = get_logger(__name__)
 
 PATH = "/webhooks/sns"
+CARRIER = "sns"  # in the letters of messages that are no commercetools delivery
 # The endpoints SNS confirms subscriptions at (a SubscribeURL elsewhere is never visited).
-SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+SNS_HOST = re.compile(r"sns(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 CONFIRM_TIMEOUT_SECONDS = 10.0
-RETRY_AFTER_SECONDS = "5"
 
 
 def sns_envelope_type(body: Any) -> str | None:
@@ -49,6 +49,14 @@ def sns_envelope_type(body: Any) -> str | None:
     if isinstance(body, dict) and "TopicArn" in body and isinstance(body.get("Type"), str):
         return str(body["Type"])
     return None
+
+
+def _message_id(body: Any, request: Request) -> str:
+    """The SNS message's id: in its envelope, or (raw message delivery) in a header."""
+    found = body.get("MessageId") if isinstance(body, dict) else None
+    if not isinstance(found, str):
+        found = request.headers.get("x-amz-sns-message-id", "unknown")
+    return found[:200]
 
 
 def sns_message(body: Any) -> Any:
@@ -99,14 +107,6 @@ class SubscriptionConfirmer:
             )
 
 
-def _unavailable(reason: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": "temporarily unavailable, deliver again", "reason": reason},
-        status_code=503,
-        headers={"Retry-After": RETRY_AFTER_SECONDS},
-    )
-
-
 def sns_routes(deliveries: Deliveries, confirmer: SubscriptionConfirmer) -> APIRouter:
     routes = APIRouter()
     counters = deliveries.counters
@@ -120,7 +120,7 @@ def sns_routes(deliveries: Deliveries, confirmer: SubscriptionConfirmer) -> APIR
             400: {"description": "not JSON"},
             401: {"description": "missing or wrong bearer token"},
             413: {"description": "body over the route's limit"},
-            422: {"description": "no commercetools delivery, or a SubscribeURL not of SNS"},
+            422: {"description": "an SNS message type unknown, or a SubscribeURL not of SNS"},
             503: {"description": "not accepted, deliver again after Retry-After"},
         },
     )
@@ -133,7 +133,7 @@ def sns_routes(deliveries: Deliveries, confirmer: SubscriptionConfirmer) -> APIR
             except SubscriptionNotConfirmed as exc:
                 counters["unavailable"] += 1
                 log.warning("SNS subscription not confirmed", error=str(exc))
-                return _unavailable(SubscriptionNotConfirmed.__name__)
+                return unavailable(SubscriptionNotConfirmed.__name__)
             counters["sns_confirmed"] += 1
             log.info("SNS subscription confirmed", topic=str(body.get("TopicArn")))
             return JSONResponse({"status": "confirmed"}, status_code=200)
@@ -143,13 +143,19 @@ def sns_routes(deliveries: Deliveries, confirmer: SubscriptionConfirmer) -> APIR
         if kind not in (None, "Notification"):
             raise RequestRefused(422, "invalid", f"unknown SNS message type {kind!r}")
         try:
-            notification = parse_delivery(sns_message(body))
-        except EnvelopeError as exc:
-            raise RequestRefused(422, "invalid", str(exc)) from None
-        try:
+            try:
+                notification = parse_delivery(sns_message(body))
+            except EnvelopeError as exc:
+                # SNS does not retry a 4xx: the message would be gone without a trace. It
+                # becomes a letter naming it (never its body), as an unreadable SQS message.
+                await deliveries.refuse(
+                    [unreadable_refusal(CARRIER, _message_id(body, request), str(exc))]
+                )
+                counters["sns_unreadable"] += 1
+                return JSONResponse({"status": "dead-lettered"}, status_code=202)
             taken = await deliveries.take(notification)
         except NotTaken as exc:
-            return _unavailable(exc.reason)
+            return unavailable(exc.reason)
         return taken.answer()
 
     return routes

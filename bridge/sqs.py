@@ -16,8 +16,9 @@ admission, group commit and dead-letter store), with the same guarantee, spelled
 
 Receives long-poll (SQS_WAIT_SECONDS) up to SQS_BATCH_SIZE messages, which are taken at
 once (the group commit gathers them into one signal per shard), then deleted in one batch
-request. A message whose delete fails is received again and deduplicated by its shard
-(the dedupe key is the commercetools message id).
+request. A message whose delete fails is received again: its journey signals are dropped by
+their shard's dedupe (the key is the commercetools message id); catalog changes and cart
+signals are taken again, which they bear (a refresh, a nudge).
 
 The body is what commercetools sends (Platform or CloudEvents format); a queue subscribed
 to an SNS topic without raw message delivery holds SNS envelopes, which are unwrapped.
@@ -44,7 +45,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.delivery import Deliveries, NotTaken, unreadable_refusal
-from bridge.sns import sns_message
+from bridge.sns import sns_envelope_type, sns_message
 from ct_insider import telemetry
 from ct_insider.config import SqsSettings
 from ct_insider.journeys.envelopes import (
@@ -74,6 +75,14 @@ def sqs_notification(body: str) -> Notification | None:
     """The notification of a message body (None: the subscription's test notification).
     Raises EnvelopeError."""
     parsed = envelope_json(body.encode(errors="surrogatepass"), "SQS message body")
+    kind = sns_envelope_type(parsed)
+    if kind in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
+        # (A topic of another account asks the queue's owner to confirm: the consumer does
+        # not visit URLs a queue hands it.)
+        raise EnvelopeError(
+            f"an SNS {kind}: confirm the subscription in SNS (its SubscribeURL, or subscribe "
+            "the queue from the topic's account)"
+        )
     # A queue subscribed to an SNS topic without raw message delivery holds SNS envelopes.
     return parse_delivery(sns_message(parsed))
 
@@ -227,7 +236,7 @@ class SqsConsumer:
         ]
         try:
             if done and (refused := await self._queue.delete(done)):
-                # Received again later and deduplicated by the shards (the message id).
+                # Received again later: taken again (journey signals deduplicated by key).
                 self.counters["sqs_delete_refused"] += refused
                 log.warning("SQS refused to delete messages", refused=refused)
             if again and (refused := await self._queue.postpone(again)):

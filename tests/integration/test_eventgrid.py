@@ -12,6 +12,8 @@ import pytest
 from temporalio.client import Client
 
 from bridge.eventgrid import PATH, VALIDATION_EVENT
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.deadletters import DeadLetterStore
 from tests.bridge_helpers import TOKEN, as_cloudevent, message, serving_bridge
 from tests.conftest import Emulators, eventually
 from workers.main import Workers
@@ -107,13 +109,21 @@ async def test_eventgrid_handshakes_and_deliveries_in_both_schemas(
             ],
             headers={"aeg-event-type": "Notification"},
         )
-        # Then it is named in a 422 and the good one is stored all the same
-        assert mixed.status_code == 422
-        assert [(r["index"], r["id"]) for r in mixed.json()["refused"]] == [(0, "not-ct")]
-        assert "notificationType is missing" in mixed.json()["refused"][0]["error"]
+        # Then the batch is taken (Event Grid would retry a 4xx like a 5xx, the whole batch
+        # for a day): the bad event is dead-lettered in our store, naming it and why, and the
+        # good one is stored
+        assert mixed.status_code == 202, mixed.text
+        assert mixed.json()["dead_lettered"] == ["eventgrid:not-ct"]
         await eventually(lambda: profile_of(emu, third_id))
         stats = await bridge.stats()
+        async with CommercetoolsClient(emu.ct_settings()) as ct:
+            [letter] = [
+                letter
+                for letter in await DeadLetterStore(ct).list()
+                if letter.record_id == "eventgrid:not-ct"
+            ]
+        assert "notificationType is missing" in letter.reasons[0]
     assert stats["eventgrid_validated"] == 1
     assert stats["eventgrid_handshake"] == 1
-    assert stats["eventgrid_refused"] == 1
+    assert stats["eventgrid_unreadable"] == 1
     assert stats["accepted:CustomerCreated"] == 3

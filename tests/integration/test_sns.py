@@ -24,6 +24,8 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from bridge.sns import PATH, SubscriptionConfirmer
+from ct_insider.commercetools.client import CommercetoolsClient
+from ct_insider.deadletters import DeadLetterStore
 from tests.aws_helpers import REGION, aws_endpoint, aws_env
 from tests.bridge_helpers import TOKEN, as_cloudevent, message, serving_bridge
 from tests.conftest import Emulators, eventually
@@ -128,11 +130,25 @@ async def test_sns_confirms_its_subscription_and_delivers_to_insider(
         for customer_id in (first_id, second_id):
             profile = await eventually(lambda: profile_of(emu, customer_id))  # noqa: B023
             assert [e["event_name"] for e in profile["events"]] == ["sign_up_confirmation"]
-        # And a notification that is no commercetools delivery is a 422
-        other = {"Type": "Notification", "TopicArn": topic, "Message": '{"hello": "world"}'}
+        # And a notification that is no commercetools delivery is dead-lettered, naming the
+        # SNS message (SNS does not retry a 4xx: a refusal would leave no trace)
+        other = {
+            "Type": "Notification",
+            "MessageId": "m-other",
+            "TopicArn": topic,
+            "Message": '{"hello": "world"}',
+        }
         invalid = await http.post(url, content=json.dumps(other), headers=headers)
-        assert invalid.status_code == 422
-        assert "notificationType is missing" in invalid.json()["error"]
+        assert (invalid.status_code, invalid.json()["status"]) == (202, "dead-lettered")
+        async with CommercetoolsClient(emu.ct_settings()) as ct:
+            [letter] = [
+                letter
+                for letter in await DeadLetterStore(ct).list()
+                if letter.record_id == "sns:m-other"
+            ]
+        assert "notificationType is missing" in letter.reasons[0]
+        assert "hello" not in letter.reasons[0]
         stats = await bridge.stats()
     assert stats["sns_confirmed"] == 1
+    assert stats["sns_unreadable"] == 1
     assert stats["accepted:CustomerCreated"] == 2

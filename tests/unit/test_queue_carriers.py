@@ -90,6 +90,16 @@ def test_an_sqs_body_in_every_format_gives_the_same_notification() -> None:
         ('{"hello": "world"}', "notificationType is missing"),
         (sns_envelope("not json"), "malformed JSON"),
         ('{"notificationType": "Message", "id": "m-1"}', "invalid Message notification"),
+        (
+            json.dumps(
+                {
+                    "Type": "SubscriptionConfirmation",
+                    "TopicArn": "arn:aws:sns:eu-west-1:1:t",
+                    "SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Confirm",
+                }
+            ),
+            "SNS SubscriptionConfirmation: confirm the subscription",
+        ),
     ],
 )
 def test_an_sqs_body_that_is_no_delivery_says_why(body: str, says: str) -> None:
