@@ -19,7 +19,8 @@
 //    whole collection: a catalog sync's lookups then grow with the catalog (O(N) each,
 //    O(N^2) per sync; issue 19). A predicate that is exactly such a lookup (optionally
 //    with the id cursor) is evaluated on the listed objects only - the same predicate, so
-//    the same answer. GET /_emulator/stats counts the objects predicates were evaluated on
+//    the same objects (in the order listed, not stored: a query that sorts, as paging does
+//    by id, is not affected). GET /_emulator/stats counts the objects predicates were evaluated on
 //    (`scanned`), so tests can bound the emulator's work per record.
 //  * Tokens are checked for existence only; a request outside the token's scopes gets
 //    commercetools' 403 insufficient_scope here, so scope checks can be tested.
