@@ -10,7 +10,7 @@ parse it the way the connector does (Order.model_validate, ...) before mapping i
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import strategies as st
 
@@ -497,19 +497,7 @@ def storefront_product(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-STOREFRONT_TYPES = st.sampled_from(
-    [
-        "product_view",
-        "listing_view",
-        "add_to_cart",
-        "remove_from_cart",
-        "cart_view",
-        "checkout_started",
-        "wishlist_add",
-        "wishlist_remove",
-        "sign_in",
-    ]
-)
+STOREFRONT_TYPES = st.sampled_from(get_args(StorefrontEventType))
 
 
 @st.composite
