@@ -14,6 +14,8 @@ from typing import Any, get_args
 
 from hypothesis import strategies as st
 
+from ct_insider.journeys.storefront import StorefrontEventType
+
 # Any Unicode scalar value but surrogates (JSON from commercetools is valid UTF-8).
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 
