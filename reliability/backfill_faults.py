@@ -1,0 +1,359 @@
+"""Faults during batch runs: the order backfill (purchases: events Insider could hold twice)
+and the full catalog sync, each on worker processes that may be SIGKILLed and restarted,
+against an Insider and a commercetools that fail in the ways the real ones do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from reliability.framework import (
+    Row,
+    ScenarioFailed,
+    Suite,
+    Tally,
+    expected_purchases,
+    kill,
+    stored_purchases,
+    wait_for,
+)
+from starters.backfill import start_backfill
+from workflows.backfill import BackfillInput
+
+CUSTOMERS = 200
+ORDERS = 1_000
+SKUS = 10
+# Insider takes this long for each request in every backfill row, so a run lasts long
+# enough to be cut in the middle (the fault-free baseline runs with it too).
+INSIDER_LATENCY_MS = 40
+# Small chunks: a killed worker's chunk is retried from its last heartbeat within seconds.
+BACKFILL = {"batch_size": 50, "heartbeat_seconds": 3}
+# What a fault may cost beyond the fault-free run: this many times its time, plus the
+# waits Insider imposed (Retry-After) and the fault's own length.
+SLOWDOWN = 3.0
+# A restarted worker process: start, connect, first poll; and a dead one's heartbeat timeout.
+RESTART_ALLOWANCE_SECONDS = 20.0
+RUN_LIMIT_SECONDS = 300.0
+
+BASELINE = "order backfill"
+
+
+def seed_orders(suite: Suite) -> Counter[str]:
+    """Customers, products and orders in commercetools; the purchases they must become."""
+    seeder = suite.stack.seeder()
+    customers = seeder.customers(CUSTOMERS)
+    seeder.orders(ORDERS, customers, seeder.catalog(SKUS))
+    orders: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = suite.stack.ct("GET", f"orders?limit=500&offset={offset}")["results"]
+        orders.extend(page)
+        offset += 500
+        if len(page) < 500:
+            break
+    if len(orders) != ORDERS:
+        raise ScenarioFailed(f"seeded {len(orders)} orders of {ORDERS}")
+    return expected_purchases(orders)
+
+
+@asynccontextmanager
+async def order_backfill(suite: Suite) -> AsyncIterator[tuple[str, Counter[str]]]:
+    """A fresh stack with the orders seeded and Insider at its baseline latency; yields the
+    task queue and the purchases expected."""
+    suite.reset()
+    expected = seed_orders(suite)
+    suite.insider_faults(latency_ms=INSIDER_LATENCY_MS)
+    yield f"reliability-{uuid.uuid4()}", expected
+
+
+async def backfill_run(suite: Suite, task_queue: str, target: str = "orders", **extra: Any) -> Any:
+    handle = await start_backfill(
+        suite.client,
+        task_queue,
+        BackfillInput.model_validate({"target": target, **BACKFILL, **extra}),
+    )
+    try:
+        return await asyncio.wait_for(handle.result(), RUN_LIMIT_SECONDS)
+    except TimeoutError:
+        raise ScenarioFailed(
+            f"the {target} backfill did not finish in {RUN_LIMIT_SECONDS:g} s"
+        ) from None
+
+
+async def fault_free_order_backfill(suite: Suite) -> Row:
+    async with order_backfill(suite) as (task_queue, expected):
+        with suite.running_workers(task_queue):
+            started = time.monotonic()
+            await backfill_run(suite, task_queue)
+            seconds = time.monotonic() - started
+    suite.baselines[BASELINE] = seconds
+    return Row(
+        f"{BASELINE}, no fault (baseline)",
+        Tally.of(expected, stored_purchases(suite)),
+        f"none; Insider answers in {INSIDER_LATENCY_MS} ms",
+        True,
+        seconds,
+        RUN_LIMIT_SECONDS,
+        "run limit",
+    )
+
+
+def baseline(suite: Suite) -> float:
+    if BASELINE not in suite.baselines:
+        raise ScenarioFailed("the fault-free order backfill must run first")
+    return suite.baselines[BASELINE]
+
+
+async def worker_killed_during_order_backfill(suite: Suite) -> Row:
+    async with order_backfill(suite) as (task_queue, expected):
+        total = sum(expected.values())
+        with suite.running_workers(task_queue) as workers:
+            run = asyncio.create_task(backfill_run(suite, task_queue))
+            # When the run is well under way, the first worker dies (SIGKILL) ...
+            at_kill = await wait_for(
+                lambda: sum(stored_purchases(suite).values()),
+                RUN_LIMIT_SECONDS,
+                until=lambda stored: stored >= total * 0.4 or run.done(),
+                what="the order backfill 40% done",
+            )
+            kill(workers[0])
+            killed_at = time.monotonic()
+            # ... and is started again (the competing worker, if any, carries on meanwhile).
+            workers[0].start()
+            await run
+            recovery = time.monotonic() - killed_at
+    return Row(
+        "worker SIGKILLed during the order backfill, restarted",
+        Tally.of(expected, stored_purchases(suite)),
+        f"SIGKILL at {at_kill:,} of {total:,} purchases stored",
+        at_kill < total,
+        recovery,
+        SLOWDOWN * baseline(suite) + RESTART_ALLOWANCE_SECONDS,
+        f"{SLOWDOWN:g} x fault-free + {RESTART_ALLOWANCE_SECONDS:g} s restart",
+    )
+
+
+def _bucket_statuses(suite: Suite, status: int) -> int:
+    statuses = suite.insider_stats()["statuses"]
+    return sum(n for key, n in statuses.items() if key.endswith(f":{status}"))
+
+
+async def _insider_fault_row(
+    suite: Suite,
+    scenario: str,
+    faults: dict[str, Any],
+    evidence: Callable[[Suite], tuple[str, bool]],
+    *,
+    bursts: tuple[float, float] | None = None,
+) -> Row:
+    """The order backfill with `faults` on for the whole run, or in `bursts` (seconds on,
+    seconds off) while it runs."""
+    async with order_backfill(suite) as (task_queue, expected):
+        with suite.running_workers(task_queue):
+            faulty = {"latency_ms": INSIDER_LATENCY_MS, **faults}
+            calm = {"latency_ms": INSIDER_LATENCY_MS}
+            suite.insider_faults(**faulty)
+            started = time.monotonic()
+            run = asyncio.create_task(backfill_run(suite, task_queue))
+            faulted_seconds = 0.0
+            if bursts is not None:
+                on, off = bursts
+                while not run.done():
+                    suite.insider_faults(**faulty)
+                    burst_started = time.monotonic()
+                    await asyncio.wait({run}, timeout=on)
+                    faulted_seconds += time.monotonic() - burst_started
+                    suite.insider_faults(**calm)
+                    await asyncio.wait({run}, timeout=off)
+            await run
+            seconds = time.monotonic() - started
+            suite.insider_faults()
+    imposed = sum(suite.insider_stats()["imposed_wait_seconds"].values())
+    text, seen = evidence(suite)
+    allowed = SLOWDOWN * baseline(suite) + imposed + (faulted_seconds if bursts else 0.0)
+    reason = f"{SLOWDOWN:g} x fault-free + {imposed:g} s imposed by Insider"
+    if bursts:
+        reason += f" + {faulted_seconds:.0f} s of bursts"
+    return Row(
+        scenario,
+        Tally.of(expected, stored_purchases(suite)),
+        text,
+        seen,
+        seconds,
+        allowed,
+        reason,
+    )
+
+
+def _answered(status: int, what: str) -> Callable[[Suite], tuple[str, bool]]:
+    def evidence(suite: Suite) -> tuple[str, bool]:
+        count = _bucket_statuses(suite, status)
+        requests = sum(suite.insider_stats()["requests"].values())
+        return f"{count:,} of {requests:,} requests {what}", count > 0
+
+    return evidence
+
+
+async def insider_5xx(suite: Suite) -> Row:
+    return await _insider_fault_row(
+        suite,
+        "order backfill, Insider answers 30% of requests 500",
+        {"error_rate": 0.3},
+        _answered(500, "answered 500"),
+    )
+
+
+async def insider_lost_answers(suite: Suite) -> Row:
+    return await _insider_fault_row(
+        suite,
+        "order backfill, Insider stores then answers 500 (lost answers, 30% of upserts)",
+        {"lost_answer_rate": 0.3},
+        _answered(500, "stored, then answered 500"),
+    )
+
+
+async def insider_429_bursts(suite: Suite) -> Row:
+    return await _insider_fault_row(
+        suite,
+        "order backfill, bursts of 429 with Retry-After: 1 (2 s on, 2 s off)",
+        {"rate_limited_rate": 1.0, "retry_after_seconds": 1, "send_retry_after": True},
+        _answered(429, "answered 429 with Retry-After"),
+        bursts=(2.0, 2.0),
+    )
+
+
+async def insider_429_bursts_no_retry_after(suite: Suite) -> Row:
+    return await _insider_fault_row(
+        suite,
+        "order backfill, bursts of 429 without Retry-After (2 s on, 2 s off)",
+        {"rate_limited_rate": 1.0, "send_retry_after": False},
+        _answered(429, "answered 429, no Retry-After"),
+        bursts=(2.0, 2.0),
+    )
+
+
+async def commercetools_outage(suite: Suite, *, status: int, seconds: float) -> Row:
+    """commercetools answers every API request `status` for `seconds` in the middle of the
+    order backfill."""
+    async with order_backfill(suite) as (task_queue, expected):
+        total = sum(expected.values())
+        with suite.running_workers(task_queue):
+            run = asyncio.create_task(backfill_run(suite, task_queue))
+            at_fault = await wait_for(
+                lambda: sum(stored_purchases(suite).values()),
+                RUN_LIMIT_SECONDS,
+                until=lambda stored: stored >= total * 0.3 or run.done(),
+                what="the order backfill 30% done",
+            )
+            suite.ct_faults(unavailable=True, status=status)
+            await asyncio.wait({run}, timeout=seconds)
+            suite.ct_faults(unavailable=False)
+            back_at = time.monotonic()
+            await run
+            recovery = time.monotonic() - back_at
+    refused = suite.ct_stats()["unavailable"]
+    return Row(
+        f"order backfill, commercetools answers {status} for {seconds:g} s",
+        Tally.of(expected, stored_purchases(suite)),
+        f"{refused:,} commercetools requests answered {status} from {at_fault:,} of {total:,} stored",
+        refused > 0 and at_fault < total,
+        recovery,
+        SLOWDOWN * baseline(suite) + RESTART_ALLOWANCE_SECONDS,
+        f"{SLOWDOWN:g} x fault-free + {RESTART_ALLOWANCE_SECONDS:g} s retry backoff",
+    )
+
+
+async def commercetools_502(suite: Suite) -> Row:
+    return await commercetools_outage(suite, status=502, seconds=5)
+
+
+async def commercetools_503(suite: Suite) -> Row:
+    return await commercetools_outage(suite, status=503, seconds=5)
+
+
+async def commercetools_unreachable(suite: Suite) -> Row:
+    """Status 0: the emulator drops every API connection without an answer."""
+    return await commercetools_outage(suite, status=0, seconds=30)
+
+
+async def commercetools_token_expires(suite: Suite) -> Row:
+    """Every token issued so far is revoked in the middle of the order backfill: the
+    next request with one is refused 401 invalid_token."""
+    async with order_backfill(suite) as (task_queue, expected):
+        total = sum(expected.values())
+        with suite.running_workers(task_queue):
+            run = asyncio.create_task(backfill_run(suite, task_queue))
+            at_fault = await wait_for(
+                lambda: sum(stored_purchases(suite).values()),
+                RUN_LIMIT_SECONDS,
+                until=lambda stored: stored >= total * 0.3 or run.done(),
+                what="the order backfill 30% done",
+            )
+            suite.expire_ct_tokens()
+            expired_at = time.monotonic()
+            await run
+            recovery = time.monotonic() - expired_at
+    refused = suite.ct_stats()["expired_tokens"]
+    return Row(
+        "order backfill, the commercetools token expires mid-run",
+        Tally.of(expected, stored_purchases(suite)),
+        f"{refused:,} requests refused 401 with the expired token, from {at_fault:,} of {total:,} stored",
+        refused > 0 and at_fault < total,
+        recovery,
+        SLOWDOWN * baseline(suite),
+        f"{SLOWDOWN:g} x fault-free",
+    )
+
+
+PRODUCTS = 150
+# Small pages: the full sync sends one catalog request per page, paced at Insider's 60 a
+# minute, so a kill lands between pages.
+CATALOG_BACKFILL = {"batch_size": 20, "heartbeat_seconds": 3}
+
+
+def stored_catalog(suite: Suite) -> Counter[str]:
+    """Catalog items Insider holds, by item id and locale (keyed: a re-sent item replaces
+    its earlier copy, so none can be held twice)."""
+    return Counter(f"{item['item_id']}/{item['locale']}" for item in suite.insider_catalog())
+
+
+async def worker_killed_during_catalog_sync(suite: Suite) -> Row:
+    suite.reset()
+    suite.stack.seeder().catalog(PRODUCTS)
+    task_queue = f"reliability-{uuid.uuid4()}"
+    with suite.running_workers(task_queue) as workers:
+        # Given what a fault-free full sync of this catalog stores in Insider ...
+        started = time.monotonic()
+        await backfill_run(suite, task_queue, "catalog", **CATALOG_BACKFILL)
+        fault_free = time.monotonic() - started
+        expected = stored_catalog(suite)
+        total = sum(expected.values())
+        suite.stack.reset_insider()
+        # ... when a second full sync runs and the first worker dies in its middle
+        run = asyncio.create_task(backfill_run(suite, task_queue, "catalog", **CATALOG_BACKFILL))
+        at_kill = await wait_for(
+            lambda: sum(stored_catalog(suite).values()),
+            RUN_LIMIT_SECONDS,
+            until=lambda stored: stored >= total * 0.3 or run.done(),
+            what="the full catalog sync 30% done",
+        )
+        kill(workers[0])
+        killed_at = time.monotonic()
+        workers[0].start()
+        await run
+        recovery = time.monotonic() - killed_at
+    return Row(
+        "worker SIGKILLed during a full catalog sync, restarted",
+        Tally.of(expected, stored_catalog(suite)),
+        f"SIGKILL at {at_kill:,} of {total:,} catalog items stored",
+        at_kill < total,
+        recovery,
+        SLOWDOWN * fault_free + RESTART_ALLOWANCE_SECONDS,
+        f"{SLOWDOWN:g} x fault-free ({fault_free:.0f} s) + {RESTART_ALLOWANCE_SECONDS:g} s restart",
+        ["catalog items are keyed: a re-sent item replaces its copy"],
+    )

@@ -1,0 +1,302 @@
+"""Faults on the realtime path: storefront events and commercetools subscription messages
+posted to a `ct-insider bridge` process, delivered by the journey shards on worker
+processes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from bench.harness import BRIDGE_TOKEN, bridge_process
+from bench.traffic import order_message
+from emulators.process import ManagedProcess, free_port
+from reliability.framework import (
+    Row,
+    ScenarioFailed,
+    Suite,
+    Tally,
+    expected_purchases,
+    kill,
+    stored_event_keys,
+    wait_for,
+)
+
+SHARDS = 4
+# A dead worker's shard task is handed to another worker once it times out (the shard
+# workflow's task timeout, 20 s), plus a restarted process's start.
+TASK_TIMEOUT_SECONDS = 20.0
+RESTART_ALLOWANCE_SECONDS = 20.0
+SETTLE_LIMIT_SECONDS = 180.0
+
+
+@dataclass
+class RealtimeStack:
+    suite: Suite
+    task_queue: str
+    bridge_url: str
+    workers: list[ManagedProcess]
+
+    async def post(self, http: httpx.AsyncClient, path: str, body: Any) -> int:
+        answer = await http.post(
+            f"{self.bridge_url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {BRIDGE_TOKEN}"},
+        )
+        return answer.status_code
+
+
+@asynccontextmanager
+async def realtime_stack(suite: Suite) -> AsyncIterator[RealtimeStack]:
+    """A bridge process and the suite's worker processes on a task queue of their own."""
+    task_queue = f"reliability-{uuid.uuid4()}"
+    env = {**suite.stack.worker_env(task_queue), "TEMPORAL_JOURNEY_SHARDS": str(SHARDS)}
+    port = free_port()
+    with (
+        suite.running_workers(task_queue, env) as workers,
+        bridge_process(suite.stack, env, port, log_name="reliability-bridge"),
+    ):
+        yield RealtimeStack(suite, task_queue, f"http://127.0.0.1:{port}", workers)
+
+
+def storefront_events(count: int, visitors: int, skus: list[str]) -> list[dict[str, Any]]:
+    rng = random.Random(5)
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [
+        {
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "type": rng.choice(["product_view", "add_to_cart", "listing_view"]),
+            "occurred_at": (now - timedelta(seconds=count - n)).isoformat(),
+            "identity": {"anonymous_id": f"visitor-{rng.randrange(visitors)}"},
+            "sku": rng.choice(skus),
+            "price": "19.99",
+            "currency": "USD",
+            "locale": "en-US",
+            "country": "US",
+            "channel": "web",
+        }
+        for n in range(count)
+    ]
+
+
+def seeded_orders(suite: Suite, count: int, skus: list[str]) -> list[dict[str, Any]]:
+    seeder = suite.stack.seeder()
+    seeder.orders(count, seeder.customers(max(1, count // 2), prefix="rt"), skus)
+    orders: list[dict[str, Any]] = suite.stack.ct("GET", f"orders?limit={count}")["results"]
+    if len(orders) != count:
+        raise ScenarioFailed(f"seeded {len(orders)} orders of {count}")
+    return orders
+
+
+EVENTS = 1_500
+PER_REQUEST = 25
+ORDERS = 30
+POST_SECONDS = 15.0
+
+
+async def worker_killed_while_events_flow(suite: Suite) -> Row:
+    suite.reset()
+    skus = suite.stack.seeder().catalog(10)
+    orders = seeded_orders(suite, ORDERS, skus)
+    events = storefront_events(EVENTS, 300, skus)
+    # Storefront batches and order messages, interleaved, posted over POST_SECONDS.
+    requests: list[tuple[str, Any, Counter[str]]] = [
+        (
+            "/events",
+            {"events": events[n : n + PER_REQUEST]},
+            Counter(e["event_id"] for e in events[n : n + PER_REQUEST]),
+        )
+        for n in range(0, EVENTS, PER_REQUEST)
+    ]
+    for n, order in enumerate(orders):
+        requests.insert(
+            (n * len(requests)) // ORDERS,
+            ("/webhooks/commercetools", order_message(order), expected_purchases([order])),
+        )
+    expected: Counter[str] = Counter()
+    refused = 0
+    async with realtime_stack(suite) as stack, httpx.AsyncClient(timeout=30) as http:
+        kill_at = int(len(requests) * 0.4)
+        restarted_at = 0.0
+        killed_in_flight = 0
+        for index, (path, body, keys) in enumerate(requests):
+            if index == kill_at:
+                # Then the first worker dies in the middle of the stream ...
+                killed_in_flight = sum(expected.values()) - sum(stored_event_keys(suite).values())
+                kill(stack.workers[0])
+                await asyncio.sleep(1.0)
+                # ... and is started again while events keep coming.
+                stack.workers[0].start()
+                restarted_at = time.monotonic()
+            status = await stack.post(http, path, body)
+            if status // 100 == 2:
+                expected.update(keys)
+            else:
+                refused += 1
+            await asyncio.sleep(POST_SECONDS / len(requests))
+        await wait_for(
+            lambda: sum(stored_event_keys(suite).values()) >= sum(expected.values()),
+            SETTLE_LIMIT_SECONDS,
+            what="every acknowledged event in Insider",
+        )
+        recovery = time.monotonic() - restarted_at
+        await asyncio.sleep(2.0)  # a late duplicate would show now
+    rest = POST_SECONDS * (1 - kill_at / len(requests))
+    return Row(
+        "worker SIGKILLed while storefront events and order messages flow, restarted",
+        Tally.of(expected, stored_event_keys(suite)),
+        f"SIGKILL after {kill_at} of {len(requests)} requests, "
+        f"{max(0, killed_in_flight)} events acknowledged and not yet stored; "
+        f"{refused} requests refused",
+        restarted_at > 0 and killed_in_flight > 0,
+        recovery,
+        rest + TASK_TIMEOUT_SECONDS + RESTART_ALLOWANCE_SECONDS,
+        f"{rest:.0f} s posting left + {TASK_TIMEOUT_SECONDS:g} s shard task timeout + "
+        f"{RESTART_ALLOWANCE_SECONDS:g} s restart",
+        [f"{len(events):,} storefront events, {ORDERS} OrderCreated messages"],
+    )
+
+
+def customer_message(
+    resource: dict[str, Any], message_type: str, version: int, **fields: Any
+) -> dict[str, Any]:
+    when = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "notificationType": "Message",
+        "projectKey": resource["__project"],
+        "id": str(uuid.uuid4()),
+        "version": 1,
+        "sequenceNumber": version,
+        "resource": {"typeId": "customer", "id": resource["id"]},
+        "resourceVersion": version,
+        "type": message_type,
+        "createdAt": when,
+        "lastModifiedAt": when,
+        **fields,
+    }
+
+
+def without_payload(delivery: dict[str, Any], *payload_fields: str) -> dict[str, Any]:
+    """The delivery as commercetools sends an oversize one: the payload left out."""
+    kept = {k: v for k, v in delivery.items() if k not in payload_fields}
+    return {
+        **kept,
+        "payloadNotIncluded": {"reason": "payload too large", "payloadType": delivery["type"]},
+    }
+
+
+REDELIVERED_CUSTOMERS = 20
+REDELIVERED_ORDERS = 20
+REDELIVERED_EVENTS = 300
+COPIES = 3
+
+
+async def every_message_three_times_out_of_order(suite: Suite) -> Row:
+    suite.reset()
+    rng = random.Random(3)
+    skus = suite.stack.seeder().catalog(5)
+    orders = seeded_orders(suite, REDELIVERED_ORDERS, skus)
+    customers = suite.stack.seeder().customers(REDELIVERED_CUSTOMERS, prefix="redelivered")
+    # Each customer renamed twice after creation: three versions, each with its message.
+    deliveries: list[dict[str, Any]] = []
+    latest_names: dict[str, str] = {}
+    for customer_id, email in customers:
+        customer = suite.stack.ct("GET", f"customers/{customer_id}")
+        customer["__project"] = suite.stack.project_key
+        deliveries.append(
+            customer_message(
+                customer,
+                "CustomerCreated",
+                customer["version"],
+                customer={"id": customer_id, "email": email},
+            )
+        )
+        for rename in (1, 2):
+            name = f"Name{rename}-{customer_id[:6]}"
+            customer = suite.stack.ct(
+                "POST",
+                f"customers/{customer_id}",
+                {
+                    "version": customer["version"],
+                    "actions": [{"action": "setFirstName", "firstName": name}],
+                },
+            )
+            customer["__project"] = suite.stack.project_key
+            deliveries.append(
+                customer_message(
+                    customer, "CustomerFirstNameSet", customer["version"], firstName=name
+                )
+            )
+            latest_names[email] = name
+    for order in orders:
+        deliveries.append(order_message(order))
+    # A third of the messages arrive without their payload (the bridge reads commercetools).
+    deliveries = [
+        without_payload(d, "order", "customer", "firstName") if rng.random() < 1 / 3 else d
+        for d in deliveries
+    ]
+    events = storefront_events(REDELIVERED_EVENTS, 50, skus)
+    requests: list[tuple[str, Any]] = [("/webhooks/commercetools", d) for d in deliveries]
+    requests += [("/events", {"events": events[n : n + 10]}) for n in range(0, len(events), 10)]
+    # Every request three times, in a random order.
+    posted = [r for r in requests for _ in range(COPIES)]
+    rng.shuffle(posted)
+    expected = expected_purchases(orders) + Counter(e["event_id"] for e in events)
+    refused = 0
+    async with realtime_stack(suite) as stack, httpx.AsyncClient(timeout=30) as http:
+        started = time.monotonic()
+        for group in range(0, len(posted), 8):
+            answers = await asyncio.gather(
+                *(stack.post(http, path, body) for path, body in posted[group : group + 8])
+            )
+            refused += sum(1 for status in answers if status // 100 != 2)
+        if refused:
+            raise ScenarioFailed(f"{refused} of {len(posted)} deliveries refused")
+        await wait_for(
+            lambda: sum(stored_event_keys(suite).values()) >= sum(expected.values()),
+            SETTLE_LIMIT_SECONDS,
+            what="every event in Insider",
+        )
+
+        def names_now() -> dict[str, str]:
+            return {
+                str(user["identifiers"].get("email")): str(user["attributes"].get("name"))
+                for user in suite.insider_users()
+                if user["identifiers"].get("email") in latest_names
+            }
+
+        await wait_for(
+            lambda: names_now() == latest_names,
+            SETTLE_LIMIT_SECONDS,
+            what="every customer's latest name in Insider",
+        )
+        settled = time.monotonic() - started
+        await asyncio.sleep(2.0)  # a late duplicate would show now
+        stale = sum(1 for email, name in names_now().items() if latest_names[email] != name)
+        bridge_stats = (await http.get(f"{stack.bridge_url}/stats")).json()
+    without = sum(1 for d in deliveries if "payloadNotIncluded" in d)
+    tally = Tally.of(expected, stored_event_keys(suite))
+    return Row(
+        "every subscription message and storefront request delivered 3 times, out of order, "
+        "a third without payload",
+        tally,
+        f"{len(posted)} deliveries ({len(requests)} unique, {without} messages without "
+        f"payload); {stale} of {len(latest_names)} profiles stale; bridge accepted "
+        f"{sum(v for k, v in bridge_stats.items() if k.startswith('accepted:'))} messages",
+        len(posted) == COPIES * len(requests) and without > 0 and stale == 0,
+        settled,
+        SETTLE_LIMIT_SECONDS,
+        "settle limit",
+        [
+            f"{REDELIVERED_CUSTOMERS} customers renamed twice: Insider holds each latest name",
+        ],
+    )
