@@ -35,14 +35,22 @@ class Tally:
     received: int
     lost: int
     duplicated: int
+    # A few of the keys lost and duplicated, to start looking from.
+    examples: tuple[str, ...] = ()
 
     @staticmethod
     def of(expected: Counter[str], stored: Counter[str]) -> Tally:
         received = sum(min(n, stored[key]) for key, n in expected.items())
+        lost_keys = [key for key, n in expected.items() if stored[key] < n]
         lost = sum(max(0, n - stored[key]) for key, n in expected.items())
         # Anything Insider holds more often than produced, unexpected keys included.
+        duplicated_keys = [key for key, n in stored.items() if n > expected[key]]
         duplicated = sum(max(0, n - expected[key]) for key, n in stored.items())
-        return Tally(sum(expected.values()), received, lost, duplicated)
+        examples = tuple(
+            [f"lost {key}" for key in lost_keys[:3]]
+            + [f"duplicated {key} x{stored[key]}" for key in duplicated_keys[:3]]
+        )
+        return Tally(sum(expected.values()), received, lost, duplicated, examples)
 
 
 @dataclass

@@ -75,6 +75,8 @@ async def run(names: list[str], workers: int) -> list[Row]:
                 # No fault outlives its scenario.
                 suite.reset()
             rows.append(row)
+            for note in [*row.notes, *row.tally.examples]:
+                print(f"  - {note}", flush=True)
             verdict = "ok" if row.ok else "FAILED " + "; ".join(row.misses())
             print(
                 f"  {verdict}: sent {row.tally.sent}, received {row.tally.received}, lost "
