@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ct_insider.config import InsiderSettings
+from emulators.insider.app import PROFILE_READ_COST
 from reliability.framework import (
     Row,
     ScenarioFailed,
@@ -42,6 +44,8 @@ RESTART_ALLOWANCE_SECONDS = 30.0
 RUN_LIMIT_SECONDS = 300.0
 
 BASELINE = "order backfill"
+# The profile-read quota units a worker spends per minute (INSIDER_PROFILE_UNITS_PER_MINUTE).
+PROFILE_UNITS_PER_MINUTE = float(InsiderSettings.model_fields["profile_units_per_minute"].default)
 
 
 def seed_orders(suite: Suite) -> Counter[str]:
@@ -144,6 +148,23 @@ def _bucket_statuses(suite: Suite, status: int) -> int:
     return sum(n for key, n in statuses.items() if key.endswith(f":{status}"))
 
 
+def insider_waits(suite: Suite) -> tuple[float, str]:
+    """What Insider's own limits made the run wait: the Retry-After seconds it sent (profile
+    reads aside) plus the time the profile reads made need at the quota share a worker
+    spends (INSIDER_PROFILE_UNITS_PER_MINUTE): settling a doubtful upsert reads profiles."""
+    stats = suite.insider_stats()
+    retry_after = sum(
+        seconds for bucket, seconds in stats["imposed_wait_seconds"].items() if bucket != "profile"
+    )
+    reads = int(stats["requests"].get("profile", 0))
+    quota_seconds = reads * PROFILE_READ_COST * 60 / PROFILE_UNITS_PER_MINUTE
+    return (
+        retry_after + quota_seconds,
+        f"{retry_after:g} s Retry-After + {quota_seconds:.0f} s of profile-read quota "
+        f"for {reads} reads",
+    )
+
+
 async def _insider_fault_row(
     suite: Suite,
     scenario: str,
@@ -151,11 +172,12 @@ async def _insider_fault_row(
     evidence: Callable[[Suite], tuple[str, bool]],
     *,
     bursts: tuple[float, float] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Row:
     """The order backfill with `faults` on for the whole run, or in `bursts` (seconds on,
-    seconds off) while it runs."""
+    seconds off) while it runs; `env` adds worker settings."""
     async with order_backfill(suite) as (task_queue, expected):
-        with suite.running_workers(task_queue):
+        with suite.running_workers(task_queue, env):
             faulty = {"latency_ms": INSIDER_LATENCY_MS, **faults}
             calm = {"latency_ms": INSIDER_LATENCY_MS}
             suite.insider_faults(**faulty)
@@ -167,17 +189,21 @@ async def _insider_fault_row(
                 while not run.done():
                     suite.insider_faults(**faulty)
                     burst_started = time.monotonic()
+                    before = sum(suite.insider_stats()["requests"].values())
                     await asyncio.wait({run}, timeout=on)
-                    faulted_seconds += time.monotonic() - burst_started
                     suite.insider_faults(**calm)
+                    faulted_seconds += time.monotonic() - burst_started
+                    suite.requests_in_bursts += (
+                        sum(suite.insider_stats()["requests"].values()) - before
+                    )
                     await asyncio.wait({run}, timeout=off)
             await run
             seconds = time.monotonic() - started
             suite.insider_faults()
-    imposed = sum(suite.insider_stats()["imposed_wait_seconds"].values())
+    waits, waits_reason = insider_waits(suite)
     text, seen = evidence(suite)
-    allowed = SLOWDOWN * baseline(suite) + imposed + (faulted_seconds if bursts else 0.0)
-    reason = f"{SLOWDOWN:g} x fault-free + {imposed:g} s imposed by Insider"
+    allowed = SLOWDOWN * baseline(suite) + waits + faulted_seconds
+    reason = f"{SLOWDOWN:g} x fault-free + {waits_reason}"
     if bursts:
         reason += f" + {faulted_seconds:.0f} s of bursts"
     return Row(
@@ -195,7 +221,8 @@ def _answered(status: int, what: str) -> Callable[[Suite], tuple[str, bool]]:
     def evidence(suite: Suite) -> tuple[str, bool]:
         count = _bucket_statuses(suite, status)
         requests = sum(suite.insider_stats()["requests"].values())
-        return f"{count:,} of {requests:,} requests {what}", count > 0
+        reads = int(suite.insider_stats()["requests"].get("profile", 0))
+        return f"{count:,} of {requests:,} requests {what} ({reads} profile reads)", count > 0
 
     return evidence
 
@@ -235,6 +262,31 @@ async def insider_429_bursts_no_retry_after(suite: Suite) -> Row:
         {"rate_limited_rate": 1.0, "send_retry_after": False},
         _answered(429, "answered 429, no Retry-After"),
         bursts=(2.0, 2.0),
+    )
+
+
+# The worker's own request timeout in the latency row, and Insider's processing time then.
+REQUEST_TIMEOUT_SECONDS = 1.0
+SLOW_INSIDER_MS = 2_000
+
+
+async def insider_slower_than_the_client_timeout(suite: Suite) -> Row:
+    def evidence(suite: Suite) -> tuple[str, bool]:
+        count = suite.requests_in_bursts
+        return (
+            f"{count} requests taken while Insider needed {SLOW_INSIDER_MS / 1000:g} s "
+            f"(client timeout {REQUEST_TIMEOUT_SECONDS:g} s): unanswered, stored after",
+            count > 0,
+        )
+
+    suite.requests_in_bursts = 0
+    return await _insider_fault_row(
+        suite,
+        "order backfill, Insider slower than the client timeout in bursts (3 s on, 3 s off)",
+        {"latency_ms": SLOW_INSIDER_MS},
+        evidence,
+        bursts=(3.0, 3.0),
+        env={"INSIDER_REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_SECONDS)},
     )
 
 

@@ -104,6 +104,8 @@ class Suite:
     logs: Path
     # Fault-free seconds of each workload, measured in this run by its baseline scenario.
     baselines: dict[str, float] = field(default_factory=dict)
+    # Insider requests taken while a burst of faults was on (the current scenario's).
+    requests_in_bursts: int = 0
 
     def reset(self) -> None:
         httpx.post(f"{self.stack.ct_url}/_emulator/reset", timeout=60).raise_for_status()

@@ -36,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
     "insider-lost-answers": backfill_faults.insider_lost_answers,
     "insider-429": backfill_faults.insider_429_bursts,
     "insider-429-no-retry-after": backfill_faults.insider_429_bursts_no_retry_after,
+    "insider-slower-than-timeout": backfill_faults.insider_slower_than_the_client_timeout,
     "ct-502": backfill_faults.commercetools_502,
     "ct-503": backfill_faults.commercetools_503,
     "ct-token-expires": backfill_faults.commercetools_token_expires,
