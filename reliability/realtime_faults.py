@@ -17,9 +17,10 @@ from typing import Any
 
 import httpx
 
+from bench.backfill import connect_when_up
 from bench.harness import BRIDGE_TOKEN, bridge_process
 from bench.traffic import order_message
-from emulators.process import ManagedProcess, free_port
+from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
 from reliability.framework import (
     Row,
     ScenarioFailed,
@@ -322,5 +323,121 @@ async def every_message_three_times_out_of_order(suite: Suite) -> Row:
         "settle limit",
         [
             f"{REDELIVERED_CUSTOMERS} customers renamed twice: Insider holds each latest name",
+        ],
+    )
+
+
+RESTART_EVENTS = 1_000
+# Temporal away this long in the middle of the stream.
+TEMPORAL_AWAY_SECONDS = 8.0
+# Posts of one request before the sender gives up on it (a second apart).
+SENDER_ATTEMPTS = 120
+
+
+async def temporal_restarted_while_events_flow(suite: Suite) -> Row:
+    """A Temporal dev server of its own, persisted to a SQLite file, stopped in the middle
+    of the stream and started again on the same file: the bridge refuses (503) what it
+    cannot hand to Temporal; whatever it acknowledged reaches Insider once."""
+    suite.reset()
+    skus = suite.stack.seeder().catalog(5)
+    events = storefront_events(RESTART_EVENTS, 200, skus)
+    requests = [
+        {"events": events[n : n + PER_REQUEST]} for n in range(0, RESTART_EVENTS, PER_REQUEST)
+    ]
+    db_file = suite.logs / f"temporal-{uuid.uuid4()}.db"
+    temporal_port, ui_port = free_port(), free_port()
+    temporal = ManagedProcess(
+        "temporal (restartable)",
+        temporal_dev_server_command(temporal_port, ui_port, db_file=db_file, headless=True),
+        log_path=suite.logs / "temporal-restartable.log",
+    )
+    address = f"127.0.0.1:{temporal_port}"
+    task_queue = f"reliability-{uuid.uuid4()}"
+    env = {
+        **suite.stack.worker_env(task_queue),
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
+    }
+    port = free_port()
+    expected: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    refused_while_away = 0
+    slowest_while_away = 0.0
+    away = False
+    with temporal:
+        await connect_when_up(address)
+        with (
+            suite.running_workers(task_queue, env),
+            bridge_process(suite.stack, env, port, log_name="reliability-bridge-restart"),
+        ):
+            stack = RealtimeStack(suite, task_queue, f"http://127.0.0.1:{port}", [])
+            async with httpx.AsyncClient(timeout=30) as http:
+
+                async def deliver(body: dict[str, Any]) -> None:
+                    """Post until accepted, as an at-least-once sender does (a refused
+                    request is posted again a second later)."""
+                    nonlocal refused_while_away, slowest_while_away
+                    for _ in range(SENDER_ATTEMPTS):
+                        sent_away = away
+                        started = time.monotonic()
+                        try:
+                            status = await stack.post(http, "/events", body)
+                        except httpx.HTTPError:
+                            status = 0  # no answer: not acknowledged
+                        statuses[status] += 1
+                        if sent_away:
+                            slowest_while_away = max(slowest_while_away, time.monotonic() - started)
+                        if status // 100 == 2:
+                            expected.update(e["event_id"] for e in body["events"])
+                            return
+                        if sent_away:
+                            refused_while_away += 1
+                        await asyncio.sleep(1.0)
+
+                async def post_all() -> None:
+                    sending = []
+                    for body in requests:
+                        sending.append(asyncio.create_task(deliver(body)))
+                        await asyncio.sleep(POST_SECONDS / len(requests))
+                    await asyncio.gather(*sending)
+
+                posting = asyncio.create_task(post_all())
+                await wait_for(
+                    lambda: sum(statuses.values()) >= len(requests) * 0.3,
+                    60,
+                    what="40% of the requests posted",
+                )
+                # Then Temporal stops (its SQLite file kept) ...
+                away = True
+                await asyncio.to_thread(temporal.stop)
+                await asyncio.sleep(TEMPORAL_AWAY_SECONDS)
+                # ... and starts again on the same file
+                await asyncio.to_thread(temporal.start)
+                back_at = time.monotonic()
+                await connect_when_up(address)
+                away = False
+                await posting
+                await wait_for(
+                    lambda: sum(stored_event_keys(suite).values()) >= sum(expected.values()),
+                    SETTLE_LIMIT_SECONDS,
+                    what="every acknowledged event in Insider",
+                )
+                recovery = time.monotonic() - back_at
+                await asyncio.sleep(2.0)  # a late duplicate would show now
+    answers = ", ".join(f"{n} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
+    return Row(
+        f"Temporal dev server stopped for {TEMPORAL_AWAY_SECONDS:g} s mid-stream, restarted "
+        "on the same SQLite file",
+        Tally.of(expected, stored_event_keys(suite)),
+        f"bridge answers: {answers}; {refused_while_away} posted while Temporal was away "
+        f"refused (slowest answer {slowest_while_away:.1f} s), each posted again until accepted",
+        refused_while_away > 0,
+        recovery,
+        POST_SECONDS + TASK_TIMEOUT_SECONDS + RESTART_ALLOWANCE_SECONDS,
+        f"{POST_SECONDS:g} s posting + {TASK_TIMEOUT_SECONDS:g} s shard task timeout + "
+        f"{RESTART_ALLOWANCE_SECONDS:g} s reconnect",
+        [
+            "the sender posts a refused request again until accepted: every event must be "
+            "in Insider once, also those of a request refused after part of it was committed"
         ],
     )

@@ -43,6 +43,22 @@ SCENARIOS: dict[str, Scenario] = {
     "ct-unreachable-30s": backfill_faults.commercetools_unreachable,
     "kill-realtime": realtime_faults.worker_killed_while_events_flow,
     "redelivery-x3": realtime_faults.every_message_three_times_out_of_order,
+    "temporal-restart": realtime_faults.temporal_restarted_while_events_flow,
+}
+
+
+# Rows bounded by the fault-free order backfill's time.
+BACKFILL_ROWS = {
+    "kill-backfill",
+    "insider-5xx",
+    "insider-lost-answers",
+    "insider-429",
+    "insider-429-no-retry-after",
+    "insider-slower-than-timeout",
+    "ct-502",
+    "ct-503",
+    "ct-token-expires",
+    "ct-unreachable-30s",
 }
 
 
@@ -99,7 +115,7 @@ def main() -> int:
         print("\n".join(SCENARIOS))
         return 0
     names = args.only or list(SCENARIOS)
-    if "baseline" not in names and any(n != "kill-realtime" for n in names):
+    if "baseline" not in names and any(n in BACKFILL_ROWS for n in names):
         names = ["baseline", *names]  # the fault-free time the others are bounded by
     rows = asyncio.run(run(names, args.workers))
     info = machine()
