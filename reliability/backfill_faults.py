@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ct_insider.config import InsiderSettings
@@ -25,7 +26,9 @@ from reliability.framework import (
     wait_for,
 )
 from starters.backfill import start_backfill
+from starters.delta import start_delta
 from workflows.backfill import BackfillInput
+from workflows.delta import DeltaSyncInput, DeltaSyncWorkflow
 
 CUSTOMERS = 200
 ORDERS = 1_000
@@ -48,11 +51,7 @@ BASELINE = "order backfill"
 PROFILE_UNITS_PER_MINUTE = float(InsiderSettings.model_fields["profile_units_per_minute"].default)
 
 
-def seed_orders(suite: Suite) -> Counter[str]:
-    """Customers, products and orders in commercetools; the purchases they must become."""
-    seeder = suite.stack.seeder()
-    customers = seeder.customers(CUSTOMERS)
-    seeder.orders(ORDERS, customers, seeder.catalog(SKUS))
+def all_orders(suite: Suite) -> list[dict[str, Any]]:
     orders: list[dict[str, Any]] = []
     offset = 0
     while True:
@@ -60,7 +59,15 @@ def seed_orders(suite: Suite) -> Counter[str]:
         orders.extend(page)
         offset += 500
         if len(page) < 500:
-            break
+            return orders
+
+
+def seed_orders(suite: Suite) -> Counter[str]:
+    """Customers, products and orders in commercetools; the purchases they must become."""
+    seeder = suite.stack.seeder()
+    customers = seeder.customers(CUSTOMERS)
+    seeder.orders(ORDERS, customers, seeder.catalog(SKUS))
+    orders = all_orders(suite)
     if len(orders) != ORDERS:
         raise ScenarioFailed(f"seeded {len(orders)} orders of {ORDERS}")
     return expected_purchases(orders)
@@ -413,4 +420,63 @@ async def worker_killed_during_catalog_sync(suite: Suite) -> Row:
         SLOWDOWN * fault_free + RESTART_ALLOWANCE_SECONDS,
         f"{SLOWDOWN:g} x fault-free ({fault_free:.0f} s) + {RESTART_ALLOWANCE_SECONDS:g} s restart",
         ["catalog items are keyed: a re-sent item replaces its copy"],
+    )
+
+
+async def worker_killed_during_a_delta_window(suite: Suite) -> Row:
+    """Orders arrive in commercetools while the orders delta sync runs; a worker dies while
+    a window sends them."""
+    suite.reset()
+    seeder = suite.stack.seeder()
+    customers = seeder.customers(CUSTOMERS)
+    skus = seeder.catalog(SKUS)
+    suite.insider_faults(latency_ms=INSIDER_LATENCY_MS)
+    task_queue = f"reliability-{uuid.uuid4()}"
+    params = DeltaSyncInput.model_validate(
+        {
+            "entity": "orders",
+            "watermark": datetime.now(UTC) - timedelta(minutes=1),
+            "interval_seconds": 1.0,
+            "safety_margin_seconds": 0.3,
+            "overlap_seconds": 3.0,
+        }
+    )
+    with suite.running_workers(task_queue) as workers:
+        handle = await start_delta(suite.client, task_queue, params)
+        try:
+            # Given orders placed in four waves while the delta sync runs
+            for wave in range(4):
+                seeder.orders(ORDERS // 4, customers, skus, first_number=wave * ORDERS)
+                await asyncio.sleep(1.0)
+            expected = expected_purchases(all_orders(suite))
+            total = sum(expected.values())
+            # When a worker dies while a window sends them, and is started again
+            at_kill = await wait_for(
+                lambda: sum(stored_purchases(suite).values()),
+                RUN_LIMIT_SECONDS,
+                until=lambda stored: stored >= total * 0.3,
+                what="the delta windows 30% done",
+            )
+            kill(workers[0])
+            killed_at = time.monotonic()
+            await asyncio.to_thread(workers[0].start)
+            await wait_for(
+                lambda: sum(stored_purchases(suite).values()) >= total,
+                RUN_LIMIT_SECONDS,
+                what="every purchase in Insider",
+            )
+            recovery = time.monotonic() - killed_at
+            await asyncio.sleep(3.0)  # the next windows (and their overlap) would resend now
+            status = await handle.query(DeltaSyncWorkflow.status)
+        finally:
+            await handle.terminate("reliability scenario over")
+    windows = status.windows if status is not None else 0
+    return Row(
+        "worker SIGKILLed during an orders delta window, restarted",
+        Tally.of(expected, stored_purchases(suite)),
+        f"SIGKILL at {at_kill:,} of {total:,} purchases stored; {windows} windows run",
+        at_kill < total,
+        recovery,
+        SLOWDOWN * baseline(suite) + RESTART_ALLOWANCE_SECONDS,
+        f"{SLOWDOWN:g} x fault-free backfill + {RESTART_ALLOWANCE_SECONDS:g} s restart",
     )

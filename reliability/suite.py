@@ -32,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "baseline": backfill_faults.fault_free_order_backfill,
     "kill-backfill": backfill_faults.worker_killed_during_order_backfill,
     "kill-catalog": backfill_faults.worker_killed_during_catalog_sync,
+    "kill-delta": backfill_faults.worker_killed_during_a_delta_window,
     "insider-5xx": backfill_faults.insider_5xx,
     "insider-lost-answers": backfill_faults.insider_lost_answers,
     "insider-429": backfill_faults.insider_429_bursts,
@@ -50,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
 # Rows bounded by the fault-free order backfill's time.
 BACKFILL_ROWS = {
     "kill-backfill",
+    "kill-delta",
     "insider-5xx",
     "insider-lost-answers",
     "insider-429",
