@@ -5,6 +5,7 @@ against an Insider and a commercetools that fail in the ways the real ones do.""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections import Counter
@@ -26,8 +27,10 @@ from reliability.framework import (
     wait_for,
 )
 from starters.backfill import start_backfill
+from starters.check import start_check
 from starters.delta import start_delta
 from workflows.backfill import BackfillInput
+from workflows.check import CheckInput
 from workflows.delta import DeltaSyncInput, DeltaSyncWorkflow
 
 CUSTOMERS = 200
@@ -479,4 +482,82 @@ async def worker_killed_during_a_delta_window(suite: Suite) -> Row:
         recovery,
         SLOWDOWN * baseline(suite) + RESTART_ALLOWANCE_SECONDS,
         f"{SLOWDOWN:g} x fault-free backfill + {RESTART_ALLOWANCE_SECONDS:g} s restart",
+    )
+
+
+DRIFTED_PURCHASES = 150
+CHECK_PAGE_SIZE = 25
+# The consistency check reads a profile per customer: Insider's quota (1,000 units a
+# minute) would make this scenario last minutes, so the emulated account and the worker
+# get a larger one.
+CHECK_PROFILE_UNITS_PER_MINUTE = 60_000
+# A check chunk's heartbeat timeout (workflows/check.py): a dead worker's chunk is tried
+# again once it has passed (it allows for a profile read waiting on Insider's quota).
+CHECK_HEARTBEAT_TIMEOUT_SECONDS = 120.0
+
+
+async def worker_killed_during_a_check_repair(suite: Suite) -> Row:
+    """Purchases deleted in Insider behind the connector's back; an orders consistency check
+    with repair sends them again, and a worker dies while it does."""
+    async with order_backfill(suite) as (task_queue, expected):
+        suite.set_insider_limits(profile=CHECK_PROFILE_UNITS_PER_MINUTE)
+        env = {"INSIDER_PROFILE_UNITS_PER_MINUTE": str(CHECK_PROFILE_UNITS_PER_MINUTE)}
+        total = sum(expected.values())
+        with suite.running_workers(task_queue, env) as workers:
+            await backfill_run(suite, task_queue)
+            if sum(stored_purchases(suite).values()) != total:
+                raise ScenarioFailed("the backfill before the check did not store every purchase")
+            # Given purchases deleted in Insider (drift) ...
+            rng = random.Random(9)
+            for event in rng.sample(suite.insider_events("purchase"), DRIFTED_PURCHASES):
+                params = event["event_params"]
+                suite.plant_drift(
+                    action="delete_event",
+                    identifiers=suite.insider_identifiers(event["insider_id"]),
+                    match={
+                        "event_name": "purchase",
+                        "event_group_id": params["event_group_id"],
+                        "product_id": params["product_id"],
+                    },
+                )
+            drifted = total - sum(stored_purchases(suite).values())
+            # ... when a check with repair runs and the first worker dies while it repairs
+            handle = await start_check(
+                suite.client,
+                task_queue,
+                CheckInput(
+                    entity="orders",
+                    all=True,
+                    repair=True,
+                    recent_margin_seconds=0,
+                    page_size=CHECK_PAGE_SIZE,
+                ),
+            )
+            before = total - drifted
+            at_kill = await wait_for(
+                lambda: sum(stored_purchases(suite).values()) - before,
+                RUN_LIMIT_SECONDS,
+                until=lambda repaired: repaired >= drifted * 0.2,
+                what="the repair under way (20% of the deleted purchases sent again)",
+                every=0.1,
+            )
+            kill(workers[0])
+            killed_at = time.monotonic()
+            await asyncio.to_thread(workers[0].start)
+            try:
+                report = await asyncio.wait_for(handle.result(), RUN_LIMIT_SECONDS)
+            except TimeoutError:
+                raise ScenarioFailed("the check did not finish") from None
+            recovery = time.monotonic() - killed_at
+    return Row(
+        "worker SIGKILLed during a consistency-check repair, restarted",
+        Tally.of(expected, stored_purchases(suite)),
+        f"{drifted} purchases deleted in Insider; SIGKILL after {at_kill} repaired; the "
+        f"check reports {report.repaired} repaired",
+        0 < at_kill < drifted,
+        recovery,
+        SLOWDOWN * baseline(suite) + CHECK_HEARTBEAT_TIMEOUT_SECONDS + RESTART_ALLOWANCE_SECONDS,
+        f"{SLOWDOWN:g} x fault-free backfill + {CHECK_HEARTBEAT_TIMEOUT_SECONDS:g} s check "
+        f"heartbeat timeout + {RESTART_ALLOWANCE_SECONDS:g} s restart",
+        [f"profile quota raised to {CHECK_PROFILE_UNITS_PER_MINUTE:,} units a minute"],
     )

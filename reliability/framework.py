@@ -125,6 +125,26 @@ class Suite:
         """Revoke every commercetools token issued so far (refused 401 from now on)."""
         httpx.post(f"{self.stack.ct_url}/_emulator/expire-tokens", timeout=30).raise_for_status()
 
+    def set_insider_limits(self, **per_minute: int) -> None:
+        httpx.post(
+            f"{self.stack.insider_url}/_emulator/limits", json=per_minute, timeout=30
+        ).raise_for_status()
+
+    def plant_drift(self, **drift: object) -> None:
+        """Change Insider behind the connector's back (emulators/insider/drift.py)."""
+        httpx.post(
+            f"{self.stack.insider_url}/_emulator/drift", json=drift, timeout=30
+        ).raise_for_status()
+
+    def insider_identifiers(self, insider_id: str) -> dict[str, str]:
+        """One identifier of the profile (its strongest), to name it by."""
+        for user in self.insider_users():
+            if user["insider_id"] == insider_id:
+                identifiers: dict[str, str] = user["identifiers"]
+                kind = next(k for k in ("uuid", "email", "phone_number") if k in identifiers)
+                return {kind: identifiers[kind]}
+        raise ScenarioFailed(f"no profile {insider_id}")
+
     def ct_stats(self) -> dict[str, int]:
         stats: dict[str, int] = httpx.get(f"{self.stack.ct_url}/_emulator/stats", timeout=30).json()
         return stats

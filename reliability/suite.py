@@ -33,6 +33,7 @@ SCENARIOS: dict[str, Scenario] = {
     "kill-backfill": backfill_faults.worker_killed_during_order_backfill,
     "kill-catalog": backfill_faults.worker_killed_during_catalog_sync,
     "kill-delta": backfill_faults.worker_killed_during_a_delta_window,
+    "kill-check-repair": backfill_faults.worker_killed_during_a_check_repair,
     "insider-5xx": backfill_faults.insider_5xx,
     "insider-lost-answers": backfill_faults.insider_lost_answers,
     "insider-429": backfill_faults.insider_429_bursts,
@@ -52,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
 BACKFILL_ROWS = {
     "kill-backfill",
     "kill-delta",
+    "kill-check-repair",
     "insider-5xx",
     "insider-lost-answers",
     "insider-429",
