@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import InsiderSettings
+from ct_insider.deadletters import DeadLetterStore
 from emulators.insider.app import PROFILE_READ_COST
 from reliability.framework import (
     Row,
@@ -29,6 +31,7 @@ from reliability.framework import (
 from starters.backfill import start_backfill
 from starters.check import start_check
 from starters.delta import start_delta
+from starters.dlq import redrive_sync
 from workflows.backfill import BackfillInput
 from workflows.check import CheckInput
 from workflows.delta import DeltaSyncInput, DeltaSyncWorkflow
@@ -229,10 +232,15 @@ async def _insider_fault_row(
 
 def _answered(status: int, what: str) -> Callable[[Suite], tuple[str, bool]]:
     def evidence(suite: Suite) -> tuple[str, bool]:
-        count = _bucket_statuses(suite, status)
-        requests = sum(suite.insider_stats()["requests"].values())
-        reads = int(suite.insider_stats()["requests"].get("profile", 0))
-        return f"{count:,} of {requests:,} requests {what} ({reads} profile reads)", count > 0
+        stats = suite.insider_stats()
+        upserts = int(stats["requests"].get("upsert", 0))
+        refused = int(stats["statuses"].get(f"upsert:{status}", 0))
+        reads = int(stats["requests"].get("profile", 0))
+        others = _bucket_statuses(suite, status) - refused
+        text = f"{refused:,} of {upserts:,} upserts {what}"
+        if others:
+            text += f" (and {others:,} other requests)"
+        return f"{text}; {reads:,} profile reads to settle", refused > 0
 
     return evidence
 
@@ -320,10 +328,13 @@ async def commercetools_outage(suite: Suite, *, status: int, seconds: float) -> 
             await run
             recovery = time.monotonic() - back_at
     refused = suite.ct_stats()["unavailable"]
+    answered = f"answered {status}" if status else "dropped without an answer"
     return Row(
-        f"order backfill, commercetools answers {status} for {seconds:g} s",
+        f"order backfill, commercetools {'unreachable' if not status else f'answers {status}'} "
+        f"for {seconds:g} s",
         Tally.of(expected, stored_purchases(suite)),
-        f"{refused:,} commercetools requests answered {status} from {at_fault:,} of {total:,} stored",
+        f"{refused:,} commercetools requests {answered}, from {at_fault:,} of {total:,} "
+        "purchases stored",
         refused > 0 and at_fault < total,
         recovery,
         SLOWDOWN * baseline(suite) + RESTART_ALLOWANCE_SECONDS,
@@ -560,4 +571,66 @@ async def worker_killed_during_a_check_repair(suite: Suite) -> Row:
         f"{SLOWDOWN:g} x fault-free backfill + {CHECK_HEARTBEAT_TIMEOUT_SECONDS:g} s check "
         f"heartbeat timeout + {RESTART_ALLOWANCE_SECONDS:g} s restart",
         [f"profile quota raised to {CHECK_PROFILE_UNITS_PER_MINUTE:,} units a minute"],
+    )
+
+
+LETTERED_ORDERS = 300
+
+
+async def worker_killed_during_a_dead_letter_redrive(suite: Suite) -> Row:
+    """Insider refuses purchases (an event not yet defined in InOne): the order backfill
+    dead-letters every order; once it is defined, the letters are re-driven, and a worker
+    dies during the re-drive."""
+    suite.reset()
+    seeder = suite.stack.seeder()
+    seeder.orders(LETTERED_ORDERS, seeder.customers(CUSTOMERS // 2), seeder.catalog(SKUS))
+    expected = expected_purchases(all_orders(suite))
+    total = sum(expected.values())
+    suite.insider_faults(latency_ms=INSIDER_LATENCY_MS, undefined_events=["purchase"])
+    task_queue = f"reliability-{uuid.uuid4()}"
+    async with CommercetoolsClient(suite.stack.ct_settings()) as ct:
+        store = DeadLetterStore(ct)
+        with suite.running_workers(task_queue) as workers:
+            result = await backfill_run(suite, task_queue)
+            letters = await store.list(path="backfill")
+            if (
+                result.phases[0].stats.rejected != LETTERED_ORDERS
+                or len(letters) != LETTERED_ORDERS
+            ):
+                raise ScenarioFailed(
+                    f"{result.phases[0].stats.rejected} orders rejected, {len(letters)} letters; "
+                    f"expected {LETTERED_ORDERS}"
+                )
+            # Given the event defined now, when every letter is re-driven ...
+            suite.insider_faults(latency_ms=INSIDER_LATENCY_MS)
+            started = time.monotonic()
+            redrive = asyncio.create_task(
+                redrive_sync(suite.client, task_queue, letters, wait_seconds=RUN_LIMIT_SECONDS)
+            )
+            # ... and the first worker dies in the middle of it, and is started again
+            at_kill = await wait_for(
+                lambda: sum(stored_purchases(suite).values()),
+                RUN_LIMIT_SECONDS,
+                until=lambda stored: stored >= total * 0.3 or redrive.done(),
+                what="the re-drive 30% done",
+                every=0.1,
+            )
+            kill(workers[0])
+            killed_at = time.monotonic()
+            await asyncio.to_thread(workers[0].start)
+            _, outcome = await redrive
+            recovery = time.monotonic() - killed_at
+            fault_free_share = killed_at - started
+            left = await store.list(path="backfill")
+    return Row(
+        "worker SIGKILLed during a dead-letter re-drive, restarted",
+        Tally.of(expected, stored_purchases(suite)),
+        f"{LETTERED_ORDERS} orders dead-lettered (purchase undefined in Insider); SIGKILL at "
+        f"{at_kill} of {total} purchases re-driven; {len(outcome.delivered)} letters delivered, "
+        f"{len(left)} left",
+        at_kill < total and not left,
+        recovery,
+        SLOWDOWN * baseline(suite) + RESTART_ALLOWANCE_SECONDS,
+        f"{SLOWDOWN:g} x fault-free backfill + {RESTART_ALLOWANCE_SECONDS:g} s restart",
+        [f"re-drive ran {fault_free_share:.1f} s before the kill"],
     )
