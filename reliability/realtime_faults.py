@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from bench.backfill import connect_when_up
+from bench.cart_triggers import created, make_carts
 from bench.harness import BRIDGE_TOKEN, bridge_process
 from bench.traffic import order_message
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
@@ -57,10 +58,17 @@ class RealtimeStack:
 
 
 @asynccontextmanager
-async def realtime_stack(suite: Suite) -> AsyncIterator[RealtimeStack]:
-    """A bridge process and the suite's worker processes on a task queue of their own."""
+async def realtime_stack(
+    suite: Suite, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[RealtimeStack]:
+    """A bridge process and the suite's worker processes on a task queue of their own
+    (`extra_env` adds settings to both)."""
     task_queue = f"reliability-{uuid.uuid4()}"
-    env = {**suite.stack.worker_env(task_queue), "TEMPORAL_JOURNEY_SHARDS": str(SHARDS)}
+    env = {
+        **suite.stack.worker_env(task_queue),
+        "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
+        **(extra_env or {}),
+    }
     port = free_port()
     with (
         suite.running_workers(task_queue, env) as workers,
@@ -69,13 +77,18 @@ async def realtime_stack(suite: Suite) -> AsyncIterator[RealtimeStack]:
         yield RealtimeStack(suite, task_queue, f"http://127.0.0.1:{port}", workers)
 
 
-def storefront_events(count: int, visitors: int, skus: list[str]) -> list[dict[str, Any]]:
+def storefront_events(
+    count: int,
+    visitors: int,
+    skus: list[str],
+    types: tuple[str, ...] = ("product_view", "add_to_cart", "listing_view"),
+) -> list[dict[str, Any]]:
     rng = random.Random(5)
     now = datetime.now(UTC).replace(microsecond=0)
     return [
         {
             "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-            "type": rng.choice(["product_view", "add_to_cart", "listing_view"]),
+            "type": rng.choice(types),
             "occurred_at": (now - timedelta(seconds=count - n)).isoformat(),
             "identity": {"anonymous_id": f"visitor-{rng.randrange(visitors)}"},
             "sku": rng.choice(skus),
@@ -102,6 +115,13 @@ EVENTS = 1_500
 PER_REQUEST = 25
 ORDERS = 30
 POST_SECONDS = 15.0
+CARTS = 40
+# Cart events on; the carts' reminders far beyond the scenario (only their items count).
+CART_SETTINGS = {
+    "CART_EVENTS_ENABLED": "true",
+    "CART_REMINDER_DELAYS": "3600s",
+    "CART_COALESCE_SECONDS": "1",
+}
 # Insider's processing time at the kill.
 KILL_LATENCY_MS = 2_000
 
@@ -110,8 +130,11 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
     suite.reset()
     skus = suite.stack.seeder().catalog(10)
     orders = seeded_orders(suite, ORDERS, skus)
-    events = storefront_events(EVENTS, 300, skus)
-    # Storefront batches and order messages, interleaved, posted over POST_SECONDS.
+    # (With cart events on, a storefront's add_to_cart is left to the cart's own changes.)
+    events = storefront_events(EVENTS, 300, skus, ("product_view", "listing_view"))
+    carts = await make_carts(suite.stack, CARTS, skus)
+    # Storefront batches, order messages and cart changes, interleaved, posted over
+    # POST_SECONDS.
     requests: list[tuple[str, Any, Counter[str]]] = [
         (
             "/events",
@@ -125,9 +148,21 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
             (n * len(requests)) // ORDERS,
             ("/webhooks/commercetools", order_message(order), expected_purchases([order])),
         )
+    for n, cart in enumerate(carts):
+        # Each line of a new cart is one item_added_to_cart, its id naming the cart's version.
+        added = Counter(
+            f"cart:{cart['id']}@{cart['version']}:{line['variant']['sku']}"
+            for line in cart["lineItems"]
+        )
+        requests.insert(
+            (n * len(requests)) // CARTS, ("/webhooks/commercetools", created(cart), added)
+        )
     expected: Counter[str] = Counter()
     refused = 0
-    async with realtime_stack(suite) as stack, httpx.AsyncClient(timeout=30) as http:
+    async with (
+        realtime_stack(suite, CART_SETTINGS) as stack,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
         kill_at = int(len(requests) * 0.4)
         posted = 0
 
@@ -153,8 +188,9 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
             what="an upsert in flight",
             every=0.05,
         )
-        killed_in_flight = sum(expected.values()) - sum(stored_event_keys(suite).values())
+        upserts_in_flight = int(suite.insider_stats()["in_flight"].get("upsert", 0))
         kill(stack.workers[0])
+        not_yet_stored = sum(expected.values()) - sum(stored_event_keys(suite).values())
         killed_after = posted
         suite.insider_faults()
         await asyncio.sleep(1.0)
@@ -171,17 +207,20 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
         await asyncio.sleep(2.0)  # a late duplicate would show now
     rest = POST_SECONDS * (1 - killed_after / len(requests))
     return Row(
-        "worker SIGKILLed while storefront events and order messages flow, restarted",
+        "worker SIGKILLed while storefront events, cart changes and order messages flow, restarted",
         Tally.of(expected, stored_event_keys(suite)),
-        f"SIGKILL during an upsert, after {killed_after} of {len(requests)} requests, "
-        f"{max(0, killed_in_flight)} events acknowledged and not yet stored; "
-        f"{refused} requests refused",
-        killed_in_flight > 0,
+        f"SIGKILL with {upserts_in_flight} upsert(s) in flight at Insider, after "
+        f"{killed_after} of {len(requests)} requests, {max(0, not_yet_stored)} events "
+        f"acknowledged and not yet stored; {refused} requests refused",
+        upserts_in_flight > 0,
         recovery,
         rest + TASK_TIMEOUT_SECONDS + RESTART_ALLOWANCE_SECONDS,
         f"{rest:.0f} s posting left + {TASK_TIMEOUT_SECONDS:g} s shard task timeout + "
         f"{RESTART_ALLOWANCE_SECONDS:g} s restart",
-        [f"{len(events):,} storefront events, {ORDERS} OrderCreated messages"],
+        [
+            f"{len(events):,} storefront events, {CARTS} new carts "
+            f"({sum(len(c['lineItems']) for c in carts)} lines), {ORDERS} OrderCreated messages"
+        ],
     )
 
 
