@@ -454,6 +454,9 @@ async def worker_killed_during_a_delta_window(suite: Suite) -> Row:
             "interval_seconds": 1.0,
             "safety_margin_seconds": 0.3,
             "overlap_seconds": 3.0,
+            # Like the backfill rows: a dead worker's window resumes after 3 s without a
+            # heartbeat (the default is 60 s: a killed worker then delays its window that long).
+            "heartbeat_seconds": BACKFILL["heartbeat_seconds"],
         }
     )
     with suite.running_workers(task_queue) as workers:

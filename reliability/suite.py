@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 import traceback
@@ -83,6 +84,10 @@ def failed_row(name: str, error: BaseException) -> Row:
 async def run(names: list[str], workers: int) -> list[Row]:
     logs = Path(".dev/reliability-logs")
     rows: list[Row] = []
+    # Stopped (make interrupted, a CI timeout): unwind, so every process started is stopped.
+    running = asyncio.current_task()
+    assert running is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
     with local_stack(logs) as stack:
         client = await connect_when_up(stack.temporal_address)
         suite = Suite(stack, client, workers, logs)
@@ -123,7 +128,11 @@ def main() -> int:
     names = args.only or list(SCENARIOS)
     if "baseline" not in names and any(n in BACKFILL_ROWS for n in names):
         names = ["baseline", *names]  # the fault-free time the others are bounded by
-    rows = asyncio.run(run(names, args.workers))
+    try:
+        rows = asyncio.run(run(names, args.workers))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("stopped; every process it started is stopped", file=sys.stderr)
+        return 143
     info = machine()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (
