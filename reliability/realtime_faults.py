@@ -205,6 +205,7 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
         )
         recovery = time.monotonic() - restarted_at
         await asyncio.sleep(2.0)  # a late duplicate would show now
+        timed_out = await timed_out_activities(suite, stack.task_queue)
     rest = POST_SECONDS * (1 - killed_after / len(requests))
     return Row(
         "worker SIGKILLed while storefront events, cart changes and order messages flow, restarted",
@@ -218,10 +219,32 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
         f"{rest:.0f} s posting left + {TASK_TIMEOUT_SECONDS:g} s shard task timeout + "
         f"{RESTART_ALLOWANCE_SECONDS:g} s restart",
         [
+            "timed out on the dead worker: "
+            + (", ".join(f"{n} x {name}" for name, n in sorted(timed_out.items())) or "nothing"),
             f"{len(events):,} storefront events, {CARTS} new carts "
-            f"({sum(len(c['lineItems']) for c in carts)} lines), {ORDERS} OrderCreated messages"
+            f"({sum(len(c['lineItems']) for c in carts)} lines), {ORDERS} OrderCreated messages",
         ],
     )
+
+
+async def timed_out_activities(suite: Suite, task_queue: str) -> Counter[str]:
+    """Activities (and workflow tasks) whose attempt timed out, by type, in every workflow on
+    the scenario's queues: what a dead worker left for the server to notice."""
+    found: Counter[str] = Counter()
+    query = f"TaskQueue = '{task_queue}' OR TaskQueue = '{task_queue}-journeys'"
+    async for execution in suite.client.list_workflows(query):
+        handle = suite.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        scheduled: dict[int, str] = {}
+        async for event in handle.fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                attributes = event.activity_task_scheduled_event_attributes
+                scheduled[event.event_id] = attributes.activity_type.name
+            elif event.HasField("activity_task_timed_out_event_attributes"):
+                timed = event.activity_task_timed_out_event_attributes
+                found[scheduled.get(timed.scheduled_event_id, "activity")] += 1
+            elif event.HasField("workflow_task_timed_out_event_attributes"):
+                found[f"workflow task of {execution.workflow_type}"] += 1
+    return found
 
 
 def customer_message(
