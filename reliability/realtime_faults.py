@@ -22,6 +22,7 @@ from bench.cart_triggers import created, make_carts
 from bench.harness import BRIDGE_TOKEN, bridge_process
 from bench.traffic import order_message
 from emulators.process import ManagedProcess, free_port, temporal_dev_server_command
+from reliability.backfill_faults import insider_waits
 from reliability.framework import (
     Row,
     ScenarioFailed,
@@ -207,6 +208,10 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
         await asyncio.sleep(2.0)  # a late duplicate would show now
         timed_out = await timed_out_activities(suite, stack.task_queue)
     rest = POST_SECONDS * (1 - killed_after / len(requests))
+    # Settling the deliveries the kill cut short reads profiles; the restarted process does
+    # not know what the dead one spent of the account's quota, and Insider answers 429 until
+    # the minute has passed.
+    waits, waits_reason = insider_waits(suite)
     return Row(
         "worker SIGKILLed while storefront events, cart changes and order messages flow, restarted",
         Tally.of(expected, stored_event_keys(suite)),
@@ -215,16 +220,21 @@ async def worker_killed_while_events_flow(suite: Suite) -> Row:
         f"acknowledged and not yet stored; {refused} requests refused",
         upserts_in_flight > 0,
         recovery,
-        rest + TASK_TIMEOUT_SECONDS + RESTART_ALLOWANCE_SECONDS,
+        rest + TASK_TIMEOUT_SECONDS + RESTART_ALLOWANCE_SECONDS + waits,
         f"{rest:.0f} s posting left + {TASK_TIMEOUT_SECONDS:g} s shard task timeout + "
-        f"{RESTART_ALLOWANCE_SECONDS:g} s restart",
+        f"{RESTART_ALLOWANCE_SECONDS:g} s restart + {waits_reason}",
         [
+            f"Insider imposed {profile_retry_after(suite):g} s of Retry-After on profile reads",
             "timed out on the dead worker: "
             + (", ".join(f"{n} x {name}" for name, n in sorted(timed_out.items())) or "nothing"),
             f"{len(events):,} storefront events, {CARTS} new carts "
             f"({sum(len(c['lineItems']) for c in carts)} lines), {ORDERS} OrderCreated messages",
         ],
     )
+
+
+def profile_retry_after(suite: Suite) -> float:
+    return float(suite.insider_stats()["imposed_wait_seconds"].get("profile", 0))
 
 
 async def timed_out_activities(suite: Suite, task_queue: str) -> Counter[str]:
