@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := emulators/commercetools/node_modules/.installed
 
-.PHONY: run test lint typecheck unit integration install clean bench docs lock reliability-hostile
+.PHONY: run test lint typecheck unit integration install clean bench reliability reliability-hostile docs lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,4 +74,15 @@ bench: install
 	$(BIN)/python -m bench.realtime || status=1; \
 	$(BIN)/python -m bench.catalog || status=1; \
 	$(BIN)/python -m bench.triggers || status=1; \
+	exit $$status
+
+# Fault scenarios (never part of `make test`): one table of records sent, received in Insider,
+# lost, duplicated and time to recover (reliability/suite.py); a second pass with two worker
+# processes competing on the same task queues; then the hostile-input properties with many
+# examples (reliability-hostile). Exits non-zero if any row or property failed.
+reliability: install
+	@status=0; \
+	$(BIN)/python -m reliability.suite --workers 1 || status=1; \
+	$(BIN)/python -m reliability.suite --workers 2 || status=1; \
+	$(MAKE) --no-print-directory reliability-hostile || status=1; \
 	exit $$status

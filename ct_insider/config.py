@@ -98,6 +98,14 @@ class InsiderSettings(BaseSettings):
         "event params), fingerprint (name, product and second, counted), or auto: what "
         "`ct-insider setup insider` found by probing the account (event_id until it has run)",
     )
+    request_timeout_seconds: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=600,
+        description="how long one Insider request may go unanswered before the client gives "
+        "up on it (an upsert with events is then settled like a lost answer: Insider may "
+        "have stored it)",
+    )
     profile_units_per_minute: float = Field(
         default=900,
         gt=0,

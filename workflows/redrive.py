@@ -15,11 +15,16 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
-    from activities.redrive import RedriveActivities, RedriveBatch
+    from activities.redrive import HEARTBEAT_EVERY_SECONDS, RedriveActivities, RedriveBatch
     from ct_insider.search_attributes import Outcome, outcome_update, run_updates
     from ct_insider.sync.redrive import RedriveResult
 
 LETTERS_PER_ACTIVITY = 100
+# A batch whose worker died is tried again once no heartbeat came for this long (without
+# it, only after the 10-minute start-to-close timeout: `make reliability` found a re-drive
+# stalled that long by one killed worker). Timeouts are not part of the commands a replay
+# compares, so running re-drives take it on their next batch.
+HEARTBEAT_TIMEOUT = timedelta(seconds=6 * HEARTBEAT_EVERY_SECONDS)
 
 
 class RedriveInput(BaseModel):
@@ -52,6 +57,7 @@ class RedriveWorkflow:
                         RedriveActivities.redrive_letters,
                         batch,
                         start_to_close_timeout=timedelta(minutes=10),
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=RetryPolicy(
                             initial_interval=timedelta(seconds=1),
                             maximum_interval=timedelta(minutes=1),

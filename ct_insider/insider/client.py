@@ -89,7 +89,14 @@ class InsiderClient(HttpApiClient):
         backoff: Backoff | None = None,
     ) -> None:
         super().__init__(
-            http or api_http_client(httpx.Timeout(60.0, connect=10.0), system="insider"),
+            http
+            or api_http_client(
+                httpx.Timeout(
+                    settings.request_timeout_seconds,
+                    connect=min(10.0, settings.request_timeout_seconds),
+                ),
+                system="insider",
+            ),
             owns_http=http is None,
         )
         self._ucd = settings.unification_url.rstrip("/")

@@ -30,8 +30,12 @@
 //    route creates many drafts through the same repositories the API uses (checking
 //    customer email uniqueness once per batch instead of one scan per customer).
 //  * Tests need commercetools down: POST /_emulator/faults {"unavailable": true} answers
-//    every API request 503 (tokens are still issued) until cleared or reset; GET
-//    /_emulator/stats counts those answers.
+//    every API request 503 (tokens are still issued) until cleared or reset; `"status":
+//    502` answers that status instead, `"status": 0` drops the connection without an
+//    answer (an API unreachable). GET /_emulator/stats counts those requests
+//    (`unavailable`). POST /_emulator/expire-tokens revokes every token issued so far (a
+//    token that expires mid-run: commercetools answers 401 invalid_token); stats count the
+//    requests refused for it (`expired_tokens`).
 //
 // Usage: node server.mjs --port 8989 [--project demo] [--client-id x --client-secret y]
 
@@ -211,20 +215,55 @@ app.addHook("preHandler", async (request, reply) => {
 	});
 });
 
-let faults = { unavailable: false };
-const stats = { unavailable: 0, scanned: 0 };
+let faults = { unavailable: false, status: 503 };
+const stats = { unavailable: 0, expired_tokens: 0, scanned: 0 };
+// Tokens revoked by /_emulator/expire-tokens: refused 401 as commercetools refuses an
+// expired one.
+const expiredTokens = new Set();
 
 app.addHook("onRequest", async (request, reply) => {
 	const path = request.url.split("?")[0];
 	if (!faults.unavailable || path.startsWith("/_emulator") || path.startsWith("/oauth")) return;
 	stats.unavailable += 1;
+	if (faults.status === 0) {
+		// Unreachable: the connection ends without an answer.
+		request.raw.socket.destroy();
+		return reply;
+	}
 	const message = "Service unavailable (emulated outage)";
-	return reply.status(503).send({ statusCode: 503, message, errors: [] });
+	return reply
+		.status(faults.status)
+		.send({ statusCode: faults.status, message, errors: [] });
+});
+
+app.addHook("onRequest", async (request, reply) => {
+	if (expiredTokens.size === 0) return;
+	const bearer = /^Bearer (.+)$/i.exec(request.headers.authorization ?? "")?.[1];
+	if (!bearer || !expiredTokens.has(bearer)) return;
+	stats.expired_tokens += 1;
+	const message = "invalid_token";
+	return reply.status(401).send({
+		statusCode: 401,
+		message,
+		errors: [{ code: "invalid_token", message }],
+		error: "invalid_token",
+		error_description: "The access token expired",
+	});
 });
 
 app.post("/_emulator/faults", async (request, reply) => {
-	faults = { unavailable: Boolean(request.body?.unavailable) };
+	const status = request.body?.status ?? 503;
+	if (![0, 500, 502, 503, 504].includes(status)) {
+		return reply.status(400).send({ message: "status must be 0, 500, 502, 503 or 504" });
+	}
+	faults = { unavailable: Boolean(request.body?.unavailable), status };
 	return reply.status(204).send();
+});
+
+app.post("/_emulator/expire-tokens", async (_request, reply) => {
+	const tokens = mock._oauth2.store.tokens;
+	for (const token of tokens) expiredTokens.add(token.access_token);
+	return reply.status(200).send({ expired: tokens.length });
 });
 
 app.get("/_emulator/stats", async () => stats);
@@ -306,9 +345,11 @@ app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {
 
 app.post("/_emulator/reset", async (_request, reply) => {
 	await mock.clear();
-	faults = { unavailable: false };
+	faults = { unavailable: false, status: 503 };
 	stats.unavailable = 0;
 	stats.scanned = 0;
+	stats.expired_tokens = 0;
+	expiredTokens.clear();
 	return reply.status(204).send();
 });
 

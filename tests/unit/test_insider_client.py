@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -129,3 +130,30 @@ async def test_oversized_single_user_is_reported_not_sent() -> None:
         result = await insider.upsert_users([huge, *users(1)])
     assert [f.index for f in result.failures] == [0]
     assert len(json.loads(route.calls[0].request.content)["users"]) == 1
+
+
+async def test_an_unanswered_upsert_gives_up_after_the_configured_timeout_as_maybe_stored() -> None:
+    # Given an Insider that takes requests and never answers, and a 0.2 s request timeout
+    received = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        received.set()
+        await reader.read()  # until the client hangs up
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SETTINGS.model_copy(
+        update={"unification_url": f"http://127.0.0.1:{port}", "request_timeout_seconds": 0.2}
+    )
+    try:
+        # When an upsert carrying events is sent (not repeatable)
+        async with InsiderClient(settings, backoff=FAST) as client:
+            with pytest.raises(InsiderUnavailable) as raised:
+                await client.upsert_users(users(1), repeatable=False)
+    finally:
+        server.close()
+    # Then it is reported unanswered - possibly stored, for the caller to settle - not retried
+    assert received.is_set()
+    assert raised.value.maybe_stored
+    assert "ReadTimeout" in str(raised.value)
