@@ -23,6 +23,7 @@ import httpx
 from temporalio.client import Client
 
 from bench.harness import Stack, worker_process
+from emulators.insider.events import held_event_keys
 from emulators.process import ManagedProcess
 
 
@@ -204,16 +205,8 @@ def stored_purchases(suite: Suite) -> Counter[str]:
 
 
 def stored_event_keys(suite: Suite) -> Counter[str]:
-    """How often Insider holds each event: purchases by order number and SKU, every other
-    event by its id (the connector's custom `event_id` param)."""
-    found: Counter[str] = Counter()
-    for event in suite.insider_events():
-        params = event.get("event_params") or {}
-        if event["event_name"] == "purchase":
-            found[f"{params.get('event_group_id')}/{params.get('product_id')}"] += 1
-        else:
-            found[str((params.get("custom") or {}).get("event_id"))] += 1
-    return found
+    """How often Insider holds each event (emulators/insider/events.py)."""
+    return held_event_keys(suite.insider_events())
 
 
 def expected_purchases(orders: list[dict[str, Any]]) -> Counter[str]:

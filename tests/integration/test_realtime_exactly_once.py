@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.deadletters import DeadLetterStore
+from emulators.insider.events import held_event_keys
 from emulators.process import ManagedProcess
 from starters.dlq import redrive
 from tests.bridge_helpers import (
@@ -37,14 +38,7 @@ pytestmark = pytest.mark.integration
 def stored_event_ids(emu: Emulators) -> Counter[str]:
     """How often Insider holds each storefront event (by its id) and each purchase (by
     order number and SKU)."""
-    found: Counter[str] = Counter()
-    for event in emu.insider_events():
-        params = event.get("event_params") or {}
-        if event["event_name"] == "purchase":
-            found[f"{params.get('event_group_id')}/{params.get('product_id')}"] += 1
-        else:
-            found[str((params.get("custom") or {}).get("event_id"))] += 1
-    return found
+    return held_event_keys(emu.insider_events())
 
 
 async def shard_stats(client: Client, journey_task_queue: str, shards: int) -> list[ShardStats]:
