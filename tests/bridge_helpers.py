@@ -28,7 +28,7 @@ from bridge.routing import NotificationRouter
 from bridge.sns import SubscriptionConfirmer
 from ct_insider.commercetools.client import CommercetoolsClient
 from ct_insider.config import CartSettings, CommercetoolsSettings, TimerCapSettings
-from ct_insider.deadletters import DeadLetterStore
+from ct_insider.deadletters import DeadLetter, DeadLetterStore
 from ct_insider.timers.cap import OpenTimerCap
 from ct_insider.timers.kinds import TimerAdmission
 from tests.conftest import PROJECT_KEY, Emulators, eventually
@@ -225,6 +225,12 @@ def storefront_event(
         "identity": identity,
         **fields,
     }
+
+
+async def stored_letters(emu: Emulators) -> list[DeadLetter]:
+    """The dead letters the connector's store (commercetools) holds now."""
+    async with CommercetoolsClient(emu.ct_settings()) as ct:
+        return await DeadLetterStore(ct).list()
 
 
 def seconds_ago(seconds: float) -> datetime:

@@ -31,6 +31,7 @@ from tests.bridge_helpers import (
     seconds_ago,
     serving_bridge,
     settled_shards,
+    stored_letters,
     storefront_event,
 )
 from tests.conftest import PROJECT_KEY, Emulators, eventually, running_worker
@@ -644,8 +645,7 @@ async def test_a_read_commercetools_refuses_is_dead_lettered_naming_the_scope_lo
         assert {a.json()["status"] for a in answers} == {"dead-lettered"}
         assert (await bridge.stats())["dead_lettered:refused_by_commercetools"] == 4
     # And the letters name the scope the API client lacks
-    async with CommercetoolsClient(emu.ct_settings()) as ct:
-        letters = await DeadLetterStore(ct).list()
+    letters = await stored_letters(emu)
     by_entity: dict[str, list[DeadLetter]] = {}
     for letter in letters:
         by_entity.setdefault(letter.entity, []).append(letter)
@@ -852,8 +852,7 @@ async def test_bad_input_never_gets_a_5xx(
     assert scoped_stats["dead_lettered:refused_by_commercetools"] == 2
     # And the dead letters hold the order (names nobody, unreadable, its read refused) and
     # the payment message whose orders could not be read
-    async with CommercetoolsClient(emu.ct_settings()) as ct:
-        letters = await DeadLetterStore(ct).list()
+    letters = await stored_letters(emu)
     assert sorted((letter.entity, letter.attempts) for letter in letters) == [
         ("notification", 1),
         ("order", 5),

@@ -12,9 +12,7 @@ import pytest
 from temporalio.client import Client
 
 from bridge.eventgrid import PATH, VALIDATION_EVENT
-from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.deadletters import DeadLetterStore
-from tests.bridge_helpers import TOKEN, as_cloudevent, message, serving_bridge
+from tests.bridge_helpers import TOKEN, as_cloudevent, message, serving_bridge, stored_letters
 from tests.conftest import Emulators, eventually
 from workers.main import Workers
 
@@ -116,12 +114,9 @@ async def test_eventgrid_handshakes_and_deliveries_in_both_schemas(
         assert mixed.json()["dead_lettered"] == ["eventgrid:not-ct"]
         await eventually(lambda: profile_of(emu, third_id))
         stats = await bridge.stats()
-        async with CommercetoolsClient(emu.ct_settings()) as ct:
-            [letter] = [
-                letter
-                for letter in await DeadLetterStore(ct).list()
-                if letter.record_id == "eventgrid:not-ct"
-            ]
+        [letter] = [
+            letter for letter in await stored_letters(emu) if letter.record_id == "eventgrid:not-ct"
+        ]
         assert "notificationType is missing" in letter.reasons[0]
     assert stats["eventgrid_validated"] == 1
     assert stats["eventgrid_handshake"] == 1

@@ -24,10 +24,8 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from bridge.sns import PATH, SubscriptionConfirmer
-from ct_insider.commercetools.client import CommercetoolsClient
-from ct_insider.deadletters import DeadLetterStore
 from tests.aws_helpers import REGION, aws_endpoint, aws_env
-from tests.bridge_helpers import TOKEN, as_cloudevent, message, serving_bridge
+from tests.bridge_helpers import TOKEN, as_cloudevent, message, serving_bridge, stored_letters
 from tests.conftest import Emulators, eventually
 from workers.main import Workers
 
@@ -140,12 +138,9 @@ async def test_sns_confirms_its_subscription_and_delivers_to_insider(
         }
         invalid = await http.post(url, content=json.dumps(other), headers=headers)
         assert (invalid.status_code, invalid.json()["status"]) == (202, "dead-lettered")
-        async with CommercetoolsClient(emu.ct_settings()) as ct:
-            [letter] = [
-                letter
-                for letter in await DeadLetterStore(ct).list()
-                if letter.record_id == "sns:m-other"
-            ]
+        [letter] = [
+            letter for letter in await stored_letters(emu) if letter.record_id == "sns:m-other"
+        ]
         assert "notificationType is missing" in letter.reasons[0]
         assert "hello" not in letter.reasons[0]
         stats = await bridge.stats()
