@@ -24,7 +24,7 @@ from reliability.framework import (
     Suite,
     Tally,
     expected_purchases,
-    kill,
+    kill_and_restart,
     stored_purchases,
     wait_for,
 )
@@ -140,10 +140,8 @@ async def worker_killed_during_order_backfill(suite: Suite) -> Row:
                 until=lambda stored: stored >= total * 0.4 or run.done(),
                 what="the order backfill 40% done",
             )
-            kill(workers[0])
-            killed_at = time.monotonic()
             # ... and is started again (the competing worker, if any, carries on meanwhile).
-            workers[0].start()
+            killed_at = await kill_and_restart(workers[0])
             await run
             recovery = time.monotonic() - killed_at
     return Row(
@@ -421,9 +419,7 @@ async def worker_killed_during_catalog_sync(suite: Suite) -> Row:
             until=lambda stored: stored >= total * 0.3 or run.done(),
             what="the full catalog sync 30% done",
         )
-        kill(workers[0])
-        killed_at = time.monotonic()
-        workers[0].start()
+        killed_at = await kill_and_restart(workers[0])
         await run
         recovery = time.monotonic() - killed_at
     return Row(
@@ -475,9 +471,7 @@ async def worker_killed_during_a_delta_window(suite: Suite) -> Row:
                 until=lambda stored: stored >= total * 0.3,
                 what="the delta windows 30% done",
             )
-            kill(workers[0])
-            killed_at = time.monotonic()
-            await asyncio.to_thread(workers[0].start)
+            killed_at = await kill_and_restart(workers[0])
             await wait_for(
                 lambda: sum(stored_purchases(suite).values()) >= total,
                 RUN_LIMIT_SECONDS,
@@ -556,9 +550,7 @@ async def worker_killed_during_a_check_repair(suite: Suite) -> Row:
                 what="the repair under way (20% of the deleted purchases sent again)",
                 every=0.1,
             )
-            kill(workers[0])
-            killed_at = time.monotonic()
-            await asyncio.to_thread(workers[0].start)
+            killed_at = await kill_and_restart(workers[0])
             try:
                 report = await asyncio.wait_for(handle.result(), RUN_LIMIT_SECONDS)
             except TimeoutError:
@@ -619,9 +611,7 @@ async def worker_killed_during_a_dead_letter_redrive(suite: Suite) -> Row:
                 what="the re-drive 30% done",
                 every=0.1,
             )
-            kill(workers[0])
-            killed_at = time.monotonic()
-            await asyncio.to_thread(workers[0].start)
+            killed_at = await kill_and_restart(workers[0])
             _, outcome = await redrive
             recovery = time.monotonic() - killed_at
             fault_free_share = killed_at - started

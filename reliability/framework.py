@@ -224,6 +224,16 @@ def kill(process: ManagedProcess) -> None:
     process.process.wait(10)
 
 
+async def kill_and_restart(process: ManagedProcess) -> float:
+    """SIGKILL the process (kill), then start it again off the event loop (what the
+    scenario awaits keeps running meanwhile); returns the moment it was killed
+    (time.monotonic)."""
+    kill(process)
+    killed_at = time.monotonic()
+    await asyncio.to_thread(process.start)
+    return killed_at
+
+
 async def wait_for(
     observe: Callable[[], Any],
     within: float,
