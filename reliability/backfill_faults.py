@@ -457,6 +457,10 @@ async def worker_killed_during_a_delta_window(suite: Suite) -> Row:
     )
     with suite.running_workers(task_queue) as workers:
         handle = await start_delta(suite.client, task_queue, params)
+        # (Insider holds the windows' second upsert until the worker is dead, then stores it:
+        # the kill lands inside a window's send whatever the machine's speed; waiting for a
+        # share of the purchases let a fast window send them all between two looks.)
+        suite.insider_faults(latency_ms=INSIDER_LATENCY_MS, hold_after=1)
         try:
             # Given orders placed in four waves while the delta sync runs
             for wave in range(4):
@@ -465,13 +469,15 @@ async def worker_killed_during_a_delta_window(suite: Suite) -> Row:
             expected = expected_purchases(all_orders(suite))
             total = sum(expected.values())
             # When a worker dies while a window sends them, and is started again
-            at_kill = await wait_for(
-                lambda: sum(stored_purchases(suite).values()),
+            await wait_for(
+                lambda: suite.insider_stats()["held"].get("upsert", 0),
                 RUN_LIMIT_SECONDS,
-                until=lambda stored: stored >= total * 0.3,
-                what="the delta windows 30% done",
+                what="a window's upsert held at Insider",
             )
-            killed_at = await kill_and_restart(workers[0])
+            at_kill = sum(stored_purchases(suite).values())
+            killed_at = await kill_and_restart(
+                workers[0], lambda: suite.insider_faults(latency_ms=INSIDER_LATENCY_MS)
+            )
             await wait_for(
                 lambda: sum(stored_purchases(suite).values()) >= total,
                 RUN_LIMIT_SECONDS,

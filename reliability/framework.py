@@ -224,12 +224,16 @@ def kill(process: ManagedProcess) -> None:
     process.process.wait(10)
 
 
-async def kill_and_restart(process: ManagedProcess) -> float:
-    """SIGKILL the process (kill), then start it again off the event loop (what the
-    scenario awaits keeps running meanwhile); returns the moment it was killed
+async def kill_and_restart(
+    process: ManagedProcess, after_kill: Callable[[], object] = lambda: None
+) -> float:
+    """SIGKILL the process (kill), call `after_kill` (e.g. let Insider go on with a request
+    it held: stored after its sender died), then start it again off the event loop (what
+    the scenario awaits keeps running meanwhile); returns the moment it was killed
     (time.monotonic)."""
     kill(process)
     killed_at = time.monotonic()
+    after_kill()
     await asyncio.to_thread(process.start)
     return killed_at
 
