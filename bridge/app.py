@@ -204,8 +204,10 @@ def create_app(
             return unavailable(exc.reason)
         return taken.answer()
 
-    app.include_router(eventgrid_routes(deliveries))
-    app.include_router(sns_routes(deliveries, sns_confirmer or SubscriptionConfirmer()))
+    app.include_router(eventgrid_routes(deliveries, body_timeout_seconds))
+    app.include_router(
+        sns_routes(deliveries, sns_confirmer or SubscriptionConfirmer(), body_timeout_seconds)
+    )
 
     @app.post(
         "/events",

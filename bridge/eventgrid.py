@@ -35,7 +35,13 @@ from fastapi.responses import JSONResponse
 
 from bridge.delivery import Deliveries, NotTaken, Taken, unavailable, unreadable_refusal
 from bridge.letters import Refusal
-from bridge.reading import MAX_DELIVERY_BODY_BYTES, RequestRefused, parse_json, read_body
+from bridge.reading import (
+    BODY_READ_TIMEOUT_SECONDS,
+    MAX_DELIVERY_BODY_BYTES,
+    RequestRefused,
+    parse_json,
+    read_body,
+)
 from ct_insider.journeys.envelopes import EnvelopeError, Notification, parse_delivery
 from ct_insider.logging import get_logger
 
@@ -76,7 +82,9 @@ def validation_code(events: Any) -> str:
     return code
 
 
-def eventgrid_routes(deliveries: Deliveries) -> APIRouter:
+def eventgrid_routes(
+    deliveries: Deliveries, body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS
+) -> APIRouter:
     routes = APIRouter()
     counters = deliveries.counters
 
@@ -106,7 +114,7 @@ def eventgrid_routes(deliveries: Deliveries) -> APIRouter:
     )
     async def eventgrid_delivery(request: Request) -> Any:
         kind = request.headers.get("aeg-event-type", "")
-        body = parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES))
+        body = parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES, body_timeout_seconds))
         if kind == "SubscriptionValidation":
             code = validation_code(body)
             counters["eventgrid_validated"] += 1

@@ -30,7 +30,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bridge.delivery import Deliveries, NotTaken, unavailable, unreadable_refusal
-from bridge.reading import MAX_DELIVERY_BODY_BYTES, RequestRefused, parse_json, read_body
+from bridge.reading import (
+    BODY_READ_TIMEOUT_SECONDS,
+    MAX_DELIVERY_BODY_BYTES,
+    RequestRefused,
+    parse_json,
+    read_body,
+)
 from ct_insider.journeys.envelopes import EnvelopeError, envelope_json, parse_delivery
 from ct_insider.logging import get_logger
 
@@ -107,7 +113,11 @@ class SubscriptionConfirmer:
             )
 
 
-def sns_routes(deliveries: Deliveries, confirmer: SubscriptionConfirmer) -> APIRouter:
+def sns_routes(
+    deliveries: Deliveries,
+    confirmer: SubscriptionConfirmer,
+    body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
+) -> APIRouter:
     routes = APIRouter()
     counters = deliveries.counters
 
@@ -125,7 +135,7 @@ def sns_routes(deliveries: Deliveries, confirmer: SubscriptionConfirmer) -> APIR
         },
     )
     async def sns_delivery(request: Request) -> Any:
-        body = parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES))
+        body = parse_json(await read_body(request, MAX_DELIVERY_BODY_BYTES, body_timeout_seconds))
         kind = sns_envelope_type(body)
         if kind == "SubscriptionConfirmation":
             try:

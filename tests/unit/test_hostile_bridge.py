@@ -14,7 +14,9 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from bridge.eventgrid import PATH as EVENTGRID_PATH
 from bridge.reading import MAX_DELIVERY_BODY_BYTES, MAX_EVENTS_BODY_BYTES
+from bridge.sns import PATH as SNS_PATH
 from tests.hostile_bridge import CT_SECRET, TOKEN, asgi_client, hostile_bridge, product_view
 
 EVENTS = "/events"
@@ -135,7 +137,7 @@ async def _call(app: Any, receive: Any, path: str) -> list[dict[str, Any]]:
     return sent
 
 
-@pytest.mark.parametrize("path", [EVENTS, WEBHOOK])
+@pytest.mark.parametrize("path", [EVENTS, WEBHOOK, EVENTGRID_PATH, SNS_PATH])
 async def test_a_sender_that_stalls_mid_body_is_answered_408(path: str) -> None:
     # Given a bridge that waits 0.2 s for a body, and a client that sends a first chunk and
     # then nothing more (a slow-loris sender holding a connection and a task)
