@@ -19,9 +19,9 @@ import pytest
 from temporalio.client import Client
 
 from ct_insider.config import CartSettings
-from ct_insider.erasure.eraser import ErasureReport
-from ct_insider.erasure.plan import ErasureRequest, erasure_workflow_id
+from ct_insider.erasure.plan import ErasureRequest
 from ct_insider.timers.kinds import TIMERS_QUERY, ArmedTimer, TimerKind
+from starters.erase import start_erasure
 from tests.bridge_helpers import (
     Bridge,
     change,
@@ -440,13 +440,7 @@ async def test_abandon_the_carts_of_an_erased_person_are_cancelled_before_the_er
         )
         # When the customer is erased
         request = ErasureRequest(customer_id=customer_id)
-        await client.execute_workflow(
-            "ErasureWorkflow",
-            request,
-            id=erasure_workflow_id(request),
-            task_queue=worker.task_queue,
-            result_type=ErasureReport,
-        )
+        await (await start_erasure(client, worker.task_queue, request)).result()
         # Then both carts' workflows ended, cancelled: no reminder recreates the profile
         for shop in (mine, session):
             ended = await cart_ended(client, shop.id)

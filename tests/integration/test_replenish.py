@@ -21,13 +21,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from ct_insider.config import ReplenishmentSettings
-from ct_insider.erasure.eraser import ErasureReport
-from ct_insider.erasure.plan import ErasureRequest, erasure_workflow_id
+from ct_insider.erasure.plan import ErasureRequest
 from ct_insider.logging import pii_digest
 from ct_insider.mapping.config import MappingConfig
 from ct_insider.replenishment.contract import ReplenishmentResult
 from ct_insider.timers.kinds import TIMERS_QUERY, ArmedTimer, TimerKind, workflow_id
 from starters.backfill import start_backfill
+from starters.erase import start_erasure
 from tests.bridge_helpers import message, serving_bridge
 from tests.conftest import Emulators, eventually, running_delta, status_when
 from workers.main import Workers, build_workers
@@ -405,13 +405,7 @@ async def test_replenish_timers_of_an_erased_person_are_cancelled(
         assert len(await armed(client, guest)) == 1
         # When both are erased (by customer id, and by the guest's email)
         for request in (ErasureRequest(customer_id=jo), ErasureRequest(email=guest_email)):
-            await client.execute_workflow(
-                "ErasureWorkflow",
-                request,
-                id=erasure_workflow_id(request),
-                task_queue=worker.task_queue,
-                result_type=ErasureReport,
-            )
+            await (await start_erasure(client, worker.task_queue, request)).result()
         # Then their timers were cancelled first: no reminder will recreate a profile
         jo_result = await result_of(client, jo)
         guest_result = await result_of(client, guest)
