@@ -268,17 +268,18 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def delivery_figures(
-    accepted_at: list[float | None],
+    sent_at: list[float | None],
     delivered_at: list[float | None],
     seconds: float,
     cpu: CpuSeconds,
 ) -> dict[str, Any]:
-    """Rates, latencies and CPU per event of a realtime run, from each sent event's accept and
-    first delivery times (unix seconds, None if never), in the order they were sent."""
-    pairs = list(zip(accepted_at, delivered_at, strict=True))
+    """Rates, latencies and CPU per event of a realtime run, from when each event was sent
+    (posted; None if the bridge did not accept it) and first delivered (unix seconds, None
+    if never), in the order they were sent."""
+    pairs = list(zip(sent_at, delivered_at, strict=True))
     latency = [d - a if a is not None and d is not None else None for a, d in pairs]
     known = [x for x in latency if x is not None]
-    accepted = [a for a in accepted_at if a is not None]
+    accepted = [a for a in sent_at if a is not None]
     last = max((d for d in delivered_at if d is not None), default=0.0)
     # When in the run slow deliveries happen (creation of the journeys vs steady state).
     tenth = max(1, len(latency) // 10)

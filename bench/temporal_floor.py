@@ -26,8 +26,13 @@ from typing import Any
 import uvloop
 from pydantic import BaseModel
 from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.common import RawValue
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import RawValue, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from bench.harness import CpuSeconds, delivery_figures, machine, save
@@ -73,7 +78,7 @@ class FloorShardWorkflow:
     def __init__(self) -> None:
         self._pending: list[str] = []
 
-    @workflow.signal
+    @workflow.update(name="deliver")
     def deliver(self, signals: list[dict[str, Any]]) -> None:
         self._pending.extend(str(s["dedupe_key"]) for s in signals)
 
@@ -93,20 +98,25 @@ class FloorShardWorkflow:
 
 
 class FloorCommitter(ShardCommitter):
-    """The bridge's group commit, signalling the floor's shards instead."""
+    """The bridge's group commit, handing its windows to the floor's shards instead (as
+    updates, as the bridge does)."""
 
-    async def signal(self, shard: int, parts: list[bytes]) -> None:
+    async def store(self, shard: int, parts: list[bytes]) -> None:
         payload = window_payload(parts)
         try:
-            await self.client.start_workflow(
-                FloorShardWorkflow.run,
-                FloorShardInput(shard=shard),
-                id=self.workflow_id(shard),
-                task_queue=self.task_queue,
-                start_signal="deliver",
-                start_signal_args=[RawValue(payload)],
+            await self.client.start_update_with_start_workflow(
+                "deliver",
+                RawValue(payload),
+                start_workflow_operation=WithStartWorkflowOperation(
+                    FloorShardWorkflow.run,
+                    FloorShardInput(shard=shard),
+                    id=self.workflow_id(shard),
+                    task_queue=self.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                ),
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
             )
-        except (RPCError, RuntimeError) as exc:
+        except (RPCError, RuntimeError, WorkflowUpdateFailedError) as exc:
             raise TemporalUnavailable(str(exc)) from exc
         self.commits += 1
 
@@ -198,6 +208,7 @@ async def run(shape: Shape, identities: int, shards: int) -> dict[str, Any]:
 
             async def send(index: int) -> None:
                 nonlocal refused
+                requests[index].posted_at = time.time()
                 try:
                     await committer.commit(batches[index])
                 except TemporalUnavailable:  # counted, as the bridge's 503s are
@@ -214,7 +225,7 @@ async def run(shape: Shape, identities: int, shards: int) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
     stored = delivered(delivered_file)
     keys = [
-        (signal.dedupe_key, request.accepted_at)
+        (signal.dedupe_key, request.posted_at if request.accepted_at else None)
         for request, batch in zip(requests, batches, strict=True)
         for signal in batch
     ]

@@ -98,6 +98,7 @@ class Request:
     # (key as Insider will show it, events it must become): storefront events by their
     # event id, purchases by order number.
     keys: list[tuple[str, int]]
+    posted_at: float | None = None
     accepted_at: float | None = None
     signals: list[dict[str, Any]] = field(default_factory=list)  # for the Temporal floor
     send_at: float = 0.0  # seconds after the run's start

@@ -1,11 +1,20 @@
-"""Group commit: the signals of a short window, one signal per journey shard.
+"""Group commit: the signals of a short window, handed to their journey shard at once.
 
 Every request the bridge answers 202 has been stored by Temporal. Rather than one
-signal-with-start per event, the committer gathers what arrives for a shard during a
-window (`BRIDGE_COMMIT_WINDOW_MS`, at most 500 signals or ~1 MB: a fuller window is closed
-and the next one opened) and sends it as one signal; each request waits for the commit of
-the windows holding its signals. One shard's windows are committed one after the other, so
-a person's signals reach the shard in the order the bridge received them.
+hand-over per event, the committer gathers what arrives for a shard during a window
+(`BRIDGE_COMMIT_WINDOW_MS`, at most 500 signals or ~1 MB: a fuller window is closed and the
+next one opened) and hands it over as one `deliver` update (update-with-start), accepted
+once the shard has taken it; each request waits for the commit of the windows holding its
+signals. One shard's windows are committed one after the other, so a person's signals
+reach the shard in the order the bridge received them.
+
+Why an update and not a signal: a signal that arrives while a shard continues-as-new fails
+that workflow task, and the worker then replays the whole run (3-5 s of a busy shard's
+events held, measured: docs/design/realtime.md); an update that arrives then moves to the
+next run. A window no shard accepts within UPDATE_ACCEPT_SECONDS (a worker restarting, an
+old worker without the update) is stored as a signal instead, as before: Temporal keeps it
+until a worker takes it. Should the update be taken after all, the shard's dedupe memory
+drops the second copy.
 
 Routing follows the journey layout (bridge/layout.py): a reshard takes effect at a moment
 every bridge knows in advance. A window is stored by the layout in effect when its commit
@@ -27,14 +36,14 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from temporalio.client import Client
-from temporalio.common import RawValue
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateStage
+from temporalio.common import RawValue, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from bridge.history import HISTORY_CHECK_SECONDS, RPC_TIMEOUT, described_history_bytes
@@ -49,6 +58,7 @@ from ct_insider.journeys.signals import (
 )
 from ct_insider.logging import get_logger
 from workflows.journey_shard import (
+    DELIVER,
     SHARD_TASK_TIMEOUT,
     JourneyShardWorkflow,
     ShardInput,
@@ -62,6 +72,11 @@ log = get_logger(__name__)
 MAX_QUEUED_WINDOWS = 8
 # A shard's backlog is reported this long after it was last described.
 BACKLOG_REPORTED_SECONDS = 60.0
+# How long a window's update may wait for its shard to take it before the window is stored
+# as a signal. A live shard takes one within its current workflow task (a delivery: well
+# under a second); a worker that died holds its shards until Temporal gives their tasks to
+# another (seconds).
+UPDATE_ACCEPT_SECONDS = 5.0
 
 
 class TemporalUnavailable(Exception):
@@ -162,7 +177,7 @@ class _Lane:
             try:
                 if window.parts:
                     with _window_span(self.shard, window):
-                        await self._committer.signal(self.shard, window.parts)
+                        await self._committer.store(self.shard, window.parts)
             except Exception as exc:  # each request waiting on this window answers 503
                 failure = (
                     exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
@@ -209,8 +224,8 @@ def _settle(committed: asyncio.Future[None], moved: asyncio.Future[None]) -> Non
 def _window_span(shard: int, window: _Window) -> Iterator[None]:
     """The trace of a window: a child of its first request's span, linked to the others'.
 
-    The window's one signal carries this span's context into the shard (the tracing
-    interceptor's SignalWithStartWorkflow span is its child), so the first request's trace
+    The window's one update carries this span's context into the shard (the tracing
+    interceptor's StartUpdateWithStartWorkflow span is its child), so the first request's trace
     runs on through the workflow and its activities; every other request in the window is
     found from the span's links.
     """
@@ -253,7 +268,9 @@ class ShardCommitter:
         self._settings = settings or ShardSettings()
         self._lanes: dict[int, _Lane] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self.commits = 0  # signals sent to Temporal (for /stats)
+        self.commits = 0  # windows stored by Temporal (for /stats)
+        self.signalled = 0  # of which stored as signals, not taken as updates in time
+        self.update_accept_seconds = UPDATE_ACCEPT_SECONDS
         if gauges:
             telemetry.track_open_timers(self)
             telemetry.track_journey_backlog(self)
@@ -339,21 +356,52 @@ class ShardCommitter:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def signal(self, shard: int, parts: list[bytes]) -> None:
-        payload = window_payload(parts)
+    async def store(self, shard: int, parts: list[bytes]) -> None:
+        """Hand the window to the shard (see the module's doc); raises TemporalUnavailable
+        when Temporal stored it neither way."""
+        payload = RawValue(window_payload(parts))
+        try:
+            await asyncio.wait_for(self._update(shard, payload), self.update_accept_seconds)
+        except Exception as exc:  # whatever kept the update from being taken: try a signal
+            log.info(
+                "journey window not taken as an update, signalled", shard=shard, error=repr(exc)
+            )
+            await self._signal(shard, payload)
+            self.signalled += 1
+        self.commits += 1
+
+    def _start(self, shard: int) -> WithStartWorkflowOperation[JourneyShardWorkflow, Any]:
+        return WithStartWorkflowOperation(
+            JourneyShardWorkflow.run,
+            ShardInput(shard=shard, settings=self._settings),
+            id=self.workflow_id(shard),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_timeout=SHARD_TASK_TIMEOUT,
+        )
+
+    async def _update(self, shard: int, payload: RawValue) -> None:
+        await self.client.start_update_with_start_workflow(
+            JourneyShardWorkflow.deliver_window,
+            payload,
+            start_workflow_operation=self._start(shard),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            rpc_timeout=timedelta(seconds=self.update_accept_seconds),
+        )
+
+    async def _signal(self, shard: int, payload: RawValue) -> None:
         try:
             await self.client.start_workflow(
                 JourneyShardWorkflow.run,
                 ShardInput(shard=shard, settings=self._settings),
                 id=self.workflow_id(shard),
                 task_queue=self.task_queue,
-                start_signal="deliver",
+                start_signal=DELIVER,
                 task_timeout=SHARD_TASK_TIMEOUT,
-                start_signal_args=[RawValue(payload)],
+                start_signal_args=[payload],
                 # Answer 503 in seconds rather than hold the senders while Temporal is down.
                 rpc_timeout=RPC_TIMEOUT,
             )
         except (RPCError, RuntimeError) as exc:
-            log.warning("journey signal not stored", shard=shard, error=str(exc))
+            log.warning("journey window not stored", shard=shard, error=str(exc))
             raise TemporalUnavailable(str(exc)) from exc
-        self.commits += 1

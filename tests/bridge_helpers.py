@@ -238,11 +238,18 @@ def seconds_ago(seconds: float) -> datetime:
 
 
 async def settled_shards(
-    client: Client, journey_task_queue: str, shards: int, received: int
+    client: Client, journey_task_queue: str, shards: int, received: int, *, distinct: bool = False
 ) -> dict[int, ShardStats]:
     """The statistics of each shard started, once they took in `received` signals in all and
     nothing more can come out of them: no signal pending, no workflow task or activity under
-    way (so a duplicate that was going to be sent has been sent)."""
+    way (so a duplicate that was going to be sent has been sent). `distinct`: count the
+    signals taken in less the duplicates dropped (a worker killed while a bridge waited for a
+    shard to accept its window: the bridge stored it as a signal too, and the shard may take
+    both)."""
+
+    def taken(stats: ShardStats) -> int:
+        dropped = stats.duplicates + stats.archived_duplicates if distinct else 0
+        return stats.received - dropped
 
     async def observe() -> tuple[list[str], dict[int, ShardStats]]:
         busy: list[str] = []
@@ -270,7 +277,7 @@ async def settled_shards(
     _, stats = await eventually(
         observe,
         60,
-        until=lambda seen: not seen[0] and sum(s.received for s in seen[1].values()) == received,
+        until=lambda seen: not seen[0] and sum(taken(s) for s in seen[1].values()) == received,
         what=f"the shards to take in {received} signals and go quiet",
     )
     return dict(stats)

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from itertools import chain
+from itertools import chain, takewhile
 from typing import Any
 
 from pydantic import (
@@ -120,7 +120,7 @@ ARCHIVE_PATCH = "dedupe-archive"
 # alone is dead-lettered. Between halvings the shard pauses briefly (no dependency is down).
 POISON_ATTEMPTS = 3
 ISOLATION_PAUSE = timedelta(seconds=1)
-DELIVER = "deliver"  # the signal that carries a window
+DELIVER = "deliver"  # the update (or signal) that carries a window
 # A shard's workflow task timeout (Temporal's default is 10 s). On a busy machine a task that
 # replays a run of several MB, or takes in thousands of signals, ran past 10 s: the server
 # timed it out while its delivery was in flight, the shard then held that delivery's batch in
@@ -163,6 +163,15 @@ CARRY_MEASURED = "carry-measured"
 # A shard's history limits are staggered by its index, as its signal limit always was; runs
 # begun before continue-as-new at the settings' limits.
 STAGGERED_HISTORY = "staggered-history-limits"
+# A shard ends a workflow task by waiting for the next one (an update's, a signal's) or 1 ms,
+# whichever comes first; runs begun before wait for the 1 ms timer (under a stream of
+# updates, Temporal fired it only once the stream paused: a continue-as-new waited seconds).
+NEXT_TASK = "next-task-or-timer"
+# A signal goes out only in a workflow task after the one that accepted it: an update's
+# acceptance is stored when its task completes, so a task that died after sending what it
+# accepted would leave Insider holding events no history shows the shard took (a sender that
+# posts them again later would have them sent twice). Runs begun before send at once.
+SEND_WHAT_EARLIER_TASKS_ACCEPTED = "send-what-earlier-tasks-accepted"
 # What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
@@ -201,6 +210,8 @@ class ShardSettings(BaseModel):
     # 0.3 s of CPU). Each shard's threshold is offset by its index (0.75x to 1.25x), so
     # shards under even traffic do not all pause at once.
     max_run_signals: int = Field(default=6_000, ge=1)
+    # And after this many `deliver` updates: Temporal takes at most 2,000 in a run.
+    max_run_updates: int = Field(default=1_500, ge=1, le=1_900)
     max_history_events: int = Field(default=5_000, ge=100)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
     # How long the dedupe archive keeps what the memory let go of (0: no archive; forgotten
@@ -445,6 +456,7 @@ class JourneyShardWorkflow:
         self._archive_failures = 0
         self._archive_resumes = workflow.now()
         self._run_signals = 0
+        self._run_updates = 0
         # Intake keys (with their dates and when they were received) accepted since the
         # carried state was built (while continuing-as-new).
         self._since_carry: list[tuple[str, datetime, datetime]] | None = None
@@ -507,6 +519,18 @@ class JourneyShardWorkflow:
             else:
                 reason = f"signal {name!r} is not one a journey shard takes"
                 self._unreadable(_kept_text(window.payload.data), [reason])
+
+    @workflow.update(name=DELIVER)
+    def deliver_window(self, window: RawValue) -> None:
+        """Update `deliver`: a window of the bridge's group commit, as the signal carries one.
+        The bridge hands windows over this way because an update that arrives while the
+        shard continues-as-new moves to the next run, where a signal fails that task and
+        the worker replays the whole run (seconds: docs/design/realtime.md). Accepted once
+        taken into the shard; like the signal, it never fails (what the shard cannot take is
+        dead-lettered)."""
+        self._note_rebuild()
+        self._run_updates += 1
+        self._accept(window.payload.data)
 
     def _accept(self, window: bytes) -> None:
         now = workflow.now()
@@ -687,7 +711,7 @@ class JourneyShardWorkflow:
                 # the shard then replays its run); and that task is one of its own, so such a
                 # refusal never repeats a delivery.
                 carry = self._carry()
-                await workflow.sleep(timedelta(milliseconds=1))
+                await self._end_task()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 completed = self._complete(carry)
                 if completed is not None:
@@ -704,6 +728,7 @@ class JourneyShardWorkflow:
         return (
             self._rolling
             or self._run_signals >= self._max_run_signals
+            or self._run_updates >= self._settings.max_run_updates
             or info.get_current_history_length() >= self._max_history_events
             or info.get_current_history_size() >= self._max_history_bytes
             or info.is_continue_as_new_suggested()
@@ -877,7 +902,21 @@ class JourneyShardWorkflow:
             and self._deliveries_in_task >= self._settings.max_deliveries_per_task
             and workflow.patched(DELIVERIES_PER_TASK)
         ):
+            await self._end_task()
+
+    @staticmethod
+    async def _end_task() -> None:
+        """Resumes in the next workflow task: the one the next update or signal starts, or a
+        1 ms timer's when none comes first."""
+        if not workflow.patched(NEXT_TASK):
             await workflow.sleep(timedelta(milliseconds=1))
+            return
+        task = workflow.info().get_current_history_length()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: workflow.info().get_current_history_length() != task,
+                timeout=timedelta(milliseconds=1),
+            )
 
     def _count_delivery(self) -> None:
         task = workflow.info().get_current_history_length()
@@ -890,10 +929,17 @@ class JourneyShardWorkflow:
         max_bytes = (
             self._settings.max_batch_bytes if workflow.patched(DELIVERY_BATCH_BYTES) else 2**62
         )
-        batch = take_batch(
-            self._memory, self._pending, self._batch_limit, workflow.now(), max_bytes
-        )
-        self._pending = batch.rest
+        ready, later = self._pending, []
+        if workflow.patched(SEND_WHAT_EARLIER_TASKS_ACCEPTED):
+            task = workflow.info().get_current_history_length()
+            if any(s.accepted_in >= task for s in self._pending[: self._batch_limit]):
+                # (a batch gathered in full, or the shard's latest: sent whole, a task later)
+                await self._end_task()
+                task = workflow.info().get_current_history_length()
+            accepted_before = sum(1 for _ in takewhile(lambda s: s.accepted_in < task, ready))
+            ready, later = self._pending[:accepted_before], self._pending[accepted_before:]
+        batch = take_batch(self._memory, ready, self._batch_limit, workflow.now(), max_bytes)
+        self._pending = batch.rest + later
         self._stats.after_deletion += len(batch.deleted)
         for signal in batch.deleted:
             self._drop_letter(signal)

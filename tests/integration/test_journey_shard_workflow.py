@@ -49,6 +49,7 @@ from activities.journey import (
     JourneyActivities,
     SettleInput,
 )
+from bridge.commit import ShardCommitter
 from ct_insider.codec import decode_in_place
 from ct_insider.commercetools.errors import CommercetoolsUnavailable
 from ct_insider.commercetools.models import Customer
@@ -505,6 +506,99 @@ async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
     # And the runs it continued as take the shard's task timeout, whatever it started with
     task_timeout = described.raw_description.execution_config.default_workflow_task_timeout
     assert task_timeout.ToTimedelta() == SHARD_TASK_TIMEOUT != timedelta(seconds=10)
+
+
+async def refused_continuing_tasks(client: Client, workflow_id: str) -> tuple[int, int]:
+    """(runs, workflow tasks Temporal refused with UnhandledCommand) over every run, walked
+    back from the latest (visibility may not list them all yet)."""
+    runs = refused = 0
+    run_id: str | None = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    while run_id:
+        runs += 1
+        first = None
+        async for event in client.get_workflow_handle(
+            workflow_id, run_id=run_id
+        ).fetch_history_events():
+            first = first or event
+            failed = event.workflow_task_failed_event_attributes
+            if (
+                event.HasField("workflow_task_failed_event_attributes")
+                and failed.cause
+                == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+            ):
+                refused += 1
+        assert first is not None
+        run_id = first.workflow_execution_started_event_attributes.continued_execution_run_id
+    return runs, refused
+
+
+async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number, visitor=f"v-{number % 7}") for number in range(240)]
+    async with shard(client, mocks, max_run_signals=30) as (handle, settings):
+        queue = (await handle.describe()).task_queue
+        # Given a shard that continues-as-new every ~30 signals, and three bridges' committers
+        bridges = [
+            ShardCommitter(
+                client, queue, shards=1, window_seconds=0.01, settings=settings, gauges=False
+            )
+            for _ in range(3)
+        ]
+
+        # When the three hand over windows of 4 at once, as fast as the shard takes them
+        async def hand_over(bridge: int) -> None:
+            for start in range(bridge * 80, bridge * 80 + 80, 4):
+                await bridges[bridge].commit(signals[start : start + 4])
+
+        await asyncio.gather(*(hand_over(bridge) for bridge in range(3)))
+        await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.delivered == len(signals),
+            what="every signal delivered",
+        )
+    # Then each signal is delivered once, over several runs
+    assert sorted(mocks.delivered_keys()) == sorted(s.dedupe_key for s in signals)
+    runs, refused = await refused_continuing_tasks(client, handle.id)
+    assert runs >= 4
+    # And no run's continuing task was refused: the windows came as updates, which an ending
+    # run passes to the next (a signal arriving then fails the task: the run is replayed)
+    assert refused == 0
+    assert [bridge.signalled for bridge in bridges] == [0, 0, 0]
+    assert sum(bridge.commits for bridge in bridges) == 60
+
+
+async def test_a_window_no_shard_takes_in_time_is_stored_as_a_signal(client: Client) -> None:
+    mocks = MockActivities()
+    queue = f"shard-test-{uuid.uuid4()}"
+    signals = [view(number) for number in range(3)]
+    # Given a bridge's committer and no worker on the shards' task queue
+    committer = ShardCommitter(client, queue, shards=1, window_seconds=0.01, gauges=False)
+    committer.update_accept_seconds = 1.0
+    # When it hands over a window
+    await committer.commit(signals)
+    # Then, no shard having taken the update in time, the window was stored as a signal
+    assert (committer.commits, committer.signalled) == (1, 1)
+    # And once a worker runs, the shard delivers it once
+    with journey_activation_pool() as activations:
+        async with journey_worker(
+            client,
+            queue,
+            [JourneyShardWorkflow],
+            [mocks.deliver, mocks.settle, mocks.finish, mocks.archive],
+            activations,
+        ):
+            handle = client.get_workflow_handle_for(
+                JourneyShardWorkflow.run, shard_workflow_id(queue, 0)
+            )
+            await eventually(
+                lambda: handle.query(JourneyShardWorkflow.stats),
+                until=lambda stats: stats.delivered == len(signals),
+                what="the signalled window delivered",
+            )
+            await handle.terminate("test over")
+    assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
 
 
 async def test_a_shard_due_to_continue_as_new_delivers_what_is_pending_without_gathering(

@@ -88,7 +88,7 @@ async def test_a_layout_read_lately_is_kept_while_reads_fail_until_it_is_stale()
 
 
 class RecordingCommitter(ShardCommitter):
-    """Records the signal each shard's window became instead of sending it to Temporal."""
+    """Records the window each shard was handed instead of sending it to Temporal."""
 
     def __init__(self, layout: LayoutReader) -> None:
         # (its backlog checks find no shard workflow)
@@ -96,7 +96,7 @@ class RecordingCommitter(ShardCommitter):
         super().__init__(cast(Client, temporal), "shop-journeys", shards=2, layout=layout)
         self.windows: list[tuple[int, list[str]]] = []
 
-    async def signal(self, shard: int, parts: list[bytes]) -> None:
+    async def store(self, shard: int, parts: list[bytes]) -> None:
         self.windows.append((shard, [json.loads(part)["dedupe_key"] for part in parts]))
 
 
