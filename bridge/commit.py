@@ -46,7 +46,7 @@ from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdate
 from temporalio.common import RawValue, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from bridge.history import HISTORY_CHECK_SECONDS, RPC_TIMEOUT, described_history_bytes
+from bridge.history import HISTORY_CHECK_SECONDS, described_history_bytes
 from bridge.layout import LayoutReader
 from ct_insider import telemetry
 from ct_insider.journeys.signals import (
@@ -76,7 +76,10 @@ BACKLOG_REPORTED_SECONDS = 60.0
 # as a signal. A live shard takes one within its current workflow task (a delivery: well
 # under a second); a worker that died holds its shards until Temporal gives their tasks to
 # another (seconds).
-UPDATE_ACCEPT_SECONDS = 5.0
+UPDATE_ACCEPT_SECONDS = 4.0
+# The signal then gets this long: Temporal stores a signal in milliseconds when it is up, and
+# when it is down the senders hear 503 within UPDATE_ACCEPT_SECONDS + this.
+FALLBACK_SIGNAL_TIMEOUT = timedelta(seconds=2)
 
 
 class TemporalUnavailable(Exception):
@@ -399,8 +402,7 @@ class ShardCommitter:
                 start_signal=DELIVER,
                 task_timeout=SHARD_TASK_TIMEOUT,
                 start_signal_args=[payload],
-                # Answer 503 in seconds rather than hold the senders while Temporal is down.
-                rpc_timeout=RPC_TIMEOUT,
+                rpc_timeout=FALLBACK_SIGNAL_TIMEOUT,
             )
         except (RPCError, RuntimeError) as exc:
             log.warning("journey window not stored", shard=shard, error=str(exc))
