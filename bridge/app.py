@@ -263,7 +263,11 @@ def create_app(
 
     @app.get("/stats")
     async def stats() -> dict[str, int]:
-        stats = {**counters, "journey_commits": dispatcher.journeys.commits}
+        stats = {
+            **counters,
+            "journey_commits": dispatcher.journeys.commits,
+            "journey_windows_signalled": dispatcher.journeys.signalled,
+        }
         if dispatcher.carts is not None:
             stats.update(
                 cart_workflows_started=dispatcher.carts.started,

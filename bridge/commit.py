@@ -42,7 +42,13 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateStage
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import RawValue, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -77,9 +83,14 @@ BACKLOG_REPORTED_SECONDS = 60.0
 # under a second); a worker that died holds its shards until Temporal gives their tasks to
 # another (seconds).
 UPDATE_ACCEPT_SECONDS = 4.0
-# The signal then gets this long: Temporal stores a signal in milliseconds when it is up, and
-# when it is down the senders hear 503 within UPDATE_ACCEPT_SECONDS + this.
+# The signal then gets this long: Temporal stores a signal in milliseconds when it is up.
 FALLBACK_SIGNAL_TIMEOUT = timedelta(seconds=2)
+# A window's store, both ways, takes at most this long: then its requests are answered 503.
+STORE_SECONDS = UPDATE_ACCEPT_SECONDS + FALLBACK_SIGNAL_TIMEOUT.total_seconds()
+# After a fallback, the shard's windows go as signals for this long before an update is tried
+# again: a shard slow to take updates (Insider slow or failing inside its delivery, a worker
+# restarting) would otherwise hold each window UPDATE_ACCEPT_SECONDS, and its senders with it.
+SIGNALS_AFTER_FALLBACK_SECONDS = 30.0
 
 
 class TemporalUnavailable(Exception):
@@ -209,6 +220,11 @@ class _Lane:
             self.history_bytes = size
 
 
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _settle(committed: asyncio.Future[None], moved: asyncio.Future[None]) -> None:
     failure = moved.exception() if not moved.cancelled() else TemporalUnavailable("cancelled")
     if committed.done():  # (the window's own signal failed: its requests answered 503)
@@ -272,8 +288,9 @@ class ShardCommitter:
         self._lanes: dict[int, _Lane] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.commits = 0  # windows stored by Temporal (for /stats)
-        self.signalled = 0  # of which stored as signals, not taken as updates in time
+        self.signalled = 0  # of which stored as signals (for /stats)
         self.update_accept_seconds = UPDATE_ACCEPT_SECONDS
+        self._signals_until: dict[int, float] = {}  # shard -> time.monotonic()
         if gauges:
             telemetry.track_open_timers(self)
             telemetry.track_journey_backlog(self)
@@ -360,18 +377,34 @@ class ShardCommitter:
         return task
 
     async def store(self, shard: int, parts: list[bytes]) -> None:
-        """Hand the window to the shard (see the module's doc); raises TemporalUnavailable
-        when Temporal stored it neither way."""
+        """Hand the window to the shard (see the module's doc) within STORE_SECONDS; raises
+        TemporalUnavailable when Temporal stored it neither way."""
         payload = RawValue(window_payload(parts))
         try:
-            await asyncio.wait_for(self._update(shard, payload), self.update_accept_seconds)
-        except Exception as exc:  # whatever kept the update from being taken: try a signal
-            log.info(
-                "journey window not taken as an update, signalled", shard=shard, error=repr(exc)
-            )
-            await self._signal(shard, payload)
-            self.signalled += 1
+            await asyncio.wait_for(self._store(shard, payload), STORE_SECONDS)
+        except TimeoutError as exc:
+            raise TemporalUnavailable(f"journey shard {shard}: not stored in time") from exc
         self.commits += 1
+
+    async def _store(self, shard: int, payload: RawValue) -> None:
+        if time.monotonic() >= self._signals_until.get(shard, 0.0):
+            try:
+                await asyncio.wait_for(self._update(shard, payload), self.update_accept_seconds)
+                return
+            except (
+                TimeoutError,
+                RPCError,
+                RuntimeError,  # (a lazy client not connected yet)
+                WorkflowUpdateFailedError,  # (an old worker, or a run begun before updates)
+                WorkflowUpdateRPCTimeoutOrCancelledError,
+            ) as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # (the bridge is stopping: no fallback)
+                log.info("journey window not taken as an update", shard=shard, error=repr(exc))
+                self._signals_until[shard] = time.monotonic() + SIGNALS_AFTER_FALLBACK_SECONDS
+        await self._signal(shard, payload)
+        self.signalled += 1
 
     def _start(self, shard: int) -> WithStartWorkflowOperation[JourneyShardWorkflow, Any]:
         return WithStartWorkflowOperation(
@@ -384,13 +417,21 @@ class ShardCommitter:
         )
 
     async def _update(self, shard: int, payload: RawValue) -> None:
-        await self.client.start_update_with_start_workflow(
+        start = self._start(shard)
+        # (when the update fails, so does the start's handle, which nobody awaits: its
+        # exception is read here, or asyncio reports it as never retrieved)
+        start._workflow_handle.add_done_callback(_read_outcome)
+        update = await self.client.start_update_with_start_workflow(
             JourneyShardWorkflow.deliver_window,
             payload,
-            start_workflow_operation=self._start(shard),
+            start_workflow_operation=start,
             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
             rpc_timeout=timedelta(seconds=self.update_accept_seconds),
         )
+        # A rejected update (a run begun before updates) is "accepted" too as far as waiting
+        # goes: its outcome says which. The handler completes in the task that accepts it, so
+        # the outcome is known by now.
+        await update.result(rpc_timeout=timedelta(seconds=self.update_accept_seconds))
 
     async def _signal(self, shard: int, payload: RawValue) -> None:
         try:

@@ -243,13 +243,12 @@ async def settled_shards(
     """The statistics of each shard started, once they took in `received` signals in all and
     nothing more can come out of them: no signal pending, no workflow task or activity under
     way (so a duplicate that was going to be sent has been sent). `distinct`: count the
-    signals taken in less the duplicates dropped (a worker killed while a bridge waited for a
-    shard to accept its window: the bridge stored it as a signal too, and the shard may take
-    both)."""
+    signals taken in less the duplicates dropped (archived ones included): where a shard was
+    slow to accept a window (a worker killed, Insider failing inside a delivery), the bridge
+    stored it as a signal too, and the shard may take both."""
 
     def taken(stats: ShardStats) -> int:
-        dropped = stats.duplicates + stats.archived_duplicates if distinct else 0
-        return stats.received - dropped
+        return stats.received - (stats.duplicates if distinct else 0)
 
     async def observe() -> tuple[list[str], dict[int, ShardStats]]:
         busy: list[str] = []

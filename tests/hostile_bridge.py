@@ -37,6 +37,7 @@ class _Layout:
 @dataclass
 class _Journeys:
     commits: int = 0
+    signalled: int = 0
     layout: _Layout = field(default_factory=_Layout)
 
 

@@ -2,7 +2,7 @@
 
 Identities (customer, else anonymous visitor, else email) are spread over a fixed number
 of shards by a stable hash; the bridge group-commits the signals of a short window into one
-signal per shard. A shard accepts each signal by the rules of ct_insider/journeys/intake.py
+`deliver` update per shard (a signal when no shard accepts it in time). A shard accepts each signal by the rules of ct_insider/journeys/intake.py
 (duplicates, stale state, deleted customers, forgotten keys), and delivers what is pending
 in batches, in order of occurrence, one local activity per batch: the activity sends one
 upsert for many people, shared with the other shards of the worker.
@@ -13,8 +13,10 @@ Exactly once, without reading Insider on the steady path:
 - a shard rebuilt from history asks Temporal (not Insider) whether a task before was cut
   short by a dying worker; only then does it settle what that task may have sent by reading
   Insider - the verdict stays on those signals whatever becomes of the delivery that asked;
-- continue-as-new happens in a workflow task of its own (after a 1 ms timer), so a
-  completion Temporal refuses because a signal arrived never repeats a delivery; what it
+- what a task accepted is sent in a later task (an update's acceptance is stored when its
+  task completes);
+- continue-as-new happens in a workflow task of its own (`_end_task`), so a completion
+  Temporal refuses because a signal arrived never repeats a delivery; what it
   carries is bounded by construction (CARRY_BUDGET: settings whose worst case exceeds it
   are refused, pending work beyond its share is delivered first).
 
@@ -191,7 +193,7 @@ class ShardSettings(BaseModel):
     # >0: after the first signal, gather this long before delivering, so deliveries that
     # arrive shuffled within the window are put back in order (costs a timer per batch).
     gather_seconds: float = Field(default=0.0, ge=0)
-    # Deliveries one workflow task may chain before it ends (a 1 ms timer) and stores their
+    # Deliveries one workflow task may chain before it ends (`_end_task`) and stores their
     # outcomes: a task lost under load leaves at most this many batches in doubt. Each end
     # costs a round trip through Temporal (batched shape side by side, 1 per task: 660 events/s
     # against 1,438/s chaining; bench/README.md).
@@ -425,6 +427,9 @@ class JourneyShardWorkflow:
         # A run begun before the patch keeps the dedupe memory and carry rule it began with.
         self._on_our_clock = workflow.patched(MEMORY_ON_OUR_CLOCK)
         self._carry_measured = self._on_our_clock and workflow.patched(CARRY_MEASURED)
+        # A run begun before windows came as updates refuses them (the bridge then signals):
+        # it would send what it accepted in the task that accepted it.
+        self._takes_updates = workflow.patched(SEND_WHAT_EARLIER_TASKS_ACCEPTED)
         self._memory = ShardMemory(
             seen_capacity=settings.seen_capacity,
             identity_capacity=settings.identity_capacity,
@@ -531,6 +536,11 @@ class JourneyShardWorkflow:
         self._note_rebuild()
         self._run_updates += 1
         self._accept(window.payload.data)
+
+    @deliver_window.validator
+    def _takes_windows(self, window: RawValue) -> None:
+        if not self._takes_updates:
+            raise ApplicationError("this run began before windows came as updates: signal it")
 
     def _accept(self, window: bytes) -> None:
         now = workflow.now()
@@ -893,7 +903,7 @@ class JourneyShardWorkflow:
         await workflow.sleep(delay)
 
     async def _end_task_after_a_delivery(self) -> None:
-        """Ends the workflow task (a 1 ms timer) once `max_deliveries_per_task` deliveries
+        """Ends the workflow task (`_end_task`) once `max_deliveries_per_task` deliveries
         ended in it, so that their outcomes are stored before the next goes out. (The
         history's length only changes between tasks.)"""
         task = workflow.info().get_current_history_length()
@@ -904,19 +914,20 @@ class JourneyShardWorkflow:
         ):
             await self._end_task()
 
-    @staticmethod
-    async def _end_task() -> None:
+    async def _end_task(self) -> None:
         """Resumes in the next workflow task: the one the next update or signal starts, or a
-        1 ms timer's when none comes first."""
+        1 ms timer's when none comes first. (That task may be the first a rebuilt shard runs
+        live: it is noted, so that its deliveries ask about the task before it.)"""
         if not workflow.patched(NEXT_TASK):
             await workflow.sleep(timedelta(milliseconds=1))
-            return
-        task = workflow.info().get_current_history_length()
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: workflow.info().get_current_history_length() != task,
-                timeout=timedelta(milliseconds=1),
-            )
+        else:
+            task = workflow.info().get_current_history_length()
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: workflow.info().get_current_history_length() != task,
+                    timeout=timedelta(milliseconds=1),
+                )
+        self._note_rebuild()
 
     def _count_delivery(self) -> None:
         task = workflow.info().get_current_history_length()
@@ -930,7 +941,7 @@ class JourneyShardWorkflow:
             self._settings.max_batch_bytes if workflow.patched(DELIVERY_BATCH_BYTES) else 2**62
         )
         ready, later = self._pending, []
-        if workflow.patched(SEND_WHAT_EARLIER_TASKS_ACCEPTED):
+        if self._takes_updates:
             task = workflow.info().get_current_history_length()
             if any(s.accepted_in >= task for s in self._pending[: self._batch_limit]):
                 # (a batch gathered in full, or the shard's latest: sent whole, a task later)

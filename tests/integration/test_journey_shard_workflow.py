@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -70,6 +70,7 @@ from starters.roll import roll, until_rolled
 from tests.conftest import eventually
 from workers.main import journey_activation_pool, journey_worker
 from workflows.journey_shard import (
+    SEND_WHAT_EARLIER_TASKS_ACCEPTED,
     SHARD_TASK_TIMEOUT,
     UNREADABLE_KEPT_BYTES,
     JourneyShardWorkflow,
@@ -546,6 +547,8 @@ async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
             )
             for _ in range(3)
         ]
+        for bridge in bridges:  # (never a fallback however slow this machine)
+            bridge.update_accept_seconds = 120
 
         # When the three hand over windows of 4 at once, as fast as the shard takes them
         async def hand_over(bridge: int) -> None:
@@ -567,6 +570,53 @@ async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
     assert refused == 0
     assert [bridge.signalled for bridge in bridges] == [0, 0, 0]
     assert sum(bridge.commits for bridge in bridges) == 60
+
+
+async def test_a_run_continues_as_new_before_temporal_s_limit_of_updates(client: Client) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(6)]
+    async with shard(client, mocks, max_run_updates=2) as (handle, _):
+        # Given a shard that may take 2 updates per run (Temporal takes 2,000)
+        # When six windows come as updates, one after the other
+        for signal in signals:
+            [window] = client.data_converter.payload_converter.to_payloads(
+                [[signal.model_dump(mode="json", exclude_defaults=True)]]
+            )
+            await handle.execute_update(JourneyShardWorkflow.deliver_window, RawValue(window))
+        stats = await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.delivered == len(signals),
+            what="every window delivered",
+        )
+    # Then each is delivered once, and the shard continued-as-new every two
+    assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
+    assert stats.runs >= 3
+
+
+async def test_a_run_begun_before_updates_refuses_them_and_its_windows_come_as_signals(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(3)]
+    # Given a shard whose run began before windows came as updates
+    real = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda name: name != SEND_WHAT_EARLIER_TASKS_ACCEPTED and real(name)
+    )
+    async with shard(client, mocks) as (handle, settings):
+        queue = (await handle.describe()).task_queue
+        bridge = ShardCommitter(client, queue, shards=1, settings=settings, gauges=False)
+        bridge.update_accept_seconds = 120
+        # When the bridge hands it a window
+        await bridge.commit(signals)
+        await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.delivered == len(signals),
+            what="the window delivered",
+        )
+    # Then the shard refused the update (not waited out), the window came as a signal, once
+    assert (bridge.commits, bridge.signalled) == (1, 1)
+    assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
 
 
 async def test_a_window_no_shard_takes_in_time_is_stored_as_a_signal(client: Client) -> None:
