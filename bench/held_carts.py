@@ -98,6 +98,7 @@ class HeldShape:
     due: int  # carts through the bridge whose reminders fall due while the others are held
     due_rate: float
     due_delay_seconds: int
+    temporal_file: bool = True  # the dev server's store in a SQLite file (else in memory)
     sample: int = 300  # carts of each kind whose history is read
 
 
@@ -265,12 +266,16 @@ async def hold(
             # Each cart its own visitor: Insider has its profile once its items arrived,
             # handed off just before the reminder is armed.
             return await asyncio.to_thread(insider_users, stack) - users_before
-        # Workflow tasks are taken in order: the newest started cart armed, all are.
-        last = next_cart - 1
-        for index in (last, (armed + last) // 2):
-            if index >= armed and await armed_cart(client, carts[index].cart_id):
-                return index + 1
-        return armed
+        # Workflow tasks are taken about in order of start: the last armed of those started
+        # since the last look, by bisection (a dozen describes at most).
+        low, high = armed, next_cart  # carts[:low] armed; carts[high:] not started
+        while low < high:
+            middle = (low + high) // 2
+            if await armed_cart(client, carts[middle].cart_id):
+                low = middle + 1
+            else:
+                high = middle
+        return low
 
     async def watch() -> None:
         nonlocal armed
@@ -369,6 +374,14 @@ async def shard_history(client: Client, journey_queue: str) -> int:
     return total
 
 
+def store_mb(database: Path | None) -> float | None:
+    """The dev server's SQLite store on disk (with its write-ahead log), MB."""
+    if database is None:
+        return None
+    files = database.parent.glob(f"{database.name}*")
+    return round(sum(f.stat().st_size for f in files) / 2**20, 1)
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in psutil.getloadavg()]
 
@@ -379,6 +392,8 @@ def per(total: float | None, count: int, digits: int = 2) -> float | None:
 
 async def run_held(shape: HeldShape) -> dict[str, Any]:
     logs = Path(".dev/bench-logs/triggers-held-carts")
+    # In a file, so what a held cart costs the server's store is its size, not its memory.
+    database = logs / "temporal.db" if shape.temporal_file else None
     result: dict[str, Any] = {
         "shape": "held-carts",
         "held": shape.held,
@@ -390,7 +405,7 @@ async def run_held(shape: HeldShape) -> dict[str, Any]:
         "load_average_at_start": load_average(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with local_stack(logs) as stack:
+    with local_stack(logs, temporal_db=database) as stack:
         temporal = stack.servers["temporal"]
         assert temporal.process is not None
         temporal_pid = temporal.process.pid
@@ -420,6 +435,7 @@ async def run_held(shape: HeldShape) -> dict[str, Any]:
             # 1. The held population.
             await asyncio.sleep(2)
             temporal_rss_before = rss_mb(temporal)
+            store_before = store_mb(database)
             actions_before = temporal_actions(stack)
             users_before = await asyncio.to_thread(insider_users, stack)
             with PeakRss(worker.process.pid) as worker_rss, CpuSeconds(processes) as cpu:
@@ -445,6 +461,13 @@ async def run_held(shape: HeldShape) -> dict[str, Any]:
                 (temporal_rss_held - temporal_rss_before) * 1024 / shape.held, 2
             )
             result["worker_rss_mb_held"] = round(rss_mb(worker), 1)
+            store_held = store_mb(database)
+            result["temporal_store_mb_before"] = store_before
+            result["temporal_store_mb_held"] = store_held
+            if store_before is not None and store_held is not None:
+                result["temporal_store_kb_per_held_cart"] = round(
+                    (store_held - store_before) * 1024 / shape.held, 2
+                )
             print(f"  held: {result}", flush=True)
 
             # 2. The due stream through the bridge, all of the above held.
@@ -496,6 +519,7 @@ async def run_held(shape: HeldShape) -> dict[str, Any]:
                 result["shard_history_events_total"] / (shape.held + shape.due), 2
             )
             result["temporal_rss_mb_end"] = round(rss_mb(temporal), 1)
+            result["temporal_store_mb_end"] = store_mb(database)
     return result
 
 
@@ -528,6 +552,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in the state it leaves (continue-as-new's)",
     )
     parser.add_argument(
+        "--temporal-in-memory",
+        action="store_true",
+        help="held-carts: the dev server's store in memory (default: a SQLite file)",
+    )
+    parser.add_argument(
         "--held-concurrency", type=int, default=32, help="held-carts: starts in flight"
     )
     parser.add_argument(
@@ -551,5 +580,6 @@ async def run_held_from(args: argparse.Namespace) -> dict[str, Any]:
             due=args.carts,
             due_rate=args.cart_rate,
             due_delay_seconds=args.delay,
+            temporal_file=not args.temporal_in_memory,
         )
     )
