@@ -3,11 +3,14 @@
     make bench   (or: .venv/bin/python -m bench.triggers [--shape prices|carts] [--skus N]
                   [--rate R] [--delta-interval S] [--carts N] [--cart-rate R] [--delay S]
                   [--armed-only] [--temporal-address HOST:PORT])
+    .venv/bin/python -m bench.triggers --shape held-carts [--held N] [--held-start carried|bridge]
+                  [--held-delay D] [--carts N] [--cart-rate R] [--delay S]   (not in `make bench`)
 
 Each shape runs on a fresh stack (Temporal dev server, both emulators, a `ct-insider worker`
 process; a `ct-insider bridge` process where it needs one) and has its own functions:
 `run_<shape>`, `<shape>_report` and `<shape>_misses`, registered in `SHAPES` (prices here,
-carts in bench/cart_triggers.py).
+carts in bench/cart_triggers.py, held-carts in bench/held_carts.py: 100,000 open carts while
+reminders fall due, ~1 hour here, so `--shape all` leaves it out).
 
 **prices** (price drop and back in stock): N products (3 variants, 3 markets each) are synced
 to Insider's catalog; then one SKU of each product changes, half of them their price in all
