@@ -3,30 +3,35 @@
 A shop's open carts are many (100,000, most asleep on a 60-minute or 24-hour reminder) while
 their reminders fall due at the rate carts are abandoned (a few a second). Holding cost grows
 with the first, lateness with the second; `--shape carts` runs both through the bridge, which
-keeps up with ~10-15 carts a second here, so it cannot hold 100,000. This shape splits them:
+arms ~8-15 carts a second here, so it cannot hold 100,000 in a run. This shape splits them:
 
 1. **Held population**: `--held` carts made in the commercetools emulator in bulk (its
-   launcher's seeding route), then each one's `ResourceCreated` notification parsed and handed
-   to the bridge's own `CartSignaller` in this process (`parse_delivery` ->
-   `cart_notification_signal` -> `CartSignaller.send`: the signal, then the signal-with-start
-   with the cart's input and its timer admission, exactly as the bridge's dispatch does),
-   `--held-concurrency` at a time, at most `--held-backlog` carts started and not yet armed.
-   Each cart's workflow then lives as it would in production: it reads the cart, hands its
-   items to the journey shards (Insider gets them) and arms its reminder `--held-delay` ahead
-   (24 hours by default: none falls due during the run). What this bypasses: the bridge's HTTP
-   server (request parsing, auth, the answer) and its process; the calls to Temporal are the
-   same ones.
+   launcher's seeding route), their workflows started `--held-concurrency` at a time, at most
+   `--held-backlog` started and not yet armed, their reminder `--held-delay` ahead (24 hours by
+   default: none falls due during the run). `--held-start`:
+   - `bridge`: each cart's `ResourceCreated` parsed and handed to the bridge's own
+     `CartSignaller` in this process (`parse_delivery` -> `cart_notification_signal` ->
+     `CartSignaller.send`: the signal, then the timer admission and the signal-with-start, as
+     the bridge's dispatch does). Each workflow lives its whole first life (reads the cart,
+     hands its items to the journey shards, arms its reminder). Bypassed: the bridge's HTTP
+     server and process. ~12 carts a second here.
+   - `carried` (default): the same workflow started as its continue-as-new starts a run: the
+     bridge's input (`CartSignaller.workflow_input`) carrying the state that first life leaves
+     (`carried_state`) and the search attributes a run carries on. Its first workflow task
+     starts the reminder timer. Bypassed besides: the first life's read and hand-off (Insider
+     never gets the held carts' items) and the timer admission. ~30-80 carts a second here.
 2. **Due stream**, while all of them are held: `--carts` carts through the real path (their
    notifications posted to a `ct-insider bridge` process at `--cart-rate`), reminded `--delay`
    seconds after their change; lost and duplicated reminders and their lateness (target p99 < 5
    s), as `--shape carts` reports them.
 
 Reported: what holding costs per held cart (Temporal actions from the dev server's `action`
-counter, history events and bytes of a sample, the dev server's RSS growth: its store is in
-memory), worker RSS and CPU of every process in each phase, and the due stream's figures.
+counter, history events and bytes of a sample, the dev server's store: a SQLite file, or its RSS
+with `--temporal-in-memory`), worker RSS and CPU of every process in each phase, and the due
+stream's figures.
 
 Run: `.venv/bin/python -m bench.triggers --shape held-carts --held 100000 --carts 1500
---cart-rate 5 --delay 60`.
+--cart-rate 5 --delay 60` (~1 hour on this shared 2-core machine).
 """
 
 from __future__ import annotations
