@@ -201,6 +201,25 @@ async def timers_late(handle: WorkflowHandle[Any, Any]) -> list[float]:
     return late
 
 
+def reminder_figures(found: list[dict[str, Any]], carts: int | None) -> dict[str, Any]:
+    """Reminded, lost (of `carts`, if reminders were waited for), duplicated, and how late
+    each reminder reached Insider after it was due."""
+    lateness = [
+        float(event["_stored_at"])
+        - datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        for event in found
+    ]
+    groups = [event["event_params"]["event_group_id"] for event in found]
+    return {
+        "reminded": len(set(groups)),
+        "lost": carts - len(set(groups)) if carts is not None else None,
+        "duplicated": len(groups) - len(set(groups)),
+        "lateness_p50_seconds": round(percentile(lateness, 0.5), 2) if lateness else None,
+        "lateness_p99_seconds": round(percentile(lateness, 0.99), 2) if lateness else None,
+        "lateness_max_seconds": round(max(lateness), 2) if lateness else None,
+    }
+
+
 async def run_carts(shape: CartShape) -> dict[str, Any]:
     logs = Path(".dev/bench-logs/triggers-carts")
     with local_stack(logs) as stack:
@@ -240,12 +259,6 @@ async def run_carts(shape: CartShape) -> dict[str, Any]:
             found = reminders(stack)
             history = await history_per_cart(client, journey_queue, sample=300)
         actions_after = temporal_actions(stack)
-    lateness = [
-        float(event["_stored_at"])
-        - datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-        for event in found
-    ]
-    groups = [event["event_params"]["event_group_id"] for event in found]
     actions = (
         (actions_after - actions_before) / shape.carts
         if actions_before is not None and actions_after is not None
@@ -261,12 +274,7 @@ async def run_carts(shape: CartShape) -> dict[str, Any]:
         "waited_for": "reminders" if shape.reminders else "every cart armed",
         "seconds_until_done": round(armed_seconds - made_seconds, 1),
         "refused": refused,
-        "reminded": len(set(groups)),
-        "lost": shape.carts - len(set(groups)) if shape.reminders else None,
-        "duplicated": len(groups) - len(set(groups)),
-        "lateness_p50_seconds": round(percentile(lateness, 0.5), 2) if lateness else None,
-        "lateness_p99_seconds": round(percentile(lateness, 0.99), 2) if lateness else None,
-        "lateness_max_seconds": round(max(lateness), 2) if lateness else None,
+        **reminder_figures(found, shape.carts if shape.reminders else None),
         "worker_peak_rss_mb": round(rss.peak_mb, 1),
         "temporal_actions_per_cart": round(actions, 2) if actions is not None else None,
         **history,

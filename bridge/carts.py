@@ -112,6 +112,10 @@ class CartSignaller:
         self.started = 0
         self.refused = 0  # starts refused at the cap
 
+    def workflow_input(self, cart_id: str) -> CartInput:
+        """What a cart's workflow starts with (the settings' delays, coalescing, forgetting)."""
+        return self._input.model_copy(update={"cart_id": cart_id})
+
     async def send(self, signals: Sequence[CartSignal]) -> int:
         """Return once Temporal stored them (raises RPCError, RuntimeError otherwise);
         how many carts were signalled."""
@@ -145,7 +149,7 @@ class CartSignaller:
             return
         await self._client.start_workflow(
             CartWorkflow.run,
-            self._input.model_copy(update={"cart_id": cart_id}),
+            self.workflow_input(cart_id),
             id=cart_workflow_id(cart_id),
             task_queue=self._task_queue,
             start_signal=CART_SIGNAL,

@@ -154,9 +154,11 @@ def temporal_dev_server_command(
     headless: bool = False,
     metrics_port: int | None = None,
     codec_endpoint: str | None = None,
+    sqlite_pragmas: tuple[str, ...] = (),
 ) -> list[str]:
-    """`temporal server start-dev` on 127.0.0.1: in memory, or persisted to `db_file`; its UI
-    decodes payloads with the codec server at `codec_endpoint`."""
+    """`temporal server start-dev` on 127.0.0.1: in memory, or persisted to `db_file` (with
+    `sqlite_pragmas`, "NAME=VALUE"); its UI decodes payloads with the codec server at
+    `codec_endpoint`."""
     command = [
         temporal_binary(),
         "server",
@@ -184,6 +186,8 @@ def temporal_dev_server_command(
     command += dev_server_flags()  # the search attributes our workflows set
     if db_file is not None:
         command += ["--db-filename", str(db_file)]
+        for pragma in sqlite_pragmas:
+            command += ["--sqlite-pragma", pragma]
     if headless:
         command.append("--headless")
     if metrics_port is not None:

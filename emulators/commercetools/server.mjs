@@ -28,7 +28,9 @@
 //    setChanges are added so setup can update one in place.
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
 //    route creates many drafts through the same repositories the API uses (checking
-//    customer email uniqueness once per batch instead of one scan per customer).
+//    customer email uniqueness once per batch instead of one scan per customer);
+//    `?objects=true` answers the created resources too (a benchmark that needs them
+//    would otherwise page through the whole collection again).
 //  * Tests need commercetools down: POST /_emulator/faults {"unavailable": true} answers
 //    every API request 503 (tokens are still issued) until cleared or reset; `"status":
 //    502` answers that status instead, `"status": 0` drops the connection without an
@@ -334,13 +336,17 @@ app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {
 		}
 	}
 	const ids = [];
+	const objects = [];
+	const keep = request.query.objects === "true";
 	await bulkCustomerCreate.run(typeId === "customer", async () => {
 		for (const draft of drafts) {
 			const created = await create(repos, ctx, draft);
 			ids.push(created.id);
+			if (keep) objects.push(created);
 		}
 	});
-	return reply.status(201).send({ count: ids.length, ids });
+	const answer = { count: ids.length, ids };
+	return reply.status(201).send(keep ? { ...answer, objects } : answer);
 });
 
 app.post("/_emulator/reset", async (_request, reply) => {
