@@ -68,8 +68,37 @@ const keyLookup = new RegExp(
 	String.raw`^\(?\s*container\s*=\s*("[^"\\]*")\s+and\s+key\s+in\s*\((${quotedList})\)\s*\)?${cursorTail}$`,
 );
 const unquoted = (list) => Array.from(list.matchAll(/"([^"\\]*)"/g), (m) => m[1]);
-// The id cursor our client ends a page's predicate with (alone, or after "(...) and ").
-const cursorClause = /(?:^|\s+and\s+)id\s*>\s*"([^"\\]*)"$/;
+// The id cursor our client ends a page's predicate with: alone, or after "(...) and ".
+const cursorClause = /^(.*?)(?:^|\s+and\s+)id\s*>\s*"([^"\\]*)"$/s;
+// Whether `text` is one parenthesised group, "(...)" (so the cursor after it is a bound
+// of the whole predicate, not of one side of an `or`).
+const oneGroup = (text) => {
+	if (!text.startsWith("(") || !text.endsWith(")")) return false;
+	let depth = 0;
+	let quoted = false;
+	for (let i = 0; i < text.length; i++) {
+		const c = text[i];
+		if (quoted) {
+			if (c === "\\") i++;
+			else if (c === '"') quoted = false;
+		} else if (c === '"') quoted = true;
+		else if (c === "(") depth++;
+		else if (c === ")" && --depth === 0 && i < text.length - 1) return false;
+	}
+	return depth === 0;
+};
+// The id a `where` (one predicate or several, all of which must hold) puts every match
+// after, or null: the largest cursor among them.
+const cursorOf = (where) => {
+	let cursor = null;
+	for (const predicate of Array.isArray(where) ? where : [where]) {
+		if (typeof predicate !== "string") continue;
+		const match = cursorClause.exec(predicate.trim());
+		if (!match || (match[1] !== "" && !oneGroup(match[1].trim()))) continue;
+		if (cursor === null || match[2] > cursor) cursor = match[2];
+	}
+	return cursor;
+};
 // Each stored collection's ids in `sort=id asc` order (JS `<` on strings, as the package's
 // sort and its `>` predicate compare), rebuilt when ids were added or removed.
 const sortedIds = new WeakMap();
@@ -144,12 +173,14 @@ class EmulatorStorage extends InMemoryStorage {
 	// The same predicate on the same objects in the same order: the same page.
 	async cursorPage(projectKey, typeId, params) {
 		const ids = await this.sortedIds(projectKey, typeId);
-		const where = Array.isArray(params.where) && params.where.length === 1 ? params.where[0] : params.where;
-		const cursor = typeof where === "string" ? cursorClause.exec(where.trim()) : null;
-		let position = cursor ? firstAfter(ids, cursor[1]) : 0;
+		// (custom objects of a container come with the container's predicate appended)
+		const cursor = cursorOf(params.where);
+		let position = cursor === null ? 0 : firstAfter(ids, cursor);
 		const limit = params.limit || 20;
 		const results = [];
 		let run = limit;
+		let walked = 0; // objects the predicate was evaluated on so far, and how many matched
+		let matched = 0;
 		// At least one evaluation, even of an empty collection: a malformed predicate is
 		// refused 400 InvalidInput whatever is stored.
 		do {
@@ -159,7 +190,12 @@ class EmulatorStorage extends InMemoryStorage {
 				super.query(projectKey, typeId, { ...params, limit: limit - results.length, offset: 0 }),
 			);
 			results.push(...part.results);
-			run *= 2; // a selective predicate (a delta window) walks on in longer runs
+			walked += candidates.length;
+			matched += part.results.length;
+			// The next run: what is still needed at the share matched so far (+20%), or twice
+			// as long while nothing matched (a selective predicate: a delta window).
+			const needed = limit - results.length;
+			run = matched === 0 ? run * 2 : Math.max(needed, Math.ceil((1.2 * needed * walked) / matched));
 		} while (results.length < limit && position < ids.length);
 		return { count: results.length, offset: 0, limit, results };
 	}
