@@ -22,13 +22,20 @@
 //    the same objects (in the order listed, not stored: a query that sorts, as paging does
 //    by id, is not affected). GET /_emulator/stats counts the objects predicates were evaluated on
 //    (`scanned`), so tests can bound the emulator's work per record.
+//  * Cursor paging (`sort=id asc`, `withTotal=false`, `where=... id > "<last id>"`) also
+//    evaluated its predicate on every stored object and sorted all that followed the
+//    cursor, per page: paging 1,000,000 customers was quadratic (issue 19). Such a page is
+//    read from a sorted id index (rebuilt when ids were added or removed), on from the
+//    cursor, until it is full; without `total`, as the API answers withTotal=false.
 //  * Tokens are checked for existence only; a request outside the token's scopes gets
 //    commercetools' 403 insufficient_scope here, so scope checks can be tested.
 //  * Subscriptions accept only setKey in 4.4.0; changeDestination, setMessages and
 //    setChanges are added so setup can update one in place.
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
 //    route creates many drafts through the same repositories the API uses (checking
-//    customer email uniqueness once per batch instead of one scan per customer).
+//    customer email uniqueness once per batch, on the stored objects themselves, instead
+//    of one scan per customer). The launcher raises Node's heap limit (6 GB) for the
+//    1,000,000-customer bench population.
 //  * Tests need commercetools down: POST /_emulator/faults {"unavailable": true} answers
 //    every API request 503 (tokens are still issued) until cleared or reset; `"status":
 //    502` answers that status instead, `"status": 0` drops the connection without an
