@@ -14,7 +14,8 @@ RSS < 300 MB.
 
 instead compares, across catalog sizes, the CPU seconds per 1,000 items of each process (ours,
 both emulators, Temporal) in a bare full sync and a bare reconciliation (and with --temporal
-the reconciliation through a worker): whose work grows faster than the catalog (issue 19).
+the full sync and the reconciliation through a worker, and an idle delta window): whose work
+grows faster than the catalog (issue 19).
 """
 
 from __future__ import annotations
@@ -220,7 +221,12 @@ async def scale_run(products: int, temporal: bool, profile: bool = False) -> dic
         phases: dict[str, dict[str, Any]] = {}
 
         def record(
-            phase: str, seconds: float, sent: int, spent: dict[str, float], scanned: int
+            phase: str,
+            seconds: float,
+            sent: int,
+            spent: dict[str, float],
+            scanned: int,
+            **extra: Any,
         ) -> None:
             spent = {
                 ("ours" if k in ("benchmark client", "worker") else k): v for k, v in spent.items()
@@ -233,12 +239,14 @@ async def scale_run(products: int, temporal: bool, profile: bool = False) -> dic
                 "cpu_seconds_per_1000_items": {
                     name: round(1000 * spent.get(name, 0.0) / items, 3) for name in SCALE_PROCESSES
                 },
+                **extra,
             }
             per_1000 = phases[phase]["cpu_seconds_per_1000_items"]
             print(
                 f"{products:>7,} products {phase:<24} {seconds:7.1f} s  CPU s / 1,000 items: "
                 + ", ".join(f"{name} {value:.3f}" for name, value in per_1000.items())
-                + f"; commercetools objects scanned per item {scanned / items:.1f}",
+                + f"; commercetools objects scanned per item {scanned / items:.1f}"
+                + "".join(f"; {k} {v}" for k, v in extra.items()),
                 flush=True,
             )
 
@@ -262,22 +270,53 @@ async def scale_run(products: int, temporal: bool, profile: bool = False) -> dic
                 profiler.dump_stats(path)
                 print(f"  profile of this process: {path}", flush=True)
         if temporal:
-            spent: dict[str, float] = {}
-            scanned = stack.ct_scanned()
-            seconds, sent, _, _ = await temporal_sync(stack, "changes", spent)
-            spent.pop("benchmark client", None)
-            record("temporal reconciliation", seconds, sent, spent, stack.ct_scanned() - scanned)
+            temporal_phases = (
+                ("temporal full sync", "full"),
+                ("temporal reconciliation", "changes"),
+            )
+            for phase, temporal_mode in temporal_phases:
+                if temporal_mode == "full":
+                    stack.reset_insider()
+                spent: dict[str, float] = {}
+                scanned = stack.ct_scanned()
+                seconds, sent, requests, peak = await temporal_sync(stack, temporal_mode, spent)
+                spent.pop("benchmark client", None)
+                record(
+                    phase,
+                    seconds,
+                    sent,
+                    spent,
+                    stack.ct_scanned() - scanned,
+                    insider_requests=requests,
+                    worker_peak_rss_mb=round(peak, 1),
+                )
+            delta_seconds, delta_sent, delta_requests = await no_change_delta(stack)
+            phases["idle delta window"] = {
+                "seconds": round(delta_seconds, 3),
+                "items_sent": delta_sent,
+                "insider_requests": delta_requests,
+            }
+            print(
+                f"{products:>7,} products idle delta window: {delta_sent} items, "
+                f"{delta_requests} requests in {delta_seconds:.2f} s",
+                flush=True,
+            )
     return {"products": products, "variants": variants, "items": items, "phases": phases}
 
 
 def scale_main(sizes: list[int], temporal: bool, profile: bool) -> int:
-    runs = [asyncio.run(scale_run(size, temporal, profile)) for size in sizes]
+    runs = []
+    for size in sizes:
+        runs.append(asyncio.run(scale_run(size, temporal, profile)))
+        save("catalog-scale", {"sizes": runs})  # what is done survives a later failure
     print(
         f"\n{'products':>9} {'items':>9} {'phase':<24} "
         + " ".join(f"{n[:14]:>14}" for n in SCALE_PROCESSES)
     )
     for result in runs:
         for phase, figures in result["phases"].items():
+            if "cpu_seconds_per_1000_items" not in figures:
+                continue  # the idle delta window: printed above
             per_1000 = figures["cpu_seconds_per_1000_items"]
             print(
                 f"{result['products']:>9,} {result['items']:>9,} {phase:<24} "
@@ -298,7 +337,8 @@ def main() -> int:
     parser.add_argument(
         "--temporal",
         action="store_true",
-        help="with --sizes: also run the reconciliation through Temporal (a worker process)",
+        help="with --sizes: also run the full sync and the reconciliation through Temporal (a "
+        "worker process: its peak RSS) and an idle catalog delta window",
     )
     parser.add_argument(
         "--profile",

@@ -22,15 +22,21 @@
 //    the same objects (in the order listed, not stored: a query that sorts, as paging does
 //    by id, is not affected). GET /_emulator/stats counts the objects predicates were evaluated on
 //    (`scanned`), so tests can bound the emulator's work per record.
+//  * Cursor paging (`sort=id asc`, `withTotal=false`, `where=... id > "<last id>"`) also
+//    evaluated its predicate on every stored object and sorted all that followed the
+//    cursor, per page: paging 1,000,000 customers was quadratic (issue 19). Such a page is
+//    read from a sorted id index (rebuilt when ids were added or removed), on from the
+//    cursor, until it is full; without `total`, as the API answers withTotal=false.
 //  * Tokens are checked for existence only; a request outside the token's scopes gets
 //    commercetools' 403 insufficient_scope here, so scope checks can be tested.
 //  * Subscriptions accept only setKey in 4.4.0; changeDestination, setMessages and
 //    setChanges are added so setup can update one in place.
 //  * Seeding 50,000 records one HTTP call at a time dominates benchmarks, so a bulk
 //    route creates many drafts through the same repositories the API uses (checking
-//    customer email uniqueness once per batch instead of one scan per customer);
-//    `?objects=true` answers the created resources too (a benchmark that needs them
-//    would otherwise page through the whole collection again).
+//    customer email uniqueness once per batch, on the stored objects themselves, instead
+//    of one scan per customer); `?objects=true` answers the created resources too (a
+//    benchmark that needs them would otherwise page through the whole collection again).
+//    The launcher raises Node's heap limit (6 GB) for the 1,000,000-customer population.
 //  * Tests need commercetools down: POST /_emulator/faults {"unavailable": true} answers
 //    every API request 503 (tokens are still issued) until cleared or reset; `"status":
 //    502` answers that status instead, `"status": 0` drops the connection without an
@@ -54,6 +60,7 @@ const { values: args } = parseArgs({
 	},
 });
 
+// The request's `sort` and `withTotal` parameters, which 4.4.0's services do not hand over.
 const requestSort = new AsyncLocalStorage();
 const uncopiedScan = new AsyncLocalStorage();
 // Inside our query only: the ids of the objects the predicate can match (null: all).
@@ -69,6 +76,51 @@ const keyLookup = new RegExp(
 	String.raw`^\(?\s*container\s*=\s*("[^"\\]*")\s+and\s+key\s+in\s*\((${quotedList})\)\s*\)?${cursorTail}$`,
 );
 const unquoted = (list) => Array.from(list.matchAll(/"([^"\\]*)"/g), (m) => m[1]);
+// The id cursor our client ends a page's predicate with: alone, or after "(...) and ".
+const cursorClause = /^(.*?)(?:^|\s+and\s+)id\s*>\s*"([^"\\]*)"$/s;
+// Whether `text` is one parenthesised group, "(...)" (so the cursor after it is a bound
+// of the whole predicate, not of one side of an `or`).
+const oneGroup = (text) => {
+	if (!text.startsWith("(") || !text.endsWith(")")) return false;
+	let depth = 0;
+	let quoted = false;
+	for (let i = 0; i < text.length; i++) {
+		const c = text[i];
+		if (quoted) {
+			if (c === "\\") i++;
+			else if (c === '"') quoted = false;
+		} else if (c === '"') quoted = true;
+		else if (c === "(") depth++;
+		else if (c === ")" && --depth === 0 && i < text.length - 1) return false;
+	}
+	return depth === 0;
+};
+// The id a `where` (one predicate or several, all of which must hold) puts every match
+// after, or null: the largest cursor among them.
+const cursorOf = (where) => {
+	let cursor = null;
+	for (const predicate of Array.isArray(where) ? where : [where]) {
+		if (typeof predicate !== "string") continue;
+		const match = cursorClause.exec(predicate.trim());
+		if (!match || (match[1] !== "" && !oneGroup(match[1].trim()))) continue;
+		if (cursor === null || match[2] > cursor) cursor = match[2];
+	}
+	return cursor;
+};
+// Each stored collection's ids in `sort=id asc` order (JS `<` on strings, as the package's
+// sort and its `>` predicate compare), rebuilt when ids were added or removed.
+const sortedIds = new WeakMap();
+let removals = 0; // deletes and clears so far: a collection may lose an id and gain another
+const firstAfter = (ids, cursor) => {
+	let low = 0;
+	let high = ids.length;
+	while (low < high) {
+		const middle = (low + high) >>> 1;
+		if (ids[middle] > cursor) high = middle;
+		else low = middle + 1;
+	}
+	return low;
+};
 const bulkCustomerCreate = new AsyncLocalStorage();
 
 class EmulatorStorage extends InMemoryStorage {
@@ -100,22 +152,85 @@ class EmulatorStorage extends InMemoryStorage {
 		return [...new Set(ids.filter((id) => id !== undefined))];
 	}
 
+	async delete(projectKey, typeId, id, params) {
+		removals += 1;
+		return super.delete(projectKey, typeId, id, params);
+	}
+
+	async clear() {
+		removals += 1;
+		return super.clear();
+	}
+
+	// The collection's ids in id order (see sortedIds).
+	async sortedIds(projectKey, typeId) {
+		const store = (await this.forProjectKey(projectKey))[typeId];
+		if (!store) return [];
+		let entry = sortedIds.get(store);
+		if (!entry || entry.removals !== removals || entry.ids.length !== store._map.size) {
+			entry = { ids: Array.from(store._map.keys()).sort(), removals };
+			sortedIds.set(store, entry);
+		}
+		return entry.ids;
+	}
+
+	// The page of a `sort=id asc`, `withTotal=false` query (cursor paging, as our client
+	// always pages), read in id order from the cursor on: the predicate is evaluated on
+	// growing runs of ids until the page is full, instead of on the whole collection
+	// followed by a sort of everything after the cursor (O(N) per page, O(N^2) per walk).
+	// The same predicate on the same objects in the same order: the same page.
+	async cursorPage(projectKey, typeId, params) {
+		const ids = await this.sortedIds(projectKey, typeId);
+		// (custom objects of a container come with the container's predicate appended)
+		const cursor = cursorOf(params.where);
+		let position = cursor === null ? 0 : firstAfter(ids, cursor);
+		const limit = params.limit || 20;
+		const results = [];
+		let run = limit;
+		let walked = 0; // objects the predicate was evaluated on so far, and how many matched
+		let matched = 0;
+		// At least one evaluation, even of an empty collection: a malformed predicate is
+		// refused 400 InvalidInput whatever is stored.
+		do {
+			const candidates = ids.slice(position, position + run);
+			position += candidates.length;
+			const part = await candidateScan.run(candidates, () =>
+				super.query(projectKey, typeId, { ...params, limit: limit - results.length, offset: 0 }),
+			);
+			results.push(...part.results);
+			walked += candidates.length;
+			matched += part.results.length;
+			// The next run: what is still needed at the share matched so far (+20%), or twice
+			// as long while nothing matched (a selective predicate: a delta window).
+			const needed = limit - results.length;
+			run = matched === 0 ? run * 2 : Math.max(needed, Math.ceil((1.2 * needed * walked) / matched));
+		} while (results.length < limit && position < ids.length);
+		return { count: results.length, offset: 0, limit, results };
+	}
+
 	async query(projectKey, typeId, params) {
 		// The bulk route has already checked the batch's emails; the per-draft uniqueness
 		// query would make seeding N customers cost N full scans.
 		if (bulkCustomerCreate.getStore() && typeId === "customer") {
 			return { count: 0, total: 0, offset: 0, limit: 20, results: [] };
 		}
-		const sort = requestSort.getStore();
+		const { sort, withTotal } = requestSort.getStore() ?? {};
 		const effective =
 			sort !== undefined && params.sort === undefined ? { ...params, sort } : params;
 		// 4.4.0 deep-copies the whole collection on every query; filter and page the stored
 		// objects instead and copy only the page that leaves (query does not mutate them).
 		const candidates = this.candidates(projectKey, typeId, effective.where);
+		const paging =
+			candidates === null &&
+			withTotal === "false" &&
+			!effective.offset &&
+			typeof effective.sort === "string" &&
+			/^id\s+asc$/i.test(effective.sort.trim());
+		const unexpanded = { ...effective, expand: undefined };
 		const page = await uncopiedScan.run(true, () =>
-			candidateScan.run(candidates, () =>
-				super.query(projectKey, typeId, { ...effective, expand: undefined }),
-			),
+			paging
+				? this.cursorPage(projectKey, typeId, unexpanded)
+				: candidateScan.run(candidates, () => super.query(projectKey, typeId, unexpanded)),
 		);
 		let results = page.results.map(copy);
 		if (effective.expand !== undefined) {
@@ -271,8 +386,8 @@ app.post("/_emulator/expire-tokens", async (_request, reply) => {
 app.get("/_emulator/stats", async () => stats);
 
 app.addHook("onRequest", (request, _reply, done) => {
-	const sort = request.query?.sort;
-	requestSort.run(sort, done);
+	const { sort, withTotal } = request.query ?? {};
+	requestSort.run({ sort, withTotal }, done);
 });
 
 const customObjectPath = /^\/([^/]+)\/custom-objects\/?(?:\?.*)?$/;
@@ -324,15 +439,26 @@ app.post("/_emulator/bulk/:projectKey/:typeId", async (request, reply) => {
 	}
 	const ctx = { projectKey };
 	if (typeId === "customer") {
-		const taken = new Set(
-			(await mock._storage.all(projectKey, "customer")).map((c) => c.lowercaseEmail),
-		);
+		// The batch's emails against each other, then one walk of the stored customers
+		// (uncopied: a deep copy of the whole collection per batch made seeding 1,000,000
+		// customers quadratic in copies).
+		const emails = new Set();
 		for (const draft of drafts) {
 			const email = String(draft.email ?? "").toLowerCase();
-			if (taken.has(email)) {
+			if (emails.has(email)) {
 				return reply.status(400).send({ message: `duplicate customer email ${email}` });
 			}
-			taken.add(email);
+			emails.add(email);
+		}
+		let taken;
+		for (const customer of (await mock._storage.forProjectKey(projectKey)).customer._map.values()) {
+			if (emails.has(customer.lowercaseEmail)) {
+				taken = customer;
+				break;
+			}
+		}
+		if (taken) {
+			return reply.status(400).send({ message: `duplicate customer email ${taken.lowercaseEmail}` });
 		}
 	}
 	const ids = [];
