@@ -192,12 +192,17 @@ class _Lane:
                 if window.parts:
                     with _window_span(self.shard, window):
                         await self._committer.store(self.shard, window.parts)
-            except Exception as exc:  # each request waiting on this window answers 503
+            except BaseException as exc:  # each request waiting on this window answers 503
                 failure = (
-                    exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(str(exc))
+                    exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(repr(exc))
                 )
                 if not window.committed.done():
                     window.committed.set_exception(failure)
+                current = asyncio.current_task()
+                if not isinstance(exc, Exception) and current is not None and current.cancelling():
+                    raise  # (the lane itself is stopped)
+                # (else a cancellation the client library raised as its own: the window's
+                # requests are answered and the lane goes on, none left waiting)
             if moved is not None:  # stored once the moved signals are stored too
                 moved.add_done_callback(partial(_settle, window.committed))
             elif not window.committed.done():
