@@ -31,26 +31,25 @@ def _seconds(event: HistoryEvent) -> float:
     return float(event.event_time.ToMicroseconds()) / 1e6
 
 
-async def _tail(client: Client, workflow_id: str, run_id: str) -> list[HistoryEvent]:
-    response = await client.workflow_service.get_workflow_execution_history_reverse(
-        GetWorkflowExecutionHistoryReverseRequest(
-            namespace=client.namespace,
-            execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
-            maximum_page_size=TAIL_EVENTS,
+async def _events(
+    client: Client, workflow_id: str, run_id: str, *, last: bool, count: int
+) -> list[HistoryEvent]:
+    """The run's first `count` events, or its last (reverse paging), in history order."""
+    execution = WorkflowExecution(workflow_id=workflow_id, run_id=run_id)
+    service = client.workflow_service
+    if last:
+        backwards = await service.get_workflow_execution_history_reverse(
+            GetWorkflowExecutionHistoryReverseRequest(
+                namespace=client.namespace, execution=execution, maximum_page_size=count
+            )
         )
-    )
-    return list(reversed(response.history.events))
-
-
-async def _head(client: Client, workflow_id: str, run_id: str) -> list[HistoryEvent]:
-    response = await client.workflow_service.get_workflow_execution_history(
+        return list(reversed(backwards.history.events))
+    forwards = await service.get_workflow_execution_history(
         GetWorkflowExecutionHistoryRequest(
-            namespace=client.namespace,
-            execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
-            maximum_page_size=HEAD_EVENTS,
+            namespace=client.namespace, execution=execution, maximum_page_size=count
         )
     )
-    return list(response.history.events)
+    return list(forwards.history.events)
 
 
 def _pause(tail: list[HistoryEvent], head: list[HistoryEvent]) -> float | None:
@@ -71,7 +70,7 @@ async def continue_as_new_figures(client: Client, task_queue: str) -> dict[str, 
     pauses: list[float] = []
     refused = continued = 0
     for workflow_id, run_id in closed:
-        tail = await _tail(client, workflow_id, run_id)
+        tail = await _events(client, workflow_id, run_id, last=True, count=TAIL_EVENTS)
         if not tail or tail[-1].event_type != (
             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
         ):
@@ -85,7 +84,9 @@ async def continue_as_new_figures(client: Client, task_queue: str) -> dict[str, 
             == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
         )
         attributes = tail[-1].workflow_execution_continued_as_new_event_attributes
-        head = await _head(client, workflow_id, attributes.new_execution_run_id)
+        head = await _events(
+            client, workflow_id, attributes.new_execution_run_id, last=False, count=HEAD_EVENTS
+        )
         pause = _pause(tail, head)
         if pause is not None:
             pauses.append(pause)

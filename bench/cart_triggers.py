@@ -220,6 +220,17 @@ def reminder_figures(found: list[dict[str, Any]], carts: int | None) -> dict[str
     }
 
 
+def cart_worker_env(stack: Stack, task_queue: str, delay_seconds: int) -> dict[str, str]:
+    """The worker's (and bridge's) settings: cart events on, one reminder after the delay."""
+    return {
+        **stack.worker_env(task_queue),
+        "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
+        "CART_EVENTS_ENABLED": "true",
+        "CART_REMINDER_DELAYS": f"{delay_seconds}s",
+        "CART_COALESCE_SECONDS": "1",
+    }
+
+
 async def run_carts(shape: CartShape) -> dict[str, Any]:
     logs = Path(".dev/bench-logs/triggers-carts")
     with local_stack(logs) as stack:
@@ -230,13 +241,7 @@ async def run_carts(shape: CartShape) -> dict[str, Any]:
         task_queue = f"bench-{uuid.uuid4()}"
         journey_queue = f"{task_queue}-journeys"
         port = free_port()
-        env = {
-            **stack.worker_env(task_queue),
-            "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
-            "CART_EVENTS_ENABLED": "true",
-            "CART_REMINDER_DELAYS": f"{shape.delay_seconds}s",
-            "CART_COALESCE_SECONDS": "1",
-        }
+        env = cart_worker_env(stack, task_queue, shape.delay_seconds)
         bridge = bridge_process(stack, env, port)
         client = await connect(TemporalSettings(address=stack.temporal_address))
         actions_before = temporal_actions(stack)

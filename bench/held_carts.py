@@ -54,6 +54,7 @@ from temporalio.service import RPCError
 
 from bench.cart_triggers import (
     SHARDS,
+    cart_worker_env,
     make_carts,
     notify,
     reminder_figures,
@@ -423,13 +424,7 @@ async def run_held(shape: HeldShape) -> dict[str, Any]:
         task_queue = f"bench-{uuid.uuid4()}"
         journey_queue = f"{task_queue}-journeys"
         port = free_port()
-        env = {
-            **stack.worker_env(task_queue),
-            "TEMPORAL_JOURNEY_SHARDS": str(SHARDS),
-            "CART_EVENTS_ENABLED": "true",
-            "CART_REMINDER_DELAYS": f"{shape.due_delay_seconds}s",
-            "CART_COALESCE_SECONDS": "1",
-        }
+        env = cart_worker_env(stack, task_queue, shape.due_delay_seconds)
         client = await connect(TemporalSettings(address=stack.temporal_address))
         with (
             worker_process(stack, task_queue, env=env) as worker,

@@ -944,8 +944,10 @@ class JourneyShardWorkflow:
         if self._takes_updates:
             task = workflow.info().get_current_history_length()
             if any(s.accepted_in >= task for s in self._pending[: self._batch_limit]):
-                # (a batch gathered in full, or the shard's latest: sent whole, a task later)
+                # (a batch gathered in full, or the shard's latest: sent whole, a task later,
+                # after what the memory let go of meanwhile is archived, as the loop does)
                 await self._end_task()
+                await self._keep_archive()
                 task = workflow.info().get_current_history_length()
             accepted_before = sum(1 for _ in takewhile(lambda s: s.accepted_in < task, ready))
             ready, later = self._pending[:accepted_before], self._pending[accepted_before:]
