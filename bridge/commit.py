@@ -198,8 +198,7 @@ class _Lane:
                 )
                 if not window.committed.done():
                     window.committed.set_exception(failure)
-                current = asyncio.current_task()
-                if not isinstance(exc, Exception) and current is not None and current.cancelling():
+                if not isinstance(exc, Exception) and _being_cancelled():
                     raise  # (the lane itself is stopped)
                 # (else a cancellation the client library raised as its own: the window's
                 # requests are answered and the lane goes on, none left waiting)
@@ -223,6 +222,13 @@ class _Lane:
         size = await described_history_bytes(self._committer.client, workflow_id)
         if size is not None:
             self.history_bytes = size
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not merely handed a
+    CancelledError or a library's stand-in for one by what it awaited)."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 def _read_outcome(future: asyncio.Future[Any]) -> None:
@@ -403,8 +409,7 @@ class ShardCommitter:
                 WorkflowUpdateFailedError,  # (an old worker, or a run begun before updates)
                 WorkflowUpdateRPCTimeoutOrCancelledError,
             ) as exc:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
+                if _being_cancelled():
                     raise  # (the bridge is stopping: no fallback)
                 log.info("journey window not taken as an update", shard=shard, error=repr(exc))
                 self._signals_until[shard] = time.monotonic() + SIGNALS_AFTER_FALLBACK_SECONDS

@@ -949,7 +949,9 @@ class JourneyShardWorkflow:
                 await self._end_task()
                 await self._keep_archive()
                 task = workflow.info().get_current_history_length()
-            accepted_before = sum(1 for _ in takewhile(lambda s: s.accepted_in < task, ready))
+            accepted_before = sum(
+                1 for _ in takewhile(lambda s: s.accepted_in < task, self._pending)
+            )
             ready, later = self._pending[:accepted_before], self._pending[accepted_before:]
         batch = take_batch(self._memory, ready, self._batch_limit, workflow.now(), max_bytes)
         self._pending = batch.rest + later
