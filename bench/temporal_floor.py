@@ -26,13 +26,8 @@ from typing import Any
 import uvloop
 from pydantic import BaseModel
 from temporalio import activity, workflow
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateStage,
-)
-from temporalio.common import RawValue, WorkflowIDConflictPolicy
+from temporalio.client import Client
+from temporalio.common import RawValue
 from temporalio.service import RPCError
 
 from bench.harness import CpuSeconds, delivery_figures, machine, save
@@ -78,7 +73,7 @@ class FloorShardWorkflow:
     def __init__(self) -> None:
         self._pending: list[str] = []
 
-    @workflow.update(name="deliver")
+    @workflow.signal
     def deliver(self, signals: list[dict[str, Any]]) -> None:
         self._pending.extend(str(s["dedupe_key"]) for s in signals)
 
@@ -98,25 +93,21 @@ class FloorShardWorkflow:
 
 
 class FloorCommitter(ShardCommitter):
-    """The bridge's group commit, handing its windows to the floor's shards instead (as
-    updates, as the bridge does)."""
+    """The bridge's group commit, signalling the floor's shards instead (as the bridge hands
+    over its windows but around a shard's continue-as-new)."""
 
-    async def store(self, shard: int, parts: list[bytes]) -> None:
+    async def store(self, shard: int, parts: list[bytes], continuing: bool = False) -> None:
         payload = window_payload(parts)
         try:
-            await self.client.start_update_with_start_workflow(
-                "deliver",
-                RawValue(payload),
-                start_workflow_operation=WithStartWorkflowOperation(
-                    FloorShardWorkflow.run,
-                    FloorShardInput(shard=shard),
-                    id=self.workflow_id(shard),
-                    task_queue=self.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                ),
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            await self.client.start_workflow(
+                FloorShardWorkflow.run,
+                FloorShardInput(shard=shard),
+                id=self.workflow_id(shard),
+                task_queue=self.task_queue,
+                start_signal="deliver",
+                start_signal_args=[RawValue(payload)],
             )
-        except (RPCError, RuntimeError, WorkflowUpdateFailedError) as exc:
+        except (RPCError, RuntimeError) as exc:
             raise TemporalUnavailable(str(exc)) from exc
         self.commits += 1
 

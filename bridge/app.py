@@ -266,7 +266,8 @@ def create_app(
         stats = {
             **counters,
             "journey_commits": dispatcher.journeys.commits,
-            "journey_windows_signalled": dispatcher.journeys.signalled,
+            "journey_windows_as_updates": dispatcher.journeys.updates,
+            "journey_update_fallbacks": dispatcher.journeys.fallbacks,
         }
         if dispatcher.carts is not None:
             stats.update(

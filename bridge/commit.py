@@ -3,18 +3,25 @@
 Every request the bridge answers 202 has been stored by Temporal. Rather than one
 hand-over per event, the committer gathers what arrives for a shard during a window
 (`BRIDGE_COMMIT_WINDOW_MS`, at most 500 signals or ~1 MB: a fuller window is closed and the
-next one opened) and hands it over as one `deliver` update (update-with-start), accepted
-once the shard has taken it; each request waits for the commit of the windows holding its
-signals. One shard's windows are committed one after the other, so a person's signals
-reach the shard in the order the bridge received them.
+next one opened) and hands it over as one `deliver` signal (signal-with-start); each request
+waits for the commit of the windows holding its signals. One shard's windows are committed
+one after the other, so a person's signals reach the shard in the order the bridge received
+them.
 
-Why an update and not a signal: a signal that arrives while a shard continues-as-new fails
-that workflow task, and the worker then replays the whole run (3-5 s of a busy shard's
-events held, measured: docs/design/realtime.md); an update that arrives then moves to the
-next run. A window no shard accepts within UPDATE_ACCEPT_SECONDS (a worker restarting, an
-old worker without the update) is stored as a signal instead, as before: Temporal keeps it
-until a worker takes it. Should the update be taken after all, the shard's dedupe memory
-drops the second copy.
+Around a continue-as-new, updates instead: a signal that arrives while a shard
+continues-as-new fails that workflow task, and the worker then replays the whole run (3-5 s
+of a busy shard's events held, measured: docs/design/realtime.md); an update that arrives
+then moves to the next run. So a shard due to continue-as-new gives notice in its memo a few
+seconds before (ShardSettings.continue_notice_seconds), which each lane reads when it
+describes its shard (every HISTORY_CHECK_SECONDS, for the backlog too), and until the next
+run the lane hands over its windows as `deliver` updates (update-with-start), answered once
+the shard has accepted them. Not always: an update is accepted only by the workflow task
+after the one running (a few deliveries), so a sender waits 0.25-0.6 s where a signal is
+stored in milliseconds (bench/README.md: one event per request fell from 414 to 251/s at 64
+connections). A window no shard accepts within UPDATE_ACCEPT_SECONDS (a worker
+restarting, an old worker without the update) is stored as a signal instead: Temporal
+keeps it until a worker takes it. Should the update be taken after all, the shard's dedupe
+memory drops the second copy.
 
 Routing follows the journey layout (bridge/layout.py): a reshard takes effect at a moment
 every bridge knows in advance. A window is stored by the layout in effect when its commit
@@ -52,7 +59,7 @@ from temporalio.client import (
 from temporalio.common import RawValue, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from bridge.history import HISTORY_CHECK_SECONDS, described_history_bytes
+from bridge.history import HISTORY_CHECK_SECONDS, described_run
 from bridge.layout import LayoutReader
 from ct_insider import telemetry
 from ct_insider.journeys.signals import (
@@ -64,6 +71,7 @@ from ct_insider.journeys.signals import (
 )
 from ct_insider.logging import get_logger
 from workflows.journey_shard import (
+    CONTINUING_MEMO,
     DELIVER,
     SHARD_TASK_TIMEOUT,
     JourneyShardWorkflow,
@@ -143,6 +151,8 @@ class _Lane:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.history_bytes = 0
+        # The shard gave notice that it continues-as-new: its windows go as updates.
+        self.continuing = False
         self.checked_at = 0.0
 
     async def add(self, signals: list[tuple[str, bytes]], epoch: int) -> None:
@@ -191,7 +201,7 @@ class _Lane:
             try:
                 if window.parts:
                     with _window_span(self.shard, window):
-                        await self._committer.store(self.shard, window.parts)
+                        await self._committer.store(self.shard, window.parts, self.continuing)
             except BaseException as exc:  # each request waiting on this window answers 503
                 failure = (
                     exc if isinstance(exc, TemporalUnavailable) else TemporalUnavailable(repr(exc))
@@ -213,15 +223,16 @@ class _Lane:
 
     def _check_backlog(self) -> None:
         now = time.monotonic()
-        if now - self.checked_at >= HISTORY_CHECK_SECONDS:
+        if now - self.checked_at >= self._committer.describe_seconds:
             self.checked_at = now
             self._committer.spawn(self._describe())
 
     async def _describe(self) -> None:
         workflow_id = self._committer.workflow_id(self.shard)
-        size = await described_history_bytes(self._committer.client, workflow_id)
-        if size is not None:
-            self.history_bytes = size
+        described = await described_run(self._committer.client, workflow_id, flag=CONTINUING_MEMO)
+        if described is not None:
+            self.history_bytes = described.history_bytes
+            self.continuing = described.flagged
 
 
 def _being_cancelled() -> bool:
@@ -298,9 +309,12 @@ class ShardCommitter:
         self._settings = settings or ShardSettings()
         self._lanes: dict[int, _Lane] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self.commits = 0  # windows stored by Temporal (for /stats)
-        self.signalled = 0  # of which stored as signals (for /stats)
+        # Windows stored by Temporal; of which as updates; updates not taken in time (their
+        # windows then stored as signals) (for /stats).
+        self.commits = self.updates = self.fallbacks = 0
         self.update_accept_seconds = UPDATE_ACCEPT_SECONDS
+        self.describe_seconds = HISTORY_CHECK_SECONDS  # each shard described this often
+        self.updates_always = False  # every window as an update (tests and benchmarks)
         self._signals_until: dict[int, float] = {}  # shard -> time.monotonic()
         if gauges:
             telemetry.track_open_timers(self)
@@ -387,20 +401,24 @@ class ShardCommitter:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def store(self, shard: int, parts: list[bytes]) -> None:
-        """Hand the window to the shard (see the module's doc) within STORE_SECONDS; raises
-        TemporalUnavailable when Temporal stored it neither way."""
+    async def store(self, shard: int, parts: list[bytes], continuing: bool = False) -> None:
+        """Hand the window to the shard (see the module's doc) within STORE_SECONDS, as an
+        update if the shard is `continuing`-as-new; raises TemporalUnavailable when Temporal
+        stored it neither way."""
         payload = RawValue(window_payload(parts))
         try:
-            await asyncio.wait_for(self._store(shard, payload), STORE_SECONDS)
+            await asyncio.wait_for(
+                self._store(shard, payload, continuing or self.updates_always), STORE_SECONDS
+            )
         except TimeoutError as exc:
             raise TemporalUnavailable(f"journey shard {shard}: not stored in time") from exc
         self.commits += 1
 
-    async def _store(self, shard: int, payload: RawValue) -> None:
-        if time.monotonic() >= self._signals_until.get(shard, 0.0):
+    async def _store(self, shard: int, payload: RawValue, as_update: bool) -> None:
+        if as_update and time.monotonic() >= self._signals_until.get(shard, 0.0):
             try:
                 await asyncio.wait_for(self._update(shard, payload), self.update_accept_seconds)
+                self.updates += 1
                 return
             except (
                 TimeoutError,
@@ -413,8 +431,8 @@ class ShardCommitter:
                     raise  # (the bridge is stopping: no fallback)
                 log.info("journey window not taken as an update", shard=shard, error=repr(exc))
                 self._signals_until[shard] = time.monotonic() + SIGNALS_AFTER_FALLBACK_SECONDS
+                self.fallbacks += 1
         await self._signal(shard, payload)
-        self.signalled += 1
 
     def _start(self, shard: int) -> WithStartWorkflowOperation[JourneyShardWorkflow, Any]:
         return WithStartWorkflowOperation(

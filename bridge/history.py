@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
+
+from ct_insider.logging import get_logger
+
+log = get_logger(__name__)
 
 RPC_TIMEOUT = timedelta(seconds=5)
 # A workflow's history is described again at most this often (one describe per workflow
@@ -22,16 +27,38 @@ RPC_TIMEOUT = timedelta(seconds=5)
 HISTORY_CHECK_SECONDS = 2.0
 
 
-async def described_history_bytes(client: Client, workflow_id: str) -> int | None:
-    """The history size of the workflow's current run (0: none runs), None when Temporal
-    could not say."""
+@dataclass(frozen=True)
+class DescribedRun:
+    history_bytes: int  # of the workflow's current run (0: none runs)
+    flagged: bool  # its memo holds the flag asked about, true
+
+
+async def described_run(
+    client: Client, workflow_id: str, *, flag: str | None = None
+) -> DescribedRun | None:
+    """How large the workflow's current run is, and whether its memo holds `flag` true;
+    None when Temporal could not say."""
     try:
         described = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as exc:
-        return 0 if exc.status == RPCStatusCode.NOT_FOUND else None
+        return DescribedRun(0, False) if exc.status == RPCStatusCode.NOT_FOUND else None
     except RuntimeError:  # (a lazy client not connected yet)
         return None
-    return int(described.raw_description.workflow_execution_info.history_size_bytes)
+    size = int(described.raw_description.workflow_execution_info.history_size_bytes)
+    flagged = False
+    if flag is not None and flag in described.raw_description.workflow_execution_info.memo.fields:
+        try:
+            flagged = await described.memo_value(flag, default=False) is True
+        except Exception as exc:  # (e.g. a memo encrypted with a key this process lacks)
+            log.warning("workflow memo unreadable", workflow_id=workflow_id, error=repr(exc))
+    return DescribedRun(size, flagged)
+
+
+async def described_history_bytes(client: Client, workflow_id: str) -> int | None:
+    """The history size of the workflow's current run (0: none runs), None when Temporal
+    could not say."""
+    described = await described_run(client, workflow_id)
+    return None if described is None else described.history_bytes
 
 
 class HistoryWatch:

@@ -355,8 +355,8 @@ class BridgeSettings(BaseSettings):
         default=150,
         ge=0,
         le=1000,
-        description="how long the bridge gathers events for a journey shard before handing "
-        "them to it as one update (0: one update per request)",
+        description="how long the bridge gathers events for a journey shard before storing "
+        "them in Temporal as one signal (0: one signal per request)",
     )
 
     @field_validator("token")

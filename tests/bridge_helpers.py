@@ -95,7 +95,9 @@ async def serving_bridge(
                 journey_task_queue,
                 shards=shards,
                 window_seconds=0.05,
-                settings=ShardSettings.model_validate(shard_settings),
+                settings=ShardSettings.model_validate(
+                    {"continue_notice_seconds": 0, **shard_settings}
+                ),
                 layout=layout,
             )
             cart_signaller = (

@@ -37,7 +37,8 @@ class _Layout:
 @dataclass
 class _Journeys:
     commits: int = 0
-    signalled: int = 0
+    updates: int = 0
+    fallbacks: int = 0
     layout: _Layout = field(default_factory=_Layout)
 
 

@@ -174,6 +174,13 @@ NEXT_TASK = "next-task-or-timer"
 # accepted would leave Insider holding events no history shows the shard took (a sender that
 # posts them again later would have them sent twice). Runs begun before send at once.
 SEND_WHAT_EARLIER_TASKS_ACCEPTED = "send-what-earlier-tasks-accepted"
+# A shard due to continue-as-new gives notice first (the memo CONTINUING_MEMO, which the
+# bridges read when they describe it) and continues `continue_notice_seconds` later: the
+# bridges then hand it windows as updates, which a continuing run passes to the next, and
+# signals otherwise (answered as soon as stored; an update only once the shard took it).
+# Runs begun before continue at once.
+CONTINUE_NOTICE = "continue-with-notice"
+CONTINUING_MEMO = "continuing_as_new"
 # What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
 # max_history_bytes); ~25% stays free for what the bound below does not count.
@@ -215,6 +222,9 @@ class ShardSettings(BaseModel):
     # And after this many `deliver` updates: Temporal takes at most 2,000 in a run.
     max_run_updates: int = Field(default=1_500, ge=1, le=1_900)
     max_history_events: int = Field(default=5_000, ge=100)
+    # Notice a shard gives the bridges before it continues-as-new (CONTINUE_NOTICE): more than
+    # the bridges take to see it (they describe a shard every HISTORY_CHECK_SECONDS, 2 s).
+    continue_notice_seconds: float = Field(default=4.0, ge=0, le=60)
     max_history_bytes: int = Field(default=4_000_000, ge=100_000)
     # How long the dedupe archive keeps what the memory let go of (0: no archive; forgotten
     # signals are then settled by reading Insider). The dedupe horizon is this minus the
@@ -483,6 +493,7 @@ class JourneyShardWorkflow:
         # own signals included, since they are the ones that task held, and more.
         self._rebuilt_at = 0
         self._rolling = False  # asked to continue-as-new (`roll`)
+        self._notice_given_at: datetime | None = None  # of continuing-as-new (CONTINUE_NOTICE)
         # The history length in the task whose delivery ended last (-1: none yet), and how
         # many deliveries ended in that task.
         self._delivered_in_task = -1
@@ -685,11 +696,7 @@ class JourneyShardWorkflow:
         while True:
             resharding = self._resharding()
             if not resharding:
-                await workflow.wait_condition(
-                    lambda: bool(
-                        self._pending or self._unfinished or self._layout.change or self._rolling
-                    )
-                )
+                await self._wait_for_work()
                 resharding = self._resharding()  # (woken by a reshard's announcement?)
             if resharding:
                 await self._wait_for_work_or_handoff()
@@ -728,10 +735,48 @@ class JourneyShardWorkflow:
                     workflow.continue_as_new(
                         ShardInput(shard=params.shard, settings=settings, carried=completed),
                         task_timeout=SHARD_TASK_TIMEOUT,
+                        # (by default the next run would take this run's memo, notice and all)
+                        memo=None if self._notice_given_at is None else {CONTINUING_MEMO: False},
                     )
 
+    async def _wait_for_work(self) -> None:
+        """Until there is something to deliver, finish or reshard, or it is time to continue
+        as new (a `roll`, or the notice given has run out)."""
+        notice_left = self._notice_left()
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: bool(
+                    self._pending
+                    or self._unfinished
+                    or self._layout.change
+                    or (self._rolling and notice_left is None)
+                ),
+                timeout=notice_left,
+            )
+
     def _time_to_continue(self) -> bool:
-        return self._grown() and self._carryable()
+        return self._grown() and self._noticed() and self._carryable()
+
+    def _noticed(self) -> bool:
+        """Whether the bridges have had notice that this run continues-as-new, giving it the
+        first time (CONTINUE_NOTICE). A run that took its most updates needs none: the
+        bridges already hand it windows as updates."""
+        if self._run_updates >= self._settings.max_run_updates or not workflow.patched(
+            CONTINUE_NOTICE
+        ):
+            return True
+        if self._notice_given_at is None:
+            workflow.upsert_memo({CONTINUING_MEMO: True})
+            self._notice_given_at = workflow.now()
+        return self._notice_left() is None
+
+    def _notice_left(self) -> timedelta | None:
+        """How long the notice given has yet to run (None: none given, or it ran out)."""
+        if self._notice_given_at is None:
+            return None
+        notice = timedelta(seconds=self._settings.continue_notice_seconds)
+        left = self._notice_given_at + notice - workflow.now()
+        return left if left > timedelta(0) else None
 
     def _grown(self) -> bool:
         info = workflow.info()

@@ -108,6 +108,7 @@ async def shards(
     client: Client, mocks: MockActivities, count: int, **settings: Any
 ) -> AsyncIterator[tuple[str, list[Shard]]]:
     """`count` shards on a worker of their own; `settings` override ShardSettings."""
+    settings.setdefault("continue_notice_seconds", 0)  # (a test continues-as-new often)
     queue = f"reshard-test-{uuid.uuid4()}"
     with journey_activation_pool() as activations:
         async with journey_worker(

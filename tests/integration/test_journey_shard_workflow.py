@@ -70,6 +70,7 @@ from starters.roll import roll, until_rolled
 from tests.conftest import eventually
 from workers.main import journey_activation_pool, journey_worker
 from workflows.journey_shard import (
+    CONTINUING_MEMO,
     SEND_WHAT_EARLIER_TASKS_ACCEPTED,
     SHARD_TASK_TIMEOUT,
     UNREADABLE_KEPT_BYTES,
@@ -253,6 +254,7 @@ async def shard(
     (else the mock). `cut_short_with`: these signals reach the shard before any worker, and
     the first task that holds them dies."""
     queue = f"shard-test-{uuid.uuid4()}"
+    settings.setdefault("continue_notice_seconds", 0)  # (a test continues-as-new often)
     shard_settings = ShardSettings.model_validate(settings)
     deliver: Callable[..., Any] = mocks.deliver
     if deliverer is not None:
@@ -537,23 +539,30 @@ async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
     client: Client,
 ) -> None:
     mocks = MockActivities()
-    signals = [view(number, visitor=f"v-{number % 7}") for number in range(240)]
-    async with shard(client, mocks, max_run_signals=30) as (handle, settings):
+    signals = [view(number, visitor=f"v-{number % 7}") for number in range(1200)]
+    notice = timedelta(seconds=1)
+    async with shard(
+        client, mocks, max_run_signals=200, continue_notice_seconds=notice.total_seconds()
+    ) as (handle, settings):
         queue = (await handle.describe()).task_queue
-        # Given a shard that continues-as-new every ~30 signals, and three bridges' committers
+        # Given a shard that continues-as-new every ~150 signals with 1 s of notice, and
+        # three bridges' committers that describe it every 0.1 s
         bridges = [
             ShardCommitter(
                 client, queue, shards=1, window_seconds=0.01, settings=settings, gauges=False
             )
             for _ in range(3)
         ]
-        for bridge in bridges:  # (never a fallback however slow this machine)
-            bridge.update_accept_seconds = 120
+        for bridge in bridges:
+            bridge.describe_seconds = 0.1
+            bridge.update_accept_seconds = 120  # (never a fallback however slow this machine)
 
-        # When the three hand over windows of 4 at once, as fast as the shard takes them
+        # When each hands over a window of 2 signals every 20 ms, for 4 s
         async def hand_over(bridge: int) -> None:
-            for start in range(bridge * 80, bridge * 80 + 80, 4):
-                await bridges[bridge].commit(signals[start : start + 4])
+            for start in range(bridge * 400, bridge * 400 + 400, 2):
+                await asyncio.gather(
+                    bridges[bridge].commit(signals[start : start + 2]), asyncio.sleep(0.02)
+                )
 
         await asyncio.gather(*(hand_over(bridge) for bridge in range(3)))
         await eventually(
@@ -564,12 +573,71 @@ async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
     # Then each signal is delivered once, over several runs
     assert sorted(mocks.delivered_keys()) == sorted(s.dedupe_key for s in signals)
     runs, refused = await refused_continuing_tasks(client, handle.id)
-    assert runs >= 4
-    # And no run's continuing task was refused: the windows came as updates, which an ending
-    # run passes to the next (a signal arriving then fails the task: the run is replayed)
+    assert runs >= 3
+    # And no run's continuing task was refused: while a run gave notice, its windows came as
+    # updates, which an ending run passes to the next (a signal arriving then fails the task:
+    # the run is replayed); otherwise as signals, stored without waiting for the shard
     assert refused == 0
-    assert [bridge.signalled for bridge in bridges] == [0, 0, 0]
-    assert sum(bridge.commits for bridge in bridges) == 60
+    updates = sum(bridge.updates for bridge in bridges)
+    assert 0 < updates < sum(bridge.commits for bridge in bridges) == 600
+    assert [bridge.fallbacks for bridge in bridges] == [0, 0, 0]
+    # And each run continued no sooner than its notice, and the next run began without one
+    notices, memos = await notice_given(client, handle.id)
+    assert min(notices) >= notice
+    assert memos == [False] * len(notices)
+
+
+async def test_a_shard_gives_notice_before_it_continues_as_new_even_with_nothing_more_coming(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    signals = [view(number) for number in range(4)]
+    notice = timedelta(seconds=0.5)
+    async with shard(
+        client, mocks, max_run_signals=4, continue_notice_seconds=notice.total_seconds()
+    ) as (handle, _):
+        # Given a shard due to continue-as-new after 3 signals (its limit spread to 0.75x)
+        # When 4 reach it, and nothing after them
+        await send(handle, *signals)
+        stats = await eventually(
+            lambda: handle.query(JourneyShardWorkflow.stats),
+            until=lambda stats: stats.runs >= 2,
+            what="the shard to continue-as-new",
+        )
+    # Then it delivered them, gave notice, and continued once the notice ran out
+    assert stats.delivered == 4
+    notices, memos = await notice_given(client, handle.id)
+    assert len(notices) == 1
+    assert notice <= notices[0] < notice + timedelta(seconds=5)
+    assert memos == [False]
+
+
+async def notice_given(client: Client, workflow_id: str) -> tuple[list[timedelta], list[Any]]:
+    """For each run that continued-as-new, from its notice (the start of the workflow task
+    that set the memo: its workflow.now()) to its continuing; and the notice each run that
+    was continued began with."""
+    notices: list[timedelta] = []
+    memos: list[Any] = []
+    async for run in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        given = task_started = None
+        async for event in client.get_workflow_handle(
+            workflow_id, run_id=run.run_id
+        ).fetch_history_events():
+            started = event.workflow_execution_started_event_attributes
+            if event.HasField("workflow_execution_started_event_attributes") and (
+                started.continued_execution_run_id
+            ):
+                [memo] = await client.data_converter.decode([started.memo.fields[CONTINUING_MEMO]])
+                memos.append(memo)
+            elif event.HasField("workflow_task_started_event_attributes"):
+                task_started = event.event_time.ToDatetime()
+            elif event.HasField("workflow_properties_modified_event_attributes"):
+                given = given or task_started
+            elif event.HasField("workflow_execution_continued_as_new_event_attributes"):
+                assert given is not None, "a run continued-as-new without notice"
+                notices.append(event.event_time.ToDatetime() - given)
+    assert notices
+    return notices, memos
 
 
 async def test_a_run_continues_as_new_before_temporal_s_limit_of_updates(client: Client) -> None:
@@ -607,6 +675,7 @@ async def test_a_run_begun_before_updates_refuses_them_and_its_windows_come_as_s
         queue = (await handle.describe()).task_queue
         bridge = ShardCommitter(client, queue, shards=1, settings=settings, gauges=False)
         bridge.update_accept_seconds = 120
+        bridge.updates_always = True  # (as while a shard gives notice)
         # When the bridge hands it a window
         await bridge.commit(signals)
         await eventually(
@@ -615,7 +684,7 @@ async def test_a_run_begun_before_updates_refuses_them_and_its_windows_come_as_s
             what="the window delivered",
         )
     # Then the shard refused the update (not waited out), the window came as a signal, once
-    assert (bridge.commits, bridge.signalled) == (1, 1)
+    assert (bridge.commits, bridge.updates, bridge.fallbacks) == (1, 0, 1)
     assert mocks.delivered_keys() == [s.dedupe_key for s in signals]
 
 
@@ -626,10 +695,11 @@ async def test_a_window_no_shard_takes_in_time_is_stored_as_a_signal(client: Cli
     # Given a bridge's committer and no worker on the shards' task queue
     committer = ShardCommitter(client, queue, shards=1, window_seconds=0.01, gauges=False)
     committer.update_accept_seconds = 1.0
+    committer.updates_always = True  # (as while a shard gives notice)
     # When it hands over a window
     await committer.commit(signals)
     # Then, no shard having taken the update in time, the window was stored as a signal
-    assert (committer.commits, committer.signalled) == (1, 1)
+    assert (committer.commits, committer.updates, committer.fallbacks) == (1, 0, 1)
     # And once a worker runs, the shard delivers it once
     with journey_activation_pool() as activations:
         async with journey_worker(

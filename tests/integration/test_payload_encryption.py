@@ -158,8 +158,8 @@ async def test_histories_hold_no_personal_data_in_clear_and_the_codec_server_rea
     sealed = [p for where, p in found if not any(part in where for part in NOT_ENCODED)]
     assert len(sealed) > len(executions)
     assert {p.metadata.get("encoding") for p in sealed} == {ENCODING}
-    windows = [p for where, p in found if where.startswith(".workflow_execution_update_accepted")]
-    assert windows  # the bridge's RawValue windows went through the codec as well
+    signals = [p for where, p in found if where.startswith(".workflow_execution_signaled")]
+    assert signals  # the bridge's RawValue windows went through the codec as well
 
     # When the codec server decodes them: the UI's preflight passes, no token is refused
     assert await codec_server.preflight(UI_ORIGIN) == UI_ORIGIN

@@ -60,7 +60,7 @@ async def test_one_trace_runs_from_the_bridge_request_to_the_calls_to_insider_an
 ) -> None:
     # Given tracing on (spans kept in memory), and the bridge and a worker in this process on
     # a Temporal client with the tracing interceptor; one shard, so the second request's
-    # window goes to the shard the first one started
+    # signal goes to the shard the first one started
     emu = clean_emulators
     exporter = InMemorySpanExporter()
     assert telemetry.configure_telemetry(
@@ -99,7 +99,7 @@ async def test_one_trace_runs_from_the_bridge_request_to_the_calls_to_insider_an
         telemetry.shutdown_telemetry()
     spans = Spans(exporter.get_finished_spans())
 
-    # Then the event's trace runs bridge request -> commit window -> update -> workflow ->
+    # Then the event's trace runs bridge request -> commit window -> signal -> workflow ->
     # activity -> the HTTP call to Insider, parent by parent
     event_request = spans.one("POST /events")
     trace_id = event_request.context.trace_id if event_request.context else 0
@@ -107,9 +107,9 @@ async def test_one_trace_runs_from_the_bridge_request_to_the_calls_to_insider_an
     names = {s.name for s in first_trace}
     assert {
         "bridge.commit_window",
-        "StartUpdateWithStartWorkflow:JourneyShardWorkflow",
+        "SignalWithStartWorkflow:JourneyShardWorkflow",
         "RunWorkflow:JourneyShardWorkflow",
-        "HandleUpdate:deliver",
+        "HandleSignal:deliver",
         "StartActivity:deliver_journeys",
         "RunActivity:deliver_journeys",
     } <= names
@@ -117,30 +117,30 @@ async def test_one_trace_runs_from_the_bridge_request_to_the_calls_to_insider_an
     assert spans.ancestors(upsert)[:3] == [
         "RunActivity:deliver_journeys",
         "StartActivity:deliver_journeys",
-        "StartUpdateWithStartWorkflow:JourneyShardWorkflow",
+        "SignalWithStartWorkflow:JourneyShardWorkflow",
     ]
     assert spans.ancestors(upsert)[-2:] == ["bridge.commit_window", "POST /events"]
     assert upsert.attributes
     assert upsert.attributes["http.response.status_code"] == 200
 
-    # And the message's request has its call to commercetools as a child, its update a
-    # span of its own, and the shard's handling of that update links to it
+    # And the message's request has its call to commercetools as a child, its signal a
+    # span of its own, and the shard's handling of that signal links to it
     message_request = spans.one("POST /webhooks/commercetools")
     [read_order] = spans.named("GET commercetools /{project}/orders/{id}")
     assert spans.ancestors(read_order) == ["POST /webhooks/commercetools"]
     message_trace = message_request.context.trace_id if message_request.context else 0
     [signalled] = [
         s
-        for s in spans.named("StartUpdateWithStartWorkflow:")
+        for s in spans.named("SignalWithStartWorkflow:")
         if s.context and s.context.trace_id == message_trace
     ]
     assert spans.ancestors(signalled) == ["bridge.commit_window", "POST /webhooks/commercetools"]
     handled = [
         s
-        for s in spans.named("HandleUpdate:deliver")
+        for s in spans.named("HandleSignal:deliver")
         if any(link.context.span_id == signalled.context.span_id for link in s.links)
     ]
-    assert handled, "no HandleUpdate span links to the message's update"
+    assert handled, "no HandleSignal span links to the message's signal"
     assert handled[0].context
     assert handled[0].context.trace_id == trace_id
 

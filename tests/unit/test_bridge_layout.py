@@ -96,7 +96,7 @@ class RecordingCommitter(ShardCommitter):
         super().__init__(cast(Client, temporal), "shop-journeys", shards=2, layout=layout)
         self.windows: list[tuple[int, list[str]]] = []
 
-    async def store(self, shard: int, parts: list[bytes]) -> None:
+    async def store(self, shard: int, parts: list[bytes], continuing: bool = False) -> None:
         self.windows.append((shard, [json.loads(part)["dedupe_key"] for part in parts]))
 
 

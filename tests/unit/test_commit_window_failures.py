@@ -25,7 +25,7 @@ class CancelledStore(ShardCommitter):
         self.window_seconds = 0
         self.stores = 0
 
-    async def store(self, shard: int, parts: list[bytes]) -> None:
+    async def store(self, shard: int, parts: list[bytes], continuing: bool = False) -> None:
         self.stores += 1
         raise asyncio.CancelledError
 
