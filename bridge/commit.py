@@ -91,14 +91,18 @@ BACKLOG_REPORTED_SECONDS = 60.0
 # under a second); a worker that died holds its shards until Temporal gives their tasks to
 # another (seconds).
 UPDATE_ACCEPT_SECONDS = 4.0
-# The signal then gets this long: Temporal stores a signal in milliseconds when it is up.
+# A signal after an update that was not taken gets this long: Temporal stores a signal in
+# milliseconds when it is up.
 FALLBACK_SIGNAL_TIMEOUT = timedelta(seconds=2)
 # A window's store, both ways, takes at most this long: then its requests are answered 503.
+# (A signal sent first has all of it.)
 STORE_SECONDS = UPDATE_ACCEPT_SECONDS + FALLBACK_SIGNAL_TIMEOUT.total_seconds()
 # After a fallback, the shard's windows go as signals for this long before an update is tried
 # again: a shard slow to take updates (Insider slow or failing inside its delivery, a worker
 # restarting) would otherwise hold each window UPDATE_ACCEPT_SECONDS, and its senders with it.
 SIGNALS_AFTER_FALLBACK_SECONDS = 30.0
+# A describe of a shard (its backlog, its notice) that takes longer is given up.
+DESCRIBE_SECONDS = 5.0
 
 
 class TemporalUnavailable(Exception):
@@ -154,6 +158,7 @@ class _Lane:
         # The shard gave notice that it continues-as-new: its windows go as updates.
         self.continuing = False
         self.checked_at = 0.0
+        self._describing = False
 
     async def add(self, signals: list[tuple[str, bytes]], epoch: int) -> None:
         """Add (routing key, signal) pairs routed by layout `epoch`; return once stored."""
@@ -223,13 +228,25 @@ class _Lane:
 
     def _check_backlog(self) -> None:
         now = time.monotonic()
-        if now - self.checked_at >= self._committer.describe_seconds:
+        if now - self.checked_at >= self._committer.describe_seconds and not self._describing:
             self.checked_at = now
+            self._describing = True
             self._committer.spawn(self._describe())
 
     async def _describe(self) -> None:
+        """One at a time (a late answer must not undo a newer one: a notice read as
+        withdrawn just before the shard continues), and bounded (the client retries past its
+        RPC timeout while Temporal is unreachable)."""
         workflow_id = self._committer.workflow_id(self.shard)
-        described = await described_run(self._committer.client, workflow_id, flag=CONTINUING_MEMO)
+        try:
+            described = await asyncio.wait_for(
+                described_run(self._committer.client, workflow_id, flag=CONTINUING_MEMO),
+                DESCRIBE_SECONDS,
+            )
+        except TimeoutError:
+            described = None
+        finally:
+            self._describing = False
         if described is not None:
             self.history_bytes = described.history_bytes
             self.continuing = described.flagged
@@ -265,8 +282,8 @@ def _settle(committed: asyncio.Future[None], moved: asyncio.Future[None]) -> Non
 def _window_span(shard: int, window: _Window) -> Iterator[None]:
     """The trace of a window: a child of its first request's span, linked to the others'.
 
-    The window's one update carries this span's context into the shard (the tracing
-    interceptor's StartUpdateWithStartWorkflow span is its child), so the first request's trace
+    The window's one signal (or update) carries this span's context into the shard (the
+    tracing interceptor's SignalWithStartWorkflow span is its child), so the first request's trace
     runs on through the workflow and its activities; every other request in the window is
     found from the span's links.
     """
@@ -314,7 +331,7 @@ class ShardCommitter:
         self.commits = self.updates = self.fallbacks = 0
         self.update_accept_seconds = UPDATE_ACCEPT_SECONDS
         self.describe_seconds = HISTORY_CHECK_SECONDS  # each shard described this often
-        self.updates_always = False  # every window as an update (tests and benchmarks)
+        self.updates_always = False  # every window as an update (tests)
         self._signals_until: dict[int, float] = {}  # shard -> time.monotonic()
         if gauges:
             telemetry.track_open_timers(self)
@@ -415,6 +432,7 @@ class ShardCommitter:
         self.commits += 1
 
     async def _store(self, shard: int, payload: RawValue, as_update: bool) -> None:
+        signal_timeout = timedelta(seconds=STORE_SECONDS)
         if as_update and time.monotonic() >= self._signals_until.get(shard, 0.0):
             try:
                 await asyncio.wait_for(self._update(shard, payload), self.update_accept_seconds)
@@ -432,7 +450,8 @@ class ShardCommitter:
                 log.info("journey window not taken as an update", shard=shard, error=repr(exc))
                 self._signals_until[shard] = time.monotonic() + SIGNALS_AFTER_FALLBACK_SECONDS
                 self.fallbacks += 1
-        await self._signal(shard, payload)
+                signal_timeout = FALLBACK_SIGNAL_TIMEOUT
+        await self._signal(shard, payload, signal_timeout)
 
     def _start(self, shard: int) -> WithStartWorkflowOperation[JourneyShardWorkflow, Any]:
         return WithStartWorkflowOperation(
@@ -461,7 +480,7 @@ class ShardCommitter:
         # the outcome is known by now.
         await update.result(rpc_timeout=timedelta(seconds=self.update_accept_seconds))
 
-    async def _signal(self, shard: int, payload: RawValue) -> None:
+    async def _signal(self, shard: int, payload: RawValue, rpc_timeout: timedelta) -> None:
         try:
             await self.client.start_workflow(
                 JourneyShardWorkflow.run,
@@ -471,7 +490,7 @@ class ShardCommitter:
                 start_signal=DELIVER,
                 task_timeout=SHARD_TASK_TIMEOUT,
                 start_signal_args=[payload],
-                rpc_timeout=FALLBACK_SIGNAL_TIMEOUT,
+                rpc_timeout=rpc_timeout,
             )
         except (RPCError, RuntimeError) as exc:
             log.warning("journey window not stored", shard=shard, error=str(exc))

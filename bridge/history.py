@@ -25,6 +25,7 @@ RPC_TIMEOUT = timedelta(seconds=5)
 # A workflow's history is described again at most this often (one describe per workflow
 # the bridge signals, in the background: never on a request's path).
 HISTORY_CHECK_SECONDS = 2.0
+_UNREADABLE_MEMOS: set[str] = set()  # workflows whose memo could not be read, warned of
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ async def described_run(
         try:
             flagged = await described.memo_value(flag, default=False) is True
         except Exception as exc:  # (e.g. a memo encrypted with a key this process lacks)
-            log.warning("workflow memo unreadable", workflow_id=workflow_id, error=repr(exc))
+            if workflow_id not in _UNREADABLE_MEMOS:  # (once per workflow, not every describe)
+                _UNREADABLE_MEMOS.add(workflow_id)
+                log.warning("workflow memo unreadable", workflow_id=workflow_id, error=repr(exc))
     return DescribedRun(size, flagged)
 
 

@@ -2,7 +2,7 @@
 
 Identities (customer, else anonymous visitor, else email) are spread over a fixed number
 of shards by a stable hash; the bridge group-commits the signals of a short window into one
-`deliver` update per shard (a signal when no shard accepts it in time). A shard accepts each signal by the rules of ct_insider/journeys/intake.py
+`deliver` signal per shard (an update while the shard gives notice that it continues-as-new). A shard accepts each signal by the rules of ct_insider/journeys/intake.py
 (duplicates, stale state, deleted customers, forgotten keys), and delivers what is pending
 in batches, in order of occurrence, one local activity per batch: the activity sends one
 upsert for many people, shared with the other shards of the worker.
@@ -539,9 +539,10 @@ class JourneyShardWorkflow:
     @workflow.update(name=DELIVER)
     def deliver_window(self, window: RawValue) -> None:
         """Update `deliver`: a window of the bridge's group commit, as the signal carries one.
-        The bridge hands windows over this way because an update that arrives while the
-        shard continues-as-new moves to the next run, where a signal fails that task and
-        the worker replays the whole run (seconds: docs/design/realtime.md). Accepted once
+        The bridge hands windows over this way while the shard gives notice that it
+        continues-as-new (CONTINUE_NOTICE): an update that arrives while the shard continues
+        moves to the next run, where a signal fails that task and the worker replays the
+        whole run (seconds: docs/design/realtime.md). Accepted once
         taken into the shard; like the signal, it never fails (what the shard cannot take is
         dead-lettered)."""
         self._note_rebuild()
@@ -864,14 +865,17 @@ class JourneyShardWorkflow:
             if delay:
                 self._handoff_timer = asyncio.ensure_future(workflow.sleep(delay))
         # ... and for a handoff moment moved later (a slow announcement made again): the
-        # timer of the earlier one finds nothing due, and a quiet shard would wait forever.
-        await workflow.wait_condition(
-            lambda: (
-                bool(self._pending or self._unfinished or self._forwards)
-                or self._handoff_ready()
-                or self._handoff_moved()
+        # timer of the earlier one finds nothing due, and a quiet shard would wait forever;
+        # and for a notice given to run out.
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: (
+                    bool(self._pending or self._unfinished or self._forwards)
+                    or self._handoff_ready()
+                    or self._handoff_moved()
+                ),
+                timeout=self._notice_left(),
             )
-        )
 
     def _handoff_moved(self) -> bool:
         change = self._layout.change

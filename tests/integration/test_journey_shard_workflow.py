@@ -32,6 +32,7 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import WorkflowTaskFailedCause
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
     PollWorkflowTaskQueueRequest,
@@ -511,28 +512,30 @@ async def test_continue_as_new_carries_the_dedupe_memory_and_the_statistics(
     assert task_timeout.ToTimedelta() == SHARD_TASK_TIMEOUT != timedelta(seconds=10)
 
 
-async def refused_continuing_tasks(client: Client, workflow_id: str) -> tuple[int, int]:
-    """(runs, workflow tasks Temporal refused with UnhandledCommand) over every run, walked
-    back from the latest (visibility may not list them all yet)."""
-    runs = refused = 0
+async def run_histories(client: Client, workflow_id: str) -> list[list[HistoryEvent]]:
+    """The history of every run, walked back from the latest (visibility may not list them
+    all yet), newest first."""
+    histories = []
     run_id: str | None = (await client.get_workflow_handle(workflow_id).describe()).run_id
     while run_id:
-        runs += 1
-        first = None
-        async for event in client.get_workflow_handle(
-            workflow_id, run_id=run_id
-        ).fetch_history_events():
-            first = first or event
-            failed = event.workflow_task_failed_event_attributes
-            if (
-                event.HasField("workflow_task_failed_event_attributes")
-                and failed.cause
-                == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
-            ):
-                refused += 1
-        assert first is not None
-        run_id = first.workflow_execution_started_event_attributes.continued_execution_run_id
-    return runs, refused
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        events = [event async for event in handle.fetch_history_events()]
+        histories.append(events)
+        run_id = events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+    return histories
+
+
+async def refused_continuing_tasks(client: Client, workflow_id: str) -> tuple[int, int]:
+    """(runs, workflow tasks Temporal refused with UnhandledCommand) over every run."""
+    histories = await run_histories(client, workflow_id)
+    refused = sum(
+        event.HasField("workflow_task_failed_event_attributes")
+        and event.workflow_task_failed_event_attributes.cause
+        == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+        for events in histories
+        for event in events
+    )
+    return len(histories), refused
 
 
 async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
@@ -555,7 +558,7 @@ async def test_windows_from_several_bridges_never_refuse_a_continue_as_new(
         ]
         for bridge in bridges:
             bridge.describe_seconds = 0.1
-            bridge.update_accept_seconds = 120  # (never a fallback however slow this machine)
+            bridge.update_accept_seconds = 120  # (no fallback: an update has the whole 6 s)
 
         # When each hands over a window of 2 signals every 20 ms, for 4 s
         async def hand_over(bridge: int) -> None:
@@ -618,11 +621,9 @@ async def notice_given(client: Client, workflow_id: str) -> tuple[list[timedelta
     was continued began with."""
     notices: list[timedelta] = []
     memos: list[Any] = []
-    async for run in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+    for events in await run_histories(client, workflow_id):
         given = task_started = None
-        async for event in client.get_workflow_handle(
-            workflow_id, run_id=run.run_id
-        ).fetch_history_events():
+        for event in events:
             started = event.workflow_execution_started_event_attributes
             if event.HasField("workflow_execution_started_event_attributes") and (
                 started.continued_execution_run_id
@@ -643,8 +644,9 @@ async def notice_given(client: Client, workflow_id: str) -> tuple[list[timedelta
 async def test_a_run_continues_as_new_before_temporal_s_limit_of_updates(client: Client) -> None:
     mocks = MockActivities()
     signals = [view(number) for number in range(6)]
-    async with shard(client, mocks, max_run_updates=2) as (handle, _):
-        # Given a shard that may take 2 updates per run (Temporal takes 2,000)
+    async with shard(client, mocks, max_run_updates=2, continue_notice_seconds=60) as (handle, _):
+        # Given a shard that may take 2 updates per run (Temporal takes 2,000), and gives a
+        # minute's notice otherwise (a run that took its updates waits for none)
         # When six windows come as updates, one after the other
         for signal in signals:
             [window] = client.data_converter.payload_converter.to_payloads(
