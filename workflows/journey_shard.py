@@ -180,6 +180,11 @@ SEND_WHAT_EARLIER_TASKS_ACCEPTED = "send-what-earlier-tasks-accepted"
 # signals otherwise (answered as soon as stored; an update only once the shard took it).
 # Runs begun before continue at once.
 CONTINUE_NOTICE = "continue-with-notice"
+# Only what came in updates waits for a later task (SEND_WHAT_EARLIER_TASKS_ACCEPTED): a
+# signal is in the history before any task takes it, so the task that took it sends it.
+# Runs begun before held signals back a task too (a timer and a task more per window: the
+# bridges shape's history events per event 0.13 -> 0.21).
+SIGNALS_SENT_IN_THEIR_TASK = "signals-sent-in-their-task"
 CONTINUING_MEMO = "continuing_as_new"
 # What continue-as-new hands the next run (ShardInput, encrypted), at most. Temporal refuses
 # a payload over 2 MiB (2,097,152 bytes), and the run's history starts with it (counted in
@@ -440,6 +445,7 @@ class JourneyShardWorkflow:
         # A run begun before windows came as updates refuses them (the bridge then signals):
         # it would send what it accepted in the task that accepted it.
         self._takes_updates = workflow.patched(SEND_WHAT_EARLIER_TASKS_ACCEPTED)
+        self._signals_wait = not workflow.patched(SIGNALS_SENT_IN_THEIR_TASK)
         self._memory = ShardMemory(
             seen_capacity=settings.seen_capacity,
             identity_capacity=settings.identity_capacity,
@@ -531,7 +537,7 @@ class JourneyShardWorkflow:
         self._note_rebuild()
         for window in windows:
             if name == DELIVER:
-                self._accept(window.payload.data)
+                self._accept(window.payload.data, by_update=False)
             else:
                 reason = f"signal {name!r} is not one a journey shard takes"
                 self._unreadable(_kept_text(window.payload.data), [reason])
@@ -547,21 +553,23 @@ class JourneyShardWorkflow:
         dead-lettered)."""
         self._note_rebuild()
         self._run_updates += 1
-        self._accept(window.payload.data)
+        self._accept(window.payload.data, by_update=True)
 
     @deliver_window.validator
     def _takes_windows(self, window: RawValue) -> None:
         if not self._takes_updates:
             raise ApplicationError("this run began before windows came as updates: signal it")
 
-    def _accept(self, window: bytes) -> None:
+    def _accept(self, window: bytes, *, by_update: bool) -> None:
         now = workflow.now()
         task = workflow.info().get_current_history_length()
         for signal in self._read(window):
             self._run_signals += 1
-            self._take(signal, now, task)
+            self._take(signal, now, task, by_update=by_update)
 
-    def _take(self, signal: JourneySignal, now: datetime, task: int) -> None:
+    def _take(
+        self, signal: JourneySignal, now: datetime, task: int, *, by_update: bool = False
+    ) -> None:
         try:
             placement, _ = self._layout.place(self._shard, signal.routing())
             if placement is Placement.HOLD:
@@ -580,6 +588,7 @@ class JourneyShardWorkflow:
                 self._forwards.append(signal)
             else:
                 signal.accepted_in = task
+                signal.accepted_by_update = by_update
                 self._pending.append(signal)
             if self._since_carry is not None:
                 received = received_moment(signal.received_at, now)
@@ -849,6 +858,7 @@ class JourneyShardWorkflow:
             return None
         for signal in self._pending:
             signal.accepted_in = 0  # before any task of the next run (fewer digits than measured)
+            signal.accepted_by_update = False
         return completed
 
     def _resharding(self) -> bool:
@@ -984,6 +994,11 @@ class JourneyShardWorkflow:
             self._delivered_in_task, self._deliveries_in_task = task, 0
         self._deliveries_in_task += 1
 
+    def _waits_for_next_task(self, signal: JourneySignal, task: int) -> bool:
+        """Whether the signal must wait for a task after `task` (the running one) to go out:
+        this task accepted it, in an update (SEND_WHAT_EARLIER_TASKS_ACCEPTED)."""
+        return signal.accepted_in >= task and (signal.accepted_by_update or self._signals_wait)
+
     async def _deliver_batch(self) -> None:
         self._note_rebuild()
         max_bytes = (
@@ -992,14 +1007,15 @@ class JourneyShardWorkflow:
         ready, later = self._pending, []
         if self._takes_updates:
             task = workflow.info().get_current_history_length()
-            if any(s.accepted_in >= task for s in self._pending[: self._batch_limit]):
+            if any(self._waits_for_next_task(s, task) for s in self._pending[: self._batch_limit]):
                 # (a batch gathered in full, or the shard's latest: sent whole, a task later,
                 # after what the memory let go of meanwhile is archived, as the loop does)
                 await self._end_task()
                 await self._keep_archive()
                 task = workflow.info().get_current_history_length()
             accepted_before = sum(
-                1 for _ in takewhile(lambda s: s.accepted_in < task, self._pending)
+                1
+                for _ in takewhile(lambda s: not self._waits_for_next_task(s, task), self._pending)
             )
             ready, later = self._pending[:accepted_before], self._pending[accepted_before:]
         batch = take_batch(self._memory, ready, self._batch_limit, workflow.now(), max_bytes)

@@ -109,7 +109,14 @@ class DeliveryOutcome(BaseModel):
 
 
 # What the shard sets on a signal: not part of it.
-SHARD_FIELDS: set[str] = {"doubt", "forgotten", "redrive_of", "accepted_in", "failures"}
+SHARD_FIELDS: set[str] = {
+    "doubt",
+    "forgotten",
+    "redrive_of",
+    "accepted_in",
+    "accepted_by_update",
+    "failures",
+}
 
 
 def dead_letter(

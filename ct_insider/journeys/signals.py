@@ -106,6 +106,9 @@ class JourneySignal(BaseModel):
     forgotten: bool = False
     # Set by the shard: its history length when it accepted the signal (0: in an earlier run).
     accepted_in: int = 0
+    # Set by the shard: it came in an update, whose acceptance is stored only when the task
+    # that accepted it completes (a signal is stored before any task sees it).
+    accepted_by_update: bool = False
     # Set by the shard: deliveries of it that failed before sending because of a record of
     # their batch (see workflows/journey_shard: a signal that keeps failing is dead-lettered).
     failures: int = 0

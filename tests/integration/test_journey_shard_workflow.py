@@ -641,6 +641,39 @@ async def notice_given(client: Client, workflow_id: str) -> tuple[list[timedelta
     return notices, memos
 
 
+async def test_a_signal_goes_out_in_the_task_that_took_it_and_an_update_in_the_next(
+    client: Client,
+) -> None:
+    mocks = MockActivities()
+    first, second = view(1), view(2)
+    async with shard(client, mocks) as (handle, _):
+        # Given a quiet shard
+        # When a window comes as a signal
+        await send(handle, first)
+        await eventually(reaches(1, lambda: len(mocks.delivered_keys())))
+        # Then the task that took it sent it: no task was ended to wait for the next
+        assert await timers_started(handle) == 0
+        # And when a window comes as an update, it goes out in a task after the one that
+        # accepted it (an update's acceptance is stored only when its task completes)
+        [window] = client.data_converter.payload_converter.to_payloads(
+            [[second.model_dump(mode="json", exclude_defaults=True)]]
+        )
+        await handle.execute_update(JourneyShardWorkflow.deliver_window, RawValue(window))
+        await eventually(reaches(2, lambda: len(mocks.delivered_keys())))
+        assert await timers_started(handle) == 1
+    assert mocks.delivered_keys() == [first.dedupe_key, second.dedupe_key]
+
+
+async def timers_started(handle: WorkflowHandle[Any, Any]) -> int:
+    """The timers the run started (a task ended by `_end_task` starts one)."""
+    return sum(
+        [
+            event.HasField("timer_started_event_attributes")
+            async for event in handle.fetch_history_events()
+        ]
+    )
+
+
 async def test_a_run_continues_as_new_before_temporal_s_limit_of_updates(client: Client) -> None:
     mocks = MockActivities()
     signals = [view(number) for number in range(6)]

@@ -96,6 +96,7 @@ def _heaviest(n: int) -> JourneySignal:
             ),
             "doubt": True,
             "accepted_in": 2**31,
+            "accepted_by_update": True,
             "redrive_of": f"{'k' * 40}@{2**31}",
         }
     )
