@@ -86,6 +86,17 @@ SHARDS = 4
 RESHARD_LEAD_SECONDS = MIN_LEAD_SECONDS
 
 
+async def bridge_windows(ports: list[int]) -> dict[str, int]:
+    """The windows the bridges stored in Temporal, and how (their /stats, summed)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        stats = [(await http.get(f"http://127.0.0.1:{port}/stats")).json() for port in ports]
+    return {
+        "commits": sum(s["journey_commits"] for s in stats),
+        "as_updates": sum(s["journey_windows_as_updates"] for s in stats),
+        "update_fallbacks": sum(s["journey_update_fallbacks"] for s in stats),
+    }
+
+
 async def post_on_schedule(ports: list[int], requests: list[Request]) -> tuple[float, int]:
     """Send each request at its `send_at`, to the bridges in turn; returns (seconds taken,
     non-2xx answers)."""
@@ -300,6 +311,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
                 sampler = HistorySampler(client, journey_queue, stack.logs / "histories.jsonl")
                 sampling = asyncio.create_task(sampler.run())
                 seconds, refused = await post_on_schedule(bridge_ports, requests)
+                windows = await bridge_windows(bridge_ports)
                 deadline = time.monotonic() + 90
                 while time.monotonic() < deadline:
                     if stack.insider_stats()["events"] >= expected:
@@ -346,6 +358,7 @@ async def run_shape(shape: Shape, identities: int, temporal_address: str | None)
         "insider_events_expected": expected,
         "rate_offered": shape.rate,
         "refused": refused,
+        "bridge_windows": windows,
         **delivery_figures(
             posted,
             [first_store.get(key) for key, _, _ in keys],
@@ -442,6 +455,10 @@ def report(result: dict[str, Any], floor: dict[str, Any] | None, shape: Shape) -
         f"{result['temporal_actions_per_event']}; peak shard history "
         f"{result['peak_shard_history_bytes'] / 1e6:.1f} MB (the bridge refuses beyond 8 MB)",
         f"  worker peak RSS         {result['worker_peak_rss_mb']} MB",
+        "  bridge windows          {commits} stored, {as_updates} of them as updates (shards "
+        "giving notice of continuing-as-new), {update_fallbacks} updates not taken in time".format(
+            **result["bridge_windows"]
+        ),
         "  continue-as-new         {continued_as_new} runs, pause p50 {pause_p50_seconds} s, "
         "max {pause_max_seconds} s; continuing tasks refused {continuing_tasks_refused}".format(
             **result["continue_as_new"]
