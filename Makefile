@@ -78,6 +78,7 @@ bench: install
 	$(BIN)/python -m bench.realtime || status=1; \
 	$(BIN)/python -m bench.catalog || status=1; \
 	$(BIN)/python -m bench.triggers || status=1; \
+	$(BIN)/python -m bench.triggers --shape held-carts --carts 1500 --cart-rate 5 --delay 60 || status=1; \
 	exit $$status
 
 # Fault scenarios (never part of `make test`): one table of records sent, received in Insider,

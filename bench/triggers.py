@@ -4,13 +4,14 @@
                   [--rate R] [--delta-interval S] [--carts N] [--cart-rate R] [--delay S]
                   [--armed-only] [--temporal-address HOST:PORT])
     .venv/bin/python -m bench.triggers --shape held-carts [--held N] [--held-start carried|bridge]
-                  [--held-delay D] [--carts N] [--cart-rate R] [--delay S]   (not in `make bench`)
+                  [--held-delay D] [--carts N] [--cart-rate R] [--delay S]   (`make bench` too)
 
 Each shape runs on a fresh stack (Temporal dev server, both emulators, a `ct-insider worker`
 process; a `ct-insider bridge` process where it needs one) and has its own functions:
 `run_<shape>`, `<shape>_report` and `<shape>_misses`, registered in `SHAPES` (prices here,
 carts in bench/cart_triggers.py, held-carts in bench/held_carts.py: 100,000 open carts while
-reminders fall due, ~1 hour here, so `--shape all` leaves it out).
+reminders fall due, ~25 minutes here on a quiet machine, so `--shape all` leaves it out and
+`make bench` runs it apart).
 
 **prices** (price drop and back in stock): N products (3 variants, 3 markets each) are synced
 to Insider's catalog; then one SKU of each product changes, half of them their price in all
@@ -594,7 +595,7 @@ class TriggerShape:
 SHAPES: dict[str, TriggerShape] = {
     "prices": TriggerShape(run_prices, prices_report, prices_misses),
     "carts": TriggerShape(run_carts_from, carts_report, carts_missed),
-    # Not in "all" (`make bench`): 100,000 held carts take ~20 minutes here.
+    # Not in "all": 100,000 held carts take ~25 minutes here (`make bench` runs it apart).
     "held-carts": TriggerShape(run_held_from, held_report, held_missed),
 }
 DEFAULT_SHAPES = ("prices", "carts")
