@@ -162,7 +162,7 @@ class _Lane:
 
     async def add(self, signals: list[tuple[str, bytes]], epoch: int) -> None:
         """Add (routing key, signal) pairs routed by layout `epoch`; return once stored."""
-        self._check_backlog()
+        self._describe_when_due()
         if self.history_bytes > self._committer.backlog_bytes:
             raise ShardBacklogged(
                 f"journey shard {self.shard} is behind ({self.history_bytes:,} bytes of history)"
@@ -226,7 +226,9 @@ class _Lane:
     def queued(self) -> int:
         return len(self._windows)
 
-    def _check_backlog(self) -> None:
+    def _describe_when_due(self) -> None:
+        """Asks Temporal again, in the background, how large the shard's history is (the
+        backlog check) and whether it gave notice of continuing-as-new."""
         now = time.monotonic()
         if now - self.checked_at >= self._committer.describe_seconds and not self._describing:
             self.checked_at = now

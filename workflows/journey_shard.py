@@ -2,7 +2,8 @@
 
 Identities (customer, else anonymous visitor, else email) are spread over a fixed number
 of shards by a stable hash; the bridge group-commits the signals of a short window into one
-`deliver` signal per shard (an update while the shard gives notice that it continues-as-new). A shard accepts each signal by the rules of ct_insider/journeys/intake.py
+`deliver` signal per shard (an update while the shard gives notice that it continues-as-new).
+A shard accepts each signal by the rules of ct_insider/journeys/intake.py
 (duplicates, stale state, deleted customers, forgotten keys), and delivers what is pending
 in batches, in order of occurrence, one local activity per batch: the activity sends one
 upsert for many people, shared with the other shards of the worker.
@@ -13,8 +14,8 @@ Exactly once, without reading Insider on the steady path:
 - a shard rebuilt from history asks Temporal (not Insider) whether a task before was cut
   short by a dying worker; only then does it settle what that task may have sent by reading
   Insider - the verdict stays on those signals whatever becomes of the delivery that asked;
-- what a task accepted is sent in a later task (an update's acceptance is stored when its
-  task completes);
+- what a task accepted in an update is sent in a later task (an update's acceptance is
+  stored when its task completes; a signal is stored before any task takes it);
 - continue-as-new happens in a workflow task of its own (`_end_task`), so a completion
   Temporal refuses because a signal arrived never repeats a delivery; what it
   carries is bounded by construction (CARRY_BUDGET: settings whose worst case exceeds it
@@ -172,7 +173,8 @@ NEXT_TASK = "next-task-or-timer"
 # A signal goes out only in a workflow task after the one that accepted it: an update's
 # acceptance is stored when its task completes, so a task that died after sending what it
 # accepted would leave Insider holding events no history shows the shard took (a sender that
-# posts them again later would have them sent twice). Runs begun before send at once.
+# posts them again later would have them sent twice). Runs begun before send at once. (Since
+# SIGNALS_SENT_IN_THEIR_TASK, only what came in updates waits.)
 SEND_WHAT_EARLIER_TASKS_ACCEPTED = "send-what-earlier-tasks-accepted"
 # A shard due to continue-as-new gives notice first (the memo CONTINUING_MEMO, which the
 # bridges read when they describe it) and continues `continue_notice_seconds` later: the
